@@ -1,0 +1,5 @@
+/** Every registered subcommand, in the order of the pipeline. Register only commands that work. */
+import type { CommandDefinition } from '../define.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: CommandDefinition<any>[] = [];

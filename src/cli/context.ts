@@ -1,0 +1,92 @@
+/**
+ * What a command handler gets: parsed flags, the Output, the shutdown signal,
+ * whether it may prompt, and the two connections (resolved lazily, so
+ * commands that need only one side never ask for the other).
+ */
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { UsageError } from '../errors.js';
+import { shutdownSignal } from '../lifecycle.js';
+import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../postgres/conninfo.js';
+import type { GlobalArgs } from './options.js';
+import { Output } from './render/output.js';
+
+export type Side = 'source' | 'target';
+
+export interface CommandContext {
+  argv: GlobalArgs;
+  out: Output;
+  signal: AbortSignal;
+  env: NodeJS.ProcessEnv;
+  /** May we ask questions? (TTY on stdin and stdout, no CI, no --no-interactive / --yes) */
+  interactive: boolean;
+  stateDir: string;
+  pgBinDir: string | undefined;
+  /** The connection string of a side, or undefined when none was given. */
+  connectionString(side: Side): string | undefined;
+  /** The resolved connection of a side; exits 2 naming the flag when none was given. */
+  conn(side: Side): ResolvedConnInfo;
+  hasConn(side: Side): boolean;
+}
+
+function readConnFile(file: string, flag: string, out: Output): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`${flag}: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  try {
+    if ((statSync(file).mode & 0o077) !== 0) out.warn(`${flag} "${file}" is readable by other users; chmod 600 it`);
+  } catch {
+    /* stat raced with removal: reading worked, go on */
+  }
+  const line = text.split(/\r?\n/).map((l) => l.trim()).find((l) => l && !l.startsWith('#'));
+  if (!line) throw new UsageError(`${flag}: "${file}" holds no connection string`);
+  return line;
+}
+
+export function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = process.env): CommandContext {
+  const out = new Output({ json: argv.json, verbose: argv.verbose, quiet: argv.quiet, color: argv.color, env });
+  const stdinTty = !!process.stdin.isTTY;
+  const interactive = argv.interactive !== false && !argv.yes && !env.CI && stdinTty && !!process.stdout.isTTY && !argv.json;
+  const resolved = new Map<Side, ResolvedConnInfo>();
+
+  const connectionString = (side: Side): string | undefined => {
+    const direct = side === 'source' ? argv.source : argv.target;
+    const file = side === 'source' ? argv.sourceFile : argv.targetFile;
+    if (direct !== undefined && file !== undefined) {
+      throw new UsageError(`give either --${side} or --${side}-file, not both`);
+    }
+    if (file !== undefined) return readConnFile(file, `--${side}-file`, out);
+    if (direct !== undefined) return direct;
+    const fromEnv = env[side === 'source' ? 'PGFERRY_SOURCE' : 'PGFERRY_TARGET'];
+    return fromEnv || undefined;
+  };
+
+  const ctx: CommandContext = {
+    argv,
+    out,
+    signal: shutdownSignal,
+    env,
+    interactive,
+    stateDir: path.resolve(argv.stateDir ?? env.PGFERRY_STATE_DIR ?? './.pgferry'),
+    pgBinDir: argv.pgBinDir ?? (env.PGFERRY_PG_BIN_DIR || undefined),
+    connectionString,
+    hasConn: (side) => connectionString(side) !== undefined,
+    conn(side) {
+      const cached = resolved.get(side);
+      if (cached) return cached;
+      const s = connectionString(side);
+      if (s === undefined) {
+        throw new UsageError(`no ${side} connection given`, {
+          hint: `pass --${side} postgresql://user@host/db, --${side}-file FILE, or set PGFERRY_${side.toUpperCase()}`,
+        });
+      }
+      const r = resolveConnInfo(parseConnInfo(s, `--${side}`), env);
+      resolved.set(side, r);
+      return r;
+    },
+  };
+  return ctx;
+}

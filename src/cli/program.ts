@@ -1,0 +1,98 @@
+/**
+ * yargs wiring: global options, one module per subcommand, errors mapped to
+ * exit codes. `runCli` is what the binary calls; tests call it too.
+ */
+import { readFileSync } from 'node:fs';
+import yargs, { type Argv } from 'yargs';
+import { ExitCode, PgferryError, UsageError } from '../errors.js';
+import { installSignalHandlers, runCleanups } from '../lifecycle.js';
+import { redact } from '../postgres/redact.js';
+import { commands } from './commands/index.js';
+import { createContext } from './context.js';
+import type { CommandDefinition } from './define.js';
+import { withGlobalOptions, type GlobalArgs } from './options.js';
+import { Output } from './render/output.js';
+
+export function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** Map any error to an exit code, printing it (as JSON too with --json). */
+export function reportError(err: unknown, out: Output): number {
+  const name = (err as { name?: string } | undefined)?.name;
+  if (name === 'ExitPromptError' || name === 'AbortPromptError') {
+    out.error('interrupted');
+    return ExitCode.interrupted;
+  }
+  if (err instanceof PgferryError) {
+    out.error(err.message, err.hint);
+    if (out.json) out.emitJson({ ok: false, error: { message: err.message, hint: err.hint ?? null, exitCode: err.exitCode } });
+    return err.exitCode;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  out.error(message);
+  if (out.verbose && err instanceof Error && err.stack) out.debug(redact(err.stack));
+  if (out.json) out.emitJson({ ok: false, error: { message, hint: null, exitCode: ExitCode.failed } });
+  return ExitCode.failed;
+}
+
+function register(parser: Argv<GlobalArgs>, def: CommandDefinition<never>, setExit: (code: number) => void, env: NodeJS.ProcessEnv): void {
+  parser.command(
+    def.command,
+    def.describe,
+    (y) => {
+      let b = def.builder ? def.builder(y as Argv<GlobalArgs>) : (y as Argv<GlobalArgs>);
+      for (const [cmd, desc] of def.examples ?? []) b = b.example(cmd, desc);
+      if (def.epilog) b = b.epilog(def.epilog);
+      return b;
+    },
+    async (argv) => {
+      const ctx = createContext(argv as unknown as GlobalArgs, env);
+      setExit(await def.run(ctx, argv as never));
+    },
+  );
+}
+
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  installSignalHandlers();
+  let exitCode: number = ExitCode.ok;
+  const plainOut = () =>
+    new Output({ json: args.includes('--json'), color: args.includes('--no-color') ? false : undefined, env });
+  const width = Math.min(110, process.stdout.columns || 100);
+  const parser = withGlobalOptions(yargs(args) as unknown as Argv<GlobalArgs>)
+    .scriptName('pgferry')
+    .usage(
+      'pgferry <command> [options]\n\n' +
+        'Move a live PostgreSQL database to another server with zero downtime, and prove the copy is right.\n' +
+        'validate → init → sync → status → verify → cleanup',
+    )
+    .version(packageVersion())
+    .help()
+    .alias('help', 'h')
+    .strict()
+    .demandCommand(1, 'name a command (see pgferry --help)')
+    .recommendCommands()
+    .wrap(width)
+    .parserConfiguration({ 'boolean-negation': true })
+    .exitProcess(false)
+    .showHelpOnFail(false)
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new UsageError(msg ?? 'invalid command line', { hint: 'see pgferry <command> --help' });
+    })
+    .epilog('Exit codes: 0 ok · 1 problems found · 2 usage/configuration · 3 cannot connect · 4 failed midway · 130 interrupted');
+  for (const def of commands) register(parser, def as CommandDefinition<never>, (c) => (exitCode = c), env);
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    exitCode = reportError(err, plainOut());
+  } finally {
+    runCleanups();
+  }
+  return exitCode;
+}

@@ -1,0 +1,164 @@
+/**
+ * The user tables of a database, with what every step needs: columns (and
+ * which are generated), keys, replica identity, persistence, partitions,
+ * size estimates and the current user's rights. Works on PostgreSQL 12+.
+ */
+import type pg from 'pg';
+
+export interface CatalogColumn {
+  name: string;
+  /** format_type(), e.g. "numeric(12,2)". */
+  type: string;
+  typeOid: number;
+  notNull: boolean;
+  /** Generated columns are computed on the target and left out of COPY column lists. */
+  generated: boolean;
+  identity: boolean;
+}
+
+export interface CatalogTable {
+  oid: number;
+  schema: string;
+  name: string;
+  /** 'r' ordinary, 'p' partitioned. */
+  relkind: 'r' | 'p';
+  owner: string;
+  unlogged: boolean;
+  /** Leaf partitions (schema, name) of a partitioned table, empty otherwise. */
+  partitions: { schema: string; name: string; oid: number }[];
+  columns: CatalogColumn[];
+  /** Primary key columns in key order, or null. */
+  primaryKey: string[] | null;
+  /** A unique index over NOT NULL columns (the first one found), when there is no primary key. */
+  uniqueKey: string[] | null;
+  /** 'd' default, 'n' nothing, 'f' full, 'i' index. */
+  replicaIdentity: 'd' | 'n' | 'f' | 'i';
+  /** Columns that identify a row for UPDATE/DELETE in logical replication (empty for FULL/NOTHING/keyless DEFAULT). */
+  replicaIdentityColumns: string[];
+  /** pg_class.reltuples (summed over partitions); -1 when never analysed. */
+  estimatedRows: number;
+  /** Heap + TOAST bytes (summed over partitions). */
+  bytes: number;
+  /** The current user may SELECT it. */
+  canSelect: boolean;
+  /** The current user owns it (needed to add it to a publication unless superuser). */
+  isOwner: boolean;
+  /** Has inheritance children that are not partitions. */
+  hasInheritanceChildren: boolean;
+}
+
+const TABLES_SQL = `
+WITH tables AS (
+  SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relreplident,
+         pg_get_userbyid(c.relowner) AS owner, c.relowner
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p')
+     AND NOT c.relispartition
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND n.nspname NOT LIKE 'pg\\_toast%'
+     AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+)
+SELECT t.oid::int AS oid, t.nspname AS schema, t.relname AS name, t.relkind, t.owner,
+       t.relpersistence = 'u' AS unlogged, t.relreplident AS replident,
+       pg_has_role(t.relowner, 'USAGE') AS is_owner,
+       has_table_privilege(t.oid, 'SELECT') AS can_select,
+       EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class ch ON ch.oid = i.inhrelid
+                WHERE i.inhparent = t.oid AND NOT ch.relispartition) AS has_inh_children,
+       COALESCE((SELECT json_agg(json_build_object('schema', ln.nspname, 'name', lc.relname, 'oid', lc.oid::int)
+                                 ORDER BY ln.nspname, lc.relname)
+                   FROM pg_partition_tree(t.oid) pt
+                   JOIN pg_class lc ON lc.oid = pt.relid
+                   JOIN pg_namespace ln ON ln.oid = lc.relnamespace
+                  WHERE t.relkind = 'p' AND pt.isleaf), '[]'::json) AS partitions,
+       (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
+                                          'typeOid', a.atttypid::int, 'notNull', a.attnotnull,
+                                          'generated', a.attgenerated <> '', 'identity', a.attidentity <> '')
+                        ORDER BY a.attnum)
+          FROM pg_attribute a
+         WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+       (SELECT json_agg(a.attname ORDER BY k.ord)
+          FROM pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = t.oid AND i.indisprimary) AS primary_key,
+       (SELECT json_agg(a.attname ORDER BY k.ord)
+          FROM (SELECT i.indkey FROM pg_index i
+                 WHERE i.indrelid = t.oid AND i.indisunique AND NOT i.indisprimary AND i.indisvalid
+                   AND i.indpred IS NULL AND i.indexprs IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) x(attnum)
+                                     JOIN pg_attribute xa ON xa.attrelid = i.indrelid AND xa.attnum = x.attnum
+                                    WHERE NOT xa.attnotnull)
+                 ORDER BY i.indnatts, i.indexrelid LIMIT 1) u
+          CROSS JOIN LATERAL unnest(u.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum) AS unique_key,
+       (SELECT json_agg(a.attname ORDER BY k.ord)
+          FROM pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = t.oid AND i.indisreplident) AS replident_index,
+       CASE WHEN t.relkind = 'p'
+            THEN COALESCE((SELECT sum(GREATEST(lc.reltuples, 0))::float8 FROM pg_partition_tree(t.oid) pt
+                             JOIN pg_class lc ON lc.oid = pt.relid WHERE pt.isleaf), 0)
+            ELSE (SELECT reltuples::float8 FROM pg_class WHERE oid = t.oid) END AS estimated_rows,
+       CASE WHEN t.relkind = 'p'
+            THEN COALESCE((SELECT sum(pg_table_size(pt.relid))::float8 FROM pg_partition_tree(t.oid) pt WHERE pt.isleaf), 0)
+            ELSE pg_table_size(t.oid)::float8 END AS bytes
+  FROM tables t
+ ORDER BY t.nspname, t.relname`;
+
+interface Row {
+  oid: number;
+  schema: string;
+  name: string;
+  relkind: 'r' | 'p';
+  owner: string;
+  unlogged: boolean;
+  replident: 'd' | 'n' | 'f' | 'i';
+  is_owner: boolean;
+  can_select: boolean;
+  has_inh_children: boolean;
+  partitions: { schema: string; name: string; oid: number }[];
+  columns: CatalogColumn[];
+  primary_key: string[] | null;
+  unique_key: string[] | null;
+  replident_index: string[] | null;
+  estimated_rows: number;
+  bytes: number;
+}
+
+export async function listTables(client: pg.Client): Promise<CatalogTable[]> {
+  const { rows } = await client.query<Row>(TABLES_SQL);
+  return rows.map((r) => {
+    const identityColumns =
+      r.replident === 'i' ? (r.replident_index ?? []) : r.replident === 'd' ? (r.primary_key ?? []) : [];
+    return {
+      oid: r.oid,
+      schema: r.schema,
+      name: r.name,
+      relkind: r.relkind,
+      owner: r.owner,
+      unlogged: r.unlogged,
+      partitions: r.partitions,
+      columns: r.columns ?? [],
+      primaryKey: r.primary_key,
+      uniqueKey: r.unique_key,
+      replicaIdentity: r.replident,
+      replicaIdentityColumns: identityColumns,
+      estimatedRows: Number(r.estimated_rows),
+      bytes: Number(r.bytes),
+      canSelect: r.can_select,
+      isOwner: r.is_owner,
+      hasInheritanceChildren: r.has_inh_children,
+    };
+  });
+}
+
+/** UPDATE and DELETE on a published table need a row identity: a key, an identity index, or FULL. */
+export function hasUsableReplicaIdentity(t: Pick<CatalogTable, 'replicaIdentity' | 'primaryKey' | 'replicaIdentityColumns'>): boolean {
+  if (t.replicaIdentity === 'f') return true;
+  if (t.replicaIdentity === 'n') return false;
+  return t.replicaIdentityColumns.length > 0;
+}

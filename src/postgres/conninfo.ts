@@ -1,0 +1,311 @@
+/**
+ * Connection strings with libpq's semantics: URLs (`postgresql://…`) and
+ * keyword strings (`host=… dbname=…`), environment defaults (PGHOST …), and
+ * passwords from the string, PGPASSWORD or a password file. The parsed form
+ * keeps libpq's keyword names so that it can be handed back to libpq-based
+ * tools (pg_dump, psql, a subscription's CONNECTION) without loss.
+ */
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { UsageError } from '../errors.js';
+import { lookupPassfile } from './pgpass.js';
+import { registerSecret } from './redact.js';
+
+/** libpq connection keywords (PostgreSQL 12 … 18). */
+export const LIBPQ_KEYWORDS = [
+  'host', 'hostaddr', 'port', 'dbname', 'user', 'password', 'passfile', 'channel_binding',
+  'connect_timeout', 'client_encoding', 'options', 'application_name', 'fallback_application_name',
+  'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout',
+  'replication', 'gssencmode', 'sslmode', 'requiressl', 'sslcompression', 'sslcert', 'sslkey',
+  'sslpassword', 'sslcertmode', 'sslrootcert', 'sslcrl', 'sslcrldir', 'sslsni', 'requirepeer',
+  'ssl_min_protocol_version', 'ssl_max_protocol_version', 'krbsrvname', 'gsslib', 'gssdelegation',
+  'service', 'target_session_attrs', 'load_balance_hosts', 'require_auth', 'sslnegotiation',
+] as const;
+export type LibpqKeyword = (typeof LIBPQ_KEYWORDS)[number];
+const KEYWORD_SET: ReadonlySet<string> = new Set(LIBPQ_KEYWORDS);
+
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+
+/** A parsed connection string: libpq keyword → value, as written. */
+export type ConnInfo = Partial<Record<LibpqKeyword, string>>;
+
+/** A connection string with every default filled in, ready to connect. */
+export interface ResolvedConnInfo {
+  params: ConnInfo;
+  host: string;
+  port: number;
+  user: string;
+  dbname: string;
+  sslmode: SslMode;
+  password: string | undefined;
+  /** Where the password came from (never the password itself). */
+  passwordSource: 'connection string' | 'PGPASSWORD' | 'password file' | undefined;
+}
+
+function bad(what: string, detail: string): UsageError {
+  return new UsageError(`invalid connection string: ${detail}`, {
+    hint: `${what} must be a postgres URL (postgresql://user@host:5432/db?sslmode=require) or a libpq keyword string (host=… port=… dbname=… user=…)`,
+  });
+}
+
+function setKeyword(ci: ConnInfo, key: string, value: string, what: string): void {
+  if (!KEYWORD_SET.has(key)) throw bad(what, `unknown connection option "${key}"`);
+  ci[key as LibpqKeyword] = value;
+}
+
+function decode(s: string, what: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw bad(what, 'bad percent-encoding (encode special characters in passwords as %XX)');
+  }
+}
+
+/** Parse a `postgresql://` / `postgres://` URL the way libpq does. */
+function parseUrl(input: string, what: string): ConnInfo {
+  const ci: ConnInfo = {};
+  const m = /^(postgres(?:ql)?):\/\//i.exec(input);
+  if (!m) throw bad(what, 'not a postgres URL');
+  let rest = input.slice(m[0].length);
+
+  // Query part first: it may hold any keyword, including host.
+  let query = '';
+  const q = rest.indexOf('?');
+  if (q >= 0) {
+    query = rest.slice(q + 1);
+    rest = rest.slice(0, q);
+  }
+  // userinfo ends at the last '@' before the first '/' (libpq stops at '/').
+  const slash = rest.indexOf('/');
+  const authority = slash >= 0 ? rest.slice(0, slash) : rest;
+  const path = slash >= 0 ? rest.slice(slash + 1) : '';
+  let hostPart = authority;
+  const at = authority.lastIndexOf('@');
+  if (at >= 0) {
+    const userinfo = authority.slice(0, at);
+    hostPart = authority.slice(at + 1);
+    const colon = userinfo.indexOf(':');
+    const user = colon >= 0 ? userinfo.slice(0, colon) : userinfo;
+    if (user) ci.user = decode(user, what);
+    if (colon >= 0) ci.password = decode(userinfo.slice(colon + 1), what);
+  }
+  if (hostPart) {
+    if (hostPart.includes(',')) {
+      throw bad(what, 'several hosts in one connection string are not supported; name one server');
+    }
+    let host: string;
+    let port: string | undefined;
+    if (hostPart.startsWith('[')) {
+      const close = hostPart.indexOf(']');
+      if (close < 0) throw bad(what, 'unterminated IPv6 address (missing "]")');
+      host = hostPart.slice(1, close);
+      const after = hostPart.slice(close + 1);
+      if (after.startsWith(':')) port = after.slice(1);
+      else if (after) throw bad(what, `unexpected "${after}" after IPv6 address`);
+    } else {
+      const colon = hostPart.lastIndexOf(':');
+      host = colon >= 0 ? hostPart.slice(0, colon) : hostPart;
+      port = colon >= 0 ? hostPart.slice(colon + 1) : undefined;
+    }
+    if (host) ci.host = decode(host, what);
+    if (port) ci.port = decode(port, what);
+  }
+  if (path) ci.dbname = decode(path, what);
+  if (query) {
+    for (const pair of query.split('&')) {
+      if (!pair) continue;
+      const eq = pair.indexOf('=');
+      if (eq < 0) throw bad(what, `URL parameter "${pair}" has no value`);
+      const key = decode(pair.slice(0, eq), what);
+      // libpq accepts ssl=true as an alias for sslmode=require in URLs.
+      if (key === 'ssl' && pair.slice(eq + 1) === 'true') {
+        ci.sslmode = 'require';
+        continue;
+      }
+      setKeyword(ci, key, decode(pair.slice(eq + 1), what), what);
+    }
+  }
+  return ci;
+}
+
+/** Parse a libpq keyword/value string: `key=value key='quoted \' value'`. */
+function parseKeywords(input: string, what: string): ConnInfo {
+  const ci: ConnInfo = {};
+  let i = 0;
+  const n = input.length;
+  const isSpace = (c: string | undefined) => c !== undefined && /\s/.test(c);
+  while (i < n) {
+    while (i < n && isSpace(input[i])) i++;
+    if (i >= n) break;
+    const keyStart = i;
+    while (i < n && input[i] !== '=' && !isSpace(input[i])) i++;
+    const key = input.slice(keyStart, i);
+    while (i < n && isSpace(input[i])) i++;
+    if (input[i] !== '=') throw bad(what, `missing "=" after "${key}"`);
+    i++;
+    while (i < n && isSpace(input[i])) i++;
+    let value = '';
+    if (input[i] === "'") {
+      i++;
+      let closed = false;
+      while (i < n) {
+        const c = input[i]!;
+        if (c === '\\' && i + 1 < n) {
+          value += input[i + 1];
+          i += 2;
+        } else if (c === "'") {
+          i++;
+          closed = true;
+          break;
+        } else {
+          value += c;
+          i++;
+        }
+      }
+      if (!closed) throw bad(what, `unterminated quoted value for "${key}"`);
+    } else {
+      while (i < n && !isSpace(input[i])) {
+        if (input[i] === '\\' && i + 1 < n) {
+          value += input[i + 1];
+          i += 2;
+        } else {
+          value += input[i];
+          i++;
+        }
+      }
+    }
+    setKeyword(ci, key, value, what);
+  }
+  return ci;
+}
+
+/**
+ * Parse a connection string. `what` names it in errors ("--source").
+ * A string that is neither a URL nor has "=" is a database name, as in libpq.
+ */
+export function parseConnInfo(input: string, what = 'the connection string'): ConnInfo {
+  const s = input.trim();
+  let ci: ConnInfo;
+  if (/^postgres(ql)?:\/\//i.test(s)) ci = parseUrl(s, what);
+  else if (s.includes('=')) ci = parseKeywords(s, what);
+  else if (s) ci = { dbname: s };
+  else throw bad(what, 'it is empty');
+  registerSecret(ci.password);
+  registerSecret(ci.sslpassword);
+  if (ci.service !== undefined) {
+    throw bad(what, 'connection services (service=…, pg_service.conf) are not supported; spell out host, port, user and dbname');
+  }
+  if (ci.sslmode !== undefined && !(SSL_MODES as readonly string[]).includes(ci.sslmode)) {
+    throw bad(what, `invalid sslmode "${ci.sslmode}" (one of ${SSL_MODES.join(', ')})`);
+  }
+  if (ci.port !== undefined && !/^\d{1,5}$/.test(ci.port)) throw bad(what, `invalid port "${ci.port}"`);
+  if (ci.connect_timeout !== undefined && !/^-?\d+$/.test(ci.connect_timeout)) {
+    throw bad(what, `invalid connect_timeout "${ci.connect_timeout}" (whole seconds)`);
+  }
+  return ci;
+}
+
+/** The same connection, another database. */
+export function withDatabase(ci: ConnInfo, dbname: string): ConnInfo {
+  return { ...ci, dbname };
+}
+
+function defaultHost(): string {
+  // libpq's compiled-in default is a Unix socket directory; Debian uses /var/run/postgresql.
+  for (const dir of ['/var/run/postgresql', '/tmp']) {
+    if (existsSync(`${dir}/.s.PGSQL.5432`)) return dir;
+  }
+  return 'localhost';
+}
+
+function osUser(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return 'postgres';
+  }
+}
+
+/** Fill in defaults the way libpq does: connection string, then PG* environment, then built-ins. */
+export function resolveConnInfo(ci: ConnInfo, env: NodeJS.ProcessEnv = process.env): ResolvedConnInfo {
+  const envMap: Partial<Record<LibpqKeyword, string>> = {
+    host: env.PGHOST,
+    hostaddr: env.PGHOSTADDR,
+    port: env.PGPORT,
+    dbname: env.PGDATABASE,
+    user: env.PGUSER,
+    passfile: env.PGPASSFILE,
+    sslmode: env.PGSSLMODE,
+    sslrootcert: env.PGSSLROOTCERT,
+    sslcert: env.PGSSLCERT,
+    sslkey: env.PGSSLKEY,
+    sslcrl: env.PGSSLCRL,
+    connect_timeout: env.PGCONNECT_TIMEOUT,
+    options: env.PGOPTIONS,
+    target_session_attrs: env.PGTARGETSESSIONATTRS,
+  };
+  const params: ConnInfo = { ...ci };
+  for (const [k, v] of Object.entries(envMap) as [LibpqKeyword, string | undefined][]) {
+    if (params[k] === undefined && v !== undefined && v !== '') params[k] = v;
+  }
+  const host = params.host || defaultHost();
+  const port = Number(params.port || 5432);
+  const user = params.user || osUser();
+  const dbname = params.dbname || user;
+  const sslmode = (params.sslmode || 'prefer') as SslMode;
+  if (!(SSL_MODES as readonly string[]).includes(sslmode)) {
+    throw new UsageError(`invalid sslmode "${sslmode}" (one of ${SSL_MODES.join(', ')})`);
+  }
+
+  let password = params.password;
+  let passwordSource: ResolvedConnInfo['passwordSource'] = password !== undefined ? 'connection string' : undefined;
+  if (password === undefined && env.PGPASSWORD) {
+    password = env.PGPASSWORD;
+    passwordSource = 'PGPASSWORD';
+  }
+  if (password === undefined) {
+    const file = params.passfile || (os.homedir() ? `${os.homedir()}/.pgpass` : undefined);
+    if (file) {
+      const found = lookupPassfile(file, { host: params.hostaddr ? host : host, port, dbname, user });
+      if (found !== undefined) {
+        password = found;
+        passwordSource = 'password file';
+      }
+    }
+  }
+  registerSecret(password);
+  return { params, host, port, user, dbname, sslmode, password, passwordSource };
+}
+
+/** Quote a value for a libpq keyword string. */
+function quoteKeywordValue(v: string): string {
+  if (v !== '' && !/[\s'\\]/.test(v)) return v;
+  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/**
+ * Render a libpq keyword string. Passwords are left out unless asked for
+ * (only a subscription's CONNECTION needs one, and the user is told).
+ */
+export function toKeywordString(ci: ConnInfo, options: { includePassword?: boolean } = {}): string {
+  const parts: string[] = [];
+  for (const key of LIBPQ_KEYWORDS) {
+    const v = ci[key];
+    if (v === undefined) continue;
+    if ((key === 'password' || key === 'sslpassword') && !options.includePassword) continue;
+    parts.push(`${key}=${quoteKeywordValue(v)}`);
+  }
+  return parts.join(' ');
+}
+
+/** The full parameter set of a resolved connection, for child tools and subscriptions. */
+export function resolvedParams(r: ResolvedConnInfo): ConnInfo {
+  return { ...r.params, host: r.host, port: String(r.port), user: r.user, dbname: r.dbname, sslmode: r.sslmode };
+}
+
+/** Human label without secrets: user@host:port/db. */
+export function describeConn(r: ResolvedConnInfo): string {
+  const host = r.host.includes(':') ? `[${r.host}]` : r.host;
+  return `${r.user}@${host}:${r.port}/${r.dbname}`;
+}

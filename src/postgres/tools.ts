@@ -1,0 +1,198 @@
+/**
+ * PostgreSQL client tools (pg_dump, pg_restore, pg_dumpall, psql) run through
+ * execa. Binaries are found in --pg-bin-dir, then PATH, then
+ * `pg_config --bindir`. Credentials reach the child only through a temporary
+ * password file (0600, created exclusively inside a private 0700 directory),
+ * which is removed on success, on error, and on SIGINT/SIGTERM. Nothing
+ * secret is ever placed in argv or in the child's environment.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { execa, type Options, type ResultPromise } from 'execa';
+import { InterruptedError, OperationError, UsageError } from '../errors.js';
+import { registerCleanup, shutdownSignal } from '../lifecycle.js';
+import { resolvedParams, toKeywordString, type ResolvedConnInfo } from './conninfo.js';
+import { APPLICATION_NAME } from './connect.js';
+import { passfileLine } from './pgpass.js';
+import { redact } from './redact.js';
+
+export const PG_TOOLS = ['pg_dump', 'pg_restore', 'pg_dumpall', 'psql'] as const;
+export type PgTool = (typeof PG_TOOLS)[number];
+
+export interface ToolLocation {
+  tool: PgTool;
+  path: string;
+  /** e.g. "15.18" */
+  version: string;
+  major: number;
+}
+
+function versionOf(file: string): { version: string; major: number } | undefined {
+  const r = spawnSync(file, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status !== 0) return undefined;
+  const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(r.stdout ?? '');
+  if (!m) return undefined;
+  return { version: m[2] ? `${m[1]}.${m[2]}` : m[1]!, major: Number(m[1]) };
+}
+
+function candidates(tool: PgTool, pgBinDir?: string): string[] {
+  const list: string[] = [];
+  if (pgBinDir) return [path.join(pgBinDir, tool)];
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir) list.push(path.join(dir, tool));
+  const cfg = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
+  if (cfg.status === 0 && cfg.stdout.trim()) list.push(path.join(cfg.stdout.trim(), tool));
+  return list;
+}
+
+const cache = new Map<string, ToolLocation | undefined>();
+
+/** Locate a client tool; undefined when it is nowhere to be found. */
+export function findTool(tool: PgTool, pgBinDir?: string): ToolLocation | undefined {
+  const key = `${tool}\0${pgBinDir ?? ''}`;
+  if (cache.has(key)) return cache.get(key);
+  let found: ToolLocation | undefined;
+  for (const file of candidates(tool, pgBinDir)) {
+    if (!existsSync(file)) continue;
+    const v = versionOf(file);
+    if (v) {
+      found = { tool, path: realpathSync(file), ...v };
+      break;
+    }
+  }
+  cache.set(key, found);
+  return found;
+}
+
+function installHint(major: number): string {
+  return (
+    `install the PostgreSQL ${major} client tools (Debian/Ubuntu: apt-get install postgresql-client-${major} from apt.postgresql.org; ` +
+    `RHEL: postgresql${major}), then point pgferry at them with --pg-bin-dir /usr/lib/postgresql/${major}/bin`
+  );
+}
+
+/** Find a tool or explain how to get it. */
+export function requireTool(tool: PgTool, pgBinDir?: string): ToolLocation {
+  const t = findTool(tool, pgBinDir);
+  if (!t) {
+    throw new UsageError(`${tool} not found${pgBinDir ? ` in ${pgBinDir}` : ' (looked in PATH and pg_config --bindir)'}`, {
+      hint: `install the PostgreSQL client tools (apt-get install postgresql-client) or pass --pg-bin-dir`,
+    });
+  }
+  return t;
+}
+
+/**
+ * pg_dump and pg_dumpall refuse servers of a newer major than themselves;
+ * say so before running them, with what to install.
+ */
+export function assertToolCanDump(t: ToolLocation, serverMajor: number, side = 'source'): void {
+  if ((t.tool === 'pg_dump' || t.tool === 'pg_dumpall') && t.major < serverMajor) {
+    throw new UsageError(
+      `${t.tool} ${t.version} (${t.path}) cannot dump the ${side} server, which runs PostgreSQL ${serverMajor}`,
+      { hint: installHint(serverMajor) },
+    );
+  }
+}
+
+/** A private password file for one child process. Call the returned dispose() when done. */
+export function createTempPassfile(r: ResolvedConnInfo): { path: string; dir: string; dispose: () => void } {
+  // mkdtemp creates the directory with mode 0700; the file is created exclusively (wx) with 0600.
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-pgpass-'));
+  const file = path.join(dir, 'pgpass');
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  const dispose = registerCleanup(remove);
+  try {
+    writeFileSync(file, r.password !== undefined ? passfileLine(r.user, r.password) : '', { flag: 'wx', mode: 0o600 });
+  } catch (err) {
+    dispose();
+    throw err;
+  }
+  return { path: file, dir, dispose };
+}
+
+export interface RunToolOptions {
+  /** The server to connect to; passed as --dbname keyword string without password. */
+  conn?: ResolvedConnInfo;
+  /** Human label for errors, e.g. "pg_dump of source database shop". */
+  label?: string;
+  pgBinDir?: string;
+  /** Feed stdin from a string or stream. */
+  input?: string | Readable;
+  /** Send stdout to a stream instead of collecting it. */
+  stdout?: Writable;
+  signal?: AbortSignal;
+  /** Extra environment (no secrets). */
+  env?: Record<string, string>;
+}
+
+export interface ToolResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Environment for a child tool: inherited, minus anything that carries a password. */
+function childEnv(extra: Record<string, string> | undefined, passfile: string | undefined): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { ...process.env, ...extra, PGAPPNAME: APPLICATION_NAME };
+  delete env.PGPASSWORD;
+  delete env.PGFERRY_SOURCE;
+  delete env.PGFERRY_TARGET;
+  if (passfile) env.PGPASSFILE = passfile;
+  return env;
+}
+
+/** Arguments naming the connection: a libpq keyword string without password. */
+function connArgs(tool: PgTool, r: ResolvedConnInfo): string[] {
+  const conninfo = toKeywordString({ ...resolvedParams(r), application_name: APPLICATION_NAME });
+  return tool === 'psql' ? ['--dbname', conninfo, '--no-password'] : ['--dbname', conninfo, '--no-password'];
+}
+
+/**
+ * Run a client tool. Resolves with its output; rejects with an OperationError
+ * that includes the tool's stderr (redacted) when it fails.
+ */
+export async function runTool(tool: PgTool, args: string[], options: RunToolOptions = {}): Promise<ToolResult> {
+  const t = requireTool(tool, options.pgBinDir);
+  const pass = options.conn ? createTempPassfile(options.conn) : undefined;
+  const signal = options.signal ?? shutdownSignal;
+  const fullArgs = options.conn ? [...args, ...connArgs(tool, options.conn)] : args;
+  let child: ResultPromise | undefined;
+  try {
+    if (signal.aborted) throw new InterruptedError();
+    const stdinOption =
+      typeof options.input === 'string' ? { input: options.input } : options.input ? { stdin: options.input } : { stdin: 'ignore' as const };
+    const execOptions: Options = {
+      ...stdinOption,
+      env: childEnv(options.env, pass?.path),
+      extendEnv: false,
+      cancelSignal: signal,
+      forceKillAfterDelay: 5000,
+      reject: false,
+      stripFinalNewline: false,
+      stderr: 'pipe',
+      buffer: { stdout: !options.stdout, stderr: true },
+    };
+    child = execa(t.path, fullArgs, execOptions);
+    if (options.stdout) child.stdout?.pipe(options.stdout);
+    const res = (await child) as unknown as {
+      exitCode?: number;
+      stdout?: string;
+      stderr?: string;
+      isCanceled?: boolean;
+      signal?: string;
+      failed?: boolean;
+      message?: string;
+    };
+    if (res.isCanceled || signal.aborted) throw new InterruptedError(`${options.label ?? tool} interrupted`);
+    if (res.failed || res.exitCode !== 0) {
+      const stderr = redact(String(res.stderr ?? '').trim());
+      const how = res.signal ? `was killed by ${res.signal}` : `exited with code ${res.exitCode}`;
+      throw new OperationError(`${options.label ?? tool} ${how}${stderr ? `:\n${stderr}` : ''}`);
+    }
+    return { stdout: String(res.stdout ?? ''), stderr: String(res.stderr ?? '') };
+  } finally {
+    pass?.dispose();
+  }
+}
