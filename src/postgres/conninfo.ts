@@ -309,3 +309,8 @@ export function describeConn(r: ResolvedConnInfo): string {
   const host = r.host.includes(':') ? `[${r.host}]` : r.host;
   return `${r.user}@${host}:${r.port}/${r.dbname}`;
 }
+
+/** The same resolved connection, another database (the password stays as resolved). */
+export function forDatabase(r: ResolvedConnInfo, dbname: string): ResolvedConnInfo {
+  return { ...r, dbname, params: { ...r.params, dbname } };
+}

@@ -1,0 +1,59 @@
+/**
+ * Scope flags shared by validate, init, sync, status, verify, cleanup and
+ * list, and the one function that turns them into a ScopeSpec.
+ */
+import type { Argv } from 'yargs';
+import { scopeFromFlags, type ScopeFlags, type ScopeSpec } from '../config/scope.js';
+import { SCOPE_GROUP } from './options.js';
+
+export function withDatabaseScopeOptions<T>(y: Argv<T>): Argv<T> {
+  return y
+    .option('include-databases', {
+      type: 'string',
+      array: true,
+      group: SCOPE_GROUP,
+      describe: 'Databases to include (comma-separated or repeated); default: the database in the source connection',
+    })
+    .option('exclude-databases', { type: 'string', array: true, group: SCOPE_GROUP, describe: 'Databases to leave out' })
+    .option('all-databases', {
+      type: 'boolean',
+      group: SCOPE_GROUP,
+      describe: 'Every non-template database of the source server',
+    }) as unknown as Argv<T>;
+}
+
+export function withTableScopeOptions<T>(y: Argv<T>): Argv<T> {
+  return withDatabaseScopeOptions(y)
+    .option('include-tables', {
+      type: 'string',
+      array: true,
+      group: SCOPE_GROUP,
+      describe: 'Only these tables: schema.table, * and ? wildcards; unqualified means schema public',
+    })
+    .option('exclude-tables', { type: 'string', array: true, group: SCOPE_GROUP, describe: 'Leave these tables out (same patterns)' })
+    .option('schema-only-tables', {
+      type: 'string',
+      array: true,
+      group: SCOPE_GROUP,
+      describe: 'Copy the structure of these tables, not their rows',
+    })
+    .option('table-filter', {
+      type: 'string',
+      array: true,
+      group: SCOPE_GROUP,
+      describe: 'Copy only matching rows: "schema.table:SQL predicate" (repeatable)',
+    })
+    .option('time-filter', {
+      type: 'string',
+      array: true,
+      group: SCOPE_GROUP,
+      describe: 'Copy only recent rows: "schema.table:column:6 months" (cutoff fixed once by init)',
+    }) as unknown as Argv<T>;
+}
+
+export type ScopeArgs = ScopeFlags;
+
+/** Flags → ScopeSpec. (The configuration file, when given, is the base the flags override.) */
+export function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): ScopeSpec {
+  return scopeFromFlags(args, base);
+}
