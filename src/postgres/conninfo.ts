@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { lookupPassfile } from './pgpass.js';
 import { registerSecret } from './redact.js';
@@ -67,32 +68,32 @@ function parseUrl(input: string, what: string): ConnInfo {
   const ci: ConnInfo = {};
   const m = /^(postgres(?:ql)?):\/\//i.exec(input);
   if (!m) throw bad(what, 'not a postgres URL');
-  let rest = input.slice(m[0].length);
+  const rest = input.slice(m[0].length);
 
-  // Query part first: it may hold any keyword, including host.
-  let query = '';
-  const q = rest.indexOf('?');
-  if (q >= 0) {
-    query = rest.slice(q + 1);
-    rest = rest.slice(0, q);
-  }
-  // userinfo ends at the last '@' before the first '/' (libpq stops at '/').
+  // As in libpq, user info ends at an "@" before the first "/", so a password may hold
+  // unencoded "?", "#" and ":". We take the last such "@" so that an unencoded "@" works too.
   const slash = rest.indexOf('/');
-  const authority = slash >= 0 ? rest.slice(0, slash) : rest;
-  const path = slash >= 0 ? rest.slice(slash + 1) : '';
-  let hostPart = authority;
-  const at = authority.lastIndexOf('@');
+  const at = (slash >= 0 ? rest.slice(0, slash) : rest).lastIndexOf('@');
   if (at >= 0) {
-    const userinfo = authority.slice(0, at);
-    hostPart = authority.slice(at + 1);
+    const userinfo = rest.slice(0, at);
     const colon = userinfo.indexOf(':');
     const user = colon >= 0 ? userinfo.slice(0, colon) : userinfo;
     if (user) ci.user = decode(user, what);
     if (colon >= 0) ci.password = decode(userinfo.slice(colon + 1), what);
   }
+  let afterUser = rest.slice(at + 1);
+  let query = '';
+  const q = afterUser.indexOf('?');
+  if (q >= 0) {
+    query = afterUser.slice(q + 1);
+    afterUser = afterUser.slice(0, q);
+  }
+  const pathStart = afterUser.indexOf('/');
+  const hostPart = pathStart >= 0 ? afterUser.slice(0, pathStart) : afterUser;
+  const dbPath = pathStart >= 0 ? afterUser.slice(pathStart + 1) : '';
   if (hostPart) {
     if (hostPart.includes(',')) {
-      throw bad(what, 'several hosts in one connection string are not supported; name one server');
+      throw bad(what, `several hosts in one connection string are not supported; name one server (${hostPart})`);
     }
     let host: string;
     let port: string | undefined;
@@ -109,9 +110,17 @@ function parseUrl(input: string, what: string): ConnInfo {
       port = colon >= 0 ? hostPart.slice(colon + 1) : undefined;
     }
     if (host) ci.host = decode(host, what);
-    if (port) ci.port = decode(port, what);
+    if (port) {
+      // Do not echo it: an unencoded "/" or "@" in a password makes its start look like a port.
+      if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+        throw new UsageError('invalid connection string: invalid port in the URL', {
+          hint: `if the password holds / ? # @ : or %, percent-encode them (/ → %2F, ? → %3F, # → %23, @ → %40, : → %3A, % → %25); ${what} must look like postgresql://user:password@host:5432/db`,
+        });
+      }
+      ci.port = port;
+    }
   }
-  if (path) ci.dbname = decode(path, what);
+  if (dbPath) ci.dbname = decode(dbPath, what);
   if (query) {
     for (const pair of query.split('&')) {
       if (!pair) continue;
@@ -193,17 +202,28 @@ export function parseConnInfo(input: string, what = 'the connection string'): Co
   else throw bad(what, 'it is empty');
   registerSecret(ci.password);
   registerSecret(ci.sslpassword);
+  // libpq would try each host of a comma-separated list in turn; pgferry needs to know which
+  // server it talks to (slots, identity checks), so it takes exactly one.
+  for (const k of ['host', 'hostaddr', 'port'] as const) {
+    if (ci[k]?.includes(',')) {
+      throw bad(what, `several hosts in one connection string are not supported; name one server (${k}=${ci[k]})`);
+    }
+  }
   if (ci.service !== undefined) {
     throw bad(what, 'connection services (service=…, pg_service.conf) are not supported; spell out host, port, user and dbname');
   }
   if (ci.sslmode !== undefined && !(SSL_MODES as readonly string[]).includes(ci.sslmode)) {
     throw bad(what, `invalid sslmode "${ci.sslmode}" (one of ${SSL_MODES.join(', ')})`);
   }
-  if (ci.port !== undefined && !/^\d{1,5}$/.test(ci.port)) throw bad(what, `invalid port "${ci.port}"`);
+  if (ci.port !== undefined && !validPort(ci.port)) throw bad(what, `invalid port "${ci.port}" (a number from 1 to 65535)`);
   if (ci.connect_timeout !== undefined && !/^-?\d+$/.test(ci.connect_timeout)) {
     throw bad(what, `invalid connect_timeout "${ci.connect_timeout}" (whole seconds)`);
   }
   return ci;
+}
+
+function validPort(p: string): boolean {
+  return /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535;
 }
 
 /** The same connection, another database. */
@@ -211,10 +231,14 @@ export function withDatabase(ci: ConnInfo, dbname: string): ConnInfo {
   return { ...ci, dbname };
 }
 
-function defaultHost(): string {
-  // libpq's compiled-in default is a Unix socket directory; Debian uses /var/run/postgresql.
+/**
+ * libpq's compiled-in default is a Unix socket directory (/var/run/postgresql on
+ * Debian, /tmp upstream). We use one only when a server's socket is there for
+ * this port, and TCP localhost otherwise (libpq would fail on the missing socket).
+ */
+function defaultHost(port: number): string {
   for (const dir of ['/var/run/postgresql', '/tmp']) {
-    if (existsSync(`${dir}/.s.PGSQL.5432`)) return dir;
+    if (existsSync(`${dir}/.s.PGSQL.${port}`)) return dir;
   }
   return 'localhost';
 }
@@ -249,25 +273,41 @@ export function resolveConnInfo(ci: ConnInfo, env: NodeJS.ProcessEnv = process.e
   for (const [k, v] of Object.entries(envMap) as [LibpqKeyword, string | undefined][]) {
     if (params[k] === undefined && v !== undefined && v !== '') params[k] = v;
   }
-  const host = params.host || defaultHost();
+  if (params.port !== undefined && !validPort(params.port)) {
+    throw new UsageError(`invalid port "${params.port}" (a number from 1 to 65535)`, {
+      hint: params.port === env.PGPORT ? 'check the PGPORT environment variable' : undefined,
+    });
+  }
   const port = Number(params.port || 5432);
+  // libpq: with only hostaddr given, connect there (and look it up in the password file by address).
+  const host = params.host || params.hostaddr || defaultHost(port);
   const user = params.user || osUser();
   const dbname = params.dbname || user;
-  const sslmode = (params.sslmode || 'prefer') as SslMode;
+  // libpq 16: sslrootcert=system trusts the system's CAs and makes verify-full the default.
+  const sslmode = (params.sslmode || (params.sslrootcert === 'system' ? 'verify-full' : 'prefer')) as SslMode;
   if (!(SSL_MODES as readonly string[]).includes(sslmode)) {
-    throw new UsageError(`invalid sslmode "${sslmode}" (one of ${SSL_MODES.join(', ')})`);
+    throw new UsageError(`invalid sslmode "${sslmode}" (one of ${SSL_MODES.join(', ')})`, {
+      hint: params.sslmode === env.PGSSLMODE ? 'check the PGSSLMODE environment variable' : undefined,
+    });
+  }
+  if (params.sslrootcert === 'system' && sslmode !== 'verify-full') {
+    throw new UsageError(`sslmode "${sslmode}" may not be used with sslrootcert=system`, {
+      hint: 'use sslmode=verify-full (trusting the system CAs only makes sense when the host name is checked too)',
+    });
   }
 
-  let password = params.password;
+  // As in libpq, an empty password counts as none: PGPASSWORD, then the password file, are consulted.
+  let password = params.password || undefined;
   let passwordSource: ResolvedConnInfo['passwordSource'] = password !== undefined ? 'connection string' : undefined;
   if (password === undefined && env.PGPASSWORD) {
     password = env.PGPASSWORD;
     passwordSource = 'PGPASSWORD';
   }
   if (password === undefined) {
-    const file = params.passfile || (os.homedir() ? `${os.homedir()}/.pgpass` : undefined);
+    const home = env.HOME || os.homedir();
+    const file = params.passfile || (home ? path.join(home, '.pgpass') : undefined);
     if (file) {
-      const found = lookupPassfile(file, { host: params.hostaddr ? host : host, port, dbname, user });
+      const found = lookupPassfile(file, { host, port, dbname, user });
       if (found !== undefined) {
         password = found;
         passwordSource = 'password file';
