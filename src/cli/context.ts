@@ -5,6 +5,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { loadConfigFile, type PgferryConfig } from '../config/file.js';
 import { UsageError } from '../errors.js';
 import { shutdownSignal } from '../lifecycle.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../postgres/conninfo.js';
@@ -27,6 +28,8 @@ export interface CommandContext {
   /** The resolved connection of a side; exits 2 naming the flag when none was given. */
   conn(side: Side): ResolvedConnInfo;
   hasConn(side: Side): boolean;
+  /** The --config file, when one was given (its settings sit between defaults and PGFERRY_*). */
+  config?: PgferryConfig;
 }
 
 function readConnFile(file: string, flag: string, out: Output): string {
@@ -51,6 +54,8 @@ export function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = process
   const stdinTty = !!process.stdin.isTTY;
   const interactive = argv.interactive !== false && !argv.yes && !env.CI && stdinTty && !!process.stdout.isTTY && !argv.json;
   const resolved = new Map<Side, ResolvedConnInfo>();
+  const config = argv.config ? loadConfigFile(argv.config) : undefined;
+  for (const w of config?.warnings ?? []) out.warn(`${config!.displayPath}: ${w}`);
 
   const connectionString = (side: Side): string | undefined => {
     const direct = side === 'source' ? argv.source : argv.target;
@@ -61,7 +66,10 @@ export function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = process
     if (file !== undefined) return readConnFile(file, `--${side}-file`, out);
     if (direct !== undefined) return direct;
     const fromEnv = env[side === 'source' ? 'PGFERRY_SOURCE' : 'PGFERRY_TARGET'];
-    return fromEnv || undefined;
+    if (fromEnv) return fromEnv;
+    const fromFile = config?.settings[side === 'source' ? 'sourceFile' : 'targetFile'];
+    if (fromFile !== undefined) return readConnFile(fromFile, `${config!.displayPath}: ${side}_file`, out);
+    return config?.settings[side];
   };
 
   const ctx: CommandContext = {
@@ -70,8 +78,9 @@ export function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = process
     signal: shutdownSignal,
     env,
     interactive,
-    stateDir: path.resolve(argv.stateDir ?? env.PGFERRY_STATE_DIR ?? './.pgferry'),
-    pgBinDir: argv.pgBinDir ?? (env.PGFERRY_PG_BIN_DIR || undefined),
+    stateDir: path.resolve(argv.stateDir ?? (env.PGFERRY_STATE_DIR || undefined) ?? config?.settings.stateDir ?? './.pgferry'),
+    pgBinDir: argv.pgBinDir ?? (env.PGFERRY_PG_BIN_DIR || undefined) ?? config?.settings.pgBinDir,
+    config,
     connectionString,
     hasConn: (side) => connectionString(side) !== undefined,
     conn(side) {

@@ -17,6 +17,8 @@ export interface GlobalArgs {
   color?: boolean;
   yes: boolean;
   interactive?: boolean;
+  /** --config FILE.toml: scope and settings; flags and PGFERRY_* variables override it. */
+  config?: string;
 }
 
 export const CONNECTION_GROUP = 'Connections:';
@@ -44,6 +46,11 @@ export function withGlobalOptions<T>(y: Argv<T>): Argv<T> {
       type: 'string',
       group: CONNECTION_GROUP,
       describe: 'Read the target connection string from this file',
+    })
+    .option('config', {
+      type: 'string',
+      group: CONNECTION_GROUP,
+      describe: 'TOML file with the scope and settings (see replication-config.example.toml); flags and PGFERRY_* override it',
     })
     .option('pg-bin-dir', {
       type: 'string',

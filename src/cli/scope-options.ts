@@ -3,6 +3,8 @@
  * list, and the one function that turns them into a ScopeSpec.
  */
 import type { Argv } from 'yargs';
+import { loadConfigFile } from '../config/file.js';
+import { applyScopeFlags } from '../config/precedence.js';
 import { scopeFromFlags, type ScopeFlags, type ScopeSpec } from '../config/scope.js';
 import { SCOPE_GROUP } from './options.js';
 
@@ -51,9 +53,18 @@ export function withTableScopeOptions<T>(y: Argv<T>): Argv<T> {
     }) as unknown as Argv<T>;
 }
 
-export type ScopeArgs = ScopeFlags;
+export type ScopeArgs = ScopeFlags & { config?: string };
 
-/** Flags → ScopeSpec. (The configuration file, when given, is the base the flags override.) */
+/**
+ * Flags (and --config) → ScopeSpec. The configuration file, when given, is
+ * the base that the flags override (applyScopeFlags says how); an explicit
+ * `base` keeps the older behaviour of scopeFromFlags.
+ */
 export function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): ScopeSpec {
-  return scopeFromFlags(args, base);
+  if (base) return scopeFromFlags(args, base);
+  if (args.config) {
+    const file = loadConfigFile(args.config);
+    return applyScopeFlags(file.scope, args, file.displayPath);
+  }
+  return scopeFromFlags(args);
 }

@@ -58,11 +58,11 @@ export function emptyScope(): ScopeSpec {
   return { databases: { all: false, include: [], exclude: [] }, rules: emptyRules(), perDatabase: {} };
 }
 
-const WINDOW_UNITS = ['minute', 'hour', 'day', 'week', 'month', 'year'] as const;
+const WINDOW_UNITS = ['second', 'minute', 'hour', 'day', 'week', 'month', 'year'] as const;
 
 /** "6 months" → "6 months" (normalised); rejects what PostgreSQL's interval input would misread. */
 export function parseWindow(text: string, what = 'time window'): string {
-  const m = /^\s*(\d+)\s*(minute|hour|day|week|month|year)s?\s*$/i.exec(text);
+  const m = /^\s*(\d+)\s*(second|minute|hour|day|week|month|year)s?\s*$/i.exec(text);
   if (!m) {
     throw new UsageError(`${what}: "${text}" is not a window`, {
       hint: `write a number and a unit, e.g. "6 months", "30 days" (units: ${WINDOW_UNITS.join(', ')})`,
