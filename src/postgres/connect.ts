@@ -3,12 +3,15 @@
  * client (TLS per sslmode, timeouts, application_name), plus withClient /
  * withTransaction helpers that always release what they take.
  */
-import { readFileSync } from 'node:fs';
-import type { ConnectionOptions } from 'node:tls';
+import { existsSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls, { type ConnectionOptions } from 'node:tls';
 import pg from 'pg';
-import { UsageError } from '../errors.js';
+import { ConnectError, UsageError } from '../errors.js';
 import { describeConn, type ResolvedConnInfo } from './conninfo.js';
-import { connectError } from './errors.js';
+import { connectError, sqlstate } from './errors.js';
 
 export const APPLICATION_NAME = 'pgferry';
 
@@ -42,27 +45,67 @@ function readFileOption(path: string | undefined, what: string): string | undefi
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw new UsageError(`cannot read ${what} "${path}": ${(err as Error).message}`);
+    throw new UsageError(`cannot read ${what} "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      hint: `check the ${what} path in the connection string (or its PG* environment variable)`,
+    });
   }
 }
 
-/** TLS options for pg from libpq's sslmode and file parameters. */
+const TLS_VERSIONS = new Set(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']);
+
+/**
+ * TLS options for pg from libpq's sslmode and file parameters, including
+ * libpq's defaults under ~/.postgresql (root.crt, postgresql.crt/.key).
+ * Differences from libpq: sslrootcert=system uses Node's CA store (libpq uses
+ * OpenSSL's); sslcrldir, sslcertmode and sslkey permission checks are not applied.
+ */
 export function tlsOptions(r: ResolvedConnInfo): ConnectionOptions | false {
   const p = r.params;
+  // libpq never uses TLS over a Unix socket, whatever sslmode says.
   if (r.host.startsWith('/') || r.sslmode === 'disable') return false;
   const opts: ConnectionOptions = {};
-  const ca = readFileOption(p.sslrootcert && p.sslrootcert !== 'system' ? p.sslrootcert : undefined, 'sslrootcert');
+  const home = r.homeDir ?? os.homedir();
+  const pgDir = home ? path.join(home, '.postgresql') : undefined;
+  const defaultRoot = pgDir ? path.join(pgDir, 'root.crt') : undefined;
+
+  let rootFile = p.sslrootcert && p.sslrootcert !== 'system' ? p.sslrootcert : undefined;
+  if (!p.sslrootcert && defaultRoot && existsSync(defaultRoot)) rootFile = defaultRoot;
+  const verify = r.sslmode === 'verify-ca' || r.sslmode === 'verify-full';
+  if (verify && !rootFile && p.sslrootcert !== 'system') {
+    throw new UsageError(
+      `sslmode=${r.sslmode} needs the certificate of the CA that signed the server's certificate, and the root certificate file "${defaultRoot ?? '~/.postgresql/root.crt'}" does not exist`,
+      { hint: 'give it with sslrootcert=/path/to/ca.crt (or PGSSLROOTCERT), use sslrootcert=system to trust the system CAs, or use sslmode=require to skip verification' },
+    );
+  }
+  const ca = readFileOption(rootFile, 'sslrootcert');
   if (ca) opts.ca = ca;
-  const cert = readFileOption(p.sslcert, 'sslcert');
-  const key = readFileOption(p.sslkey, 'sslkey');
+
+  let certFile = p.sslcert;
+  let keyFile = p.sslkey;
+  if (!certFile && pgDir && existsSync(path.join(pgDir, 'postgresql.crt'))) certFile = path.join(pgDir, 'postgresql.crt');
+  if (!keyFile && certFile && pgDir && existsSync(path.join(pgDir, 'postgresql.key'))) keyFile = path.join(pgDir, 'postgresql.key');
+  const cert = readFileOption(certFile, 'sslcert');
+  const key = readFileOption(keyFile, 'sslkey');
   if (cert) opts.cert = cert;
   if (key) opts.key = key;
   if (p.sslpassword) opts.passphrase = p.sslpassword;
-  if (!r.host.match(/^[\d.]+$|:/)) opts.servername = r.host;
+  const crl = readFileOption(p.sslcrl, 'sslcrl');
+  if (crl) opts.crl = crl;
+  if (p.ssl_min_protocol_version && TLS_VERSIONS.has(p.ssl_min_protocol_version)) {
+    opts.minVersion = p.ssl_min_protocol_version as ConnectionOptions['minVersion'];
+  }
+  if (p.ssl_max_protocol_version && TLS_VERSIONS.has(p.ssl_max_protocol_version)) {
+    opts.maxVersion = p.ssl_max_protocol_version as ConnectionOptions['maxVersion'];
+  }
+  // The name to verify is host, also when hostaddr says where to connect (libpq). SNI only for names.
+  if (net.isIP(r.host) === 0 && p.sslsni !== '0') opts.servername = r.host;
+  const checkHost = r.host;
   // libpq: "require" with a root certificate present behaves like verify-ca.
   const mode = r.sslmode === 'require' && ca ? 'verify-ca' : r.sslmode;
   if (mode === 'verify-full') {
     opts.rejectUnauthorized = true;
+    // pg connects to hostaddr when given; check the certificate against host, as libpq does.
+    opts.checkServerIdentity = (_name, certificate) => tls.checkServerIdentity(checkHost, certificate);
   } else if (mode === 'verify-ca') {
     opts.rejectUnauthorized = true;
     opts.checkServerIdentity = () => undefined;
@@ -78,19 +121,22 @@ function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: Connection
   const optionParts: string[] = [];
   if (p.options) optionParts.push(p.options);
   for (const [k, v] of Object.entries(settings)) optionParts.push(`-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);
-  const timeout = Number(p.connect_timeout ?? process.env.PGCONNECT_TIMEOUT ?? 0);
+  // PGCONNECT_TIMEOUT was merged into params by resolveConnInfo (with the caller's environment).
+  const timeout = Number(p.connect_timeout ?? 0);
   const config: pg.ClientConfig & { replication?: string } = {
     host: p.hostaddr || r.host,
     port: r.port,
     user: r.user,
     database: r.dbname,
+    // Never undefined: pg would then read PGPASSWORD / ~/.pgpass itself, behind our back.
     password: r.password ?? '',
     ssl: ssl === false ? false : ssl,
     application_name: opts.applicationName ?? APPLICATION_NAME,
-    keepAlive: true,
+    keepAlive: p.keepalives !== '0',
     // libpq treats connect_timeout below 2 s as 2 s; 0 means wait forever. We cap "forever" at 30 s.
     connectionTimeoutMillis: timeout > 0 ? Math.max(timeout, 2) * 1000 : 30_000,
   };
+  if (p.keepalives_idle && /^\d+$/.test(p.keepalives_idle)) config.keepAliveInitialDelayMillis = Number(p.keepalives_idle) * 1000;
   if (optionParts.length) config.options = optionParts.join(' ');
   if (opts.statementTimeoutMs) config.statement_timeout = opts.statementTimeoutMs;
   if (opts.replication) config.replication = 'database';
@@ -110,17 +156,35 @@ async function tryConnect(config: pg.ClientConfig): Promise<pg.Client> {
   }
 }
 
+/** TLS was refused in a way that libpq's "prefer" answers by trying again without it. */
+function preferFallsBack(err: unknown): boolean {
+  const msg = (err as Error).message ?? '';
+  // 28000 over TLS: pg_hba.conf has only hostnossl for us (libpq retries without TLS then too).
+  return /does not support SSL|error establishing an SSL connection/i.test(msg) || (err as { code?: string }).code === '28000';
+}
+
 /** Open a client. Connection failures become ConnectError (exit 3) with a hint. */
 export async function connect(r: ResolvedConnInfo, opts: ConnectOptions = {}): Promise<pg.Client> {
   const label = opts.label ?? 'the server';
-  const ssl = tlsOptions(r);
   try {
+    const ssl = tlsOptions(r);
     if (r.sslmode === 'prefer' && ssl) {
       try {
         return await tryConnect(clientConfig(r, opts, ssl));
       } catch (err) {
-        if (!/does not support SSL/i.test((err as Error).message)) throw err;
-        return await tryConnect(clientConfig(r, opts, false));
+        if (!preferFallsBack(err)) throw err;
+        try {
+          return await tryConnect(clientConfig(r, opts, false));
+        } catch (err2) {
+          // Refused both with and without TLS: say so, rather than blame either one.
+          if (sqlstate(err) === '28000' && sqlstate(err2) === '28000') {
+            throw new ConnectError(`cannot connect to ${label} (${describeConn(r)}): ${(err as Error).message}; without TLS: ${(err2 as Error).message}`, {
+              hint: 'pg_hba.conf on the server has no rule that lets this user into this database from here, with or without TLS',
+              cause: err2,
+            });
+          }
+          throw err2;
+        }
       }
     }
     if (r.sslmode === 'allow' && ssl) {

@@ -42,6 +42,8 @@ export interface ResolvedConnInfo {
   password: string | undefined;
   /** Where the password came from (never the password itself). */
   passwordSource: 'connection string' | 'PGPASSWORD' | 'password file' | undefined;
+  /** HOME of the environment it was resolved in: libpq's defaults live in ~/.postgresql. */
+  homeDir?: string;
 }
 
 function bad(what: string, detail: string): UsageError {
@@ -315,7 +317,8 @@ export function resolveConnInfo(ci: ConnInfo, env: NodeJS.ProcessEnv = process.e
     }
   }
   registerSecret(password);
-  return { params, host, port, user, dbname, sslmode, password, passwordSource };
+  const homeDir = env.HOME || undefined;
+  return { params, host, port, user, dbname, sslmode, password, passwordSource, ...(homeDir ? { homeDir } : {}) };
 }
 
 /** Quote a value for a libpq keyword string. */

@@ -47,20 +47,32 @@ export function isConnectFailure(err: unknown): boolean {
   return /timeout expired|Connection terminated|does not support SSL|certificate|self[- ]signed|altnames|ssl/i.test(msg);
 }
 
+const NO_PASSWORD_HINT = 'no password was given: put it in the connection string, PGPASSWORD, or ~/.pgpass (PGPASSFILE)';
+
+/** Node's certificate verification failures (tls / OpenSSL codes). */
+const CERT_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'INVALID_CA',
+]);
+
 /** Turn a connection failure into a ConnectError that says what to check. */
 export function connectError(err: unknown, label: string, where: string, passwordSource?: string): PgferryError {
   if (err instanceof PgferryError) return err;
-  const msg = err instanceof Error ? err.message : String(err);
+  let msg = err instanceof Error ? err.message : String(err);
   const code = sqlstate(err) ?? (err as { code?: string } | undefined)?.code;
   let hint: string | undefined;
   switch (code) {
     case '28P01':
-      hint = passwordSource
-        ? `check the password (it came from ${passwordSource})`
-        : 'no password was given: put it in the connection string, PGPASSWORD, or ~/.pgpass';
+      hint = passwordSource ? `check the password (it came from ${passwordSource})` : NO_PASSWORD_HINT;
       break;
     case '28000':
-      hint = 'the server refused this user/host combination: check pg_hba.conf on the server, the user name, and sslmode';
+      if (/no encryption/i.test(msg)) {
+        hint = 'the server accepts this connection only over TLS: use sslmode=require (or verify-ca / verify-full)';
+      } else if (/SSL encryption|GSS encryption/i.test(msg)) {
+        hint = 'the server accepts this connection only without TLS: use sslmode=prefer or sslmode=disable';
+      } else {
+        hint = 'the server refused this user/host combination: check pg_hba.conf on the server, the user name, and sslmode';
+      }
       break;
     case '3D000':
       hint = 'check the database name in the connection string';
@@ -81,11 +93,28 @@ export function connectError(err: unknown, label: string, where: string, passwor
     case 'ENOENT':
       hint = 'no Unix socket there: is the server running, and is the socket directory right?';
       break;
+    case 'ERR_TLS_CERT_ALTNAME_INVALID': {
+      const host = (err as { host?: string }).host;
+      const names = (err as { cert?: { subjectaltname?: string } }).cert?.subjectaltname;
+      hint =
+        `the server's certificate is not valid for "${host ?? 'this host'}"${names ? ` (it names ${names})` : ''}: ` +
+        'connect using a name in the certificate, or use sslmode=verify-ca to check only the CA';
+      break;
+    }
     default:
-      if (/timeout/i.test(msg)) hint = 'the server did not answer in time: check host, port, firewalls, or raise connect_timeout';
-      else if (/certificate|self[- ]signed|altnames|unable to verify/i.test(msg)) {
-        hint = 'TLS verification failed: give the CA with sslrootcert=/path/ca.crt, and for verify-full connect by the name in the certificate';
-      } else if (/does not support SSL/i.test(msg)) hint = 'the server has no TLS: use sslmode=prefer or disable';
+      if (/client password must be a (non-empty )?string/i.test(msg)) {
+        // pg's own wording for "the server asked for a password and there is none".
+        msg = 'the server asks for a password and none was given';
+        hint = NO_PASSWORD_HINT;
+      } else if (/timeout/i.test(msg)) {
+        hint = 'the server did not answer in time: check host, port, firewalls, or raise connect_timeout';
+      } else if ((code && CERT_CODES.has(code)) || /certificate|self[- ]signed|unable to verify/i.test(msg)) {
+        hint =
+          'TLS verification failed: the server\'s certificate was not issued by the CA in sslrootcert; ' +
+          'point sslrootcert=/path/ca.crt at the CA that signed it, or use sslmode=require to skip verification';
+      } else if (/does not support SSL/i.test(msg)) {
+        hint = 'the server has no TLS: use sslmode=prefer or disable, or enable ssl on the server';
+      }
   }
   return new ConnectError(`cannot connect to ${label} (${where}): ${msg}`, { hint, cause: err });
 }

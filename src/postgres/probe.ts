@@ -16,7 +16,10 @@ export interface ServerIdentity {
   serverVersionNum: number;
   major: number;
   systemIdentifier: string;
-  /** pg_postmaster_start_time() as text: tells two servers cloned from one backup apart. */
+  /**
+   * pg_postmaster_start_time() in UTC (ISO 8601, microseconds): tells two servers cloned from
+   * one backup apart. UTC so that sessions with different TimeZone settings agree.
+   */
   postmasterStartTime: string;
   database: string;
   databaseOid: number;
@@ -39,7 +42,7 @@ export async function probeServer(client: pg.Client, conn: ResolvedConnInfo, sid
   }>(`SELECT current_setting('server_version') AS version,
             current_setting('server_version_num') AS num,
             (SELECT system_identifier::text FROM pg_control_system()) AS sysid,
-            pg_postmaster_start_time()::text AS started,
+            to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS started,
             current_database() AS db,
             (SELECT oid::int FROM pg_database WHERE datname = current_database()) AS dboid,
             current_user AS usr,
