@@ -1,5 +1,6 @@
 /** Every registered subcommand, in the order of the pipeline. Register only commands that work. */
 import type { CommandDefinition } from '../define.js';
+import { listCommand } from './list.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandDefinition<any>[] = [];
+export const commands: CommandDefinition<any>[] = [listCommand];
