@@ -3,7 +3,7 @@
  * target. Every test creates its tables on both sides, exports a snapshot on
  * a held source connection and checks what arrived on the target.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyRules, resolveTables, type ScopeTable } from '../../src/config/scope.js';
 import { InterruptedError, OperationError } from '../../src/errors.js';

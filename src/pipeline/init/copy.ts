@@ -202,6 +202,7 @@ export async function copyPart(s: CopySession, part: TablePart, o: CopyPartOptio
     if (o.truncateAndFreeze) await s.target.query(`TRUNCATE ONLY ${rel}`);
     const sink = s.target.query(copyFrom(copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
     const src = s.source.query(copyTo(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range), { highWaterMark: HIGH_WATER_MARK }));
+    const srcDone = readyForQuery(s.source, src);
     let firstFailure: 'source' | 'target' | undefined;
     // Persistent listeners: a stream may report the connection's death after the pipeline settled.
     src.on('error', () => (firstFailure ??= 'source'));
@@ -223,7 +224,7 @@ export async function copyPart(s: CopySession, part: TablePart, o: CopyPartOptio
     }
     // The source's CommandComplete (its row count) may trail the last data byte.
     side = 'source';
-    await s.source.query('SELECT 1');
+    await srcDone;
     side = 'target';
     if (src.rowCount !== sink.rowCount) {
       throw new OperationError(`the source sent ${src.rowCount} rows but the target received ${sink.rowCount}`);
@@ -242,6 +243,26 @@ export async function copyPart(s: CopySession, part: TablePart, o: CopyPartOptio
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * Resolves when the server is ready for the next query after `query` (its
+ * CommandComplete has arrived); rejects if the connection ends first.
+ */
+function readyForQuery(client: pg.Client, query: object): Promise<void> {
+  const q = query as { handleReadyForQuery: (con: unknown) => void };
+  const p = new Promise<void>((resolve, reject) => {
+    const onEnd = () => reject(new Error('Connection terminated unexpectedly'));
+    client.once('end', onEnd);
+    const original = q.handleReadyForQuery.bind(query);
+    q.handleReadyForQuery = (con) => {
+      client.removeListener('end', onEnd);
+      original(con);
+      resolve();
+    };
+  });
+  p.catch(() => {}); // awaited only on the success path
+  return p;
 }
 
 function describeRange(range: PartRange): string {
