@@ -90,7 +90,9 @@ export function shellQuote(arg: string): string {
   return `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
-const str = (s: string) => JSON.stringify(s);
+// A TOML literal string ('…') reads better for names with double quotes; it cannot hold ' or control characters.
+// eslint-disable-next-line no-control-regex
+const str = (s: string) => (/"/.test(s) && !/['\u0000-\u001f\u007f]/.test(s) ? `'${s}'` : JSON.stringify(s));
 const list = (xs: string[]) => `[${xs.map(str).join(', ')}]`;
 const key = (k: string) => (/^[A-Za-z0-9_-]+$/.test(k) ? k : str(k));
 
