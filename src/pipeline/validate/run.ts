@@ -1,0 +1,279 @@
+/**
+ * runValidate: every preflight check, before anything is written. Both sides
+ * are reached in parallel; a side that cannot be reached is a failed check
+ * (exit 3) and everything that can still be checked is. Same database on
+ * both sides ends the run (exit 2).
+ */
+import type pg from 'pg';
+import { ExitCode, PgferryError, errorMessage } from '../../errors.js';
+import { resolveDatabases, resolveTables, rulesFor, type DatabaseScope } from '../../config/scope.js';
+import { silentProgress, type ProgressSink, type ProgressStatus } from '../../cli/render/progress.js';
+import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
+import { describeConn, forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { quoteIdent } from '../../postgres/identifiers.js';
+import { objectNames } from '../../state/object-names.js';
+import { sourceConnFor, targetDatabaseName } from '../sides.js';
+import { gatherDatabaseFacts, type DatabaseFacts } from './database-facts.js';
+import { checkExtensions } from './extensions.js';
+import { checkFilters } from './filters.js';
+import { checkLocale } from './locale.js';
+import { checkLongTransactions, DEFAULT_MAX_TRANSACTION_AGE_SECONDS, gatherLongTransactions } from './long-transactions.js';
+import { checkLargeObjects, checkSequences, checkSize, sequencesInScope } from './objects.js';
+import { checkDistinct, checkPreloadLibraries, checkVersions, type DatabasePair } from './pair.js';
+import { openSession, reachSide, type Session } from './reach.js';
+import { checkSourceServer, gatherSourceServer } from './source-server.js';
+import {
+  checkPublicationRights, checkReplicationPrivilege, checkSelect, gatherReplicationPrivilege, gatherSchemasWithoutUsage,
+  publishedTables,
+} from './source-privileges.js';
+import { checkReplicaIdentity, checkScopeNotEmpty, checkUnlogged, gatherLeafIdentities } from './tables.js';
+import { checkTargetDatabase, gatherTargetDatabase } from './target-database.js';
+import { checkTargetServer, gatherTargetServer, readPreloadLibraries, type TargetServerFacts } from './target-server.js';
+import { checkTools } from './tools.js';
+import {
+  fail, inDatabase, type CheckResult, type DatabaseReport, type ValidateOptions, type ValidateReport, type ValidateSummary,
+} from './types.js';
+
+/** The exit code a set of checks maps to. */
+export function exitCodeFor(checks: CheckResult[]): number {
+  if (checks.some((c) => c.id === 'pair.distinct' && c.status === 'fail')) return ExitCode.usage;
+  if (checks.some((c) => c.id.endsWith('.reachable') && c.status === 'fail')) return ExitCode.connect;
+  if (checks.some((c) => c.status === 'fail')) return ExitCode.problems;
+  return ExitCode.ok;
+}
+
+export function summarise(checks: CheckResult[]): ValidateSummary {
+  return {
+    ok: checks.filter((c) => c.status === 'ok').length,
+    warn: checks.filter((c) => c.status === 'warn').length,
+    fail: checks.filter((c) => c.status === 'fail').length,
+  };
+}
+
+function worst(checks: CheckResult[]): ProgressStatus {
+  return checks.some((c) => c.status === 'fail') ? 'fail' : checks.some((c) => c.status === 'warn') ? 'warn' : 'ok';
+}
+
+/**
+ * Run a step under a progress event; its checks are added to `into`. A query
+ * that fails unexpectedly fails this step only, so the rest is still reported.
+ */
+async function step(
+  progress: ProgressSink,
+  side: 'source' | 'target',
+  id: string,
+  title: string,
+  into: CheckResult[],
+  fn: () => Promise<CheckResult[]>,
+): Promise<void> {
+  progress({ kind: 'start', id, title });
+  let found: CheckResult[];
+  try {
+    found = await fn();
+  } catch (err) {
+    if (err instanceof PgferryError) throw err;
+    found = [
+      fail(`${side}.check_error`, side, `could not finish ${title}: ${errorMessage(err)}`, 'fix the cause named above (often a missing privilege on a catalog view) and run validate again'),
+    ];
+  }
+  into.push(...found);
+  progress({ kind: 'end', id, status: worst(found) });
+}
+
+function emptyDatabaseReport(name: string, target: string, targetExists: boolean | null): DatabaseReport {
+  return {
+    name, target, targetExists, sizeBytes: null, encoding: null, collate: null, ctype: null, localeProvider: null, locale: null,
+    tables: 0, schemaOnlyTables: 0, excludedTables: 0,
+  };
+}
+
+function finish(checks: CheckResult[], source: Session | null, target: Session | null, databases: DatabaseReport[]): ValidateReport {
+  const exitCode = exitCodeFor(checks);
+  return {
+    ok: exitCode === ExitCode.ok,
+    exitCode,
+    source: source?.identity ?? null,
+    target: target?.identity ?? null,
+    databases,
+    checks,
+    summary: summarise(checks),
+  };
+}
+
+/** A client for one database of a side, reusing the side's session when it is that database. */
+async function withDatabaseClient<T>(
+  session: Session,
+  conn: ResolvedConnInfo,
+  side: 'source' | 'target',
+  fn: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  if (session.conn.dbname === conn.dbname) return fn(session.client);
+  const client = await openSession(conn, side);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+export async function runValidate(options: ValidateOptions): Promise<ValidateReport> {
+  const progress = options.progress ?? silentProgress;
+  const signal = options.signal ?? shutdownSignal;
+  const sel = options.scope.databases;
+  const checks: CheckResult[] = [];
+  const databases: DatabaseReport[] = [];
+  const singleDatabase = !sel.all && sel.include.length === 0;
+
+  progress({ kind: 'start', id: 'connect', title: 'connecting to source and target' });
+  const [src, tgt] = await Promise.all([
+    // With several databases the one in the source connection only serves to connect.
+    reachSide(options.source, 'source', !singleDatabase),
+    reachSide(options.target, 'target', true),
+  ]);
+  checks.push(...src.checks, ...tgt.checks);
+  progress({ kind: 'end', id: 'connect', status: worst(checks) });
+  const source = src.session;
+  const target = tgt.session;
+
+  try {
+    checks.push(...checkTools(options.pgBinDir, source?.identity.major));
+    throwIfShuttingDown(signal);
+
+    let names: string[];
+    if (source) {
+      names = await resolveDatabases(source.client, sel, options.source.dbname);
+    } else {
+      // Without the source, the databases named explicitly are the best guess of the scope.
+      names = singleDatabase ? [options.source.dbname] : sel.include.filter((d) => !sel.exclude.includes(d));
+    }
+    const pairs: DatabasePair[] = names.map((n) => ({ source: n, target: targetDatabaseName(n, sel, options.target) }));
+
+    if (source && target) {
+      const distinct = checkDistinct(source.identity, target.identity, pairs);
+      checks.push(distinct);
+      if (distinct.status === 'fail') return finish(checks, source, target, databases);
+      checks.push(checkVersions(source.identity, target.identity));
+    }
+
+    let targetFacts: TargetServerFacts | null = null;
+    if (target) {
+      await step(progress, 'target', 'target', `checking target ${describeConn(target.conn)}`, checks, async () => {
+        targetFacts = await gatherTargetServer(target.client, target.identity.major, target.identity.inRecovery);
+        return checkTargetServer(targetFacts, pairs.map((p) => p.target));
+      });
+    }
+    const tf = targetFacts as TargetServerFacts | null;
+
+    if (!source) {
+      for (const p of pairs) databases.push(emptyDatabaseReport(p.source, p.target, tf ? tf.databases.some((d) => d.name === p.target) : null));
+      return finish(checks, source, target, databases);
+    }
+
+    const maxAge = options.maxTransactionAgeSeconds ?? DEFAULT_MAX_TRANSACTION_AGE_SECONDS;
+    let seesAll = false;
+    let user = source.identity.user;
+    await step(progress, 'source', 'source', `checking source ${describeConn(source.conn)}`, checks, async () => {
+      const facts = await gatherSourceServer(source.client, source.identity.major, source.identity.inRecovery);
+      seesAll = facts.seesAllSessions;
+      const own = target
+        ? pairs
+            .map((p) => objectNames({
+              sourceSystemIdentifier: source.identity.systemIdentifier,
+              sourceDatabase: p.source,
+              targetSystemIdentifier: target.identity.systemIdentifier,
+              targetDatabase: p.target,
+            }).slot)
+            .filter((slot) => facts.slots.some((s) => s.name === slot))
+        : [];
+      const priv = await gatherReplicationPrivilege(source.client);
+      user = priv.user;
+      const lt = await gatherLongTransactions(source.client, maxAge, seesAll);
+      return [
+        ...checkSourceServer(facts, { databases: pairs.length, existingOwnSlots: own }),
+        checkReplicationPrivilege(priv),
+        ...checkLongTransactions(lt),
+      ];
+    });
+
+    const installed = new Set<string>();
+    for (const p of pairs) {
+      throwIfShuttingDown(signal);
+      const report = emptyDatabaseReport(p.source, p.target, tf ? tf.databases.some((d) => d.name === p.target) : null);
+      databases.push(report);
+      const dbChecks: CheckResult[] = [];
+      await step(progress, 'source', `database:${p.source}`, `checking database ${p.source}`, dbChecks, async () => {
+        const found: CheckResult[] = [];
+        let facts: DatabaseFacts;
+        let scope: DatabaseScope;
+        try {
+          ({ facts, scope } = await withDatabaseClient(source, sourceConnFor(options.source, p.source), 'source', async (client) => {
+            const facts = await gatherDatabaseFacts(client, source.identity.major);
+            const scope = await resolveTables(client, p.source, rulesFor(options.scope, p.source));
+            const leaves = await gatherLeafIdentities(client, scope.tables);
+            const noUsage = source.identity.superuser ? new Set<string>() : await gatherSchemasWithoutUsage(client);
+            const published = publishedTables(scope.tables);
+            const canPublish = source.identity.superuser || (facts.canCreate && published.every((t) => t.isOwner));
+            found.push(
+              checkSize(facts),
+              checkScopeNotEmpty(scope),
+              checkSelect(scope.tables, user, noUsage),
+              ...checkPublicationRights(p.source, scope.tables, { user, superuser: source.identity.superuser, canCreateInDatabase: facts.canCreate }),
+              ...checkReplicaIdentity(scope.tables, leaves),
+              ...(await checkFilters(client, scope.tables, { major: source.identity.major, canPublish })),
+            );
+            const unlogged = checkUnlogged(scope.tables);
+            if (unlogged) found.push(unlogged);
+            const lo = checkLargeObjects(facts);
+            if (lo) found.push(lo);
+            found.push(...checkSequences(sequencesInScope(facts.sequences, scope.tables), user));
+            return { facts, scope };
+          }));
+        } catch (err) {
+          if ((err as { exitCode?: number }).exitCode === ExitCode.connect) {
+            found.push(fail('source.reachable', 'source', (err as Error).message, (err as { hint?: string }).hint ?? `check that ${user} may connect to database ${p.source}`));
+            return found;
+          }
+          throw err;
+        }
+        Object.assign(report, {
+          sizeBytes: facts.sizeBytes,
+          encoding: facts.encoding,
+          collate: facts.collate,
+          ctype: facts.ctype,
+          localeProvider: facts.provider,
+          locale: facts.locale,
+          tables: scope.tables.length,
+          schemaOnlyTables: scope.tables.filter((t) => t.schemaOnly).length,
+          excludedTables: scope.excluded.length,
+        } satisfies Partial<DatabaseReport>);
+        for (const e of facts.extensions) installed.add(e.name);
+
+        if (target && tf) {
+          found.push(...checkExtensions(facts.extensions, tf.availableExtensions, tf.major));
+          found.push(...checkLocale(p.source, facts, p.target, tf));
+          if (report.targetExists) {
+            try {
+              const td = await withDatabaseClient(target, forDatabase(target.conn, p.target), 'target', gatherTargetDatabase);
+              found.push(...checkTargetDatabase(td));
+            } catch (err) {
+              if ((err as { exitCode?: number }).exitCode !== ExitCode.connect) throw err;
+              found.push(
+                fail('database.target_privileges', 'target', (err as Error).message, `GRANT CONNECT ON DATABASE ${quoteIdent(p.target)} TO ${quoteIdent(tf.user)};  -- and check pg_hba.conf on the target`),
+              );
+            }
+          }
+        }
+        return found;
+      });
+      checks.push(...inDatabase(p.source, dbChecks));
+    }
+
+    if (target && tf) {
+      const sourceLibs = await readPreloadLibraries(source.client);
+      checks.push(...checkPreloadLibraries({ source: sourceLibs, target: tf.sharedPreloadLibraries, extensions: installed }));
+    }
+    return finish(checks, source, target, databases);
+  } finally {
+    await Promise.all([source?.client.end().catch(() => {}), target?.client.end().catch(() => {})]);
+  }
+}
