@@ -1,6 +1,7 @@
 /** Every registered subcommand, in the order of the pipeline. Register only commands that work. */
 import type { CommandDefinition } from '../define.js';
 import { listCommand } from './list.js';
+import { validateCommand } from './validate.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandDefinition<any>[] = [listCommand];
+export const commands: CommandDefinition<any>[] = [validateCommand, listCommand];
