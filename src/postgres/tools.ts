@@ -7,14 +7,14 @@
  * secret is ever placed in argv or in the child's environment.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { execa, type Options, type ResultPromise } from 'execa';
 import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import { registerCleanup, shutdownSignal } from '../lifecycle.js';
-import { resolvedParams, toKeywordString, type ResolvedConnInfo } from './conninfo.js';
+import { resolvedParams, toKeywordString, type ConnInfo, type ResolvedConnInfo } from './conninfo.js';
 import { APPLICATION_NAME } from './connect.js';
 import { passfileLine } from './pgpass.js';
 import { redact } from './redact.js';
@@ -31,7 +31,7 @@ export interface ToolLocation {
 }
 
 function versionOf(file: string): { version: string; major: number } | undefined {
-  const r = spawnSync(file, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  const r = spawnSync(file, ['--version'], { encoding: 'utf8', timeout: 10_000, env: childEnv(undefined, undefined) });
   if (r.status !== 0) return undefined;
   const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(r.stdout ?? '');
   if (!m) return undefined;
@@ -42,7 +42,7 @@ function candidates(tool: PgTool, pgBinDir?: string): string[] {
   const list: string[] = [];
   if (pgBinDir) return [path.join(pgBinDir, tool)];
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir) list.push(path.join(dir, tool));
-  const cfg = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
+  const cfg = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8', env: childEnv(undefined, undefined) });
   if (cfg.status === 0 && cfg.stdout.trim()) list.push(path.join(cfg.stdout.trim(), tool));
   return list;
 }
@@ -51,14 +51,16 @@ const cache = new Map<string, ToolLocation | undefined>();
 
 /** Locate a client tool; undefined when it is nowhere to be found. */
 export function findTool(tool: PgTool, pgBinDir?: string): ToolLocation | undefined {
-  const key = `${tool}\0${pgBinDir ?? ''}`;
+  // PATH is part of the key: what is found depends on it (tests and wrappers change it).
+  const key = `${tool}\0${pgBinDir ?? ''}\0${pgBinDir ? '' : (process.env.PATH ?? '')}`;
   if (cache.has(key)) return cache.get(key);
   let found: ToolLocation | undefined;
   for (const file of candidates(tool, pgBinDir)) {
     if (!existsSync(file)) continue;
     const v = versionOf(file);
     if (v) {
-      found = { tool, path: realpathSync(file), ...v };
+      // Not realpath: Debian's /usr/bin/psql is a link to pg_wrapper, which picks the program by argv[0].
+      found = { tool, path: file, ...v };
       break;
     }
   }
@@ -126,6 +128,11 @@ export interface RunToolOptions {
   signal?: AbortSignal;
   /** Extra environment (no secrets). */
   env?: Record<string, string>;
+  /**
+   * Major version of the server a pg_dump / pg_dumpall reads: refuse (exit 2, saying what to
+   * install) when the tool is older, before running it.
+   */
+  serverMajor?: number;
 }
 
 export interface ToolResult {
@@ -133,20 +140,40 @@ export interface ToolResult {
   stderr: string;
 }
 
-/** Environment for a child tool: inherited, minus anything that carries a password. */
+/**
+ * Environment for a child tool: inherited, minus anything that carries a password
+ * (PGPASSWORD, pgferry's own connection variables, and any variable whose value
+ * redact() would mask, such as DATABASE_URL=postgres://u:secret@…).
+ */
 function childEnv(extra: Record<string, string> | undefined, passfile: string | undefined): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env, ...extra, PGAPPNAME: APPLICATION_NAME };
   delete env.PGPASSWORD;
   delete env.PGFERRY_SOURCE;
   delete env.PGFERRY_TARGET;
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && redact(v) !== v) delete env[k];
+  }
   if (passfile) env.PGPASSFILE = passfile;
   return env;
 }
 
-/** Arguments naming the connection: a libpq keyword string without password. */
-function connArgs(tool: PgTool, r: ResolvedConnInfo): string[] {
-  const conninfo = toKeywordString({ ...resolvedParams(r), application_name: APPLICATION_NAME });
-  return tool === 'psql' ? ['--dbname', conninfo, '--no-password'] : ['--dbname', conninfo, '--no-password'];
+/**
+ * Arguments naming the connection: a libpq keyword string without password.
+ * passfile is left out so that the private password file (PGPASSFILE) is the one used.
+ */
+function connArgs(r: ResolvedConnInfo): string[] {
+  const params: ConnInfo = { ...resolvedParams(r), application_name: APPLICATION_NAME };
+  delete params.passfile;
+  delete params.password;
+  delete params.sslpassword;
+  return ['--dbname', toKeywordString(params), '--no-password'];
+}
+
+/** The last `n` lines of a tool's stderr (pg_restore can print thousands). */
+function lastLines(text: string, n: number): string {
+  const lines = text.split('\n');
+  if (lines.length <= n) return text;
+  return [`(${lines.length - n} earlier lines left out)`, ...lines.slice(-n)].join('\n');
 }
 
 /**
@@ -155,12 +182,13 @@ function connArgs(tool: PgTool, r: ResolvedConnInfo): string[] {
  */
 export async function runTool(tool: PgTool, args: string[], options: RunToolOptions = {}): Promise<ToolResult> {
   const t = requireTool(tool, options.pgBinDir);
+  if (options.serverMajor !== undefined) assertToolCanDump(t, options.serverMajor);
+  // Ctrl-C / SIGTERM stop the tool even when the caller passes a signal of its own.
+  const signal = options.signal && options.signal !== shutdownSignal ? AbortSignal.any([options.signal, shutdownSignal]) : shutdownSignal;
+  if (signal.aborted) throw new InterruptedError(`${options.label ?? tool} interrupted`);
   const pass = options.conn ? createTempPassfile(options.conn) : undefined;
-  const signal = options.signal ?? shutdownSignal;
-  const fullArgs = options.conn ? [...args, ...connArgs(tool, options.conn)] : args;
-  let child: ResultPromise | undefined;
+  const fullArgs = options.conn ? [...args, ...connArgs(options.conn)] : args;
   try {
-    if (signal.aborted) throw new InterruptedError();
     const stdinOption =
       typeof options.input === 'string' ? { input: options.input } : options.input ? { stdin: options.input } : { stdin: 'ignore' as const };
     const execOptions: Options = {
@@ -174,7 +202,7 @@ export async function runTool(tool: PgTool, args: string[], options: RunToolOpti
       stderr: 'pipe',
       buffer: { stdout: !options.stdout, stderr: true },
     };
-    child = execa(t.path, fullArgs, execOptions);
+    const child: ResultPromise = execa(t.path, fullArgs, execOptions);
     if (options.stdout) child.stdout?.pipe(options.stdout);
     const res = (await child) as unknown as {
       exitCode?: number;
@@ -184,11 +212,16 @@ export async function runTool(tool: PgTool, args: string[], options: RunToolOpti
       signal?: string;
       failed?: boolean;
       message?: string;
+      originalMessage?: string;
     };
     if (res.isCanceled || signal.aborted) throw new InterruptedError(`${options.label ?? tool} interrupted`);
     if (res.failed || res.exitCode !== 0) {
-      const stderr = redact(String(res.stderr ?? '').trim());
-      const how = res.signal ? `was killed by ${res.signal}` : `exited with code ${res.exitCode}`;
+      const stderr = redact(lastLines(String(res.stderr ?? '').trim(), 60));
+      const how = res.signal
+        ? `was killed by ${res.signal}`
+        : res.exitCode !== undefined
+          ? `exited with code ${res.exitCode}`
+          : `could not be run (${redact(res.originalMessage ?? res.message ?? 'unknown error')})`;
       throw new OperationError(`${options.label ?? tool} ${how}${stderr ? `:\n${stderr}` : ''}`);
     }
     return { stdout: String(res.stdout ?? ''), stderr: String(res.stderr ?? '') };
