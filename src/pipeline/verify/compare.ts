@@ -1,0 +1,260 @@
+/**
+ * Data comparison of one table. Keyed tables: a first-pass chunk is hashed
+ * on both sides at once; a chunk that differs is cut into FANOUT pieces at
+ * keys read from the side with more rows, the pieces are hashed again, and
+ * so on until a piece holds at most LEAF_ROWS rows; then key + row hash of
+ * those rows are fetched and compared. Every candidate key is confirmed by
+ * looking it up by key equality on both sides (collation-proof), and while
+ * replication is active only after the target has replayed past the source
+ * LSN of the lookup (`recheck` rounds). Keyless tables: one count and hash
+ * for the whole table, rechecked the same way.
+ */
+import { displayName } from '../../postgres/identifiers.js';
+import { currentLsn, waitForReplay, type ReplicationLink } from './replication.js';
+import type { SessionPair, SideSession } from './sessions.js';
+import {
+  chunkHashQuery, keyValues, leafRowsQuery, lookupRowsQuery, splitPointsQuery, WHOLE_RANGE, type KeyRange, type Query,
+  type Side, type VerifyTable,
+} from './sql.js';
+import type { DiffKind, RowDiff, TableReport } from './types.js';
+
+/** Pieces a differing range is cut into per level. */
+export const FANOUT = 16;
+/** A range with at most this many rows (on each side) is compared row by row. */
+export const LEAF_ROWS = 1000;
+
+interface Hash {
+  n: number;
+  h: string;
+}
+
+export interface CompareSettings {
+  maxDiffs: number;
+  recheck: number;
+  lagTimeoutMs: number;
+  replication: ReplicationLink;
+  signal?: AbortSignal;
+}
+
+function keyId(values: readonly string[]): string {
+  return JSON.stringify(values);
+}
+
+async function both<T>(pair: SessionPair, q: (side: Side) => Query, run: (s: SideSession, q: Query) => Promise<T>): Promise<[T, T]> {
+  return Promise.all([run(pair.source, q('source')), run(pair.target, q('target'))]);
+}
+
+async function hashOn(s: SideSession, q: Query): Promise<Hash> {
+  const rows = await s.query<{ n: string; h: string }>(q);
+  return { n: Number(rows[0]?.n ?? 0), h: rows[0]?.h ?? '0' };
+}
+
+const same = (a: Hash, b: Hash) => a.n === b.n && a.h === b.h;
+
+export function emptyTableReport(t: Pick<VerifyTable, 'schema' | 'name' | 'filter'>, method: TableReport['method'], key: string[] | null): TableReport {
+  return {
+    schema: t.schema,
+    name: t.name,
+    display: displayName(t.schema, t.name),
+    status: 'equal',
+    method,
+    keyColumns: key,
+    filter: t.filter,
+    rowsSource: 0,
+    rowsTarget: 0,
+    chunks: 0,
+    chunksDifferent: 0,
+    diffs: [],
+    diffCounts: { missing: 0, extra: 0, different: 0 },
+    diffsTruncated: false,
+    schemaDifferences: [],
+    notes: [],
+    error: null,
+    durationMs: 0,
+  };
+}
+
+export class TableComparer {
+  private lagNoted = false;
+
+  constructor(
+    readonly table: VerifyTable,
+    readonly report: TableReport,
+    private readonly settings: CompareSettings,
+  ) {}
+
+  private get located(): number {
+    const c = this.report.diffCounts;
+    return c.missing + c.extra + c.different;
+  }
+
+  private record(kind: DiffKind, key: readonly string[]): void {
+    this.report.diffCounts[kind]++;
+    if (this.report.diffs.length < this.settings.maxDiffs) {
+      const obj: Record<string, string> = {};
+      this.table.key!.forEach((k, i) => (obj[k.name] = key[i]!));
+      this.report.diffs.push({ kind, key: obj } satisfies RowDiff);
+    } else this.report.diffsTruncated = true;
+  }
+
+  private noteLag(lsn: string): void {
+    if (this.lagNoted) return;
+    this.lagNoted = true;
+    this.report.notes.push(
+      `the target did not replay past source LSN ${lsn} within ${Math.round(this.settings.lagTimeoutMs / 1000)}s: differences here may be changes not yet applied`,
+    );
+  }
+
+  /** One first-pass chunk (or the whole keyless table). */
+  async compareChunk(pair: SessionPair, range: KeyRange): Promise<void> {
+    const kind = this.table.key && (range.lo || range.hi) ? 'range' : 'whole';
+    await Promise.all([pair.source.planFor(kind), pair.target.planFor(kind)]);
+    const [s, t] = await both(pair, (side) => chunkHashQuery(this.table, range, side), hashOn);
+    this.report.rowsSource += s.n;
+    this.report.rowsTarget += t.n;
+    this.report.chunks++;
+    if (same(s, t)) return;
+    const differs = this.table.key ? await this.resolveRange(pair, range, s, t) : await this.recheckRange(pair, range);
+    if (differs) this.report.chunksDifferent++;
+  }
+
+  /**
+   * Compare a range again, hashing the source first and the target after it
+   * has replayed past the source position. True when it still differs.
+   */
+  private async recheckRange(pair: SessionPair, range: KeyRange): Promise<boolean> {
+    const rep = this.settings.replication;
+    if (!rep.active) return true;
+    const kind = this.table.key && (range.lo || range.hi) ? 'range' : 'whole';
+    await Promise.all([pair.source.planFor(kind), pair.target.planFor(kind)]);
+    for (let round = 0; round < Math.max(1, this.settings.recheck); round++) {
+      const s = await hashOn(pair.source, chunkHashQuery(this.table, range, 'source'));
+      const lsn = await currentLsn(pair.source);
+      if (!(await waitForReplay(pair.source, rep, lsn, this.settings.lagTimeoutMs, this.settings.signal))) {
+        this.noteLag(lsn);
+        return true;
+      }
+      const t = await hashOn(pair.target, chunkHashQuery(this.table, range, 'target'));
+      if (same(s, t)) return false;
+    }
+    return true;
+  }
+
+  /** Locate the differing rows of a range whose hashes differ. True when a difference is confirmed. */
+  private async resolveRange(pair: SessionPair, range: KeyRange, s: Hash, t: Hash): Promise<boolean> {
+    if (this.located >= this.settings.maxDiffs) {
+      // Enough keys listed: only make sure this range really differs.
+      const differs = await this.recheckRange(pair, range);
+      if (differs) this.report.diffsTruncated = true;
+      return differs;
+    }
+    const most = Math.max(s.n, t.n);
+    if (most <= LEAF_ROWS) return this.resolveLeaf(pair, range, LEAF_ROWS);
+    const from = s.n >= t.n ? pair.source : pair.target;
+    await from.planFor('range');
+    const step = Math.ceil(most / FANOUT);
+    const points = (await from.query<Record<string, string>>(splitPointsQuery(this.table, range, from.side, step))).map((r) =>
+      keyValues(r, this.table.key!.length),
+    );
+    if (!points.length) return this.resolveLeaf(pair, range, Math.min(most, 10 * LEAF_ROWS));
+    const pieces: KeyRange[] = [];
+    let lo = range.lo;
+    for (const p of points) {
+      pieces.push({ lo, hi: p });
+      lo = p;
+    }
+    pieces.push({ lo, hi: range.hi });
+    let found = false;
+    for (const piece of pieces) {
+      if (this.settings.signal?.aborted) break;
+      await Promise.all([pair.source.planFor('range'), pair.target.planFor('range')]);
+      const [ps, pt] = await both(pair, (side) => chunkHashQuery(this.table, piece, side), hashOn);
+      if (same(ps, pt)) continue;
+      if (await this.resolveRange(pair, piece, ps, pt)) found = true;
+    }
+    return found;
+  }
+
+  /** Row-by-row comparison of a small range. */
+  private async resolveLeaf(pair: SessionPair, range: KeyRange, limit: number): Promise<boolean> {
+    const width = this.table.key!.length;
+    await Promise.all([pair.source.planFor('range'), pair.target.planFor('range')]);
+    const [srows, trows] = await both(pair, (side) => leafRowsQuery(this.table, range, side, limit), (sess, q) =>
+      sess.query<Record<string, string>>(q),
+    );
+    const target = new Map<string, string>();
+    for (const r of trows) target.set(keyId(keyValues(r, width)), r.h!);
+    const candidates: string[][] = [];
+    for (const r of srows) {
+      const kv = keyValues(r, width);
+      const id = keyId(kv);
+      const th = target.get(id);
+      target.delete(id);
+      if (th !== r.h) candidates.push(kv);
+    }
+    for (const id of target.keys()) candidates.push(JSON.parse(id) as string[]);
+    if (!candidates.length) return false;
+    return (await this.confirm(pair, candidates)) > 0;
+  }
+
+  /**
+   * Look candidate keys up by equality on both sides and record those that
+   * still differ. While replicating: source first, then the target once it
+   * has replayed past the source position, up to `recheck` rounds.
+   */
+  private async confirm(pair: SessionPair, candidates: string[][]): Promise<number> {
+    const rep = this.settings.replication;
+    const width = this.table.key!.length;
+    let pending = candidates;
+    let verdicts = new Map<string, DiffKind>();
+    const rounds = rep.active ? Math.max(1, this.settings.recheck) : 1;
+    await Promise.all([pair.source.planFor('range'), pair.target.planFor('range')]);
+    for (let round = 0; round < rounds && pending.length; round++) {
+      let srows: Record<string, string>[];
+      let trows: Record<string, string>[];
+      if (rep.active) {
+        srows = await pair.source.query<Record<string, string>>(lookupRowsQuery(this.table, pending, 'source'));
+        const lsn = await currentLsn(pair.source);
+        if (!(await waitForReplay(pair.source, rep, lsn, this.settings.lagTimeoutMs, this.settings.signal))) {
+          this.noteLag(lsn);
+          trows = await pair.target.query<Record<string, string>>(lookupRowsQuery(this.table, pending, 'target'));
+          verdicts = this.judge(pending, srows, trows, width);
+          break;
+        }
+        trows = await pair.target.query<Record<string, string>>(lookupRowsQuery(this.table, pending, 'target'));
+      } else {
+        [srows, trows] = await both(pair, (side) => lookupRowsQuery(this.table, pending, side), (sess, q) =>
+          sess.query<Record<string, string>>(q),
+        );
+      }
+      verdicts = this.judge(pending, srows, trows, width);
+      pending = pending.filter((k) => verdicts.has(keyId(k)));
+    }
+    let n = 0;
+    for (const k of pending) {
+      const kind = verdicts.get(keyId(k));
+      if (!kind) continue;
+      this.record(kind, k);
+      n++;
+    }
+    return n;
+  }
+
+  private judge(keys: string[][], srows: Record<string, string>[], trows: Record<string, string>[], width: number): Map<string, DiffKind> {
+    const sh = new Map(srows.map((r) => [keyId(keyValues(r, width)), r.h!]));
+    const th = new Map(trows.map((r) => [keyId(keyValues(r, width)), r.h!]));
+    const out = new Map<string, DiffKind>();
+    for (const k of keys) {
+      const id = keyId(k);
+      const a = sh.get(id);
+      const b = th.get(id);
+      if (a === undefined && b === undefined) continue;
+      if (b === undefined) out.set(id, 'missing');
+      else if (a === undefined) out.set(id, 'extra');
+      else if (a !== b) out.set(id, 'different');
+    }
+    return out;
+  }
+}
+
+export { WHOLE_RANGE };

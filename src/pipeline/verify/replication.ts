@@ -1,0 +1,71 @@
+/**
+ * Replication lag awareness. A database pair is "replicating" when an
+ * enabled subscription in the target database reads a logical slot of the
+ * source database (pgferry's own subscription is one such). Then a difference
+ * is only believed after the target has replayed past the source LSN at which
+ * the source side was read: the slot's confirmed_flush_lsn is what the
+ * subscriber reports as applied and flushed.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { SideSession } from './sessions.js';
+import type { ReplicationInfo } from './types.js';
+
+export interface ReplicationLink extends ReplicationInfo {
+  /** Slots to watch (those of enabled subscriptions). */
+  slots: string[];
+}
+
+export async function detectReplication(source: SideSession, target: SideSession): Promise<ReplicationLink> {
+  const [subs, slots] = await Promise.all([
+    target
+      .query<{ name: string; slot: string | null; enabled: boolean }>({
+        text: `SELECT subname AS name, subslotname AS slot, subenabled AS enabled FROM pg_subscription
+                WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY subname`,
+        values: [],
+      })
+      .catch(() => []),
+    source.query<{ slot_name: string }>({
+      text: `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND database = current_database()`,
+      values: [],
+    }),
+  ]);
+  const slotNames = new Set(slots.map((s) => s.slot_name));
+  const linked = subs.filter((s) => s.slot !== null && slotNames.has(s.slot));
+  const subscriptions = linked.map((s) => ({ name: s.name, slot: s.slot!, enabled: s.enabled }));
+  const watched = subscriptions.filter((s) => s.enabled).map((s) => s.slot);
+  return { active: watched.length > 0, subscriptions, slots: watched };
+}
+
+/** The source's current WAL position (replay position on a standby). */
+export async function currentLsn(source: SideSession): Promise<string> {
+  const rows = await source.query<{ lsn: string }>({
+    text: `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn`,
+    values: [],
+  });
+  return rows[0]!.lsn;
+}
+
+/**
+ * Wait until every watched slot has confirmed `lsn`. Returns false after
+ * `timeoutMs` (the target is stuck or far behind).
+ */
+export async function waitForReplay(
+  source: SideSession,
+  link: ReplicationLink,
+  lsn: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let pause = 50;
+  for (;;) {
+    const rows = await source.query<{ ok: boolean | null }>({
+      text: `SELECT bool_and(coalesce(confirmed_flush_lsn >= $1::pg_lsn, false)) AS ok FROM pg_replication_slots WHERE slot_name = ANY($2::text[])`,
+      values: [lsn, link.slots],
+    });
+    if (rows[0]?.ok) return true;
+    if (Date.now() >= deadline || signal?.aborted) return false;
+    await sleep(pause);
+    pause = Math.min(pause * 2, 500);
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The schema check beside the data: columns (type, NOT NULL, generated,
+ * identity), constraints and indexes of every table in scope, compared by
+ * name; and sequences, whose target value must have reached the source's
+ * (sequences are not replicated, so a target behind the source would hand out
+ * used values after cutover).
+ */
+import { displayName } from '../../postgres/identifiers.js';
+import type { SideSession } from './sessions.js';
+import type { SchemaDifference, SequenceReport } from './types.js';
+
+export interface TableRef {
+  schema: string;
+  name: string;
+}
+
+interface CatalogItem {
+  kind: 'table' | 'column' | 'constraint' | 'index';
+  schema: string;
+  table: string;
+  name: string;
+  def: string;
+}
+
+// Works on PostgreSQL 12+. NOT NULL constraints (contype 'n', PostgreSQL 18) are
+// covered by the column check.
+const CATALOG_SQL = `
+WITH t AS (
+  SELECT c.oid, n.nspname, c.relname
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN unnest($1::text[], $2::text[]) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
+   WHERE c.relkind IN ('r', 'p'))
+SELECT 'table' AS kind, t.nspname AS schema, t.relname AS "table", '' AS name, '' AS def FROM t
+UNION ALL
+SELECT 'column', t.nspname, t.relname, a.attname,
+       json_build_object('type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull,
+                         'generated', a.attgenerated::text, 'identity', a.attidentity::text)::text
+  FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'constraint', t.nspname, t.relname, co.conname, co.contype::text || ' ' || pg_get_constraintdef(co.oid, true)
+  FROM t JOIN pg_constraint co ON co.conrelid = t.oid AND co.contype <> 'n'
+UNION ALL
+SELECT 'index', t.nspname, t.relname, ic.relname, pg_get_indexdef(i.indexrelid)
+  FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid`;
+
+async function catalog(s: SideSession, tables: readonly TableRef[]): Promise<Map<string, CatalogItem>> {
+  const rows = await s.query<{ kind: CatalogItem['kind']; schema: string; table: string; name: string; def: string }>({
+    text: CATALOG_SQL,
+    values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  });
+  const out = new Map<string, CatalogItem>();
+  for (const r of rows) out.set(JSON.stringify([r.kind, r.schema, r.table, r.name]), r);
+  return out;
+}
+
+interface ColumnDef {
+  type: string;
+  notNull: boolean;
+  generated: string;
+  identity: string;
+}
+
+function describeColumnChange(a: ColumnDef, b: ColumnDef): string {
+  const parts: string[] = [];
+  if (a.type !== b.type) parts.push(`type ${a.type} on the source, ${b.type} on the target`);
+  if (a.notNull !== b.notNull) parts.push(a.notNull ? 'NOT NULL on the source only' : 'NOT NULL on the target only');
+  if (a.generated !== b.generated) parts.push(a.generated ? 'generated on the source only' : 'generated on the target only');
+  if (a.identity !== b.identity) parts.push(`identity "${a.identity || 'none'}" on the source, "${b.identity || 'none'}" on the target`);
+  return parts.join('; ');
+}
+
+/** Differences per table, keyed "schema.table". A missing table is one 'table' difference. */
+export async function compareTableSchemas(
+  source: SideSession,
+  target: SideSession,
+  tables: readonly TableRef[],
+): Promise<Map<string, SchemaDifference[]>> {
+  const [src, tgt] = await Promise.all([catalog(source, tables), catalog(target, tables)]);
+  const out = new Map<string, SchemaDifference[]>();
+  for (const t of tables) out.set(`${t.schema}.${t.name}`, []);
+  const push = (i: CatalogItem, d: Omit<SchemaDifference, 'kind'> & { kind?: SchemaDifference['kind'] }) =>
+    out.get(`${i.schema}.${i.table}`)?.push({ kind: d.kind ?? i.kind, object: d.object, message: d.message });
+  const missingTables = new Set<string>();
+  for (const [id, a] of src) {
+    const tableName = displayName(a.schema, a.table);
+    const b = tgt.get(id);
+    if (a.kind === 'table') {
+      if (!b) {
+        missingTables.add(`${a.schema}.${a.table}`);
+        push(a, { object: tableName, message: 'table is missing on the target' });
+      }
+      continue;
+    }
+    if (missingTables.has(`${a.schema}.${a.table}`)) continue;
+    const object = a.kind === 'column' ? `${tableName}.${a.name}` : `${a.name} on ${tableName}`;
+    if (!b) {
+      push(a, { object, message: `${a.kind} is missing on the target` });
+      continue;
+    }
+    if (a.def === b.def) continue;
+    if (a.kind === 'column') {
+      push(a, { object, message: describeColumnChange(JSON.parse(a.def) as ColumnDef, JSON.parse(b.def) as ColumnDef) });
+    } else {
+      push(a, { object, message: `definition differs: source "${a.def}", target "${b.def}"` });
+    }
+  }
+  for (const [id, b] of tgt) {
+    if (b.kind === 'table' || src.has(id)) continue;
+    const tableName = displayName(b.schema, b.table);
+    const object = b.kind === 'column' ? `${tableName}.${b.name}` : `${b.name} on ${tableName}`;
+    push(b, { object, message: `${b.kind} exists only on the target` });
+  }
+  return out;
+}
+
+/** Columns of a table as the target sees them (name → format_type, type oid), or null when it is missing. */
+export async function targetColumns(target: SideSession, t: TableRef): Promise<Map<string, string> | null> {
+  const rows = await target.query<{ name: string; type: string }>({
+    text: `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
+             FROM pg_attribute a
+            WHERE a.attrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))
+              AND a.attnum > 0 AND NOT a.attisdropped`,
+    values: [t.schema, t.name],
+  });
+  if (!rows.length) return null;
+  return new Map(rows.map((r) => [r.name, r.type]));
+}
+
+interface SequenceRow {
+  schema: string;
+  name: string;
+  value: string | null;
+  inc: string;
+  owner_schema: string | null;
+  owner_table: string | null;
+}
+
+const SEQUENCES_SQL = `
+SELECT n.nspname AS schema, c.relname AS name, s.last_value::text AS value, s.increment_by::text AS inc,
+       tn.nspname AS owner_schema, tc.relname AS owner_table
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
+  LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                       AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+  LEFT JOIN pg_class tc ON tc.oid = d.refobjid
+  LEFT JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+ WHERE c.relkind = 'S'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
+ ORDER BY 1, 2`;
+
+/**
+ * Sequences owned by a table in scope, plus free-standing ones when the whole
+ * database is in scope. The target value must be at least the source value
+ * (at most, for descending sequences).
+ */
+export async function compareSequences(
+  source: SideSession,
+  target: SideSession,
+  tables: readonly TableRef[],
+  wholeDatabase: boolean,
+): Promise<SequenceReport[]> {
+  const [src, tgt] = await Promise.all([
+    source.query<SequenceRow & Record<string, unknown>>({ text: SEQUENCES_SQL, values: [] }),
+    target.query<SequenceRow & Record<string, unknown>>({ text: SEQUENCES_SQL, values: [] }),
+  ]);
+  const inScope = new Set(tables.map((t) => `${t.schema}.${t.name}`));
+  const tmap = new Map(tgt.map((r) => [`${r.schema}.${r.name}`, r]));
+  const out: SequenceReport[] = [];
+  for (const s of src) {
+    const owned = s.owner_table !== null;
+    if (owned ? !inScope.has(`${s.owner_schema}.${s.owner_table}`) : !wholeDatabase) continue;
+    const t = tmap.get(`${s.schema}.${s.name}`);
+    const name = displayName(s.schema, s.name);
+    if (!t) {
+      out.push({ name, sourceValue: s.value, targetValue: null, status: 'missing' });
+      continue;
+    }
+    let status: SequenceReport['status'] = 'ok';
+    if (s.value !== null) {
+      const sv = BigInt(s.value);
+      const descending = BigInt(s.inc) < 0n;
+      if (t.value === null) status = 'behind';
+      else {
+        const tv = BigInt(t.value);
+        if (descending ? tv > sv : tv < sv) status = 'behind';
+      }
+    }
+    out.push({ name, sourceValue: s.value, targetValue: t.value, status });
+  }
+  return out;
+}

@@ -1,0 +1,80 @@
+/**
+ * Connections for verify: `jobs` pairs (one source and one target session
+ * each), all opened with the canonical settings so that both sides print
+ * values identically. A pair runs the same query on both sides at once.
+ */
+import type pg from 'pg';
+import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import type { Query, Side } from './sql.js';
+
+/**
+ * Canonical text output, plus money printed without locale. JIT is off: the
+ * row hash is a large expression, and compiling it costs more than a chunk
+ * query takes (enable_seqscan=off inflates plan costs past jit_above_cost).
+ */
+export const VERIFY_SETTINGS: Readonly<Record<string, string>> = {
+  ...CANONICAL_SETTINGS,
+  lc_monetary: 'C',
+  jit: 'off',
+};
+
+export class SideSession {
+  /** Chunk queries should follow the key index, never scan the whole table per chunk. */
+  private seqscan = true;
+  constructor(
+    readonly side: Side,
+    readonly client: pg.Client,
+  ) {}
+
+  async query<R extends Record<string, unknown>>(q: Query): Promise<R[]> {
+    const res = await this.client.query<R>(q.text, q.values);
+    return res.rows;
+  }
+
+  /** Range queries run with enable_seqscan off; whole-table queries with it on. */
+  async planFor(kind: 'range' | 'whole'): Promise<void> {
+    const want = kind === 'whole';
+    if (want === this.seqscan) return;
+    await this.client.query(`SET enable_seqscan = ${want ? 'on' : 'off'}`);
+    this.seqscan = want;
+  }
+}
+
+export interface SessionPair {
+  source: SideSession;
+  target: SideSession;
+}
+
+export async function openSession(conn: ResolvedConnInfo, side: Side): Promise<SideSession> {
+  const client = await connect(conn, { label: side, settings: { ...VERIFY_SETTINGS }, applicationName: 'pgferry verify' });
+  return new SideSession(side, client);
+}
+
+/** Open `count` pairs; on failure closes what was opened. */
+export async function openPairs(source: ResolvedConnInfo, target: ResolvedConnInfo, count: number): Promise<SessionPair[]> {
+  const opened: SideSession[] = [];
+  try {
+    const pairs: SessionPair[] = [];
+    for (let i = 0; i < count; i++) {
+      const results = await Promise.allSettled([openSession(source, 'source'), openSession(target, 'target')]);
+      for (const r of results) if (r.status === 'fulfilled') opened.push(r.value);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      const [s, t] = results as PromiseFulfilledResult<SideSession>[];
+      pairs.push({ source: s!.value, target: t!.value });
+    }
+    return pairs;
+  } catch (err) {
+    await closeSessions(opened);
+    throw err;
+  }
+}
+
+export async function closeSessions(sessions: readonly SideSession[]): Promise<void> {
+  await Promise.all(sessions.map((s) => s.client.end().catch(() => {})));
+}
+
+export async function closePairs(pairs: readonly SessionPair[]): Promise<void> {
+  await closeSessions(pairs.flatMap((p) => [p.source, p.target]));
+}

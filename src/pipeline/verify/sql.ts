@@ -1,0 +1,224 @@
+/**
+ * The SQL that verify runs, built from a table description. Pure functions:
+ * identifiers go through identifiers.ts, every value is a bind parameter.
+ *
+ * Row hash. Each column is hashed on its own and the column hashes are XORed:
+ *   int2/int4/int8 → hashint8extended(col::int8, seed)
+ *   anything else  → hashtextextended(col::text COLLATE "C", seed)
+ *   NULL           → a fixed 64-bit constant per column position
+ * with a different seed per column position (columns sorted by name, so
+ * attnum order does not matter). The chunk aggregate is count(*) plus the
+ * sum of the row hashes as numeric (PostgreSQL sums int8 in a 128-bit
+ * accumulator: no overflow, constant size whatever the row count).
+ *
+ * Why this hash: the text forms are canonical under the session settings both
+ * sides use (CANONICAL_SETTINGS), so equal data hash equal on any major;
+ * hashtextextended and hashint8extended are the hash-partitioning functions,
+ * whose values PostgreSQL keeps stable across versions; a 64-bit hash makes an
+ * accidental cancellation ~2^-64; and hashing columns one by one skips the
+ * row-construction and quoting work of record_out, which makes it ~40% faster
+ * than hashing `t::text` (measured in scripts/bench/verify-bench.ts).
+ * XOR inside a row and addition across rows keep two rows that swap a value
+ * from cancelling out.
+ */
+import { qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
+
+const INT_TYPES = new Set([20, 21, 23]); // int8, int2, int4
+
+export interface HashColumn {
+  name: string;
+  /** Hash path chosen from the source column's type; both sides use the same expression. */
+  kind: 'int' | 'text';
+}
+
+export interface KeyColumn {
+  name: string;
+  /** format_type() on each side, used to cast key values passed as text. */
+  sourceType: string;
+  targetType: string;
+  /** int2/int4/int8 on the source. */
+  integer: boolean;
+}
+
+export type Side = 'source' | 'target';
+
+export interface VerifyTable {
+  schema: string;
+  name: string;
+  display: string;
+  /** Key the chunks follow (primary key or unique NOT NULL key), or null. */
+  key: KeyColumn[] | null;
+  /** Columns present on both sides, sorted by name. */
+  columns: HashColumn[];
+  /** Row predicate, or null. */
+  filter: string | null;
+  /** SELECT … FROM ONLY: the table has inheritance children that are compared on their own. */
+  only: boolean;
+  estimatedRows: number;
+}
+
+/** A key range: lo inclusive, hi exclusive, values as text; null = unbounded. */
+export interface KeyRange {
+  lo: string[] | null;
+  hi: string[] | null;
+}
+
+export const WHOLE_RANGE: KeyRange = { lo: null, hi: null };
+
+export function hashKind(typeOid: number): HashColumn['kind'] {
+  return INT_TYPES.has(typeOid) ? 'int' : 'text';
+}
+
+/** splitmix64: fixed, well-spread 64-bit constants for NULLs, one per column position. */
+export function nullConstant(position: number): string {
+  const mask = (1n << 64n) - 1n;
+  let z = (BigInt(position + 1) * 0x9e3779b97f4a7c15n) & mask;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & mask;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & mask;
+  z = z ^ (z >> 31n);
+  return BigInt.asIntN(64, z).toString();
+}
+
+/** The per-row hash expression (int8). */
+export function rowHashExpr(columns: readonly HashColumn[]): string {
+  if (columns.length === 0) return '0::int8';
+  return columns
+    .map((c, i) => {
+      const col = quoteIdent(c.name);
+      const seed = i + 1;
+      const h = c.kind === 'int' ? `hashint8extended(${col}::int8, ${seed})` : `hashtextextended(${col}::text COLLATE "C", ${seed})`;
+      return `coalesce(${h}, (${nullConstant(i)})::int8)`;
+    })
+    .join(' # ');
+}
+
+function fromClause(t: VerifyTable): string {
+  return `${t.only ? 'ONLY ' : ''}${qualifiedName(t.schema, t.name)}`;
+}
+
+function keyType(k: KeyColumn, side: Side): string {
+  return side === 'source' ? k.sourceType : k.targetType;
+}
+
+function keyTuple(key: readonly KeyColumn[]): string {
+  const cols = key.map((k) => quoteIdent(k.name)).join(', ');
+  return key.length === 1 ? cols : `(${cols})`;
+}
+
+/** Collects bind parameters and hands out $n placeholders. */
+export class Params {
+  readonly values: unknown[] = [];
+  add(v: unknown): string {
+    this.values.push(v);
+    return `$${this.values.length}`;
+  }
+}
+
+function boundTuple(key: readonly KeyColumn[], values: readonly string[], side: Side, p: Params): string {
+  const parts = key.map((k, i) => `${p.add(values[i])}::${keyType(k, side)}`);
+  return key.length === 1 ? parts[0]! : `(${parts.join(', ')})`;
+}
+
+/** WHERE clause for a key range plus the table filter ('' when neither applies). */
+export function whereClause(t: VerifyTable, range: KeyRange, side: Side, p: Params): string {
+  const parts: string[] = [];
+  if (t.key && range.lo) parts.push(`${keyTuple(t.key)} >= ${boundTuple(t.key, range.lo, side, p)}`);
+  if (t.key && range.hi) parts.push(`${keyTuple(t.key)} < ${boundTuple(t.key, range.hi, side, p)}`);
+  if (t.filter) parts.push(`(${t.filter})`);
+  return parts.length ? ` WHERE ${parts.join(' AND ')}` : '';
+}
+
+export interface Query {
+  text: string;
+  values: unknown[];
+}
+
+/** count and hash sum of a range (or of the whole table). Returns columns n, h (text). */
+export function chunkHashQuery(t: VerifyTable, range: KeyRange, side: Side): Query {
+  const p = new Params();
+  const where = whereClause(t, range, side, p);
+  return {
+    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHashExpr(t.columns)}), 0)::text AS h FROM ${fromClause(t)}${where}`,
+    values: p.values,
+  };
+}
+
+function keyTextColumns(key: readonly KeyColumn[]): string {
+  return key.map((k, i) => `${quoteIdent(k.name)}::text AS k${i}`).join(', ');
+}
+
+function keyOrder(key: readonly KeyColumn[]): string {
+  return key.map((k) => quoteIdent(k.name)).join(', ');
+}
+
+/**
+ * Keys that cut a range into pieces of `step` rows: the key of every
+ * step-th row after the first, in index order. Returns columns k0…kn.
+ */
+export function splitPointsQuery(t: VerifyTable, range: KeyRange, side: Side, step: number): Query {
+  const key = t.key!;
+  const p = new Params();
+  const where = whereClause(t, range, side, p);
+  const stepParam = p.add(step);
+  const outer = key.map((_k, i) => `k${i}`).join(', ');
+  return {
+    text:
+      `SELECT ${outer} FROM (SELECT ${keyTextColumns(key)}, row_number() OVER (ORDER BY ${keyOrder(key)}) AS pgferry_rn ` +
+      `FROM ${fromClause(t)}${where}) s WHERE pgferry_rn > 1 AND pgferry_rn % ${stepParam}::int8 = 1 ORDER BY pgferry_rn`,
+    values: p.values,
+  };
+}
+
+/** Key texts and row hash of every row in a (small) range. Returns k0…kn, h. */
+export function leafRowsQuery(t: VerifyTable, range: KeyRange, side: Side, limit: number): Query {
+  const key = t.key!;
+  const p = new Params();
+  const where = whereClause(t, range, side, p);
+  const lim = p.add(limit);
+  return {
+    text: `SELECT ${keyTextColumns(key)}, (${rowHashExpr(t.columns)})::text AS h FROM ${fromClause(t)}${where} LIMIT ${lim}::int8`,
+    values: p.values,
+  };
+}
+
+/** Key texts and row hash of the rows with these keys (that match the filter). Returns k0…kn, h. */
+export function lookupRowsQuery(t: VerifyTable, keys: readonly string[][], side: Side): Query {
+  const key = t.key!;
+  const p = new Params();
+  const arrays = key.map((k, i) => `${p.add(keys.map((row) => row[i]))}::${keyType(k, side)}[]`);
+  const conds = [`${keyTuple(key)} IN (SELECT * FROM unnest(${arrays.join(', ')}))`];
+  if (t.filter) conds.push(`(${t.filter})`);
+  return {
+    text: `SELECT ${keyTextColumns(key)}, (${rowHashExpr(t.columns)})::text AS h FROM ${fromClause(t)} WHERE ${conds.join(' AND ')}`,
+    values: p.values,
+  };
+}
+
+/** Smallest and largest value of a single integer key (no filter: planning only). */
+export function integerBoundsQuery(t: VerifyTable): Query {
+  const k = quoteIdent(t.key![0]!.name);
+  return { text: `SELECT min(${k})::text AS lo, max(${k})::text AS hi FROM ${fromClause(t)}`, values: [] };
+}
+
+/** A block sample of keys in key order (planning only). Returns k0…kn. */
+export function sampleKeysQuery(t: VerifyTable, percent: number): Query {
+  const key = t.key!;
+  const p = new Params();
+  const pct = p.add(percent);
+  return {
+    text: `SELECT ${keyTextColumns(key)} FROM ${fromClause(t)} TABLESAMPLE SYSTEM (${pct}::float8) ORDER BY ${keyOrder(key)}`,
+    values: p.values,
+  };
+}
+
+/** Exact row count of the whole table (planning, when the statistics know nothing). */
+export function countQuery(t: VerifyTable): Query {
+  return { text: `SELECT count(*)::text AS n FROM ${fromClause(t)}`, values: [] };
+}
+
+/** Key values of a result row (columns k0…kn). */
+export function keyValues(row: Record<string, unknown>, width: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < width; i++) out.push(String(row[`k${i}`]));
+  return out;
+}

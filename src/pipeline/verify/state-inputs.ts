@@ -1,0 +1,65 @@
+/**
+ * What verify takes from the checkpoint that `init` leaves in the state
+ * directory: the scope of the run, and per source database the filters as
+ * actually applied and the fixed time-filter cutoffs. The checkpoint module is
+ * loaded lazily and read structurally, so verify also runs where there is no
+ * state at all (then filters come from the flags).
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { ScopeSpec } from '../../config/scope.js';
+
+export interface StoredInputs {
+  stateFile: string;
+  /** The scope init ran with. */
+  scope: ScopeSpec | undefined;
+  /** source database → "schema.table" → predicate used by init. */
+  filters: Record<string, Record<string, string>>;
+  /** source database → "schema.table" → timestamptz cutoff text. */
+  cutoffs: Record<string, Record<string, string>>;
+  /** source database → target database. */
+  targetDatabases: Record<string, string>;
+}
+
+interface StoredDatabase {
+  targetDatabase?: string;
+  filters?: Record<string, string>;
+  timeFilterCutoffs?: Record<string, string>;
+}
+
+interface StoredState {
+  scope?: ScopeSpec;
+  databases?: Record<string, StoredDatabase>;
+}
+
+type LoadState = (stateDir: string) => Promise<StoredState | undefined>;
+
+// A variable specifier keeps the checkpoint module out of the static import graph.
+const CHECKPOINT_MODULE = '../../state/checkpoint.js';
+
+async function checkpointLoader(): Promise<LoadState | undefined> {
+  try {
+    const mod = (await import(CHECKPOINT_MODULE)) as { loadState?: LoadState };
+    return mod.loadState;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') return undefined;
+    throw err;
+  }
+}
+
+/** The stored inputs of the migration in `stateDir`, or undefined when there is no state. */
+export async function loadStoredInputs(stateDir: string): Promise<StoredInputs | undefined> {
+  if (!existsSync(path.join(stateDir, 'state.json'))) return undefined;
+  const load = await checkpointLoader();
+  if (!load) return undefined;
+  const s = await load(stateDir);
+  if (!s) return undefined;
+  const out: StoredInputs = { stateFile: path.join(stateDir, 'state.json'), scope: s.scope, filters: {}, cutoffs: {}, targetDatabases: {} };
+  for (const [db, d] of Object.entries(s.databases ?? {})) {
+    out.filters[db] = { ...(d.filters ?? {}) };
+    out.cutoffs[db] = { ...(d.timeFilterCutoffs ?? {}) };
+    if (d.targetDatabase) out.targetDatabases[db] = d.targetDatabase;
+  }
+  return out;
+}

@@ -1,0 +1,326 @@
+/**
+ * `verify`: for every database and table in scope, compare the target with
+ * the source — schema (columns, constraints, indexes), sequences, and rows by
+ * chunked checksums — and return a report. Plain async function; the CLI only
+ * parses flags and renders.
+ */
+import { rulesFor, resolveDatabases, resolveTables, type ScopeTable } from '../../config/scope.js';
+import { matches, parseTablePattern } from '../../config/names.js';
+import { InterruptedError, PgferryError, UsageError } from '../../errors.js';
+import { silentProgress, type ProgressSink } from '../../cli/render/progress.js';
+import { withClient } from '../../postgres/connect.js';
+import { forDatabase } from '../../postgres/conninfo.js';
+import { isConnectFailure, operationError } from '../../postgres/errors.js';
+import { displayName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
+import { probePair, sourceConnFor, targetConnFor } from '../sides.js';
+import { emptyTableReport, TableComparer } from './compare.js';
+import { planChunks, type ChunkPlan } from './plan.js';
+import { detectReplication } from './replication.js';
+import { compareSequences, compareTableSchemas, targetColumns } from './schema.js';
+import { closePairs, openPairs, type SessionPair } from './sessions.js';
+import { hashKind, type KeyRange, type VerifyTable } from './sql.js';
+import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
+
+export const VERIFY_DEFAULTS = {
+  jobs: 2,
+  chunkRows: 10_000,
+  maxDiffs: 20,
+  recheck: 3,
+  lagTimeoutMs: 60_000,
+} as const;
+
+function checkOptions(o: VerifyOptions): void {
+  const whole = (v: number, name: string, min: number) => {
+    if (!Number.isInteger(v) || v < min) throw new UsageError(`${name} must be a whole number ≥ ${min} (got ${v})`);
+  };
+  whole(o.jobs, '--jobs', 1);
+  whole(o.chunkRows, '--chunk-rows', 100);
+  whole(o.maxDiffs, '--max-diffs', 0);
+  whole(o.recheck, '--recheck', 0);
+  if (!(o.lagTimeoutMs >= 0)) throw new UsageError(`--lag-timeout must be ≥ 0 (got ${o.lagTimeoutMs / 1000})`);
+}
+
+/** The predicate a table is compared under: init's stored one, a time filter's cutoff, or the flag's. */
+export function tableFilter(t: ScopeTable, stored: Record<string, string> | undefined, cutoffs: Record<string, string> | undefined): string | null {
+  const key = `${t.schema}.${t.name}`;
+  const fromState = stored?.[key];
+  if (fromState) return fromState;
+  if (t.timeFilter) {
+    const cutoff = cutoffs?.[key];
+    if (!cutoff) {
+      throw new UsageError(`${displayName(t.schema, t.name)} has a time filter, but no cutoff is stored for it: the cutoff is fixed once by pgferry init`, {
+        hint: 'run verify with the --state-dir of init (run init first), or name the rows with --table-filter "schema.table:predicate"',
+      });
+    }
+    return `${quoteIdent(t.timeFilter.column)} >= ${quoteLiteral(cutoff)}::timestamptz`;
+  }
+  return t.filter ?? null;
+}
+
+/** Narrow the scope to `--tables` patterns; an exact name outside the scope is an error. */
+function narrow(tables: ScopeTable[], patterns: readonly string[], database: string): ScopeTable[] {
+  if (!patterns.length) return tables;
+  const compiled = patterns.map((p) => parseTablePattern(p, '--tables'));
+  for (const p of compiled) {
+    if (p.exact && !tables.some((t) => t.schema === p.schemaName && t.name === p.tableName)) {
+      throw new UsageError(`--tables: ${p.schemaName}.${p.tableName} is not a table in scope in database "${database}"`, {
+        hint: 'names fold to lower case unless quoted: write "MixedCase" in double quotes',
+      });
+    }
+  }
+  return tables.filter((t) => compiled.some((p) => matches(p, t.schema, t.name)));
+}
+
+interface TableJob {
+  table: VerifyTable;
+  report: TableReport;
+  comparer: TableComparer;
+  plan?: ChunkPlan;
+  remaining: number;
+  startedAt: number;
+  done: number;
+}
+
+function finishStatus(r: TableReport): TableStatus {
+  if (r.error) return 'error';
+  const located = r.diffCounts.missing + r.diffCounts.extra + r.diffCounts.different;
+  if (r.schemaDifferences.length || r.chunksDifferent || located) return 'different';
+  return 'equal';
+}
+
+function tableDetail(r: TableReport): string {
+  if (r.error) return r.error;
+  if (r.method === 'schema-only') return r.schemaDifferences.length ? `${r.schemaDifferences.length} schema differences` : 'schema only';
+  const parts = [`${r.rowsSource} rows`, `${r.chunks} chunk${r.chunks === 1 ? '' : 's'}`];
+  const located = r.diffCounts.missing + r.diffCounts.extra + r.diffCounts.different;
+  if (located) parts.push(`${located}${r.diffsTruncated ? '+' : ''} rows differ`);
+  else if (r.chunksDifferent) parts.push(`${r.chunksDifferent} chunks differ`);
+  if (r.schemaDifferences.length) parts.push(`${r.schemaDifferences.length} schema differences`);
+  return parts.join(', ');
+}
+
+async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: ProgressSink): Promise<DatabaseReport> {
+  const started = Date.now();
+  const srcConn = sourceConnFor(opts.source, sourceDb);
+  const tgtConn = opts.targetDatabases?.[sourceDb]
+    ? forDatabase(opts.target, opts.targetDatabases[sourceDb]!)
+    : targetConnFor(opts.target, sourceDb, opts.scope.databases);
+  const pairs = await openPairs(srcConn, tgtConn, opts.jobs);
+  const signal = opts.signal;
+  const abort = () => void closePairs(pairs);
+  signal?.addEventListener('abort', abort, { once: true });
+  try {
+    const first = pairs[0]!;
+    const scope = await resolveTables(first.source.client, sourceDb, rulesFor(opts.scope, sourceDb));
+    const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
+    const wholeDatabase = !rulesFor(opts.scope, sourceDb).include.length && !(opts.tables ?? []).length;
+    const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
+
+    const replication = await detectReplication(first.source, first.target);
+    const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
+    const [schemaDiffs, sequences] = await Promise.all([
+      compareTableSchemas(first.source, first.target, refs),
+      opts.sequences ? compareSequences(pairs[1]?.source ?? first.source, pairs[1]?.target ?? first.target, refs, wholeDatabase) : [],
+    ]);
+
+    const jobs: TableJob[] = [];
+    const reports: TableReport[] = [];
+    for (const [i, t] of inScope.entries()) {
+      const key = t.primaryKey ?? t.uniqueKey;
+      const filter = filters[i]!;
+      const method = t.schemaOnly ? 'schema-only' : key ? 'chunked' : 'whole-table';
+      const report = emptyTableReport({ schema: t.schema, name: t.name, filter: t.schemaOnly ? null : filter }, method, t.schemaOnly ? null : key);
+      report.schemaDifferences = schemaDiffs.get(`${t.schema}.${t.name}`) ?? [];
+      reports.push(report);
+      if (t.schemaOnly) continue;
+      const tcols = await targetColumns(first.target, t);
+      if (!tcols) {
+        report.notes.push('rows not compared: the table is missing on the target');
+        continue;
+      }
+      const common = t.columns.filter((c) => tcols.has(c.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      const skipped = t.columns.filter((c) => !tcols.has(c.name)).map((c) => c.name);
+      if (skipped.length) report.notes.push(`columns missing on the target are left out of the row hash: ${skipped.join(', ')}`);
+      let keyCols: VerifyTable['key'] = null;
+      if (key) {
+        if (key.some((k) => !tcols.has(k))) {
+          report.notes.push(`rows not compared: key column(s) missing on the target`);
+          continue;
+        }
+        keyCols = key.map((k) => {
+          const c = t.columns.find((x) => x.name === k)!;
+          return { name: k, sourceType: c.type, targetType: tcols.get(k)!, integer: hashKind(c.typeOid) === 'int' };
+        });
+      }
+      const table: VerifyTable = {
+        schema: t.schema,
+        name: t.name,
+        display: displayName(t.schema, t.name),
+        key: keyCols,
+        columns: common.map((c) => ({ name: c.name, kind: hashKind(c.typeOid) })),
+        filter,
+        only: t.relkind === 'r' && t.hasInheritanceChildren,
+        estimatedRows: t.estimatedRows,
+      };
+      const comparer = new TableComparer(table, report, {
+        maxDiffs: opts.maxDiffs,
+        recheck: opts.recheck,
+        lagTimeoutMs: opts.lagTimeoutMs,
+        replication,
+        signal,
+      });
+      jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
+    }
+    for (const r of reports) if (r.method === 'schema-only' || !jobs.some((j) => j.report === r)) r.status = finishStatus(r);
+
+    // Plan every keyed table (source only, cheap), biggest first so that big tables start early.
+    jobs.sort((a, b) => b.table.estimatedRows - a.table.estimatedRows);
+    let next = 0;
+    await Promise.all(
+      pairs.map(async (pair) => {
+        while (next < jobs.length) {
+          const job = jobs[next++]!;
+          throwIfAborted(signal);
+          try {
+            job.plan = await planChunks(pair.source, job.table, opts.chunkRows);
+          } catch (err) {
+            if (fatal(err)) throw err;
+            job.report.error = `cannot plan chunks: ${(err as Error).message}`;
+            job.plan = { count: 0, *ranges() {} };
+          }
+          job.remaining = job.plan.count;
+        }
+      }),
+    );
+
+    const dbLabel = scopeLabel(sourceDb, tgtConn.dbname);
+    const finish = (job: TableJob) => {
+      job.report.durationMs = job.startedAt ? Date.now() - job.startedAt : 0;
+      job.report.status = finishStatus(job.report);
+      progress({ kind: 'end', id: `${dbLabel}/${job.report.display}`, status: job.report.status === 'equal' ? 'ok' : 'fail', detail: tableDetail(job.report) });
+    };
+    for (const job of jobs) if (job.remaining === 0) {
+      job.report.status = finishStatus(job.report);
+    }
+
+    function* tasks(): Generator<{ job: TableJob; range: KeyRange }> {
+      for (const job of jobs) for (const range of job.plan!.ranges()) yield { job, range };
+    }
+    const queue = tasks();
+    await Promise.all(
+      pairs.map(async (pair: SessionPair) => {
+        for (;;) {
+          throwIfAborted(signal);
+          const n = queue.next();
+          if (n.done) return;
+          const { job, range } = n.value;
+          if (!job.startedAt) {
+            job.startedAt = Date.now();
+            progress({ kind: 'start', id: `${dbLabel}/${job.report.display}`, title: `${dbLabel}${job.report.display}` });
+          }
+          if (!job.report.error) {
+            try {
+              await job.comparer.compareChunk(pair, range);
+            } catch (err) {
+              throwIfAborted(signal);
+              if (fatal(err)) throw err;
+              job.report.error = `comparison failed: ${(err as Error).message}`;
+            }
+          }
+          job.done++;
+          progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: `${job.done}/${job.plan!.count} chunks`, done: job.done, total: job.plan!.count, unit: 'chunks' });
+          if (--job.remaining === 0) finish(job);
+        }
+      }),
+    );
+
+    const status: TableStatus = reports.some((r) => r.status === 'error')
+      ? 'error'
+      : reports.some((r) => r.status === 'different') || sequences.some((s) => s.status !== 'ok')
+        ? 'different'
+        : 'equal';
+    return {
+      source: sourceDb,
+      target: tgtConn.dbname,
+      status,
+      replication: { active: replication.active, subscriptions: replication.subscriptions },
+      tables: reports,
+      sequences,
+      durationMs: Date.now() - started,
+    };
+  } catch (err) {
+    throwIfAborted(signal);
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', abort);
+    await closePairs(pairs);
+  }
+}
+
+function scopeLabel(source: string, target: string): string {
+  return source === target ? `${source}: ` : `${source}→${target}: `;
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new InterruptedError();
+}
+
+/** Errors that end the whole run (lost connection, our own errors) rather than one table. */
+function fatal(err: unknown): boolean {
+  return err instanceof PgferryError || isConnectFailure(err) || !(err instanceof Error) || !('code' in err);
+}
+
+function summarize(dbs: DatabaseReport[]): VerifySummary {
+  const tables = dbs.flatMap((d) => d.tables);
+  return {
+    databases: dbs.length,
+    tables: tables.length,
+    tablesEqual: tables.filter((t) => t.status === 'equal').length,
+    tablesDifferent: tables.filter((t) => t.status === 'different').length,
+    tablesFailed: tables.filter((t) => t.status === 'error').length,
+    rowsCompared: tables.reduce((n, t) => n + t.rowsSource, 0),
+    chunksCompared: tables.reduce((n, t) => n + t.chunks, 0),
+    rowDifferences: tables.reduce((n, t) => n + t.diffCounts.missing + t.diffCounts.extra + t.diffCounts.different, 0),
+    schemaDifferences: tables.reduce((n, t) => n + t.schemaDifferences.length, 0),
+    sequencesBehind: dbs.reduce((n, d) => n + d.sequences.filter((s) => s.status !== 'ok').length, 0),
+  };
+}
+
+/** Compare target with source for every database in scope. */
+export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
+  checkOptions(opts);
+  const progress = opts.progress ?? silentProgress;
+  const startedAt = new Date();
+  await probePair(opts.source, opts.target);
+  const databases = await withClient(opts.source, (c) => resolveDatabases(c, opts.scope.databases, opts.source.dbname), { label: 'source' });
+  const reports: DatabaseReport[] = [];
+  for (const db of databases) {
+    throwIfAborted(opts.signal);
+    try {
+      reports.push(await verifyDatabase(opts, db, progress));
+    } catch (err) {
+      throwIfAborted(opts.signal);
+      throw operationError(err, `verify of database "${db}"`);
+    }
+  }
+  const status: TableStatus = reports.some((d) => d.status === 'error')
+    ? 'error'
+    : reports.some((d) => d.status === 'different')
+      ? 'different'
+      : 'equal';
+  return {
+    status,
+    startedAt: startedAt.toISOString(),
+    durationMs: Date.now() - startedAt.getTime(),
+    options: {
+      jobs: opts.jobs,
+      chunkRows: opts.chunkRows,
+      maxDiffs: opts.maxDiffs,
+      recheck: opts.recheck,
+      lagTimeoutMs: opts.lagTimeoutMs,
+      sequences: opts.sequences,
+    },
+    summary: summarize(reports),
+    databases: reports,
+  };
+}
