@@ -2,6 +2,7 @@
 import type { CommandDefinition } from '../define.js';
 import { listCommand } from './list.js';
 import { validateCommand } from './validate.js';
+import { verifyCommand } from './verify.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandDefinition<any>[] = [validateCommand, listCommand];
+export const commands: CommandDefinition<any>[] = [validateCommand, listCommand, verifyCommand];
