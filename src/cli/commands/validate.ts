@@ -8,7 +8,8 @@ import type { CommandContext } from '../context.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import { plainProgress } from '../render/progress.js';
-import { scopeSpecFromArgs, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
+import { resolveRunScope } from '../run-options.js';
+import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface ValidateArgs extends ScopeArgs {
   maxTransactionAge: number;
@@ -91,9 +92,9 @@ export const validateCommand = defineCommand<ValidateArgs>({
     if (!Number.isFinite(age) || age < 0) {
       throw new UsageError(`--max-transaction-age: "${String(argv.maxTransactionAge)}" is not a number of seconds`);
     }
-    const scope = scopeSpecFromArgs(argv);
     const source = ctx.conn('source');
     const target = ctx.conn('target');
+    const scope = await resolveRunScope(ctx, argv, 'validate');
     const report = await runValidate({
       source,
       target,
