@@ -52,6 +52,8 @@ export interface RunState {
   /** The scope as given. */
   scope: ScopeSpec;
   options: RunOptionsRecord;
+  /** Roles are copied once per target server. */
+  roles: 'pending' | 'done' | 'skipped';
   databases: Record<string /* source database */, DatabaseState>;
 }
 

@@ -1,0 +1,274 @@
+/** `pgferry init`: flags → runInit → a summary (or the plan with --dry-run), or one JSON document. */
+import type { Argv } from 'yargs';
+import { ExitCode, UsageError } from '../../errors.js';
+import { formatBytes } from '../../pipeline/init/copy.js';
+import type { InitPlan } from '../../pipeline/init/plan.js';
+import { runInit, type InitReport } from '../../pipeline/init/run.js';
+import { displayName } from '../../postgres/identifiers.js';
+import { confirm } from '../confirm.js';
+import type { CommandContext } from '../context.js';
+import { defineCommand } from '../define.js';
+import type { GlobalArgs } from '../options.js';
+import type { Output } from '../render/output.js';
+import { createProgress } from '../render/tasks.js';
+import { confirmedByWizard, resolveRunScope } from '../run-options.js';
+import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
+
+interface InitArgs extends ScopeArgs {
+  jobs: number;
+  sync: boolean;
+  owner: boolean;
+  privileges: boolean;
+  roles: boolean;
+  fkNotValid: boolean;
+  dropExisting: boolean;
+  restart: boolean;
+  dryRun: boolean;
+  splitTablesLargerThan: string;
+  maxParts: number;
+}
+
+const INIT_GROUP = 'Init:';
+
+/** "512MB", "1GB", "1.5 GiB", "1048576" → bytes. */
+export function parseSize(text: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$/i.exec(text);
+  if (!m) throw new UsageError(`${flag}: "${text}" is not a size`, { hint: 'write a number with a unit, e.g. 512MB or 2GB' });
+  const unit = (m[2] ?? 'b').toLowerCase().replace('i', '');
+  const mult: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
+  return Math.round(Number(m[1]) * mult[unit]!);
+}
+
+function seconds(s: number): string {
+  if (s < 60) return `${s.toFixed(1)}s`;
+  const m = Math.floor(s / 60);
+  return `${m}m${String(Math.round(s - m * 60)).padStart(2, '0')}s`;
+}
+
+/** Refusals the plan shows (exit 2 for --dry-run). */
+function planRefusals(plan: InitPlan, dropExisting: boolean): string[] {
+  const out: string[] = [];
+  for (const d of plan.databases) {
+    if (d.targetStatus === 'not empty' && !dropExisting) out.push(`target database "${d.target}" is not empty (${d.targetContents}); add --drop-existing to replace it`);
+    for (const p of d.foreignKeyProblems) if (p.blocking) out.push(p.message);
+  }
+  return out;
+}
+
+function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, dryRun: boolean): void {
+  out.print(out.style('bold', dryRun ? 'Plan (dry run: nothing is written)' : 'Plan'));
+  for (const d of plan.databases) {
+    const target =
+      d.targetStatus === 'missing' ? 'will be created'
+      : d.targetStatus === 'empty' ? 'exists, empty: used as is'
+      : d.targetStatus === 'prepared' ? 'prepared by the earlier run'
+      : dropExisting ? `not empty (${d.targetContents}): dropped and re-created (--drop-existing)`
+      : `not empty (${d.targetContents}): refused without --drop-existing`;
+    out.print();
+    out.print(`Database ${d.source} → ${d.target} (${target})`);
+    out.print(`  snapshot: ${d.slot ? `replication slot ${d.slot} with an exported snapshot` : 'pg_export_snapshot() without a slot (--no-sync)'}`);
+    if (d.resume) out.print(`  resumes an earlier run in phase ${d.resume.phase}, ${d.resume.tablesDone} tables already copied`);
+    const copied = d.tables.filter((t) => !t.schemaOnly);
+    out.print(`  copy order (largest first, ${plan.jobs} job${plan.jobs > 1 ? 's' : ''}):`);
+    for (const t of copied) {
+      const bits = [formatBytes(t.estimatedBytes), `~${t.estimatedRows} rows`, `${t.parts} part${t.parts === 1 ? '' : 's'}`];
+      if (t.format) bits.push(t.format);
+      if (t.filter) bits.push(`WHERE ${t.filter}`);
+      if (t.done) bits.push('already copied');
+      out.print(`    ${displayName(t.schema, t.name)}  ${bits.join(' · ')}`);
+    }
+    const so = d.tables.filter((t) => t.schemaOnly);
+    if (so.length) out.print(`  structure only: ${so.map((t) => displayName(t.schema, t.name)).join(', ')}`);
+    if (d.excluded.length) out.print(`  excluded: ${d.excluded.join(', ')}`);
+    for (const p of d.foreignKeyProblems) out.print(`  ${out.symbol(p.blocking ? 'fail' : 'warn')} ${p.message}${p.blocking ? '' : ' (created NOT VALID)'}`);
+  }
+  out.print();
+  out.print(`Estimated: ${formatBytes(plan.estimatedBytes)} of rows, roughly ${seconds(plan.estimatedSeconds)} with ${plan.jobs} jobs (a nominal rate; indexes come on top)`);
+  const refusals = planRefusals(plan, dropExisting);
+  if (refusals.length && dryRun) {
+    out.print();
+    out.print(`${out.symbol('fail')} init would stop: ${refusals.length} problem${refusals.length > 1 ? 's' : ''} above`);
+  }
+}
+
+function printReport(out: Output, r: InitReport): void {
+  const tables = r.databases.flatMap((d) => d.tables);
+  const copied = tables.filter((t) => !t.schemaOnly);
+  const rows = copied.reduce((n, t) => n + t.rows, 0);
+  const bytes = copied.reduce((n, t) => n + t.bytes, 0);
+  out.print(
+    `${out.symbol('ok')} init ${r.resumed ? 'resumed and ' : ''}done in ${seconds(r.seconds)}: ${r.databases.length} database${r.databases.length === 1 ? '' : 's'}, ` +
+      `${copied.length} tables, ${rows} rows, ${formatBytes(bytes)}`,
+  );
+  for (const d of r.databases) {
+    out.print();
+    out.print(`Database ${d.source} → ${d.target}`);
+    out.print(d.slot ? `  replication slot ${d.slot.name}, consistent point ${d.slot.consistentLsn}` : '  no replication slot (--no-sync)');
+    const late = d.tables.filter((t) => !t.schemaOnly && !t.consistentWithSlot);
+    if (late.length) {
+      out.print(
+        `  ${late.length} table${late.length > 1 ? 's were' : ' was'} copied after a resume, under a later snapshot: ` +
+          `${late.map((t) => displayName(t.schema, t.name)).join(', ')}${d.slot ? ' (sync re-synchronises them)' : ''}`,
+      );
+    }
+    if (d.notValidForeignKeys.length) {
+      out.print(`  foreign keys created NOT VALID: ${d.notValidForeignKeys.map((k) => `${k.name} on ${displayName(k.schema, k.table)} (${k.reason})`).join(', ')}`);
+    }
+    const phases = Object.entries(d.runPhaseSeconds).map(([k, v]) => `${k} ${seconds(v)}`).join(' · ');
+    if (phases) out.print(`  this run: ${phases}`);
+    if (d.largeObjects) out.print(`  large objects: ${d.largeObjects}`);
+  }
+  if (r.databases.some((d) => d.slot)) {
+    out.print();
+    out.print('Next: pgferry sync (the slot retains WAL on the source until sync consumes it; pgferry cleanup removes it)');
+  }
+}
+
+function jsonDoc(r: InitReport, ok: boolean, exitCode: number): Record<string, unknown> {
+  return {
+    command: 'init',
+    ok,
+    exitCode,
+    dryRun: r.dryRun,
+    resumed: r.resumed,
+    stateDir: r.stateDir,
+    source: r.source,
+    target: r.target,
+    seconds: round(r.seconds),
+    phases: Object.fromEntries(Object.entries(r.phaseSeconds).map(([k, v]) => [k, round(v)])),
+    roles: r.roles && { created: r.roles.created, existing: r.roles.existing, skipped: r.roles.skipped },
+    databases: r.databases.map((d) => ({
+      source: d.source,
+      target: d.target,
+      slot: d.slot,
+      snapshotsUsed: d.snapshotsUsed,
+      phase: d.phase,
+      phases: Object.fromEntries(Object.entries(d.runPhaseSeconds).map(([k, v]) => [k, round(v)])),
+      tables: d.tables.map((t) => ({ ...t, seconds: round(t.seconds) })),
+      largeObjects: d.largeObjects,
+      sequences: d.sequences,
+      notValidForeignKeys: d.notValidForeignKeys,
+    })),
+    plan: r.plan,
+    warnings: r.warnings,
+  };
+}
+
+function round(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}
+
+export const initCommand = defineCommand<InitArgs>({
+  command: 'init',
+  describe: 'Copy schema and data to the target under one consistent snapshot (resumable)',
+  builder: (y: Argv<GlobalArgs>) =>
+    withTableScopeOptions(y)
+      .option('jobs', { alias: 'j', type: 'number', default: 4, group: INIT_GROUP, describe: 'Parallel COPY streams (and pg_restore jobs for indexes)' })
+      .option('sync', {
+        type: 'boolean',
+        default: true,
+        group: INIT_GROUP,
+        describe: '--no-sync: a one-off copy from pg_export_snapshot(), without a replication slot (nothing retained on the source)',
+      })
+      .option('owner', { type: 'boolean', default: true, group: INIT_GROUP, describe: '--no-owner: objects on the target are owned by the connecting user' })
+      .option('privileges', { type: 'boolean', default: true, group: INIT_GROUP, describe: '--no-privileges: leave out GRANTs' })
+      .option('roles', {
+        type: 'boolean',
+        default: true,
+        group: INIT_GROUP,
+        describe: '--no-roles: do not copy roles (pg_dumpall --roles-only --no-role-passwords)',
+      })
+      .option('fk-not-valid', {
+        type: 'boolean',
+        default: false,
+        group: INIT_GROUP,
+        describe: 'Create foreign keys that the filters leave violated as NOT VALID instead of stopping',
+      })
+      .option('drop-existing', {
+        type: 'boolean',
+        default: false,
+        group: INIT_GROUP,
+        describe: 'Drop and re-create target databases that exist and are not empty (asks first; --yes skips the question)',
+      })
+      .option('restart', {
+        type: 'boolean',
+        default: false,
+        group: INIT_GROUP,
+        describe: 'Discard the state of an earlier run (and drop its replication slot) and start over',
+      })
+      .option('dry-run', { type: 'boolean', default: false, group: INIT_GROUP, describe: 'Print the plan and estimates; write nothing' })
+      .option('split-tables-larger-than', {
+        type: 'string',
+        default: '1GB',
+        group: INIT_GROUP,
+        describe: 'Copy tables larger than this in parts, in parallel (CTID or integer-key ranges)',
+      })
+      .option('max-parts', { type: 'number', default: 16, group: INIT_GROUP, describe: 'At most this many parts per table' }) as unknown as Argv<GlobalArgs>,
+  examples: [
+    ['pgferry init --source postgres://… --target postgres://…', 'copy the database named in --source'],
+    ['pgferry init --dry-run --exclude-tables "audit.*"', 'show the plan without writing anything'],
+    ['pgferry init --no-sync --jobs 8 --yes', 'a one-off copy, no replication slot'],
+  ],
+  epilog:
+    'init is resumable: after an interruption (Ctrl-C, a crash, kill -9) run the same command again. Tables finished under the ' +
+    "slot's snapshot are kept; the rest are copied again. --restart starts over. State lives in --state-dir (default ./.pgferry).",
+  async run(ctx: CommandContext, argv) {
+    const out = ctx.out;
+    if (!Number.isInteger(argv.jobs) || argv.jobs < 1) throw new UsageError(`--jobs must be a whole number of at least 1 (got ${argv.jobs})`);
+    if (!Number.isInteger(argv.maxParts) || argv.maxParts < 1) throw new UsageError(`--max-parts must be a whole number of at least 1 (got ${argv.maxParts})`);
+    const splitThresholdBytes = parseSize(argv.splitTablesLargerThan, '--split-tables-larger-than');
+    const source = ctx.conn('source');
+    const target = ctx.conn('target');
+    const scope = await resolveRunScope(ctx, argv, 'init');
+    const askBeforeCopy = ctx.interactive && !argv.dryRun && !confirmedByWizard(ctx);
+    const progress = createProgress(ctx);
+    let report: InitReport;
+    try {
+      report = await runInit({
+        source,
+        target,
+        scope,
+        stateDir: ctx.stateDir,
+        pgBinDir: ctx.pgBinDir,
+        jobs: argv.jobs,
+        noSync: !argv.sync,
+        noOwner: !argv.owner,
+        noPrivileges: !argv.privileges,
+        noRoles: !argv.roles,
+        fkNotValid: argv.fkNotValid,
+        dropExisting: argv.dropExisting,
+        restart: argv.restart,
+        dryRun: argv.dryRun,
+        splitThresholdBytes,
+        maxParts: argv.maxParts,
+        signal: ctx.signal,
+        progress,
+        confirm: {
+          ...(askBeforeCopy
+            ? {
+                startCopy: async (plan: InitPlan) => {
+                  progress.done();
+                  printPlan(out, plan, argv.dropExisting, false);
+                  return confirm(ctx, `Copy ${formatBytes(plan.estimatedBytes)} to the target now?`);
+                },
+              }
+            : {}),
+          dropDatabase: (db, contents) => confirm(ctx, `Drop the target database "${db}" (${contents}) and re-create it?`, '--yes (with --drop-existing)'),
+          dropSlots: (slots) => confirm(ctx, `Drop replication slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} of the earlier run and start over?`, '--yes (with --restart)'),
+        },
+      });
+    } finally {
+      progress.done();
+    }
+    if (report.dryRun && report.plan) {
+      const refusals = planRefusals(report.plan, argv.dropExisting);
+      const code = refusals.length ? ExitCode.usage : ExitCode.ok;
+      if (out.json) out.emitJson({ ...jsonDoc(report, !refusals.length, code), problems: refusals });
+      else printPlan(out, report.plan, argv.dropExisting, true);
+      return code;
+    }
+    if (out.json) out.emitJson(jsonDoc(report, true, ExitCode.ok));
+    else printReport(out, report);
+    return ExitCode.ok;
+  },
+});

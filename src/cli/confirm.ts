@@ -1,0 +1,19 @@
+/**
+ * Yes/no questions before something that cannot be undone. --yes answers
+ * yes; on a terminal the question is asked; without one (scripts, CI) it is
+ * never asked: the command stops with exit 2 naming the flag to add.
+ */
+import { confirm as ask } from '@inquirer/prompts';
+import { UsageError } from '../errors.js';
+import type { CommandContext } from './context.js';
+
+export async function confirm(ctx: Pick<CommandContext, 'argv' | 'interactive' | 'signal'>, question: string, flagHint = '--yes'): Promise<boolean> {
+  if (ctx.argv.yes) return true;
+  if (!ctx.interactive) {
+    throw new UsageError(`${question.replace(/\?\s*$/, '')}: this needs a confirmation, and there is no terminal to ask`, {
+      hint: `add ${flagHint} to confirm`,
+    });
+  }
+  // Prompts go to stderr: stdout carries only results.
+  return ask({ message: question, default: false }, { signal: ctx.signal, output: process.stderr });
+}

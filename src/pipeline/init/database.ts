@@ -1,0 +1,443 @@
+/**
+ * init of one source database, phase by phase, each recorded in the
+ * checkpoint before the next starts:
+ *
+ *   pending    target database created (or found empty, or re-created with --drop-existing)
+ *   schema     snapshot taken (slot + exported snapshot), schema archive dumped under it, pre-data restored
+ *   data       rows copied under the snapshot (parts recorded as they commit), large objects
+ *   post-data  indexes and constraints, then foreign keys, then comments
+ *   sequences  values set from the source
+ *   analyze    statistics on the copied tables
+ *   done
+ *
+ * Resume (see docs/architecture.md, "Resume"): a snapshot dies with its
+ * connection, the slot does not. Tables finished under the slot's snapshot
+ * stay. If none did, the old slot is dropped and a new one gives a fresh,
+ * fully consistent start. Otherwise the slot stays, a new snapshot is exported
+ * on a plain connection, every unfinished table is copied again whole under it
+ * (never parts of one table from two snapshots) and marked
+ * consistentWithSlot = false, for sync to hand over to PostgreSQL's own table
+ * synchronisation.
+ */
+import path from 'node:path';
+import type { ScopeTable } from '../../config/scope.js';
+import { OperationError } from '../../errors.js';
+import type { ProgressSink } from '../../cli/render/progress.js';
+import { databaseProperties, userObjectCounts } from '../../postgres/catalog/databases.js';
+import type { ForeignKey } from '../../postgres/catalog/foreign-keys.js';
+import type { CatalogTable } from '../../postgres/catalog/tables.js';
+import { CANONICAL_SETTINGS, connect, withClient } from '../../postgres/connect.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { quoteLiteral } from '../../postgres/identifiers.js';
+import type { ServerIdentity } from '../../postgres/probe.js';
+import { phaseBefore, statePaths, tableKey, type DatabaseState, type InitPhase, type StateStore } from '../../state/checkpoint.js';
+import { copyTables, formatBytes, planCopy } from './copy.js';
+import { createForeignKeys, fkKey } from './constraints.js';
+import { copyLargeObjects, countLargeObjects } from './large-objects.js';
+import type { InitOptions } from './run.js';
+import {
+  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, type SchemaToolOptions,
+} from './schema.js';
+import { analyzeTables, copySequenceValues } from './sequences.js';
+import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type SnapshotHolder } from './snapshot.js';
+import { prepareTargetDatabase } from './target-db.js';
+
+export interface DatabaseReport {
+  source: string;
+  target: string;
+  slot: { name: string; consistentLsn: string } | null;
+  /** Snapshots the rows were copied under (2+ after a resume that kept finished tables). */
+  snapshotsUsed: number;
+  phase: InitPhase;
+  tables: {
+    schema: string; name: string; schemaOnly: boolean; filter: string | null; rows: number; bytes: number; seconds: number;
+    consistentWithSlot: boolean; copiedThisRun: boolean;
+  }[];
+  largeObjects: number;
+  sequences: number;
+  notValidForeignKeys: DatabaseState['notValidForeignKeys'];
+  /** Seconds of this run per phase. */
+  runPhaseSeconds: Record<string, number>;
+  /** Seconds per phase over every run of this migration. */
+  totalPhaseSeconds: DatabaseState['phaseSeconds'];
+}
+
+export interface DatabaseRunContext {
+  options: InitOptions;
+  store: StateStore;
+  d: DatabaseState;
+  signal: AbortSignal;
+  progress: ProgressSink;
+  warn: (message: string) => void;
+  source: { conn: ResolvedConnInfo; identity: ServerIdentity };
+  target: { conn: ResolvedConnInfo; identity: ServerIdentity };
+  tables: ScopeTable[];
+  allTables: CatalogTable[];
+  fks: ForeignKey[];
+  slotName: string;
+}
+
+function archiveFile(stateDir: string, db: string): string {
+  return path.join(statePaths(stateDir).work, `${encodeURIComponent(db)}.schema.dump`);
+}
+
+export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseReport> {
+  const { d, store, options: o, progress } = x;
+  const pid = `init/${d.sourceDatabase}`;
+  const runPhaseSeconds: Record<string, number> = {};
+  const copiedThisRun = new Set<string>();
+  let largeObjects = 0;
+  let sequences = 0;
+  const toolOpts: SchemaToolOptions = { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges };
+  const archive = archiveFile(o.stateDir, d.sourceDatabase);
+
+  const timed = async (phase: string, title: string, fn: () => Promise<string | void>) => {
+    const t0 = performance.now();
+    const id = `${pid}/${phase}`;
+    progress({ kind: 'start', id, title: `${d.sourceDatabase}: ${title}`, parent: pid });
+    try {
+      const detail = await fn();
+      progress({ kind: 'end', id, status: 'ok', ...(detail ? { detail } : {}) });
+    } catch (err) {
+      progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
+      throw err;
+    } finally {
+      const secs = (performance.now() - t0) / 1000;
+      runPhaseSeconds[phase] = (runPhaseSeconds[phase] ?? 0) + secs;
+      d.phaseSeconds[phase as InitPhase] = (d.phaseSeconds[phase as InitPhase] ?? 0) + secs;
+    }
+  };
+  const setPhase = (phase: InitPhase) => store.update(() => (d.phase = phase));
+
+  progress({ kind: 'start', id: pid, title: `database ${d.sourceDatabase} → ${d.targetDatabase}` });
+  try {
+    if (!d.targetPrepared) {
+      await timed('target', `target database ${d.targetDatabase}`, async () => {
+        const props = await withClient(x.source.conn, (c) => databaseProperties(c, d.sourceDatabase, x.source.identity.major), { label: 'the source' });
+        if (!props) throw new OperationError(`source database "${d.sourceDatabase}" disappeared`);
+        const action = await prepareTargetDatabase({
+          target: x.target.conn, targetMajor: x.target.identity.major, name: d.targetDatabase, source: props,
+          dropExisting: o.dropExisting, noOwner: o.noOwner, warn: x.warn,
+          confirmDrop: o.confirm?.dropDatabase ?? (async () => false),
+        });
+        await store.update(() => {
+          d.targetPrepared = true;
+          if (d.phase === 'pending') d.phase = 'schema';
+        });
+        return action;
+      });
+    }
+
+    let holder: SnapshotHolder | undefined;
+    try {
+      if (phaseBefore(d.phase, 'post-data')) holder = await openSnapshot(x);
+
+      if (d.phase === 'schema') {
+        await timed('schema', 'schema (pre-data)', async () => {
+          const inScope = new Set(x.tables.map((t) => t.oid));
+          const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
+          await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
+          if (await preDataAlreadyRestored(x)) return 'already restored';
+          await restorePreData(x.target.conn, archive, toolOpts);
+        });
+        await setPhase('data');
+      }
+
+      if (d.phase === 'data') {
+        await timed('data', 'data', () => copyData(x, holder!, copiedThisRun));
+        if (d.largeObjects === 'pending') {
+          await timed('large-objects', 'large objects', async () => {
+            const n = await withClient(x.source.conn, countLargeObjects, { label: 'the source' });
+            if (n > 0) {
+              const r = await copyLargeObjects({
+                source: x.source.conn, target: x.target.conn, snapshot: holder!.snapshotName, noOwner: o.noOwner,
+                noPrivileges: o.noPrivileges, signal: x.signal,
+              });
+              largeObjects = r.count;
+            }
+            await store.update(() => (d.largeObjects = n > 0 ? 'done' : 'none'));
+            return `${n} copied`;
+          });
+        }
+        await setPhase('post-data');
+      }
+    } finally {
+      await holder?.release();
+    }
+
+    if (d.phase === 'post-data') {
+      await timed('post-data', 'indexes and constraints (post-data)', async () => {
+        if (!archiveExists(archive)) {
+          // The work files were removed: the schema has not changed since (DDL during a migration is not supported).
+          const inScope = new Set(x.tables.map((t) => t.oid));
+          const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
+          await dumpSchema(x.source.conn, archive, { ...toolOpts, exclude });
+        }
+        return restorePostData(x, archive, toolOpts);
+      });
+      await setPhase('sequences');
+    }
+
+    if (d.phase === 'sequences') {
+      await timed('sequences', 'sequences', async () => {
+        sequences = await copySequenceValues(x.source.conn, x.target.conn);
+        return `${sequences} set`;
+      });
+      await setPhase('analyze');
+    }
+
+    if (d.phase === 'analyze') {
+      await timed('analyze', 'ANALYZE', async () => {
+        const copied = x.tables.filter((t) => !t.schemaOnly);
+        await analyzeTables(x.target.conn, copied, o.jobs, x.signal);
+        return `${copied.length} tables`;
+      });
+      await store.update(() => {
+        d.phase = 'done';
+        d.finishedAt = new Date().toISOString();
+      });
+    }
+    progress({ kind: 'end', id: pid, status: 'ok', detail: d.phase === 'done' ? 'done' : d.phase });
+  } catch (err) {
+    progress({ kind: 'end', id: pid, status: 'fail', detail: `stopped in phase ${d.phase}; run init again to resume` });
+    throw err;
+  }
+
+  return {
+    source: d.sourceDatabase,
+    target: d.targetDatabase,
+    slot: d.slot ? { name: d.slot.name, consistentLsn: d.slot.consistentLsn } : null,
+    snapshotsUsed: d.snapshotsUsed,
+    phase: d.phase,
+    tables: Object.entries(d.tables).map(([k, t]) => ({
+      schema: t.schema, name: t.name, schemaOnly: t.schemaOnly, filter: d.filters[k] ?? null, rows: t.rows, bytes: t.bytes,
+      seconds: Math.round(t.seconds * 1000) / 1000, consistentWithSlot: t.consistentWithSlot, copiedThisRun: copiedThisRun.has(k),
+    })),
+    largeObjects,
+    sequences,
+    notValidForeignKeys: d.notValidForeignKeys,
+    runPhaseSeconds,
+    totalPhaseSeconds: d.phaseSeconds,
+  };
+}
+
+/** Unfinished tables start over: all their parts again, under the new snapshot. */
+function resetUnfinished(d: DatabaseState, consistent: boolean, all = false): void {
+  for (const t of Object.values(d.tables)) {
+    if (t.schemaOnly) continue;
+    if (all || t.status !== 'done') {
+      t.status = 'pending';
+      t.parts = [];
+      t.rows = 0;
+      t.bytes = 0;
+      t.seconds = 0;
+      t.consistentWithSlot = consistent;
+    }
+  }
+}
+
+/** The snapshot of this run, following the resume rules. */
+async function openSnapshot(x: DatabaseRunContext): Promise<SnapshotHolder> {
+  const { d, store, options: o } = x;
+  const finished = Object.values(d.tables).filter((t) => !t.schemaOnly && t.status === 'done' && t.consistentWithSlot);
+  const keepFinished = finished.length > 0 && !phaseBefore(d.phase, 'data');
+  if (o.noSync) {
+    const h = await exportSnapshot(x.source.conn);
+    await store.update(() => {
+      if (keepFinished) {
+        d.snapshotsUsed++;
+        resetUnfinished(d, false);
+      } else {
+        d.snapshotsUsed = 1;
+        resetUnfinished(d, true, true);
+      }
+    });
+    if (keepFinished) {
+      x.warn(
+        `resuming ${d.sourceDatabase}: ${finished.length} finished tables are kept; the others are copied under a new snapshot, ` +
+          'so this copy (--no-sync) mixes two points in time',
+      );
+    }
+    return h;
+  }
+
+  let slotUsable = false;
+  await withClient(
+    x.source.conn,
+    async (c) => {
+      const existing = await findSlot(c, x.slotName);
+      if (d.slot) {
+        if (!existing) {
+          if (keepFinished || !phaseBefore(d.phase, 'post-data')) {
+            x.warn(`replication slot ${d.slot.name} of this migration is gone from the source; every table is copied again under a new slot`);
+          }
+        } else if (keepFinished) {
+          slotUsable = true;
+        } else {
+          await dropSlot(c, existing.name);
+          x.progress({ kind: 'log', level: 'info', message: `no table had finished under the old snapshot: dropped slot ${existing.name} to start with a new one` });
+        }
+      } else if (existing) {
+        // Same deterministic name, not in the state: left by a run that died before recording it.
+        await dropSlot(c, existing.name);
+        x.progress({ kind: 'log', level: 'info', message: `dropped replication slot ${existing.name} left by an interrupted run` });
+      }
+    },
+    { label: 'the source' },
+  );
+
+  if (slotUsable) {
+    const h = await exportSnapshot(x.source.conn);
+    const redo = Object.values(d.tables).filter((t) => !t.schemaOnly && t.status !== 'done').length;
+    await store.update(() => {
+      d.snapshotsUsed++;
+      resetUnfinished(d, false);
+    });
+    x.warn(
+      `resuming ${d.sourceDatabase}: ${finished.length} tables finished under the slot's snapshot are kept; ${redo} are copied again ` +
+        'under a new snapshot and marked for sync to re-synchronise through PostgreSQL table synchronisation',
+    );
+    return h;
+  }
+  const h = await createSlotWithSnapshot(x.source.conn, x.slotName, x.source.identity.major);
+  try {
+    await store.update(() => {
+      d.slot = { name: h.slot!.name, consistentLsn: h.slot!.consistentLsn, snapshotName: h.snapshotName, createdAt: new Date().toISOString() };
+      d.snapshotsUsed = 1;
+      resetUnfinished(d, true, true);
+    });
+  } catch (err) {
+    await h.release();
+    throw err;
+  }
+  x.progress({ kind: 'log', level: 'info', message: `created replication slot ${h.slot!.name} at ${h.slot!.consistentLsn}` });
+  return h;
+}
+
+/**
+ * A crash between the pre-data COMMIT and the checkpoint leaves the schema in
+ * place: detect it (every table of the scope exists) instead of failing on
+ * "already exists". Anything else in a non-empty database is an error.
+ */
+async function preDataAlreadyRestored(x: DatabaseRunContext): Promise<boolean> {
+  return withClient(
+    x.target.conn,
+    async (c) => {
+      const counts = await userObjectCounts(c);
+      if (Object.values(counts).every((n) => n === 0)) return false;
+      const { rows } = await c.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM unnest($1::text[], $2::text[]) x(s, t)
+          WHERE EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = x.s AND c.relname = x.t)`,
+        [x.tables.map((t) => t.schema), x.tables.map((t) => t.name)],
+      );
+      if (rows[0]!.n === x.tables.length) return true;
+      throw new OperationError(
+        `target database "${x.d.targetDatabase}" holds objects, but not the schema of this migration (${rows[0]!.n} of ${x.tables.length} tables)`,
+        { hint: 'start over with --restart --drop-existing' },
+      );
+    },
+    { label: 'the target' },
+  );
+}
+
+async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThisRun: Set<string>): Promise<string> {
+  const { d, store, options: o } = x;
+  const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
+  if (!todo.length) return 'nothing left to copy';
+  const inputs = todo.map((t) => ({ table: t, filter: d.filters[tableKey(t.schema, t.name)] }));
+  const planOpts = {
+    sourceMajor: x.source.identity.major,
+    targetMajor: x.target.identity.major,
+    splitThresholdBytes: o.splitThresholdBytes,
+    maxParts: o.maxParts,
+  };
+  // Plan inside the snapshot, so that parts are recorded before any of them is copied.
+  const src = await connect(x.source.conn, { label: 'the source', settings: { ...CANONICAL_SETTINGS } });
+  let plans;
+  try {
+    await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(holder.snapshotName)}`);
+    plans = await planCopy(src, inputs, planOpts);
+    await src.query('COMMIT');
+  } finally {
+    await src.end().catch(() => {});
+  }
+  await store.update(() => {
+    for (const p of plans) {
+      const t = d.tables[p.key]!;
+      t.status = 'copying';
+      t.parts = p.parts.map((part) => ({ id: part.id, status: 'pending', rows: 0, bytes: 0 }));
+      t.rows = 0;
+      t.bytes = 0;
+      t.seconds = 0;
+    }
+  });
+  const report = await copyTables({
+    ...planOpts,
+    source: x.source.conn,
+    target: x.target.conn,
+    snapshot: holder.snapshotName,
+    tables: inputs,
+    plan: plans,
+    jobs: o.jobs,
+    signal: x.signal,
+    progress: x.progress,
+    progressId: `init/${d.sourceDatabase}/data`,
+    onPartDone: (plan, part, r) =>
+      store.update(() => {
+        const t = d.tables[plan.key]!;
+        const p = t.parts.find((q) => q.id === part.id);
+        if (p) Object.assign(p, { status: 'done', rows: r.rows, bytes: r.bytes });
+        t.rows += r.rows;
+        t.bytes += r.bytes;
+      }),
+    onTableDone: (plan, r) => {
+      copiedThisRun.add(plan.key);
+      return store.update(() => {
+        const t = d.tables[plan.key]!;
+        t.status = 'done';
+        t.rows = r.rows;
+        t.bytes = r.bytes;
+        t.seconds = r.ms / 1000;
+      });
+    },
+  });
+  return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}`;
+}
+
+async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions): Promise<string> {
+  const { d, options: o } = x;
+  const entries = await listPostData(archive, toolOpts);
+  const present = await withClient(x.source.conn, (s) => withClient(x.target.conn, (t) => entriesPresentOnTarget(s, t, entries), { label: 'the target' }), {
+    label: 'the source',
+  });
+  const todo = entries.filter((e) => !present.has(e.dumpId));
+  const isFk = (desc: string) => desc === 'FK CONSTRAINT';
+  const isLate = (desc: string) => desc === 'COMMENT' || desc === 'SECURITY LABEL';
+  const work = statePaths(o.stateDir).work;
+  const base = encodeURIComponent(d.sourceDatabase);
+  await restoreEntries(x.target.conn, archive, todo.filter((e) => !isFk(e.desc) && !isLate(e.desc)), path.join(work, `${base}.post-data.list`), o.jobs, toolOpts, 'indexes and constraints');
+
+  const fkOids = new Set(entries.filter((e) => isFk(e.desc)).map((e) => e.oid));
+  const fks = x.fks.filter((fk) => fkOids.has(fk.oid));
+  const made = await createForeignKeys({
+    target: x.target.conn,
+    fks,
+    notValidByScope: new Set(d.notValidForeignKeys.filter((k) => k.reason === 'filter').map(fkKey)),
+    mixedSnapshots: d.snapshotsUsed > 1,
+    jobs: o.jobs,
+    signal: x.signal,
+    warn: x.warn,
+  });
+  const resumed = made.filter((m) => m.reason === 'resume');
+  if (resumed.length) {
+    await x.store.update(() => {
+      for (const m of resumed) if (!d.notValidForeignKeys.some((k) => fkKey(k) === fkKey(m))) d.notValidForeignKeys.push(m);
+    });
+  }
+  await restoreEntries(x.target.conn, archive, todo.filter((e) => isLate(e.desc)), path.join(work, `${base}.comments.list`), 1, toolOpts, 'comments');
+  const skipped = entries.length - todo.length;
+  const notValid = d.notValidForeignKeys.length;
+  return `${entries.length - skipped} items, ${fks.length} foreign keys${notValid ? ` (${notValid} NOT VALID)` : ''}${skipped ? `, ${skipped} already present` : ''}`;
+}
+

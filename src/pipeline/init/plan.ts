@@ -1,0 +1,72 @@
+/**
+ * The plan of an init run: what `--dry-run` prints and what the confirmation
+ * before copying shows. Made on the source without a snapshot and without
+ * writing anything.
+ */
+import type { TableCopyPlan } from './copy.js';
+
+/** Rough rate of one COPY stream between two servers; only for the estimate shown before copying. */
+export const ESTIMATE_BYTES_PER_SECOND_PER_JOB = 40 * 1024 * 1024;
+
+export interface PlannedTable {
+  schema: string;
+  name: string;
+  schemaOnly: boolean;
+  filter: string | null;
+  format: 'binary' | 'text' | null;
+  parts: number;
+  estimatedBytes: number;
+  estimatedRows: number;
+  /** Copied before (a resume keeps it). */
+  done: boolean;
+}
+
+export interface PlannedDatabase {
+  source: string;
+  target: string;
+  /** 'missing' (created), 'empty' (used), 'not empty' (refused without --drop-existing; replaced with it), 'prepared' (resume). */
+  targetStatus: 'missing' | 'empty' | 'not empty' | 'prepared';
+  targetContents: string | null;
+  slot: string | null;
+  /** Copy order: largest first. */
+  tables: PlannedTable[];
+  excluded: string[];
+  estimatedBytes: number;
+  /** Foreign keys the scope breaks (init refuses unless --fk-not-valid helps). */
+  foreignKeyProblems: { constraint: string; table: string; references: string; message: string; blocking: boolean }[];
+  resume: { phase: string; tablesDone: number } | null;
+}
+
+export interface InitPlan {
+  jobs: number;
+  databases: PlannedDatabase[];
+  estimatedBytes: number;
+  /** A rough figure: bytes over jobs × a nominal stream rate, never less than the largest table alone. */
+  estimatedSeconds: number;
+}
+
+export function plannedTables(plans: TableCopyPlan[], schemaOnly: { schema: string; name: string; estimatedRows: number }[], done: Set<string>): PlannedTable[] {
+  const rows: PlannedTable[] = plans.map((p) => ({
+    schema: p.table.schema,
+    name: p.table.name,
+    schemaOnly: false,
+    filter: p.filter ?? null,
+    format: p.format,
+    parts: p.parts.length,
+    estimatedBytes: p.estimatedBytes,
+    estimatedRows: Math.max(0, Math.round(p.table.estimatedRows)),
+    done: done.has(p.key),
+  }));
+  rows.sort((a, b) => b.estimatedBytes - a.estimatedBytes);
+  for (const t of schemaOnly) {
+    rows.push({ schema: t.schema, name: t.name, schemaOnly: true, filter: null, format: null, parts: 0, estimatedBytes: 0, estimatedRows: 0, done: false });
+  }
+  return rows;
+}
+
+export function estimateSeconds(tables: PlannedTable[], jobs: number): number {
+  const todo = tables.filter((t) => !t.done && !t.schemaOnly);
+  const total = todo.reduce((n, t) => n + t.estimatedBytes, 0);
+  const largest = todo.reduce((n, t) => Math.max(n, t.estimatedBytes / Math.max(1, t.parts)), 0);
+  return Math.ceil(Math.max(total / (Math.max(1, jobs) * ESTIMATE_BYTES_PER_SECOND_PER_JOB), largest / ESTIMATE_BYTES_PER_SECOND_PER_JOB));
+}

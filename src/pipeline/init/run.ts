@@ -1,0 +1,410 @@
+/**
+ * `init`: one consistent snapshot of schema and data, copied to the target.
+ *
+ * For the whole run: both sides probed, client tools checked, databases and
+ * tables resolved, the run lock taken and the checkpoint loaded (a resume must
+ * be the same migration) or created — after the foreign keys the scope would
+ * break were checked and, interactively, the size estimate confirmed. Then
+ * roles once per target server, then each database in turn (database.ts).
+ * Nothing here prints: progress goes to the ProgressSink, the result is a
+ * typed report.
+ */
+import type { ScopeSpec, ScopeTable } from '../../config/scope.js';
+import { resolveDatabases, resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
+import { UsageError } from '../../errors.js';
+import { shutdownSignal } from '../../lifecycle.js';
+import type { ProgressSink } from '../../cli/render/progress.js';
+import { describeObjectCounts } from '../../postgres/catalog/databases.js';
+import { listForeignKeys, type ForeignKey } from '../../postgres/catalog/foreign-keys.js';
+import { listTables, type CatalogTable } from '../../postgres/catalog/tables.js';
+import { CANONICAL_SETTINGS, withClient } from '../../postgres/connect.js';
+import { describeConn, type ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { displayName } from '../../postgres/identifiers.js';
+import { sameServer, type ServerIdentity } from '../../postgres/probe.js';
+import { forDatabase } from '../../postgres/conninfo.js';
+import { sqlstate } from '../../postgres/errors.js';
+import { assertToolCanDump, requireTool } from '../../postgres/tools.js';
+import {
+  acquireLock, assertSameRun, discardState, loadState, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunState,
+} from '../../state/checkpoint.js';
+import { objectNames } from '../../state/object-names.js';
+import { probeSide, sourceConnFor, targetConnFor, targetDatabaseName } from '../sides.js';
+import { planCopy } from './copy.js';
+import { initDatabase, type DatabaseReport } from './database.js';
+import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from './fk-check.js';
+import { effectiveFilters, fixTimeCutoffs } from './filters.js';
+import { estimateSeconds, plannedTables, type InitPlan, type PlannedDatabase } from './plan.js';
+import { copyRoles, type RolesReport } from './roles.js';
+import { dropSlot, findSlot } from './snapshot.js';
+import { inspectTargetDatabase } from './target-db.js';
+
+export interface InitConfirmations {
+  /** Before copying, on a fresh run: the plan with its size estimate. false stops (exit 2). */
+  startCopy?: (plan: InitPlan) => Promise<boolean>;
+  /** Before dropping a non-empty target database (only with --drop-existing). */
+  dropDatabase?: (database: string, contents: string) => Promise<boolean>;
+  /** Before dropping the slots of an earlier run (--restart). */
+  dropSlots?: (slots: string[]) => Promise<boolean>;
+}
+
+export interface InitOptions {
+  source: ResolvedConnInfo;
+  target: ResolvedConnInfo;
+  scope: ScopeSpec;
+  stateDir: string;
+  pgBinDir?: string | undefined;
+  jobs: number;
+  noSync: boolean;
+  noOwner: boolean;
+  noPrivileges: boolean;
+  noRoles: boolean;
+  fkNotValid: boolean;
+  dropExisting: boolean;
+  restart: boolean;
+  dryRun: boolean;
+  splitThresholdBytes?: number | undefined;
+  maxParts?: number | undefined;
+  signal?: AbortSignal;
+  progress?: ProgressSink;
+  confirm?: InitConfirmations;
+}
+
+export interface InitReport {
+  dryRun: boolean;
+  /** This run continued an earlier one. */
+  resumed: boolean;
+  stateDir: string;
+  source: { endpoint: string; major: number; systemIdentifier: string };
+  target: { endpoint: string; major: number; systemIdentifier: string };
+  /** Set for --dry-run (and shown before the confirmation). */
+  plan: InitPlan | null;
+  roles: RolesReport | null;
+  databases: DatabaseReport[];
+  /** Seconds of this run per phase, summed over databases. */
+  phaseSeconds: Record<string, number>;
+  seconds: number;
+  warnings: string[];
+}
+
+interface DatabaseContext {
+  source: string;
+  target: string;
+  sourceConn: ResolvedConnInfo;
+  targetConn: ResolvedConnInfo;
+  tables: ScopeTable[];
+  allTables: CatalogTable[];
+  excluded: string[];
+  fks: ForeignKey[];
+}
+
+/**
+ * Probe both servers. The target database usually does not exist yet: then the
+ * target server is probed through a maintenance database. (A copy onto itself
+ * is refused per database pair below, once the target names are known.)
+ */
+async function probeSides(source: ResolvedConnInfo, target: ResolvedConnInfo): Promise<{ source: ServerIdentity; target: ServerIdentity }> {
+  const probeTarget = async (): Promise<ServerIdentity> => {
+    let first: unknown;
+    for (const db of [target.dbname, 'postgres', 'template1']) {
+      try {
+        return await probeSide(db === target.dbname ? target : forDatabase(target, db), 'target');
+      } catch (err) {
+        first ??= err;
+        if (sqlstate((err as Error).cause ?? err) !== '3D000') break;
+      }
+    }
+    throw first;
+  };
+  const [s, t] = await Promise.all([probeSide(source, 'source'), probeTarget()]);
+  return { source: s, target: t };
+}
+
+function sideRecord(id: ServerIdentity, conn: ResolvedConnInfo) {
+  return { systemIdentifier: id.systemIdentifier, endpoint: describeConn(conn), major: id.major };
+}
+
+export async function runInit(o: InitOptions): Promise<InitReport> {
+  const started = performance.now();
+  const signal = o.signal ?? shutdownSignal;
+  const progress: ProgressSink = o.progress ?? (() => {});
+  const warnings: string[] = [];
+  const warn = (message: string) => {
+    warnings.push(message);
+    progress({ kind: 'log', level: 'warn', message });
+  };
+  if (!Number.isInteger(o.jobs) || o.jobs < 1) throw new UsageError(`--jobs must be a whole number of at least 1 (got ${o.jobs})`);
+
+  const ids = await probeSides(o.source, o.target);
+  const dump = requireTool('pg_dump', o.pgBinDir);
+  assertToolCanDump(dump, ids.source.major);
+  requireTool('pg_restore', o.pgBinDir);
+  if (!o.noRoles) assertToolCanDump(requireTool('pg_dumpall', o.pgBinDir), ids.source.major);
+
+  const dbNames = await withClient(o.source, (c) => resolveDatabases(c, o.scope.databases, o.source.dbname), { label: 'the source' });
+  const pairs = dbNames.map((db) => {
+    const target = targetDatabaseName(db, o.scope.databases, o.target);
+    if (sameServer(ids.source, ids.target) && target === db) {
+      throw new UsageError(`source and target are the same server, so database "${db}" would be copied onto itself`, {
+        hint: 'point --target at another server, or copy one database into a database of another name',
+      });
+    }
+    return { source: db, target, sourceConn: sourceConnFor(o.source, db), targetConn: targetConnFor(o.target, db, o.scope.databases) };
+  });
+
+  const release = o.dryRun ? undefined : await acquireLock(o.stateDir);
+  try {
+    let state = await loadState(o.stateDir);
+    if (state && o.restart && !o.dryRun) {
+      await restart(state, o, progress);
+      state = undefined;
+    }
+    const identity = {
+      source: sideRecord(ids.source, o.source),
+      target: sideRecord(ids.target, o.target),
+      scopeHash: scopeHash(o.scope),
+      options: { noSync: o.noSync, noOwner: o.noOwner, noPrivileges: o.noPrivileges, noRoles: o.noRoles, fkNotValid: o.fkNotValid, jobs: o.jobs },
+      databases: Object.fromEntries(pairs.map((p) => [p.source, p.target])),
+    };
+    if (state && !(o.restart && o.dryRun)) assertSameRun(state, identity, o.stateDir);
+    else state = undefined;
+    const resumed = !!state;
+
+    // Resolve the scope of every database against the source's catalog.
+    const contexts: DatabaseContext[] = [];
+    const cutoffs: Record<string, Record<string, string>> = {};
+    const filters: Record<string, Record<string, string>> = {};
+    const problems: Record<string, ForeignKeyProblem[]> = {};
+    for (const p of pairs) {
+      await withClient(
+        p.sourceConn,
+        async (c) => {
+          const scope = await resolveTables(c, p.source, rulesFor(o.scope, p.source));
+          const allTables = await listTables(c);
+          // Empty search_path: constraint definitions come out schema-qualified.
+          await c.query("SELECT pg_catalog.set_config('search_path', '', false)");
+          const fks = await listForeignKeys(c);
+          let tables = scope.tables;
+          const prior = state?.databases[p.source];
+          if (prior) {
+            const known = new Set(Object.keys(prior.tables));
+            const appeared = tables.filter((t) => !known.has(tableKey(t.schema, t.name)));
+            for (const t of appeared) warn(`table ${displayName(t.schema, t.name)} appeared on the source after this migration started; it is not copied (start over with --restart to include it)`);
+            tables = tables.filter((t) => known.has(tableKey(t.schema, t.name)));
+            const now = new Set(tables.map((t) => tableKey(t.schema, t.name)));
+            const gone = [...known].filter((k) => !now.has(k));
+            if (gone.length) {
+              throw new UsageError(`tables of this migration no longer exist in source database "${p.source}": ${gone.join(', ')}`, {
+                hint: 'start over with --restart',
+              });
+            }
+            cutoffs[p.source] = prior.timeFilterCutoffs;
+            filters[p.source] = prior.filters;
+          } else {
+            cutoffs[p.source] = await fixTimeCutoffs(c, tables, {});
+            filters[p.source] = effectiveFilters(tables, cutoffs[p.source]!);
+            await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+            try {
+              problems[p.source] = await checkForeignKeys(c, fks, tables, filters[p.source]!);
+            } finally {
+              await c.query('COMMIT').catch(() => {});
+            }
+          }
+          contexts.push({ ...p, tables, allTables, excluded: scope.excluded, fks });
+        },
+        { label: 'the source', settings: { ...CANONICAL_SETTINGS } },
+      );
+    }
+
+    const allProblems = Object.values(problems).flat();
+    const blocking = allProblems.filter((p) => !(o.fkNotValid && p.notValidHelps));
+    const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
+    const plan = needPlan ? await makePlan(o, ids, contexts, filters, problems, state) : null;
+    if (o.dryRun) {
+      return {
+        dryRun: true, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
+        databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings,
+      };
+    }
+    if (blocking.length) {
+      throw new UsageError(
+        `the scope breaks ${blocking.length === 1 ? 'a foreign key' : `${blocking.length} foreign keys`}:\n  ${blocking.map((p) => p.message).join('\n  ')}`,
+        { hint: fkProblemHint(blocking) },
+      );
+    }
+    for (const p of allProblems) warn(`${p.message}; it is created NOT VALID (--fk-not-valid)`);
+    if (!resumed && plan && o.confirm?.startCopy && !(await o.confirm.startCopy(plan))) {
+      throw new UsageError('init cancelled before copying; nothing was written');
+    }
+
+    if (!state) {
+      state = newState(identity, o, contexts, cutoffs, filters, problems);
+      await saveState(o.stateDir, state);
+    }
+    const store = new StateStore(o.stateDir, state);
+
+    let roles: RolesReport | null = null;
+    const phaseSeconds: Record<string, number> = {};
+    if (!o.noRoles && state.roles !== 'done') {
+      const t0 = performance.now();
+      progress({ kind: 'start', id: 'init/roles', title: 'roles' });
+      roles = await copyRoles({ source: o.source, target: forDatabase(o.target, ids.target.database), sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal });
+      for (const s of roles.skipped) warn(`role statement skipped: ${s.reason}`);
+      await store.update((s) => (s.roles = 'done'));
+      progress({ kind: 'end', id: 'init/roles', status: roles.skipped.length ? 'warn' : 'ok', detail: `${roles.created.length} created, ${roles.existing.length} existed` });
+      phaseSeconds.roles = (performance.now() - t0) / 1000;
+    }
+
+    const reports: DatabaseReport[] = [];
+    for (const ctx of contexts) {
+      const d = state.databases[ctx.source]!;
+      const report = await initDatabase({
+        options: o, store, d, signal, progress, warn,
+        source: { conn: ctx.sourceConn, identity: ids.source },
+        target: { conn: ctx.targetConn, identity: ids.target },
+        tables: ctx.tables, allTables: ctx.allTables, fks: ctx.fks,
+        slotName: objectNames({
+          sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: ctx.source,
+          targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: ctx.target,
+        }).slot,
+      });
+      for (const [k, v] of Object.entries(report.runPhaseSeconds)) phaseSeconds[k] = (phaseSeconds[k] ?? 0) + v;
+      reports.push(report);
+    }
+    return {
+      dryRun: false, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles,
+      databases: reports, phaseSeconds, seconds: (performance.now() - started) / 1000, warnings,
+    };
+  } finally {
+    await release?.();
+  }
+}
+
+function newState(
+  identity: Pick<RunState, 'source' | 'target' | 'scopeHash' | 'options'>,
+  o: InitOptions,
+  contexts: DatabaseContext[],
+  cutoffs: Record<string, Record<string, string>>,
+  filters: Record<string, Record<string, string>>,
+  problems: Record<string, ForeignKeyProblem[]>,
+): RunState {
+  const now = new Date().toISOString();
+  const databases: Record<string, DatabaseState> = {};
+  for (const ctx of contexts) {
+    databases[ctx.source] = {
+      sourceDatabase: ctx.source,
+      targetDatabase: ctx.target,
+      slot: null,
+      targetPrepared: false,
+      timeFilterCutoffs: cutoffs[ctx.source] ?? {},
+      filters: filters[ctx.source] ?? {},
+      phase: 'pending',
+      snapshotsUsed: 0,
+      tables: Object.fromEntries(
+        ctx.tables.map((t) => [
+          tableKey(t.schema, t.name),
+          {
+            schema: t.schema, name: t.name, status: t.schemaOnly ? 'done' : 'pending', schemaOnly: t.schemaOnly,
+            // Schema-only tables have no rows to re-synchronise.
+            consistentWithSlot: t.schemaOnly, rows: 0, bytes: 0, seconds: 0, parts: [],
+          },
+        ]),
+      ),
+      largeObjects: 'pending',
+      notValidForeignKeys: (problems[ctx.source] ?? [])
+        .filter((p) => o.fkNotValid && p.notValidHelps)
+        .map((p) => ({ schema: p.fk.schema, table: p.fk.table, name: p.fk.name, reason: 'filter' as const })),
+      phaseSeconds: {},
+      finishedAt: null,
+    };
+  }
+  return {
+    version: STATE_VERSION,
+    createdAt: now,
+    updatedAt: now,
+    ...identity,
+    scope: o.scope,
+    roles: o.noRoles ? 'skipped' : 'pending',
+    databases,
+  };
+}
+
+/** --restart: drop the slots this state created (after confirmation), then forget the state. */
+async function restart(state: RunState, o: InitOptions, progress: ProgressSink): Promise<void> {
+  const slots: { db: string; name: string }[] = [];
+  for (const d of Object.values(state.databases)) if (d.slot) slots.push({ db: d.sourceDatabase, name: d.slot.name });
+  const existing: typeof slots = [];
+  for (const s of slots) {
+    const conn = sourceConnFor(o.source, s.db);
+    if (await withClient(conn, (c) => findSlot(c, s.name), { label: 'the source' })) existing.push(s);
+  }
+  if (existing.length) {
+    const names = existing.map((s) => s.name);
+    const ok = o.confirm?.dropSlots ? await o.confirm.dropSlots(names) : false;
+    if (!ok) throw new UsageError(`not starting over: the replication slot${names.length > 1 ? 's' : ''} ${names.join(', ')} of the earlier run would be dropped`);
+    for (const s of existing) {
+      await withClient(sourceConnFor(o.source, s.db), (c) => dropSlot(c, s.name), { label: 'the source' });
+      progress({ kind: 'log', level: 'info', message: `dropped replication slot ${s.name} of the earlier run` });
+    }
+  }
+  await discardState(o.stateDir);
+  progress({ kind: 'log', level: 'info', message: `discarded the earlier state in ${o.stateDir}` });
+}
+
+async function makePlan(
+  o: InitOptions,
+  ids: { source: ServerIdentity; target: ServerIdentity },
+  contexts: DatabaseContext[],
+  filters: Record<string, Record<string, string>>,
+  problems: Record<string, ForeignKeyProblem[]>,
+  state: RunState | undefined,
+): Promise<InitPlan> {
+  const databases: PlannedDatabase[] = [];
+  for (const ctx of contexts) {
+    const prior = state?.databases[ctx.source];
+    const done = new Set(prior ? Object.entries(prior.tables).filter(([, t]) => t.status === 'done').map(([k]) => k) : []);
+    const plans = await withClient(ctx.sourceConn, (c) =>
+      planCopy(
+        c,
+        ctx.tables.map((t) => ({ table: t, filter: filters[ctx.source]?.[tableKey(t.schema, t.name)] })),
+        { sourceMajor: ids.source.major, targetMajor: ids.target.major, splitThresholdBytes: o.splitThresholdBytes, maxParts: o.maxParts },
+      ),
+    { label: 'the source' });
+    const tables = plannedTables(plans, ctx.tables.filter((t) => t.schemaOnly), done);
+    let targetStatus: PlannedDatabase['targetStatus'] = 'prepared';
+    let targetContents: string | null = null;
+    if (!prior?.targetPrepared) {
+      const st = await inspectTargetDatabase(o.target, ctx.target, ids.target.major);
+      targetStatus = !st.exists ? 'missing' : st.empty ? 'empty' : 'not empty';
+      if (!st.empty) targetContents = describeObjectCounts(st.objects);
+    }
+    databases.push({
+      source: ctx.source,
+      target: ctx.target,
+      targetStatus,
+      targetContents,
+      slot: o.noSync ? null : objectNames({
+        sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: ctx.source,
+        targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: ctx.target,
+      }).slot,
+      tables,
+      excluded: ctx.excluded,
+      estimatedBytes: tables.filter((t) => !t.done).reduce((n, t) => n + t.estimatedBytes, 0),
+      foreignKeyProblems: (problems[ctx.source] ?? []).map((p) => ({
+        constraint: p.fk.name,
+        table: displayName(p.fk.schema, p.fk.table),
+        references: displayName(p.fk.refSchema, p.fk.refTable),
+        message: p.message,
+        blocking: !(o.fkNotValid && p.notValidHelps),
+      })),
+      resume: prior ? { phase: prior.phase, tablesDone: done.size } : null,
+    });
+  }
+  const all = databases.flatMap((d) => d.tables);
+  return {
+    jobs: o.jobs,
+    databases,
+    estimatedBytes: databases.reduce((n, d) => n + d.estimatedBytes, 0),
+    estimatedSeconds: estimateSeconds(all, o.jobs),
+  };
+}
+

@@ -1,0 +1,204 @@
+/**
+ * Schema through pg_dump / pg_restore. One schema-only archive per database is
+ * dumped under the copy's snapshot (`pg_dump --schema-only -Fc --snapshot`,
+ * tables outside the scope left out with -T) into the state directory; its
+ * pre-data section is restored in one transaction before the data, its
+ * post-data section after it:
+ *
+ *   pass 1  pg_restore -j N of every post-data item except foreign keys and
+ *           comments (indexes, primary keys, unique and exclusion constraints,
+ *           triggers, rules, policies, materialized view data …);
+ *   pass 2  foreign keys, created by pgferry itself (constraints.ts) so that a
+ *           key can be made NOT VALID where the scope asks for it;
+ *   pass 3  comments and security labels of post-data objects.
+ *
+ * On a resumed post-data phase, items that already exist on the target are
+ * left out of the lists (matched by name through the source catalog OIDs the
+ * archive records), so a rerun neither fails on "already exists" nor builds an
+ * index twice.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type pg from 'pg';
+import { UsageError } from '../../errors.js';
+import type { CatalogTable } from '../../postgres/catalog/tables.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { runTool } from '../../postgres/tools.js';
+
+export interface SchemaToolOptions {
+  pgBinDir?: string | undefined;
+  signal?: AbortSignal;
+  noOwner: boolean;
+  noPrivileges: boolean;
+}
+
+/** pg_dump pattern for exactly one relation: both parts quoted, so nothing in them is a wildcard. */
+export function exactPattern(schema: string, name: string): string {
+  const q = (s: string) => `"${s.replace(/"/g, '""')}"`;
+  return `${q(schema)}.${q(name)}`;
+}
+
+/** Relations to leave out of the dump: excluded tables and, for partitioned ones, all their partitions. */
+export async function excludedRelations(client: pg.Client, allTables: CatalogTable[], inScope: Set<number>): Promise<{ schema: string; name: string }[]> {
+  const excluded = allTables.filter((t) => !inScope.has(t.oid));
+  if (!excluded.length) return [];
+  const { rows } = await client.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name
+       FROM unnest($1::oid[]) x(oid)
+       CROSS JOIN LATERAL (SELECT x.oid AS relid UNION SELECT relid FROM pg_partition_tree(x.oid)) t
+       JOIN pg_class c ON c.oid = t.relid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+      ORDER BY 1, 2`,
+    [excluded.map((t) => t.oid)],
+  );
+  return rows;
+}
+
+/** Dump the schema-only archive under the snapshot (written to a temporary name, then renamed: a file that exists is complete). */
+export async function dumpSchema(
+  conn: ResolvedConnInfo,
+  file: string,
+  o: SchemaToolOptions & { snapshot?: string | undefined; exclude: { schema: string; name: string }[] },
+): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp`;
+  const args = ['--schema-only', '--format=custom', '--no-subscriptions', `--file=${tmp}`];
+  if (o.snapshot) args.push(`--snapshot=${o.snapshot}`);
+  for (const r of o.exclude) args.push(`--exclude-table=${exactPattern(r.schema, r.name)}`);
+  try {
+    await runTool('pg_dump', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, label: `pg_dump --schema-only of source database "${conn.dbname}"` });
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await rename(tmp, file);
+}
+
+function restoreArgs(o: SchemaToolOptions): string[] {
+  const args = ['--no-tablespaces', '--exit-on-error'];
+  if (o.noOwner) args.push('--no-owner');
+  if (o.noPrivileges) args.push('--no-privileges');
+  return args;
+}
+
+/** Restore the pre-data section in one transaction: all of it or nothing. */
+export async function restorePreData(conn: ResolvedConnInfo, file: string, o: SchemaToolOptions): Promise<void> {
+  try {
+    await runTool('pg_restore', ['--section=pre-data', '--single-transaction', ...restoreArgs(o), file], {
+      conn, pgBinDir: o.pgBinDir, signal: o.signal, label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
+    });
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/role "[^"]+" does not exist/.test(msg)) {
+      throw new UsageError(msg, { hint: 'let pgferry copy the roles (leave out --no-roles), create them on the target, or pass --no-owner and --no-privileges' });
+    }
+    throw err;
+  }
+}
+
+export interface TocEntry {
+  line: string;
+  dumpId: number;
+  tableOid: number;
+  oid: number;
+  desc: string;
+}
+
+const MULTI_WORD_DESCS = [
+  'FK CONSTRAINT', 'CHECK CONSTRAINT', 'INDEX ATTACH', 'MATERIALIZED VIEW DATA', 'ROW SECURITY', 'EVENT TRIGGER', 'SECURITY LABEL',
+  'PUBLICATION TABLES IN SCHEMA', 'PUBLICATION TABLE', 'DEFAULT ACL', 'TABLE ATTACH', 'TABLE DATA', 'SEQUENCE SET', 'SEQUENCE OWNED BY',
+  'LARGE OBJECT', 'BLOB METADATA', 'STATISTICS DATA', 'FOREIGN TABLE', 'FOREIGN SERVER', 'USER MAPPING', 'TEXT SEARCH', 'OPERATOR CLASS',
+  'OPERATOR FAMILY', 'PROCEDURAL LANGUAGE', 'DEFAULT',
+];
+
+export function parseToc(listing: string): TocEntry[] {
+  const out: TocEntry[] = [];
+  for (const line of listing.split('\n')) {
+    const m = /^(\d+);\s+(\d+)\s+(\d+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const rest = m[4]!;
+    const desc = MULTI_WORD_DESCS.find((d) => rest.startsWith(`${d} `)) ?? rest.split(' ')[0]!;
+    out.push({ line, dumpId: Number(m[1]), tableOid: Number(m[2]), oid: Number(m[3]), desc });
+  }
+  return out;
+}
+
+export async function listPostData(file: string, o: SchemaToolOptions): Promise<TocEntry[]> {
+  const { stdout } = await runTool('pg_restore', ['--list', '--section=post-data', file], { pgBinDir: o.pgBinDir, signal: o.signal, label: 'pg_restore --list' });
+  return parseToc(stdout);
+}
+
+/** Catalog OIDs of post-data objects and a name key that is the same on source and target. */
+const OBJECT_KEYS_SQL = `
+SELECT 1259 AS cat, c.oid::bigint AS oid, json_build_array(n.nspname, c.relname)::text AS key
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('i', 'I') AND ($1::oid[] IS NULL OR c.oid = ANY($1))
+UNION ALL
+SELECT 2606, c.oid, json_build_array(n.nspname, coalesce(t.relname, ty.typname), c.conname)::text
+  FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+  LEFT JOIN pg_class t ON t.oid = c.conrelid LEFT JOIN pg_type ty ON ty.oid = c.contypid
+ WHERE ($1::oid[] IS NULL OR c.oid = ANY($1))
+UNION ALL
+SELECT 2620, g.oid, json_build_array(n.nspname, t.relname, g.tgname)::text
+  FROM pg_trigger g JOIN pg_class t ON t.oid = g.tgrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+ WHERE NOT g.tgisinternal AND ($1::oid[] IS NULL OR g.oid = ANY($1))
+UNION ALL
+SELECT 2618, r.oid, json_build_array(n.nspname, t.relname, r.rulename)::text
+  FROM pg_rewrite r JOIN pg_class t ON t.oid = r.ev_class JOIN pg_namespace n ON n.oid = t.relnamespace
+ WHERE ($1::oid[] IS NULL OR r.oid = ANY($1))
+UNION ALL
+SELECT 3256, p.oid, json_build_array(n.nspname, t.relname, p.polname)::text
+  FROM pg_policy p JOIN pg_class t ON t.oid = p.polrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+ WHERE ($1::oid[] IS NULL OR p.oid = ANY($1))
+UNION ALL
+SELECT 3381, s.oid, json_build_array(n.nspname, s.stxname)::text
+  FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+ WHERE ($1::oid[] IS NULL OR s.oid = ANY($1))
+UNION ALL
+SELECT 3466, e.oid, json_build_array(e.evtname)::text FROM pg_event_trigger e WHERE ($1::oid[] IS NULL OR e.oid = ANY($1))
+UNION ALL
+SELECT 6104, p.oid, json_build_array(p.pubname)::text FROM pg_publication p WHERE ($1::oid[] IS NULL OR p.oid = ANY($1))
+UNION ALL
+SELECT 6106, pr.oid, json_build_array(p.pubname, n.nspname, t.relname)::text
+  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+  JOIN pg_class t ON t.oid = pr.prrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+ WHERE ($1::oid[] IS NULL OR pr.oid = ANY($1))`;
+
+/** Dump ids of entries whose object already exists on the target. */
+export async function entriesPresentOnTarget(source: pg.Client, target: pg.Client, entries: TocEntry[]): Promise<Set<number>> {
+  const oids = entries.filter((e) => e.oid > 0).map((e) => e.oid);
+  const present = new Set<number>();
+  if (!oids.length) return present;
+  const src = await source.query<{ cat: number; oid: string; key: string }>(OBJECT_KEYS_SQL, [oids]);
+  const tgt = await target.query<{ cat: number; oid: string; key: string }>(OBJECT_KEYS_SQL, [null]);
+  const onTarget = new Set(tgt.rows.map((r) => `${r.cat}:${r.key}`));
+  const keyOf = new Map(src.rows.map((r) => [`${r.cat}:${r.oid}`, `${r.cat}:${r.key}`]));
+  for (const e of entries) {
+    const key = keyOf.get(`${e.tableOid}:${e.oid}`);
+    if (key && onTarget.has(key)) present.add(e.dumpId);
+  }
+  return present;
+}
+
+/** Restore the entries of a list with pg_restore -L (parallel with jobs > 1). */
+export async function restoreEntries(
+  conn: ResolvedConnInfo,
+  file: string,
+  entries: TocEntry[],
+  listFile: string,
+  jobs: number,
+  o: SchemaToolOptions,
+  what: string,
+): Promise<void> {
+  if (!entries.length) return;
+  await writeFile(listFile, entries.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
+  const args = [`--use-list=${listFile}`, ...restoreArgs(o)];
+  if (jobs > 1) args.push(`--jobs=${jobs}`);
+  args.push(file);
+  await runTool('pg_restore', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, label: `pg_restore of ${what} into target database "${conn.dbname}"` });
+}
+
+export function archiveExists(file: string): boolean {
+  return existsSync(file);
+}
