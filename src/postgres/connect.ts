@@ -115,6 +115,32 @@ export function tlsOptions(r: ResolvedConnInfo): ConnectionOptions | false {
   return opts;
 }
 
+/**
+ * Connection options that demand a guarantee node-postgres cannot give. libpq
+ * would enforce them; silently ignoring them would weaken what the user asked
+ * for, so they are refused (exit 2). Other keywords that pg has no use for
+ * (gssencmode=prefer, krbsrvname, …) are passed on to the client tools only.
+ */
+function assertSupported(r: ResolvedConnInfo): void {
+  const p = r.params;
+  const refuse = (what: string, why: string) => {
+    throw new UsageError(`the connection option ${what} is not supported by pgferry's own connections`, { hint: why });
+  };
+  if (p.channel_binding === 'require') {
+    refuse('channel_binding=require', 'use channel_binding=prefer (the default: channel binding is used over TLS when the server offers it)');
+  }
+  if (p.require_auth) refuse(`require_auth=${p.require_auth}`, 'remove it; the server decides the authentication method');
+  if (p.requirepeer) refuse('requirepeer', 'remove it, or connect over TCP');
+  if (p.gssencmode === 'require') refuse('gssencmode=require', 'GSSAPI encryption is not available: use TLS (sslmode=verify-full)');
+  if (p.sslcertmode === 'require') refuse('sslcertmode=require', 'remove it; give the client certificate with sslcert/sslkey');
+  if (p.target_session_attrs && p.target_session_attrs !== 'any') {
+    refuse(
+      `target_session_attrs=${p.target_session_attrs}`,
+      'pgferry connects to exactly one server: remove it (pgferry validate reports whether a server is a standby)',
+    );
+  }
+}
+
 function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: ConnectionOptions | false): pg.ClientConfig {
   const p = r.params;
   const settings = { ...(opts.settings ?? {}) };
@@ -137,6 +163,10 @@ function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: Connection
     connectionTimeoutMillis: timeout > 0 ? Math.max(timeout, 2) * 1000 : 30_000,
   };
   if (p.keepalives_idle && /^\d+$/.test(p.keepalives_idle)) config.keepAliveInitialDelayMillis = Number(p.keepalives_idle) * 1000;
+  if (ssl !== false) {
+    // libpq's default channel_binding=prefer: SCRAM-SHA-256-PLUS over TLS when the server offers it.
+    if (p.channel_binding !== 'disable') config.enableChannelBinding = true;
+  }
   if (optionParts.length) config.options = optionParts.join(' ');
   if (opts.statementTimeoutMs) config.statement_timeout = opts.statementTimeoutMs;
   if (opts.replication) config.replication = 'database';
@@ -167,6 +197,7 @@ function preferFallsBack(err: unknown): boolean {
 export async function connect(r: ResolvedConnInfo, opts: ConnectOptions = {}): Promise<pg.Client> {
   const label = opts.label ?? 'the server';
   try {
+    assertSupported(r);
     const ssl = tlsOptions(r);
     if (r.sslmode === 'prefer' && ssl) {
       try {

@@ -33,8 +33,10 @@ export function isRetryable(err: unknown): boolean {
       code === '57P02' || code === '57P03' || code === '53300' || code === '53400'
     );
   }
-  const errno = (err as { code?: string } | undefined)?.code;
-  return typeof errno === 'string' && NETWORK_CODES.has(errno);
+  const e = err as { code?: string; syscall?: string } | undefined;
+  // ENOENT / EACCES are worth a retry only for a Unix socket (a restarting server), not for files.
+  if ((e?.code === 'ENOENT' || e?.code === 'EACCES') && e.syscall !== 'connect') return false;
+  return typeof e?.code === 'string' && NETWORK_CODES.has(e.code);
 }
 
 /** True when the error means the connection itself could not be made or was refused. */

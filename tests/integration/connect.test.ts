@@ -8,6 +8,7 @@ import type { LocalCluster } from '../../src/local/cluster.js';
 import { CANONICAL_SETTINGS, connect, withClient, withTransaction, type Client } from '../../src/postgres/connect.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../../src/postgres/conninfo.js';
 import { quoteIdent, quoteLiteral } from '../../src/postgres/identifiers.js';
+import { connectError, isConnectFailure, isRetryable, operationError, sqlstate } from '../../src/postgres/errors.js';
 import { assertDistinct, probeServer, sameDatabase, sameServer, type ServerIdentity } from '../../src/postgres/probe.js';
 import { escapePassfileField } from '../../src/postgres/pgpass.js';
 import { redact } from '../../src/postgres/redact.js';
@@ -246,6 +247,71 @@ describe('connections to a plain server', () => {
       },
       { statementTimeoutMs: 100 },
     );
+  });
+});
+
+describe('options pg cannot honour', () => {
+  for (const opt of ['channel_binding=require', 'require_auth=scram-sha-256', 'requirepeer=postgres', 'gssencmode=require', 'sslcertmode=require', 'target_session_attrs=read-write']) {
+    it(`refuses ${opt} instead of ignoring it`, async () => {
+      const err = await connectFailure(resolve(`${plain.url()}&${opt}`));
+      expect(err).toBeInstanceOf(UsageError);
+      expect(err.message).toContain(opt.split('=')[0]);
+      expect(err.hint).toBeTruthy();
+    });
+  }
+
+  it('accepts the harmless defaults of the same options', async () => {
+    const r = resolve(`${plain.url()}&channel_binding=prefer&gssencmode=disable&target_session_attrs=any`);
+    expect((await whoAmI(r)).user).toBe('postgres');
+    // The environment can ask too.
+    const err = await connectFailure(resolveConnInfo(parseConnInfo(plain.url()), { ...cleanEnv, PGTARGETSESSIONATTRS: 'primary' }));
+    expect(err).toBeInstanceOf(UsageError);
+  });
+});
+
+describe('error classes of real failures', () => {
+  it('tells retryable failures from the rest', async () => {
+    const db = await createDatabase(plain, undefined, 'CREATE TABLE t (id int)');
+    const a = await connect(plain.conn(db));
+    const b = await connect(plain.conn(db));
+    try {
+      const div = await b.query('SELECT 1/0').catch((e: unknown) => e);
+      expect(sqlstate(div)).toBe('22012');
+      expect(isRetryable(div)).toBe(false);
+      const wrapped = operationError(div, 'copying table t');
+      expect(wrapped.exitCode).toBe(ExitCode.failed);
+      expect(wrapped.message).toBe('copying table t: division by zero');
+
+      await a.query('BEGIN; LOCK t');
+      await b.query("SET lock_timeout = '50ms'");
+      const locked = await b.query('BEGIN; LOCK t').catch((e: unknown) => e);
+      expect(sqlstate(locked)).toBe('55P03');
+      expect(isRetryable(locked)).toBe(true);
+      await b.query('ROLLBACK');
+      await a.query('ROLLBACK');
+
+      const pid = (await b.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      await a.query('SELECT pg_terminate_backend($1)', [pid]);
+      const killed = await b.query('SELECT 1').catch((e: unknown) => e);
+      expect(isRetryable(killed)).toBe(true);
+    } finally {
+      await a.end();
+      await b.end().catch(() => {});
+    }
+  });
+
+  it('treats a refused connection as a retryable connect failure, a missing file as neither', async () => {
+    const err = await connectFailure(resolve('host=127.0.0.1 port=1 user=u dbname=d password=x sslmode=disable'));
+    expect(isConnectFailure(err.cause)).toBe(true);
+    expect(isRetryable(err.cause)).toBe(true);
+    expect(connectError(err, 'x', 'y')).toBe(err);
+    let enoent: unknown;
+    try {
+      readFileSync(path.join(tmp, 'missing-file'));
+    } catch (e) {
+      enoent = e;
+    }
+    expect(isRetryable(enoent)).toBe(false);
   });
 });
 
