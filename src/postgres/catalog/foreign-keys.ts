@@ -34,9 +34,9 @@ export async function listForeignKeys(client: pg.Client): Promise<ForeignKey[]> 
   }>(`
     SELECT c.oid::int AS oid, c.conname AS name, n.nspname AS schema, t.relname AS table, t.relkind = 'p' AS partitioned,
            rn.nspname AS ref_schema, r.relname AS ref_table, r.relkind = 'p' AS ref_partitioned,
-           (SELECT array_agg(a.attname ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
+           (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
               JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) AS columns,
-           (SELECT array_agg(a.attname ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY k(attnum, ord)
+           (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY k(attnum, ord)
               JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum) AS ref_columns,
            c.convalidated AS validated,
            pg_get_constraintdef(c.oid) AS definition

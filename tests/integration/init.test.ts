@@ -1,0 +1,319 @@
+/**
+ * init against real clusters: the rich schema arrives whole (schema dump and
+ * every table's rows equal) while a writer changes the source, and the target
+ * is exactly the source as of the slot's snapshot — proven directly (the
+ * transactions the slot holds are exactly those whose rows are missing) and
+ * end to end (a subscription on that slot brings the target to the source's
+ * final state, with no duplicate and no gap). Filters, time filters,
+ * schema-only tables, foreign keys the scope breaks, an existing target
+ * database, --dry-run.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { emptyScope, scopeFromFlags, type ScopeFlags } from '../../src/config/scope.js';
+import { ExitCode, UsageError } from '../../src/errors.js';
+import type { LocalCluster } from '../../src/local/cluster.js';
+import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
+import type { RunState } from '../../src/state/checkpoint.js';
+import { dumpSchemaText, largeObjects, sequenceValues, tableHashes } from '../support/compare.js';
+import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
+
+const RICH = readFileSync(new URL('../fixtures/rich-schema.sql', import.meta.url), 'utf8');
+const clusters = useClusters();
+let src: LocalCluster;
+let tgt: LocalCluster;
+const tmpDirs: string[] = [];
+
+beforeAll(async () => {
+  [src, tgt] = await Promise.all([clusters.start({ name: 'init-src' }), clusters.start({ name: 'init-tgt' })]);
+});
+afterAll(async () => {
+  await Promise.all(tmpDirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function stateDir(): Promise<string> {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-state-'));
+  tmpDirs.push(d);
+  return d;
+}
+
+async function options(db: string, flags: ScopeFlags = {}, extra: Partial<InitOptions> = {}): Promise<InitOptions> {
+  return {
+    source: src.conn(db),
+    target: tgt.conn(db),
+    scope: Object.keys(flags).length ? scopeFromFlags(flags) : emptyScope(),
+    stateDir: await stateDir(),
+    jobs: 2,
+    noSync: false,
+    noOwner: false,
+    noPrivileges: false,
+    noRoles: false,
+    fkNotValid: false,
+    dropExisting: false,
+    restart: false,
+    dryRun: false,
+    signal: new AbortController().signal,
+    ...extra,
+  };
+}
+
+async function readState(dir: string): Promise<{ text: string; state: RunState }> {
+  const text = await readFile(path.join(dir, 'state.json'), 'utf8');
+  return { text, state: JSON.parse(text) as RunState };
+}
+
+/** Inserts, updates and deletes on `w` in small transactions until stopped; each row records the xid that inserted it. */
+function startWriter(db: string): { stop: () => Promise<number> } {
+  let running = true;
+  let commits = 0;
+  const done = (async () => {
+    const c = new pg.Client({ host: '127.0.0.1', port: src.port, user: 'postgres', password: src.password, database: db });
+    await c.connect();
+    try {
+      while (running) {
+        await c.query('BEGIN');
+        await c.query(`INSERT INTO w (xid, val) SELECT txid_current() % 4294967296, g FROM generate_series(1, 5) g`);
+        await c.query(`UPDATE w SET val = val + 1 WHERE id IN (SELECT id FROM w ORDER BY random() LIMIT 3)`);
+        await c.query(`DELETE FROM w WHERE id = (SELECT id FROM w ORDER BY random() LIMIT 1)`);
+        await c.query('COMMIT');
+        commits++;
+      }
+    } finally {
+      await c.end();
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      return commits;
+    },
+  };
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe('init', () => {
+  it('copies the rich schema exactly, under a writer, as of the slot snapshot', async () => {
+    const db = await createDatabase(src, uniqueDbName('rich'), RICH);
+    await src.query(
+      `CREATE TABLE w (id bigserial PRIMARY KEY, xid bigint NOT NULL, val int NOT NULL);
+       INSERT INTO w (xid, val) SELECT 0, g FROM generate_series(1, 2000) g;
+       CREATE PUBLICATION test_pub FOR TABLE w;`,
+      undefined,
+      db,
+    );
+    const o = await options(db);
+    const writer = startWriter(db);
+    await new Promise((r) => setTimeout(r, 300));
+    const report = await runInit(o);
+    const commits = await writer.stop();
+    expect(commits).toBeGreaterThan(5);
+
+    const dbReport = report.databases[0]!;
+    expect(dbReport.phase).toBe('done');
+    expect(dbReport.slot?.name).toMatch(/^pgferry_/);
+    expect(dbReport.snapshotsUsed).toBe(1);
+    expect(report.phaseSeconds.data).toBeGreaterThan(0);
+
+    // The state: everything consistent with the slot, and never a password.
+    const { text, state } = await readState(o.stateDir);
+    expect(text).not.toContain(src.password);
+    expect(text).not.toContain(tgt.password);
+    const d = state.databases[db]!;
+    expect(d.slot?.consistentLsn).toBe(dbReport.slot?.consistentLsn);
+    expect(Object.values(d.tables).every((t) => t.status === 'done' && t.consistentWithSlot)).toBe(true);
+    const [slot] = await src.query<{ confirmed_flush_lsn: string }>(
+      'SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1',
+      [d.slot!.name],
+    );
+    expect(slot?.confirmed_flush_lsn).toBe(d.slot!.consistentLsn);
+
+    // Schema: pg_dump --schema-only of both sides is identical. Accepted differences: none beyond
+    // what normaliseSchemaDump drops (comment lines with versions and times, \restrict keys).
+    const srcSchema = await dumpSchemaText(src.conn(db));
+    expect(srcSchema).toContain('CREATE TABLE "Sales Data"."Order"');
+    expect(srcSchema).toContain('CREATE POLICY secrets_owner');
+    expect(await dumpSchemaText(tgt.conn(db))).toEqual(srcSchema);
+
+    // Rows of every table that the writer did not touch, large objects, sequences.
+    const untouched = (h: Record<string, unknown>) => Object.fromEntries(Object.entries(h).filter(([k]) => k !== 'public.w'));
+    const [srcRows, tgtRows] = await Promise.all([tableHashes(src.conn(db)), tableHashes(tgt.conn(db))]);
+    expect(Object.keys(srcRows).length).toBeGreaterThan(15);
+    expect(untouched(tgtRows)).toEqual(untouched(srcRows));
+    expect(srcRows['shop.documents']!.rows).toBe(40);
+    expect(await largeObjects(tgt.conn(db))).toEqual(await largeObjects(src.conn(db)));
+    const seq = await sequenceValues(tgt.conn(db));
+    expect(seq['shop.invoice_no']).toBe('1777 true');
+    expect(seq['shop.orders_id_seq']).toBe((await sequenceValues(src.conn(db)))['shop.orders_id_seq']);
+    // The NOT VALID key with orphans stayed NOT VALID, and the orphans are there.
+    const [fk] = await tgt.query<{ convalidated: boolean }>("SELECT convalidated FROM pg_constraint WHERE conname = 'legacy_notes_customer_fk'", [], db);
+    expect(fk?.convalidated).toBe(false);
+    const [roleOwner] = await tgt.query<{ owner: string }>("SELECT tableowner AS owner FROM pg_tables WHERE tablename = 'products'", [], db);
+    expect(roleOwner?.owner).toBe('pgferry_app');
+
+    // As of the snapshot, directly: the transactions the slot holds are exactly the ones after the snapshot.
+    const after = new Set(
+      (
+        await src.query<{ xid: string }>(
+          `SELECT DISTINCT xid::text FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', 'test_pub')`,
+          [d.slot!.name],
+          db,
+        )
+      ).map((r) => r.xid),
+    );
+    expect(after.size).toBeGreaterThan(0);
+    const tgtW = await tgt.query<{ id: string; xid: string }>('SELECT id::text, xid::text FROM w', [], db);
+    const srcW = await src.query<{ id: string; xid: string }>('SELECT id::text, xid::text FROM w', [], db);
+    expect(tgtW.filter((r) => after.has(r.xid))).toEqual([]); // nothing committed after the snapshot was copied
+    const onTarget = new Set(tgtW.map((r) => r.id));
+    expect(srcW.filter((r) => !after.has(r.xid) && !onTarget.has(r.id))).toEqual([]); // nothing committed before it is missing
+
+    // End to end: a subscription on the slot (copy_data = false) brings the target to the source's final state.
+    await tgt.query(
+      `CREATE SUBSCRIPTION test_sub CONNECTION '${src.url(db).replace(/'/g, "''")}' PUBLICATION test_pub
+         WITH (create_slot = false, slot_name = '${d.slot!.name}', copy_data = false)`,
+      [],
+      db,
+    );
+    try {
+      const want = (await tableHashes(src.conn(db), [{ schema: 'public', name: 'w' }]))['public.w'];
+      await waitFor('the subscription to catch up', async () => {
+        const got = (await tableHashes(tgt.conn(db), [{ schema: 'public', name: 'w' }]))['public.w'];
+        return got?.hash === want?.hash;
+      });
+      const [errors] = await tgt.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_subscription_stats WHERE subname = 'test_sub' AND apply_error_count > 0",
+        [],
+        db,
+      );
+      expect(errors?.n).toBe(0);
+    } finally {
+      await tgt.query('ALTER SUBSCRIPTION test_sub DISABLE', [], db);
+      await tgt.query('ALTER SUBSCRIPTION test_sub SET (slot_name = NONE)', [], db);
+      await tgt.query('DROP SUBSCRIPTION test_sub', [], db);
+      await src.query('SELECT pg_drop_replication_slot($1)', [d.slot!.name]);
+    }
+  });
+
+  it('honours filters, time filters and schema-only tables; refuses a filter that breaks a foreign key', async () => {
+    const db = await createDatabase(
+      src,
+      uniqueDbName('filters'),
+      `CREATE TABLE customers (id int PRIMARY KEY, region text NOT NULL);
+       CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, placed timestamptz NOT NULL);
+       CREATE TABLE events (id int PRIMARY KEY, at timestamptz NOT NULL);
+       CREATE TABLE lookup (code text PRIMARY KEY);
+       CREATE TABLE uses_lookup (id int PRIMARY KEY, code text REFERENCES lookup);
+       CREATE TABLE skipped (id int PRIMARY KEY);
+       INSERT INTO customers SELECT i, CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END FROM generate_series(1, 100) i;
+       INSERT INTO orders SELECT i, 1 + i % 100, now() - i * interval '1 day' FROM generate_series(1, 300) i;
+       INSERT INTO events SELECT i, now() - i * interval '1 day' FROM generate_series(1, 400) i;
+       INSERT INTO lookup VALUES ('a'), ('b');
+       INSERT INTO uses_lookup VALUES (1, NULL);
+       INSERT INTO skipped VALUES (1);`,
+    );
+
+    // The filter on customers leaves orders of "us" customers without their customer.
+    const broken = await options(db, { tableFilter: ["public.customers:region = 'eu'"] });
+    const err = await runInit(broken).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).exitCode).toBe(ExitCode.usage);
+    expect((err as UsageError).message).toMatch(/"orders_customer_id_fkey" on public\.orders references public\.customers/);
+    expect((err as UsageError).hint).toMatch(/--fk-not-valid/);
+    const [noSlot] = await src.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_replication_slots');
+    expect(noSlot?.n).toBe(0); // refused before anything was created
+    expect((await tgt.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).length).toBe(0);
+
+    // Filtering the referencing table along, a time filter, a schema-only table and an exclusion.
+    const flags: ScopeFlags = {
+      tableFilter: ["public.customers:region = 'eu'", 'public.orders:customer_id % 2 = 0'],
+      timeFilter: ['public.events:at:30 days'],
+      schemaOnlyTables: ['lookup'],
+      excludeTables: ['skipped'],
+    };
+    const o = await options(db, flags, { noSync: true });
+    const report = await runInit(o);
+    expect(report.databases[0]!.slot).toBeNull();
+    const rows = await tableHashes(tgt.conn(db));
+    expect(Object.keys(rows).sort()).toEqual(['public.customers', 'public.events', 'public.lookup', 'public.orders', 'public.uses_lookup']);
+    const want = await tableHashes(src.conn(db), [
+      { schema: 'public', name: 'customers', where: "region = 'eu'" },
+      { schema: 'public', name: 'orders', where: 'customer_id % 2 = 0' },
+      { schema: 'public', name: 'uses_lookup' },
+    ]);
+    expect(rows['public.customers']).toEqual(want['public.customers']);
+    expect(rows['public.orders']).toEqual(want['public.orders']);
+    expect(rows['public.uses_lookup']).toEqual(want['public.uses_lookup']);
+    expect(rows['public.lookup']!.rows).toBe(0);
+    expect(rows['public.events']!.rows).toBe(29); // days 1 … 29 ago: the cutoff (30 days before init) is taken a moment after the rows were written
+    const { state } = await readState(o.stateDir);
+    const cutoff = state.databases[db]!.timeFilterCutoffs['public.events'];
+    expect(cutoff).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    expect(state.databases[db]!.filters['public.events']).toBe(`"at" >= '${cutoff}'::timestamptz`);
+
+    // --fk-not-valid gets past the broken key: it is created NOT VALID and recorded.
+    const db2 = uniqueDbName('fknv');
+    await src.query(`CREATE DATABASE ${db2} TEMPLATE ${db}`);
+    const nv = await options(db2, { tableFilter: ["public.customers:region = 'eu'"] }, { fkNotValid: true, noSync: true });
+    const r2 = await runInit(nv);
+    expect(r2.warnings.join('\n')).toMatch(/orders_customer_id_fkey.*NOT VALID/);
+    expect(r2.databases[0]!.notValidForeignKeys).toEqual([{ schema: 'public', table: 'orders', name: 'orders_customer_id_fkey', reason: 'filter' }]);
+    const [fk] = await tgt.query<{ convalidated: boolean }>("SELECT convalidated FROM pg_constraint WHERE conname = 'orders_customer_id_fkey'", [], db2);
+    expect(fk?.convalidated).toBe(false);
+    expect((await tableHashes(tgt.conn(db2), [{ schema: 'public', name: 'orders' }]))['public.orders']!.rows).toBe(300);
+  });
+
+  it('refuses a non-empty target database unless --drop-existing, and replaces it with it', async () => {
+    const db = await createDatabase(src, uniqueDbName('exists'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);');
+    await createDatabase(tgt, db, 'CREATE TABLE precious (id int); INSERT INTO precious VALUES (42);');
+    const err = await runInit(await options(db, {}, { noSync: true })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).message).toMatch(/already exists and is not empty \(1 relations\)/);
+    expect((err as UsageError).hint).toMatch(/--drop-existing/);
+    expect(await tgt.query('SELECT * FROM precious', [], db)).toEqual([{ id: 42 }]);
+
+    // --drop-existing, but the question is answered "no": nothing is dropped.
+    const asked: string[] = [];
+    const no = await options(db, {}, { noSync: true, dropExisting: true, confirm: { dropDatabase: async (name) => (asked.push(name), false) } });
+    await expect(runInit(no)).rejects.toThrow(/not dropping/);
+    expect(asked).toEqual([db]);
+    expect(await tgt.query('SELECT * FROM precious', [], db)).toEqual([{ id: 42 }]);
+
+    // A session on the target database does not stop --drop-existing.
+    const holder = new pg.Client({ host: '127.0.0.1', port: tgt.port, user: 'postgres', password: tgt.password, database: db });
+    holder.on('error', () => {});
+    await holder.connect();
+    const yes = await options(db, {}, { noSync: true, dropExisting: true, confirm: { dropDatabase: async () => true } });
+    await runInit(yes);
+    await holder.end().catch(() => {});
+    expect((await tgt.query("SELECT count(*)::int AS n FROM pg_class WHERE relname = 'precious'", [], db))[0]).toEqual({ n: 0 });
+    expect((await tableHashes(tgt.conn(db)))['public.t']).toEqual((await tableHashes(src.conn(db)))['public.t']);
+  });
+
+  it('--dry-run plans and writes nothing', async () => {
+    const db = await createDatabase(src, uniqueDbName('dry'), 'CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a SELECT g, repeat(\'x\', 100) FROM generate_series(1, 5000) g; ANALYZE a;');
+    const o = await options(db, {}, { dryRun: true });
+    const r = await runInit(o);
+    expect(r.dryRun).toBe(true);
+    const plan = r.plan!;
+    expect(plan.databases[0]!.targetStatus).toBe('missing');
+    expect(plan.databases[0]!.tables.map((t) => t.name)).toEqual(['a']);
+    expect(plan.databases[0]!.tables[0]!.estimatedRows).toBe(5000);
+    expect(plan.estimatedBytes).toBeGreaterThan(500_000);
+    expect(await src.query('SELECT slot_name FROM pg_replication_slots')).toEqual([]);
+    expect(await tgt.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).toEqual([]);
+    await expect(readFile(path.join(o.stateDir, 'state.json'))).rejects.toThrow(/ENOENT/);
+    await expect(readFile(path.join(o.stateDir, 'lock'))).rejects.toThrow(/ENOENT/);
+  });
+});

@@ -1,0 +1,110 @@
+/**
+ * Compare two databases the way a test needs to: the schema as pg_dump
+ * prints it (normalised), every table's rows as an ordered hash, large
+ * objects and sequence values. Both sides are read with the same canonical
+ * session settings, so equal data gives equal text.
+ */
+import { createHash } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import { listTables } from '../../src/postgres/catalog/tables.js';
+import { CANONICAL_SETTINGS, withClient } from '../../src/postgres/connect.js';
+import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
+import { qualifiedName } from '../../src/postgres/identifiers.js';
+import { runTool } from '../../src/postgres/tools.js';
+
+export interface TableHash {
+  rows: number;
+  /** sha256 over the rows' text, sorted bytewise. */
+  hash: string;
+}
+
+async function hashQuery(client: pg.Client, sql: string): Promise<TableHash> {
+  const h = createHash('sha256');
+  let rows = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      h.update(chunk);
+      cb();
+    },
+  });
+  const stream = client.query(copyTo(`COPY (${sql}) TO STDOUT`));
+  await pipeline(stream, sink);
+  rows = stream.rowCount;
+  return { rows, hash: h.digest('hex') };
+}
+
+/** SELECT of one table's own rows (partitioned: all partitions), as row text, in a stable order. */
+export function orderedRowsSql(schema: string, name: string, partitioned: boolean, where?: string): string {
+  const rel = `${partitioned ? '' : 'ONLY '}${qualifiedName(schema, name)}`;
+  return `SELECT t::text AS r FROM ${rel} t${where ? ` WHERE ${where}` : ''} ORDER BY (t::text) COLLATE "C"`;
+}
+
+/** "schema.table" → row count and ordered hash, for every user table (or those given). */
+export async function tableHashes(
+  conn: ResolvedConnInfo,
+  only?: { schema: string; name: string; where?: string }[],
+): Promise<Record<string, TableHash>> {
+  return withClient(
+    conn,
+    async (c) => {
+      const tables = await listTables(c);
+      const out: Record<string, TableHash> = {};
+      const wanted = only ?? tables.map((t) => ({ schema: t.schema, name: t.name }));
+      for (const w of wanted) {
+        const t = tables.find((x) => x.schema === w.schema && x.name === w.name);
+        if (!t) throw new Error(`table ${w.schema}.${w.name} does not exist in ${conn.dbname}`);
+        out[`${t.schema}.${t.name}`] = await hashQuery(c, orderedRowsSql(t.schema, t.name, t.relkind === 'p', 'where' in w ? w.where : undefined));
+      }
+      return out;
+    },
+    { settings: { ...CANONICAL_SETTINGS } },
+  );
+}
+
+/** Large objects: oid → md5 of the content, owner. */
+export async function largeObjects(conn: ResolvedConnInfo): Promise<Record<string, string>> {
+  return withClient(conn, async (c) => {
+    const { rows } = await c.query<{ oid: string; md5: string; owner: string; comment: string | null }>(
+      `SELECT oid::text, md5(lo_get(oid)) AS md5, pg_get_userbyid(lomowner) AS owner, obj_description(oid, 'pg_largeobject') AS comment
+         FROM pg_largeobject_metadata ORDER BY oid`,
+    );
+    return Object.fromEntries(rows.map((r) => [r.oid, `${r.md5} ${r.owner} ${r.comment ?? ''}`]));
+  });
+}
+
+/** Sequences: "schema.name" → "last_value is_called". */
+export async function sequenceValues(conn: ResolvedConnInfo): Promise<Record<string, string>> {
+  return withClient(conn, async (c) => {
+    const { rows } = await c.query<{ schema: string; name: string }>(
+      `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2`,
+    );
+    const out: Record<string, string> = {};
+    for (const r of rows) {
+      const v = await c.query<{ last_value: string; is_called: boolean }>(`SELECT last_value::text, is_called FROM ${qualifiedName(r.schema, r.name)}`);
+      out[`${r.schema}.${r.name}`] = `${v.rows[0]!.last_value} ${v.rows[0]!.is_called}`;
+    }
+    return out;
+  });
+}
+
+/**
+ * The schema as `pg_dump --schema-only` prints it, without what differs
+ * between any two dumps of equal schemas: comment lines (they name the
+ * server version and dump time), psql's \restrict / \unrestrict lines (a
+ * random key per dump) and blank lines.
+ */
+export async function dumpSchemaText(conn: ResolvedConnInfo, pgBinDir?: string): Promise<string> {
+  const { stdout } = await runTool('pg_dump', ['--schema-only'], { conn, pgBinDir, label: `pg_dump --schema-only of ${conn.dbname}` });
+  return normaliseSchemaDump(stdout);
+}
+
+export function normaliseSchemaDump(text: string): string {
+  return text
+    .split('\n')
+    .filter((l) => l.trim() && !l.startsWith('--') && !/^\\(un)?restrict\b/.test(l))
+    .join('\n');
+}
