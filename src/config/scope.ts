@@ -170,9 +170,48 @@ export function rulesFor(spec: ScopeSpec, database: string): TableRules {
   };
 }
 
+function sortedRules(r: TableRules): TableRules {
+  const byTable = <T extends { schema: string; table: string }>(a: T, b: T) =>
+    a.schema === b.schema ? (a.table < b.table ? -1 : a.table > b.table ? 1 : 0) : a.schema < b.schema ? -1 : 1;
+  const set = (xs: string[]) => [...new Set(xs)].sort();
+  return {
+    include: set(r.include),
+    exclude: set(r.exclude),
+    schemaOnly: set(r.schemaOnly),
+    tableFilters: [...r.tableFilters].sort(byTable),
+    timeFilters: [...r.timeFilters].sort(byTable),
+  };
+}
+
+/**
+ * The scope as it acts, in one canonical form: where the databases are named
+ * each gets its resolved rules; otherwise per-database rules that add nothing
+ * are dropped; lists are sorted. Flags, a configuration file and the
+ * interactive mode that mean the same thing give the same canonical scope.
+ */
+export function canonicalScope(spec: ScopeSpec): ScopeSpec {
+  const { databases } = spec;
+  if (!databases.all && databases.include.length) {
+    const names = [...new Set(databases.include)].filter((d) => !databases.exclude.includes(d)).sort();
+    return {
+      databases: { all: false, include: names, exclude: [] },
+      rules: emptyRules(),
+      perDatabase: Object.fromEntries(names.map((d) => [d, sortedRules(rulesFor(spec, d))])),
+    };
+  }
+  const rules = sortedRules(spec.rules);
+  const perDatabase: Record<string, TableRules> = {};
+  for (const db of Object.keys(spec.perDatabase).sort()) {
+    if (databases.exclude.includes(db)) continue;
+    const own = sortedRules(rulesFor(spec, db));
+    if (JSON.stringify(own) !== JSON.stringify(rules)) perDatabase[db] = own;
+  }
+  return { databases: { all: databases.all, include: [], exclude: [...new Set(databases.exclude)].sort() }, rules, perDatabase };
+}
+
 /** A stable fingerprint of the scope (for checkpoints: a changed scope is refused on resume). */
 export function scopeHash(spec: ScopeSpec): string {
-  const canonical = JSON.stringify(spec, (_k, v: unknown) =>
+  const canonical = JSON.stringify(canonicalScope(spec), (_k, v: unknown) =>
     v && typeof v === 'object' && !Array.isArray(v)
       ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
       : v,

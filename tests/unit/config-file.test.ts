@@ -8,7 +8,7 @@ import { scopeSpecFromArgs } from '../../src/cli/scope-options.js';
 import { didYouMean } from '../../src/config/did-you-mean.js';
 import { CONFIG_KEYS, loadConfigFile, parseConfigText } from '../../src/config/file.js';
 import { applyScopeFlags, parseMaxLag, pickSetting } from '../../src/config/precedence.js';
-import { rulesFor, scopeFromFlags } from '../../src/config/scope.js';
+import { rulesFor, scopeFromFlags, scopeHash } from '../../src/config/scope.js';
 import { UsageError } from '../../src/errors.js';
 import { repoRoot } from '../support/cli.js';
 
@@ -293,6 +293,19 @@ last = "6 months"
     expect(scopeSpecFromArgs({ excludeTables: ['a'] })).toEqual(scopeFromFlags({ excludeTables: ['a'] }));
     const cfg = parseConfigText('exclude_tables = ["a"]\n', 'x.toml');
     expect(applyScopeFlags(cfg.scope, {}, 'x.toml')).toEqual(scopeFromFlags({ excludeTables: ['a'] }));
+  });
+
+  it('the scope fingerprint is the same for a file and for flags that mean the same, whatever the order', () => {
+    const file = parseConfigText(
+      'include_databases = ["shop"]\n[databases.shop]\nexclude_tables = ["b", "a"]\n[[databases.shop.time_filters]]\ntable = "ev"\ncolumn = "at"\nlast = "1 day"\n',
+      'f.toml',
+    );
+    const flags = scopeFromFlags({ includeDatabases: 'shop', excludeTables: ['a,b'], timeFilter: 'ev:at:1 day' });
+    expect(scopeHash(file.scope)).toBe(scopeHash(flags));
+    expect(scopeHash(scopeFromFlags({ excludeTables: ['a'] }))).not.toBe(scopeHash(scopeFromFlags({ excludeTables: ['b'] })));
+    // sections for databases outside an explicit selection do not count
+    const extra = parseConfigText('include_databases = ["shop"]\n[databases.other]\nexclude_tables = ["x"]\n', 'g.toml');
+    expect(scopeHash(extra.scope)).toBe(scopeHash(scopeFromFlags({ includeDatabases: 'shop' })));
   });
 
   it('max_lag parses sizes and times', () => {

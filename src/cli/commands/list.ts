@@ -1,4 +1,5 @@
 /** `pgferry list [database]`: what the source holds, and what of it is in scope. */
+import { scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { formatBytes, formatColumns, formatRows } from '../../pipeline/list/format.js';
 import { listDatabases, listDatabaseTables, type DatabaseListing, type TableEntry, type TableListing } from '../../pipeline/list/index.js';
@@ -78,17 +79,19 @@ export const listCommand = defineCommand<ListArgs>({
   ],
   async run(ctx: CommandContext, argv) {
     const spec = scopeSpecFromArgs(argv);
+    // The fingerprint init records: the same choices made by flags, a file or the interactive mode give the same one.
+    const scopeFingerprint = scopeHash(spec);
     const source = ctx.conn('source');
     const database = argv.database;
     if (database !== undefined && !database.trim()) throw new UsageError('list: empty database name');
     if (database === undefined) {
       const l = await withSpinner(ctx.out, 'Reading databases', () => listDatabases(source, spec));
-      if (ctx.out.json) ctx.out.emitJson({ command: 'list', ...l });
+      if (ctx.out.json) ctx.out.emitJson({ command: 'list', scopeFingerprint, ...l });
       else printDatabases(ctx.out, l);
       return 0;
     }
     const l = await withSpinner(ctx.out, `Reading tables of ${database}`, () => listDatabaseTables(source, database, spec));
-    if (ctx.out.json) ctx.out.emitJson({ command: 'list', ...l });
+    if (ctx.out.json) ctx.out.emitJson({ command: 'list', scopeFingerprint, ...l });
     else printTables(ctx.out, l);
     return 0;
   },
