@@ -6,6 +6,7 @@
  *   tgt   PostgreSQL 17, healthy target (pg_stat_statements preloaded; has no adminpack)
  *   bad   PostgreSQL 15, LATIN1 / C, wal_level = replica, one slot, one WAL sender, one worker
  *   sby   PostgreSQL 17 standby (in recovery)
+ *   old   PostgreSQL 13 (the version-dependent catalog queries; becomes a standby in its test)
  */
 import { chownSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -24,11 +25,12 @@ let src: LocalCluster;
 let tgt: LocalCluster;
 let bad: LocalCluster;
 let sby: LocalCluster;
+let old: LocalCluster;
 const emptyDir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-test-validate-'));
 afterAll(() => rmSync(emptyDir, { recursive: true, force: true }));
 
 beforeAll(async () => {
-  [src, tgt, bad, sby] = await Promise.all([
+  [src, tgt, bad, sby, old] = await Promise.all([
     start({
       name: 'vsrc',
       settings: { shared_preload_libraries: "'pg_stat_statements'", max_slot_wal_keep_size: "'1GB'", max_prepared_transactions: 2 },
@@ -40,16 +42,21 @@ beforeAll(async () => {
       settings: { wal_level: 'replica', max_replication_slots: 1, max_wal_senders: 1, max_logical_replication_workers: 1, max_worker_processes: 1 },
     }),
     startMajor(17, { name: 'vsby' }),
+    startMajor(13, { name: 'vold' }),
   ]);
-  // A standby without a primary: recovery never ends, read-only connections are accepted.
-  const signal = path.join(sby.dataDir, 'standby.signal');
-  writeFileSync(signal, '');
-  const owner = statSync(sby.dataDir);
-  chownSync(signal, owner.uid, owner.gid);
-  await sby.restart();
+  await makeStandby(sby);
   // Fill the one slot of "bad" (a physical slot: wal_level = replica allows no logical one).
   await bad.query("SELECT pg_create_physical_replication_slot('occupied')");
 });
+
+/** Restart as a standby without a primary: recovery never ends, read-only connections are accepted. */
+async function makeStandby(c: LocalCluster): Promise<void> {
+  const signal = path.join(c.dataDir, 'standby.signal');
+  writeFileSync(signal, '');
+  const owner = statSync(c.dataDir);
+  chownSync(signal, owner.uid, owner.gid);
+  await c.restart();
+}
 
 function validate(source: ResolvedConnInfo, target: ResolvedConnInfo, flags: ScopeFlags = {}, extra: Partial<ValidateOptions> = {}): Promise<ValidateReport> {
   return runValidate({ source, target, scope: scopeFromFlags(flags), ...extra });
@@ -179,6 +186,37 @@ describe('validate: source server settings', () => {
     expect(checks(t, 'target.recovery')[0]).toMatchObject({ status: 'fail' });
     expect(checks(t, 'target.recovery')[0]!.fix).toContain('pg_promote');
     expect(t.exitCode).toBe(1);
+  });
+
+  it('checks a PostgreSQL 13 source and target: no row filters, superuser-only subscriptions, downgrade, standby fails', async () => {
+    const db = await createDatabase(old, uniqueDbName('old'), 'CREATE TABLE t (id int PRIMARY KEY, v int); CREATE EXTENSION hstore;');
+    const r = await validate(old.conn(db), tgt.conn(db), { tableFilter: 't:id > 5' });
+    expect(r.checks.filter((c) => c.id.endsWith('.check_error'))).toEqual([]);
+    expect(r.databases[0]).toMatchObject({ localeProvider: 'libc', locale: null, encoding: 'UTF8' });
+    for (const id of ['source.wal_level', 'source.replication_slots', 'source.recovery', 'tools.pg_dump', 'pair.versions']) {
+      expect(status(r, id), id).toBe('ok');
+    }
+    expect(status(r, 'source.max_slot_wal_keep_size')).toBe('warn');
+    expect(status(r, 'database.extensions', db)).toBe('ok');
+    const filter = checks(r, 'tables.row_filter', db)[0]!;
+    expect(filter.status).toBe('fail');
+    expect(filter.message).toContain('PostgreSQL 13 cannot filter rows');
+
+    // As a target: older than the source (a downgrade), and subscriptions need a superuser before 16.
+    const role = uniqueDbName('sub');
+    await old.query(`CREATE ROLE ${role} LOGIN CREATEDB PASSWORD 'sub-pw-1'`);
+    const down = await validate(src.conn('postgres'), old.conn('postgres', role, 'sub-pw-1'), { includeDatabases: 'postgres' });
+    expect(checks(down, 'pair.versions')[0]).toMatchObject({ status: 'warn' });
+    expect(checks(down, 'pair.versions')[0]!.message).toContain('older than the source');
+    const sub = checks(down, 'target.create_subscription')[0]!;
+    expect(sub.status).toBe('fail');
+    expect(sub.message).toContain('only superusers');
+    expect(status(down, 'target.create_database')).toBe('ok');
+
+    // A standby before 16 cannot be a source at all.
+    await makeStandby(old);
+    const standby = await validate(old.conn(db), tgt.conn(db));
+    expect(checks(standby, 'source.recovery')[0]).toMatchObject({ status: 'fail', fix: 'point --source at the primary server' });
   });
 
   it('fails every client tool that --pg-bin-dir does not hold', async () => {
