@@ -270,10 +270,34 @@ export function resolveConnInfo(ci: ConnInfo, env: NodeJS.ProcessEnv = process.e
     connect_timeout: env.PGCONNECT_TIMEOUT,
     options: env.PGOPTIONS,
     target_session_attrs: env.PGTARGETSESSIONATTRS,
+    channel_binding: env.PGCHANNELBINDING,
+    require_auth: env.PGREQUIREAUTH,
+    requirepeer: env.PGREQUIREPEER,
+    gssencmode: env.PGGSSENCMODE,
+    sslcertmode: env.PGSSLCERTMODE,
+    sslcrldir: env.PGSSLCRLDIR,
+    sslsni: env.PGSSLSNI,
+    ssl_min_protocol_version: env.PGSSLMINPROTOCOLVERSION,
+    ssl_max_protocol_version: env.PGSSLMAXPROTOCOLVERSION,
+    sslnegotiation: env.PGSSLNEGOTIATION,
+    krbsrvname: env.PGKRBSRVNAME,
+    load_balance_hosts: env.PGLOADBALANCEHOSTS,
   };
+  if (env.PGSERVICE) {
+    throw new UsageError('connection services are not supported, and PGSERVICE is set', {
+      hint: 'unset PGSERVICE and spell out host, port, user and dbname in the connection string',
+    });
+  }
   const params: ConnInfo = { ...ci };
   for (const [k, v] of Object.entries(envMap) as [LibpqKeyword, string | undefined][]) {
     if (params[k] === undefined && v !== undefined && v !== '') params[k] = v;
+  }
+  for (const k of ['host', 'hostaddr', 'port'] as const) {
+    if (params[k]?.includes(',')) {
+      throw new UsageError(`several hosts are not supported; name one server (${k}=${params[k]})`, {
+        hint: ci[k] === undefined ? `check the PG${k.toUpperCase()} environment variable` : undefined,
+      });
+    }
   }
   if (params.port !== undefined && !validPort(params.port)) {
     throw new UsageError(`invalid port "${params.port}" (a number from 1 to 65535)`, {

@@ -193,7 +193,8 @@ export async function runTool(tool: PgTool, args: string[], options: RunToolOpti
       typeof options.input === 'string' ? { input: options.input } : options.input ? { stdin: options.input } : { stdin: 'ignore' as const };
     const execOptions: Options = {
       ...stdinOption,
-      env: childEnv(options.env, pass?.path),
+      // HOME as resolved, so that libpq finds the same ~/.postgresql/root.crt as our own connections.
+      env: childEnv({ ...(options.conn?.homeDir ? { HOME: options.conn.homeDir } : {}), ...options.env }, pass?.path),
       extendEnv: false,
       cancelSignal: signal,
       forceKillAfterDelay: 5000,

@@ -12,6 +12,7 @@ import { connectError, isConnectFailure, isRetryable, operationError, sqlstate }
 import { assertDistinct, probeServer, sameDatabase, sameServer, type ServerIdentity } from '../../src/postgres/probe.js';
 import { escapePassfileField } from '../../src/postgres/pgpass.js';
 import { redact } from '../../src/postgres/redact.js';
+import { runTool } from '../../src/postgres/tools.js';
 import { enableTls, makeCertificates, type Certificates } from '../fixtures/tls.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 
@@ -514,6 +515,19 @@ describe('TLS', () => {
     const err = await connectFailure(resolve(tcp('localhost', `sslmode=verify-full sslrootcert=${path.join(tmp, 'nope.crt')}`)));
     expect(err).toBeInstanceOf(UsageError);
     expect(err.message).toContain('nope.crt');
+  });
+
+  it('client tools get the same TLS settings (and the same ~/.postgresql) as our own connections', async () => {
+    const q = ['-XAtc', 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'];
+    const full = resolve(tcp('localhost', `sslmode=verify-full sslrootcert=${certs.caCert}`));
+    expect((await runTool('psql', q, { conn: full })).stdout).toBe('t\n');
+    const wrongName = resolve(tcp('db.example.test', `hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=${certs.caCert}`));
+    await expect(runTool('psql', q, { conn: wrongName })).rejects.toThrow(/does not match host name "db\.example\.test"/);
+
+    const home = mkdtempSync(path.join(tmp, 'home-'));
+    mkdirSync(path.join(home, '.postgresql'));
+    writeFileSync(path.join(home, '.postgresql', 'root.crt'), readFileSync(certs.caCert));
+    expect((await runTool('psql', q, { conn: resolve(tcp('localhost', 'sslmode=verify-full'), { HOME: home }) })).stdout).toBe('t\n');
   });
 
   it('the Unix socket ignores sslmode, as libpq does', async () => {

@@ -233,6 +233,16 @@ describe('resolveConnInfo', () => {
     expect(resolveConnInfo({}, { ...noHome, PGPORT: '1' }).host).toBe('localhost');
   });
 
+  it('refuses several hosts and services from the environment too', () => {
+    expect(() => resolveConnInfo({}, { ...noHome, PGHOST: 'a,b' })).toThrow(/several hosts/);
+    expect(() => resolveConnInfo({ host: 'h' }, { ...noHome, PGSERVICE: 'prod' })).toThrow(/PGSERVICE/);
+  });
+
+  it('takes the TLS and authentication requirements libpq reads from the environment', () => {
+    const r = resolveConnInfo({ host: 'h' }, { ...noHome, PGCHANNELBINDING: 'require', PGSSLROOTCERT: '/ca.crt', PGSSLMINPROTOCOLVERSION: 'TLSv1.3' });
+    expect(r.params).toMatchObject({ channel_binding: 'require', sslrootcert: '/ca.crt', ssl_min_protocol_version: 'TLSv1.3' });
+  });
+
   it('takes PGSSLMODE, and refuses a bad one', () => {
     expect(resolveConnInfo({ host: 'h' }, { ...noHome, PGSSLMODE: 'verify-full' }).sslmode).toBe('verify-full');
     expect(() => resolveConnInfo({ host: 'h' }, { ...noHome, PGSSLMODE: 'on' })).toThrow(/invalid sslmode "on"/);
