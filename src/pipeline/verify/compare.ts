@@ -64,6 +64,7 @@ export function emptyTableReport(t: Pick<VerifyTable, 'schema' | 'name' | 'filte
     rowsTarget: 0,
     chunks: 0,
     chunksDifferent: 0,
+    rechecked: 0,
     diffs: [],
     diffCounts: { missing: 0, extra: 0, different: 0 },
     diffsTruncated: false,
@@ -116,6 +117,7 @@ export class TableComparer {
     if (same(s, t)) return;
     const differs = this.table.key ? await this.resolveRange(pair, range, s, t) : await this.recheckRange(pair, range);
     if (differs) this.report.chunksDifferent++;
+    else this.report.rechecked++;
   }
 
   /**

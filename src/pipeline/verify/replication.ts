@@ -57,7 +57,8 @@ export async function waitForReplay(
   signal?: AbortSignal,
 ): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  let pause = 50;
+  // Polled often: the subscriber reports its flush position every few hundred ms, and each wait holds up a worker.
+  let pause = 20;
   for (;;) {
     const rows = await source.query<{ ok: boolean | null }>({
       text: `SELECT bool_and(coalesce(confirmed_flush_lsn >= $1::pg_lsn, false)) AS ok FROM pg_replication_slots WHERE slot_name = ANY($2::text[])`,
@@ -66,6 +67,6 @@ export async function waitForReplay(
     if (rows[0]?.ok) return true;
     if (Date.now() >= deadline || signal?.aborted) return false;
     await sleep(pause);
-    pause = Math.min(pause * 2, 500);
+    pause = Math.min(Math.round(pause * 1.5), 100);
   }
 }

@@ -75,6 +75,8 @@ export interface TableReport {
   /** First-pass chunks compared (1 for a whole-table compare, 0 for schema-only). */
   chunks: number;
   chunksDifferent: number;
+  /** First-pass chunks that differed at first but were equal when compared again (replication lag, concurrent writes). */
+  rechecked: number;
   diffs: RowDiff[];
   /** Located differences by kind (may exceed the listed ones when truncated). */
   diffCounts: Record<DiffKind, number>;
