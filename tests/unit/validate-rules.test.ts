@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { compareVersions, checkExtensions } from '../../src/pipeline/validate/extensions.js';
 import { referencedColumns, varAttnums } from '../../src/pipeline/validate/filters.js';
 import { checkLocale, localeProblem } from '../../src/pipeline/validate/locale.js';
+import { maskQuery } from '../../src/pipeline/validate/long-transactions.js';
 import { checkPreloadLibraries } from '../../src/pipeline/validate/pair.js';
 import { exitCodeFor } from '../../src/pipeline/validate/run.js';
 import { checkSourceServer, type SourceServerFacts } from '../../src/pipeline/validate/source-server.js';
@@ -164,5 +165,13 @@ describe('tools and exit codes', () => {
     expect(exitCodeFor([c('a', 'fail')])).toBe(1);
     expect(exitCodeFor([c('a', 'fail'), c('target.reachable', 'fail')])).toBe(3);
     expect(exitCodeFor([c('pair.distinct', 'fail'), c('a', 'fail')])).toBe(2);
+  });
+});
+
+describe('long transactions', () => {
+  it('masks a literal password in the query text it shows', () => {
+    expect(maskQuery("ALTER ROLE bob PASSWORD 'hunter2' VALID UNTIL 'x'")).toBe("ALTER ROLE bob PASSWORD '********' VALID UNTIL 'x'");
+    expect(maskQuery("create user x with password 'it''s'")).toBe("create user x with password '********'");
+    expect(maskQuery('SELECT 1')).toBe('SELECT 1');
   });
 });

@@ -63,6 +63,11 @@ export function formatAge(seconds: number): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
+/** Query text may carry a literal password (ALTER ROLE … PASSWORD '…'); never echo it. */
+export function maskQuery(query: string | null): string | null {
+  return query === null ? null : query.replace(/(\bpassword\s*)('(?:[^']|'')*'?)/gi, "$1'********'");
+}
+
 export function checkLongTransactions(f: LongTransactionFacts): CheckResult[] {
   const out: CheckResult[] = [];
   const hidden = f.seesAllSessions ? '' : ' (sessions of other users are hidden from this user: GRANT pg_read_all_stats to see them)';
@@ -75,7 +80,7 @@ export function checkLongTransactions(f: LongTransactionFacts): CheckResult[] {
         `let ${f.sessions.length > 1 ? 'them' : 'it'} finish, or end ${f.sessions.length > 1 ? 'them' : 'it'}: ${f.sessions.map((s) => `SELECT pg_terminate_backend(${s.pid});`).join(' ')}`,
         {
           details: f.sessions.map(
-            (s) => `pid ${s.pid}, open ${formatAge(s.ageSeconds)}, user ${s.user ?? '?'}, database ${s.database ?? '?'}, ${s.state ?? 'state hidden'}: ${s.query ?? '(query hidden)'}`,
+            (s) => `pid ${s.pid}, open ${formatAge(s.ageSeconds)}, user ${s.user ?? '?'}, database ${s.database ?? '?'}, ${s.state ?? 'state hidden'}: ${maskQuery(s.query) ?? '(query hidden)'}`,
           ),
         },
       ),
