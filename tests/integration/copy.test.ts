@@ -371,6 +371,33 @@ describe('copy engine (15 → 17)', () => {
     expect(await targetRows(t, 'secret')).toEqual([]);
   });
 
+  it('retries a part whose connection was terminated, on a new session under the same snapshot', async () => {
+    const { s, t } = await pair('CREATE TABLE retry_me (id int PRIMARY KEY, v text)');
+    await src.query(`INSERT INTO retry_me SELECT g, repeat('y', 500) FROM generate_series(1, 60000) g`, undefined, s.dbname);
+    const h = await exportSnapshot(s);
+    const expected = await rowsOf(h.client, 'retry_me');
+    await src.query(`UPDATE retry_me SET v = 'after the snapshot' WHERE id % 2 = 0`, undefined, s.dbname);
+    const tables = await scopeTables(s);
+    let terminated: Promise<unknown> | undefined;
+    const warnings: string[] = [];
+    const report = await copyTables({
+      source: s, target: t, snapshot: h.snapshot, jobs: 1, sourceMajor: src.major, targetMajor: tgt.major,
+      tables: [input(tables, 'retry_me')],
+      progress: (e) => {
+        if (e.kind === 'update' && !terminated) {
+          terminated = tgt.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [COPY_APPLICATION_NAME]);
+        }
+        if (e.kind === 'log') warnings.push(e.message);
+      },
+    });
+    await terminated;
+    expect(warnings).toHaveLength(1);
+    // The server's 57P01 or the socket's ECONNRESET, whichever the client sees first.
+    expect(warnings[0]).toMatch(/copying public\.retry_me \(target.*(57P01|ECONNRESET).*retrying \(1\/2\)/s);
+    expect(report.tables[0]!.rows).toBe(60000);
+    expect(await targetRows(t, 'retry_me')).toEqual(expected);
+  });
+
   it('stops promptly when aborted, with nothing committed and no transaction left open', async () => {
     const { s, t } = await pair('CREATE TABLE slow (id int PRIMARY KEY, v text)');
     await src.query(`INSERT INTO slow SELECT g, repeat('x', 500) FROM generate_series(1, 40000) g`, undefined, s.dbname);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { copyInSql, copyOutSql, describePart } from '../../src/pipeline/init/copy.js';
-import { integerKeyColumn, keyRanges, pageRanges, partCount, partId, rangePredicate, relationsOf } from '../../src/pipeline/init/parts.js';
+import { effectiveSplitThreshold, integerKeyColumn, keyRanges, pageRanges, partCount, partId, rangePredicate, relationsOf } from '../../src/pipeline/init/parts.js';
 
 /** Every integer in [lo, hi] falls in exactly one range. */
 function coverage(ranges: { from: string | null; to: string | null }[], lo: bigint, hi: bigint): number[] {
@@ -20,6 +20,20 @@ describe('part counts', () => {
     expect(partCount(350, o)).toBe(4);
     expect(partCount(10_000, o)).toBe(4);
     expect(partCount(10_000, { splitThresholdBytes: 0, maxParts: 4 })).toBe(1);
+  });
+});
+
+describe('split threshold', () => {
+  const MB = 1024 ** 2;
+  it('is lowered to one worker\'s share when a table would keep one worker busy alone, never below 256 MB', () => {
+    expect(effectiveSplitThreshold(1024 * MB, 1000 * MB, 2)).toBe(500 * MB);
+    expect(effectiveSplitThreshold(1024 * MB, 3000 * MB, 2)).toBe(1024 * MB);
+    expect(effectiveSplitThreshold(1024 * MB, 300 * MB, 4)).toBe(256 * MB);
+    expect(effectiveSplitThreshold(1024 * MB, 1000 * MB, 1)).toBe(1024 * MB);
+    expect(effectiveSplitThreshold(1024 * MB, 1000 * MB, undefined)).toBe(1024 * MB);
+    expect(effectiveSplitThreshold(64 * MB, 1000 * MB, 2)).toBe(64 * MB);
+    // A 900 MB table next to 100 MB of others, two workers: two parts of ~450 MB.
+    expect(partCount(900 * MB, { splitThresholdBytes: effectiveSplitThreshold(1024 * MB, 1000 * MB, 2), maxParts: 16 })).toBe(2);
   });
 });
 

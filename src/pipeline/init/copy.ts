@@ -36,7 +36,7 @@ import { isRetryable, operationError, sqlstate } from '../../postgres/errors.js'
 import { displayName, qualifiedName, quoteIdentList, quoteLiteral } from '../../postgres/identifiers.js';
 import { chooseFormat, loadTypeInfo, type CopyFormat } from './format.js';
 import {
-  DEFAULT_MAX_PARTS, DEFAULT_SPLIT_THRESHOLD_BYTES, planParts, rangePredicate, relationsOf, type PartRange, type RelationName,
+  DEFAULT_MAX_PARTS, DEFAULT_SPLIT_THRESHOLD_BYTES, effectiveSplitThreshold, planParts, rangePredicate, relationsOf, type PartRange, type RelationName,
   type TablePart,
 } from './parts.js';
 import { runPool } from './pool.js';
@@ -290,8 +290,10 @@ export interface CopyTableInput {
 export interface CopyPlanOptions {
   sourceMajor: number;
   targetMajor: number;
-  splitThresholdBytes?: number;
-  maxParts?: number;
+  splitThresholdBytes?: number | undefined;
+  maxParts?: number | undefined;
+  /** Workers that will copy: a table bigger than one worker's share is split too (see effectiveSplitThreshold). */
+  jobs?: number | undefined;
 }
 
 export interface TableCopyPlan {
@@ -318,8 +320,9 @@ export function tableKey(t: { schema: string; name: string }): string {
 export async function planCopy(client: pg.Client, inputs: readonly CopyTableInput[], opts: CopyPlanOptions): Promise<TableCopyPlan[]> {
   const copied = inputs.filter((i) => !i.table.schemaOnly);
   const types = await loadTypeInfo(client, copied.flatMap((i) => i.table.columns.map((c) => c.typeOid)));
+  const totalBytes = copied.reduce((n, i) => n + Math.max(0, i.table.bytes), 0);
   const partOpts = {
-    splitThresholdBytes: opts.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES,
+    splitThresholdBytes: effectiveSplitThreshold(opts.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES, totalBytes, opts.jobs),
     maxParts: opts.maxParts ?? DEFAULT_MAX_PARTS,
     sourceMajor: opts.sourceMajor,
   };

@@ -63,6 +63,20 @@ export function partId(relation: RelationName, index: number): string {
   return `${displayName(relation.schema, relation.name)}#${index}`;
 }
 
+/** Below this, splitting a table only to keep the workers busy is not worth losing COPY FREEZE. */
+export const MIN_BALANCE_SPLIT_BYTES = 256 * 1024 ** 2;
+
+/**
+ * The threshold actually used: the configured one, lowered to one worker's
+ * share of the whole copy when a single table would otherwise keep one
+ * worker busy long after the others are done (e.g. a 900 MB table next to
+ * 100 MB of others with 2 jobs is cut in two).
+ */
+export function effectiveSplitThreshold(thresholdBytes: number, totalBytes: number, jobs: number | undefined): number {
+  if (!jobs || jobs <= 1 || !(thresholdBytes > 0)) return thresholdBytes;
+  return Math.min(thresholdBytes, Math.max(MIN_BALANCE_SPLIT_BYTES, Math.ceil(totalBytes / jobs)));
+}
+
 /** Number of parts for a relation of this size. */
 export function partCount(bytes: number, opts: Pick<PartOptions, 'splitThresholdBytes' | 'maxParts'>): number {
   if (!(opts.splitThresholdBytes > 0) || bytes <= opts.splitThresholdBytes) return 1;
