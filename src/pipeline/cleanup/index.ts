@@ -1,0 +1,1 @@
+export { runCleanup, type CleanupItem, type CleanupKind, type CleanupOptions, type CleanupReport } from './run.js';

@@ -1,0 +1,157 @@
+/**
+ * `cleanup`: remove everything pgferry created for the migration, on both
+ * sides — the subscription (disabled, its slot detached, dropped), the
+ * publication, the slot, the table synchronisation slots PostgreSQL made for
+ * the subscription — and the state files. Objects are recognised only by the
+ * names pgferry gives them (and, for table synchronisation slots, by the OID
+ * of pgferry's subscription and the target's system identifier), so nothing
+ * else is ever touched. Idempotent: what is already gone is skipped.
+ */
+import { existsSync, readdirSync, rmdirSync } from 'node:fs';
+import { emptyScope, type ScopeSpec } from '../../config/scope.js';
+import { UsageError } from '../../errors.js';
+import type { ProgressSink } from '../../cli/render/progress.js';
+import { withClient } from '../../postgres/connect.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { operationError } from '../../postgres/errors.js';
+import { quoteIdent } from '../../postgres/identifiers.js';
+import { acquireLock, discardState, loadState, statePaths } from '../../state/checkpoint.js';
+import { dropSlot, findSlot } from '../init/snapshot.js';
+import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscription } from '../sync/catalog.js';
+import { resolvePairs, type ReplicationPair } from '../sync/pairs.js';
+import { loadSyncRecord, removeSyncRecord, syncRecordPath } from '../sync/record.js';
+import { dropSubscriptionKeepSlot } from '../sync/subscription.js';
+
+export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
+
+export interface CleanupItem {
+  side: 'source' | 'target' | 'local';
+  kind: CleanupKind;
+  /** Source database for source objects, target database for target objects, '' for state files. */
+  database: string;
+  name: string;
+}
+
+export interface CleanupOptions {
+  source: ResolvedConnInfo;
+  target: ResolvedConnInfo;
+  stateDir: string;
+  /** Databases when there is no state (default: the source connection's database). */
+  scope?: ScopeSpec;
+  /** Asked with the list of what will be dropped; false stops with nothing dropped (exit 2). */
+  confirm?: (items: CleanupItem[]) => Promise<boolean>;
+  /** List only. */
+  dryRun?: boolean;
+  progress?: ProgressSink;
+}
+
+export interface CleanupReport {
+  command: 'cleanup';
+  dryRun: boolean;
+  /** What was found (and, unless dryRun, dropped). */
+  items: CleanupItem[];
+  seconds: number;
+}
+
+interface PairPlan {
+  pair: ReplicationPair;
+  subscription: string | null;
+  subscriptionOid: number | null;
+  publication: boolean;
+  slots: string[];
+  tablesyncSlots: string[];
+}
+
+export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
+  const started = performance.now();
+  const progress: ProgressSink = o.progress ?? (() => {});
+  const release = o.dryRun ? undefined : await acquireLock(o.stateDir);
+  try {
+    const state = await loadState(o.stateDir);
+    const record = await loadSyncRecord(o.stateDir);
+    const { ids, pairs } = await resolvePairs(o.source, o.target, o.scope ?? state?.scope ?? emptyScope(), state, o.stateDir);
+    const plans: PairPlan[] = [];
+    for (const pair of pairs) {
+      const sub = await withClient(pair.targetConn, (c) => readSubscription(c, pair.names.subscription), { label: 'the target' }).catch((err) => {
+        // A target database that was never created holds nothing of ours.
+        if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return undefined;
+        throw err;
+      });
+      const subOids = new Set<number>();
+      if (sub) subOids.add(sub.oid);
+      const rec = record?.databases[pair.sourceDatabase];
+      if (rec) subOids.add(rec.subscriptionOid);
+      const plan = await withClient(
+        pair.sourceConn,
+        async (c) => {
+          const pub = await readPublication(c, pair.names.publication, ids.source.major);
+          const slotNames = new Set([pair.names.slot]);
+          const stSlot = state?.databases[pair.sourceDatabase]?.slot?.name;
+          if (stSlot) slotNames.add(stSlot);
+          if (rec?.slot) slotNames.add(rec.slot);
+          const slots: string[] = [];
+          for (const n of slotNames) if (await findSlot(c, n)) slots.push(n);
+          const { slots: candidates } = await listCandidateSlots(c, ids.source.major);
+          const tablesync = candidates
+            .map((s) => ({ s, ts: parseTablesyncSlot(s.name) }))
+            .filter(({ ts }) => ts && subOids.has(ts.subscriptionOid) && ts.systemIdentifier === ids.target.systemIdentifier)
+            .map(({ s }) => s.name);
+          return { publication: !!pub, slots, tablesyncSlots: tablesync };
+        },
+        { label: 'the source' },
+      );
+      plans.push({ pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan });
+    }
+
+    const items: CleanupItem[] = [];
+    for (const p of plans) {
+      if (p.subscription) items.push({ side: 'target', kind: 'subscription', database: p.pair.targetDatabase, name: p.subscription });
+      if (p.publication) items.push({ side: 'source', kind: 'publication', database: p.pair.sourceDatabase, name: p.pair.names.publication });
+      for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
+      for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
+    }
+    const paths = statePaths(o.stateDir);
+    for (const f of [paths.state, syncRecordPath(o.stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });
+
+    if (o.dryRun || !items.length) return { command: 'cleanup', dryRun: !!o.dryRun, items, seconds: (performance.now() - started) / 1000 };
+    if (o.confirm && !(await o.confirm(items))) throw new UsageError('cleanup cancelled; nothing was dropped');
+
+    for (const p of plans) {
+      const id = `cleanup/${p.pair.sourceDatabase}`;
+      progress({ kind: 'start', id, title: `database ${p.pair.sourceDatabase} → ${p.pair.targetDatabase}` });
+      try {
+        if (p.subscription) {
+          await withClient(p.pair.targetConn, async (c) => {
+            const sub = await readSubscription(c, p.subscription!);
+            if (!sub) return;
+            if (sub.slotName === null) await c.query(`DROP SUBSCRIPTION ${quoteIdent(sub.name)}`);
+            else await dropSubscriptionKeepSlot(c, sub.name);
+          }, { label: 'the target' });
+        }
+        await withClient(p.pair.sourceConn, async (c) => {
+          if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
+          // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.
+          for (const s of [...p.slots, ...p.tablesyncSlots]) await dropSlot(c, s, 30_000);
+        }, { label: 'the source' });
+        progress({ kind: 'end', id, status: 'ok', detail: `${items.filter((i) => i.database === p.pair.sourceDatabase || i.database === p.pair.targetDatabase).length} objects dropped` });
+      } catch (err) {
+        progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
+        throw operationError(err, `cleanup of database "${p.pair.sourceDatabase}"`);
+      }
+    }
+    await discardState(o.stateDir);
+    await removeSyncRecord(o.stateDir);
+    return { command: 'cleanup', dryRun: false, items, seconds: (performance.now() - started) / 1000 };
+  } finally {
+    await release?.();
+    removeIfEmpty(o.stateDir);
+  }
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    if (existsSync(dir) && readdirSync(dir).length === 0) rmdirSync(dir);
+  } catch {
+    // Not ours to insist on.
+  }
+}

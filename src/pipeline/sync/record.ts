@@ -1,0 +1,58 @@
+/**
+ * What sync remembers next to init's checkpoint (`sync.json` in the state
+ * directory): per source database the subscription it made (its OID names the
+ * table synchronisation slots PostgreSQL creates, pg_<oid>_sync_…, so cleanup
+ * can find them even after the subscription is gone) and the row filter each
+ * table is published with (a changed filter means the table must be copied
+ * again). Written atomically; never holds a password.
+ */
+import { mkdirSync } from 'node:fs';
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface SyncRecordDatabase {
+  targetDatabase: string;
+  subscription: string;
+  subscriptionOid: number;
+  publication: string;
+  slot: string;
+  /** "schema.table" → row filter it is published with (null: every row). */
+  tables: Record<string, string | null>;
+  updatedAt: string;
+}
+
+export interface SyncRecord {
+  version: 1;
+  databases: Record<string, SyncRecordDatabase>;
+}
+
+export function syncRecordPath(stateDir: string): string {
+  return path.join(stateDir, 'sync.json');
+}
+
+export async function loadSyncRecord(stateDir: string): Promise<SyncRecord | undefined> {
+  try {
+    const parsed = JSON.parse(await readFile(syncRecordPath(stateDir), 'utf8')) as SyncRecord;
+    return parsed && parsed.version === 1 && parsed.databases ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function saveSyncRecord(stateDir: string, rec: SyncRecord): Promise<void> {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const file = syncRecordPath(stateDir);
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(JSON.stringify(rec, null, 2) + '\n');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+}
+
+export async function removeSyncRecord(stateDir: string): Promise<void> {
+  await rm(syncRecordPath(stateDir), { force: true });
+}

@@ -1,0 +1,128 @@
+/**
+ * The subscription on the target: how it connects to the source, which
+ * options it gets, and the statements that create, refresh and drop it.
+ */
+import type pg from 'pg';
+import { UsageError } from '../../errors.js';
+import { parseConnInfo, resolvedParams, toKeywordString, type ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
+import { registerSecret } from '../../postgres/redact.js';
+
+/** First OID of objects created after initdb: user types (enums, domains, composites, extension types) are above it. */
+const FIRST_NORMAL_OID = 16384;
+
+/**
+ * binary = true only where it cannot fail: both sides 14+ (the option and the
+ * protocol), the target not older than the source, and only built-in column
+ * types (binary input of arrays and composites checks type OIDs, which differ
+ * between servers for user-defined types).
+ */
+export function chooseBinary(sourceMajor: number, targetMajor: number, columnTypeOids: number[]): boolean {
+  return sourceMajor >= 14 && targetMajor >= 14 && targetMajor >= sourceMajor && columnTypeOids.every((o) => o < FIRST_NORMAL_OID);
+}
+
+/** Large transactions streamed while in progress: 'parallel' apply on 16+, 'on' on 14+, not before (the protocol lacks it). */
+export function chooseStreaming(sourceMajor: number, targetMajor: number): 'parallel' | 'on' | null {
+  if (sourceMajor >= 16 && targetMajor >= 16) return 'parallel';
+  if (sourceMajor >= 14 && targetMajor >= 14) return 'on';
+  return null;
+}
+
+export interface SubscriptionConninfo {
+  conninfo: string;
+  /** The string holds a password (stored in the target's catalog). */
+  hasPassword: boolean;
+  /** Came from --subscription-conninfo. */
+  custom: boolean;
+}
+
+/**
+ * The connection string the target server uses to reach the source database.
+ * By default the source connection pgferry was given, password included (the
+ * target server cannot read pgferry's password file); --subscription-conninfo
+ * replaces it (its dbname is set per database).
+ */
+export function subscriptionConninfo(source: ResolvedConnInfo, sourceDatabase: string, custom?: string): SubscriptionConninfo {
+  if (custom !== undefined) {
+    const ci = parseConnInfo(custom, '--subscription-conninfo');
+    if (ci.password) registerSecret(ci.password);
+    ci.dbname = sourceDatabase;
+    return { conninfo: toKeywordString(ci, { includePassword: true }), hasPassword: !!ci.password, custom: true };
+  }
+  const params = { ...resolvedParams(source), dbname: sourceDatabase };
+  if (source.password !== undefined && source.password !== '') params.password = source.password;
+  // The target server's own files are not ours: leave out client-side file paths that only exist here.
+  delete params.passfile;
+  return { conninfo: toKeywordString(params, { includePassword: true }), hasPassword: !!params.password, custom: false };
+}
+
+export interface CreateSubscriptionSpec {
+  name: string;
+  publication: string;
+  slot: string;
+  conninfo: string;
+  /** false: take over an existing slot (init's); true: the subscription creates it (--copy-data without init). */
+  createSlot: boolean;
+  copyData: boolean;
+  enabled: boolean;
+  binary: boolean;
+  streaming: 'parallel' | 'on' | null;
+  /** PostgreSQL 16+: password_required = false (only a superuser may set it). */
+  passwordNotRequired: boolean;
+}
+
+export async function createSubscription(client: pg.Client, s: CreateSubscriptionSpec): Promise<void> {
+  const opts = [
+    `create_slot = ${s.createSlot}`,
+    `slot_name = ${quoteLiteral(s.slot)}`,
+    `copy_data = ${s.copyData}`,
+    `enabled = ${s.enabled}`,
+    `binary = ${s.binary}`,
+  ];
+  if (s.streaming) opts.push(`streaming = ${s.streaming}`);
+  if (s.passwordNotRequired) opts.push('password_required = false');
+  await client.query(
+    `CREATE SUBSCRIPTION ${quoteIdent(s.name)} CONNECTION ${quoteLiteral(s.conninfo)} PUBLICATION ${quoteIdent(s.publication)} WITH (${opts.join(', ')})`,
+  );
+}
+
+export async function enableSubscription(client: pg.Client, name: string): Promise<void> {
+  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} ENABLE`);
+}
+
+/** Pick up publication changes; copy_data = true copies only the tables new to the subscription. */
+export async function refreshSubscription(client: pg.Client, name: string, copyData: boolean): Promise<void> {
+  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = ${copyData})`);
+}
+
+/** Make the new subscription's origin start where the old one had applied (so nothing is applied twice). */
+export async function advanceOrigin(client: pg.Client, subOid: number, lsn: string): Promise<void> {
+  await client.query('SELECT pg_replication_origin_advance($1, $2::pg_lsn)', [`pg_${subOid}`, lsn]);
+}
+
+/**
+ * Drop a subscription without touching its slot on the source: disable it,
+ * detach the slot (slot_name = NONE) and drop it. The slot stays for the
+ * caller to keep (--force) or drop (cleanup).
+ */
+export async function dropSubscriptionKeepSlot(client: pg.Client, name: string): Promise<void> {
+  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} DISABLE`);
+  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} SET (slot_name = NONE)`);
+  await client.query(`DROP SUBSCRIPTION ${quoteIdent(name)}`);
+}
+
+export function passwordWarning(sub: SubscriptionConninfo, subscription: string, targetDatabase: string): string | null {
+  if (!sub.hasPassword) return null;
+  return (
+    `the subscription ${subscription} in target database "${targetDatabase}" stores the source password in its connection string ` +
+    '(pg_subscription.subconninfo, readable by superusers of the target); to avoid that, put the password in a .pgpass file of the ' +
+    'target server\'s operating-system user and pass --subscription-conninfo "host=… user=…" without a password'
+  );
+}
+
+/** Refuse a --subscription-conninfo that is obviously unusable, before anything is created. */
+export function checkCustomConninfo(custom: string | undefined): void {
+  if (custom === undefined) return;
+  if (!custom.trim()) throw new UsageError('--subscription-conninfo is empty', { hint: 'give a connection string as the target server should use it, e.g. "host=old-db user=replicator"' });
+  parseConnInfo(custom, '--subscription-conninfo');
+}
