@@ -15,6 +15,7 @@ import { objectNames } from '../../state/object-names.js';
 import { sourceConnFor, targetDatabaseName } from '../sides.js';
 import { gatherDatabaseFacts, type DatabaseFacts } from './database-facts.js';
 import { checkExtensions } from './extensions.js';
+import { checkFilterForeignKeys } from './filter-foreign-keys.js';
 import { checkFilters } from './filters.js';
 import { checkLocale } from './locale.js';
 import { checkLongTransactions, DEFAULT_MAX_TRANSACTION_AGE_SECONDS, gatherLongTransactions } from './long-transactions.js';
@@ -220,6 +221,7 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
               ...checkPublicationRights(p.source, scope.tables, { user, superuser: source.identity.superuser, canCreateInDatabase: facts.canCreate }),
               ...checkReplicaIdentity(scope.tables, leaves),
               ...(await checkFilters(client, scope.tables, { major: source.identity.major, canPublish })),
+              ...(await checkFilterForeignKeys(client, scope.tables)),
             );
             const unlogged = checkUnlogged(scope.tables);
             if (unlogged) found.push(unlogged);
