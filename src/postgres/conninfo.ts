@@ -116,7 +116,7 @@ function parseUrl(input: string, what: string): ConnInfo {
       // Do not echo it: an unencoded "/" or "@" in a password makes its start look like a port.
       if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
         throw new UsageError('invalid connection string: invalid port in the URL', {
-          hint: `if the password holds / ? # @ : or %, percent-encode them (/ → %2F, ? → %3F, # → %23, @ → %40, : → %3A, % → %25); ${what} must look like postgresql://user:password@host:5432/db`,
+          hint: `give a port from 1 to 65535 after the host in ${what}; if the password holds / @ or %, percent-encode them (/ → %2F, @ → %40, % → %25)`,
         });
       }
       ci.port = port;

@@ -33,6 +33,9 @@ export function isRetryable(err: unknown): boolean {
       code === '57P02' || code === '57P03' || code === '53300' || code === '53400'
     );
   }
+  // pg's words for a connection lost under a query (terminated backend, server restart, network).
+  const msg = err instanceof Error ? err.message : '';
+  if (/^Connection terminated unexpectedly|encountered a connection error/i.test(msg)) return true;
   const e = err as { code?: string; syscall?: string } | undefined;
   // ENOENT / EACCES are worth a retry only for a Unix socket (a restarting server), not for files.
   if ((e?.code === 'ENOENT' || e?.code === 'EACCES') && e.syscall !== 'connect') return false;
