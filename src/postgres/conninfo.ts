@@ -145,7 +145,8 @@ function parseKeywords(input: string, what: string): ConnInfo {
   const ci: ConnInfo = {};
   let i = 0;
   const n = input.length;
-  const isSpace = (c: string | undefined) => c !== undefined && /\s/.test(c);
+  // libpq's isspace(): ASCII whitespace only (a no-break space is part of a value).
+  const isSpace = (c: string | undefined) => c !== undefined && /[ \t\n\r\f\v]/.test(c);
   while (i < n) {
     while (i < n && isSpace(input[i])) i++;
     if (i >= n) break;

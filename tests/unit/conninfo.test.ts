@@ -140,6 +140,10 @@ describe('keyword strings', () => {
     expect(parseConnInfo("options='-c search_path=a#b'").options).toBe('-c search_path=a#b');
   });
 
+  it('splits on ASCII whitespace only, like libpq', () => {
+    expect(parseConnInfo('password=a\u00a0b host=h')).toEqual({ password: 'a\u00a0b', host: 'h' });
+  });
+
   it('unescapes backslashes in unquoted values', () => {
     expect(parseConnInfo('password=a\\ b\\\\c\\\'d').password).toBe("a b\\c'd");
   });
