@@ -38,6 +38,13 @@ function installExitHook(): void {
   process.on('exit', runCleanups);
 }
 
+let receivedSignal: NodeJS.Signals | undefined;
+
+/** 130 after SIGINT (or when no signal was seen), 143 after SIGTERM, 129 after SIGHUP. */
+export function interruptExitCode(): number {
+  return receivedSignal === 'SIGTERM' ? 143 : receivedSignal === 'SIGHUP' ? 129 : 130;
+}
+
 let signalsInstalled = false;
 /**
  * First signal: abort the shared signal so that running work unwinds through
@@ -51,7 +58,8 @@ export function installSignalHandlers(graceMs = 10_000): void {
   let received = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     received++;
-    const code = sig === 'SIGINT' ? 130 : 143;
+    receivedSignal ??= sig;
+    const code = interruptExitCode();
     if (received === 1) {
       controller.abort(new InterruptedError(`interrupted by ${sig}`));
       setTimeout(() => {

@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
-import { ExitCode, PgferryError, UsageError } from '../errors.js';
-import { installSignalHandlers, runCleanups } from '../lifecycle.js';
+import { ExitCode, InterruptedError, PgferryError, UsageError } from '../errors.js';
+import { installSignalHandlers, interruptExitCode, runCleanups } from '../lifecycle.js';
 import { redact } from '../postgres/redact.js';
 import { commands } from './commands/index.js';
 import { createContext } from './context.js';
@@ -28,6 +28,12 @@ export function reportError(err: unknown, out: Output): number {
   if (name === 'ExitPromptError' || name === 'AbortPromptError') {
     out.error('interrupted');
     return ExitCode.interrupted;
+  }
+  if (err instanceof InterruptedError) {
+    out.error(err.message);
+    const code = interruptExitCode();
+    if (out.json) out.emitJson({ ok: false, error: { message: err.message, hint: null, exitCode: code } });
+    return code;
   }
   if (err instanceof PgferryError) {
     out.error(err.message, err.hint);

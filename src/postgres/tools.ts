@@ -7,7 +7,7 @@
  * secret is ever placed in argv or in the child's environment.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -99,10 +99,52 @@ export function assertToolCanDump(t: ToolLocation, serverMajor: number, side = '
   }
 }
 
+const PASSDIR_PREFIX = 'pgferry-pgpass-';
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Remove password directories whose owning process is gone (killed with -9,
+ * so no cleanup ran). The owner's pid is part of the directory name.
+ */
+export function reapStalePassfiles(tmp = os.tmpdir()): number {
+  let removed = 0;
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(tmp).filter((e) => e.startsWith(PASSDIR_PREFIX));
+  } catch {
+    return 0;
+  }
+  for (const e of entries) {
+    const m = /^pgferry-pgpass-(\d+)-/.exec(e);
+    if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+    try {
+      rmSync(path.join(tmp, e), { recursive: true, force: true });
+      removed++;
+    } catch {
+      /* not ours to remove (another user): leave it */
+    }
+  }
+  return removed;
+}
+
+let reaped = false;
+
 /** A private password file for one child process. Call the returned dispose() when done. */
 export function createTempPassfile(r: ResolvedConnInfo): { path: string; dir: string; dispose: () => void } {
+  if (!reaped) {
+    reaped = true;
+    reapStalePassfiles();
+  }
   // mkdtemp creates the directory with mode 0700; the file is created exclusively (wx) with 0600.
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-pgpass-'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), `${PASSDIR_PREFIX}${process.pid}-`));
   const file = path.join(dir, 'pgpass');
   const remove = () => rmSync(dir, { recursive: true, force: true });
   const dispose = registerCleanup(remove);
