@@ -6,10 +6,11 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfigFile, type PgferryConfig } from '../config/file.js';
+import { applyOptionLayers } from '../config/precedence.js';
 import { UsageError } from '../errors.js';
 import { shutdownSignal } from '../lifecycle.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../postgres/conninfo.js';
-import type { GlobalArgs } from './options.js';
+import { defaultedOptions, type GlobalArgs } from './options.js';
 import { Output } from './render/output.js';
 
 export type Side = 'source' | 'target';
@@ -56,6 +57,8 @@ export function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = process
   const resolved = new Map<Side, ResolvedConnInfo>();
   const config = argv.config ? loadConfigFile(argv.config) : undefined;
   for (const w of config?.warnings ?? []) out.warn(`${config!.displayPath}: ${w}`);
+  // Options that commands define (--jobs, --max-lag): PGFERRY_* and the file fill those not given as flags.
+  applyOptionLayers(argv as { jobs?: unknown; maxLag?: unknown }, env, config?.settings, defaultedOptions(argv));
 
   const connectionString = (side: Side): string | undefined => {
     const direct = side === 'source' ? argv.source : argv.target;

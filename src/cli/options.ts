@@ -21,6 +21,16 @@ export interface GlobalArgs {
   config?: string;
 }
 
+const defaulted = new WeakMap<object, ReadonlySet<string>>();
+
+/**
+ * Options whose value is yargs' default rather than given on the command
+ * line: those a configuration file or PGFERRY_* variable may still set.
+ */
+export function defaultedOptions(argv: object): ReadonlySet<string> {
+  return defaulted.get(argv) ?? new Set();
+}
+
 export const CONNECTION_GROUP = 'Connections:';
 export const OUTPUT_GROUP = 'Output and behaviour:';
 export const SCOPE_GROUP = 'Scope:';
@@ -77,5 +87,9 @@ export function withGlobalOptions<T>(y: Argv<T>): Argv<T> {
       type: 'boolean',
       group: OUTPUT_GROUP,
       describe: '--no-interactive never prompts; a needed confirmation without --yes exits 2',
-    }) as unknown as Argv<T>;
+    })
+    // yargs hands middleware the parser too (its typings say otherwise): it knows which values are defaults.
+    .middleware(((argv: object, y: { parsed?: { defaulted?: Record<string, boolean> } } | undefined) => {
+      defaulted.set(argv, new Set(Object.keys(y?.parsed?.defaulted ?? {})));
+    }) as never) as unknown as Argv<T>;
 }

@@ -78,6 +78,8 @@ export interface ConfigSettings {
   stateDir?: string;
   jobs?: number;
   maxLag?: MaxLag;
+  /** max_lag as written, for options that take the text (--max-lag). */
+  maxLagText?: string[];
 }
 
 export interface PgferryConfig {
@@ -350,7 +352,10 @@ export function parseConfigText(text: string, file: string, fileMode?: number): 
   if (raw.pg_bin_dir !== undefined) settings.pgBinDir = path.resolve(dir, raw.pg_bin_dir);
   if (raw.state_dir !== undefined) settings.stateDir = path.resolve(dir, raw.state_dir);
   if (raw.jobs !== undefined) settings.jobs = raw.jobs;
-  if (raw.max_lag !== undefined) settings.maxLag = problems.try(() => parseMaxLag(raw.max_lag!, 'max_lag'));
+  if (raw.max_lag !== undefined) {
+    settings.maxLag = problems.try(() => parseMaxLag(raw.max_lag!, 'max_lag'));
+    settings.maxLagText = typeof raw.max_lag === 'string' ? [raw.max_lag] : raw.max_lag;
+  }
 
   const scope = emptyScope();
   if (raw.all_databases && raw.include_databases?.length) {

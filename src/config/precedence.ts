@@ -66,6 +66,37 @@ export function parseMaxLag(value: string | readonly string[], what = '--max-lag
   return out;
 }
 
+/** Settings a configuration file gives to options that commands define themselves (--jobs, --max-lag). */
+export interface FileOptionSettings {
+  jobs?: number;
+  /** max_lag as written, e.g. ["16MB", "30s"]. */
+  maxLagText?: string[];
+}
+
+/**
+ * Fill options that were not given on the command line from PGFERRY_* and
+ * then from the file, in place: `defaulted` names the options that hold
+ * yargs' default. Values from the environment are checked here (exit 2).
+ */
+export function applyOptionLayers(
+  argv: { jobs?: unknown; maxLag?: unknown },
+  env: NodeJS.ProcessEnv,
+  file: FileOptionSettings | undefined,
+  defaulted: ReadonlySet<string>,
+): void {
+  if (argv.jobs === undefined || defaulted.has('jobs')) {
+    const value = envInteger(env, SETTING_ENV.jobs) ?? file?.jobs;
+    if (value !== undefined) argv.jobs = value;
+  }
+  if (argv.maxLag === undefined || defaulted.has('maxLag') || defaulted.has('max-lag')) {
+    const fromEnv = env[SETTING_ENV.maxLag]?.trim();
+    if (fromEnv) {
+      parseMaxLag(fromEnv, SETTING_ENV.maxLag);
+      argv.maxLag = [fromEnv];
+    } else if (file?.maxLagText) argv.maxLag = file.maxLagText;
+  }
+}
+
 function asList(v: string | string[] | undefined): string[] {
   return v === undefined ? [] : Array.isArray(v) ? v : [v];
 }

@@ -2,8 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import yargs, { type Argv } from 'yargs';
 import { createContext } from '../../src/cli/context.js';
-import type { GlobalArgs } from '../../src/cli/options.js';
+import { withGlobalOptions, type GlobalArgs } from '../../src/cli/options.js';
 import { scopeSpecFromArgs } from '../../src/cli/scope-options.js';
 import { didYouMean } from '../../src/config/did-you-mean.js';
 import { CONFIG_KEYS, loadConfigFile, parseConfigText } from '../../src/config/file.js';
@@ -89,6 +90,7 @@ last = "30 Days"
       stateDir: path.join(dir, 'state'),
       jobs: 3,
       maxLag: { bytes: 16 * 1024 * 1024, seconds: 30 },
+      maxLagText: ['16MB', '30s'],
     });
     expect(cfg.hasScope).toBe(false);
   });
@@ -242,6 +244,33 @@ describe('precedence: defaults < file < environment < flags', () => {
     expect(withFlags.connectionString('source')).toBe('postgresql://flag@h/flagdb');
 
     expect(createContext(args(), {}).stateDir).toBe(path.resolve('.pgferry'));
+  });
+
+  it('options a command defines (--jobs, --max-lag): default < file < PGFERRY_* < flag, through the real parser', async () => {
+    const file = writeConfig('jobs = 3\nmax_lag = ["16MB", "30s"]\n');
+    const run = async (argv: string[], env: NodeJS.ProcessEnv) => {
+      let seen: { jobs: number; maxLag?: string[] } | undefined;
+      await withGlobalOptions(yargs(argv) as unknown as Argv<GlobalArgs>)
+        .command(
+          'copy',
+          'test',
+          (y) => y.option('jobs', { alias: 'j', type: 'number', default: 4 }).option('max-lag', { type: 'string', array: true }),
+          (a) => {
+            createContext(a as unknown as GlobalArgs, env);
+            seen = { jobs: (a as unknown as { jobs: number }).jobs, maxLag: (a as unknown as { maxLag?: string[] }).maxLag };
+          },
+        )
+        .strict()
+        .exitProcess(false)
+        .parseAsync();
+      return seen!;
+    };
+    expect(await run(['copy'], {})).toEqual({ jobs: 4, maxLag: undefined });
+    expect(await run(['copy', '--config', file], {})).toEqual({ jobs: 3, maxLag: ['16MB', '30s'] });
+    expect(await run(['copy', '--config', file], { PGFERRY_JOBS: '6', PGFERRY_MAX_LAG: '1GB' })).toEqual({ jobs: 6, maxLag: ['1GB'] });
+    expect(await run(['copy', '--config', file, '-j', '2', '--max-lag', '5s'], { PGFERRY_JOBS: '6' })).toEqual({ jobs: 2, maxLag: ['5s'] });
+    expect(await run(['copy', '--config', file, '--jobs', '4'], { PGFERRY_JOBS: '6' })).toEqual({ jobs: 4, maxLag: ['16MB', '30s'] });
+    await expect(run(['copy'], { PGFERRY_JOBS: 'many' })).rejects.toThrow('PGFERRY_JOBS=many: expected a whole number from 1 to 256');
   });
 
   it('scope: a flag list replaces the file list everywhere; a flag filter replaces that table\'s filter only', () => {

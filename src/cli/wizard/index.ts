@@ -45,6 +45,11 @@ export function confirmedByWizard(ctx: CommandContext): boolean {
   return confirmed.has(ctx);
 }
 
+interface PromptContext {
+  signal: AbortSignal;
+  output: NodeJS.WritableStream;
+}
+
 type Key = string;
 const keyOf = (t: { schema: string; name: string }): Key => `${t.schema}\u0000${t.name}`;
 
@@ -88,7 +93,7 @@ export function equivalentCommand(rawArgs: readonly string[], kind: WizardKind, 
   return ['pgferry', ...out].map(shellQuote).join(' ');
 }
 
-async function chooseDatabases(ctx: CommandContext, initial: ScopeSpec, context: { signal: AbortSignal }): Promise<string[]> {
+async function chooseDatabases(ctx: CommandContext, initial: ScopeSpec, context: PromptContext): Promise<string[]> {
   const source = ctx.conn('source');
   const listing = await withSpinner(ctx.out, 'Reading the databases of the source', () => listDatabases(source, initial));
   const rows = aligned(listing.databases, (d) => [d.name, formatBytes(d.bytes), d.connectionDatabase ? '(in the connection)' : '']);
@@ -104,7 +109,7 @@ async function chooseDatabases(ctx: CommandContext, initial: ScopeSpec, context:
   );
 }
 
-async function chooseTables(ctx: CommandContext, database: string, initial: ScopeSpec, context: { signal: AbortSignal }): Promise<{ choices: DatabaseChoices; tables: TableEntry[] }> {
+async function chooseTables(ctx: CommandContext, database: string, initial: ScopeSpec, context: PromptContext): Promise<{ choices: DatabaseChoices; tables: TableEntry[] }> {
   const source = ctx.conn('source');
   const listing = await withSpinner(ctx.out, `Reading the tables of ${database}`, () =>
     listDatabaseTables(source, database, { ...emptyScope(), perDatabase: { [database]: rulesFor(initial, database) } }),
@@ -210,7 +215,7 @@ function printSummary(ctx: CommandContext, kind: WizardKind, picked: { choices: 
   out.print();
 }
 
-async function offerToSave(ctx: CommandContext, kind: WizardKind, spec: ScopeSpec, context: { signal: AbortSignal }): Promise<string | undefined> {
+async function offerToSave(ctx: CommandContext, kind: WizardKind, spec: ScopeSpec, context: PromptContext): Promise<string | undefined> {
   const needed = flagsForSpec(spec) === undefined;
   const save = await confirm(
     {
@@ -244,7 +249,8 @@ async function offerToSave(ctx: CommandContext, kind: WizardKind, spec: ScopeSpe
  * flags given together with --interactive).
  */
 export async function runWizard(ctx: CommandContext, kind: WizardKind, initial: ScopeSpec = emptyScope()): Promise<ScopeSpec | undefined> {
-  const context = { signal: ctx.signal };
+  // Questions go to stderr, like every confirmation: stdout carries results.
+  const context = { signal: ctx.signal, output: process.stderr };
   const source = ctx.conn('source');
   const databases = await chooseDatabases(ctx, initial, context);
   const picked: { choices: DatabaseChoices; tables: TableEntry[] }[] = [];
