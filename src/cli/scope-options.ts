@@ -56,15 +56,15 @@ export function withTableScopeOptions<T>(y: Argv<T>): Argv<T> {
 export type ScopeArgs = ScopeFlags & { config?: string };
 
 /**
- * Flags (and --config) → ScopeSpec. The configuration file, when given, is
- * the base that the flags override (applyScopeFlags says how); an explicit
- * `base` keeps the older behaviour of scopeFromFlags.
+ * Flags (and --config) → ScopeSpec. Lowest first: `base` (e.g. the scope a
+ * run recorded), then the configuration file, which replaces it, then the
+ * flags (applyScopeFlags says how they override a file).
  */
 export function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): ScopeSpec {
-  if (base) return scopeFromFlags(args, base);
   if (args.config) {
     const file = loadConfigFile(args.config);
     return applyScopeFlags(file.scope, args, file.displayPath);
   }
+  if (base) return scopeFromFlags(args, base);
   return scopeFromFlags(args);
 }

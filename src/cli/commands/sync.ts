@@ -9,6 +9,7 @@ import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
+import { resolveRunScope } from '../run-options.js';
 import { scopeSpecFromArgs, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 const SYNC_GROUP = 'Sync:';
@@ -80,7 +81,8 @@ export const syncCommand = defineCommand<SyncArgs>({
     'which hands each one over to the stream at an exact position. Without init, --copy-data lets PostgreSQL copy every table; the ' +
     'schema must exist on the target first (pg_dump --schema-only … | psql). Running sync again is safe.',
   async run(ctx: CommandContext, argv) {
-    const scope = argv.config || hasScopeFlags(argv) ? scopeSpecFromArgs(argv) : undefined;
+    // Without scope flags sync follows init's recorded scope; the interactive mode only when asked for (--interactive).
+    const scope = argv.interactive === true ? await resolveRunScope(ctx, argv, 'sync') : argv.config || hasScopeFlags(argv) ? scopeSpecFromArgs(argv) : undefined;
     if (!(argv.waitTimeout >= 0)) throw new UsageError(`--wait-timeout must be 0 or more seconds (got ${argv.waitTimeout})`);
     const lag = argv.maxLag?.length ? parseMaxLag(argv.maxLag) : undefined;
     const progress = createProgress(ctx);
