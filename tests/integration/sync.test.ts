@@ -17,17 +17,16 @@ import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
 import { runSync, type SyncOptions } from '../../src/pipeline/sync/index.js';
-import { ensurePublication, publishedTables } from '../../src/pipeline/sync/publication.js';
 import { loadState } from '../../src/state/checkpoint.js';
-import { objectNames } from '../../src/state/object-names.js';
-import { listTables } from '../../src/postgres/catalog/tables.js';
-import { withClient } from '../../src/postgres/connect.js';
 import { startCli } from '../support/cli.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
-import { tableHashes } from '../support/compare.js';
-import { startWriter, WRITER_FILTER, WRITER_FILTER_FLAG, WRITER_TABLES, writerSchemaSql } from '../support/writer.js';
+import {
+  publishBeforeInit, startWriter, untilCaughtUp, waitFor, WRITER_FILTER, WRITER_FILTER_FLAG, WRITER_TABLES, writerSchemaSql, writerTableHashes,
+} from '../support/writer.js';
 
 const clusters = useClusters();
+/** pg_subscription is shared by all databases: only this database's. */
+const OWN_SUBSCRIPTIONS = 'SELECT 1 FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())';
 let src: LocalCluster;
 let tgt: LocalCluster;
 const tmpDirs: string[] = [];
@@ -56,54 +55,15 @@ function syncOptions(s: LocalCluster, t: LocalCluster, db: string, dir: string, 
   return { source: s.conn(db), target: t.conn(db), stateDir: dir, waitTimeoutSeconds: 120, pollMs: 250, signal: new AbortController().signal, ...extra };
 }
 
-/**
- * The publication as init must create it: before its slot (a slot made before
- * its publication cannot be decoded past the first change in between).
- * Idempotent: once init does this itself, this call finds it done.
- */
-async function publishBeforeInit(s: LocalCluster, t: LocalCluster, db: string, scope: ScopeSpec): Promise<void> {
-  const [sid, tid] = await Promise.all([
-    s.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'),
-    t.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'),
-  ]);
-  const names = objectNames({ sourceSystemIdentifier: sid[0]!.id, sourceDatabase: db, targetSystemIdentifier: tid[0]!.id, targetDatabase: db });
-  await withClient(s.conn(db), async (c) => {
-    const tables = (await listTables(c)).filter((x) => !scopeExcludes(scope, x.name)).map((x) => ({ ...x, schemaOnly: false }));
-    const filters = Object.fromEntries(scope.rules.tableFilters.map((f) => [`${f.schema}.${f.table}`, f.where]));
-    await ensurePublication(c, names.publication, publishedTables(tables, filters).published, s.major);
-  });
-}
-
-function scopeExcludes(scope: ScopeSpec, table: string): boolean {
-  return scope.rules.exclude.some((p) => p === table || p === `public.${table}`);
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 90_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-/** Wait until status says in sync with no lag left, i.e. the target has applied everything the source wrote. */
-async function untilCaughtUp(s: LocalCluster, t: LocalCluster, db: string, dir: string): Promise<void> {
-  const lsn = (await s.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
-  await waitFor('the target to apply everything', async () => {
-    const r = await runStatus({ source: s.conn(db), target: t.conn(db), stateDir: dir, maxLag: { bytes: 1024 * 1024, seconds: 5 } });
-    if (r.exitCode !== 0) return false;
-    const rows = await s.query<{ ok: boolean }>(
-      'SELECT bool_and(confirmed_flush_lsn >= $1::pg_lsn) AS ok FROM pg_replication_slots WHERE slot_name = $2',
-      [lsn, r.databases[0]!.slot.name],
-    );
-    return !!rows[0]?.ok;
-  });
+/** pgferry's publication, created before init's slot (see publishBeforeInit). */
+async function publish(s: LocalCluster, t: LocalCluster, db: string, scope: ScopeSpec): Promise<void> {
+  const filters = Object.fromEntries(scope.rules.tableFilters.map((f) => [`${f.schema}.${f.table}`, f.where]));
+  await publishBeforeInit(s, t, db, { filters });
 }
 
 /** Every writer table equal on both sides (w_region: the source's rows that match the filter). */
 async function expectEqual(s: LocalCluster, t: LocalCluster, db: string, filtered: boolean): Promise<void> {
-  const want = WRITER_TABLES.map((name) => ({ schema: 'public', name, ...(filtered && name === WRITER_FILTER.table ? { where: WRITER_FILTER.where } : {}) }));
-  const [a, b] = await Promise.all([tableHashes(s.conn(db), want), tableHashes(t.conn(db), WRITER_TABLES.map((name) => ({ schema: 'public', name })))]);
+  const { source: a, target: b } = await writerTableHashes(s, t, db, filtered);
   for (const name of WRITER_TABLES) {
     const key = `public.${name}`;
     expect(b[key], `${key} on the target`).toEqual(a[key]);
@@ -123,7 +83,7 @@ describe('sync', () => {
     const dir = await stateDir();
     const scope = scopeFromFlags({ tableFilter: [WRITER_FILTER_FLAG] });
     const writer = startWriter(src.conn(db));
-    await publishBeforeInit(src, tgt, db, scope);
+    await publish(src, tgt, db, scope);
     await new Promise((r) => setTimeout(r, 300));
     const init = await runInit(initOptions(src, tgt, db, dir, scope));
     expect(init.databases[0]!.phase).toBe('done');
@@ -160,20 +120,24 @@ describe('sync', () => {
   });
 
   it('after init was killed and resumed, PostgreSQL copies the late tables again with an exact hand-off', async () => {
-    const db = await createDatabase(src, uniqueDbName('resume'), writerSchemaSql(400_000));
+    const db = await createDatabase(src, uniqueDbName('resume'), writerSchemaSql(800_000));
     const dir = await stateDir();
     const scope = scopeFromFlags({ tableFilter: [WRITER_FILTER_FLAG] });
     const writer = startWriter(src.conn(db), { pauseMs: 2 });
-    await publishBeforeInit(src, tgt, db, scope);
-    const args = ['init', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir, '--jobs', '1', '--no-roles', '--yes', '--table-filter', WRITER_FILTER_FLAG];
-    // Kill init -9 once a small table is done and the big one (w_items) is still copying.
+    await publish(src, tgt, db, scope);
+    const args = ['init', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir, '--jobs', '2', '--max-parts', '1', '--no-roles', '--yes', '--table-filter', WRITER_FILTER_FLAG];
+    // Kill init -9 once the small tables are done (one worker) and the big one (w_items, the other worker) is still copying.
     const child = startCli(args, { timeoutMs: 120_000 });
-    await waitFor('init to finish a table while w_items copies', async () => {
+    let killedMidway = false;
+    await waitFor('init to finish the small tables', async () => {
       const s = await loadState(dir).catch(() => undefined);
       const tables = Object.values(s?.databases[db]?.tables ?? {});
-      return tables.some((t) => t.status === 'done' && !t.schemaOnly) && tables.some((t) => t.name === 'w_items' && t.status !== 'done');
-    }, 60_000);
+      const small = tables.filter((t) => t.name !== 'w_items');
+      killedMidway = small.length > 0 && small.every((t) => t.status === 'done') && tables.some((t) => t.name === 'w_items' && t.status !== 'done');
+      return killedMidway || (child as unknown as { exitCode: number | null }).exitCode !== null;
+    }, 60_000, 10);
     child.kill('SIGKILL');
+    expect(killedMidway, 'init was killed while w_items was copying').toBe(true);
     await (child as unknown as Promise<unknown>).catch(() => {});
     const resumed = await startCli(args, { timeoutMs: 150_000 });
     expect(resumed.exitCode, String(resumed.stderr)).toBe(0);
@@ -196,14 +160,14 @@ describe('sync', () => {
   it('refuses, before creating anything, a keyless table without --set-replica-identity-full; with it, replicates it', async () => {
     const db = await createDatabase(src, uniqueDbName('keyless'), `CREATE TABLE bare (a int, b text); INSERT INTO bare VALUES (1, 'x'), (1, 'x'), (2, 'y');`);
     const dir = await stateDir();
-    await publishBeforeInit(src, tgt, db, emptyScope());
+    await publish(src, tgt, db, emptyScope());
     await runInit(initOptions(src, tgt, db, dir, emptyScope()));
     const err = await runSync(syncOptions(src, tgt, db, dir)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PgferryError);
     expect((err as PgferryError).exitCode).toBe(ExitCode.usage);
     expect((err as Error).message).toMatch(/public\.bare/);
     expect((err as PgferryError).hint).toMatch(/--set-replica-identity-full/);
-    expect(await tgt.query('SELECT 1 FROM pg_subscription', [], db)).toHaveLength(0);
+    expect(await tgt.query(OWN_SUBSCRIPTIONS, [], db)).toHaveLength(0);
 
     const ok = await runSync(syncOptions(src, tgt, db, dir, { setReplicaIdentityFull: true }));
     expect(ok.databases[0]!.replicaIdentityFull).toEqual(['public.bare']);
@@ -228,7 +192,7 @@ describe('sync', () => {
     } else {
       expect((err as PgferryError).exitCode).toBe(ExitCode.usage);
       expect((err as Error).message).toMatch(/cannot be read with publication/);
-      expect(await tgt.query('SELECT 1 FROM pg_subscription', [], db)).toHaveLength(0);
+      expect(await tgt.query(OWN_SUBSCRIPTIONS, [], db)).toHaveLength(0);
     }
     expect(names).toHaveLength(1);
 
@@ -250,7 +214,7 @@ describe('sync 13 → 17', () => {
     const dir = await stateDir();
     const scope = emptyScope();
     const writer = startWriter(s13.conn(db));
-    await publishBeforeInit(s13, t17, db, scope);
+    await publish(s13, t17, db, scope);
     const init = await runInit({ ...initOptions(s13, t17, db, dir, scope), pgBinDir: undefined });
     expect(init.databases[0]!.phase).toBe('done');
     const report = await runSync(syncOptions(s13, t17, db, dir));

@@ -8,7 +8,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import type { LocalCluster } from '../../src/local/cluster.js';
+import { runStatus } from '../../src/pipeline/status/index.js';
+import { ensurePublication, publishedTables } from '../../src/pipeline/sync/publication.js';
+import { listTables } from '../../src/postgres/catalog/tables.js';
+import { withClient } from '../../src/postgres/connect.js';
 import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
+import { objectNames } from '../../src/state/object-names.js';
+import { tableHashes, type TableHash } from './compare.js';
 
 /** The tables the writer works on (all in schema public). */
 export const WRITER_TABLES = ['w_items', 'w_docs', 'w_log', 'w_region'] as const;
@@ -111,4 +118,58 @@ export function startWriter(conn: ResolvedConnInfo, opts: { pauseMs?: number } =
       return commits;
     },
   };
+}
+
+/* ---- Helpers for tests that replicate the writer's tables ---- */
+
+/** Poll until `check` holds. */
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 90_000, everyMs = 250): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Create pgferry's publication for `db` the way it must exist before init's
+ * slot (a slot created before its publication cannot be decoded past the
+ * first change in between). Idempotent: a no-op where init already did it.
+ */
+export async function publishBeforeInit(
+  s: LocalCluster,
+  t: LocalCluster,
+  db: string,
+  opts: { exclude?: string[]; filters?: Record<string, string> } = {},
+): Promise<void> {
+  const [sid, tid] = await Promise.all([
+    s.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'),
+    t.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'),
+  ]);
+  const names = objectNames({ sourceSystemIdentifier: sid[0]!.id, sourceDatabase: db, targetSystemIdentifier: tid[0]!.id, targetDatabase: db });
+  await withClient(s.conn(db), async (c) => {
+    const tables = (await listTables(c)).filter((x) => !(opts.exclude ?? []).includes(`${x.schema}.${x.name}`)).map((x) => ({ ...x, schemaOnly: false }));
+    await ensurePublication(c, names.publication, publishedTables(tables, opts.filters ?? {}).published, s.major);
+  });
+}
+
+/** Until status says in sync and the slot has confirmed everything the source had written when called. */
+export async function untilCaughtUp(s: LocalCluster, t: LocalCluster, db: string, stateDir: string): Promise<void> {
+  const lsn = (await s.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
+  await waitFor('the target to apply everything', async () => {
+    const r = await runStatus({ source: s.conn(db), target: t.conn(db), stateDir, maxLag: { bytes: 1024 * 1024, seconds: 5 } });
+    if (r.exitCode !== 0) return false;
+    const rows = await s.query<{ ok: boolean }>(
+      'SELECT bool_and(confirmed_flush_lsn >= $1::pg_lsn) AS ok FROM pg_replication_slots WHERE slot_name = $2',
+      [lsn, r.databases[0]!.slot.name],
+    );
+    return !!rows[0]?.ok;
+  });
+}
+
+/** Row count and ordered hash of each writer table on both sides (w_region on the source: only rows matching the filter when `filtered`). */
+export async function writerTableHashes(s: LocalCluster, t: LocalCluster, db: string, filtered: boolean): Promise<{ source: Record<string, TableHash>; target: Record<string, TableHash> }> {
+  const want = WRITER_TABLES.map((name) => ({ schema: 'public', name, ...(filtered && name === WRITER_FILTER.table ? { where: WRITER_FILTER.where } : {}) }));
+  const [source, target] = await Promise.all([tableHashes(s.conn(db), want), tableHashes(t.conn(db), WRITER_TABLES.map((name) => ({ schema: 'public', name })))]);
+  return { source, target };
 }

@@ -120,6 +120,13 @@ export async function addToPublication(client: pg.Client, name: string, tables: 
  * forever. Returns the error text, or null when the slot is readable.
  */
 export async function slotDecodable(client: pg.Client, slot: string, publication: string): Promise<string | null> {
+  // Decoding reads only flushed WAL; with synchronous_commit = off the latest commits may not be flushed yet.
+  const { rows } = await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
+  for (let i = 0; i < 100; i++) {
+    const f = await client.query<{ ok: boolean }>('SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS ok', [rows[0]!.lsn]);
+    if (f.rows[0]!.ok) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   try {
     await client.query(
       `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, 1, 'proto_version', '1', 'publication_names', $2)`,
