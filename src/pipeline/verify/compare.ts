@@ -12,9 +12,10 @@
 import { displayName } from '../../postgres/identifiers.js';
 import { currentLsn, waitForReplay, type ReplicationLink } from './replication.js';
 import type { SessionPair, SideSession } from './sessions.js';
+import type { ChunkTask } from './plan.js';
 import {
-  chunkHashQuery, keyValues, leafRowsQuery, lookupRowsQuery, splitPointsQuery, WHOLE_RANGE, type KeyRange, type Query,
-  type Side, type VerifyTable,
+  bucketHashQuery, bucketRange, chunkHashQuery, keyValues, leafRowsQuery, lookupRowsQuery, splitPointsQuery, WHOLE_RANGE,
+  type KeyRange, type Query, type Side, type VerifyTable,
 } from './sql.js';
 import type { DiffKind, RowDiff, TableReport } from './types.js';
 
@@ -104,6 +105,35 @@ export class TableComparer {
     this.report.notes.push(
       `the target did not replay past source LSN ${lsn} within ${Math.round(this.settings.lagTimeoutMs / 1000)}s: differences here may be changes not yet applied`,
     );
+  }
+
+  /** One first-pass task: a chunk, a segment of integer buckets, or a whole keyless table. */
+  async compareTask(pair: SessionPair, task: ChunkTask): Promise<void> {
+    if (task.buckets) await this.compareBuckets(pair, task);
+    else await this.compareChunk(pair, task.range);
+  }
+
+  /** A segment of integer buckets: one scan per side, then each bucket compared like a chunk. */
+  private async compareBuckets(pair: SessionPair, task: ChunkTask): Promise<void> {
+    const b = task.buckets!;
+    await Promise.all([pair.source.planFor('whole'), pair.target.planFor('whole')]);
+    const perBucket = async (s: SideSession, q: Query) => {
+      const rows = await s.query<{ b: string; n: string; h: string }>(q);
+      return new Map(rows.map((r) => [Number(r.b), { n: Number(r.n), h: r.h }]));
+    };
+    const [src, tgt] = await both(pair, (side) => bucketHashQuery(this.table, task.range, side, b), perBucket);
+    const empty: Hash = { n: 0, h: '0' };
+    for (let i = b.first; i <= b.last; i++) {
+      const s = src.get(i) ?? empty;
+      const t = tgt.get(i) ?? empty;
+      this.report.rowsSource += s.n;
+      this.report.rowsTarget += t.n;
+      this.report.chunks++;
+      if (same(s, t)) continue;
+      if (this.settings.signal?.aborted) return;
+      if (await this.resolveRange(pair, bucketRange(b, i), s, t)) this.report.chunksDifferent++;
+      else this.report.rechecked++;
+    }
   }
 
   /** One first-pass chunk (or the whole keyless table). */

@@ -6,14 +6,31 @@
  * and the last open above, so rows outside the sampled span are still covered.
  */
 import type { SideSession } from './sessions.js';
-import { countQuery, integerBoundsQuery, keyValues, sampleKeysQuery, WHOLE_RANGE, type KeyRange, type VerifyTable } from './sql.js';
+import {
+  bucketRange, countQuery, integerBoundsQuery, keyValues, sampleKeysQuery, WHOLE_RANGE, type IntegerBuckets, type KeyRange,
+  type VerifyTable,
+} from './sql.js';
+
+/**
+ * One unit of work: a key range hashed as one chunk, or (dense integer keys)
+ * a segment of consecutive buckets hashed per bucket in one scan.
+ */
+export interface ChunkTask {
+  range: KeyRange;
+  buckets?: IntegerBuckets & { first: number; last: number };
+}
 
 export interface ChunkPlan {
-  /** Number of ranges. */
+  /** Number of first-pass chunks (buckets count one each). */
   count: number;
-  /** The ranges in key order, made on demand (memory stays flat for huge tables). */
-  ranges(): Generator<KeyRange>;
+  /** Number of tasks tasks() yields. */
+  taskCount: number;
+  /** The tasks in key order, made on demand (memory stays flat for huge tables). */
+  tasks(): Generator<ChunkTask>;
 }
+
+/** At most this many buckets are hashed by one segment query. */
+const BUCKETS_PER_SEGMENT = 64;
 
 const SAMPLES_PER_CHUNK = 16;
 const MAX_SAMPLE_ROWS = 200_000;
@@ -21,8 +38,9 @@ const MAX_SAMPLE_ROWS = 200_000;
 function single(): ChunkPlan {
   return {
     count: 1,
-    *ranges() {
-      yield WHOLE_RANGE;
+    taskCount: 1,
+    *tasks() {
+      yield { range: WHOLE_RANGE };
     },
   };
 }
@@ -31,37 +49,42 @@ function fromBoundaries(bounds: string[][]): ChunkPlan {
   if (!bounds.length) return single();
   return {
     count: bounds.length + 1,
-    *ranges() {
+    taskCount: bounds.length + 1,
+    *tasks() {
       let lo: string[] | null = null;
       for (const b of bounds) {
-        yield { lo, hi: b };
+        yield { range: { lo, hi: b } };
         lo = b;
       }
-      yield { lo, hi: null };
+      yield { range: { lo, hi: null } };
     },
   };
 }
 
-function integerPlan(lo: bigint, hi: bigint, chunks: number): ChunkPlan {
+/**
+ * Equal-width buckets of about `chunkRows` rows over [lo, hi], grouped into
+ * segments so that each query scans a stretch of the table once and returns
+ * one count and hash per bucket. Enough segments that every job has work.
+ */
+function integerPlan(lo: bigint, hi: bigint, chunks: number, jobs: number): ChunkPlan {
   const width = (hi - lo + 1n + BigInt(chunks) - 1n) / BigInt(chunks);
-  const first = lo + width;
-  const inner = first <= hi ? Number((hi - first) / width) + 1 : 0;
+  const total = Number((hi - lo) / width) + 1;
+  const buckets: IntegerBuckets = { origin: lo, width, total };
+  const perSegment = Math.max(1, Math.min(BUCKETS_PER_SEGMENT, Math.ceil(total / (jobs * 4))));
   return {
-    count: inner + 1,
-    *ranges() {
-      let prev: string[] | null = null;
-      for (let b = first; b <= hi; b += width) {
-        const cur = [b.toString()];
-        yield { lo: prev, hi: cur };
-        prev = cur;
+    count: total,
+    taskCount: Math.ceil(total / perSegment),
+    *tasks() {
+      for (let first = 0; first < total; first += perSegment) {
+        const last = Math.min(first + perSegment, total) - 1;
+        yield { range: { lo: bucketRange(buckets, first).lo, hi: bucketRange(buckets, last).hi }, buckets: { ...buckets, first, last } };
       }
-      yield { lo: prev, hi: null };
     },
   };
 }
 
 /** Plan the first pass. `estimatedRows` < 0 means the statistics know nothing. */
-export async function planChunks(source: SideSession, t: VerifyTable, chunkRows: number): Promise<ChunkPlan> {
+export async function planChunks(source: SideSession, t: VerifyTable, chunkRows: number, jobs = 1): Promise<ChunkPlan> {
   if (!t.key) return single();
   await source.planFor('range');
   let rows = t.estimatedRows;
@@ -76,7 +99,8 @@ export async function planChunks(source: SideSession, t: VerifyTable, chunkRows:
     const chunks = Math.max(1, Math.ceil(rows / chunkRows));
     if (chunks === 1) return single();
     // Dense enough: equal-width ranges hold about equal rows. Sparse keys fall through to sampling.
-    if (span <= BigInt(Math.ceil(rows)) * 4n) return integerPlan(lo, hi, chunks);
+    // (Spans past 2^62 could overflow the bucket arithmetic in int8.)
+    if (span <= BigInt(Math.ceil(rows)) * 4n && span < 1n << 62n) return integerPlan(lo, hi, chunks, jobs);
   }
   if (rows < 0) {
     await source.planFor('whole');

@@ -169,6 +169,36 @@ export function splitPointsQuery(t: VerifyTable, range: KeyRange, side: Side, st
   };
 }
 
+/**
+ * Equal-width integer buckets: bucket i of `total` covers [origin + i·width,
+ * origin + (i+1)·width), the first open below and the last open above.
+ */
+export interface IntegerBuckets {
+  origin: bigint;
+  width: bigint;
+  total: number;
+}
+
+export function bucketRange(b: IntegerBuckets, i: number): KeyRange {
+  const lo = b.origin + BigInt(i) * b.width;
+  return { lo: i === 0 ? null : [lo.toString()], hi: i === b.total - 1 ? null : [(lo + b.width).toString()] };
+}
+
+/**
+ * count and hash sum per integer bucket within a range, in one scan. Returns
+ * columns b, n, h (text); empty buckets are absent.
+ */
+export function bucketHashQuery(t: VerifyTable, range: KeyRange, side: Side, b: IntegerBuckets): Query {
+  const p = new Params();
+  const where = whereClause(t, range, side, p);
+  const k = quoteIdent(t.key![0]!.name);
+  const bucket = `greatest(least((${k}::int8 - ${p.add(b.origin.toString())}::int8) / ${p.add(b.width.toString())}::int8, ${p.add(b.total - 1)}::int8), 0)`;
+  return {
+    text: `SELECT ${bucket}::text AS b, count(*)::text AS n, coalesce(sum(${rowHashExpr(t.columns)}), 0)::text AS h FROM ${fromClause(t)}${where} GROUP BY 1`,
+    values: p.values,
+  };
+}
+
 /** Key texts and row hash of every row in a (small) range. Returns k0…kn, h. */
 export function leafRowsQuery(t: VerifyTable, range: KeyRange, side: Side, limit: number): Query {
   const key = t.key!;

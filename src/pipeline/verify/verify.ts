@@ -14,11 +14,11 @@ import { isConnectFailure, operationError } from '../../postgres/errors.js';
 import { displayName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { probePair, sourceConnFor, targetConnFor } from '../sides.js';
 import { emptyTableReport, TableComparer } from './compare.js';
-import { planChunks, type ChunkPlan } from './plan.js';
+import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
 import { detectReplication } from './replication.js';
 import { compareSequences, compareTableSchemas, targetColumns } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
-import { hashKind, type KeyRange, type VerifyTable } from './sql.js';
+import { hashKind, type VerifyTable } from './sql.js';
 import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
 
 export const VERIFY_DEFAULTS = {
@@ -182,13 +182,13 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
           const job = jobs[next++]!;
           throwIfAborted(signal);
           try {
-            job.plan = await planChunks(pair.source, job.table, opts.chunkRows);
+            job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs);
           } catch (err) {
             if (fatal(err)) throw err;
             job.report.error = `cannot plan chunks: ${(err as Error).message}`;
-            job.plan = { count: 0, *ranges() {} };
+            job.plan = { count: 0, taskCount: 0, *tasks() {} };
           }
-          job.remaining = job.plan.count;
+          job.remaining = job.plan.taskCount;
         }
       }),
     );
@@ -203,8 +203,8 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
       job.report.status = finishStatus(job.report);
     }
 
-    function* tasks(): Generator<{ job: TableJob; range: KeyRange }> {
-      for (const job of jobs) for (const range of job.plan!.ranges()) yield { job, range };
+    function* tasks(): Generator<{ job: TableJob; task: ChunkTask }> {
+      for (const job of jobs) for (const task of job.plan!.tasks()) yield { job, task };
     }
     const queue = tasks();
     await Promise.all(
@@ -213,21 +213,21 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
           throwIfAborted(signal);
           const n = queue.next();
           if (n.done) return;
-          const { job, range } = n.value;
+          const { job, task } = n.value;
           if (!job.startedAt) {
             job.startedAt = Date.now();
             progress({ kind: 'start', id: `${dbLabel}/${job.report.display}`, title: `${dbLabel}${job.report.display}` });
           }
           if (!job.report.error) {
             try {
-              await job.comparer.compareChunk(pair, range);
+              await job.comparer.compareTask(pair, task);
             } catch (err) {
               throwIfAborted(signal);
               if (fatal(err)) throw err;
               job.report.error = `comparison failed: ${(err as Error).message}`;
             }
           }
-          job.done++;
+          job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
           progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: `${job.done}/${job.plan!.count} chunks`, done: job.done, total: job.plan!.count, unit: 'chunks' });
           if (--job.remaining === 0) finish(job);
         }
