@@ -20,6 +20,7 @@
  * rows of the largest keyed table are deleted on the target and re-inserted
  * after the measurement). Uses the build in dist/ (the .sh wrapper builds first).
  */
+import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startCluster } from '../../dist/local/cluster.js';
