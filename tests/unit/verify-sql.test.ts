@@ -1,0 +1,71 @@
+/** The SQL that verify builds: identifiers quoted, values as parameters, NULL distinct per column. */
+import { describe, expect, it } from 'vitest';
+import type { ScopeTable } from '../../src/config/scope.js';
+import { UsageError } from '../../src/errors.js';
+import {
+  bucketHashQuery, bucketRange, chunkHashQuery, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
+} from '../../src/pipeline/verify/sql.js';
+import { tableFilter } from '../../src/pipeline/verify/verify.js';
+
+const odd: VerifyTable = {
+  schema: 'Sales Data',
+  name: 'Order "x"',
+  display: '"Sales Data"."Order ""x"""',
+  key: [
+    { name: 'select', sourceType: 'integer', targetType: 'bigint', integer: true },
+    { name: 'Größe', sourceType: 'text', targetType: 'text', integer: false },
+  ],
+  columns: [
+    { name: 'Größe', kind: 'text' },
+    { name: 'select', kind: 'int' },
+  ],
+  filter: "status <> 'x'",
+  only: true,
+  estimatedRows: 10,
+};
+
+describe('verify SQL', () => {
+  it('hashes every column by name with its own seed and its own NULL constant', () => {
+    const expr = rowHashExpr(odd.columns);
+    expect(expr).toBe(
+      `coalesce(hashtextextended("Größe"::text COLLATE "C", 1), (${nullConstant(0)})::int8) # ` +
+        `coalesce(hashint8extended("select"::int8, 2), (${nullConstant(1)})::int8)`,
+    );
+    const constants = new Set(Array.from({ length: 200 }, (_v, i) => nullConstant(i)));
+    expect(constants.size).toBe(200);
+    for (const c of constants) expect(BigInt(c) >= -(2n ** 63n) && BigInt(c) < 2n ** 63n).toBe(true);
+    expect(rowHashExpr([])).toBe('0::int8');
+  });
+
+  it('passes key bounds as parameters cast to each side’s type, and applies the filter', () => {
+    const range = { lo: ['5', "it's"], hi: ['9', 'z'] };
+    const src = chunkHashQuery(odd, range, 'source');
+    expect(src.text).toContain('FROM ONLY "Sales Data"."Order ""x"""');
+    expect(src.text).toContain('WHERE ("select", "Größe") >= ($1::integer, $2::text) AND ("select", "Größe") < ($3::integer, $4::text) AND (status <> \'x\')');
+    expect(src.values).toEqual(['5', "it's", '9', 'z']);
+    expect(chunkHashQuery(odd, range, 'target').text).toContain('($1::bigint, $2::text)');
+    const lookup = lookupRowsQuery(odd, [['1', 'a'], ['2', 'b']], 'target');
+    expect(lookup.text).toContain('("select", "Größe") IN (SELECT * FROM unnest($1::bigint[], $2::text[]))');
+    expect(lookup.values).toEqual([['1', '2'], ['a', 'b']]);
+  });
+
+  it('cuts integer buckets with open ends', () => {
+    const b = { origin: 100n, width: 10n, total: 3 };
+    expect(bucketRange(b, 0)).toEqual({ lo: null, hi: ['110'] });
+    expect(bucketRange(b, 1)).toEqual({ lo: ['110'], hi: ['120'] });
+    expect(bucketRange(b, 2)).toEqual({ lo: ['120'], hi: null });
+    const single = { ...odd, key: [odd.key![0]!] };
+    const q = bucketHashQuery(single, { lo: null, hi: ['120'] }, 'source', b);
+    expect(q.text).toContain('greatest(least(("select"::int8 - $2::int8) / $3::int8, $4::int8), 0)');
+    expect(q.values).toEqual(['120', '100', '10', 2]);
+  });
+
+  it('takes the filter from the state first, builds a time filter from its cutoff, and refuses one without', () => {
+    const t = { schema: 'public', name: 'events', filter: "kind = 'a'", timeFilter: { column: 'At', window: '6 months' } } as ScopeTable;
+    expect(tableFilter(t, { 'public.events': 'stored predicate' }, undefined)).toBe('stored predicate');
+    expect(tableFilter(t, {}, { 'public.events': "2024-01-01 00:00:00+00" })).toBe(`"At" >= '2024-01-01 00:00:00+00'::timestamptz`);
+    expect(() => tableFilter(t, {}, {})).toThrow(UsageError);
+    expect(() => tableFilter(t, {}, {})).toThrow(/pgferry init/);
+    expect(tableFilter({ ...t, timeFilter: undefined }, undefined, undefined)).toBe("kind = 'a'");
+  });
+});
