@@ -52,11 +52,11 @@ export async function tableHashes(
     async (c) => {
       const tables = await listTables(c);
       const out: Record<string, TableHash> = {};
-      const wanted = only ?? tables.map((t) => ({ schema: t.schema, name: t.name }));
+      const wanted: { schema: string; name: string; where?: string }[] = only ?? tables.map((t) => ({ schema: t.schema, name: t.name }));
       for (const w of wanted) {
         const t = tables.find((x) => x.schema === w.schema && x.name === w.name);
         if (!t) throw new Error(`table ${w.schema}.${w.name} does not exist in ${conn.dbname}`);
-        out[`${t.schema}.${t.name}`] = await hashQuery(c, orderedRowsSql(t.schema, t.name, t.relkind === 'p', 'where' in w ? w.where : undefined));
+        out[`${t.schema}.${t.name}`] = await hashQuery(c, orderedRowsSql(t.schema, t.name, t.relkind === 'p', w.where));
       }
       return out;
     },

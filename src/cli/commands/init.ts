@@ -21,6 +21,7 @@ interface InitArgs extends ScopeArgs {
   privileges: boolean;
   roles: boolean;
   fkNotValid: boolean;
+  setReplicaIdentityFull: boolean;
   dropExisting: boolean;
   restart: boolean;
   dryRun: boolean;
@@ -51,6 +52,7 @@ function planRefusals(plan: InitPlan, dropExisting: boolean): string[] {
   for (const d of plan.databases) {
     if (d.targetStatus === 'not empty' && !dropExisting) out.push(`target database "${d.target}" is not empty (${d.targetContents}); add --drop-existing to replace it`);
     for (const p of d.foreignKeyProblems) if (p.blocking) out.push(p.message);
+    out.push(...d.replicationProblems);
   }
   return out;
 }
@@ -81,6 +83,7 @@ function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, dryRun: b
     if (so.length) out.print(`  structure only: ${so.map((t) => displayName(t.schema, t.name)).join(', ')}`);
     if (d.excluded.length) out.print(`  excluded: ${d.excluded.join(', ')}`);
     for (const p of d.foreignKeyProblems) out.print(`  ${out.symbol(p.blocking ? 'fail' : 'warn')} ${p.message}${p.blocking ? '' : ' (created NOT VALID)'}`);
+    for (const p of d.replicationProblems) out.print(`  ${out.symbol('fail')} ${p}`);
   }
   out.print();
   out.print(`Estimated: ${formatBytes(plan.estimatedBytes)} of rows, roughly ${seconds(plan.estimatedSeconds)} with ${plan.jobs} jobs (a nominal rate; indexes come on top)`);
@@ -184,6 +187,12 @@ export const initCommand = defineCommand<InitArgs>({
         group: INIT_GROUP,
         describe: 'Create foreign keys that the filters leave violated as NOT VALID instead of stopping',
       })
+      .option('set-replica-identity-full', {
+        type: 'boolean',
+        default: false,
+        group: INIT_GROUP,
+        describe: 'Give tables without a primary key REPLICA IDENTITY FULL on the source, so that UPDATE/DELETE keep working once published',
+      })
       .option('drop-existing', {
         type: 'boolean',
         default: false,
@@ -236,6 +245,7 @@ export const initCommand = defineCommand<InitArgs>({
         noPrivileges: !argv.privileges,
         noRoles: !argv.roles,
         fkNotValid: argv.fkNotValid,
+        setReplicaIdentityFull: argv.setReplicaIdentityFull,
         dropExisting: argv.dropExisting,
         restart: argv.restart,
         dryRun: argv.dryRun,

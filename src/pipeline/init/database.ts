@@ -30,6 +30,7 @@ import { CANONICAL_SETTINGS, connect, withClient } from '../../postgres/connect.
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { quoteLiteral } from '../../postgres/identifiers.js';
 import type { ServerIdentity } from '../../postgres/probe.js';
+import { isPgferryName, type ObjectNames } from '../../state/object-names.js';
 import { phaseBefore, statePaths, tableKey, type DatabaseState, type InitPhase, type StateStore } from '../../state/checkpoint.js';
 import { copyTables, formatBytes, planCopy } from './copy.js';
 import { createForeignKeys, fkKey } from './constraints.js';
@@ -40,6 +41,7 @@ import {
 } from './schema.js';
 import { analyzeTables, copySequenceValues } from './sequences.js';
 import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type SnapshotHolder } from './snapshot.js';
+import { preparePublication } from './publication.js';
 import { prepareTargetDatabase } from './target-db.js';
 
 export interface DatabaseReport {
@@ -74,7 +76,8 @@ export interface DatabaseRunContext {
   tables: ScopeTable[];
   allTables: CatalogTable[];
   fks: ForeignKey[];
-  slotName: string;
+  /** Slot and publication names of this database pair. */
+  names: ObjectNames;
 }
 
 function archiveFile(stateDir: string, db: string): string {
@@ -265,7 +268,7 @@ async function openSnapshot(x: DatabaseRunContext): Promise<SnapshotHolder> {
   await withClient(
     x.source.conn,
     async (c) => {
-      const existing = await findSlot(c, x.slotName);
+      const existing = await findSlot(c, x.names.slot);
       if (d.slot) {
         if (!existing) {
           if (keepFinished || !phaseBefore(d.phase, 'post-data')) {
@@ -299,7 +302,17 @@ async function openSnapshot(x: DatabaseRunContext): Promise<SnapshotHolder> {
     );
     return h;
   }
-  const h = await createSlotWithSnapshot(x.source.conn, x.slotName, x.source.identity.major);
+  // The publication must exist, with every streamed table, before the slot's consistent point (publication.ts).
+  await withClient(
+    x.source.conn,
+    async (c) => {
+      const r = await preparePublication(c, x.names.publication, x.tables, d.filters, x.source.identity.major, !!o.setReplicaIdentityFull);
+      if (r.fullIdentity.length) x.warn(`set REPLICA IDENTITY FULL on the source for ${r.fullIdentity.join(', ')} (--set-replica-identity-full)`);
+      if (r.change !== 'unchanged') x.progress({ kind: 'log', level: 'info', message: `publication ${x.names.publication} ${r.change} on the source` });
+    },
+    { label: 'the source' },
+  );
+  const h = await createSlotWithSnapshot(x.source.conn, x.names.slot, x.source.identity.major);
   try {
     await store.update(() => {
       d.slot = { name: h.slot!.name, consistentLsn: h.slot!.consistentLsn, snapshotName: h.snapshotName, createdAt: new Date().toISOString() };
@@ -411,7 +424,9 @@ async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts:
   const present = await withClient(x.source.conn, (s) => withClient(x.target.conn, (t) => entriesPresentOnTarget(s, t, entries), { label: 'the target' }), {
     label: 'the source',
   });
-  const todo = entries.filter((e) => !present.has(e.dumpId));
+  // pgferry's own publication belongs to the source side of this migration, not to the copy.
+  const own = (e: { desc: string; line: string }) => e.desc.startsWith('PUBLICATION') && e.line.split(' ').some((w) => isPgferryName(w));
+  const todo = entries.filter((e) => !present.has(e.dumpId) && !own(e));
   const isFk = (desc: string) => desc === 'FK CONSTRAINT';
   const isLate = (desc: string) => desc === 'COMMENT' || desc === 'SECURITY LABEL';
   const work = statePaths(o.stateDir).work;

@@ -34,6 +34,8 @@ export interface PlannedDatabase {
   estimatedBytes: number;
   /** Foreign keys the scope breaks (init refuses unless --fk-not-valid helps). */
   foreignKeyProblems: { constraint: string; table: string; references: string; message: string; blocking: boolean }[];
+  /** What publishing the scope for sync would break on the source (refused; --no-sync avoids it). */
+  replicationProblems: string[];
   resume: { phase: string; tablesDone: number } | null;
 }
 

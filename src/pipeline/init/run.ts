@@ -34,6 +34,7 @@ import { initDatabase, type DatabaseReport } from './database.js';
 import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from './fk-check.js';
 import { effectiveFilters, fixTimeCutoffs } from './filters.js';
 import { estimateSeconds, plannedTables, type InitPlan, type PlannedDatabase } from './plan.js';
+import { checkReplication, type ReplicationCheck } from './publication.js';
 import { copyRoles, type RolesReport } from './roles.js';
 import { dropSlot, findSlot } from './snapshot.js';
 import { inspectTargetDatabase } from './target-db.js';
@@ -59,6 +60,8 @@ export interface InitOptions {
   noPrivileges: boolean;
   noRoles: boolean;
   fkNotValid: boolean;
+  /** ALTER TABLE … REPLICA IDENTITY FULL on streamed tables without a row identity (instead of refusing them). */
+  setReplicaIdentityFull?: boolean;
   dropExisting: boolean;
   restart: boolean;
   dryRun: boolean;
@@ -174,6 +177,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     const cutoffs: Record<string, Record<string, string>> = {};
     const filters: Record<string, Record<string, string>> = {};
     const problems: Record<string, ForeignKeyProblem[]> = {};
+    const replication: Record<string, ReplicationCheck> = {};
     for (const p of pairs) {
       await withClient(
         p.sourceConn,
@@ -208,6 +212,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
             } finally {
               await c.query('COMMIT').catch(() => {});
             }
+            if (!o.noSync) replication[p.source] = await checkReplication(c, tables, filters[p.source]!, ids.source, !!o.setReplicaIdentityFull);
           }
           contexts.push({ ...p, tables, allTables, excluded: scope.excluded, fks });
         },
@@ -218,7 +223,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     const allProblems = Object.values(problems).flat();
     const blocking = allProblems.filter((p) => !(o.fkNotValid && p.notValidHelps));
     const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
-    const plan = needPlan ? await makePlan(o, ids, contexts, filters, problems, state) : null;
+    const plan = needPlan ? await makePlan(o, ids, contexts, filters, problems, replication, state) : null;
     if (o.dryRun) {
       return {
         dryRun: true, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
@@ -231,7 +236,16 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
         { hint: fkProblemHint(blocking) },
       );
     }
+    const replicationProblems = Object.values(replication).flatMap((r) => r.problems);
+    if (replicationProblems.length) {
+      throw new UsageError(`publishing the scope for sync would break the source:\n  ${replicationProblems.join('\n  ')}`, {
+        hint: [...new Set(Object.values(replication).flatMap((r) => r.hints))].join('\n') + '\n(or copy once without replication: --no-sync)',
+      });
+    }
     for (const p of allProblems) warn(`${p.message}; it is created NOT VALID (--fk-not-valid)`);
+    for (const t of Object.values(replication).flatMap((r) => r.unlogged)) {
+      warn(`${displayName(t.schema, t.name)} is unlogged: init copies it, but logical replication carries none of its later changes`);
+    }
     if (!resumed && plan && o.confirm?.startCopy && !(await o.confirm.startCopy(plan))) {
       throw new UsageError('init cancelled before copying; nothing was written');
     }
@@ -262,10 +276,10 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
         source: { conn: ctx.sourceConn, identity: ids.source },
         target: { conn: ctx.targetConn, identity: ids.target },
         tables: ctx.tables, allTables: ctx.allTables, fks: ctx.fks,
-        slotName: objectNames({
+        names: objectNames({
           sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: ctx.source,
           targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: ctx.target,
-        }).slot,
+        }),
       });
       for (const [k, v] of Object.entries(report.runPhaseSeconds)) phaseSeconds[k] = (phaseSeconds[k] ?? 0) + v;
       reports.push(report);
@@ -356,6 +370,7 @@ async function makePlan(
   contexts: DatabaseContext[],
   filters: Record<string, Record<string, string>>,
   problems: Record<string, ForeignKeyProblem[]>,
+  replication: Record<string, ReplicationCheck>,
   state: RunState | undefined,
 ): Promise<InitPlan> {
   const databases: PlannedDatabase[] = [];
@@ -396,6 +411,7 @@ async function makePlan(
         message: p.message,
         blocking: !(o.fkNotValid && p.notValidHelps),
       })),
+      replicationProblems: replication[ctx.source]?.problems ?? [],
       resume: prior ? { phase: prior.phase, tablesDone: done.size } : null,
     });
   }
