@@ -108,3 +108,54 @@ export function normaliseSchemaDump(text: string): string {
     .filter((l) => l.trim() && !l.startsWith('--') && !/^\\(un)?restrict\b/.test(l))
     .join('\n');
 }
+
+/**
+ * The structure of a database from its catalog, as sorted lines: relations,
+ * columns with types, constraints, indexes, triggers, policies, functions and
+ * sequences. For servers a pg_dump cannot read (a newer major than the
+ * installed client tools); definitions come from pg_get_*def, which prints the
+ * same text on every major for the objects the fixtures use.
+ */
+export async function catalogSummary(conn: ResolvedConnInfo): Promise<string[]> {
+  return withClient(conn, async (c) => {
+    await c.query("SELECT pg_catalog.set_config('search_path', '', false)");
+    const sys = `n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg\\_temp%'`;
+    const { rows } = await c.query<{ line: string }>(`
+      SELECT 'relation ' || c.relkind::text || ' ' || n.nspname || '.' || c.relname || ' owner ' || pg_get_userbyid(c.relowner)
+             || ' rls ' || c.relrowsecurity || ' persistence ' || c.relpersistence::text || ' identity ' || c.relreplident::text AS line
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${sys} AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'i', 'I', 'c')
+      UNION ALL
+      SELECT 'column ' || n.nspname || '.' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+             || ' notnull ' || a.attnotnull || ' generated ' || a.attgenerated::text || ' identity ' || a.attidentity::text
+             || ' default ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+       WHERE ${sys} AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'c')
+      UNION ALL
+      SELECT 'constraint ' || n.nspname || '.' || coalesce(t.relname, ty.typname, '') || '.' || co.conname || ' ' || pg_get_constraintdef(co.oid)
+             || ' validated ' || co.convalidated
+        FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
+        LEFT JOIN pg_class t ON t.oid = co.conrelid LEFT JOIN pg_type ty ON ty.oid = co.contypid WHERE ${sys}
+      UNION ALL
+      SELECT 'index ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${sys}
+      UNION ALL
+      SELECT 'trigger ' || pg_get_triggerdef(g.oid) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${sys} AND NOT g.tgisinternal
+      UNION ALL
+      SELECT 'policy ' || n.nspname || '.' || c.relname || '.' || p.polname || ' ' || p.polcmd::text || ' ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')
+        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      UNION ALL
+      SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || md5(p.prosrc)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE ${sys}
+      UNION ALL
+      SELECT 'type ' || n.nspname || '.' || t.typname || ' ' || t.typtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+       WHERE ${sys} AND t.typtype IN ('e', 'd', 'c', 'r') AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c')
+      UNION ALL
+      SELECT 'enum ' || t.typname || ' ' || string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid GROUP BY t.typname
+      UNION ALL
+      SELECT 'comment ' || d.classoid::regclass::text || ' ' || d.objsubid || ' ' || d.description FROM pg_description d
+        WHERE d.classoid = 'pg_class'::regclass AND d.objoid IN (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${sys})`);
+    return rows.map((r) => r.line).sort();
+  });
+}
