@@ -44,9 +44,14 @@ function tempStateDir(): string {
   return d;
 }
 
+/** The built CLI with an empty state directory (unless the test names one): no stray ./.pgferry applies. */
+function run(args: string[]) {
+  return runCliProcess(args.includes('--state-dir') ? args : [...args, '--state-dir', tempStateDir()]);
+}
+
 describe('pgferry verify (built CLI)', () => {
   it('exits 0 with a ✓ per table and a summary when the copy is equal', async () => {
-    const r = await runCliProcess(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_copy'), '--chunk-rows', '1000']);
+    const r = await run(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_copy'), '--chunk-rows', '1000']);
     expect(r.exitCode).toBe(0);
     const lines = r.stdout.split('\n');
     expect(lines[0]).toBe('Database shop → shop_copy');
@@ -64,14 +69,14 @@ describe('pgferry verify (built CLI)', () => {
 
   it('exits 1 and lists the differing keys; --json prints one document', async () => {
     const args = ['verify', '--source', pg.url('shop'), '--target', pg.url('shop_changed'), '--chunk-rows', '1000'];
-    const human = await runCliProcess(args);
+    const human = await run(args);
     expect(human.exitCode).toBe(1);
     expect(human.stdout).toMatch(/^ {2}✗ public\.items .*\n {6}different {9} id=42$/m);
     expect(human.stdout).toMatch(/^ {6}missing on target {2}id=15000$/m);
     expect(human.stdout).toContain('rows differ (a table without a key cannot show which)');
     expect(human.stdout.trimEnd().split('\n').at(-1)).toMatch(/^DIFFERENT: 3 tables \(0 equal, 3 different\)/);
 
-    const json = await runCliProcess([...args, '--json']);
+    const json = await run([...args, '--json']);
     expect(json.exitCode).toBe(1);
     const doc = JSON.parse(json.stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
     expect(doc).toMatchObject({ command: 'verify', ok: false, exitCode: 1, status: 'different' });
@@ -85,24 +90,33 @@ describe('pgferry verify (built CLI)', () => {
 
   it('reads the time-filter cutoff from the state directory', async () => {
     const stateDir = tempStateDir();
-    const noState = await runCliProcess(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_changed'), '--time-filter', 'public."Events":at:6 months', '--tables', '"Events"', '--state-dir', stateDir]);
+    const noState = await run(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_changed'), '--time-filter', 'public."Events":at:6 months', '--tables', '"Events"', '--state-dir', stateDir]);
     expect(noState.exitCode).toBe(2);
     expect(noState.stderr).toMatch(/error: public\."Events" has a time filter, but no cutoff is stored for it: the cutoff is fixed once by pgferry init/);
 
     const scope = scopeFromFlags({ timeFilter: ['public."Events":at:6 months'] });
-    const side = { systemIdentifier: '1', endpoint: 'x', major: pg.major };
-    writeFileSync(
-      path.join(stateDir, 'state.json'),
-      JSON.stringify({
-        version: 1,
-        source: side,
-        target: side,
-        scope,
-        databases: { shop: { sourceDatabase: 'shop', targetDatabase: 'shop_changed', filters: {}, timeFilterCutoffs: { 'public.Events': '2025-01-01 00:00:00+00' } } },
-      }),
-    );
+    const writeState = (systemIdentifier: string) => {
+      const side = { systemIdentifier, endpoint: 'postgres@127.0.0.1/shop', major: pg.major };
+      writeFileSync(
+        path.join(stateDir, 'state.json'),
+        JSON.stringify({
+          version: 1,
+          source: side,
+          target: side,
+          scope,
+          databases: { shop: { sourceDatabase: 'shop', targetDatabase: 'shop_changed', filters: {}, timeFilterCutoffs: { 'public.Events': '2025-01-01 00:00:00+00' } } },
+        }),
+      );
+    };
+    // A state of another migration is refused rather than applied.
+    writeState('1');
+    const foreign = await run(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_changed'), '--state-dir', stateDir]);
+    expect(foreign.exitCode).toBe(2);
+    expect(foreign.stderr).toContain('belongs to another migration');
+    const [{ id }] = (await pg.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')) as [{ id: string }];
+    writeState(id);
     // Row 15000 is at 2025-02-15, after the cutoff: found. Rows before the cutoff are not compared.
-    const r = await runCliProcess(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_changed'), '--tables', '"Events"', '--state-dir', stateDir, '--json']);
+    const r = await run(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_changed'), '--tables', '"Events"', '--state-dir', stateDir, '--json']);
     expect(r.exitCode).toBe(1);
     const doc = JSON.parse(r.stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
     const ev = doc.databases[0].tables[0];
@@ -112,16 +126,16 @@ describe('pgferry verify (built CLI)', () => {
 
   it('exits 2 on bad flags and on a source that is its own target, 3 when a side cannot be reached', async () => {
     const base = ['verify', '--source', pg.url('shop')];
-    const jobs = await runCliProcess([...base, '--target', pg.url('shop_copy'), '--jobs', '0']);
+    const jobs = await run([...base, '--target', pg.url('shop_copy'), '--jobs', '0']);
     expect(jobs.exitCode).toBe(2);
     expect(jobs.stderr).toContain('--jobs must be a whole number ≥ 1');
-    const unknown = await runCliProcess([...base, '--target', pg.url('shop_copy'), '--tables', 'public.nope']);
+    const unknown = await run([...base, '--target', pg.url('shop_copy'), '--tables', 'public.nope']);
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toContain('public.nope');
-    const self = await runCliProcess([...base, '--target', pg.url('shop'), '--json']);
+    const self = await run([...base, '--target', pg.url('shop'), '--json']);
     expect(self.exitCode).toBe(2);
     expect(JSON.parse(self.stdout)).toMatchObject({ ok: false, error: { exitCode: 2 } });
-    const down = await runCliProcess([...base, '--target', `postgresql://postgres:secret@127.0.0.1:1/shop?sslmode=disable&connect_timeout=2`]);
+    const down = await run([...base, '--target', `postgresql://postgres:secret@127.0.0.1:1/shop?sslmode=disable&connect_timeout=2`]);
     expect(down.exitCode).toBe(3);
     expect(down.stderr).toContain('cannot connect to target');
     expect(down.stderr).not.toContain('secret');

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { emptyScope, scopeFromFlags } from '../../src/config/scope.js';
 import { UsageError } from '../../src/errors.js';
-import { useClusters } from '../support/clusters.js';
+import { createDatabase, useClusters } from '../support/clusters.js';
 import { nextDouble, richDatabase, runVerify, table, unequal } from './verify-helpers.js';
 
 describe('verify: data and schema', () => {
@@ -142,6 +142,23 @@ describe('verify: data and schema', () => {
     expect(events.filter).toBe(`"happened" >= '2024-01-01 00:00:00+00'::timestamptz`);
     const [{ n }] = (await source.query<{ n: string }>(`SELECT count(*)::text AS n FROM shop.events WHERE happened >= '2024-01-01'`, [], srcDb)) as [{ n: string }];
     expect(events.rowsSource).toBe(Number(n));
+  });
+
+  it('compares several databases, each with the target database of the same name', async () => {
+    const sql = (v: string) => `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, '${v}' || i FROM generate_series(1, 100) i;`;
+    await Promise.all([
+      createDatabase(source, 'multi_a', sql('a')),
+      createDatabase(source, 'multi_b', sql('b')),
+      createDatabase(target, 'multi_a', sql('a')),
+      createDatabase(target, 'multi_b', sql('b') + ` UPDATE t SET v = 'x' WHERE id = 5;`),
+    ]);
+    const scope = scopeFromFlags({ includeDatabases: ['multi_a', 'multi_b'] });
+    const report = await runVerify(source, 'postgres', target, 'postgres', { scope });
+    expect(report.databases.map((d) => [d.source, d.target, d.status])).toEqual([
+      ['multi_a', 'multi_a', 'equal'],
+      ['multi_b', 'multi_b', 'different'],
+    ]);
+    expect(report.databases[1]!.tables[0]!.diffs).toEqual([{ kind: 'different', key: { id: '5' } }]);
   });
 
   it('rejects a --tables name that is not in scope', async () => {

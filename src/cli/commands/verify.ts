@@ -140,6 +140,11 @@ export const verifyCommand = defineCommand<VerifyArgs>({
       filters: stored?.filters,
       cutoffs: stored?.cutoffs,
       targetDatabases: stored?.targetDatabases,
+      stateIdentity: stored && {
+        sourceSystemIdentifier: stored.sourceSystemIdentifier,
+        targetSystemIdentifier: stored.targetSystemIdentifier,
+        stateFile: stored.stateFile,
+      },
       jobs: Number(argv.jobs),
       chunkRows: Number(argv.chunkRows),
       maxDiffs: Number(argv.maxDiffs),

@@ -19,6 +19,8 @@ export interface StoredInputs {
   cutoffs: Record<string, Record<string, string>>;
   /** source database → target database. */
   targetDatabases: Record<string, string>;
+  sourceSystemIdentifier: string;
+  targetSystemIdentifier: string;
 }
 
 interface StoredDatabase {
@@ -28,6 +30,8 @@ interface StoredDatabase {
 }
 
 interface StoredState {
+  source?: { systemIdentifier?: string };
+  target?: { systemIdentifier?: string };
   scope?: ScopeSpec;
   databases?: Record<string, StoredDatabase>;
 }
@@ -55,7 +59,15 @@ export async function loadStoredInputs(stateDir: string): Promise<StoredInputs |
   if (!load) return undefined;
   const s = await load(stateDir);
   if (!s) return undefined;
-  const out: StoredInputs = { stateFile: path.join(stateDir, 'state.json'), scope: s.scope, filters: {}, cutoffs: {}, targetDatabases: {} };
+  const out: StoredInputs = {
+    stateFile: path.join(stateDir, 'state.json'),
+    scope: s.scope,
+    filters: {},
+    cutoffs: {},
+    targetDatabases: {},
+    sourceSystemIdentifier: String(s.source?.systemIdentifier ?? ''),
+    targetSystemIdentifier: String(s.target?.systemIdentifier ?? ''),
+  };
   for (const [db, d] of Object.entries(s.databases ?? {})) {
     out.filters[db] = { ...(d.filters ?? {}) };
     out.cutoffs[db] = { ...(d.timeFilterCutoffs ?? {}) };

@@ -22,6 +22,8 @@ export interface VerifyOptions {
   cutoffs?: Record<string, Record<string, string>>;
   /** Target database per source database, when known from the state (otherwise derived from the connections). */
   targetDatabases?: Record<string, string>;
+  /** The servers the stored filters belong to: verify refuses (exit 2) to apply them to another pair. */
+  stateIdentity?: { sourceSystemIdentifier: string; targetSystemIdentifier: string; stateFile: string };
   /** Chunk queries in flight per side. */
   jobs: number;
   /** Rows per chunk of the first pass. */

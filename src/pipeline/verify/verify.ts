@@ -291,7 +291,15 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   checkOptions(opts);
   const progress = opts.progress ?? silentProgress;
   const startedAt = new Date();
-  await probePair(opts.source, opts.target);
+  const sides = await probePair(opts.source, opts.target);
+  const state = opts.stateIdentity;
+  if (state && (state.sourceSystemIdentifier !== sides.source.systemIdentifier || state.targetSystemIdentifier !== sides.target.systemIdentifier)) {
+    throw new UsageError(
+      `the state in ${state.stateFile} belongs to another migration (source system identifier ${state.sourceSystemIdentifier}, target ${state.targetSystemIdentifier}; ` +
+        `now ${sides.source.systemIdentifier} and ${sides.target.systemIdentifier})`,
+      { hint: 'point --state-dir at the state of this migration (its filters and cutoffs decide which rows are compared)' },
+    );
+  }
   const databases = await withClient(opts.source, (c) => resolveDatabases(c, opts.scope.databases, opts.source.dbname), { label: 'source' });
   const reports: DatabaseReport[] = [];
   for (const db of databases) {
