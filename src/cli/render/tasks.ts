@@ -131,7 +131,7 @@ export function treeProgress(out: Output): ProgressRenderer {
       if (extra <= 0) continue;
       for (const t of done.slice(0, extra)) kids.splice(kids.indexOf(t), 1);
       n.finishedHidden += extra;
-      n.task.title$ = `${n.title} (${n.finishedHidden} more done)`;
+      n.task.title$ = `${n.title} (+${n.finishedHidden} done)`;
     }
   }
 
@@ -143,15 +143,15 @@ export function treeProgress(out: Output): ProgressRenderer {
         break;
       case 'update': {
         const n = nodes.get(e.id);
-        if (n) n.task.title$ = `${n.title}${n.finishedHidden ? ` (${n.finishedHidden} more done)` : ''} · ${updateText(e)}`;
+        if (n) n.task.title$ = `${n.title}${n.finishedHidden ? ` (+${n.finishedHidden} done)` : ''} · ${updateText(e)}`;
         break;
       }
       case 'end': {
         const n = nodes.get(e.id);
         if (!n) break;
         const took = seconds(Date.now() - n.startedAt);
-        const suffix = n.finishedHidden ? ` (${n.finishedHidden} more done)` : '';
-        n.task.title$ = `${n.title}${suffix}${e.detail ? `: ${e.detail}` : ''} (${took})`;
+        // A finished task's own line no longer counts its folded children.
+        n.task.title$ = `${n.title}${e.detail ? `: ${e.detail}` : ''} (${took})`;
         if (e.status === 'fail') {
           n.task.message$ = { error: e.detail ?? 'failed' };
           n.task.state$ = ListrTaskState.FAILED;
@@ -159,7 +159,7 @@ export function treeProgress(out: Output): ProgressRenderer {
           n.task.message$ = { skip: `${n.title}${e.detail ? `: ${e.detail}` : ''}` };
           n.task.state$ = ListrTaskState.SKIPPED;
         } else {
-          if (e.status === 'warn') n.task.title$ = `${n.title}${suffix}: ⚠ ${e.detail ?? 'finished with warnings'} (${took})`;
+          if (e.status === 'warn') n.task.title$ = `${n.title}: ⚠ ${e.detail ?? 'finished with warnings'} (${took})`;
           n.task.state$ = ListrTaskState.COMPLETED;
           fold();
         }

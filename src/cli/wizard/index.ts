@@ -18,7 +18,7 @@ import { emptyScope, parseWindow, rulesFor, scopeHash, type ScopeSpec } from '..
 import { ExitCode, PgferryError, type UsageError } from '../../errors.js';
 import { formatBytes, formatColumns, formatRows } from '../../pipeline/list/format.js';
 import { listDatabases, listDatabaseTables, type TableEntry } from '../../pipeline/list/index.js';
-import { displayName } from '../../postgres/identifiers.js';
+import { displayName, qualifiedName } from '../../postgres/identifiers.js';
 import type { CommandContext } from '../context.js';
 import { withSpinner } from '../render/tasks.js';
 import { flagsForSpec, shellQuote, specFromChoices, specToToml, type DatabaseChoices, type WizardChoices } from './plan.js';
@@ -48,6 +48,11 @@ export function confirmedByWizard(ctx: CommandContext): boolean {
 interface PromptContext {
   signal: AbortSignal;
   output: NodeJS.WritableStream;
+}
+
+/** A row filter over these columns can be published without breaking UPDATE/DELETE on the source. */
+function publishable(t: TableEntry, columns: string[]): boolean {
+  return t.replicaIdentity === 'full' || columns.every((c) => t.replicaIdentityColumns.includes(c));
 }
 
 type Key = string;
@@ -159,7 +164,7 @@ async function chooseTables(ctx: CommandContext, database: string, initial: Scop
   for (;;) {
     const open = timed.filter((t) => !choices.timeFilters.some((f) => f.schema === t.schema && f.name === t.name));
     if (!open.length) break;
-    const openLabels = aligned(open, (t) => [...tableLabel(t).slice(0, 3), t.timeColumns.join(', ')]);
+    const openLabels = aligned(open, (t) => [...tableLabel(t).slice(0, 3), t.timeColumns.join(', '), publishable(t, t.timeColumns) ? '' : 'needs REPLICA IDENTITY FULL to replicate']);
     const pick = await select(
       {
         message: `${database}: table to filter by time${choices.timeFilters.length ? ` (${choices.timeFilters.length} so far)` : ''}`,
@@ -194,6 +199,12 @@ async function chooseTables(ctx: CommandContext, database: string, initial: Scop
       context,
     );
     choices.timeFilters.push({ schema: t.schema, name: t.name, column, window: parseWindow(window) });
+    if (!publishable(t, [column])) {
+      ctx.out.warn(
+        `${displayName(t.schema, t.name)}: ${column} is not part of the replica identity, so the filter cannot be replicated as it is: ` +
+          `run ALTER TABLE ${qualifiedName(t.schema, t.name)} REPLICA IDENTITY FULL on the source first, or copy once with init --no-sync`,
+      );
+    }
   }
   return { choices, tables };
 }

@@ -41,6 +41,8 @@ export interface TableEntry {
   bytes: number;
   key: { kind: KeyKind; columns: string[] };
   replicaIdentity: ReplicaIdentityName;
+  /** Columns that identify a row for UPDATE/DELETE (empty for FULL, NOTHING, or DEFAULT without a key). */
+  replicaIdentityColumns: string[];
   /** UPDATE and DELETE keep working on the source once the table is published. */
   replicaIdentityUsable: boolean;
   /** Columns of type date, timestamp or timestamptz (candidates for a time filter). */
@@ -130,6 +132,7 @@ export async function listDatabaseTables(conn: ResolvedConnInfo, database: strin
           bytes: t.bytes,
           key,
           replicaIdentity: IDENTITY[t.replicaIdentity],
+          replicaIdentityColumns: t.replicaIdentityColumns,
           replicaIdentityUsable: hasUsableReplicaIdentity(t),
           timeColumns: t.columns.filter((c) => /^(date|timestamp)/.test(c.type) && !c.generated).map((c) => c.name),
           unlogged: t.unlogged,
