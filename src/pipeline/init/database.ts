@@ -133,7 +133,12 @@ export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseRepor
 
     let holder: SnapshotHolder | undefined;
     try {
-      if (phaseBefore(d.phase, 'post-data')) holder = await openSnapshot(x);
+      if (phaseBefore(d.phase, 'post-data')) {
+        await timed('snapshot', 'snapshot', async () => {
+          holder = await openSnapshot(x);
+          return d.slot && !o.noSync ? `slot ${d.slot.name}, snapshot ${holder.snapshotName}` : `snapshot ${holder.snapshotName}`;
+        });
+      }
 
       if (d.phase === 'schema') {
         await timed('schema', 'schema (pre-data)', async () => {
