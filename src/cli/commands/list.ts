@@ -70,8 +70,8 @@ export const listCommand = defineCommand<ListArgs>({
   describe: 'List the databases of the source, or the tables of one, and what is in scope',
   builder: (y) =>
     withTableScopeOptions(y)
-      .positional('database', { type: 'string', describe: 'List the tables of this database' })
-      .option('database', { type: 'string', describe: 'List the tables of this database (same as the positional argument)' }),
+      .positional('database', { type: 'string', describe: 'List the tables of this database (also: --database NAME)' })
+      .option('database', { type: 'string', describe: 'List the tables of this database (also: --database NAME)' }),
   examples: [
     ['pgferry list --source postgresql://me@old-db/shop', 'databases with sizes; the one in the URL is in scope'],
     ['pgferry list shop --exclude-tables "public.tmp_*" --json', 'tables of shop with keys, sizes and scope, as JSON'],

@@ -270,7 +270,8 @@ export async function runWizard(ctx: CommandContext, kind: WizardKind, initial: 
   const spec = specFromChoices(wizardChoices);
 
   printSummary(ctx, kind, picked);
-  if (!(await confirm({ message: CONFIRM[kind], default: true }, context))) return undefined;
+  const dryRun = (ctx.argv as { dryRun?: boolean }).dryRun === true;
+  if (!(await confirm({ message: dryRun ? 'Show the plan for this scope?' : CONFIRM[kind], default: true }, context))) return undefined;
   confirmed.add(ctx);
 
   const flags = flagsForSpec(spec);
