@@ -125,7 +125,11 @@ export async function createSlotWithSnapshot(conn: ResolvedConnInfo, slotName: s
 
 /** Export a snapshot from a REPEATABLE READ transaction on a normal connection (no slot). */
 export async function exportSnapshot(conn: ResolvedConnInfo): Promise<SnapshotHolder> {
-  const client = await connect(conn, { label: 'the source' });
+  // The exporting transaction sits idle for the whole data phase: no server timeout may end it.
+  const client = await connect(conn, {
+    label: 'the source',
+    settings: { idle_in_transaction_session_timeout: '0', statement_timeout: '0' },
+  });
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const { rows } = await client.query<{ snap: string }>('SELECT pg_export_snapshot() AS snap');

@@ -1,0 +1,132 @@
+/** The checkpoint file, the run lock and the resume identity check (no database needed). */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { emptyScope } from '../../src/config/scope.js';
+import { UsageError } from '../../src/errors.js';
+import { acquireLock, assertSameRun, loadState, saveState, StateStore, STATE_VERSION, type RunState } from '../../src/state/checkpoint.js';
+
+const dirs: string[] = [];
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+async function tmp(): Promise<string> {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-state-'));
+  dirs.push(d);
+  return d;
+}
+
+function sample(): RunState {
+  return {
+    version: STATE_VERSION,
+    createdAt: '2026-01-01T00:00:00.000Z',
+    updatedAt: '2026-01-01T00:00:00.000Z',
+    source: { systemIdentifier: '111', endpoint: 'app@old:5432/shop', major: 15 },
+    target: { systemIdentifier: '222', endpoint: 'app@new:5432/shop', major: 17 },
+    scopeHash: 'aaaa',
+    scope: emptyScope(),
+    options: { noSync: false, noOwner: false, noPrivileges: false, noRoles: false, fkNotValid: false, jobs: 4 },
+    roles: 'pending',
+    databases: {
+      shop: {
+        sourceDatabase: 'shop', targetDatabase: 'shop', slot: null, targetPrepared: false, timeFilterCutoffs: {}, filters: {}, phase: 'pending',
+        snapshotsUsed: 0, tables: {}, largeObjects: 'pending', notValidForeignKeys: [], phaseSeconds: {}, finishedAt: null,
+      },
+    },
+  };
+}
+
+const identity = () => {
+  const s = sample();
+  return { source: s.source, target: s.target, scopeHash: s.scopeHash, options: s.options, databases: { shop: 'shop' } };
+};
+
+describe('checkpoint', () => {
+  it('round-trips through an atomic write and leaves no temporary file', async () => {
+    const dir = await tmp();
+    expect(await loadState(dir)).toBeUndefined();
+    await saveState(dir, sample());
+    const back = await loadState(dir);
+    expect(back?.databases.shop?.phase).toBe('pending');
+    expect(await readdir(dir)).toEqual(['state.json']);
+  });
+
+  it('applies parallel updates in order', async () => {
+    const dir = await tmp();
+    const store = new StateStore(dir, sample());
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => store.update((s) => (s.databases.shop!.tables[`t${i}`] = { schema: 'public', name: `t${i}`, status: 'done', schemaOnly: false, consistentWithSlot: true, rows: i, bytes: 0, seconds: 0, parts: [] }))),
+    );
+    expect(Object.keys((await loadState(dir))!.databases.shop!.tables)).toHaveLength(20);
+  });
+
+  it('refuses a damaged file, a foreign file and another version, with a way out', async () => {
+    const dir = await tmp();
+    await writeFile(path.join(dir, 'state.json'), '{"version": 1');
+    await expect(loadState(dir)).rejects.toThrow(/damaged/);
+    await writeFile(path.join(dir, 'state.json'), '{"hello": 1}');
+    await expect(loadState(dir)).rejects.toThrow(/not a pgferry state file/);
+    await writeFile(path.join(dir, 'state.json'), JSON.stringify({ ...sample(), version: 9 }));
+    await expect(loadState(dir)).rejects.toThrow(/version 9/);
+  });
+
+  it('refuses to resume another migration and names what changed', () => {
+    const s = sample();
+    expect(() => assertSameRun(s, identity(), '/x')).not.toThrow();
+    expect(() => assertSameRun(s, { ...identity(), options: { ...s.options, jobs: 8 } }, '/x')).not.toThrow();
+    const cases: [Partial<ReturnType<typeof identity>>, RegExp][] = [
+      [{ source: { ...s.source, systemIdentifier: '999' } }, /source server \(system identifier 111, app@old:5432\/shop\) is now 999/],
+      [{ target: { ...s.target, systemIdentifier: '999' } }, /target server/],
+      [{ databases: { shop: 'shop_copy' } }, /databases \(shop→shop\) are now \(shop→shop_copy\)/],
+      [{ scopeHash: 'bbbb' }, /scope \(tables, filters\) changed \(scope hash aaaa → bbbb\)/],
+      [{ options: { ...s.options, noSync: true } }, /--no-sync \(given now\)/],
+    ];
+    for (const [change, message] of cases) {
+      let err: unknown;
+      try {
+        assertSameRun(s, { ...identity(), ...change }, '/x');
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as UsageError).message).toMatch(message);
+      expect((err as UsageError).hint).toMatch(/--restart/);
+    }
+  });
+});
+
+describe('run lock', () => {
+  it('lets one run in, refuses a second naming its pid, and is gone after release', async () => {
+    const dir = await tmp();
+    const release = await acquireLock(dir);
+    const lock = JSON.parse(await readFile(path.join(dir, 'lock'), 'utf8')) as { pid: number };
+    expect(lock.pid).toBe(process.pid);
+    await expect(acquireLock(dir)).rejects.toThrow(new RegExp(`pid ${process.pid}`));
+    await release();
+    await expect(readFile(path.join(dir, 'lock'))).rejects.toThrow(/ENOENT/);
+    const again = await acquireLock(dir);
+    await again();
+  });
+
+  it('takes over the lock of a process that is gone', async () => {
+    const dir = await tmp();
+    const child = spawn(process.execPath, ['-e', '0']);
+    const deadPid = child.pid!;
+    await new Promise((r) => child.on('exit', r));
+    await writeFile(path.join(dir, 'lock'), JSON.stringify({ pid: deadPid, host: os.hostname(), processStart: null, startedAt: 'then' }));
+    const release = await acquireLock(dir);
+    expect(JSON.parse(await readFile(path.join(dir, 'lock'), 'utf8')).pid).toBe(process.pid);
+    await release();
+  });
+
+  it('tells a recycled pid from the owner by its start time, and never takes a lock from another host', async () => {
+    const dir = await tmp();
+    await writeFile(path.join(dir, 'lock'), JSON.stringify({ pid: process.pid, host: os.hostname(), processStart: '1', startedAt: 'then' }));
+    const release = await acquireLock(dir);
+    await release();
+    await writeFile(path.join(dir, 'lock'), JSON.stringify({ pid: 1, host: 'elsewhere', processStart: null, startedAt: 'then' }));
+    await expect(acquireLock(dir)).rejects.toThrow(/locked by process 1 on host elsewhere/);
+  });
+});
