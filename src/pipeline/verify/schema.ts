@@ -114,18 +114,24 @@ export async function compareTableSchemas(
   return out;
 }
 
-/** Columns of a table as the target sees them (name → format_type, type oid), or null when it is missing. */
-export async function targetColumns(target: SideSession, t: TableRef): Promise<Map<string, string> | null> {
-  const rows = await target.query<{ name: string; type: string }>({
-    text: `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
-             FROM pg_attribute a
-            WHERE a.attrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))
-              AND a.attnum > 0 AND NOT a.attisdropped`,
-    values: [t.schema, t.name],
+/** Columns of each table as the target sees them ("schema.table" → column → format_type); missing tables are absent. */
+export async function targetColumns(target: SideSession, tables: readonly TableRef[]): Promise<Map<string, Map<string, string>>> {
+  const rows = await target.query<{ schema: string; table: string; name: string; type: string }>({
+    text: `SELECT n.nspname AS schema, c.relname AS "table", a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN unnest($1::text[], $2::text[]) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            WHERE c.relkind IN ('r', 'p')`,
+    values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
   });
-  if (!rows.length) return null;
-  return new Map(rows.map((r) => [r.name, r.type]));
+  const out = new Map<string, Map<string, string>>();
+  for (const r of rows) {
+    const key = `${r.schema}.${r.table}`;
+    if (!out.has(key)) out.set(key, new Map());
+    out.get(key)!.set(r.name, r.type);
+  }
+  return out;
 }
 
 interface SequenceRow {

@@ -118,9 +118,10 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
 
     const replication = await detectReplication(first.source, first.target);
     const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
-    const [schemaDiffs, sequences] = await Promise.all([
+    const [schemaDiffs, sequences, targetCols] = await Promise.all([
       compareTableSchemas(first.source, first.target, refs),
       opts.sequences ? compareSequences(pairs[1]?.source ?? first.source, pairs[1]?.target ?? first.target, refs, wholeDatabase) : [],
+      targetColumns(pairs[2]?.target ?? first.target, refs),
     ]);
 
     const jobs: TableJob[] = [];
@@ -133,7 +134,7 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
       report.schemaDifferences = schemaDiffs.get(`${t.schema}.${t.name}`) ?? [];
       reports.push(report);
       if (t.schemaOnly) continue;
-      const tcols = await targetColumns(first.target, t);
+      const tcols = targetCols.get(`${t.schema}.${t.name}`);
       if (!tcols) {
         report.notes.push('rows not compared: the table is missing on the target');
         continue;
