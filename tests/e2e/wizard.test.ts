@@ -6,7 +6,7 @@
  * makes. Ctrl-C exits 130 and leaves nothing behind; without a terminal
  * nothing is asked.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +17,6 @@ import type { TableListing } from '../../src/pipeline/list/index.js';
 import { cliPath, runCliProcess } from '../support/cli.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { killAll, openTerminal, tmuxAvailable, type Terminal } from './wizard-tmux.js';
-import { readFileSync } from 'node:fs';
 
 const SCHEMA = `
 CREATE TABLE customers (id bigint PRIMARY KEY, name text);
@@ -209,5 +208,18 @@ describe.skipIf(!tmuxAvailable())('interactive mode in a terminal', () => {
     expect(forced.stderr).toContain('--interactive needs a terminal');
     expect(forced.stderr).toContain('--config FILE');
     expect(forced.stderr).toContain('--yes');
+  });
+
+  it('without a terminal a needed confirmation is not asked: exit 2 naming --yes, nothing dropped', async () => {
+    await target.query(`CREATE DATABASE "${shop}"`);
+    await target.query('CREATE TABLE keep_me (id int)', undefined, shop);
+    const r = await runCliProcess(['init', '--drop-existing', '--source', source.url(shop), '--target', target.url(shop), '--exclude-tables', 'public.audit'], {
+      cwd: dir,
+    });
+    expect(r.exitCode, r.stderr).toBe(2);
+    expect(r.stderr).toContain('hint: add --yes');
+    expect(r.stdout + r.stderr).not.toContain('Databases to copy');
+    expect(await target.query("SELECT 1 FROM pg_class WHERE relname = 'keep_me'", undefined, shop)).toHaveLength(1);
+    expect(await source.query('SELECT slot_name FROM pg_replication_slots')).toEqual([]);
   });
 });
