@@ -13,7 +13,7 @@ import { runCliProcess } from '../support/cli.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { publishBeforeInit, startWriter, waitFor, WRITER_FILTER, WRITER_FILTER_FLAG, writerSchemaSql } from '../support/writer.js';
 
-const ESC = /\x1b/;
+const ESC = new RegExp(String.fromCharCode(27));
 const clusters = useClusters();
 let src: LocalCluster;
 let tgt: LocalCluster;

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyScope } from '../../src/config/scope.js';
-import { ExitCode, PgferryError } from '../../src/errors.js';
+import { ExitCode, type PgferryError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runCleanup } from '../../src/pipeline/cleanup/index.js';
 import { runInit } from '../../src/pipeline/init/run.js';

@@ -157,20 +157,22 @@ describe('sync', () => {
     await expectEqual(src, tgt, db, true);
   });
 
-  it('refuses, before creating anything, a keyless table without --set-replica-identity-full; with it, replicates it', async () => {
+  it('without init, --copy-data: refuses a keyless table before creating anything; with --set-replica-identity-full PostgreSQL copies it', async () => {
     const db = await createDatabase(src, uniqueDbName('keyless'), `CREATE TABLE bare (a int, b text); INSERT INTO bare VALUES (1, 'x'), (1, 'x'), (2, 'y');`);
+    await createDatabase(tgt, db, 'CREATE TABLE bare (a int, b text);');
     const dir = await stateDir();
-    await publish(src, tgt, db, emptyScope());
-    await runInit(initOptions(src, tgt, db, dir, emptyScope()));
-    const err = await runSync(syncOptions(src, tgt, db, dir)).catch((e: unknown) => e);
+    const err = await runSync(syncOptions(src, tgt, db, dir, { copyData: true })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PgferryError);
     expect((err as PgferryError).exitCode).toBe(ExitCode.usage);
     expect((err as Error).message).toMatch(/public\.bare/);
     expect((err as PgferryError).hint).toMatch(/--set-replica-identity-full/);
     expect(await tgt.query(OWN_SUBSCRIPTIONS, [], db)).toHaveLength(0);
+    expect(await src.query('SELECT 1 FROM pg_publication', [], db)).toHaveLength(0);
 
-    const ok = await runSync(syncOptions(src, tgt, db, dir, { setReplicaIdentityFull: true }));
+    const ok = await runSync(syncOptions(src, tgt, db, dir, { copyData: true, setReplicaIdentityFull: true }));
     expect(ok.databases[0]!.replicaIdentityFull).toEqual(['public.bare']);
+    expect(ok.databases[0]!.slot.createdBySubscription).toBe(true);
+    expect(ok.databases[0]!.tables.map((t) => t.route)).toEqual(['copy']);
     await src.query("UPDATE bare SET b = 'z' WHERE a = 2; DELETE FROM bare WHERE a = 1 AND ctid = (SELECT min(ctid) FROM bare WHERE a = 1)", [], db);
     await untilCaughtUp(src, tgt, db, dir);
     const rows = await tgt.query<{ a: number; b: string }>('SELECT a, b FROM bare ORDER BY a, b', [], db);

@@ -30,11 +30,11 @@ import { assess, DEFAULT_MAX_LAG, formatLag, type DatabaseStatus, type MaxLagLim
 import { listCandidateSlots, originProgress, parseTablesyncSlot, readPublication, readSubscription, subscriptionTables } from './catalog.js';
 import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from './checks.js';
 import { resolvePairs, type ReplicationPair } from './pairs.js';
-import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange, type PublishedTable } from './publication.js';
+import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange } from './publication.js';
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from './record.js';
 import {
   advanceOrigin, checkCustomConninfo, chooseBinary, chooseStreaming, createSubscription, dropSubscriptionKeepSlot, enableSubscription,
-  passwordWarning, refreshSubscription, subscriptionConninfo,
+  passwordWarning, refreshSubscription, setSubscriptionConninfo, subscriptionConninfo,
 } from './subscription.js';
 import { emptyTargetTables, locateTargetTables, nonEmptyTables } from './target-tables.js';
 
@@ -133,7 +133,7 @@ export async function runSync(o: SyncOptions): Promise<SyncReport> {
   checkCustomConninfo(o.subscriptionConninfo);
 
   const release = await acquireLock(o.stateDir);
-  let reports: SyncDatabaseReport[] = [];
+  const reports: SyncDatabaseReport[] = [];
   let pairs: ReplicationPair[] = [];
   let ids: Ctx['ids'];
   try {
@@ -367,6 +367,7 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
       publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
       // Tables that left the publication leave the subscription; nothing new is added here.
       if (subTables.some((t) => !immediate.some((p) => p.schema === t.schema && p.name === t.name))) await refreshSubscription(tgt, sub.name, false);
+      if (conn.custom) await setSubscriptionConninfo(tgt, sub.name, conn.conninfo);
       if (!sub.enabled) await enableSubscription(tgt, sub.name);
     }
 
@@ -378,7 +379,8 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
       await refreshSubscription(tgt, sub.name, true);
       if (publicationChange === 'unchanged') publicationChange = 'altered';
     }
-    if (pwWarning) x.warn(pwWarning);
+    // An existing subscription keeps the connection string it was created with unless --subscription-conninfo replaced it.
+    if (pwWarning && (action !== 'existing' || conn.custom)) x.warn(pwWarning);
 
     x.record.databases[db] = {
       targetDatabase: pair.targetDatabase, subscription: sub.name, subscriptionOid: sub.oid, publication: names.publication, slot: slotName,

@@ -86,6 +86,11 @@ export async function createSubscription(client: pg.Client, s: CreateSubscriptio
   );
 }
 
+/** Point an existing subscription at another connection string (--subscription-conninfo on a rerun). */
+export async function setSubscriptionConninfo(client: pg.Client, name: string, conninfo: string): Promise<void> {
+  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)}`);
+}
+
 export async function enableSubscription(client: pg.Client, name: string): Promise<void> {
   await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} ENABLE`);
 }
