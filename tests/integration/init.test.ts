@@ -305,6 +305,50 @@ describe('init', () => {
     expect((await tableHashes(tgt.conn(db)))['public.t']).toEqual((await tableHashes(src.conn(db)))['public.t']);
   });
 
+  it('copies roles, skipping what a non-superuser target refuses, as warnings', async () => {
+    await src.query(`DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgf_power') THEN CREATE ROLE pgf_power SUPERUSER; END IF;
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgf_repl') THEN CREATE ROLE pgf_repl LOGIN REPLICATION; END IF;
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgf_all_reader') THEN CREATE ROLE pgf_all_reader; GRANT pg_read_all_data TO pgf_all_reader; END IF;
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_superuser') THEN CREATE ROLE rds_superuser; END IF;
+    END $$`);
+    await tgt.query(`DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'migrator') THEN CREATE ROLE migrator LOGIN CREATEDB CREATEROLE PASSWORD 'migrator-secret'; END IF;
+    END $$`);
+    const db = await createDatabase(src, uniqueDbName('roles'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1); GRANT SELECT ON t TO pgf_all_reader;');
+    const o = await options(db, {}, { noSync: true, noOwner: true, target: tgt.conn(db, 'migrator', 'migrator-secret') });
+    const report = await runInit(o);
+    const skipped = report.roles!.skipped.map((x) => x.reason).join('\n');
+    expect(skipped).toMatch(/attributes SUPERUSER of role pgf_power need a superuser/);
+    expect(skipped).toMatch(/attributes REPLICATION of role pgf_repl/);
+    expect(skipped).toMatch(/predefined role pg_read_all_data needs a superuser/);
+    expect(report.warnings.some((w) => w.startsWith('role statement skipped'))).toBe(true);
+    const roles = await tgt.query<{ rolname: string; rolsuper: boolean; rolreplication: boolean; rolcanlogin: boolean }>(
+      "SELECT rolname, rolsuper, rolreplication, rolcanlogin FROM pg_roles WHERE rolname IN ('pgf_power', 'pgf_repl', 'pgf_all_reader', 'rds_superuser') ORDER BY 1",
+    );
+    expect(roles).toEqual([
+      { rolname: 'pgf_all_reader', rolsuper: false, rolreplication: false, rolcanlogin: false },
+      { rolname: 'pgf_power', rolsuper: false, rolreplication: false, rolcanlogin: false },
+      { rolname: 'pgf_repl', rolsuper: false, rolreplication: false, rolcanlogin: true },
+    ]);
+    // The grant to the copied role arrived with the schema.
+    expect(await tgt.query("SELECT has_table_privilege('pgf_all_reader', 't', 'SELECT') AS ok", [], db)).toEqual([{ ok: true }]);
+  });
+
+  it('copies several databases, each with its own slot', async () => {
+    const [m1, m2] = [uniqueDbName('multi'), uniqueDbName('multi')];
+    await createDatabase(src, m1, 'CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 10);');
+    await createDatabase(src, m2, 'CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b SELECT generate_series(1, 20);');
+    const o = await options(m1, { includeDatabases: [m1, m2] }, { target: tgt.conn('postgres') });
+    const report = await runInit(o);
+    expect(report.databases.map((d) => [d.source, d.target])).toEqual([[m1, m1], [m2, m2]]);
+    const slots = report.databases.map((d) => d.slot!.name);
+    expect(new Set(slots).size).toBe(2);
+    expect(await tgt.query('SELECT count(*)::int AS n FROM a', [], m1)).toEqual([{ n: 10 }]);
+    expect(await tgt.query('SELECT count(*)::int AS n FROM b', [], m2)).toEqual([{ n: 20 }]);
+    for (const slot of slots) await src.query('SELECT pg_drop_replication_slot($1)', [slot]);
+  });
+
   it('--dry-run plans and writes nothing', async () => {
     const db = await createDatabase(src, uniqueDbName('dry'), 'CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a SELECT g, repeat(\'x\', 100) FROM generate_series(1, 5000) g; ANALYZE a;');
     const o = await options(db, {}, { dryRun: true });

@@ -128,11 +128,10 @@ export async function copyRoles(o: CopyRolesOptions): Promise<RolesReport> {
           continue;
         }
         if (alter && !superuser && / WITH /i.test(stmt)) {
+          // A non-superuser may not even name these attributes (NOSUPERUSER … included); the NO forms are the defaults.
           const dropped = ELEVATED.filter((a) => new RegExp(`\\s${a}\\b`).test(stmt));
-          if (dropped.length) {
-            for (const a of dropped) stmt = stmt.replace(new RegExp(`\\s${a}\\b`), '');
-            skip(raw, `attributes ${dropped.join(', ')} of role ${role} need a superuser on the target; the role is created without them`);
-          }
+          for (const a of ELEVATED) stmt = stmt.replace(new RegExp(`\\s(NO)?${a}\\b`, 'g'), '');
+          if (dropped.length) skip(raw, `attributes ${dropped.join(', ')} of role ${role} need a superuser on the target; the role is created without them`);
         }
         try {
           await client.query(stmt);
