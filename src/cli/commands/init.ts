@@ -10,7 +10,8 @@ import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
-import { createProgress } from '../render/tasks.js';
+import type { ProgressSink } from '../render/progress.js';
+import { createProgress, type ProgressRenderer } from '../render/tasks.js';
 import { confirmedByWizard, resolveRunScope } from '../run-options.js';
 import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
@@ -230,7 +231,13 @@ export const initCommand = defineCommand<InitArgs>({
     const target = ctx.conn('target');
     const scope = await resolveRunScope(ctx, argv, 'init');
     const askBeforeCopy = ctx.interactive && !argv.dryRun && !confirmedByWizard(ctx);
-    const progress = createProgress(ctx);
+    // Created on the first event, and again after the question before copying (a task tree and a prompt cannot share the terminal).
+    let renderer: ProgressRenderer | undefined;
+    const progress: ProgressSink = (e) => (renderer ??= createProgress(ctx))(e);
+    const pauseProgress = () => {
+      renderer?.done();
+      renderer = undefined;
+    };
     let report: InitReport;
     try {
       report = await runInit({
@@ -257,18 +264,18 @@ export const initCommand = defineCommand<InitArgs>({
           ...(askBeforeCopy
             ? {
                 startCopy: async (plan: InitPlan) => {
-                  progress.done();
+                  pauseProgress();
                   printPlan(out, plan, argv.dropExisting, false);
                   return confirm(ctx, `Copy ${formatBytes(plan.estimatedBytes)} to the target now?`);
                 },
               }
             : {}),
-          dropDatabase: (db, contents) => confirm(ctx, `Drop the target database "${db}" (${contents}) and re-create it?`, '--yes (with --drop-existing)'),
-          dropSlots: (slots) => confirm(ctx, `Drop replication slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} of the earlier run and start over?`, '--yes (with --restart)'),
+          dropDatabase: (db, contents) => (pauseProgress(), confirm(ctx, `Drop the target database "${db}" (${contents}) and re-create it?`, '--yes (with --drop-existing)')),
+          dropSlots: (slots) => (pauseProgress(), confirm(ctx, `Drop replication slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} of the earlier run and start over?`, '--yes (with --restart)')),
         },
       });
     } finally {
-      progress.done();
+      pauseProgress();
     }
     if (report.dryRun && report.plan) {
       const refusals = planRefusals(report.plan, argv.dropExisting);
