@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { ScopeTable } from '../../src/config/scope.js';
 import { UsageError } from '../../src/errors.js';
 import {
-  bucketHashQuery, bucketRange, chunkHashQuery, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
+  bucketHashQuery, bucketRange, chunkHashQuery, hashKind, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
 } from '../../src/pipeline/verify/sql.js';
 import { tableFilter } from '../../src/pipeline/verify/verify.js';
 
@@ -35,6 +35,14 @@ describe('verify SQL', () => {
     expect(constants.size).toBe(200);
     for (const c of constants) expect(BigInt(c) >= -(2n ** 63n) && BigInt(c) < 2n ** 63n).toBe(true);
     expect(rowHashExpr([])).toBe('0::int8');
+    // Binary paths only where equal values always print alike: not numeric (1.0 vs 1.00), not floats (-0).
+    expect([20, 21, 23, 1114, 1184, 2950, 1700, 701, 700, 25, 3802].map(hashKind)).toEqual(
+      ['int', 'int', 'int', 'timestamp', 'timestamp', 'uuid', 'text', 'text', 'text', 'text', 'text'],
+    );
+    expect(rowHashExpr([{ name: 'at', kind: 'timestamp' }, { name: 'u', kind: 'uuid' }])).toBe(
+      `coalesce(timestamp_hash_extended("at"::timestamp, 1), (${nullConstant(0)})::int8) # ` +
+        `coalesce(uuid_hash_extended("u"::uuid, 2), (${nullConstant(1)})::int8)`,
+    );
   });
 
   it('passes key bounds as parameters cast to each side’s type, and applies the filter', () => {

@@ -3,8 +3,11 @@
  * identifiers go through identifiers.ts, every value is a bind parameter.
  *
  * Row hash. Each column is hashed on its own and the column hashes are XORed:
- *   int2/int4/int8 → hashint8extended(col::int8, seed)
- *   anything else  → hashtextextended(col::text COLLATE "C", seed)
+ *   int2/int4/int8             → hashint8extended(col::int8, seed)
+ *   timestamp, timestamptz     → timestamp_hash_extended(col::timestamp, seed) (the µs value; the
+ *                                 sessions run with TimeZone=UTC, so the cast shifts nothing)
+ *   uuid                       → uuid_hash_extended(col, seed)
+ *   anything else              → hashtextextended(col::text COLLATE "C", seed)
  *   NULL           → a fixed 64-bit constant per column position
  * with a different seed per column position (columns sorted by name, so
  * attnum order does not matter). The chunk aggregate is count(*) plus the
@@ -17,18 +20,22 @@
  * whose values PostgreSQL keeps stable across versions; a 64-bit hash makes an
  * accidental cancellation ~2^-64; and hashing columns one by one skips the
  * row-construction and quoting work of record_out, which makes it ~40% faster
- * than hashing `t::text` (measured in scripts/bench/verify-bench.ts).
+ * than hashing `t::text` (scripts/bench/verify-bench.mjs). The binary paths
+ * are used only where equal binary values always print alike (not numeric,
+ * where 1.0 and 1.00 are equal but must count as different; not floats, -0).
  * XOR inside a row and addition across rows keep two rows that swap a value
  * from cancelling out.
  */
 import { qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
 
 const INT_TYPES = new Set([20, 21, 23]); // int8, int2, int4
+const TIMESTAMP_TYPES = new Set([1114, 1184]); // timestamp, timestamptz
+const UUID_TYPE = 2950;
 
 export interface HashColumn {
   name: string;
   /** Hash path chosen from the source column's type; both sides use the same expression. */
-  kind: 'int' | 'text';
+  kind: 'int' | 'timestamp' | 'uuid' | 'text';
 }
 
 export interface KeyColumn {
@@ -66,7 +73,24 @@ export interface KeyRange {
 export const WHOLE_RANGE: KeyRange = { lo: null, hi: null };
 
 export function hashKind(typeOid: number): HashColumn['kind'] {
-  return INT_TYPES.has(typeOid) ? 'int' : 'text';
+  if (INT_TYPES.has(typeOid)) return 'int';
+  if (TIMESTAMP_TYPES.has(typeOid)) return 'timestamp';
+  if (typeOid === UUID_TYPE) return 'uuid';
+  return 'text';
+}
+
+function columnHash(c: HashColumn, seed: number): string {
+  const col = quoteIdent(c.name);
+  switch (c.kind) {
+    case 'int':
+      return `hashint8extended(${col}::int8, ${seed})`;
+    case 'timestamp':
+      return `timestamp_hash_extended(${col}::timestamp, ${seed})`;
+    case 'uuid':
+      return `uuid_hash_extended(${col}::uuid, ${seed})`;
+    default:
+      return `hashtextextended(${col}::text COLLATE "C", ${seed})`;
+  }
 }
 
 /** splitmix64: fixed, well-spread 64-bit constants for NULLs, one per column position. */
@@ -83,12 +107,7 @@ export function nullConstant(position: number): string {
 export function rowHashExpr(columns: readonly HashColumn[]): string {
   if (columns.length === 0) return '0::int8';
   return columns
-    .map((c, i) => {
-      const col = quoteIdent(c.name);
-      const seed = i + 1;
-      const h = c.kind === 'int' ? `hashint8extended(${col}::int8, ${seed})` : `hashtextextended(${col}::text COLLATE "C", ${seed})`;
-      return `coalesce(${h}, (${nullConstant(i)})::int8)`;
-    })
+    .map((c, i) => `coalesce(${columnHash(c, i + 1)}, (${nullConstant(i)})::int8)`)
     .join(' # ');
 }
 
