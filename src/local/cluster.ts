@@ -55,6 +55,11 @@ export interface LocalCluster {
   restart(settings?: Record<string, string | number>): Promise<void>;
   /** Stop immediately and remove every file. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * Leave the cluster running after this process exits (demo --keep): the
+   * exit hook and reapStaleClusters no longer touch it; stopDetachedCluster(rootDir) stops it.
+   */
+  detach(): void;
 }
 
 const CLUSTER_PREFIX = 'pgferry-cluster-';
@@ -325,6 +330,13 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
         );
         if (r.code !== 0) throw new Error(`restart failed: ${r.out}`);
       },
+      detach() {
+        live.delete(handle);
+        stopped = true;
+        const ownerFile = path.join(rootDir, 'owner.json');
+        const owner = JSON.parse(readFileSync(ownerFile, 'utf8')) as Record<string, unknown>;
+        writeFileSync(ownerFile, JSON.stringify({ ...owner, ownerPid: null, detached: true }));
+      },
       async stop() {
         if (stopped) return;
         stopped = true;
@@ -366,10 +378,11 @@ export function reapStaleClusters(): number {
     const root = path.join(os.tmpdir(), e);
     try {
       const owner = JSON.parse(readFileSync(path.join(root, 'owner.json'), 'utf8')) as {
-        ownerPid: number;
+        ownerPid: number | null;
         dataDir: string;
       };
-      if (processAlive(owner.ownerPid)) continue;
+      // Detached clusters (demo --keep) belong to the user until stopDetachedCluster().
+      if (owner.ownerPid === null || processAlive(owner.ownerPid)) continue;
       const pidFile = path.join(owner.dataDir, 'postmaster.pid');
       if (existsSync(pidFile)) {
         const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
@@ -391,4 +404,22 @@ export function reapStaleClusters(): number {
     }
   }
   return reaped;
+}
+
+/** Stop and remove a cluster left running by detach() (e.g. `pgferry demo --stop`). */
+export function stopDetachedCluster(rootDir: string): boolean {
+  let owner: { binDir: string; dataDir: string; uid: number | null; gid: number | null };
+  try {
+    owner = JSON.parse(readFileSync(path.join(rootDir, 'owner.json'), 'utf8')) as typeof owner;
+  } catch {
+    return false;
+  }
+  const ids = owner.uid !== null && owner.gid !== null ? { uid: owner.uid, gid: owner.gid } : {};
+  spawnSync(path.join(owner.binDir, 'pg_ctl'), ['stop', '-D', owner.dataDir, '-m', 'fast', '-w', '-t', '30'], {
+    ...ids,
+    cwd: rootDir,
+    stdio: 'ignore',
+  });
+  rmSync(rootDir, { recursive: true, force: true });
+  return true;
 }
