@@ -10,6 +10,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyScope, scopeFromFlags, type ScopeSpec } from '../../src/config/scope.js';
 import { ExitCode, PgferryError } from '../../src/errors.js';
@@ -77,6 +78,38 @@ async function expectEqual(s: LocalCluster, t: LocalCluster, db: string, filtere
   }
 }
 
+/** Once `table` exists in target database `db`, hold ACCESS SHARE on it until release() (undefined if `gaveUp` first). */
+async function holdTargetTable(t: LocalCluster, db: string, table: string, gaveUp: () => boolean): Promise<{ release: () => Promise<void> } | undefined> {
+  let c: pg.Client | undefined;
+  while (!c) {
+    if (gaveUp()) return undefined;
+    const attempt = new pg.Client({ host: '127.0.0.1', port: t.port, user: 'postgres', password: t.password, database: db });
+    attempt.on('error', () => {});
+    try {
+      await attempt.connect();
+      c = attempt;
+    } catch {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  for (;;) {
+    const { rows } = await c.query<{ ok: boolean }>('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
+    if (rows[0]!.ok) break;
+    if (gaveUp()) {
+      await c.end();
+      return undefined;
+    }
+  }
+  await c.query('BEGIN');
+  await c.query(`LOCK TABLE ${table} IN ACCESS SHARE MODE`);
+  return {
+    release: async () => {
+      await c.query('ROLLBACK').catch(() => {});
+      await c.end().catch(() => {});
+    },
+  };
+}
+
 describe('sync', () => {
   it('continues exactly where init\'s snapshot ended, under a writer the whole time', async () => {
     const db = await createDatabase(src, uniqueDbName('sync'), writerSchemaSql(3000));
@@ -120,25 +153,32 @@ describe('sync', () => {
   });
 
   it('after init was killed and resumed, PostgreSQL copies the late tables again with an exact hand-off', async () => {
-    const db = await createDatabase(src, uniqueDbName('resume'), writerSchemaSql(800_000));
+    const db = await createDatabase(src, uniqueDbName('resume'), writerSchemaSql(200_000));
     const dir = await stateDir();
     const scope = scopeFromFlags({ tableFilter: [WRITER_FILTER_FLAG] });
     const writer = startWriter(src.conn(db), { pauseMs: 2 });
     await publish(src, tgt, db, scope);
     const args = ['init', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir, '--jobs', '2', '--max-parts', '1', '--no-roles', '--yes', '--table-filter', WRITER_FILTER_FLAG];
-    // Kill init -9 once the small tables are done (one worker) and the big one (w_items, the other worker) is still copying.
+    // Kill init -9 once the small tables are done and w_items is still copying. To make that certain on a
+    // busy machine, a session on the target holds w_items (ACCESS SHARE) from the moment it exists, so the
+    // copy's TRUNCATE + COPY of w_items waits while the other worker finishes the small tables.
     const child = startCli(args, { timeoutMs: 120_000 });
+    const holder = await holdTargetTable(tgt, db, 'w_items', () => (child as unknown as { exitCode: number | null }).exitCode !== null);
     let killedMidway = false;
-    await waitFor('init to finish the small tables', async () => {
-      const s = await loadState(dir).catch(() => undefined);
-      const tables = Object.values(s?.databases[db]?.tables ?? {});
-      const small = tables.filter((t) => t.name !== 'w_items');
-      killedMidway = small.length > 0 && small.every((t) => t.status === 'done') && tables.some((t) => t.name === 'w_items' && t.status !== 'done');
-      return killedMidway || (child as unknown as { exitCode: number | null }).exitCode !== null;
-    }, 60_000, 10);
-    child.kill('SIGKILL');
-    expect(killedMidway, 'init was killed while w_items was copying').toBe(true);
-    await (child as unknown as Promise<unknown>).catch(() => {});
+    try {
+      await waitFor('init to finish the small tables', async () => {
+        const s = await loadState(dir).catch(() => undefined);
+        const tables = Object.values(s?.databases[db]?.tables ?? {});
+        const small = tables.filter((t) => t.name !== 'w_items');
+        killedMidway = small.length > 0 && small.every((t) => t.status === 'done') && tables.some((t) => t.name === 'w_items' && t.status !== 'done');
+        return killedMidway || (child as unknown as { exitCode: number | null }).exitCode !== null;
+      }, 60_000, 10);
+      child.kill('SIGKILL');
+    } finally {
+      await holder?.release();
+    }
+    const first = (await (child as unknown as Promise<{ exitCode?: number; stderr?: string }>).catch((e: unknown) => e)) as { exitCode?: number; stderr?: string };
+    expect(killedMidway, `init was killed while w_items was copying (init exited ${first.exitCode}: ${String(first.stderr).slice(-1500)})`).toBe(true);
     const resumed = await startCli(args, { timeoutMs: 150_000 });
     expect(resumed.exitCode, String(resumed.stderr)).toBe(0);
     const state = (await loadState(dir))!;
