@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { splitList } from '../../config/names.js';
 import { ExitCode } from '../../errors.js';
-import { loadStoredInputs, verify, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyReport } from '../../pipeline/verify/index.js';
+import { loadStoredInputs, plural, verify, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyReport } from '../../pipeline/verify/index.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
@@ -40,8 +40,8 @@ function tableLine(t: TableReport, out: Output, width: number): string {
   const symbol = out.symbol(t.status === 'equal' ? 'ok' : 'fail');
   const name = t.display.padEnd(width);
   if (t.method === 'schema-only') return `  ${symbol} ${name}  schema only`;
-  const rows = t.rowsSource === t.rowsTarget ? `${t.rowsSource} rows` : `${t.rowsSource} rows on source, ${t.rowsTarget} on target`;
-  const chunks = t.method === 'whole-table' ? 'whole table (no key)' : `${t.chunks} chunk${t.chunks === 1 ? '' : 's'}`;
+  const rows = t.rowsSource === t.rowsTarget ? plural(t.rowsSource, 'row') : `${plural(t.rowsSource, 'row')} on source, ${t.rowsTarget} on target`;
+  const chunks = t.method === 'whole-table' ? 'whole table (no key)' : plural(t.chunks, 'chunk');
   return `  ${symbol} ${name}  ${rows}, ${chunks}, ${seconds(t.durationMs)}`;
 }
 
@@ -81,9 +81,9 @@ export function renderVerify(report: VerifyReport, out: Output): void {
         ? out.style('red', 'DIFFERENT')
         : out.style('red', 'NOT VERIFIED (errors)');
   out.print(
-    `${verdict}: ${s.tables} tables (${s.tablesEqual} equal, ${s.tablesDifferent} different${s.tablesFailed ? `, ${s.tablesFailed} failed` : ''}), ` +
-      `${s.rowsCompared} rows in ${s.chunksCompared} chunks, ${s.rowDifferences} row differences, ` +
-      `${s.schemaDifferences} schema differences, ${s.sequencesBehind} sequences behind, ${seconds(report.durationMs)}`,
+    `${verdict}: ${plural(s.tables, 'table')} (${s.tablesEqual} equal, ${s.tablesDifferent} different${s.tablesFailed ? `, ${s.tablesFailed} failed` : ''}), ` +
+      `${plural(s.rowsCompared, 'row')} in ${plural(s.chunksCompared, 'chunk')}, ${plural(s.rowDifferences, 'row difference')}, ` +
+      `${plural(s.schemaDifferences, 'schema difference')}, ${plural(s.sequencesBehind, 'sequence')} behind, ${seconds(report.durationMs)}`,
   );
 }
 

@@ -88,14 +88,19 @@ function finishStatus(r: TableReport): TableStatus {
   return 'equal';
 }
 
+export function plural(n: number, word: string, many = `${word}s`): string {
+  return `${n} ${n === 1 ? word : many}`;
+}
+
 function tableDetail(r: TableReport): string {
   if (r.error) return r.error;
-  if (r.method === 'schema-only') return r.schemaDifferences.length ? `${r.schemaDifferences.length} schema differences` : 'schema only';
-  const parts = [`${r.rowsSource} rows`, `${r.chunks} chunk${r.chunks === 1 ? '' : 's'}`];
+  const schema = plural(r.schemaDifferences.length, 'schema difference');
+  if (r.method === 'schema-only') return r.schemaDifferences.length ? schema : 'schema only';
+  const parts = [plural(r.rowsSource, 'row'), plural(r.chunks, 'chunk')];
   const located = r.diffCounts.missing + r.diffCounts.extra + r.diffCounts.different;
-  if (located) parts.push(`${located}${r.diffsTruncated ? '+' : ''} rows differ`);
-  else if (r.chunksDifferent) parts.push(`${r.chunksDifferent} chunks differ`);
-  if (r.schemaDifferences.length) parts.push(`${r.schemaDifferences.length} schema differences`);
+  if (located) parts.push(`${plural(located, 'row')}${r.diffsTruncated ? ' or more' : ''} differ${located === 1 && !r.diffsTruncated ? 's' : ''}`);
+  else if (r.chunksDifferent) parts.push(`${plural(r.chunksDifferent, 'chunk')} differ${r.chunksDifferent === 1 ? 's' : ''}`);
+  if (r.schemaDifferences.length) parts.push(schema);
   return parts.join(', ');
 }
 
@@ -229,7 +234,7 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
             }
           }
           job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
-          progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: `${job.done}/${job.plan!.count} chunks`, done: job.done, total: job.plan!.count, unit: 'chunks' });
+          if (job.plan!.taskCount > 1) progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: `${job.done}/${job.plan!.count} chunks`, done: job.done, total: job.plan!.count, unit: 'chunks' });
           if (--job.remaining === 0) finish(job);
         }
       }),
