@@ -2,8 +2,9 @@
  * Resume after `kill -9` of the built CLI in the middle of the copy.
  *
  * One table is slow to load on purpose: its generated column calls a function
- * that sleeps on the target only (a role setting there), so the copy can be
- * killed while that table is in flight and the others are done.
+ * that sleeps on the target only (a role setting there, switched on for the
+ * run that is killed), so the copy can be killed while that table is in
+ * flight and the others are done.
  *
  * - Some tables finished under the slot's snapshot: they are kept, the slow
  *   one is copied again under a new snapshot and marked
@@ -42,17 +43,20 @@ CREATE TABLE slow (id bigserial PRIMARY KEY, a_id bigint NOT NULL REFERENCES a, 
 INSERT INTO a (v) SELECT g FROM generate_series(1, 500) g;
 INSERT INTO b SELECT g, 'b' || g FROM generate_series(1, 200) g;
 INSERT INTO c SELECT g, 1 + g % 500 FROM generate_series(1, 300) g;
-INSERT INTO slow (a_id, pad) SELECT 1 + g % 500, repeat('p', 400) FROM generate_series(1, 1500) g;
+INSERT INTO slow (a_id, pad) SELECT 1 + g % 500, repeat('p', 400) FROM generate_series(1, 1000) g;
 ANALYZE;`;
 
 beforeAll(async () => {
   [src, tgt] = await Promise.all([clusters.start({ name: 'resume-src' }), clusters.start({ name: 'resume-tgt' })]);
-  // Loading "slow" takes ~2 ms a row on the target, and only there.
-  await tgt.query("ALTER ROLE postgres SET pgferry_test.slow = 'on'");
 });
 afterAll(async () => {
   await Promise.all(tmpDirs.map((d) => rm(d, { recursive: true, force: true })));
 });
+
+/** Loading "slow" takes ~2 ms a row on the target while this is on (a role setting: new sessions only). */
+async function slowTarget(on: boolean): Promise<void> {
+  await tgt.query(on ? "ALTER ROLE postgres SET pgferry_test.slow = 'on'" : 'ALTER ROLE postgres RESET pgferry_test.slow');
+}
 
 async function newStateDir(): Promise<string> {
   const d = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-state-'));
@@ -133,11 +137,13 @@ describe('init resume after kill -9', () => {
     const stateDir = await newStateDir();
     const writer = startWriter(db);
     let writerStopped = false;
+    await slowTarget(true);
     try {
       const killed = await killInit(initArgs(db, stateDir, ['--jobs', '2']), stateDir, (s) => {
         const t = s.databases[db]?.tables;
         return !!t && ['public.a', 'public.b', 'public.c'].every((k) => t[k]?.status === 'done') && t['public.slow']?.status === 'copying';
       });
+      await slowTarget(false);
       const slot = killed.databases[db]!.slot!;
       expect(slot.name).toMatch(/^pgferry_/);
       await new Promise((r) => setTimeout(r, 500)); // the writer commits more after the first snapshot
@@ -168,7 +174,6 @@ describe('init resume after kill -9', () => {
       expect(state.databases[db]!.tables['public.slow']!.consistentWithSlot).toBe(false);
 
       // The hand-over sync performs: the slot for the consistent tables, table synchronisation for "slow".
-      await tgt.query('ALTER ROLE postgres RESET pgferry_test.slow');
       // init created the publication (named like the slot) with every table, before the slot.
       const pub = slot.name;
       expect(await src.query('SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1', [pub], db)).toEqual(
@@ -205,9 +210,9 @@ describe('init resume after kill -9', () => {
         await tgt.query('ALTER SUBSCRIPTION resume_sub SET (slot_name = NONE)', [], db);
         await tgt.query('DROP SUBSCRIPTION resume_sub', [], db);
         await src.query('SELECT pg_drop_replication_slot($1)', [slot.name]);
-        await tgt.query("ALTER ROLE postgres SET pgferry_test.slow = 'on'");
       }
     } finally {
+      await slowTarget(false);
       if (!writerStopped) await writer.stop();
     }
   });
@@ -216,7 +221,10 @@ describe('init resume after kill -9', () => {
     const db = await createDatabase(src, uniqueDbName('fresh'), SCHEMA);
     const stateDir = await newStateDir();
     // One job, largest first: "slow" is copied first, so nothing has finished when it is killed.
-    const killed = await killInit(initArgs(db, stateDir, ['--jobs', '1']), stateDir, (s) => s.databases[db]?.tables['public.slow']?.status === 'copying');
+    await slowTarget(true);
+    const killed = await killInit(initArgs(db, stateDir, ['--jobs', '1']), stateDir, (s) => s.databases[db]?.tables['public.slow']?.status === 'copying').finally(
+      () => slowTarget(false),
+    );
     expect(Object.values(killed.databases[db]!.tables).some((t) => t.status === 'done' && !t.schemaOnly)).toBe(false);
     const firstLsn = killed.databases[db]!.slot!.consistentLsn;
     await src.query('INSERT INTO b VALUES (1000, $1)', ['after the kill'], db);
