@@ -113,6 +113,7 @@ describe('pgferry init (built CLI)', () => {
     expect(doc.ok).toBe(false);
     expect(doc.error.message).toMatch(/target database "shop_full" already exists and is not empty/);
     expect(doc.error.hint).toMatch(/--drop-existing/);
+    await expect(readFile(path.join(dir, 'state.json'))).rejects.toThrow(/ENOENT/); // refused before anything was written
 
     // --drop-existing without a terminal and without --yes: exit 2 naming the flag to add.
     const unconfirmed = await runCliProcess(args('shop_full', await stateDir(), '--no-sync', '--drop-existing'));

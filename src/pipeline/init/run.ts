@@ -242,6 +242,17 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
         hint: [...new Set(Object.values(replication).flatMap((r) => r.hints))].join('\n') + '\n(or copy once without replication: --no-sync)',
       });
     }
+    if (!resumed && !o.dropExisting) {
+      // Refused here, before anything is written, rather than once the run is under way.
+      for (const ctx of contexts) {
+        const st = await inspectTargetDatabase(o.target, ctx.target, ids.target.major);
+        if (!st.empty) {
+          throw new UsageError(`the target database "${ctx.target}" already exists and is not empty (${describeObjectCounts(st.objects)})`, {
+            hint: 'point --target at another database, or pass --drop-existing to drop and re-create it (asks first; --yes skips the question)',
+          });
+        }
+      }
+    }
     for (const p of allProblems) warn(`${p.message}; it is created NOT VALID (--fk-not-valid)`);
     for (const t of Object.values(replication).flatMap((r) => r.unlogged)) {
       warn(`${displayName(t.schema, t.name)} is unlogged: init copies it, but logical replication carries none of its later changes`);
