@@ -316,7 +316,7 @@ describe('copy engine (15 → 17)', () => {
     const tables = await scopeTables(s);
     const report = await copyTables({
       source: s, target: t, snapshot: h.snapshot, jobs: 2, sourceMajor: src.major, targetMajor: tgt.major,
-      tables: [input(tables, 'events'), input(tables, 'Mixed Case', `"Select" LIKE '%7' AND id > 100`), input(tables, 'parent_tbl'), input(tables, 'child_tbl')],
+      tables: [input(tables, 'events'), input(tables, 'Mixed Case', `"Select" LIKE '%7' AND id > 100 -- a comment`), input(tables, 'parent_tbl'), input(tables, 'child_tbl')],
     });
     const ev = report.tables.find((r) => r.name === 'events')!;
     expect(ev.parts.map((p) => p.id).sort()).toEqual(['public."events_2024 a"#0', 'public.events_2023#0', 'public.events_2024_rest#0']);

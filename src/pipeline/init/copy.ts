@@ -316,7 +316,8 @@ function columnList(columns: readonly string[]): string {
 /** The source statement: plain COPY when there is neither filter nor range, else COPY (SELECT … FROM ONLY …). */
 export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null): string {
   const rel = qualifiedName(relation.schema, relation.name);
-  const conds = [filter?.trim() ? `(${filter.trim()})` : null, rangePredicate(range)].filter((c): c is string => !!c);
+  // The newline ends a trailing "--" comment in the filter, which would otherwise swallow the range.
+  const conds = [filter?.trim() ? `(${filter.trim()}\n)` : null, rangePredicate(range)].filter((c): c is string => !!c);
   if (!conds.length) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
   const select = columns.length ? quoteIdentList(columns) : '';
   return `COPY (SELECT ${select} FROM ONLY ${rel} WHERE ${conds.join(' AND ')}) TO STDOUT (FORMAT ${format})`;
