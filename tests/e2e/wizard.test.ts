@@ -157,6 +157,7 @@ describe.skipIf(!tmuxAvailable())('interactive mode in a terminal', () => {
     const viaFlags = await runCliProcess(['list', shop, '--source', source.url(shop), '--json', ...flags]);
     const viaFile = await runCliProcess(['list', shop, '--source', source.url(shop), '--json', '--config', saved]);
     expect(viaFlags.exitCode, viaFlags.stderr).toBe(0);
+    expect(viaFile.exitCode, viaFile.stderr).toBe(0);
     const planFlags = JSON.parse(viaFlags.stdout) as TableListing & { scopeFingerprint: string };
     const planFile = JSON.parse(viaFile.stdout) as TableListing & { scopeFingerprint: string };
     expect(planFlags.scopeFingerprint).toBe(fingerprint);
