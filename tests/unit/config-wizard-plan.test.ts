@@ -26,6 +26,7 @@ const awkward: WizardChoices = {
       exclude: [{ schema: 'public', name: 'tmp_1' }, { schema: 'Sales', name: 'a,b "c"' }],
       schemaOnly: [{ schema: 'public', name: 'select' }, { schema: 'public', name: 'Big*Table?' }],
       timeFilters: [{ schema: 'app', name: 'Events', column: 'Created:At', window: '6 months' }],
+      tableFilters: [{ schema: 'public', name: 'customers', where: `name <> 'x,y' AND note <> "q"` }],
     },
   ],
 };

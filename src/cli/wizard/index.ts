@@ -152,8 +152,12 @@ async function chooseTables(ctx: CommandContext, database: string, initial: Scop
     ),
   );
   choices.schemaOnly = kept.filter((t) => structureOnly.has(keyOf(t)));
+  // Row filters given with --interactive stay (on tables still copied with rows): there is no question for predicates.
+  choices.tableFilters = kept
+    .filter((t) => !structureOnly.has(keyOf(t)) && t.filter !== null)
+    .map((t) => ({ schema: t.schema, name: t.name, where: t.filter! }));
 
-  const timed = kept.filter((t) => !structureOnly.has(keyOf(t)) && t.timeColumns.length > 0);
+  const timed = kept.filter((t) => !structureOnly.has(keyOf(t)) && t.filter === null && t.timeColumns.length > 0);
   const preset = timed.filter((t) => t.timeFilter);
   for (const t of preset) choices.timeFilters.push({ schema: t.schema, name: t.name, column: t.timeFilter!.column, window: t.timeFilter!.window });
   if (!timed.length) return { choices, tables };
@@ -222,6 +226,7 @@ function printSummary(ctx: CommandContext, kind: WizardKind, picked: { choices: 
     if (c.exclude.length) out.print(`    left out:       ${c.exclude.map((t) => displayName(t.schema, t.name)).join(', ')}`);
     if (c.schemaOnly.length) out.print(`    structure only: ${c.schemaOnly.map((t) => displayName(t.schema, t.name)).join(', ')}`);
     for (const f of c.timeFilters) out.print(`    recent rows:    ${displayName(f.schema, f.name)} where ${f.column} is within the last ${f.window}`);
+    for (const f of c.tableFilters ?? []) out.print(`    rows where:     ${displayName(f.schema, f.name)}: ${f.where}`);
   }
   out.print();
 }

@@ -11,6 +11,8 @@ export interface DatabaseChoices {
   exclude: { schema: string; name: string }[];
   schemaOnly: { schema: string; name: string }[];
   timeFilters: { schema: string; name: string; column: string; window: string }[];
+  /** Row filters carried over from flags or a file (the questions do not write predicates). */
+  tableFilters?: { schema: string; name: string; where: string }[];
 }
 
 export interface WizardChoices {
@@ -36,6 +38,7 @@ function rulesOf(d: DatabaseChoices): TableRules {
   const r = emptyRules();
   r.exclude = d.exclude.map((t) => tablePattern(t.schema, t.name));
   r.schemaOnly = d.schemaOnly.map((t) => tablePattern(t.schema, t.name));
+  r.tableFilters = (d.tableFilters ?? []).map((f) => ({ schema: f.schema, table: f.name, where: f.where }));
   r.timeFilters = d.timeFilters.map((f): TimeFilterSpec => ({ schema: f.schema, table: f.name, column: f.column, window: f.window }));
   return r;
 }
