@@ -61,7 +61,7 @@ export const cleanupCommand = defineCommand<CleanupArgs>({
         dryRun: argv.dryRun,
         progress,
         confirm: async (items) => {
-          if (!ctx.out.json) {
+          if (!ctx.out.json && !ctx.argv.yes) {
             ctx.out.print('pgferry will drop:');
             for (const i of items) ctx.out.print(`  ${itemLine(i)}`);
           }

@@ -2,6 +2,7 @@
 import type { Argv } from 'yargs';
 import { parseMaxLag } from '../../config/precedence.js';
 import { InterruptedError, UsageError } from '../../errors.js';
+import { displayName } from '../../postgres/identifiers.js';
 import { formatBytes } from '../../pipeline/list/format.js';
 import { DEFAULT_MAX_LAG, formatLag, runStatus, type MaxLagLimits, type StatusReport } from '../../pipeline/status/index.js';
 import type { CommandContext } from '../context.js';
@@ -36,7 +37,7 @@ export function statusLines(out: Output, r: StatusReport): string[] {
     if (s.applyErrors !== null || s.syncErrors !== null) lines.push(`          errors: ${s.applyErrors ?? 0} apply, ${s.syncErrors ?? 0} table sync`);
     if (d.tables.total) {
       const pending = d.tables.list.filter((t) => t.state !== 'r');
-      lines.push(`  tables  ${d.tables.replicating} of ${d.tables.total} replicating${pending.length ? `; ${pending.slice(0, 10).map((t) => `${t.schema}.${t.name} ${t.stateName}`).join(', ')}${pending.length > 10 ? ', …' : ''}` : ''}`);
+      lines.push(`  tables  ${d.tables.replicating} of ${d.tables.total} replicating${pending.length ? `; ${pending.slice(0, 10).map((t) => `${displayName(t.schema, t.name)} ${t.stateName}`).join(', ')}${pending.length > 10 ? ', …' : ''}` : ''}`);
     }
     for (const p of d.problems) {
       const sym = p.level === 'warning' ? out.symbol('warn') : out.symbol('fail');

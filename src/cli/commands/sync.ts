@@ -2,6 +2,7 @@
 import type { Argv } from 'yargs';
 import { hasScopeFlags, parseMaxLag } from '../../config/precedence.js';
 import { UsageError } from '../../errors.js';
+import { displayName } from '../../postgres/identifiers.js';
 import { runSync, type SyncReport } from '../../pipeline/sync/index.js';
 import { DEFAULT_MAX_LAG } from '../../pipeline/status/index.js';
 import type { CommandContext } from '../context.js';
@@ -39,7 +40,7 @@ function render(out: Output, r: SyncReport): void {
     if (d.subscription.binary !== null) out.print(`               binary = ${d.subscription.binary}, streaming = ${d.subscription.streaming ?? 'off'}`);
     if (d.replicaIdentityFull.length) out.print(`  REPLICA IDENTITY FULL set on ${d.replicaIdentityFull.join(', ')}`);
     if (d.emptied !== 'none') out.print(`  emptied on the target before PostgreSQL copies them again (${d.emptied.toUpperCase()})`);
-    for (const t of d.tables) out.print(`  ${t.schema}.${t.name}: ${ROUTE_TEXT[t.route]}${t.filter ? ` · WHERE ${t.filter}` : ''}`);
+    for (const t of d.tables) out.print(`  ${displayName(t.schema, t.name)}: ${ROUTE_TEXT[t.route]}${t.filter ? ` · WHERE ${t.filter}` : ''}`);
     out.print();
   }
   if (r.final) out.print(`${out.symbol('ok')} in sync · ${r.final.lag}`);

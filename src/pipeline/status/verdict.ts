@@ -12,6 +12,7 @@
  */
 import { formatBytes } from '../list/format.js';
 import { TABLE_STATE_NAMES, parseTablesyncSlot, type TableSyncState } from '../sync/catalog.js';
+import { displayName } from '../../postgres/identifiers.js';
 import { isPgferryName } from '../../state/object-names.js';
 import type { PairFacts } from './collect.js';
 
@@ -129,7 +130,7 @@ export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: Max
     }
     const syncing = tables.length - replicating;
     if (syncing > 0) {
-      const names = tables.filter((t) => t.state !== 'r').slice(0, 5).map((t) => `${t.schema}.${t.name} (${t.stateName})`);
+      const names = tables.filter((t) => t.state !== 'r').slice(0, 5).map((t) => `${displayName(t.schema, t.name)} (${t.stateName})`);
       lagging(`${syncing} of ${tables.length} tables are still synchronising: ${names.join(', ')}${syncing > 5 ? ', …' : ''}`, 'wait: PostgreSQL copies them and hands them over to the stream');
     }
     if (problems.every((p) => p.level !== 'broken')) {
