@@ -20,9 +20,10 @@
  * Any failure inside a part kills the session's two connections (the servers
  * roll back what was open), so no half part is ever committed and nothing
  * waits on a half-read COPY stream; the worker opens a new session for its
- * next attempt. Interface additions to the design: CopySession may carry
- * `close()`/`broken`; `planCopy` and `copyTables` are the entry points for the
- * orchestrator.
+ * next attempt. Interface additions to the design: openCopySession's result
+ * also has `broken`; `planCopy` and `copyTables` are the entry points for the
+ * orchestrator (pass `jobs` to planCopy too, so that a table that would keep
+ * one worker busy alone is split); `onBytes` receives each chunk's size.
  */
 import { Transform, type ReadableOptions, type WritableOptions } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -64,11 +65,13 @@ export interface CopyPartOptions {
   /** Unsplit relation: TRUNCATE + COPY … FREEZE in one target transaction. */
   truncateAndFreeze: boolean;
   signal?: AbortSignal | undefined;
+  /** Called with the size of every chunk relayed (for progress). */
   onBytes?: ((bytes: number) => void) | undefined;
 }
 
 export interface PartResult {
   rows: number;
+  /** Bytes relayed: the COPY stream as CopyData frames (row data plus 5 bytes per row). */
   bytes: number;
   ms: number;
 }
