@@ -97,6 +97,7 @@ describe('pgferry list', () => {
       '--schema-only-tables', '"Sales"."Big Deals"', '--time-filter', 'orders:created_at:30 days', '--json',
     ]);
     expect(viaFile.exitCode, viaFile.stderr).toBe(0);
+    expect([viaFlags.exitCode, viaFlags.stdout.length > 0], viaFlags.stderr).toEqual([0, true]);
     expect(JSON.parse(viaFile.stdout)).toEqual(JSON.parse(viaFlags.stdout));
 
     const human = await runCliProcess(['list', db, '--source', c.url(db), '--config', file]);
