@@ -20,6 +20,8 @@
  * rows of the largest keyed table are deleted on the target and re-inserted
  * after the measurement). Uses the build in dist/ (the .sh wrapper builds first).
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -65,6 +67,45 @@ INSERT INTO bench_nokey SELECT i % 1000, md5(i::text), '2021-01-01'::timestamptz
 }
 
 const clusters = [];
+
+/**
+ * CPU seconds used so far by one local cluster: its postmaster's reaped children
+ * (sessions and parallel workers that exited) plus every live child. On a shared
+ * machine wall time depends on how many processes a method runs; CPU time does not.
+ */
+function clusterCpuSeconds(cluster) {
+  const ticks = 100; // USER_HZ on Linux
+  const stat = (pid) => {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).split(' ');
+  };
+  const pm = Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const own = stat(pm);
+  let total = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const f = stat(entry);
+      if (Number(f[1]) === pm) total += Number(f[11]) + Number(f[12]);
+    } catch {
+      // the process exited meanwhile: its time is in the postmaster's reaped total
+    }
+  }
+  return total / ticks;
+}
+
+/** Wall and CPU seconds of fn (CPU: both local clusters plus this process), when the clusters are ours. */
+async function measure(fn) {
+  const cpu0 = clusters.length ? clusters.reduce((n, c) => n + clusterCpuSeconds(c), 0) : NaN;
+  const own0 = process.cpuUsage();
+  const t0 = performance.now();
+  const result = await fn();
+  const seconds = (performance.now() - t0) / 1000;
+  const own = process.cpuUsage(own0);
+  const cpu = clusters.length ? clusters.reduce((n, c) => n + clusterCpuSeconds(c), 0) - cpu0 + (own.user + own.system) / 1e6 : NaN;
+  return { ...result, seconds, cpu };
+}
+
 async function setup() {
   if (!args.scale) return { source: args.source, target: args.target, ours: false };
   const scale = Number(args.scale);
@@ -104,8 +145,11 @@ SELECT n.nspname AS schema, c.relname AS name, c.reltuples::float8 AS rows,
  ORDER BY c.reltuples DESC`;
 
 /** Run one SQL per table on both sides, `jobs` sessions per side, tables from a shared queue per side. */
-async function perTable(urls, tables, sqlFor) {
-  const t0 = performance.now();
+function perTable(urls, tables, sqlFor) {
+  return measure(() => perTableRun(urls, tables, sqlFor));
+}
+
+async function perTableRun(urls, tables, sqlFor) {
   const errors = [];
   await Promise.all(
     urls.map(async (url) => {
@@ -129,7 +173,7 @@ async function perTable(urls, tables, sqlFor) {
       }
     }),
   );
-  return { seconds: (performance.now() - t0) / 1000, errors };
+  return { errors };
 }
 
 const q = (t) => `${pg.escapeIdentifier(t.schema)}.${pg.escapeIdentifier(t.name)}`;
@@ -146,8 +190,11 @@ async function withPeakRss(fn) {
   }
 }
 
-async function runVerify(env, tables) {
-  const t0 = performance.now();
+function runVerify(env, tables) {
+  return measure(() => runVerifyOnce(env, tables));
+}
+
+async function runVerifyOnce(env, tables) {
   const { result, peakMb } = await withPeakRss(() =>
     verify({
       source: resolve(env.source),
@@ -162,7 +209,7 @@ async function runVerify(env, tables) {
       sequences: true,
     }),
   );
-  return { seconds: (performance.now() - t0) / 1000, report: result, peakMb };
+  return { report: result, peakMb };
 }
 
 /** Delete 10 rows spread over the table on the target; returns a function that puts them back. */
@@ -233,20 +280,30 @@ async function main() {
     process.stderr.write(`locate ${inj.count} diffs      ${locate.seconds.toFixed(2)}s (${found} located)\n`);
   }
 
-  const line = (label, value, goal) => {
-    const ok = Number.isFinite(value) ? (value <= goal ? 'meets' : 'misses') : 'n/a';
-    console.log(`${label.padEnd(40)} ${Number.isFinite(value) ? value.toFixed(2).padStart(6) : '   n/a'}×   goal ≤ ${goal}×   ${ok}`);
+  const fmt = (v) => (Number.isFinite(v) ? `${v.toFixed(2).padStart(6)}×` : '    n/a');
+  const line = (label, a, b, goal) => {
+    const wall = ratio(a.seconds, b.seconds);
+    const cpu = ratio(a.cpu, b.cpu);
+    const ok = Number.isFinite(wall) ? (wall <= goal ? 'meets' : 'misses') : 'n/a';
+    console.log(`${label.padEnd(40)} wall ${fmt(wall)}  cpu ${fmt(cpu)}   goal ≤ ${goal}×   ${ok} (wall)`);
   };
-  console.log(`\nverify benchmark: ${tables.length} tables, ${sizes}, jobs ${jobs}`);
-  line('verify / count floor', ratio(full.seconds, results.floor.seconds), 2.0);
-  line('verify / sum(hashtext(row::text))', ratio(full.seconds, results.hashtext.seconds), 1.0);
-  if (results.md5) line('verify / md5(string_agg(row ORDER BY all))', results.md5.errors.length ? NaN : ratio(full.seconds, results.md5.seconds), 0.4);
-  if (locate && clean) line('locate 10 diffs / clean pass', ratio(locate.seconds, clean.seconds), 1.3);
+  console.log(`\nverify benchmark: ${tables.length} tables, ${sizes}, jobs ${jobs}; load average ${(await import('node:os')).loadavg()[0].toFixed(1)}`);
+  line('verify / count floor', full, results.floor, 2.0);
+  line('verify / sum(hashtext(row::text))', full, results.hashtext, 1.0);
+  if (results.md5 && !results.md5.errors.length) line('verify / md5(string_agg(row ORDER BY all))', full, results.md5, 0.4);
+  if (locate && clean) line('locate 10 diffs / clean pass', locate, clean, 1.3);
   console.log(
     `seconds: floor ${results.floor.seconds.toFixed(2)}, hashtext ${results.hashtext.seconds.toFixed(2)}` +
       `${results.md5 ? `, md5agg ${results.md5.seconds.toFixed(2)}` : ''}, verify ${full.seconds.toFixed(2)}` +
       `${clean ? `, clean ${clean.seconds.toFixed(2)}, locate ${locate.seconds.toFixed(2)}` : ''}; peak RSS ${full.peakMb} MB`,
   );
+  if (clusters.length) {
+    console.log(
+      `cpu seconds: floor ${results.floor.cpu.toFixed(2)}, hashtext ${results.hashtext.cpu.toFixed(2)}` +
+        `${results.md5 ? `, md5agg ${results.md5.cpu.toFixed(2)}` : ''}, verify ${full.cpu.toFixed(2)}` +
+        `${clean ? `, clean ${clean.cpu.toFixed(2)}, locate ${locate.cpu.toFixed(2)}` : ''} (both clusters and this process)`,
+    );
+  }
   if (full.report.status !== 'equal') console.log(`note: verify found the databases ${full.report.status}`);
 }
 
