@@ -8,7 +8,7 @@
  *                                 sessions run with TimeZone=UTC, so the cast shifts nothing)
  *   uuid                       → uuid_hash_extended(col, seed)
  *   anything else              → hashtextextended(col::text COLLATE "C", seed)
- *   NULL           → a fixed 64-bit constant per column position
+ *   NULL                       → a fixed 64-bit constant per column position
  * with a different seed per column position (columns sorted by name, so
  * attnum order does not matter). The chunk aggregate is count(*) plus the
  * sum of the row hashes as numeric (PostgreSQL sums int8 in a 128-bit
@@ -16,11 +16,11 @@
  *
  * Why this hash: the text forms are canonical under the session settings both
  * sides use (CANONICAL_SETTINGS), so equal data hash equal on any major;
- * hashtextextended and hashint8extended are the hash-partitioning functions,
- * whose values PostgreSQL keeps stable across versions; a 64-bit hash makes an
- * accidental cancellation ~2^-64; and hashing columns one by one skips the
- * row-construction and quoting work of record_out, which makes it ~40% faster
- * than hashing `t::text` (scripts/bench/verify-bench.mjs). The binary paths
+ * the *extended functions are the hash-partitioning functions, whose values
+ * PostgreSQL keeps stable across versions; a 64-bit hash makes an accidental
+ * cancellation ~2^-64; and hashing columns one by one skips the
+ * row-construction and quoting work of record_out, so it costs less CPU than
+ * sum(hashtext(t::text)) (scripts/bench/verify-bench.mjs measures both). The binary paths
  * are used only where equal binary values always print alike (not numeric,
  * where 1.0 and 1.00 are equal but must count as different; not floats, -0).
  * XOR inside a row and addition across rows keep two rows that swap a value
