@@ -375,7 +375,8 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
   try {
     await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(holder.snapshotName)}`);
-    plans = await planCopy(src, inputs, planOpts);
+    // With jobs, a table larger than one worker's share is split too, so that one table cannot keep a worker busy alone.
+    plans = await planCopy(src, inputs, { ...planOpts, jobs: o.jobs });
     await src.query('COMMIT');
   } finally {
     await src.end().catch(() => {});

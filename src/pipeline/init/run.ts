@@ -392,7 +392,7 @@ async function makePlan(
       planCopy(
         c,
         ctx.tables.map((t) => ({ table: t, filter: filters[ctx.source]?.[tableKey(t.schema, t.name)] })),
-        { sourceMajor: ids.source.major, targetMajor: ids.target.major, splitThresholdBytes: o.splitThresholdBytes, maxParts: o.maxParts },
+        { sourceMajor: ids.source.major, targetMajor: ids.target.major, splitThresholdBytes: o.splitThresholdBytes, maxParts: o.maxParts, jobs: o.jobs },
       ),
     { label: 'the source' });
     const tables = plannedTables(plans, ctx.tables.filter((t) => t.schemaOnly), done);
