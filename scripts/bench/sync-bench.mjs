@@ -21,9 +21,6 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { startCluster } = await import(path.join(root, 'dist/local/cluster.js'));
-const { ensurePublication, publishedTables } = await import(path.join(root, 'dist/pipeline/sync/publication.js'));
-const { listTables } = await import(path.join(root, 'dist/postgres/catalog/tables.js'));
-const { withClient } = await import(path.join(root, 'dist/postgres/connect.js'));
 const { objectNames } = await import(path.join(root, 'dist/state/object-names.js'));
 
 const RATE = Number(process.env.RATE ?? 500);
@@ -52,13 +49,8 @@ try {
   // pgbench_history has no key: UPDATE/DELETE would fail once it is published.
   await src.query('ALTER TABLE pgbench_history REPLICA IDENTITY FULL', [], DB);
 
-  // pgferry's publication exists before init's slot (a slot older than its publication cannot be decoded).
   const sysid = async (c) => (await c.query('SELECT system_identifier::text AS id FROM pg_control_system()'))[0].id;
   const names = objectNames({ sourceSystemIdentifier: await sysid(src), sourceDatabase: DB, targetSystemIdentifier: await sysid(tgt), targetDatabase: DB });
-  await withClient(src.conn(DB), async (c) => {
-    const tables = (await listTables(c)).map((t) => ({ ...t, schemaOnly: false }));
-    await ensurePublication(c, names.publication, publishedTables(tables, {}).published, src.major);
-  });
   const cli = (...args) =>
     execa(process.execPath, [path.join(root, 'dist/cli/main.js'), ...args, '--source', src.url(DB), '--target', tgt.url(DB), '--state-dir', dir], { reject: false });
   log('pgferry init');

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runCliProcess } from '../support/cli.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
-import { publishBeforeInit, startWriter, waitFor, WRITER_FILTER, WRITER_FILTER_FLAG, writerSchemaSql } from '../support/writer.js';
+import { startWriter, waitFor, WRITER_FILTER_FLAG, writerSchemaSql } from '../support/writer.js';
 
 const ESC = new RegExp(String.fromCharCode(27));
 const clusters = useClusters();
@@ -35,7 +35,6 @@ const pgferry = (...args: string[]) => runCliProcess([...args, ...conns()]);
 describe('sync, status, cleanup through the built CLI', () => {
   it('runs the whole runbook', async () => {
     const writer = startWriter(src.conn(db), { pauseMs: 5 });
-    await publishBeforeInit(src, tgt, db, { filters: { 'public.w_region': WRITER_FILTER.where } });
     const init = await pgferry('init', '--yes', '--no-roles', '--table-filter', WRITER_FILTER_FLAG);
     expect(init.exitCode, init.stderr).toBe(0);
 

@@ -16,7 +16,7 @@ import { runCleanup } from '../../src/pipeline/cleanup/index.js';
 import { runInit } from '../../src/pipeline/init/run.js';
 import { runSync } from '../../src/pipeline/sync/index.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
-import { publishBeforeInit, startWriter, writerSchemaSql } from '../support/writer.js';
+import { startWriter, writerSchemaSql } from '../support/writer.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -50,7 +50,6 @@ describe('cleanup', () => {
       `CREATE SUBSCRIPTION other_sub CONNECTION '${src.url(db).replace(/'/g, "''")}' PUBLICATION other_pub WITH (connect = false, slot_name = NONE, enabled = false)`,
     );
     const writer = startWriter(src.conn(db), { pauseMs: 5 });
-    await publishBeforeInit(src, tgt, db);
     await runInit({
       source: src.conn(db), target: tgt.conn(db), scope: emptyScope(), stateDir: dir, jobs: 2, noSync: false, noOwner: false, noPrivileges: false,
       noRoles: true, fkNotValid: false, dropExisting: false, restart: false, dryRun: false, signal: new AbortController().signal,

@@ -18,7 +18,7 @@ import { runInit } from '../../src/pipeline/init/run.js';
 import { runStatus, type StatusReport } from '../../src/pipeline/status/index.js';
 import { runSync } from '../../src/pipeline/sync/index.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
-import { publishBeforeInit, startWriter, untilCaughtUp, waitFor, WRITER_FILTER, WRITER_FILTER_FLAG, writerSchemaSql, type Writer } from '../support/writer.js';
+import { startWriter, untilCaughtUp, waitFor, WRITER_FILTER_FLAG, writerSchemaSql, type Writer } from '../support/writer.js';
 
 /** The schema of `pgferry status --json`, as docs/json/status.md documents it. */
 const lsn = z.string().regex(/^[0-9A-F]+\/[0-9A-F]+$/);
@@ -72,7 +72,6 @@ beforeAll(async () => {
   db = await createDatabase(src, uniqueDbName('status'), writerSchemaSql(2000));
   dir = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-status-'));
   writer = startWriter(src.conn(db), { pauseMs: 5 });
-  await publishBeforeInit(src, tgt, db, { filters: { 'public.w_region': WRITER_FILTER.where } });
   const scope = scopeFromFlags({ tableFilter: [WRITER_FILTER_FLAG] });
   await runInit({
     source: src.conn(db), target: tgt.conn(db), scope, stateDir: dir, jobs: 2, noSync: false, noOwner: false, noPrivileges: false, noRoles: true,

@@ -22,7 +22,7 @@ import { loadState } from '../../src/state/checkpoint.js';
 import { startCli } from '../support/cli.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import {
-  publishBeforeInit, startWriter, untilCaughtUp, waitFor, WRITER_FILTER, WRITER_FILTER_FLAG, WRITER_TABLES, writerSchemaSql, writerTableHashes,
+  startWriter, untilCaughtUp, waitFor, WRITER_FILTER, WRITER_FILTER_FLAG, WRITER_TABLES, writerSchemaSql, writerTableHashes,
 } from '../support/writer.js';
 
 const clusters = useClusters();
@@ -54,12 +54,6 @@ function initOptions(s: LocalCluster, t: LocalCluster, db: string, dir: string, 
 
 function syncOptions(s: LocalCluster, t: LocalCluster, db: string, dir: string, extra: Partial<SyncOptions> = {}): SyncOptions {
   return { source: s.conn(db), target: t.conn(db), stateDir: dir, waitTimeoutSeconds: 120, pollMs: 250, signal: new AbortController().signal, ...extra };
-}
-
-/** pgferry's publication, created before init's slot (see publishBeforeInit). */
-async function publish(s: LocalCluster, t: LocalCluster, db: string, scope: ScopeSpec): Promise<void> {
-  const filters = Object.fromEntries(scope.rules.tableFilters.map((f) => [`${f.schema}.${f.table}`, f.where]));
-  await publishBeforeInit(s, t, db, { filters });
 }
 
 /** Every writer table equal on both sides (w_region: the source's rows that match the filter). */
@@ -116,14 +110,15 @@ describe('sync', () => {
     const dir = await stateDir();
     const scope = scopeFromFlags({ tableFilter: [WRITER_FILTER_FLAG] });
     const writer = startWriter(src.conn(db));
-    await publish(src, tgt, db, scope);
     await new Promise((r) => setTimeout(r, 300));
     const init = await runInit(initOptions(src, tgt, db, dir, scope));
     expect(init.databases[0]!.phase).toBe('done');
     await new Promise((r) => setTimeout(r, 500));
 
+    // init created the publication, with the row filter, before its slot: sync finds nothing to change.
     const report = await runSync(syncOptions(src, tgt, db, dir));
     const d = report.databases[0]!;
+    expect(d.publication.change).toBe('unchanged');
     expect(d.subscription.action).toBe('created');
     expect(d.tables.map((x) => x.route)).toEqual(['snapshot', 'snapshot', 'snapshot', 'snapshot']);
     expect(d.tables.find((x) => x.name === 'w_region')!.filter).toBe(WRITER_FILTER.where);
@@ -155,9 +150,7 @@ describe('sync', () => {
   it('after init was killed and resumed, PostgreSQL copies the late tables again with an exact hand-off', async () => {
     const db = await createDatabase(src, uniqueDbName('resume'), writerSchemaSql(200_000));
     const dir = await stateDir();
-    const scope = scopeFromFlags({ tableFilter: [WRITER_FILTER_FLAG] });
     const writer = startWriter(src.conn(db), { pauseMs: 2 });
-    await publish(src, tgt, db, scope);
     const args = ['init', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir, '--jobs', '2', '--max-parts', '1', '--no-roles', '--yes', '--table-filter', WRITER_FILTER_FLAG];
     // Kill init -9 once the small tables are done and w_items is still copying. To make that certain on a
     // busy machine, a session on the target holds w_items (ACCESS SHARE) from the moment it exists, so the
@@ -219,24 +212,19 @@ describe('sync', () => {
     expect(rows).toEqual([{ a: 1, b: 'x' }, { a: 2, b: 'z' }]);
   });
 
-  it('refuses a slot that cannot be read because changes precede the publication, and without init', async () => {
+  it('refuses a slot that cannot be read with the publication (changes older than it), and a sync without init', async () => {
     const db = await createDatabase(src, uniqueDbName('late_pub'), 'CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 100) g;');
     const dir = await stateDir();
-    // No publication before init: the slot is created first, then a write happens.
     await runInit(initOptions(src, tgt, db, dir, emptyScope()));
-    const names = await src.query<{ n: string }>('SELECT slot_name AS n FROM pg_replication_slots WHERE database = $1', [db]);
-    const hasPublication = (await src.query('SELECT 1 FROM pg_publication', [], db)).length > 0;
+    // The publication disappears after the slot was made, and a change is committed before sync re-creates it.
+    const pub = (await src.query<{ n: string }>("SELECT pubname AS n FROM pg_publication WHERE pubname LIKE 'pgferry%'", [], db))[0]!.n;
+    await src.query(`DROP PUBLICATION ${pub}`, [], db);
     await src.query('UPDATE t SET v = v + 1 WHERE id = 1', [], db);
     const err = await runSync(syncOptions(src, tgt, db, dir)).catch((e: unknown) => e);
-    if (hasPublication) {
-      // init created the publication before its slot: the stream is readable.
-      expect(err).not.toBeInstanceOf(Error);
-    } else {
-      expect((err as PgferryError).exitCode).toBe(ExitCode.usage);
-      expect((err as Error).message).toMatch(/cannot be read with publication/);
-      expect(await tgt.query(OWN_SUBSCRIPTIONS, [], db)).toHaveLength(0);
-    }
-    expect(names).toHaveLength(1);
+    expect((err as PgferryError).exitCode).toBe(ExitCode.usage);
+    expect((err as Error).message).toMatch(/cannot be read with publication .*does not exist/);
+    expect((err as PgferryError).hint).toMatch(/pgferry init --restart/);
+    expect(await tgt.query(OWN_SUBSCRIPTIONS, [], db)).toHaveLength(0);
 
     const none = await runSync(syncOptions(src, tgt, db, await stateDir())).catch((e: unknown) => e);
     expect((none as PgferryError).exitCode).toBe(ExitCode.usage);
@@ -256,7 +244,6 @@ describe('sync 13 → 17', () => {
     const dir = await stateDir();
     const scope = emptyScope();
     const writer = startWriter(s13.conn(db));
-    await publish(s13, t17, db, scope);
     const init = await runInit({ ...initOptions(s13, t17, db, dir, scope), pgBinDir: undefined });
     expect(init.databases[0]!.phase).toBe('done');
     const report = await runSync(syncOptions(s13, t17, db, dir));

@@ -10,11 +10,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
-import { ensurePublication, publishedTables } from '../../src/pipeline/sync/publication.js';
-import { listTables } from '../../src/postgres/catalog/tables.js';
-import { withClient } from '../../src/postgres/connect.js';
 import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
-import { objectNames } from '../../src/state/object-names.js';
 import { tableHashes, type TableHash } from './compare.js';
 
 /** The tables the writer works on (all in schema public). */
@@ -129,28 +125,6 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
-}
-
-/**
- * Create pgferry's publication for `db` the way it must exist before init's
- * slot (a slot created before its publication cannot be decoded past the
- * first change in between). Idempotent: a no-op where init already did it.
- */
-export async function publishBeforeInit(
-  s: LocalCluster,
-  t: LocalCluster,
-  db: string,
-  opts: { exclude?: string[]; filters?: Record<string, string> } = {},
-): Promise<void> {
-  const [sid, tid] = await Promise.all([
-    s.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'),
-    t.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'),
-  ]);
-  const names = objectNames({ sourceSystemIdentifier: sid[0]!.id, sourceDatabase: db, targetSystemIdentifier: tid[0]!.id, targetDatabase: db });
-  await withClient(s.conn(db), async (c) => {
-    const tables = (await listTables(c)).filter((x) => !(opts.exclude ?? []).includes(`${x.schema}.${x.name}`)).map((x) => ({ ...x, schemaOnly: false }));
-    await ensurePublication(c, names.publication, publishedTables(tables, opts.filters ?? {}).published, s.major);
-  });
 }
 
 /** Until status says in sync and the slot has confirmed everything the source had written when called. */
