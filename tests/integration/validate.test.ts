@@ -334,7 +334,7 @@ describe('validate: tables', () => {
     expect(seq.status).toBe('warn');
     // The sequence of the excluded table is out of scope.
     expect(seq.details).toEqual(['public.docs_id_seq', 'public.free_seq']);
-    expect(seq.fix).toContain('setval');
+    expect(seq.fix).toContain('pgferry sequences');
     expect(r.exitCode).toBe(0);
 
     const plain = await createDatabase(src, uniqueDbName('plain'), 'CREATE TABLE t (id int PRIMARY KEY)');

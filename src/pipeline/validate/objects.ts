@@ -28,10 +28,6 @@ export function sequencesInScope(sequences: SequenceInfo[], tables: ScopeTable[]
   return sequences.filter((s) => s.ownerTableOid === null || oids.has(s.ownerTableOid));
 }
 
-/** Generates the setval calls from the source's current values, to run on the target. */
-export const SEQUENCE_SYNC_SQL =
-  "SELECT format('SELECT setval(%L, %s, %s);', quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value, true) FROM pg_sequences WHERE last_value IS NOT NULL;";
-
 export function checkSequences(sequences: SequenceInfo[], user: string): CheckResult[] {
   if (!sequences.length) return [];
   const out: CheckResult[] = [
@@ -39,7 +35,7 @@ export function checkSequences(sequences: SequenceInfo[], user: string): CheckRe
       'tables.sequences',
       'source',
       `${sequences.length} sequence${sequences.length > 1 ? 's' : ''}: init sets ${sequences.length > 1 ? 'them' : 'it'} to the values of the snapshot, but logical replication carries no sequence changes, so ${sequences.length > 1 ? 'they' : 'it'} must be synced at cutover`,
-      `at cutover, after writes to the source stop: run ${SEQUENCE_SYNC_SQL} on the source and execute its output on the target`,
+      'at cutover, after writes to the source stop: pgferry sequences (sets each target sequence to the source\'s value)',
       { details: sequences.map((s) => displayName(s.schema, s.name)) },
     ),
   ];
