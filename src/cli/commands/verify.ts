@@ -119,7 +119,7 @@ export const verifyCommand = defineCommand<VerifyArgs>({
         default: VERIFY_DEFAULTS.lagTimeoutMs / 1000,
         describe: 'Seconds to wait for the target to replay past a source position',
       })
-      .option('sequences', { type: 'boolean', group: GROUP, default: true, describe: 'Check sequence values (--no-sequences skips them while sync is still running)' }) as unknown as Argv<GlobalArgs>,
+      .option('sequences', { type: 'boolean', group: GROUP, default: true, describe: 'Check sequence values (--no-sequences skips them until `pgferry sequences` has run at cutover)' }) as unknown as Argv<GlobalArgs>,
   examples: [
     ['pgferry verify --source postgresql://app@old/shop --target postgresql://admin@new/shop', 'compare one database'],
     ['pgferry verify --tables "public.order*" --jobs 4 --json | jq .summary', 'a subset, as JSON'],
