@@ -132,7 +132,8 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
           if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
           // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.
           for (const s of [...p.slots, ...p.tablesyncSlots]) await dropSlot(c, s, 30_000);
-        }, { label: 'the source' });
+          // A source fenced for cutover (ALTER DATABASE … SET default_transaction_read_only = on) must still let us drop our objects.
+        }, { label: 'the source', settings: { default_transaction_read_only: 'off' } });
         progress({ kind: 'end', id, status: 'ok', detail: `${items.filter((i) => i.database === p.pair.sourceDatabase || i.database === p.pair.targetDatabase).length} objects dropped` });
       } catch (err) {
         progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
