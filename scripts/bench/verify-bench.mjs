@@ -96,12 +96,16 @@ function clusterCpuSeconds(cluster) {
 
 /** Wall and CPU seconds of fn (CPU: both local clusters plus this process), when the clusters are ours. */
 async function measure(fn) {
+  // Let sessions closed by the previous phase exit and be reaped first: a process that vanishes
+  // between two readings would otherwise move its whole CPU time into this phase.
+  await new Promise((r) => setTimeout(r, 1000));
   const cpu0 = clusters.length ? clusters.reduce((n, c) => n + clusterCpuSeconds(c), 0) : NaN;
   const own0 = process.cpuUsage();
   const t0 = performance.now();
   const result = await fn();
   const seconds = (performance.now() - t0) / 1000;
   const own = process.cpuUsage(own0);
+  await new Promise((r) => setTimeout(r, 1000));
   const cpu = clusters.length ? clusters.reduce((n, c) => n + clusterCpuSeconds(c), 0) - cpu0 + (own.user + own.system) / 1e6 : NaN;
   return { ...result, seconds, cpu };
 }
