@@ -14,7 +14,9 @@
  * of sessions per side as verify (--jobs), taking tables from a shared queue.
  *
  *   scripts/bench/verify-bench.sh --source URL --target URL [--jobs 2] [--inject]
- *   scripts/bench/verify-bench.sh --scale 0.05          # generated data on throwaway local clusters
+ *   scripts/bench/verify-bench.sh --scale 0.05          # the shared benchmark database (generate.mjs,
+ *                                                       # scale 1 ≈ 1.5 GB) on two throwaway local clusters
+ *   scripts/bench/verify-bench.sh --scale 0.05 --data own   # this script's own smaller tables instead
  *
  * With --source/--target nothing is written unless --inject is given (then 10
  * rows of the largest keyed table are deleted on the target and re-inserted
@@ -37,18 +39,19 @@ const { values: args } = parseArgs({
     scale: { type: 'string' },
     jobs: { type: 'string', default: '2' },
     inject: { type: 'boolean', default: false },
+    data: { type: 'string', default: 'shared' },
     'skip-md5': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (args.help || (!args.scale && !(args.source && args.target))) {
-  console.log('usage: verify-bench.sh (--source URL --target URL [--inject] | --scale S) [--jobs N] [--skip-md5]');
+  console.log('usage: verify-bench.sh (--source URL --target URL [--inject] | --scale S [--data shared|own]) [--jobs N] [--skip-md5]');
   process.exit(args.help ? 0 : 2);
 }
 const jobs = Number(args.jobs);
 
-/** Deterministic data (no random()), so that loading it twice gives equal databases. Scale 1 ≈ 4 M rows in bench_big. */
+/** --data own: deterministic data (no random()), so that loading it twice gives equal databases. Scale 1 ≈ 4 M rows in bench_big. */
 function generatorSql(scale) {
   const n = (x) => Math.max(1000, Math.round(x * scale));
   return `
@@ -116,11 +119,22 @@ async function setup() {
   const settings = { shared_buffers: "'1GB'", max_wal_size: "'4GB'", checkpoint_timeout: "'30min'" };
   const [s, t] = await Promise.all([startCluster({ name: 'bsrc', settings }), startCluster({ name: 'btgt', settings })]);
   clusters.push(s, t);
-  const sql = generatorSql(scale);
-  process.stderr.write(`generating scale ${scale} on two local clusters (PostgreSQL ${s.version})…\n`);
+  process.stderr.write(`generating ${args.data} data at scale ${scale} on two local clusters (PostgreSQL ${s.version})…\n`);
   await Promise.all([s.query('CREATE DATABASE bench'), t.query('CREATE DATABASE bench')]);
-  await Promise.all([s.query(sql, [], 'bench'), t.query(sql, [], 'bench')]);
-  await Promise.all([s.query('VACUUM ANALYZE', [], 'bench'), t.query('VACUUM ANALYZE', [], 'bench')]);
+  if (args.data === 'shared') {
+    // The project's benchmark database: deterministic, so two loads are equal row for row.
+    const { generate } = await import('./generate.mjs');
+    const connect = (c) => async () => {
+      const cl = new pg.Client({ connectionString: c.url('bench') });
+      await cl.connect();
+      return cl;
+    };
+    await Promise.all([generate(connect(s), scale), generate(connect(t), scale)]);
+  } else {
+    const sql = generatorSql(scale);
+    await Promise.all([s.query(sql, [], 'bench'), t.query(sql, [], 'bench')]);
+    await Promise.all([s.query('VACUUM ANALYZE', [], 'bench'), t.query('VACUUM ANALYZE', [], 'bench')]);
+  }
   return { source: s.url('bench'), target: t.url('bench'), ours: true };
 }
 
