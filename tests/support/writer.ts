@@ -11,6 +11,7 @@ import pg from 'pg';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
 import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
+import { WAL_END_SQL } from '../../src/postgres/lsn.js';
 import { tableHashes, type TableHash } from './compare.js';
 
 /** The tables the writer works on (all in schema public). */
@@ -129,7 +130,7 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
 
 /** Until status says in sync and the slot has confirmed everything the source had written when called. */
 export async function untilCaughtUp(s: LocalCluster, t: LocalCluster, db: string, stateDir: string): Promise<void> {
-  const lsn = (await s.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
+  const lsn = (await s.query<{ l: string }>(`SELECT ${WAL_END_SQL}::text AS l`))[0]!.l;
   await waitFor('the target to apply everything', async () => {
     const r = await runStatus({ source: s.conn(db), target: t.conn(db), stateDir, maxLag: { bytes: 1024 * 1024, seconds: 5 } });
     if (r.exitCode !== 0) return false;

@@ -7,6 +7,7 @@
  * Shared by sync, status and cleanup.
  */
 import type pg from 'pg';
+import { WAL_END_SQL } from '../../postgres/lsn.js';
 
 export interface PublicationInfo {
   oid: number;
@@ -126,7 +127,7 @@ export interface SourceSlot {
  * table synchronisation could have given (the caller decides which are ours).
  */
 export async function listCandidateSlots(client: pg.Client, major: number): Promise<{ currentLsn: string; slots: SourceSlot[] }> {
-  const cur = 'CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END';
+  const cur = WAL_END_SQL;
   const { rows } = await client.query<{
     current_lsn: string; slot_name: string | null; plugin: string | null; database: string | null; active: boolean | null; active_pid: number | null;
     wal_status: string | null; confirmed_flush_lsn: string | null; restart_lsn: string | null; retained: string | null; lag: string | null;

@@ -7,6 +7,7 @@
  * subscriber reports as applied and flushed.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { WAL_END_SQL } from '../../postgres/lsn.js';
 import type { SideSession } from './sessions.js';
 import type { ReplicationInfo } from './types.js';
 
@@ -36,10 +37,10 @@ export async function detectReplication(source: SideSession, target: SideSession
   return { active: watched.length > 0, subscriptions, slots: watched };
 }
 
-/** The source's current WAL position (replay position on a standby). */
+/** The source's current WAL position, including async commits not yet written (replay position on a standby). */
 export async function currentLsn(source: SideSession): Promise<string> {
   const rows = await source.query<{ lsn: string }>({
-    text: `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn`,
+    text: `SELECT ${WAL_END_SQL}::text AS lsn`,
     values: [],
   });
   return rows[0]!.lsn;
