@@ -6,7 +6,7 @@ import { loadStoredInputs, plural, verify, VERIFY_DEFAULTS, type RowDiff, type T
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
-import { plainProgress } from '../render/progress.js';
+import { createProgress } from '../render/tasks.js';
 import { scopeSpecFromArgs, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface VerifyArgs extends ScopeArgs {
@@ -132,28 +132,34 @@ export const verifyCommand = defineCommand<VerifyArgs>({
     const stored = await loadStoredInputs(ctx.stateDir);
     if (stored) ctx.out.debug(`filters and cutoffs from ${stored.stateFile}`);
     const scope = scopeSpecFromArgs(argv, stored?.scope);
-    const report = await verify({
-      source: ctx.conn('source'),
-      target: ctx.conn('target'),
-      scope,
-      tables: splitList(argv.tables),
-      filters: stored?.filters,
-      cutoffs: stored?.cutoffs,
-      targetDatabases: stored?.targetDatabases,
-      stateIdentity: stored && {
-        sourceSystemIdentifier: stored.sourceSystemIdentifier,
-        targetSystemIdentifier: stored.targetSystemIdentifier,
-        stateFile: stored.stateFile,
-      },
-      jobs: Number(argv.jobs),
-      chunkRows: Number(argv.chunkRows),
-      maxDiffs: Number(argv.maxDiffs),
-      recheck: Number(argv.recheck),
-      lagTimeoutMs: Number(argv.lagTimeout) * 1000,
-      sequences: argv.sequences !== false,
-      signal: ctx.signal,
-      progress: plainProgress(ctx.out),
-    });
+    const progress = createProgress(ctx);
+    let report: Awaited<ReturnType<typeof verify>>;
+    try {
+      report = await verify({
+        source: ctx.conn('source'),
+        target: ctx.conn('target'),
+        scope,
+        tables: splitList(argv.tables),
+        filters: stored?.filters,
+        cutoffs: stored?.cutoffs,
+        targetDatabases: stored?.targetDatabases,
+        stateIdentity: stored && {
+          sourceSystemIdentifier: stored.sourceSystemIdentifier,
+          targetSystemIdentifier: stored.targetSystemIdentifier,
+          stateFile: stored.stateFile,
+        },
+        jobs: Number(argv.jobs),
+        chunkRows: Number(argv.chunkRows),
+        maxDiffs: Number(argv.maxDiffs),
+        recheck: Number(argv.recheck),
+        lagTimeoutMs: Number(argv.lagTimeout) * 1000,
+        sequences: argv.sequences !== false,
+        signal: ctx.signal,
+        progress,
+      });
+    } finally {
+      progress.done();
+    }
     const code = exitCodeFor(report);
     if (ctx.out.json) ctx.out.emitJson({ command: 'verify', ok: code === ExitCode.ok, exitCode: code, ...report });
     else renderVerify(report, ctx.out);
