@@ -80,3 +80,13 @@ export function installSignalHandlers(graceMs = 10_000): void {
 export function throwIfShuttingDown(signal: AbortSignal = shutdownSignal): void {
   if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new InterruptedError();
 }
+
+/** Is a process with this pid running (ours or another user's)? */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { UsageError } from '../errors.js';
+import { processAlive } from '../lifecycle.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../postgres/conninfo.js';
 import { findServerBinDir } from './binaries.js';
 
@@ -350,15 +351,6 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
     live.delete(handle);
     stopSync();
     throw err;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

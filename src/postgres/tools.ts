@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { execa, type Options, type ResultPromise } from 'execa';
 import { InterruptedError, OperationError, UsageError } from '../errors.js';
-import { registerCleanup, shutdownSignal } from '../lifecycle.js';
+import { processAlive, registerCleanup, shutdownSignal } from '../lifecycle.js';
 import { resolvedParams, toKeywordString, type ConnInfo, type ResolvedConnInfo } from './conninfo.js';
 import { APPLICATION_NAME } from './connect.js';
 import { passfileLine } from './pgpass.js';
@@ -101,15 +101,6 @@ export function assertToolCanDump(t: ToolLocation, serverMajor: number, side = '
 
 const PASSDIR_PREFIX = 'pgferry-pgpass-';
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Remove password directories whose owning process is gone (killed with -9,
  * so no cleanup ran). The owner's pid is part of the directory name.
@@ -124,7 +115,7 @@ export function reapStalePassfiles(tmp = os.tmpdir()): number {
   }
   for (const e of entries) {
     const m = /^pgferry-pgpass-(\d+)-/.exec(e);
-    if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+    if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
     try {
       rmSync(path.join(tmp, e), { recursive: true, force: true });
       removed++;

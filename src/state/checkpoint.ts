@@ -7,11 +7,11 @@
  * the directory), so a crash leaves the previous or the next version, never a
  * torn file. Never holds a password: endpoints come from describeConn().
  */
-import { closeSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ScopeSpec } from '../config/scope.js';
 import { UsageError } from '../errors.js';
+import { writeJsonAtomic } from './files.js';
 
 export const STATE_VERSION = 1 as const;
 export { acquireLock } from './lock.js';
@@ -165,30 +165,10 @@ export async function loadState(stateDir: string): Promise<RunState | undefined>
   return s as RunState;
 }
 
-/** Write the checkpoint atomically: tmp file, fsync, rename over state.json, fsync the directory. */
+/** Write the checkpoint atomically (see writeJsonAtomic). */
 export async function saveState(stateDir: string, s: RunState): Promise<void> {
-  const { state: file } = statePaths(stateDir);
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   s.updatedAt = new Date().toISOString();
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(JSON.stringify(s, null, 2) + '\n');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  try {
-    const dfd = openSync(stateDir, 'r');
-    try {
-      fsyncSync(dfd);
-    } finally {
-      closeSync(dfd);
-    }
-  } catch {
-    // Some filesystems refuse fsync on directories; the rename is still atomic.
-  }
+  await writeJsonAtomic(statePaths(stateDir).state, s);
 }
 
 /** Remove the checkpoint and the work files (dump archives). The lock is left to its owner. */

@@ -9,7 +9,7 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
-import { registerCleanup } from '../lifecycle.js';
+import { processAlive, registerCleanup } from '../lifecycle.js';
 
 interface LockInfo {
   pid: number;
@@ -31,11 +31,7 @@ function processStartTime(pid: number): string | null {
 }
 
 function alive(info: LockInfo): boolean {
-  try {
-    process.kill(info.pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
+  if (!processAlive(info.pid)) return false;
   const start = processStartTime(info.pid);
   return !(info.processStart && start && start !== info.processStart);
 }

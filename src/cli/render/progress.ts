@@ -59,3 +59,15 @@ export function plainProgress(out: Output, updateEveryMs = 5000): ProgressSink {
     }
   };
 }
+
+/** Warnings of a run: kept for its report and shown as they happen. */
+export function warningCollector(progress: ProgressSink): { warnings: string[]; warn: (message: string) => void } {
+  const warnings: string[] = [];
+  return {
+    warnings,
+    warn(message) {
+      warnings.push(message);
+      progress({ kind: 'log', level: 'warn', message });
+    },
+  };
+}

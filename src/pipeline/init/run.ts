@@ -13,7 +13,7 @@ import type { ScopeSpec, ScopeTable } from '../../config/scope.js';
 import { resolveDatabases, resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { shutdownSignal } from '../../lifecycle.js';
-import type { ProgressSink } from '../../cli/render/progress.js';
+import { warningCollector, type ProgressSink } from '../../cli/render/progress.js';
 import { describeObjectCounts } from '../../postgres/catalog/databases.js';
 import { listForeignKeys, type ForeignKey } from '../../postgres/catalog/foreign-keys.js';
 import { listTables, type CatalogTable } from '../../postgres/catalog/tables.js';
@@ -130,11 +130,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
   const started = performance.now();
   const signal = o.signal ?? shutdownSignal;
   const progress: ProgressSink = o.progress ?? (() => {});
-  const warnings: string[] = [];
-  const warn = (message: string) => {
-    warnings.push(message);
-    progress({ kind: 'log', level: 'warn', message });
-  };
+  const { warnings, warn } = warningCollector(progress);
   if (!Number.isInteger(o.jobs) || o.jobs < 1) throw new UsageError(`--jobs must be a whole number of at least 1 (got ${o.jobs})`);
 
   const ids = await probeSides(o.source, o.target);

@@ -6,9 +6,9 @@
  * table is published with (a changed filter means the table must be copied
  * again). Written atomically; never holds a password.
  */
-import { mkdirSync } from 'node:fs';
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { writeJsonAtomic } from '../../state/files.js';
 
 export interface SyncRecordDatabase {
   targetDatabase: string;
@@ -40,17 +40,7 @@ export async function loadSyncRecord(stateDir: string): Promise<SyncRecord | und
 }
 
 export async function saveSyncRecord(stateDir: string, rec: SyncRecord): Promise<void> {
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const file = syncRecordPath(stateDir);
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(JSON.stringify(rec, null, 2) + '\n');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
+  await writeJsonAtomic(syncRecordPath(stateDir), rec);
 }
 
 export async function removeSyncRecord(stateDir: string): Promise<void> {

@@ -16,7 +16,7 @@ import type pg from 'pg';
 import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec } from '../../config/scope.js';
 import { OperationError, UsageError } from '../../errors.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
-import type { ProgressSink } from '../../cli/render/progress.js';
+import { warningCollector, type ProgressSink } from '../../cli/render/progress.js';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
@@ -125,11 +125,7 @@ export async function runSync(o: SyncOptions): Promise<SyncReport> {
   const started = performance.now();
   const signal = o.signal ?? shutdownSignal;
   const progress: ProgressSink = o.progress ?? (() => {});
-  const warnings: string[] = [];
-  const warn = (message: string) => {
-    warnings.push(message);
-    progress({ kind: 'log', level: 'warn', message });
-  };
+  const { warnings, warn } = warningCollector(progress);
   checkCustomConninfo(o.subscriptionConninfo);
 
   const release = await acquireLock(o.stateDir);
