@@ -64,6 +64,27 @@ function register(parser: Argv<GlobalArgs>, def: CommandDefinition<never>, setEx
   );
 }
 
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/** yargs' messages, made precise: "unknown command", flags once (not also in camelCase), with the help to read. */
+export function usageFromYargs(msg: string | undefined, args: string[]): UsageError {
+  const text = msg ?? 'invalid command line';
+  const cmd = args.find((a) => !a.startsWith('-'));
+  const known = commands.map((c) => c.command.split(' ')[0]);
+  const unknown = /^Unknown arguments?: (.*)$/.exec(text);
+  if (unknown) {
+    const names = [...new Set(unknown[1]!.split(', ').map((n) => (n.length === 1 ? n : kebab(n))))];
+    if (cmd && names.includes(cmd) && !known.includes(cmd)) {
+      return new UsageError(`unknown command "${cmd}"`, { hint: `commands: ${known.join(', ')} (pgferry --help)` });
+    }
+    const flags = names.filter((n) => n !== cmd).map((n) => (n.length === 1 ? `-${n}` : `--${n}`));
+    return new UsageError(`unknown option${flags.length > 1 ? 's' : ''} ${flags.join(', ')}`, {
+      hint: `see pgferry ${cmd && known.includes(cmd) ? cmd : '<command>'} --help`,
+    });
+  }
+  return new UsageError(text, { hint: `see pgferry ${cmd && known.includes(cmd) ? cmd : '<command>'} --help` });
+}
+
 export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   installSignalHandlers();
   let exitCode: number = ExitCode.ok;
@@ -89,7 +110,7 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.en
     .showHelpOnFail(false)
     .fail((msg, err) => {
       if (err) throw err;
-      throw new UsageError(msg ?? 'invalid command line', { hint: 'see pgferry <command> --help' });
+      throw usageFromYargs(msg, args);
     })
     .epilog('Exit codes: 0 ok · 1 problems found · 2 usage/configuration · 3 cannot connect · 4 failed midway · 130 interrupted');
   for (const def of commands) register(parser, def as CommandDefinition<never>, (c) => (exitCode = c), env);
