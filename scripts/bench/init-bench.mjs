@@ -48,6 +48,10 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     'rss-check': { type: 'boolean', default: false },
     pin: { type: 'boolean', default: false },
+    'skip-warmup': { type: 'boolean', default: false },
+    'wait-quiet': { type: 'string', default: '120' },
+    'pgferry-args': { type: 'string', default: '' },
+    dist: { type: 'string' },
     grow: { type: 'string', default: '10' },
     'pg-bin-dir': { type: 'string' },
     'sample-ms': { type: 'string', default: '100' },
@@ -57,9 +61,12 @@ const { values: args } = parseArgs({
 });
 
 if (args.help) {
-  console.log(`usage: init-bench.sh [--scale S] [--rounds N] [--jobs J] [--only pgferry,pgdump,pgcopydb] [--pin]
+  console.log(`usage: init-bench.sh [--scale S] [--rounds N] [--jobs J] [--only pgferry,pgdump,pgcopydb] [--pin] [--skip-warmup]
        init-bench.sh --rss-check [--scale S] [--grow F]
          --pin: source server on CPU 0, target server on CPU 1, clients anywhere (a model of two separate servers)
+         --pgferry-args="FLAGS": extra flags for pgferry init (e.g. --pgferry-args="--split-tables-larger-than 256MB")
+         --dist DIR: the build to measure (default: this repository's dist/), e.g. another branch's
+         --wait-quiet S: before each run, wait up to S seconds (120; 0: never) until other processes use < 0.3 core
 options: --pg-bin-dir DIR (PostgreSQL server and client programs; default: the system's)
          --sample-ms MS (memory/CPU sampling interval, 100) --out DIR (logs; default scripts/bench/.work/init-<time>)`);
   process.exit(0);
@@ -70,6 +77,7 @@ const rounds = Number(args.rounds);
 const jobs = Number(args.jobs);
 const growFactor = Number(args.grow);
 const sampleMs = Number(args['sample-ms']);
+const waitQuiet = Number(args['wait-quiet']);
 for (const [flag, v] of [['--scale', scale], ['--rounds', rounds], ['--jobs', jobs], ['--grow', growFactor], ['--sample-ms', sampleMs]]) {
   if (!(v > 0)) {
     console.error(`${flag} must be a positive number`);
@@ -90,7 +98,7 @@ const DB = 'bench';
 const SETTINGS = {
   shared_buffers: "'512MB'",
   max_wal_size: "'8GB'",
-  min_wal_size: "'1GB'",
+  min_wal_size: "'4GB'",
   checkpoint_timeout: "'30min'",
   maintenance_work_mem: "'512MB'",
   max_connections: 100,
@@ -118,8 +126,9 @@ mkdirSync(logDir, { recursive: true });
 function freezeDist() {
   const dir = path.join(work, 'app');
   mkdirSync(dir);
-  if (!existsSync(path.join(root, 'dist/cli/main.js'))) throw new Error('dist/cli/main.js is missing: run npm run build (or use init-bench.sh)');
-  cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
+  const from = path.resolve(args.dist ?? path.join(root, 'dist'));
+  if (!existsSync(path.join(from, 'cli/main.js'))) throw new Error(`${from}/cli/main.js is missing: run npm run build (or use init-bench.sh)`);
+  cpSync(from, path.join(dir, 'dist'), { recursive: true });
   cpSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
   symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
   return path.join(dir, 'dist');
@@ -217,6 +226,18 @@ function pinCluster(cluster, cpu) {
   }
 }
 
+/** Busy, idle and I/O-wait CPU seconds of the whole machine so far (first line of /proc/stat; guest time is already in user). */
+function systemCpu() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  return { busy: (f.reduce((a, b) => a + b, 0) - f[3] - f[4]) / HZ, idle: (f[3] + f[4]) / HZ, iowait: f[4] / HZ };
+}
+
+/** Dirty page cache not yet written back, in MB. */
+function dirtyMb() {
+  const m = /^Dirty:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : NaN;
+}
+
 function postmasterPid(cluster) {
   return Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
 }
@@ -286,6 +307,7 @@ function runStep(label, cmd, argv, { env, logFile, src, tgt }) {
     const srcPm = postmasterPid(src);
     const tgtPm = postmasterPid(tgt);
     const reaped0 = reapedChildrenCpu();
+    const sys0 = systemCpu();
     const s0 = treeUsage(srcPm).cpu;
     const t0cpu = treeUsage(tgtPm).cpu;
     const t0 = performance.now();
@@ -319,7 +341,11 @@ function runStep(label, cmd, argv, { env, logFile, src, tgt }) {
       peak = Math.max(peak, c.rss);
       peakPss = Math.max(peakPss, c.pss);
       peakRoot = Math.max(peakRoot, c.rootRss);
-      samples.push({ at: (performance.now() - t0) / 1000, client: c.cpu, source: treeUsage(srcPm).cpu - s0, target: treeUsage(tgtPm).cpu - t0cpu });
+      const sys = systemCpu();
+      samples.push({
+        at: (performance.now() - t0) / 1000, client: c.cpu, source: treeUsage(srcPm).cpu - s0, target: treeUsage(tgtPm).cpu - t0cpu,
+        busy: sys.busy - sys0.busy, idle: sys.idle - sys0.idle,
+      });
     };
     const timer = setInterval(sample, sampleMs);
     child.on('close', (code, signal) => {
@@ -331,6 +357,11 @@ function runStep(label, cmd, argv, { env, logFile, src, tgt }) {
         source: treeUsage(srcPm).cpu - s0,
         target: treeUsage(tgtPm).cpu - t0cpu,
       };
+      // Everything else the machine did meanwhile (other people's work, this script's sampling), and idle time.
+      const sys = systemCpu();
+      cpu.others = Math.max(0, sys.busy - sys0.busy - cpu.client - cpu.source - cpu.target);
+      cpu.idle = sys.idle - sys0.idle;
+      cpu.iowait = sys.iowait - sys0.iowait;
       if (partial) lines.push({ at: seconds, line: partial });
       out.end(`### ${label}: exit ${code ?? signal} after ${seconds.toFixed(2)} s\n`);
       resolve({ code: code ?? 1, seconds, cpu, peakRss: peak, peakPss, peakRootRss: peakRoot, stdout, lines, samples, load });
@@ -355,7 +386,8 @@ async function runPgferry(ctx) {
     'pgferry',
     process.execPath,
     [path.join(dist, 'cli/main.js'), 'init', '--no-sync', '--jobs', String(jobs), '--yes', '--json',
-      '--source-file', sf, '--target-file', tf, '--state-dir', path.join(dir, 'state'), '--pg-bin-dir', pgBin],
+      '--source-file', sf, '--target-file', tf, '--state-dir', path.join(dir, 'state'), '--pg-bin-dir', pgBin,
+      ...args['pgferry-args'].split(/\s+/).filter(Boolean)],
     { env: childEnv({}), logFile: ctx.logFile, src: ctx.src, tgt: ctx.tgt },
   );
   rmSync(dir, { recursive: true, force: true });
@@ -411,7 +443,8 @@ async function runPgcopydb(ctx) {
 const RUNNERS = { pgferry: runPgferry, pgdump: runPgdump, pgcopydb: runPgcopydb };
 
 function sumCpu(list) {
-  return list.reduce((a, c) => ({ client: a.client + c.client, source: a.source + c.source, target: a.target + c.target }), { client: 0, source: 0, target: 0 });
+  const keys = ['client', 'source', 'target', 'others', 'idle', 'iowait'];
+  return list.reduce((a, c) => Object.fromEntries(keys.map((k) => [k, a[k] + c[k]])), Object.fromEntries(keys.map((k) => [k, 0])));
 }
 
 /**
@@ -429,7 +462,7 @@ function phaseTimes(r) {
     if (phase && !marks.some((x) => x.phase === phase)) marks.push({ phase, at });
   }
   const at = (t) => {
-    let best = { at: 0, client: 0, source: 0, target: 0 };
+    let best = { at: 0, client: 0, source: 0, target: 0, busy: 0, idle: 0 };
     for (const s of r.samples) if (s.at <= t) best = s;
     return best;
   };
@@ -437,10 +470,11 @@ function phaseTimes(r) {
   const bounds = [{ phase: 'startup', at: 0 }, ...marks, { phase: 'end', at: r.seconds }];
   for (let i = 0; i < bounds.length - 1; i++) {
     const a = at(bounds[i].at);
-    const b = i + 1 === bounds.length - 1 ? { ...at(r.seconds), client: r.cpu.client, source: r.cpu.source, target: r.cpu.target } : at(bounds[i + 1].at);
+    const b = i + 1 === bounds.length - 1 ? at(r.seconds) : at(bounds[i + 1].at);
+    const cpu = { client: b.client - a.client, source: b.source - a.source, target: b.target - a.target };
     out[bounds[i].phase] = {
       seconds: bounds[i + 1].at - bounds[i].at,
-      cpu: { client: b.client - a.client, source: b.source - a.source, target: b.target - a.target },
+      cpu: { ...cpu, others: Math.max(0, b.busy - a.busy - cpu.client - cpu.source - cpu.target), idle: b.idle - a.idle },
     };
   }
   return out;
@@ -507,18 +541,46 @@ function versions(src) {
     postgres: src.version,
     pg_dump: first(path.join(pgBin, 'pg_dump'), ['--version']),
     pgcopydb: pgcopydbPath ? first(pgcopydbPath, ['--version']).replace(/^.*?(pgcopydb version)/, '$1') : 'not installed',
-    pgferry: git,
+    pgferry: args.dist ? `build in ${args.dist}` : `${git}${spawnSync('git', ['-C', root, 'status', '--porcelain', '--', 'src'], { encoding: 'utf8' }).stdout.trim() ? ' with uncommitted changes in src/' : ''}`,
   };
 }
 
 const mb = (b) => Math.round(b / 2 ** 20);
 const f2 = (n) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
 
+/**
+ * Wait (up to --wait-quiet seconds) until the machine's busy CPU over 5 s,
+ * minus our clusters' own, is below 0.3 core: other people's work inflates
+ * wall times unevenly. Returns the seconds waited.
+ */
+async function waitForQuiet(ctx) {
+  const t0 = performance.now();
+  const deadline = t0 + waitQuiet * 1000;
+  for (;;) {
+    const ours0 = treeUsage(postmasterPid(ctx.src)).cpu + treeUsage(postmasterPid(ctx.tgt)).cpu;
+    const a = systemCpu();
+    await new Promise((res) => setTimeout(res, 5000));
+    const b = systemCpu();
+    const ours = treeUsage(postmasterPid(ctx.src)).cpu + treeUsage(postmasterPid(ctx.tgt)).cpu - ours0;
+    const others = (b.busy - a.busy - ours) / 5;
+    if (others < 0.3 || performance.now() >= deadline) {
+      const waited = (performance.now() - t0) / 1000;
+      if (waited > 6) log(`waited ${waited.toFixed(0)} s for the machine to be quiet (others now use ${others.toFixed(2)} core)`);
+      return waited;
+    }
+  }
+}
+
 async function oneRun(ctx, name, label) {
   runNo += 1;
+  if (waitQuiet > 0) await waitForQuiet(ctx);
   const targetDb = `${DB}_${name}_${runNo}`;
   await ctx.tgt.query(`CREATE DATABASE ${targetDb} TEMPLATE template0`);
   await Promise.all([ctx.src.query('CHECKPOINT'), ctx.tgt.query('CHECKPOINT')]);
+  // Write back what earlier runs left dirty in the page cache (the previous target database, WAL,
+  // pg_dump's archive), so that no contender starts throttled by the kernel's dirty-page limits.
+  spawnSync('sync');
+  const dirty = dirtyMb();
   const r = await RUNNERS[name]({ ...ctx, targetDb });
   const total = r.cpu.client + r.cpu.source + r.cpu.target;
   const util = total / (r.seconds * os.cpus().length);
@@ -527,11 +589,15 @@ async function oneRun(ctx, name, label) {
   await ctx.tgt.query(`DROP DATABASE ${targetDb} WITH (FORCE)`);
   log(
     `${label} ${name.padEnd(8)} ${f2(r.seconds).padStart(8)} s  cpu client ${f2(r.cpu.client)} source ${f2(r.cpu.source)} target ${f2(r.cpu.target)} ` +
+      `others ${f2(r.cpu.others)} idle ${f2(r.cpu.idle)} (iowait ${f2(r.cpu.iowait)}) ` +
       `(${Math.round(util * 100)}% of ${os.cpus().length} cores)  peak RSS ${mb(r.peakRss)} MB (PSS ${mb(r.peakPss)} MB)  load ${r.load.toFixed(1)}  ` +
       `${problems.length ? `CHECK FAILED: ${problems.slice(0, 3).join('; ')}` : 'copy checked'}`,
   );
-  const { lines: _l, samples: _s, stdout: _o, ...kept } = r;
-  return { name, ...kept, util, problems };
+  const { lines: _l, samples, stdout: _o, ...kept } = r;
+  // A one-second timeline of cumulative CPU seconds per side, for results.json.
+  const timeline = [];
+  for (const x of samples ?? []) if (!timeline.length || x.at - timeline.at(-1).at >= 1) timeline.push(Object.fromEntries(Object.entries(x).map(([k, v]) => [k, Math.round(v * 100) / 100])));
+  return { name, ...kept, util, problems, timeline, dirtyMbAtStart: dirty };
 }
 
 async function main() {
@@ -583,6 +649,12 @@ async function main() {
     return;
   }
 
+  if (!args['skip-warmup']) {
+    // One untimed copy first: it fills the source's page cache and makes the target create its
+    // WAL segments (later runs recycle them), costs that would otherwise fall on round 1's first contender.
+    const name = contenders.includes('pgdump') ? 'pgdump' : contenders[0];
+    await oneRun(ctx, name, 'warm-up  ');
+  }
   for (let round = 0; round < rounds; round++) {
     const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]);
     for (const name of order) results.push({ round: round + 1, ...(await oneRun(ctx, name, `round ${round + 1}/${rounds}`)) });
@@ -595,14 +667,14 @@ async function main() {
     `  ${info.machine}; PostgreSQL ${info.postgres}; ${info.pg_dump}; ${info.pgcopydb}; node ${info.node}; pgferry ${info.pgferry}`,
     `  load average at the start of each run: ${results.map((r) => r.load.toFixed(1)).join(' ')}`,
     '',
-    `  ${'contender'.padEnd(10)} ${'median s'.padStart(9)}  ${'runs'.padEnd(24)} cpu s: client / source / target   cores busy  peak RSS (PSS)`,
+    `  ${'contender'.padEnd(10)} ${'median s'.padStart(9)}  ${'runs'.padEnd(24)} ${'cpu s: client / source / target (others, idle)'.padEnd(49)} ours  peak RSS (PSS)`,
   ];
   for (const name of contenders) {
     const rs = by(name);
     lines.push(
       `  ${name.padEnd(10)} ${f2(med(name, (r) => r.seconds)).padStart(9)}  ${rs.map((r) => f2(r.seconds)).join(' ').padEnd(24)} ` +
-        `${f2(med(name, (r) => r.cpu.client))} / ${f2(med(name, (r) => r.cpu.source))} / ${f2(med(name, (r) => r.cpu.target))}`.padEnd(32) +
-        `   ${Math.round(med(name, (r) => r.util) * 100)}%`.padEnd(13) +
+        `${f2(med(name, (r) => r.cpu.client))} / ${f2(med(name, (r) => r.cpu.source))} / ${f2(med(name, (r) => r.cpu.target))} (${f2(med(name, (r) => r.cpu.others))}, ${f2(med(name, (r) => r.cpu.idle))})`.padEnd(49) +
+        ` ${`${Math.round(med(name, (r) => r.util) * 100)}%`.padStart(4)}  ` +
         `${mb(Math.max(...rs.map((r) => r.peakRss)))} MB (${mb(Math.max(...rs.map((r) => r.peakPss)))} MB)${rs.some((r) => r.problems.length) ? '   CHECK FAILED' : ''}`,
     );
   }
@@ -624,11 +696,12 @@ async function main() {
   if (contenders.includes('pgferry')) {
     const peak = Math.max(...by('pgferry').map((r) => r.peakRss));
     lines.push(`  pgferry peak RSS ${mb(peak)} MB (node alone ${mb(Math.max(...by('pgferry').map((r) => r.peakRootRss)))} MB)   goal < 300 MB   ${peak < 300 * 2 ** 20 ? 'meets' : 'misses'}`);
-    lines.push('', '  pgferry phases (median s; cpu s client / source / target):');
+    lines.push('', '  pgferry phases (median s; cpu s client / source / target (others, idle)):');
     for (const p of ['startup', ...PHASES]) {
       const xs = by('pgferry').map((r) => r.phases?.[p]).filter(Boolean);
       if (!xs.length) continue;
-      lines.push(`    ${p.padEnd(38)} ${f2(median(xs.map((x) => x.seconds))).padStart(7)}   ${f2(median(xs.map((x) => x.cpu.client)))} / ${f2(median(xs.map((x) => x.cpu.source)))} / ${f2(median(xs.map((x) => x.cpu.target)))}`);
+      const m = (k) => f2(median(xs.map((x) => x.cpu[k])));
+      lines.push(`    ${p.padEnd(38)} ${f2(median(xs.map((x) => x.seconds))).padStart(7)}   ${m('client')} / ${m('source')} / ${m('target')} (${m('others')}, ${m('idle')})`);
     }
   }
   if (contenders.includes('pgdump')) lines.push(`  pg_dump ${f2(med('pgdump', (r) => r.phases.pg_dump))} s + pg_restore ${f2(med('pgdump', (r) => r.phases.pg_restore))} s (medians)`);
