@@ -251,25 +251,31 @@ function reapedChildrenCpu() {
 
 // ---------------------------------------------------------------- clusters
 const clusters = [];
-let current; // the running child, killed on interrupt
-let cleaning = false;
-async function cleanup() {
-  if (cleaning) return;
-  cleaning = true;
-  if (current) {
-    try {
-      process.kill(-current.pid, 'SIGKILL');
-    } catch {
-      // already gone
+let current; // the running child (its own process group), killed on interrupt
+let cleaning;
+let interrupted = false;
+/** Kill the running contender, stop both clusters, remove the work folder; once, however often called. */
+function cleanup() {
+  cleaning ??= (async () => {
+    if (current) {
+      try {
+        process.kill(-current.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
     }
-  }
-  await Promise.allSettled(clusters.map((c) => c.stop()));
-  rmSync(work, { recursive: true, force: true });
+    await Promise.allSettled(clusters.map((c) => c.stop()));
+    rmSync(work, { recursive: true, force: true });
+  })();
+  return cleaning;
 }
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
+    if (interrupted) return;
+    interrupted = true;
     log(`${sig}: stopping`);
-    cleanup().finally(() => process.exit(130));
+    // The main flow then fails on the stopped clusters; the end of this file waits for this cleanup.
+    void cleanup();
   });
 }
 
@@ -549,7 +555,7 @@ const mb = (b) => Math.round(b / 2 ** 20);
 const f2 = (n) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
 
 /**
- * Wait (up to --wait-quiet seconds) until the machine's busy CPU over 5 s,
+ * Wait (up to --wait-quiet seconds) until the machine's busy CPU over 2 s,
  * minus our clusters' own, is below 0.3 core: other people's work inflates
  * wall times unevenly. Returns the seconds waited.
  */
@@ -559,13 +565,13 @@ async function waitForQuiet(ctx) {
   for (;;) {
     const ours0 = treeUsage(postmasterPid(ctx.src)).cpu + treeUsage(postmasterPid(ctx.tgt)).cpu;
     const a = systemCpu();
-    await new Promise((res) => setTimeout(res, 5000));
+    await new Promise((res) => setTimeout(res, 2000));
     const b = systemCpu();
     const ours = treeUsage(postmasterPid(ctx.src)).cpu + treeUsage(postmasterPid(ctx.tgt)).cpu - ours0;
-    const others = (b.busy - a.busy - ours) / 5;
+    const others = (b.busy - a.busy - ours) / 2;
     if (others < 0.3 || performance.now() >= deadline) {
       const waited = (performance.now() - t0) / 1000;
-      if (waited > 6) log(`waited ${waited.toFixed(0)} s for the machine to be quiet (others now use ${others.toFixed(2)} core)`);
+      if (waited > 3) log(`waited ${waited.toFixed(0)} s for the machine to be quiet (others now use ${others.toFixed(2)} core)`);
       return waited;
     }
   }
@@ -727,8 +733,13 @@ async function main() {
   writeFileSync(path.join(logDir, 'summary.txt'), lines.join('\n') + '\n');
 }
 
+let failure;
 try {
   await main();
+} catch (err) {
+  failure = err;
 } finally {
   await cleanup();
 }
+if (interrupted) process.exit(130);
+if (failure) throw failure;
