@@ -180,22 +180,38 @@ export async function discardState(stateDir: string): Promise<void> {
 
 /**
  * One writer of the checkpoint inside a process: updates from parallel workers
- * are applied to the one in-memory object and saved in order.
+ * are applied to the one in-memory object and saved in order. At most one
+ * write is in flight and one queued: updates that arrive meanwhile join the
+ * queued write, which serialises the state when it starts. Without that, a
+ * database of many small tables would rewrite the whole file (which grows with
+ * the table count) once per table, and every worker would wait its turn.
  */
 export class StateStore {
-  private chain: Promise<void> = Promise.resolve();
+  private inFlight: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
   constructor(
     readonly stateDir: string,
     readonly state: RunState,
+    private readonly write: (stateDir: string, s: RunState) => Promise<void> = saveState,
   ) {}
 
-  /** Apply a change and persist it; resolves once this version is on disk. */
+  /** Apply a change and persist it; resolves once a version including it is on disk. */
   update(change: (s: RunState) => void): Promise<void> {
     change(this.state);
-    const snapshot = JSON.parse(JSON.stringify(this.state)) as RunState;
-    const next = this.chain.then(() => saveState(this.stateDir, snapshot));
-    this.chain = next.catch(() => {});
-    return next;
+    if (this.queued) return this.queued;
+    const before = this.inFlight ?? Promise.resolve();
+    const write: Promise<void> = before
+      .catch(() => {})
+      .then(() => {
+        this.queued = undefined;
+        this.inFlight = write;
+        return this.write(this.stateDir, this.state);
+      })
+      .finally(() => {
+        if (this.inFlight === write) this.inFlight = undefined;
+      });
+    this.queued = write;
+    return write;
   }
 
   /** Persist the current state. */

@@ -62,6 +62,48 @@ describe('checkpoint', () => {
     expect(Object.keys((await loadState(dir))!.databases.shop!.tables)).toHaveLength(20);
   });
 
+  it('joins updates made during a write into one queued write, each resolving once it is on disk', async () => {
+    const dir = await tmp();
+    const written: number[] = [];
+    let release!: () => void;
+    const firstWriteHeld = new Promise<void>((r) => (release = r));
+    let writes = 0;
+    const store = new StateStore(dir, sample(), async (d, s) => {
+      const tables = Object.keys(s.databases.shop!.tables).length; // what this write was started with
+      if (writes++ === 0) await firstWriteHeld;
+      await saveState(d, s);
+      written.push(tables);
+    });
+    const table = (i: number) => ({ schema: 'public', name: `t${i}`, status: 'done' as const, schemaOnly: false, consistentWithSlot: true, rows: i, bytes: 0, seconds: 0, parts: [] });
+    const first = store.update((s) => (s.databases.shop!.tables.t0 = table(0)));
+    await new Promise((r) => setTimeout(r, 10)); // the first write has started and is held
+    const rest = Array.from({ length: 50 }, (_, i) => store.update((s) => (s.databases.shop!.tables[`t${i + 1}`] = table(i + 1))));
+    let restDone = false;
+    void Promise.all(rest).then(() => (restDone = true));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(restDone).toBe(false); // nothing resolves before its version is written
+    release();
+    await Promise.all([first, ...rest]);
+    expect(written).toEqual([1, 51]); // one held write, then one write for the 50 that queued behind it
+    expect(Object.keys((await loadState(dir))!.databases.shop!.tables)).toHaveLength(51);
+    await store.update((s) => (s.databases.shop!.phase = 'done'));
+    expect(written).toHaveLength(3);
+    expect((await loadState(dir))!.databases.shop!.phase).toBe('done');
+  });
+
+  it('a failed write rejects its callers, and the next update writes again', async () => {
+    const dir = await tmp();
+    let fail = true;
+    const store = new StateStore(dir, sample(), async (d, s) => {
+      if (fail) throw new Error('disk full');
+      await saveState(d, s);
+    });
+    await expect(store.update((s) => (s.roles = 'done'))).rejects.toThrow('disk full');
+    fail = false;
+    await store.save();
+    expect((await loadState(dir))!.roles).toBe('done');
+  });
+
   it('refuses a damaged file, a foreign file and another version, with a way out', async () => {
     const dir = await tmp();
     await writeFile(path.join(dir, 'state.json'), '{"version": 1');

@@ -402,14 +402,16 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
     signal: x.signal,
     progress: x.progress,
     progressId: `init/${d.sourceDatabase}/data`,
-    onPartDone: (plan, part, r) =>
-      store.update(() => {
-        const t = d.tables[plan.key]!;
-        const p = t.parts.find((q) => q.id === part.id);
-        if (p) Object.assign(p, { status: 'done', rows: r.rows, bytes: r.bytes });
-        t.rows += r.rows;
-        t.bytes += r.bytes;
-      }),
+    onPartDone: (plan, part, r) => {
+      const t = d.tables[plan.key]!;
+      const p = t.parts.find((q) => q.id === part.id);
+      if (p) Object.assign(p, { status: 'done', rows: r.rows, bytes: r.bytes });
+      t.rows += r.rows;
+      t.bytes += r.bytes;
+      // The only part of a table: the table-done write follows at once, and a
+      // resume copies an unfinished table whole anyway, so this one is not saved.
+      return t.parts.length > 1 ? store.save() : undefined;
+    },
     onTableDone: (plan, r) => {
       copiedThisRun.add(plan.key);
       return store.update(() => {
