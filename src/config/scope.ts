@@ -261,6 +261,13 @@ function compile(patterns: string[]): NamePattern[] {
   return patterns.map((p) => parseTablePattern(p));
 }
 
+/** Whether the include and exclude rules select a table (no catalog needed; exact names are not checked here). */
+export function tableSelector(rules: Pick<TableRules, 'include' | 'exclude'>): (schema: string, name: string) => boolean {
+  const inc = compile(rules.include);
+  const exc = compile(rules.exclude);
+  return (schema, name) => (inc.length === 0 || inc.some((p) => matches(p, schema, name))) && !exc.some((p) => matches(p, schema, name));
+}
+
 /**
  * Resolve the table rules of one database against its catalog. Exact names
  * that match no table are errors (a typo must not silently copy nothing).
@@ -270,6 +277,7 @@ export async function resolveTables(client: pg.Client, database: string, rules: 
   const inc = compile(rules.include);
   const exc = compile(rules.exclude);
   const so = compile(rules.schemaOnly);
+  const selected = tableSelector(rules);
   const exists = (schema: string, table: string) => all.some((t) => t.schema === schema && t.name === table);
   for (const p of [...inc, ...exc, ...so]) {
     if (p.exact && !exists(p.schemaName, p.tableName)) {
@@ -286,8 +294,7 @@ export async function resolveTables(client: pg.Client, database: string, rules: 
   const tables: ScopeTable[] = [];
   const excluded: string[] = [];
   for (const t of all) {
-    const included = (inc.length === 0 || inc.some((p) => matches(p, t.schema, t.name))) && !exc.some((p) => matches(p, t.schema, t.name));
-    if (!included) {
+    if (!selected(t.schema, t.name)) {
       excluded.push(`${t.schema}.${t.name}`);
       continue;
     }

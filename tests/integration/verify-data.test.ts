@@ -41,6 +41,7 @@ describe('verify: data and schema', () => {
        UPDATE shop.type_zoo SET n_free = 1.00 WHERE id = 40;
        UPDATE shop.audit_log SET message = 'changed' WHERE message = 'entry 7';
        CREATE INDEX bookings_room_extra ON shop.bookings (room);
+       CREATE TABLE shop.leftover_copy (id int PRIMARY KEY);
        SELECT setval('shop.invoice_no', 1000, true);`,
       [],
       changedDb,
@@ -106,7 +107,29 @@ describe('verify: data and schema', () => {
     expect([...different].sort()).toEqual(
       ['Sales Data.Order', 'shop.audit_log', 'shop.bookings', 'shop.documents', 'shop.events', 'shop.type_zoo', 'ümlaut_schema.Tabelle mit Leerzeichen'].sort(),
     );
-    expect(report.summary).toMatchObject({ rowDifferences: 9, schemaDifferences: 1, sequencesBehind: 1 });
+    expect(report.summary).toMatchObject({ rowDifferences: 9, schemaDifferences: 1, sequencesBehind: 1, tablesOnlyOnTarget: 1 });
+    // A table the scope selects that exists on the target alone.
+    expect(report.databases[0]!.tablesOnlyOnTarget).toEqual(['shop.leftover_copy']);
+  });
+
+  it('reports a table only on the target unless the scope leaves it out', async () => {
+    const only = (r: Awaited<ReturnType<typeof runVerify>>) => r.databases[0]!.tablesOnlyOnTarget;
+    const base = { sequences: false };
+    // Left out by an exclusion pattern (a wildcard, since an exact name must exist on the source).
+    let report = await runVerify(source, srcDb, target, changedDb, { ...base, scope: scopeFromFlags({ excludeTables: ['shop.leftover*'] }) });
+    expect(only(report)).toEqual([]);
+    // Outside the schemas an inclusion names.
+    report = await runVerify(source, srcDb, target, changedDb, { ...base, scope: scopeFromFlags({ includeTables: ['"Sales Data".*'] }) });
+    expect(only(report)).toEqual([]);
+    expect(report.status).toBe('different'); // "Sales Data"."Order" differs
+    report = await runVerify(source, srcDb, target, changedDb, { ...base, scope: scopeFromFlags({ includeTables: ['shop.leftover*', 'shop.products'] }) });
+    expect(only(report)).toEqual(['shop.leftover_copy']);
+    expect(report.databases[0]!.tables.map((t) => t.name)).toEqual(['products']);
+    expect(report.status).toBe('different');
+    // --tables checks the named tables only.
+    report = await runVerify(source, srcDb, target, changedDb, { ...base, tables: ['shop.products'] });
+    expect(only(report)).toEqual([]);
+    expect(report.status).toBe('equal');
   });
 
   it('lists at most --max-diffs keys and says that more exist', async () => {

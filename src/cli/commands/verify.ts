@@ -67,6 +67,7 @@ export function renderVerify(report: VerifyReport, out: Output): void {
       }
       for (const n of t.notes) out.print(out.style('dim', `      note: ${n}`));
     }
+    for (const name of db.tablesOnlyOnTarget) out.print(`  ${out.symbol('fail')} ${name.padEnd(width)}  exists only on the target`);
     for (const s of db.sequences.filter((x) => x.status !== 'ok')) {
       const what = s.status === 'missing' ? 'missing on the target' : `target at ${s.targetValue ?? 'unused'}, source at ${s.sourceValue}`;
       out.print(`  ${out.symbol('fail')} sequence ${s.name}: ${what}`);
@@ -83,7 +84,8 @@ export function renderVerify(report: VerifyReport, out: Output): void {
   out.print(
     `${verdict}: ${plural(s.tables, 'table')} (${s.tablesEqual} equal, ${s.tablesDifferent} different${s.tablesFailed ? `, ${s.tablesFailed} failed` : ''}), ` +
       `${plural(s.rowsCompared, 'row')} in ${plural(s.chunksCompared, 'chunk')}, ${plural(s.rowDifferences, 'row difference')}, ` +
-      `${plural(s.schemaDifferences, 'schema difference')}, ${plural(s.sequencesBehind, 'sequence')} behind, ${seconds(report.durationMs)}`,
+      `${plural(s.schemaDifferences, 'schema difference')}, ${plural(s.sequencesBehind, 'sequence')} behind, ` +
+      `${s.tablesOnlyOnTarget ? `${plural(s.tablesOnlyOnTarget, 'table')} only on the target, ` : ''}${seconds(report.durationMs)}`,
   );
 }
 
@@ -131,7 +133,7 @@ export const verifyCommand = defineCommand<VerifyArgs>({
   async run(ctx, argv) {
     const stored = await loadStoredInputs(ctx.stateDir);
     if (stored) ctx.out.debug(`filters and cutoffs from ${stored.stateFile}`);
-    const scope = scopeSpecFromArgs(argv, stored?.scope);
+    const scope = await scopeSpecFromArgs(argv, stored?.scope);
     const progress = createProgress(ctx);
     let report: Awaited<ReturnType<typeof verify>>;
     try {

@@ -5,6 +5,7 @@
  * (sequences are not replicated, so a target behind the source would hand out
  * used values after cutover).
  */
+import { USER_TABLE } from '../../postgres/catalog/tables.js';
 import { displayName } from '../../postgres/identifiers.js';
 import type { SideSession } from './sessions.js';
 import type { SchemaDifference, SequenceReport } from './types.js';
@@ -132,6 +133,22 @@ export async function targetColumns(target: SideSession, tables: readonly TableR
     out.get(key)!.set(r.name, r.type);
   }
   return out;
+}
+
+/**
+ * User tables of the target database (not partitions, not owned by an
+ * extension), as the source's table list is drawn up. A table in scope on the
+ * target but not on the source is a difference too: a leftover of an earlier
+ * attempt, or something written to the target alone.
+ */
+export async function targetTables(target: SideSession): Promise<TableRef[]> {
+  return target.query<{ schema: string; name: string }>({
+    text: `SELECT n.nspname AS schema, c.relname AS name
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE ${USER_TABLE}
+            ORDER BY 1, 2`,
+    values: [],
+  });
 }
 
 interface SequenceRow {

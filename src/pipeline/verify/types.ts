@@ -111,6 +111,8 @@ export interface DatabaseReport {
   status: TableStatus;
   replication: ReplicationInfo;
   tables: TableReport[];
+  /** Tables the scope selects that exist on the target only (display names); empty with --tables. */
+  tablesOnlyOnTarget: string[];
   sequences: SequenceReport[];
   durationMs: number;
 }
@@ -125,6 +127,7 @@ export interface VerifySummary {
   chunksCompared: number;
   rowDifferences: number;
   schemaDifferences: number;
+  tablesOnlyOnTarget: number;
   sequencesBehind: number;
 }
 

@@ -4,7 +4,7 @@
  * chunked checksums — and return a report. Plain async function; the CLI only
  * parses flags and renders.
  */
-import { rulesFor, resolveDatabases, resolveTables, type ScopeTable } from '../../config/scope.js';
+import { rulesFor, resolveDatabases, resolveTables, tableSelector, type ScopeTable } from '../../config/scope.js';
 import { matches, parseTablePattern } from '../../config/names.js';
 import { InterruptedError, PgferryError, UsageError } from '../../errors.js';
 import { silentProgress, type ProgressSink } from '../../cli/render/progress.js';
@@ -16,7 +16,7 @@ import { probePair, sourceConnFor, targetConnFor } from '../sides.js';
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
 import { detectReplication } from './replication.js';
-import { compareSequences, compareTableSchemas, targetColumns } from './schema.js';
+import { compareSequences, compareTableSchemas, targetColumns, targetTables, type TableRef } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
 import { hashKind, type VerifyTable } from './sql.js';
 import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
@@ -123,11 +123,18 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
 
     const replication = await detectReplication(first.source, first.target);
     const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
-    const [schemaDiffs, sequences, targetCols] = await Promise.all([
+    const [schemaDiffs, sequences, targetCols, onTarget] = await Promise.all([
       compareTableSchemas(first.source, first.target, refs),
       opts.sequences ? compareSequences(pairs[1]?.source ?? first.source, pairs[1]?.target ?? first.target, refs, wholeDatabase) : [],
       targetColumns(pairs[2]?.target ?? first.target, refs),
+      // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
+      (opts.tables ?? []).length ? ([] as TableRef[]) : targetTables(pairs[3]?.target ?? first.target),
     ]);
+    const selected = tableSelector(rulesFor(opts.scope, sourceDb));
+    const onSource = new Set(scope.tables.map((t) => `${t.schema}.${t.name}`));
+    const tablesOnlyOnTarget = onTarget
+      .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`))
+      .map((t) => displayName(t.schema, t.name));
 
     const jobs: TableJob[] = [];
     const reports: TableReport[] = [];
@@ -242,7 +249,7 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
 
     const status: TableStatus = reports.some((r) => r.status === 'error')
       ? 'error'
-      : reports.some((r) => r.status === 'different') || sequences.some((s) => s.status !== 'ok')
+      : reports.some((r) => r.status === 'different') || sequences.some((s) => s.status !== 'ok') || tablesOnlyOnTarget.length
         ? 'different'
         : 'equal';
     return {
@@ -251,6 +258,7 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
       status,
       replication: { active: replication.active, subscriptions: replication.subscriptions },
       tables: reports,
+      tablesOnlyOnTarget,
       sequences,
       durationMs: Date.now() - started,
     };
@@ -288,6 +296,7 @@ function summarize(dbs: DatabaseReport[]): VerifySummary {
     chunksCompared: tables.reduce((n, t) => n + t.chunks, 0),
     rowDifferences: tables.reduce((n, t) => n + t.diffCounts.missing + t.diffCounts.extra + t.diffCounts.different, 0),
     schemaDifferences: tables.reduce((n, t) => n + t.schemaDifferences.length, 0),
+    tablesOnlyOnTarget: dbs.reduce((n, d) => n + d.tablesOnlyOnTarget.length, 0),
     sequencesBehind: dbs.reduce((n, d) => n + d.sequences.filter((s) => s.status !== 'ok').length, 0),
   };
 }

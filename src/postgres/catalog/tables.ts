@@ -47,19 +47,26 @@ export interface CatalogTable {
   hasInheritanceChildren: boolean;
 }
 
+/**
+ * The tables pgferry works on, for a query over pg_class c joined to
+ * pg_namespace n: ordinary and partitioned tables that are not partitions,
+ * outside the system schemas, not owned by an extension.
+ */
+export const USER_TABLE = `c.relkind IN ('r', 'p')
+     AND NOT c.relispartition
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND n.nspname NOT LIKE 'pg\\_toast%'
+     AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
 const TABLES_SQL = `
 WITH tables AS (
   SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relreplident,
          pg_get_userbyid(c.relowner) AS owner, c.relowner
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p')
-     AND NOT c.relispartition
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND n.nspname NOT LIKE 'pg\\_toast%'
-     AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+   WHERE ${USER_TABLE}
 )
 SELECT t.oid::int AS oid, t.nspname AS schema, t.relname AS name, t.relkind, t.owner,
        t.relpersistence = 'u' AS unlogged, t.relreplident AS replident,
