@@ -3,7 +3,6 @@
  * yes; on a terminal the question is asked; without one (scripts, CI) it is
  * never asked: the command stops with exit 2 naming the flag to add.
  */
-import { confirm as ask } from '@inquirer/prompts';
 import { UsageError } from '../errors.js';
 import type { CommandContext } from './context.js';
 
@@ -14,6 +13,7 @@ export async function confirm(ctx: Pick<CommandContext, 'argv' | 'interactive' |
       hint: `add ${flagHint} to confirm`,
     });
   }
-  // Prompts go to stderr: stdout carries only results.
+  // Loaded only when a question is asked. Prompts go to stderr: stdout carries only results.
+  const { confirm: ask } = await import('@inquirer/prompts');
   return ask({ message: question, default: false }, { signal: ctx.signal, output: process.stderr });
 }

@@ -5,7 +5,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { loadConfigFile, type PgferryConfig } from '../config/file.js';
+import type { PgferryConfig } from '../config/file.js';
 import { applyOptionLayers } from '../config/precedence.js';
 import { UsageError } from '../errors.js';
 import { shutdownSignal } from '../lifecycle.js';
@@ -50,12 +50,21 @@ function readConnFile(file: string, flag: string, out: Output): string {
   return line;
 }
 
-export function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = process.env): CommandContext {
+/**
+ * The configuration file module, loaded only when a file is given: its
+ * schema library is a good part of the CLI's startup time.
+ */
+export async function loadConfig(file: string): Promise<PgferryConfig> {
+  const { loadConfigFile } = await import('../config/file.js');
+  return loadConfigFile(file);
+}
+
+export async function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = process.env): Promise<CommandContext> {
   const out = new Output({ json: argv.json, verbose: argv.verbose, quiet: argv.quiet, color: argv.color, env });
   const stdinTty = !!process.stdin.isTTY;
   const interactive = argv.interactive !== false && !argv.yes && !env.CI && stdinTty && !!process.stdout.isTTY && !argv.json;
   const resolved = new Map<Side, ResolvedConnInfo>();
-  const config = argv.config ? loadConfigFile(argv.config) : undefined;
+  const config = argv.config ? await loadConfig(argv.config) : undefined;
   for (const w of config?.warnings ?? []) out.warn(`${config!.displayPath}: ${w}`);
   // Options that commands define (--jobs, --max-lag): PGFERRY_* and the file fill those not given as flags.
   applyOptionLayers(argv as { jobs?: unknown; maxLag?: unknown }, env, config?.settings, defaultedOptions(argv));

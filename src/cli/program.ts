@@ -58,7 +58,7 @@ function register(parser: Argv<GlobalArgs>, def: CommandDefinition<never>, setEx
       return b;
     },
     async (argv) => {
-      const ctx = createContext(argv as unknown as GlobalArgs, env);
+      const ctx = await createContext(argv as unknown as GlobalArgs, env);
       setExit(await def.run(ctx, argv as never));
     },
   );

@@ -9,10 +9,10 @@ import type { ScopeSpec } from '../config/scope.js';
 import { UsageError } from '../errors.js';
 import type { CommandContext } from './context.js';
 import { scopeSpecFromArgs, type ScopeArgs } from './scope-options.js';
-import { runWizard, WizardCancelled, type WizardKind } from './wizard/index.js';
+import { WizardCancelled, type WizardKind } from './wizard/outcome.js';
 
 export type RunKind = WizardKind;
-export { confirmedByWizard } from './wizard/index.js';
+export { confirmedByWizard } from './wizard/outcome.js';
 
 /** Whether interactive mode runs: a terminal (ctx.interactive), and no scope flag or --config unless --interactive insists. */
 export function wantsWizard(ctx: CommandContext, argv: ScopeArgs & { interactive?: boolean }): boolean {
@@ -30,8 +30,10 @@ export function wantsWizard(ctx: CommandContext, argv: ScopeArgs & { interactive
  * 130 with nothing done. Never prompts without a terminal.
  */
 export async function resolveRunScope(ctx: CommandContext, argv: ScopeArgs & { interactive?: boolean }, kind: RunKind): Promise<ScopeSpec> {
-  const fromArgs = scopeSpecFromArgs(argv);
+  const fromArgs = await scopeSpecFromArgs(argv);
   if (!wantsWizard(ctx, argv)) return fromArgs;
+  // Loaded here: the prompt library costs startup time that non-interactive runs need not pay.
+  const { runWizard } = await import('./wizard/index.js');
   const spec = await runWizard(ctx, kind, fromArgs);
   if (!spec) throw new WizardCancelled();
   return spec;

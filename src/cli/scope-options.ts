@@ -3,9 +3,9 @@
  * list, and the one function that turns them into a ScopeSpec.
  */
 import type { Argv } from 'yargs';
-import { loadConfigFile } from '../config/file.js';
 import { applyScopeFlags } from '../config/precedence.js';
 import { scopeFromFlags, type ScopeFlags, type ScopeSpec } from '../config/scope.js';
+import { loadConfig } from './context.js';
 import { SCOPE_GROUP } from './options.js';
 
 export function withDatabaseScopeOptions<T>(y: Argv<T>): Argv<T> {
@@ -60,9 +60,9 @@ export type ScopeArgs = ScopeFlags & { config?: string };
  * run recorded), then the configuration file, which replaces it, then the
  * flags (applyScopeFlags says how they override a file).
  */
-export function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): ScopeSpec {
+export async function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): Promise<ScopeSpec> {
   if (args.config) {
-    const file = loadConfigFile(args.config);
+    const file = await loadConfig(args.config);
     return applyScopeFlags(file.scope, args, file.displayPath);
   }
   if (base) return scopeFromFlags(args, base);

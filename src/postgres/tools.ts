@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { execa, type Options, type ResultPromise } from 'execa';
+import type { Options, ResultPromise } from 'execa';
 import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import { processAlive, registerCleanup, shutdownSignal } from '../lifecycle.js';
 import { resolvedParams, toKeywordString, type ConnInfo, type ResolvedConnInfo } from './conninfo.js';
@@ -236,6 +236,7 @@ export async function runTool(tool: PgTool, args: string[], options: RunToolOpti
       stderr: 'pipe',
       buffer: { stdout: !options.stdout, stderr: true },
     };
+    const { execa } = await import('execa'); // loaded when a tool runs: commands that run none start faster
     const child: ResultPromise = execa(t.path, fullArgs, execOptions);
     if (options.stdout) child.stdout?.pipe(options.stdout);
     const res = (await child) as unknown as {

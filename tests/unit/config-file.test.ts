@@ -223,27 +223,27 @@ describe('precedence: defaults < file < environment < flags', () => {
     expect(pickSetting({ flag: 1, env: 3, file: 2, default: 4 })).toEqual({ value: 1, from: 'flag' });
   });
 
-  it('state directory, bin folder and connections: file, then PGFERRY_*, then flags', () => {
+  it('state directory, bin folder and connections: file, then PGFERRY_*, then flags', async () => {
     writeFileSync(path.join(dir, 'file.conn'), '# from the file\npostgresql://file@h/filedb\n', { mode: 0o600 });
     const file = writeConfig('source_file = "file.conn"\nstate_dir = "file-state"\npg_bin_dir = "file-bin"\n');
-    const noEnv = createContext(args({ config: file }), {});
+    const noEnv = await createContext(args({ config: file }), {});
     expect(noEnv.stateDir).toBe(path.join(dir, 'file-state'));
     expect(noEnv.pgBinDir).toBe(path.join(dir, 'file-bin'));
     expect(noEnv.connectionString('source')).toBe('postgresql://file@h/filedb');
     expect(noEnv.connectionString('target')).toBeUndefined();
 
     const env = { PGFERRY_STATE_DIR: '/env/state', PGFERRY_PG_BIN_DIR: '/env/bin', PGFERRY_SOURCE: 'postgresql://env@h/envdb' };
-    const withEnv = createContext(args({ config: file }), env);
+    const withEnv = await createContext(args({ config: file }), env);
     expect(withEnv.stateDir).toBe('/env/state');
     expect(withEnv.pgBinDir).toBe('/env/bin');
     expect(withEnv.connectionString('source')).toBe('postgresql://env@h/envdb');
 
-    const withFlags = createContext(args({ config: file, stateDir: '/flag/state', pgBinDir: '/flag/bin', source: 'postgresql://flag@h/flagdb' }), env);
+    const withFlags = await createContext(args({ config: file, stateDir: '/flag/state', pgBinDir: '/flag/bin', source: 'postgresql://flag@h/flagdb' }), env);
     expect(withFlags.stateDir).toBe('/flag/state');
     expect(withFlags.pgBinDir).toBe('/flag/bin');
     expect(withFlags.connectionString('source')).toBe('postgresql://flag@h/flagdb');
 
-    expect(createContext(args(), {}).stateDir).toBe(path.resolve('.pgferry'));
+    expect((await createContext(args(), {})).stateDir).toBe(path.resolve('.pgferry'));
   });
 
   it('options a command defines (--jobs, --max-lag): default < file < PGFERRY_* < flag, through the real parser', async () => {
@@ -255,8 +255,8 @@ describe('precedence: defaults < file < environment < flags', () => {
           'copy',
           'test',
           (y) => y.option('jobs', { alias: 'j', type: 'number', default: 4 }).option('max-lag', { type: 'string', array: true }),
-          (a) => {
-            createContext(a as unknown as GlobalArgs, env);
+          async (a) => {
+            await createContext(a as unknown as GlobalArgs, env);
             seen = { jobs: (a as unknown as { jobs: number }).jobs, maxLag: (a as unknown as { maxLag?: string[] }).maxLag };
           },
         )
@@ -273,7 +273,7 @@ describe('precedence: defaults < file < environment < flags', () => {
     await expect(run(['copy'], { PGFERRY_JOBS: 'many' })).rejects.toThrow('PGFERRY_JOBS=many: expected a whole number from 1 to 256');
   });
 
-  it('scope: a flag list replaces the file list everywhere; a flag filter replaces that table\'s filter only', () => {
+  it('scope: a flag list replaces the file list everywhere; a flag filter replaces that table\'s filter only', async () => {
     const file = writeConfig(
       `include_databases = ["shop"]
 exclude_tables = ["public.tmp_*"]
@@ -289,10 +289,10 @@ column = "at"
 last = "6 months"
 `,
     );
-    const fileOnly = scopeSpecFromArgs({ config: file });
+    const fileOnly = await scopeSpecFromArgs({ config: file });
     expect(rulesFor(fileOnly, 'shop').exclude).toEqual(['public.tmp_*', 'public.sessions']);
 
-    const spec = scopeSpecFromArgs({
+    const spec = await scopeSpecFromArgs({
       config: file,
       includeDatabases: ['shop,crm'],
       excludeTables: ['public.logs'],
@@ -311,15 +311,15 @@ last = "6 months"
     );
   });
 
-  it('scope: a flag that contradicts the file is an error naming both', () => {
+  it('scope: a flag that contradicts the file is an error naming both', async () => {
     const file = writeConfig('[[databases.shop.table_filters]]\ntable = "orders"\nwhere = "id > 1"\n');
-    expect(() => scopeSpecFromArgs({ config: file, schemaOnlyTables: ['public.orders'] })).toThrow(
+    await expect(scopeSpecFromArgs({ config: file, schemaOnlyTables: ['public.orders'] })).rejects.toThrow(
       /command line and .*\.toml \[databases\.shop\]: table public\.orders is both schema-only and filtered/,
     );
   });
 
-  it('scope: flags alone still work as before, and a file without flags gives the file', () => {
-    expect(scopeSpecFromArgs({ excludeTables: ['a'] })).toEqual(scopeFromFlags({ excludeTables: ['a'] }));
+  it('scope: flags alone still work as before, and a file without flags gives the file', async () => {
+    expect(await scopeSpecFromArgs({ excludeTables: ['a'] })).toEqual(scopeFromFlags({ excludeTables: ['a'] }));
     const cfg = parseConfigText('exclude_tables = ["a"]\n', 'x.toml');
     expect(applyScopeFlags(cfg.scope, {}, 'x.toml')).toEqual(scopeFromFlags({ excludeTables: ['a'] }));
   });

@@ -2,7 +2,6 @@
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { UsageError } from '../../errors.js';
-import { runDemo, stopKeptDemo } from '../../local/demo/run.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 
@@ -31,6 +30,8 @@ export const demoCommand = defineCommand<DemoArgs>({
     'Ctrl-C at any point stops the writer and removes both clusters.',
   async run(ctx, argv) {
     const dir = path.resolve(argv.dir);
+    // Loaded by this command only: the demo's modules are not needed by the others.
+    const { runDemo, stopKeptDemo } = await import('../../local/demo/run.js');
     if (argv.stop) return stopKeptDemo(dir, ctx.out);
     if (ctx.out.json) throw new UsageError('demo prints for people and has no --json', { hint: 'run the commands it shows with --json' });
     return runDemo({ out: ctx.out, signal: ctx.signal, workDir: dir, keep: argv.keep, pgBinDir: ctx.pgBinDir, watchSeconds: argv.watch });

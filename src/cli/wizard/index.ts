@@ -15,35 +15,20 @@ import path from 'node:path';
 import { checkbox, confirm, input, select } from '@inquirer/prompts';
 import { parseConfigText } from '../../config/file.js';
 import { emptyScope, parseWindow, rulesFor, scopeHash, type ScopeSpec } from '../../config/scope.js';
-import { ExitCode, PgferryError, type UsageError } from '../../errors.js';
+import type { UsageError } from '../../errors.js';
 import { formatBytes, formatColumns, formatRows } from '../../pipeline/list/format.js';
 import { listDatabases, listDatabaseTables, type TableEntry } from '../../pipeline/list/index.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';
 import type { CommandContext } from '../context.js';
 import { withSpinner } from '../render/tasks.js';
+import { markConfirmed, type WizardKind } from './outcome.js';
 import { flagsForSpec, shellQuote, specFromChoices, specToToml, type DatabaseChoices, type WizardChoices } from './plan.js';
-
-export type WizardKind = 'validate' | 'init' | 'sync';
 
 const CONFIRM: Record<WizardKind, string> = {
   validate: 'Run the checks with this scope?',
   init: 'Copy this to the target?',
   sync: 'Replicate this scope?',
 };
-
-/** The user answered "no" at the final question: nothing was done. */
-export class WizardCancelled extends PgferryError {
-  constructor() {
-    super('cancelled: nothing was changed', ExitCode.interrupted);
-  }
-}
-
-const confirmed = new WeakSet<CommandContext>();
-
-/** True when the interactive mode already asked the user to go ahead (commands need not ask again). */
-export function confirmedByWizard(ctx: CommandContext): boolean {
-  return confirmed.has(ctx);
-}
 
 interface PromptContext {
   signal: AbortSignal;
@@ -277,7 +262,7 @@ export async function runWizard(ctx: CommandContext, kind: WizardKind, initial: 
   printSummary(ctx, kind, picked);
   const dryRun = (ctx.argv as { dryRun?: boolean }).dryRun === true;
   if (!(await confirm({ message: dryRun ? 'Show the plan for this scope?' : CONFIRM[kind], default: true }, context))) return undefined;
-  confirmed.add(ctx);
+  markConfirmed(ctx);
 
   const flags = flagsForSpec(spec);
   const saved = await offerToSave(ctx, kind, spec, context);

@@ -1,0 +1,28 @@
+/**
+ * What the interactive mode leaves for the command that ran it. Kept apart
+ * from the wizard so that commands load the prompt library only when a
+ * person is actually asked something.
+ */
+import { ExitCode, PgferryError } from '../../errors.js';
+import type { CommandContext } from '../context.js';
+
+export type WizardKind = 'validate' | 'init' | 'sync';
+
+/** The user answered "no" at the final question: nothing was done. */
+export class WizardCancelled extends PgferryError {
+  constructor() {
+    super('cancelled: nothing was changed', ExitCode.interrupted);
+  }
+}
+
+const confirmed = new WeakSet<CommandContext>();
+
+/** Record that the user said "go ahead" at the end of the interactive mode. */
+export function markConfirmed(ctx: CommandContext): void {
+  confirmed.add(ctx);
+}
+
+/** True when the interactive mode already asked the user to go ahead (commands need not ask again). */
+export function confirmedByWizard(ctx: CommandContext): boolean {
+  return confirmed.has(ctx);
+}
