@@ -77,6 +77,7 @@ try {
     const s = await sample();
     wall.push((Date.now() - t0) / 1000);
     took.push(s.seconds);
+    if (!s.databases) throw new Error(`status failed: ${JSON.stringify(s.error ?? s)}`);
     const d = s.databases[0];
     if (d.lag.seconds !== null) secs.push(d.lag.seconds);
     if (d.lag.bytes !== null) bytes.push(d.lag.bytes);
