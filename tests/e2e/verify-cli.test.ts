@@ -65,6 +65,11 @@ describe('pgferry verify (built CLI)', () => {
     expect(r.stdout + r.stderr).not.toContain(pg.password);
     // Progress goes to stderr as plain lines.
     expect(r.stderr).toMatch(/^✓ shop→shop_copy: public\.items: 3000 rows, 3 chunks/m);
+    // No runtime warnings (e.g. pg's about a query handed to a busy client), with one session per side too.
+    expect(r.stderr).not.toMatch(/Warning/);
+    const one = await run(['verify', '--source', pg.url('shop'), '--target', pg.url('shop_copy'), '--jobs', '1']);
+    expect(one.exitCode).toBe(0);
+    expect(one.stderr).not.toMatch(/Warning/);
   });
 
   it('exits 1 and lists the differing keys; --json prints one document', async () => {

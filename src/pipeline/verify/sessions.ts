@@ -22,21 +22,33 @@ export const VERIFY_SETTINGS: Readonly<Record<string, string>> = {
 export class SideSession {
   /** Chunk queries should follow the key index, never scan the whole table per chunk. */
   private seqscan = true;
+  /** The last query handed to the connection: the next one starts after it. */
+  private tail: Promise<unknown> = Promise.resolve();
   constructor(
     readonly side: Side,
     readonly client: pg.Client,
   ) {}
 
-  async query<R extends Record<string, unknown>>(q: Query): Promise<R[]> {
-    const res = await this.client.query<R>(q.text, q.values);
-    return res.rows;
+  /**
+   * Queries run one after the other, in call order, even when callers do not
+   * wait for each other (the catalog checks share sessions when --jobs is
+   * small); pg deprecates handing a busy client another query.
+   */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  query<R extends Record<string, unknown>>(q: Query): Promise<R[]> {
+    return this.serial(async () => (await this.client.query<R>(q.text, q.values)).rows);
   }
 
   /** Range queries run with enable_seqscan off; whole-table queries with it on. */
   async planFor(kind: 'range' | 'whole'): Promise<void> {
     const want = kind === 'whole';
     if (want === this.seqscan) return;
-    await this.client.query(`SET enable_seqscan = ${want ? 'on' : 'off'}`);
+    await this.serial(() => this.client.query(`SET enable_seqscan = ${want ? 'on' : 'off'}`));
     this.seqscan = want;
   }
 }
