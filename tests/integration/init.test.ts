@@ -167,6 +167,9 @@ describe('init', () => {
     expect(roleOwner?.owner).toBe('pgferry_app');
 
     // As of the snapshot, directly: the transactions the slot holds are exactly the ones after the snapshot.
+    // The writer commits with synchronous_commit = off (the clusters' setting) and decoding reads only
+    // flushed WAL: a checkpoint first flushes every commit before it.
+    await src.query('CHECKPOINT');
     const after = new Set(
       (
         await src.query<{ xid: string }>(
@@ -238,6 +241,18 @@ describe('init', () => {
     const [noSlot] = await src.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_replication_slots');
     expect(noSlot?.n).toBe(0); // refused before anything was created
     expect((await tgt.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).length).toBe(0);
+
+    // A filter PostgreSQL cannot plan: refused by name, also with --no-sync, before anything is created.
+    for (const noSync of [false, true]) {
+      const invalid = await runInit(await options(db, { tableFilter: ['public.events:at > = now()'] }, { noSync })).catch((e: unknown) => e);
+      expect(invalid).toBeInstanceOf(UsageError);
+      expect((invalid as UsageError).message).toMatch(/^the row filter of public\.events \(at > = now\(\)\) is not valid: syntax error/);
+      expect((await src.query('SELECT 1 FROM pg_replication_slots')).length).toBe(0);
+      expect((await tgt.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).length).toBe(0);
+    }
+    await expect(runInit(await options(db, { timeFilter: ['public.customers:region:30 days'] }))).rejects.toThrow(
+      /^time filter on public\.customers: column region is text, not a date or timestamp$/,
+    );
 
     // Filtering the referencing table along, a time filter, a schema-only table and an exclusion.
     const flags: ScopeFlags = {
