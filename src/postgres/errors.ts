@@ -68,7 +68,7 @@ export function connectError(err: unknown, label: string, where: string, passwor
   let hint: string | undefined;
   switch (code) {
     case '28P01':
-      hint = passwordSource ? `check the password (it came from ${passwordSource})` : NO_PASSWORD_HINT;
+      hint = passwordSource ? `check the password (it came from ${passwordSource === 'PGPASSWORD' ? 'the PGPASSWORD environment variable' : `the ${passwordSource}`})` : NO_PASSWORD_HINT;
       break;
     case '28000':
       if (/no encryption/i.test(msg)) {

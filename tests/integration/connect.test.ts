@@ -152,7 +152,7 @@ describe('connections to a plain server', () => {
       expect(err).toBeInstanceOf(ConnectError);
       expect(err.exitCode).toBe(ExitCode.connect);
       expect(err.message).toMatch(/cannot connect to source \(.*127\.0\.0\.1.*\): password authentication failed/);
-      expect(err.hint).toMatch(/check the password \(it came from connection string\)/);
+      expect(err.hint).toMatch(/check the password \(it came from the connection string\)/);
       expectNoSecret(err, wrong);
       expectNoSecret(err, AWKWARD);
 

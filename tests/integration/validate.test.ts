@@ -347,7 +347,8 @@ describe('validate: tables', () => {
       src,
       uniqueDbName('filters'),
       `CREATE TABLE events (id int PRIMARY KEY, kind text, created_at timestamptz);
-       CREATE TABLE logs (id int PRIMARY KEY, at timestamptz); ALTER TABLE logs REPLICA IDENTITY FULL;`,
+       CREATE TABLE logs (id int PRIMARY KEY, at timestamptz); ALTER TABLE logs REPLICA IDENTITY FULL;
+       CREATE TABLE event_notes (id int PRIMARY KEY, event_id int REFERENCES events);`,
     );
     const run = (flags: ScopeFlags) => validate(src.conn(db), tgt.conn(db), flags);
     const good = await run({ tableFilter: 'events:id > 100', timeFilter: 'logs:at:6 months' });
@@ -365,6 +366,15 @@ describe('validate: tables', () => {
     expect(checks(time, 'tables.row_filter', db)[0]).toMatchObject({ status: 'fail' });
     const notDate = await run({ timeFilter: 'events:kind:30 days' });
     expect(checks(notDate, 'tables.row_filter', db)[0]!.message).toContain('not a date or timestamp');
+    // A filter that does not parse: named with the server's error; the foreign key test, which would
+    // run it, says why it was skipped instead of ending the checks of the database.
+    const broken = await run({ tableFilter: 'events:id = = 1' });
+    const b = checks(broken, 'tables.row_filter', db)[0]!;
+    expect(b).toMatchObject({ status: 'fail' });
+    expect(b.message).toMatch(/^public\.events: the row filter \(id = = 1\) is not accepted: syntax error/);
+    expect(checks(broken, 'tables.foreign_keys', db)[0]).toMatchObject({ status: 'warn', message: expect.stringMatching(/not checked: the row filter of public\.events is not valid/) });
+    expect(status(broken, 'source.check_error', db)).toBe('absent');
+    expect(broken.exitCode).toBe(1);
     // The trial publications were rolled back.
     expect(await src.query('SELECT pubname FROM pg_publication', [], db)).toEqual([]);
   });

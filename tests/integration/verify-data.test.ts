@@ -184,6 +184,13 @@ describe('verify: data and schema', () => {
     expect(report.databases[1]!.tables[0]!.diffs).toEqual([{ kind: 'different', key: { id: '5' } }]);
   });
 
+  it('refuses a filter PostgreSQL cannot plan, naming the table, before comparing anything', async () => {
+    const scope = scopeFromFlags({ tableFilter: ['shop.events:kind = = 1'] });
+    const err = await runVerify(source, srcDb, target, equalDb, { scope }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).message).toMatch(/^the row filter of shop\.events \(kind = = 1\) is not valid: syntax error/);
+  });
+
   it('rejects a --tables name that is not in scope', async () => {
     await expect(runVerify(source, srcDb, target, equalDb, { scope: emptyScope(), tables: ['shop.nope'] })).rejects.toThrow(/shop\.nope/);
   });

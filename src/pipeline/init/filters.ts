@@ -7,7 +7,8 @@
  */
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
-import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
+import { UsageError } from '../../errors.js';
+import { displayName, qualifiedName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { tableKey } from '../../state/checkpoint.js';
 
 /** Cutoffs for the time-filtered tables that have none yet (text in UTC, as the canonical session prints it). */
@@ -42,4 +43,41 @@ export function effectiveFilters(tables: ScopeTable[], cutoffs: Record<string, s
     }
   }
   return out;
+}
+
+/**
+ * Why PostgreSQL refuses a row predicate on a table, or undefined when it
+ * plans it. EXPLAIN in a read-only transaction that is rolled back; sent with
+ * the extended protocol, which refuses a second statement smuggled into the text.
+ */
+export async function predicateError(client: pg.Client, schema: string, name: string, predicate: string): Promise<string | undefined> {
+  await client.query('BEGIN READ ONLY');
+  try {
+    await client.query({ text: `EXPLAIN SELECT 1 FROM ${qualifiedName(schema, name)} WHERE (${predicate})`, values: [], queryMode: 'extended' } as pg.QueryConfig);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await client.query('ROLLBACK').catch(() => {});
+  }
+}
+
+/** Refuse (exit 2), before anything is created, a filter that PostgreSQL cannot plan, naming the table and the predicate. */
+export async function assertFiltersPlan(client: pg.Client, tables: ScopeTable[], filters: Record<string, string>): Promise<void> {
+  for (const t of tables) {
+    const predicate = filters[tableKey(t.schema, t.name)];
+    if (predicate === undefined || t.schemaOnly) continue;
+    const col = t.timeFilter && t.columns.find((c) => c.name === t.timeFilter!.column);
+    if (col && !/^(date|timestamp)/.test(col.type)) {
+      throw new UsageError(`time filter on ${displayName(t.schema, t.name)}: column ${col.name} is ${col.type}, not a date or timestamp`, {
+        hint: 'name a date, timestamp or timestamptz column in --time-filter',
+      });
+    }
+    const error = await predicateError(client, t.schema, t.name, predicate);
+    if (error !== undefined) {
+      throw new UsageError(`the row filter of ${displayName(t.schema, t.name)} (${predicate}) is not valid: ${error}`, {
+        hint: 'fix the predicate in --table-filter or the configuration file; pgferry validate checks every filter without writing anything',
+      });
+    }
+  }
 }

@@ -32,7 +32,7 @@ import { probeSide, sourceConnFor, targetConnFor, targetDatabaseName } from '../
 import { planCopy } from './copy.js';
 import { initDatabase, type DatabaseReport } from './database.js';
 import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from './fk-check.js';
-import { effectiveFilters, fixTimeCutoffs } from './filters.js';
+import { assertFiltersPlan, effectiveFilters, fixTimeCutoffs } from './filters.js';
 import { estimateSeconds, plannedTables, type InitPlan, type PlannedDatabase } from './plan.js';
 import { checkReplication, type ReplicationCheck } from './publication.js';
 import { copyRoles, type RolesReport } from './roles.js';
@@ -202,6 +202,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
           } else {
             cutoffs[p.source] = await fixTimeCutoffs(c, tables, {});
             filters[p.source] = effectiveFilters(tables, cutoffs[p.source]!);
+            await assertFiltersPlan(c, tables, filters[p.source]!);
             await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
             try {
               problems[p.source] = await checkForeignKeys(c, fks, tables, filters[p.source]!);

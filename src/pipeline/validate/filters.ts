@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
+import { predicateError } from '../init/filters.js';
 import { fail, ok, type CheckResult } from './types.js';
 
 export const MIN_ROW_FILTER_MAJOR = 15;
@@ -70,15 +71,8 @@ async function trialPublication(client: pg.Client, t: ScopeTable, predicate: str
 }
 
 async function explainPredicate(client: pg.Client, t: ScopeTable, predicate: string): Promise<FilterTrial> {
-  await client.query('BEGIN READ ONLY');
-  try {
-    await client.query(single(`EXPLAIN SELECT 1 FROM ${qualifiedName(t.schema, t.name)} WHERE (${predicate})`));
-    return { columns: referencedColumns(predicate, t.columns.map((c) => c.name)) };
-  } catch (err) {
-    return { error: (err as Error).message };
-  } finally {
-    await client.query('ROLLBACK').catch(() => {});
-  }
+  const error = await predicateError(client, t.schema, t.name, predicate);
+  return error !== undefined ? { error } : { columns: referencedColumns(predicate, t.columns.map((c) => c.name)) };
 }
 
 function identityFix(t: ScopeTable, cols: string[]): string {
@@ -95,6 +89,8 @@ export interface FilterContext {
   major: number;
   /** The user may create publications for these tables (superuser, or owner with CREATE on the database). */
   canPublish: boolean;
+  /** Receives "schema.table" of every table whose filter PostgreSQL refused (no other query can use it). */
+  refused?: Set<string>;
 }
 
 export async function checkFilters(client: pg.Client, tables: ScopeTable[], ctx: FilterContext): Promise<CheckResult[]> {
@@ -118,6 +114,7 @@ export async function checkFilters(client: pg.Client, tables: ScopeTable[], ctx:
     if (t.timeFilter) {
       const col = t.columns.find((c) => c.name === t.timeFilter!.column);
       if (!col || !/^(date|timestamp)/.test(col.type)) {
+        ctx.refused?.add(`${t.schema}.${t.name}`);
         out.push(
           fail(id, 'source', `${name}: time filter column ${t.timeFilter.column} is ${col?.type ?? 'missing'}, not a date or timestamp`, 'name a date, timestamp or timestamptz column in --time-filter'),
         );
@@ -134,6 +131,7 @@ export async function checkFilters(client: pg.Client, tables: ScopeTable[], ctx:
     const predicate = t.filter!;
     const trial = ctx.canPublish ? await trialPublication(client, t, predicate) : await explainPredicate(client, t, predicate);
     if (trial.error !== undefined) {
+      ctx.refused?.add(`${t.schema}.${t.name}`);
       out.push(
         fail(
           id,

@@ -214,14 +214,15 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
             const noUsage = source.identity.superuser ? new Set<string>() : await gatherSchemasWithoutUsage(client);
             const published = publishedTables(scope.tables);
             const canPublish = source.identity.superuser || (facts.canCreate && published.every((t) => t.isOwner));
+            const refused = new Set<string>();
             found.push(
               checkSize(facts),
               checkScopeNotEmpty(scope),
               checkSelect(scope.tables, user, noUsage),
               ...checkPublicationRights(p.source, scope.tables, { user, superuser: source.identity.superuser, canCreateInDatabase: facts.canCreate }),
               ...checkReplicaIdentity(scope.tables, leaves),
-              ...(await checkFilters(client, scope.tables, { major: source.identity.major, canPublish })),
-              ...(await checkFilterForeignKeys(client, scope.tables)),
+              ...(await checkFilters(client, scope.tables, { major: source.identity.major, canPublish, refused })),
+              ...(await checkFilterForeignKeys(client, scope.tables, undefined, refused)),
             );
             const unlogged = checkUnlogged(scope.tables);
             if (unlogged) found.push(unlogged);

@@ -12,6 +12,7 @@ import { withClient } from '../../postgres/connect.js';
 import { forDatabase } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError } from '../../postgres/errors.js';
 import { displayName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
+import { predicateError } from '../init/filters.js';
 import { probePair, sourceConnFor, targetConnFor } from '../sides.js';
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
@@ -120,6 +121,16 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
     const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
     const wholeDatabase = !rulesFor(opts.scope, sourceDb).include.length && !(opts.tables ?? []).length;
     const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
+    for (const [i, t] of inScope.entries()) {
+      const filter = filters[i];
+      if (filter === null || filter === undefined || t.schemaOnly) continue;
+      const error = await predicateError(first.source.client, t.schema, t.name, filter);
+      if (error !== undefined) {
+        throw new UsageError(`the row filter of ${displayName(t.schema, t.name)} (${filter}) is not valid: ${error}`, {
+          hint: 'fix the predicate in --table-filter or the configuration file (verify compares the rows that match it on both sides)',
+        });
+      }
+    }
 
     const replication = await detectReplication(first.source, first.target);
     const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
