@@ -5,7 +5,7 @@
  * that match the filter) — no row lost, none applied twice. Also: an init
  * killed with SIGKILL and resumed, whose late tables PostgreSQL's table
  * synchronisation copies again; a rerun and --force; the refusals that come
- * before anything is created; 13 → 17.
+ * before anything is created; several databases at once; 13 → 17.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -237,6 +237,30 @@ describe('sync 13 → 17', () => {
   let t17: LocalCluster;
   beforeAll(async () => {
     [s13, t17] = await Promise.all([clusters.startMajor(13, { name: 'sync-13' }), clusters.startMajor(17, { name: 'sync-17' })]);
+  });
+
+  it('replicates several databases at once, each with its own slot, publication and subscription, under writers', async () => {
+    const [a, b] = [uniqueDbName('multi_a'), uniqueDbName('multi_b')];
+    await Promise.all([createDatabase(src, a, writerSchemaSql(1500)), createDatabase(src, b, writerSchemaSql(1500))]);
+    const dir = await stateDir();
+    const scope = scopeFromFlags({ includeDatabases: [a, b] });
+    const writers = [startWriter(src.conn(a)), startWriter(src.conn(b))];
+    await new Promise((r) => setTimeout(r, 300));
+    const init = await runInit({ ...initOptions(src, tgt, a, dir, scope), target: tgt.conn('postgres') });
+    expect(init.databases.map((d) => d.phase)).toEqual(['done', 'done']);
+    const report = await runSync({ ...syncOptions(src, tgt, a, dir), target: tgt.conn('postgres') });
+    expect(report.databases.map((d) => [d.sourceDatabase, d.targetDatabase, d.subscription.action]).sort()).toEqual([[a, a, 'created'], [b, b, 'created']].sort());
+    expect(new Set(report.databases.map((d) => d.slot.name)).size).toBe(2);
+    expect(new Set(report.databases.map((d) => d.subscription.name)).size).toBe(2);
+    await new Promise((r) => setTimeout(r, 500));
+    for (const w of writers) expect(await w.stop()).toBeGreaterThan(5);
+    for (const db of [a, b]) {
+      await untilCaughtUp(src, tgt, db, dir);
+      await expectEqual(src, tgt, db, false);
+    }
+    const st = await runStatus({ source: src.conn(a), target: tgt.conn('postgres'), stateDir: dir });
+    expect(st.exitCode).toBe(0);
+    expect(st.databases.map((d) => d.sourceDatabase).sort()).toEqual([a, b].sort());
   });
 
   it('replicates from an old source to a new target under a writer', async () => {
