@@ -1,7 +1,7 @@
 /** `pgferry init`: flags → runInit → a summary (or the plan with --dry-run), or one JSON document. */
 import type { Argv } from 'yargs';
 import { ExitCode, UsageError } from '../../errors.js';
-import { formatBytes } from '../../pipeline/init/copy.js';
+import { formatBytes } from '../../units.js';
 import type { InitPlan } from '../../pipeline/init/plan.js';
 import { runInit, type InitReport } from '../../pipeline/init/run.js';
 import { displayName } from '../../postgres/identifiers.js';

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { parseMaxLag } from '../../config/precedence.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
-import { formatBytes } from '../../pipeline/list/format.js';
+import { formatBytes } from '../../units.js';
 import { DEFAULT_MAX_LAG, formatLag, runStatus, type MaxLagLimits, type StatusReport } from '../../pipeline/status/index.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';

@@ -42,6 +42,7 @@ import {
   type TablePart,
 } from './parts.js';
 import { runPool } from './pool.js';
+import { formatBytes } from '../../units.js';
 
 export interface CopySession {
   /** In a REPEATABLE READ transaction that ran SET TRANSACTION SNAPSHOT. */
@@ -542,17 +543,6 @@ export interface CopyTablesOptions extends CopyPlanOptions {
   onPartDone?: (plan: TableCopyPlan, part: TablePart, result: PartResult) => void | Promise<void>;
   /** Called (and awaited) once every part of a table is committed. */
   onTableDone?: (plan: TableCopyPlan, report: TableCopyReport) => void | Promise<void>;
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
 interface TableRun {

@@ -1,16 +1,4 @@
-/** Short human forms of sizes and counts, shared by `list` and the interactive mode. */
-
-export function formatBytes(n: number | null): string {
-  if (n === null) return '?';
-  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
-}
+/** Short human forms of counts and columns, shared by `list` and the interactive mode (sizes: src/units.ts). */
 
 /** Row estimates: "~1.2M", "~950", or "?" for a table never analysed. */
 export function formatRows(n: number | null): string {

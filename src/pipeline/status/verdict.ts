@@ -10,7 +10,7 @@
  *
  * A NULL replay lag while the walsender streams means idle and caught up: 0 s.
  */
-import { formatBytes } from '../list/format.js';
+import { formatBytes } from '../../units.js';
 import { TABLE_STATE_NAMES, parseTablesyncSlot, type TableSyncState } from '../sync/catalog.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { isPgferryName } from '../../state/object-names.js';

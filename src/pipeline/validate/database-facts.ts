@@ -96,14 +96,3 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
     sequences,
   };
 }
-
-export function formatBytes(n: number): string {
-  const units = ['bytes', 'kB', 'MB', 'GB', 'TB', 'PB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} bytes` : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
-}

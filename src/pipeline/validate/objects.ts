@@ -5,7 +5,8 @@
  */
 import type { ScopeTable } from '../../config/scope.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
-import { formatBytes, type DatabaseFacts, type SequenceInfo } from './database-facts.js';
+import { formatBytes } from '../../units.js';
+import type { DatabaseFacts, SequenceInfo } from './database-facts.js';
 import { fail, ok, warn, type CheckResult } from './types.js';
 
 export function checkSize(f: DatabaseFacts): CheckResult {
