@@ -3,7 +3,7 @@
  * list, and the one function that turns them into a ScopeSpec.
  */
 import type { Argv } from 'yargs';
-import { applyScopeFlags } from '../config/precedence.js';
+import { applyScopeFlags, hasScopeFlags } from '../config/precedence.js';
 import { scopeFromFlags, type ScopeFlags, type ScopeSpec } from '../config/scope.js';
 import { loadConfig } from './context.js';
 import { SCOPE_GROUP } from './options.js';
@@ -67,4 +67,12 @@ export async function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): Prom
   }
   if (base) return scopeFromFlags(args, base);
   return scopeFromFlags(args);
+}
+
+/**
+ * The scope the user gave (--config or a scope flag), or undefined: then
+ * status, sync and cleanup work on the scope the state directory recorded.
+ */
+export async function explicitScope(args: ScopeArgs): Promise<ScopeSpec | undefined> {
+  return args.config || hasScopeFlags(args) ? scopeSpecFromArgs(args) : undefined;
 }

@@ -1,6 +1,5 @@
 /** `pgferry cleanup`: list what pgferry created for the migration, confirm, drop it on both sides. */
 import type { Argv } from 'yargs';
-import { hasScopeFlags } from '../../config/precedence.js';
 import { runCleanup, type CleanupItem, type CleanupReport } from '../../pipeline/cleanup/index.js';
 import { confirm } from '../confirm.js';
 import type { CommandContext } from '../context.js';
@@ -8,7 +7,7 @@ import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
-import { scopeSpecFromArgs, withDatabaseScopeOptions, type ScopeArgs } from '../scope-options.js';
+import { explicitScope, withDatabaseScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface CleanupArgs extends ScopeArgs {
   dryRun: boolean;
@@ -49,7 +48,7 @@ export const cleanupCommand = defineCommand<CleanupArgs>({
     'Objects are recognised by the names pgferry gives them, so nothing else is touched. The subscription is disabled and detached from ' +
     'its slot before it is dropped; then the publication and the slots go. Without a terminal, add --yes.',
   async run(ctx: CommandContext, argv) {
-    const scope = argv.config || hasScopeFlags(argv) ? await scopeSpecFromArgs(argv) : undefined;
+    const scope = await explicitScope(argv);
     const progress = createProgress(ctx);
     let report: CleanupReport;
     try {

@@ -9,8 +9,7 @@ import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
-import { scopeSpecFromArgs, withDatabaseScopeOptions, type ScopeArgs } from '../scope-options.js';
-import { hasScopeFlags } from '../../config/precedence.js';
+import { explicitScope, withDatabaseScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface StatusArgs extends ScopeArgs {
   maxLag?: string[];
@@ -76,7 +75,7 @@ export const statusCommand = defineCommand<StatusArgs>({
     '(none while idle and caught up: that is 0 s). Without a state directory, give --source and --target: pgferry finds its objects by name.',
   async run(ctx: CommandContext, argv) {
     const maxLag = limits(argv);
-    const scope = argv.config || hasScopeFlags(argv) ? await scopeSpecFromArgs(argv) : undefined;
+    const scope = await explicitScope(argv);
     if (argv.watch !== undefined && !(argv.watch > 0)) throw new UsageError(`--watch takes a number of seconds above 0 (got ${argv.watch})`);
     const once = () => runStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLag });
     if (argv.watch === undefined) {

@@ -1,6 +1,6 @@
 /** `pgferry sync`: flags → runSync → what was set up and how each table reaches the stream, or one JSON document. */
 import type { Argv } from 'yargs';
-import { hasScopeFlags, parseMaxLag } from '../../config/precedence.js';
+import { parseMaxLag } from '../../config/precedence.js';
 import { UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { runSync, type SyncReport } from '../../pipeline/sync/index.js';
@@ -11,7 +11,7 @@ import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
 import { resolveRunScope } from '../run-options.js';
-import { scopeSpecFromArgs, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
+import { explicitScope, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 const SYNC_GROUP = 'Sync:';
 
@@ -83,7 +83,7 @@ export const syncCommand = defineCommand<SyncArgs>({
     'schema must exist on the target first (pg_dump --schema-only … | psql). Running sync again is safe.',
   async run(ctx: CommandContext, argv) {
     // Without scope flags sync follows init's recorded scope; the interactive mode only when asked for (--interactive).
-    const scope = argv.interactive === true ? await resolveRunScope(ctx, argv, 'sync') : argv.config || hasScopeFlags(argv) ? await scopeSpecFromArgs(argv) : undefined;
+    const scope = argv.interactive === true ? await resolveRunScope(ctx, argv, 'sync') : await explicitScope(argv);
     if (!(argv.waitTimeout >= 0)) throw new UsageError(`--wait-timeout must be 0 or more seconds (got ${argv.waitTimeout})`);
     const lag = argv.maxLag?.length ? parseMaxLag(argv.maxLag) : undefined;
     const progress = createProgress(ctx);

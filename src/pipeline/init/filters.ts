@@ -62,6 +62,12 @@ export async function predicateError(client: pg.Client, schema: string, name: st
   }
 }
 
+/** Refuse (exit 2) a row predicate that PostgreSQL cannot plan on this table, naming both. */
+export async function assertPredicatePlans(client: pg.Client, schema: string, name: string, predicate: string, hint: string): Promise<void> {
+  const error = await predicateError(client, schema, name, predicate);
+  if (error !== undefined) throw new UsageError(`the row filter of ${displayName(schema, name)} (${predicate}) is not valid: ${error}`, { hint });
+}
+
 /** Refuse (exit 2), before anything is created, a filter that PostgreSQL cannot plan, naming the table and the predicate. */
 export async function assertFiltersPlan(client: pg.Client, tables: ScopeTable[], filters: Record<string, string>): Promise<void> {
   for (const t of tables) {
@@ -73,11 +79,6 @@ export async function assertFiltersPlan(client: pg.Client, tables: ScopeTable[],
         hint: 'name a date, timestamp or timestamptz column in --time-filter',
       });
     }
-    const error = await predicateError(client, t.schema, t.name, predicate);
-    if (error !== undefined) {
-      throw new UsageError(`the row filter of ${displayName(t.schema, t.name)} (${predicate}) is not valid: ${error}`, {
-        hint: 'fix the predicate in --table-filter or the configuration file; pgferry validate checks every filter without writing anything',
-      });
-    }
+    await assertPredicatePlans(client, t.schema, t.name, predicate, 'fix the predicate in --table-filter or the configuration file; pgferry validate checks every filter without writing anything');
   }
 }

@@ -12,7 +12,7 @@ import { withClient } from '../../postgres/connect.js';
 import { forDatabase } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError } from '../../postgres/errors.js';
 import { displayName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
-import { predicateError } from '../init/filters.js';
+import { assertPredicatePlans } from '../init/filters.js';
 import { probePair, sourceConnFor, targetConnFor } from '../sides.js';
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
@@ -117,19 +117,15 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
   signal?.addEventListener('abort', abort, { once: true });
   try {
     const first = pairs[0]!;
-    const scope = await resolveTables(first.source.client, sourceDb, rulesFor(opts.scope, sourceDb));
+    const rules = rulesFor(opts.scope, sourceDb);
+    const scope = await resolveTables(first.source.client, sourceDb, rules);
     const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
-    const wholeDatabase = !rulesFor(opts.scope, sourceDb).include.length && !(opts.tables ?? []).length;
+    const wholeDatabase = !rules.include.length && !(opts.tables ?? []).length;
     const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
     for (const [i, t] of inScope.entries()) {
       const filter = filters[i];
       if (filter === null || filter === undefined || t.schemaOnly) continue;
-      const error = await predicateError(first.source.client, t.schema, t.name, filter);
-      if (error !== undefined) {
-        throw new UsageError(`the row filter of ${displayName(t.schema, t.name)} (${filter}) is not valid: ${error}`, {
-          hint: 'fix the predicate in --table-filter or the configuration file (verify compares the rows that match it on both sides)',
-        });
-      }
+      await assertPredicatePlans(first.source.client, t.schema, t.name, filter, 'fix the predicate in --table-filter or the configuration file (verify compares the rows that match it on both sides)');
     }
 
     const replication = await detectReplication(first.source, first.target);
@@ -141,7 +137,7 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
       // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
       (opts.tables ?? []).length ? ([] as TableRef[]) : targetTables(pairs[3]?.target ?? first.target),
     ]);
-    const selected = tableSelector(rulesFor(opts.scope, sourceDb));
+    const selected = tableSelector(rules);
     const onSource = new Set(scope.tables.map((t) => `${t.schema}.${t.name}`));
     const tablesOnlyOnTarget = onTarget
       .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`))
