@@ -147,6 +147,41 @@ describe('sync', () => {
     expect(st.verdict).toMatch(/^in sync · lag /);
   });
 
+  it('--force again and again while a writer runs flat out: the new subscription never applies a transaction twice', async () => {
+    // The old subscription's applied position must be read once its workers have stopped: read while the
+    // apply worker still runs, the transactions it applies in between are streamed and applied again.
+    const db = await createDatabase(src, uniqueDbName('force'), writerSchemaSql(500));
+    const dir = await stateDir();
+    const writer = startWriter(src.conn(db));
+    await runInit(initOptions(src, tgt, db, dir, emptyScope()));
+    await runSync(syncOptions(src, tgt, db, dir));
+    const errors = async () => (await tgt.query<{ n: number }>(
+      `SELECT coalesce(sum(apply_error_count), 0)::int AS n FROM pg_stat_subscription_stats s JOIN pg_subscription p ON p.oid = s.subid
+        WHERE p.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`, [], db))[0]!.n;
+    const applied = async () => (await tgt.query<{ n: number }>('SELECT count(*)::int AS n FROM w_items', [], db))[0]!.n;
+    for (let i = 0; i < 8; i++) {
+      // Recreate while the worker is busy: wait until it has applied something new since the last round.
+      const before = await applied();
+      await waitFor('the apply worker to apply new rows', async () => {
+        expect(await errors(), `apply errors on the target after ${i} recreations (a transaction applied twice?)`).toBe(0);
+        return (await applied()) > before;
+      }, 30_000, 20);
+      const forced = await runSync(syncOptions(src, tgt, db, dir, { force: true, wait: false }));
+      expect(forced.databases[0]!.subscription.action).toBe('recreated');
+    }
+    await writer.stop();
+    // A transaction applied twice stops the apply worker on a duplicate key, over and over: fail on the first error.
+    await waitFor('the target to apply everything', async () => {
+      expect(await errors(), 'apply errors on the target (a transaction applied twice?)').toBe(0);
+      const lsn = (await src.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))[0]!.l;
+      const rows = await src.query<{ ok: boolean }>("SELECT bool_and(confirmed_flush_lsn >= $1::pg_lsn) AS ok FROM pg_replication_slots WHERE database = $2", [lsn, db]);
+      return !!rows[0]?.ok;
+    }, 60_000);
+    await untilCaughtUp(src, tgt, db, dir);
+    expect(await errors()).toBe(0);
+    await expectEqual(src, tgt, db, false);
+  });
+
   it('after init was killed and resumed, PostgreSQL copies the late tables again with an exact hand-off', async () => {
     const db = await createDatabase(src, uniqueDbName('resume'), writerSchemaSql(200_000));
     const dir = await stateDir();

@@ -2,7 +2,9 @@
  * Shared cluster helpers for test files: start a source/target pair, make
  * throwaway databases, and always stop everything in afterAll.
  */
-import { afterAll } from 'vitest';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach } from 'vitest';
 import { embeddedBinDir } from '../../src/local/binaries.js';
 import { startCluster, type ClusterOptions, type LocalCluster } from '../../src/local/cluster.js';
 
@@ -12,6 +14,14 @@ export function useClusters(): {
   startMajor: (major: number, opts?: ClusterOptions) => Promise<LocalCluster>;
 } {
   const started: LocalCluster[] = [];
+  // A failed test shows what the servers said (an apply worker's error is only in the log).
+  afterEach((ctx) => {
+    if (ctx.task.result?.state !== 'fail') return;
+    for (const c of started) {
+      const tail = serverLogTail(c);
+      if (tail) console.error(`--- ${c.name} (port ${c.port}) server.log, last lines ---\n${tail}`);
+    }
+  });
   afterAll(async () => {
     await Promise.allSettled(started.map((c) => c.stop()));
   });
@@ -26,6 +36,12 @@ export function useClusters(): {
     return start({ ...opts, binDir, name: opts.name ?? `pg${major}` });
   };
   return { start, startMajor };
+}
+
+function serverLogTail(c: LocalCluster, lines = 40): string {
+  const file = path.join(c.rootDir, 'server.log');
+  if (!existsSync(file)) return '';
+  return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
 }
 
 let dbCounter = 0;

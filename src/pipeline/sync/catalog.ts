@@ -161,10 +161,14 @@ export async function listCandidateSlots(client: pg.Client, major: number): Prom
   };
 }
 
-/** How far the target has applied (its replication origin pg_<subscription oid>); null when unknown. */
+/**
+ * How far the target has applied (its replication origin pg_<subscription oid>,
+ * flushed); null when unknown. Final only once the subscription's workers have
+ * stopped (stopSubscription): a running apply worker moves it on.
+ */
 export async function originProgress(client: pg.Client, subOid: number): Promise<string | null> {
   const { rows } = await client.query<{ lsn: string | null }>(
-    `SELECT pg_replication_origin_progress($1, false)::text AS lsn
+    `SELECT pg_replication_origin_progress($1, true)::text AS lsn
       WHERE EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`,
     [`pg_${subOid}`],
   );

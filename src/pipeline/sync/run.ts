@@ -34,7 +34,7 @@ import { addToPublication, ensurePublication, publishedTables, slotDecodable, ty
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from './record.js';
 import {
   advanceOrigin, checkCustomConninfo, chooseBinary, chooseStreaming, createSubscription, dropSubscriptionKeepSlot, enableSubscription,
-  passwordWarning, refreshSubscription, setSubscriptionConninfo, subscriptionConninfo,
+  passwordWarning, refreshSubscription, setSubscriptionConninfo, stopSubscription, subscriptionConninfo,
 } from './subscription.js';
 import { emptyTargetTables, locateTargetTables, nonEmptyTables } from './target-tables.js';
 
@@ -243,7 +243,9 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
     let readyBefore = new Set<string>();
     let action: SyncDatabaseReport['subscription']['action'] = sub ? 'existing' : 'created';
     if (sub && o.force) {
-      // Recreate on the same slot; the target's applied position (its origin) carries over, so nothing is applied twice.
+      // Recreate on the same slot; the target's applied position (its origin) carries over, so nothing is applied
+      // twice. It is read once the workers have stopped: until then the apply worker moves it on.
+      await stopSubscription(tgt, sub);
       forcedOrigin = await originProgress(tgt, sub.oid);
       readyBefore = new Set((await subscriptionTables(tgt, sub.oid)).filter((t) => t.state === 'r').map((t) => tableKey(t.schema, t.name)));
       await dropSubscriptionKeepSlot(tgt, sub.name);

@@ -3,7 +3,8 @@
  * options it gets, and the statements that create, refresh and drop it.
  */
 import type pg from 'pg';
-import { UsageError } from '../../errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { OperationError, UsageError } from '../../errors.js';
 import { parseConnInfo, resolvedParams, toKeywordString, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { registerSecret } from '../../postgres/redact.js';
@@ -103,6 +104,27 @@ export async function refreshSubscription(client: pg.Client, name: string, copyD
 /** Make the new subscription's origin start where the old one had applied (so nothing is applied twice). */
 export async function advanceOrigin(client: pg.Client, subOid: number, lsn: string): Promise<void> {
   await client.query('SELECT pg_replication_origin_advance($1, $2::pg_lsn)', [`pg_${subOid}`, lsn]);
+}
+
+/**
+ * Disable a subscription and wait until its workers have exited. DISABLE
+ * returns at once, but the apply worker notices only at its next transaction
+ * (within a second when idle) and applies until then: its origin's position is
+ * final only once it is gone.
+ */
+export async function stopSubscription(client: pg.Client, sub: { name: string; oid: number }, timeoutMs = 60_000): Promise<void> {
+  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(sub.name)} DISABLE`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_subscription WHERE subid = $1 AND pid IS NOT NULL', [sub.oid]);
+    if (rows[0]!.n === 0) return;
+    if (Date.now() > deadline) {
+      throw new OperationError(`the workers of subscription ${sub.name} did not stop within ${Math.round(timeoutMs / 1000)} s of disabling it`, {
+        hint: `see the target server's log; the subscription stays disabled: run pgferry sync --force again, or ALTER SUBSCRIPTION ${quoteIdent(sub.name)} ENABLE`,
+      });
+    }
+    await sleep(50);
+  }
 }
 
 /**
