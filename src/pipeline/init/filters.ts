@@ -8,7 +8,9 @@
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
+import { isDateTimeType } from '../../postgres/catalog/tables.js';
 import { displayName, qualifiedName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
+import { singleStatement } from '../../postgres/statement.js';
 import { tableKey } from '../../state/checkpoint.js';
 
 /** Cutoffs for the time-filtered tables that have none yet (text in UTC, as the canonical session prints it). */
@@ -53,7 +55,7 @@ export function effectiveFilters(tables: ScopeTable[], cutoffs: Record<string, s
 export async function predicateError(client: pg.Client, schema: string, name: string, predicate: string): Promise<string | undefined> {
   await client.query('BEGIN READ ONLY');
   try {
-    await client.query({ text: `EXPLAIN SELECT 1 FROM ${qualifiedName(schema, name)} WHERE (${predicate})`, values: [], queryMode: 'extended' } as pg.QueryConfig);
+    await client.query(singleStatement(`EXPLAIN SELECT 1 FROM ${qualifiedName(schema, name)} WHERE (${predicate})`));
     return undefined;
   } catch (err) {
     return (err as Error).message;
@@ -74,7 +76,7 @@ export async function assertFiltersPlan(client: pg.Client, tables: ScopeTable[],
     const predicate = filters[tableKey(t.schema, t.name)];
     if (predicate === undefined || t.schemaOnly) continue;
     const col = t.timeFilter && t.columns.find((c) => c.name === t.timeFilter!.column);
-    if (col && !/^(date|timestamp)/.test(col.type)) {
+    if (col && !isDateTimeType(col.type)) {
       throw new UsageError(`time filter on ${displayName(t.schema, t.name)}: column ${col.name} is ${col.type}, not a date or timestamp`, {
         hint: 'name a date, timestamp or timestamptz column in --time-filter',
       });

@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { resolveDatabases, resolveTables, rulesFor, type ScopeSpec } from '../../config/scope.js';
 import { withClient } from '../../postgres/connect.js';
 import { describeConn, forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { hasUsableReplicaIdentity, listTables } from '../../postgres/catalog/tables.js';
+import { hasUsableReplicaIdentity, isDateTimeType, listTables } from '../../postgres/catalog/tables.js';
 
 export interface DatabaseEntry {
   name: string;
@@ -134,7 +134,7 @@ export async function listDatabaseTables(conn: ResolvedConnInfo, database: strin
           replicaIdentity: IDENTITY[t.replicaIdentity],
           replicaIdentityColumns: t.replicaIdentityColumns,
           replicaIdentityUsable: hasUsableReplicaIdentity(t),
-          timeColumns: t.columns.filter((c) => /^(date|timestamp)/.test(c.type) && !c.generated).map((c) => c.name),
+          timeColumns: t.columns.filter((c) => isDateTimeType(c.type) && !c.generated).map((c) => c.name),
           unlogged: t.unlogged,
           inScope: !!s,
           schemaOnly: s?.schemaOnly ?? false,

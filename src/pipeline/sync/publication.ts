@@ -14,6 +14,7 @@ import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
 import { sqlstate } from '../../postgres/errors.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
+import { singleStatement as single } from '../../postgres/statement.js';
 import { tableKey } from '../../state/checkpoint.js';
 import { readPublication, type PublicationInfo } from './catalog.js';
 
@@ -24,11 +25,6 @@ export interface PublishedTable {
   /** Row filter with constants only (time filters already turned into their fixed cutoff), or null. */
   filter: string | null;
   partitioned: boolean;
-}
-
-/** One statement per query, sent with the extended protocol: a filter cannot smuggle in a second statement. */
-function single(text: string, values: unknown[] = []): pg.QueryConfig {
-  return { text, values, queryMode: 'extended' } as pg.QueryConfig;
 }
 
 /**

@@ -8,16 +8,13 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
+import { isDateTimeType } from '../../postgres/catalog/tables.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
+import { singleStatement as single } from '../../postgres/statement.js';
 import { predicateError } from '../init/filters.js';
 import { fail, ok, type CheckResult } from './types.js';
 
 export const MIN_ROW_FILTER_MAJOR = 15;
-
-/** Send one statement with the extended protocol, which refuses a second statement smuggled into user text. */
-function single(sql: string, values: unknown[] = []): pg.QueryConfig {
-  return { text: sql, values, queryMode: 'extended' } as pg.QueryConfig;
-}
 
 /**
  * Column names a predicate mentions (string literals, dollar quotes and
@@ -113,7 +110,7 @@ export async function checkFilters(client: pg.Client, tables: ScopeTable[], ctx:
     }
     if (t.timeFilter) {
       const col = t.columns.find((c) => c.name === t.timeFilter!.column);
-      if (!col || !/^(date|timestamp)/.test(col.type)) {
+      if (!col || !isDateTimeType(col.type)) {
         ctx.refused?.add(`${t.schema}.${t.name}`);
         out.push(
           fail(id, 'source', `${name}: time filter column ${t.timeFilter.column} is ${col?.type ?? 'missing'}, not a date or timestamp`, 'name a date, timestamp or timestamptz column in --time-filter'),

@@ -47,6 +47,11 @@ export interface CatalogTable {
   hasInheritanceChildren: boolean;
 }
 
+/** A column type a time filter can compare with a point in time: date, timestamp, timestamptz (as format_type names them). */
+export function isDateTimeType(type: string): boolean {
+  return /^(date|timestamp)/.test(type);
+}
+
 /**
  * The tables pgferry works on, for a query over pg_class c joined to
  * pg_namespace n: ordinary and partitioned tables that are not partitions,
