@@ -173,13 +173,9 @@ describe('sync', () => {
     }
     await writer.stop();
     // A transaction applied twice stops the apply worker on a duplicate key, over and over: fail on the first error.
-    await waitFor('the target to apply everything', async () => {
+    await untilCaughtUp(src, tgt, db, dir, async () => {
       expect(await errors(), 'apply errors on the target (a transaction applied twice?)').toBe(0);
-      const lsn = (await src.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))[0]!.l;
-      const rows = await src.query<{ ok: boolean }>("SELECT bool_and(confirmed_flush_lsn >= $1::pg_lsn) AS ok FROM pg_replication_slots WHERE database = $2", [lsn, db]);
-      return !!rows[0]?.ok;
-    }, 60_000);
-    await untilCaughtUp(src, tgt, db, dir);
+    });
     expect(await errors()).toBe(0);
     await expectEqual(src, tgt, db, false);
   });

@@ -128,10 +128,14 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
   }
 }
 
-/** Until status says in sync and the slot has confirmed everything the source had written when called. */
-export async function untilCaughtUp(s: LocalCluster, t: LocalCluster, db: string, stateDir: string): Promise<void> {
+/**
+ * Until status says in sync and the slot has confirmed everything the source
+ * had written when called. `eachPoll` runs first on every poll (to fail fast).
+ */
+export async function untilCaughtUp(s: LocalCluster, t: LocalCluster, db: string, stateDir: string, eachPoll?: () => Promise<void>): Promise<void> {
   const lsn = (await s.query<{ l: string }>(`SELECT ${WAL_END_SQL}::text AS l`))[0]!.l;
   await waitFor('the target to apply everything', async () => {
+    await eachPoll?.();
     const r = await runStatus({ source: s.conn(db), target: t.conn(db), stateDir, maxLag: { bytes: 1024 * 1024, seconds: 5 } });
     if (r.exitCode !== 0) return false;
     const rows = await s.query<{ ok: boolean }>(
