@@ -30,7 +30,7 @@ export function wantsWizard(ctx: CommandContext, argv: ScopeArgs & { interactive
  * 130 with nothing done. Never prompts without a terminal.
  */
 export async function resolveRunScope(ctx: CommandContext, argv: ScopeArgs & { interactive?: boolean }, kind: RunKind): Promise<ScopeSpec> {
-  const fromArgs = await scopeSpecFromArgs(argv);
+  const fromArgs = await scopeSpecFromArgs(argv, undefined, ctx.config);
   if (!wantsWizard(ctx, argv)) return fromArgs;
   // Loaded here: the prompt library costs startup time that non-interactive runs need not pay.
   const { runWizard } = await import('./wizard/index.js');

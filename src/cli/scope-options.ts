@@ -5,6 +5,7 @@
 import type { Argv } from 'yargs';
 import { applyScopeFlags, hasScopeFlags } from '../config/precedence.js';
 import { scopeFromFlags, type ScopeFlags, type ScopeSpec } from '../config/scope.js';
+import type { PgferryConfig } from '../config/file.js';
 import { loadConfig } from './context.js';
 import { SCOPE_GROUP } from './options.js';
 
@@ -60,9 +61,10 @@ export type ScopeArgs = ScopeFlags & { config?: string };
  * run recorded), then the configuration file, which replaces it, then the
  * flags (applyScopeFlags says how they override a file).
  */
-export async function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): Promise<ScopeSpec> {
+export async function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec, loaded?: PgferryConfig): Promise<ScopeSpec> {
   if (args.config) {
-    const file = await loadConfig(args.config);
+    // A command has it already (CommandContext.config): the file is read once per run.
+    const file = loaded ?? (await loadConfig(args.config));
     return applyScopeFlags(file.scope, args, file.displayPath);
   }
   if (base) return scopeFromFlags(args, base);
@@ -73,6 +75,6 @@ export async function scopeSpecFromArgs(args: ScopeArgs, base?: ScopeSpec): Prom
  * The scope the user gave (--config or a scope flag), or undefined: then
  * status, sync and cleanup work on the scope the state directory recorded.
  */
-export async function explicitScope(args: ScopeArgs): Promise<ScopeSpec | undefined> {
-  return args.config || hasScopeFlags(args) ? scopeSpecFromArgs(args) : undefined;
+export async function explicitScope(args: ScopeArgs, loaded?: PgferryConfig): Promise<ScopeSpec | undefined> {
+  return args.config || hasScopeFlags(args) ? scopeSpecFromArgs(args, undefined, loaded) : undefined;
 }

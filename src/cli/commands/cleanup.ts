@@ -48,7 +48,7 @@ export const cleanupCommand = defineCommand<CleanupArgs>({
     'Objects are recognised by the names pgferry gives them, so nothing else is touched. The subscription is disabled and detached from ' +
     'its slot before it is dropped; then the publication and the slots go. Without a terminal, add --yes.',
   async run(ctx: CommandContext, argv) {
-    const scope = await explicitScope(argv);
+    const scope = await explicitScope(argv, ctx.config);
     const progress = createProgress(ctx);
     let report: CleanupReport;
     try {

@@ -79,7 +79,7 @@ export const listCommand = defineCommand<ListArgs>({
     ['pgferry list shop --config replication.toml', 'what the file puts in scope'],
   ],
   async run(ctx: CommandContext, argv) {
-    const spec = await scopeSpecFromArgs(argv);
+    const spec = await scopeSpecFromArgs(argv, undefined, ctx.config);
     // The fingerprint init records: the same choices made by flags, a file or the interactive mode give the same one.
     const scopeFingerprint = scopeHash(spec);
     const source = ctx.conn('source');

@@ -28,7 +28,7 @@ export const sequencesCommand = defineCommand<SequencesArgs>({
     'Logical replication does not carry sequences. A target sequence is only ever moved forward, so running this again is harmless. ' +
     'Exit 0 when every source sequence exists on the target, 1 when some are missing there.',
   async run(ctx, argv) {
-    const spec = await scopeSpecFromArgs(argv);
+    const spec = await scopeSpecFromArgs(argv, undefined, ctx.config);
     const source = ctx.conn('source');
     const target = ctx.conn('target');
     await probePair(source, target);

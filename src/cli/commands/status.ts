@@ -75,7 +75,7 @@ export const statusCommand = defineCommand<StatusArgs>({
     '(none while idle and caught up: that is 0 s). Without a state directory, give --source and --target: pgferry finds its objects by name.',
   async run(ctx: CommandContext, argv) {
     const maxLag = limits(argv);
-    const scope = await explicitScope(argv);
+    const scope = await explicitScope(argv, ctx.config);
     if (argv.watch !== undefined && !(argv.watch > 0)) throw new UsageError(`--watch takes a number of seconds above 0 (got ${argv.watch})`);
     const once = () => runStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLag });
     if (argv.watch === undefined) {

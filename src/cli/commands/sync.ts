@@ -83,7 +83,7 @@ export const syncCommand = defineCommand<SyncArgs>({
     'schema must exist on the target first (pg_dump --schema-only … | psql). Running sync again is safe.',
   async run(ctx: CommandContext, argv) {
     // Without scope flags sync follows init's recorded scope; the interactive mode only when asked for (--interactive).
-    const scope = argv.interactive === true ? await resolveRunScope(ctx, argv, 'sync') : await explicitScope(argv);
+    const scope = argv.interactive === true ? await resolveRunScope(ctx, argv, 'sync') : await explicitScope(argv, ctx.config);
     if (!(argv.waitTimeout >= 0)) throw new UsageError(`--wait-timeout must be 0 or more seconds (got ${argv.waitTimeout})`);
     const lag = argv.maxLag?.length ? parseMaxLag(argv.maxLag) : undefined;
     const progress = createProgress(ctx);

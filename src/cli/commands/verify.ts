@@ -133,7 +133,7 @@ export const verifyCommand = defineCommand<VerifyArgs>({
   async run(ctx, argv) {
     const stored = await loadStoredInputs(ctx.stateDir);
     if (stored) ctx.out.debug(`filters and cutoffs from ${stored.stateFile}`);
-    const scope = await scopeSpecFromArgs(argv, stored?.scope);
+    const scope = await scopeSpecFromArgs(argv, stored?.scope, ctx.config);
     const progress = createProgress(ctx);
     let report: Awaited<ReturnType<typeof verify>>;
     try {
