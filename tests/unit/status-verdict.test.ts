@@ -1,9 +1,9 @@
 /** The pure parts of status and sync: health and verdict from collected facts, lag NULL semantics, subscription options. */
 import { describe, expect, it } from 'vitest';
-import type { PairFacts } from '../../src/pipeline/status/collect.js';
-import { assess, DEFAULT_MAX_LAG, verdict } from '../../src/pipeline/status/verdict.js';
-import type { SourceSlot } from '../../src/pipeline/sync/catalog.js';
-import { chooseBinary, chooseStreaming, subscriptionConninfo } from '../../src/pipeline/sync/subscription.js';
+import type { PairFacts } from '../../src/pipeline/shared/health-facts.js';
+import { assess, DEFAULT_MAX_LAG, verdict } from '../../src/pipeline/shared/health-verdict.js';
+import type { SourceSlot } from '../../src/pipeline/shared/replication-catalog.js';
+import { chooseBinary, chooseStreaming, subscriptionConninfo } from '../../src/pipeline/shared/subscription.js';
 import { parseConnInfo, resolveConnInfo } from '../../src/postgres/conninfo.js';
 
 const NAMES = { slot: 'pgferry_shop_0123456789', publication: 'pgferry_shop_0123456789', subscription: 'pgferry_shop_0123456789' };

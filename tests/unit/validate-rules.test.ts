@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { compareVersions, checkExtensions } from '../../src/pipeline/validate/extensions.js';
-import { referencedColumns, varAttnums } from '../../src/pipeline/validate/filters.js';
+import { referencedColumns, varAttnums } from '../../src/pipeline/shared/row-filter-checks.js';
 import { checkLocale, localeProblem } from '../../src/pipeline/validate/locale.js';
 import { maskQuery } from '../../src/pipeline/validate/long-transactions.js';
 import { checkPreloadLibraries } from '../../src/pipeline/validate/pair.js';

@@ -31,7 +31,7 @@ export const demoCommand = defineCommand<DemoArgs>({
   async run(ctx, argv) {
     const dir = path.resolve(argv.dir);
     // Loaded by this command only: the demo's modules are not needed by the others.
-    const { runDemo, stopKeptDemo } = await import('../../local/demo/run.js');
+    const { runDemo, stopKeptDemo } = await import('../demo/run.js');
     if (argv.stop) return stopKeptDemo(dir, ctx.out);
     if (ctx.out.json) throw new UsageError('demo prints for people and has no --json', { hint: 'run the commands it shows with --json' });
     return runDemo({ out: ctx.out, signal: ctx.signal, workDir: dir, keep: argv.keep, pgBinDir: ctx.pgBinDir, watchSeconds: argv.watch });

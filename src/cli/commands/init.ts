@@ -1,7 +1,7 @@
 /** `pgferry init`: flags → runInit → a summary (or the plan with --dry-run), or one JSON document. */
 import type { Argv } from 'yargs';
 import { ExitCode, UsageError } from '../../errors.js';
-import { formatBytes } from '../../units.js';
+import { formatBytes, formatDuration } from '../../units.js';
 import type { InitPlan } from '../../pipeline/init/plan.js';
 import { runInit, type InitReport } from '../../pipeline/init/run.js';
 import { displayName } from '../../postgres/identifiers.js';
@@ -10,7 +10,7 @@ import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
-import type { ProgressSink } from '../render/progress.js';
+import type { ProgressSink } from '../../pipeline/shared/progress.js';
 import { createProgress, type ProgressRenderer } from '../render/tasks.js';
 import { confirmedByWizard, resolveRunScope } from '../run-options.js';
 import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
@@ -39,12 +39,6 @@ export function parseSize(text: string, flag: string): number {
   const unit = (m[2] ?? 'b').toLowerCase().replace('i', '');
   const mult: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
   return Math.round(Number(m[1]) * mult[unit]!);
-}
-
-function seconds(s: number): string {
-  if (s < 60) return `${s.toFixed(1)}s`;
-  const m = Math.floor(s / 60);
-  return `${m}m${String(Math.round(s - m * 60)).padStart(2, '0')}s`;
 }
 
 /** Refusals the plan shows (exit 2 for --dry-run). */
@@ -87,7 +81,7 @@ function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, dryRun: b
     for (const p of d.replicationProblems) out.print(`  ${out.symbol('fail')} ${p}`);
   }
   out.print();
-  out.print(`Estimated: ${formatBytes(plan.estimatedBytes)} of rows, roughly ${seconds(plan.estimatedSeconds)} with ${plan.jobs} jobs (a nominal rate; indexes come on top)`);
+  out.print(`Estimated: ${formatBytes(plan.estimatedBytes)} of rows, roughly ${formatDuration(plan.estimatedSeconds * 1000)} with ${plan.jobs} jobs (a nominal rate; indexes come on top)`);
   const refusals = planRefusals(plan, dropExisting);
   if (refusals.length && dryRun) {
     out.print();
@@ -101,7 +95,7 @@ function printReport(out: Output, r: InitReport): void {
   const rows = copied.reduce((n, t) => n + t.rows, 0);
   const bytes = copied.reduce((n, t) => n + t.bytes, 0);
   out.print(
-    `${out.symbol('ok')} init ${r.resumed ? 'resumed and ' : ''}done in ${seconds(r.seconds)}: ${r.databases.length} database${r.databases.length === 1 ? '' : 's'}, ` +
+    `${out.symbol('ok')} init ${r.resumed ? 'resumed and ' : ''}done in ${formatDuration(r.seconds * 1000)}: ${r.databases.length} database${r.databases.length === 1 ? '' : 's'}, ` +
       `${copied.length} tables, ${rows} rows, ${formatBytes(bytes)}`,
   );
   for (const d of r.databases) {
@@ -118,7 +112,7 @@ function printReport(out: Output, r: InitReport): void {
     if (d.notValidForeignKeys.length) {
       out.print(`  foreign keys created NOT VALID: ${d.notValidForeignKeys.map((k) => `${k.name} on ${displayName(k.schema, k.table)} (${k.reason})`).join(', ')}`);
     }
-    const phases = Object.entries(d.runPhaseSeconds).map(([k, v]) => `${k} ${seconds(v)}`).join(' · ');
+    const phases = Object.entries(d.runPhaseSeconds).map(([k, v]) => `${k} ${formatDuration(v * 1000)}`).join(' · ');
     if (phases) out.print(`  this run: ${phases}`);
     if (d.largeObjects) out.print(`  large objects: ${d.largeObjects}`);
   }

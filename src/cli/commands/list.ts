@@ -1,7 +1,7 @@
 /** `pgferry list [database]`: what the source holds, and what of it is in scope. */
 import { scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
-import { formatColumns, formatRows } from '../../pipeline/list/format.js';
+import { formatColumns, formatRows } from '../render/format.js';
 import { formatBytes } from '../../units.js';
 import { listDatabases, listDatabaseTables, type DatabaseListing, type TableEntry, type TableListing } from '../../pipeline/list/index.js';
 import { displayName } from '../../postgres/identifiers.js';

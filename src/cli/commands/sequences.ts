@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { resolveDatabases } from '../../config/scope.js';
 import { ExitCode } from '../../errors.js';
 import { syncSequences, type SequenceSync } from '../../pipeline/sequences/index.js';
-import { probePair, sourceConnFor, targetConnFor } from '../../pipeline/sides.js';
+import { probePair, sourceConnFor, targetConnFor } from '../../pipeline/shared/pairs.js';
 import { withClient } from '../../postgres/connect.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { defineCommand } from '../define.js';

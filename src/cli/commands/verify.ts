@@ -2,7 +2,8 @@
 import type { Argv } from 'yargs';
 import { splitList } from '../../config/names.js';
 import { ExitCode } from '../../errors.js';
-import { loadStoredInputs, plural, verify, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyReport } from '../../pipeline/verify/index.js';
+import { loadStoredInputs, verify, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyReport } from '../../pipeline/verify/index.js';
+import { formatDuration, plural } from '../../units.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
@@ -32,17 +33,13 @@ function formatKey(key: Record<string, string>): string {
   return parts.length === 1 ? parts[0]! : `(${parts.join(', ')})`;
 }
 
-function seconds(ms: number): string {
-  return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s` : `${Math.round(ms / 1000)}s`;
-}
-
 function tableLine(t: TableReport, out: Output, width: number): string {
   const symbol = out.symbol(t.status === 'equal' ? 'ok' : 'fail');
   const name = t.display.padEnd(width);
   if (t.method === 'schema-only') return `  ${symbol} ${name}  schema only`;
   const rows = t.rowsSource === t.rowsTarget ? plural(t.rowsSource, 'row') : `${plural(t.rowsSource, 'row')} on source, ${t.rowsTarget} on target`;
   const chunks = t.method === 'whole-table' ? 'whole table (no key)' : plural(t.chunks, 'chunk');
-  return `  ${symbol} ${name}  ${rows}, ${chunks}, ${seconds(t.durationMs)}`;
+  return `  ${symbol} ${name}  ${rows}, ${chunks}, ${formatDuration(t.durationMs)}`;
 }
 
 export function renderVerify(report: VerifyReport, out: Output): void {
@@ -85,7 +82,7 @@ export function renderVerify(report: VerifyReport, out: Output): void {
     `${verdict}: ${plural(s.tables, 'table')} (${s.tablesEqual} equal, ${s.tablesDifferent} different${s.tablesFailed ? `, ${s.tablesFailed} failed` : ''}), ` +
       `${plural(s.rowsCompared, 'row')} in ${plural(s.chunksCompared, 'chunk')}, ${plural(s.rowDifferences, 'row difference')}, ` +
       `${plural(s.schemaDifferences, 'schema difference')}, ${plural(s.sequencesBehind, 'sequence')} behind, ` +
-      `${s.tablesOnlyOnTarget ? `${plural(s.tablesOnlyOnTarget, 'table')} only on the target, ` : ''}${seconds(report.durationMs)}`,
+      `${s.tablesOnlyOnTarget ? `${plural(s.tablesOnlyOnTarget, 'table')} only on the target, ` : ''}${formatDuration(report.durationMs)}`,
   );
 }
 

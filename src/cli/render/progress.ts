@@ -1,25 +1,10 @@
 /**
- * Progress as a stream of events. Pipeline functions emit them and never
- * print; the CLI chooses a renderer: plain lines (no TTY, CI, --json → to
- * stderr) here, a task tree on a terminal (listr2) elsewhere.
+ * The plain renderer of progress events (src/pipeline/shared/progress.ts):
+ * for no TTY, CI and --json (to stderr); a task tree on a terminal is in tasks.ts.
  */
+import type { ProgressSink } from '../../pipeline/shared/progress.js';
+import { formatDuration } from '../../units.js';
 import type { Output } from './output.js';
-
-export type ProgressStatus = 'ok' | 'warn' | 'fail' | 'skip';
-
-export type ProgressEvent =
-  | { kind: 'start'; id: string; title: string; parent?: string }
-  | { kind: 'update'; id: string; detail: string; done?: number; total?: number; unit?: 'rows' | 'bytes' | 'chunks' | 'tables' }
-  | { kind: 'end'; id: string; status: ProgressStatus; detail?: string }
-  | { kind: 'log'; level: 'info' | 'warn' | 'debug'; message: string };
-
-export type ProgressSink = (event: ProgressEvent) => void;
-
-export const silentProgress: ProgressSink = () => {};
-
-function fmtSeconds(ms: number): string {
-  return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s` : `${Math.round(ms / 1000)}s`;
-}
 
 /**
  * Plain line renderer: one line when a step starts and one when it ends,
@@ -47,7 +32,7 @@ export function plainProgress(out: Output, updateEveryMs = 5000): ProgressSink {
       case 'end': {
         const s = started.get(e.id);
         started.delete(e.id);
-        const took = s ? ` (${fmtSeconds(Date.now() - s.at)})` : '';
+        const took = s ? ` (${formatDuration(Date.now() - s.at)})` : '';
         out.info(`${out.symbol(e.status)} ${s?.title ?? e.id}${e.detail ? `: ${e.detail}` : ''}${took}`);
         break;
       }
@@ -57,17 +42,5 @@ export function plainProgress(out: Output, updateEveryMs = 5000): ProgressSink {
         else out.info(e.message);
         break;
     }
-  };
-}
-
-/** Warnings of a run: kept for its report and shown as they happen. */
-export function warningCollector(progress: ProgressSink): { warnings: string[]; warn: (message: string) => void } {
-  const warnings: string[] = [];
-  return {
-    warnings,
-    warn(message) {
-      warnings.push(message);
-      progress({ kind: 'log', level: 'warn', message });
-    },
   };
 }

@@ -13,8 +13,10 @@ import { DefaultRenderer, Listr, ListrLogger, ListrTaskState, ProcessOutput } fr
 import ora from 'ora';
 import { registerCleanup } from '../../lifecycle.js';
 import type { CommandContext } from '../context.js';
+import { formatDuration } from '../../units.js';
 import type { Output } from './output.js';
-import { plainProgress, type ProgressEvent, type ProgressSink } from './progress.js';
+import type { ProgressEvent, ProgressSink } from '../../pipeline/shared/progress.js';
+import { plainProgress } from './progress.js';
 
 export type ProgressRenderer = ProgressSink & {
   /** Draw the final state and give the terminal back. Call it in `finally`. */
@@ -50,10 +52,6 @@ interface Node {
   children?: AnyListr;
   finishedHidden: number;
   startedAt: number;
-}
-
-function seconds(ms: number): string {
-  return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s` : `${Math.round(ms / 1000)}s`;
 }
 
 function updateText(e: Extract<ProgressEvent, { kind: 'update' }>): string {
@@ -149,7 +147,7 @@ export function treeProgress(out: Output): ProgressRenderer {
       case 'end': {
         const n = nodes.get(e.id);
         if (!n) break;
-        const took = seconds(Date.now() - n.startedAt);
+        const took = formatDuration(Date.now() - n.startedAt);
         // A finished task's own line no longer counts its folded children.
         n.task.title$ = `${n.title}${e.detail ? `: ${e.detail}` : ''} (${took})`;
         if (e.status === 'fail') {

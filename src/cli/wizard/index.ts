@@ -16,7 +16,7 @@ import { checkbox, confirm, input, select } from '@inquirer/prompts';
 import { parseConfigText } from '../../config/file.js';
 import { emptyScope, parseWindow, rulesFor, scopeHash, type ScopeSpec } from '../../config/scope.js';
 import type { UsageError } from '../../errors.js';
-import { formatColumns, formatRows } from '../../pipeline/list/format.js';
+import { formatColumns, formatRows } from '../render/format.js';
 import { formatBytes } from '../../units.js';
 import { listDatabases, listDatabaseTables, type TableEntry } from '../../pipeline/list/index.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';

@@ -10,17 +10,17 @@
 import { existsSync, readdirSync, rmdirSync } from 'node:fs';
 import { emptyScope, type ScopeSpec } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
-import type { ProgressSink } from '../../cli/render/progress.js';
+import type { ProgressSink } from '../shared/progress.js';
 import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
 import { quoteIdent } from '../../postgres/identifiers.js';
 import { acquireLock, discardState, loadState, statePaths } from '../../state/checkpoint.js';
-import { dropSlot, findSlot } from '../init/snapshot.js';
-import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscription } from '../sync/catalog.js';
-import { resolvePairs, type ReplicationPair } from '../sync/pairs.js';
-import { loadSyncRecord, removeSyncRecord, syncRecordPath } from '../sync/record.js';
-import { dropSubscriptionKeepSlot } from '../sync/subscription.js';
+import { dropSlot, findSlot } from '../shared/slot.js';
+import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscription } from '../shared/replication-catalog.js';
+import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
+import { loadSyncRecord, removeSyncRecord, syncRecordPath } from '../../state/sync-record.js';
+import { dropSubscriptionKeepSlot } from '../shared/subscription.js';
 
 export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
 

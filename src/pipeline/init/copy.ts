@@ -31,7 +31,7 @@ import type pg from 'pg';
 import { from as copyFrom, to as copyTo, type CopyStreamQuery, type CopyToStreamQuery } from 'pg-copy-streams';
 import type { ScopeTable } from '../../config/scope.js';
 import { InterruptedError, OperationError, PgferryError } from '../../errors.js';
-import type { ProgressSink } from '../../cli/render/progress.js';
+import type { ProgressSink } from '../shared/progress.js';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isRetryable, operationError, sqlstate } from '../../postgres/errors.js';

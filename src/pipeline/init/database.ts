@@ -22,7 +22,7 @@
 import path from 'node:path';
 import type { ScopeTable } from '../../config/scope.js';
 import { OperationError } from '../../errors.js';
-import type { ProgressSink } from '../../cli/render/progress.js';
+import type { ProgressSink } from '../shared/progress.js';
 import { databaseProperties, userObjectCounts } from '../../postgres/catalog/databases.js';
 import type { ForeignKey } from '../../postgres/catalog/foreign-keys.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
@@ -41,7 +41,7 @@ import {
   archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, type SchemaToolOptions,
 } from './schema.js';
 import { analyzeTables, copySequenceValues } from './sequences.js';
-import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type SnapshotHolder } from './snapshot.js';
+import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type SnapshotHolder } from '../shared/slot.js';
 import { preparePublication } from './publication.js';
 import { prepareTargetDatabase } from './target-db.js';
 

@@ -16,8 +16,8 @@ import type { ScopeTable } from '../../config/scope.js';
 import { UsageError, errorMessage } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import type { ServerIdentity } from '../../postgres/probe.js';
-import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from '../sync/checks.js';
-import { ensurePublication, publishedTables, type PublicationChange } from '../sync/publication.js';
+import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from '../shared/replication-checks.js';
+import { ensurePublication, publishedTables, type PublicationChange } from '../shared/publication.js';
 
 export interface ReplicationCheck {
   /** Refusals, each a sentence naming the table. */

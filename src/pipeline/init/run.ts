@@ -13,7 +13,7 @@ import type { ScopeSpec, ScopeTable } from '../../config/scope.js';
 import { resolveDatabases, resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { shutdownSignal } from '../../lifecycle.js';
-import { warningCollector, type ProgressSink } from '../../cli/render/progress.js';
+import { warningCollector, type ProgressSink } from '../shared/progress.js';
 import { describeObjectCounts } from '../../postgres/catalog/databases.js';
 import { listForeignKeys, type ForeignKey } from '../../postgres/catalog/foreign-keys.js';
 import { listTables, type CatalogTable } from '../../postgres/catalog/tables.js';
@@ -28,15 +28,15 @@ import {
   acquireLock, assertSameRun, discardState, loadState, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunState,
 } from '../../state/checkpoint.js';
 import { objectNames } from '../../state/object-names.js';
-import { probeSide, sourceConnFor, targetConnFor, targetDatabaseName } from '../sides.js';
+import { probeSide, sourceConnFor, targetConnFor, targetDatabaseName } from '../shared/pairs.js';
 import { planCopy } from './copy.js';
 import { initDatabase, type DatabaseReport } from './database.js';
-import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from './fk-check.js';
-import { assertFiltersPlan, effectiveFilters, fixTimeCutoffs } from './filters.js';
+import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
+import { assertFiltersPlan, effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
 import { estimateSeconds, plannedTables, type InitPlan, type PlannedDatabase } from './plan.js';
 import { checkReplication, type ReplicationCheck } from './publication.js';
 import { copyRoles, type RolesReport } from './roles.js';
-import { dropSlot, findSlot } from './snapshot.js';
+import { dropSlot, findSlot } from '../shared/slot.js';
 import { inspectTargetDatabase } from './target-db.js';
 
 export interface InitConfirmations {

@@ -1,3 +1,3 @@
 export { runStatus, type StatusOptions, type StatusReport } from './run.js';
-export { assess, verdict, formatLag, formatSeconds, DEFAULT_MAX_LAG, HEALTH_EXIT } from './verdict.js';
-export type { DatabaseStatus, Health, Leftover, MaxLagLimits, Problem, TableStatus, Verdict } from './verdict.js';
+export { assess, verdict, DEFAULT_MAX_LAG, HEALTH_EXIT } from '../shared/health-verdict.js';
+export type { DatabaseStatus, Health, Leftover, MaxLagLimits, Problem, TableStatus, Verdict } from '../shared/health-verdict.js';

@@ -6,10 +6,10 @@
  */
 import { emptyScope, type ScopeSpec } from '../../config/scope.js';
 import { loadState } from '../../state/checkpoint.js';
-import { resolvePairs } from '../sync/pairs.js';
+import { resolvePairs } from '../shared/pairs.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { collectPair } from './collect.js';
-import { assess, DEFAULT_MAX_LAG, verdict, type DatabaseStatus, type Health, type MaxLagLimits } from './verdict.js';
+import { collectPair } from '../shared/health-facts.js';
+import { assess, DEFAULT_MAX_LAG, verdict, type DatabaseStatus, type Health, type MaxLagLimits } from '../shared/health-verdict.js';
 
 export interface StatusOptions {
   source: ResolvedConnInfo;

@@ -1,4 +1,4 @@
 export { runSync, dropTablesyncSlots, type SyncOptions, type SyncReport, type SyncDatabaseReport, type SyncTableReport, type TableRoute } from './run.js';
-export { ensurePublication, publishedTables, slotDecodable, type PublishedTable } from './publication.js';
-export { checkRowFilters, identityProblems } from './checks.js';
-export { chooseBinary, chooseStreaming, subscriptionConninfo } from './subscription.js';
+export { ensurePublication, publishedTables, slotDecodable, type PublishedTable } from '../shared/publication.js';
+export { checkRowFilters, identityProblems } from '../shared/replication-checks.js';
+export { chooseBinary, chooseStreaming, subscriptionConninfo } from '../shared/subscription.js';

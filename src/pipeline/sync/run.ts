@@ -16,26 +16,27 @@ import type pg from 'pg';
 import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec } from '../../config/scope.js';
 import { OperationError, UsageError } from '../../errors.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
-import { warningCollector, type ProgressSink } from '../../cli/render/progress.js';
+import { warningCollector, type ProgressSink } from '../shared/progress.js';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import type { ServerIdentity } from '../../postgres/probe.js';
 import { acquireLock, loadState, tableKey, type DatabaseState, type RunState } from '../../state/checkpoint.js';
-import { effectiveFilters, fixTimeCutoffs } from '../init/filters.js';
-import { dropSlot, findSlot } from '../init/snapshot.js';
-import { collectPair } from '../status/collect.js';
-import { assess, DEFAULT_MAX_LAG, formatLag, type DatabaseStatus, type MaxLagLimits } from '../status/verdict.js';
-import { listCandidateSlots, originProgress, parseTablesyncSlot, readPublication, readSubscription, subscriptionTables } from './catalog.js';
-import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from './checks.js';
-import { resolvePairs, type ReplicationPair } from './pairs.js';
-import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange } from './publication.js';
-import { loadSyncRecord, saveSyncRecord, type SyncRecord } from './record.js';
+import { effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
+import { dropSlot, findSlot } from '../shared/slot.js';
+import { collectPair } from '../shared/health-facts.js';
+import { formatLag } from '../../units.js';
+import { assess, DEFAULT_MAX_LAG, type DatabaseStatus, type MaxLagLimits } from '../shared/health-verdict.js';
+import { listCandidateSlots, originProgress, parseTablesyncSlot, readPublication, readSubscription, subscriptionTables } from '../shared/replication-catalog.js';
+import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from '../shared/replication-checks.js';
+import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
+import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange } from '../shared/publication.js';
+import { loadSyncRecord, saveSyncRecord, type SyncRecord } from '../../state/sync-record.js';
 import {
   advanceOrigin, checkCustomConninfo, chooseBinary, chooseStreaming, createSubscription, dropSubscriptionKeepSlot, enableSubscription,
   passwordWarning, refreshSubscription, setSubscriptionConninfo, stopSubscription, subscriptionConninfo,
-} from './subscription.js';
+} from '../shared/subscription.js';
 import { emptyTargetTables, locateTargetTables, nonEmptyTables } from './target-tables.js';
 
 export interface SyncOptions {

@@ -5,7 +5,8 @@
  */
 import { quoteIdent } from '../../postgres/identifiers.js';
 import type { InstalledExtension } from './database-facts.js';
-import { count, fail, ok, warn, type CheckResult } from './types.js';
+import { fail, ok, warn, type CheckResult } from './types.js';
+import { plural } from '../../units.js';
 
 /** Compare extension versions such as "1.6", "1.10", "2.1.3"; non-numeric versions compare as text. */
 export function compareVersions(a: string, b: string): number {
@@ -53,7 +54,7 @@ export function checkExtensions(extensions: InstalledExtension[], available: Map
         id,
         'target',
         extensions.length
-          ? `${count(extensions.length, 'extension')} installed, all available on the target (${extensions.map((e) => `${e.name} ${e.version}`).join(', ')})`
+          ? `${plural(extensions.length, 'extension')} installed, all available on the target (${extensions.map((e) => `${e.name} ${e.version}`).join(', ')})`
           : 'no extensions installed',
       ),
     );

@@ -10,8 +10,8 @@ import type { ScopeTable } from '../../config/scope.js';
 import { withTransaction } from '../../postgres/connect.js';
 import { listForeignKeys } from '../../postgres/catalog/foreign-keys.js';
 import { sqlstate } from '../../postgres/errors.js';
-import { checkForeignKeys, fkProblemHint } from '../init/fk-check.js';
-import { effectiveFilters, fixTimeCutoffs } from '../init/filters.js';
+import { checkForeignKeys, fkProblemHint } from '../shared/foreign-key-check.js';
+import { effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
 import { fail, ok, warn, type CheckResult } from './types.js';
 
 const ID = 'tables.foreign_keys';

@@ -7,7 +7,8 @@
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
-import { count, fail, ok, type CheckResult } from './types.js';
+import { fail, ok, type CheckResult } from './types.js';
+import { plural } from '../../units.js';
 
 export interface ReplicationPrivilege {
   user: string;
@@ -72,7 +73,7 @@ export async function gatherSchemasWithoutUsage(client: pg.Client): Promise<Set<
 export function checkSelect(tables: ScopeTable[], user: string, schemasWithoutUsage: Set<string> = new Set()): CheckResult {
   const id = 'tables.select';
   const denied = tables.filter((t) => !t.canSelect || schemasWithoutUsage.has(t.schema));
-  if (!denied.length) return ok(id, 'source', `${user} can read ${tables.length === 1 ? 'the' : 'all'} ${count(tables.length, 'table')} in scope`);
+  if (!denied.length) return ok(id, 'source', `${user} can read ${tables.length === 1 ? 'the' : 'all'} ${plural(tables.length, 'table')} in scope`);
   const noUsage = [...new Set(denied.map((t) => t.schema))].filter((sc) => schemasWithoutUsage.has(sc));
   const noSelect = denied.filter((t) => !t.canSelect);
   const fixes = [
@@ -82,7 +83,7 @@ export function checkSelect(tables: ScopeTable[], user: string, schemasWithoutUs
   return fail(
     id,
     'source',
-    `${user} cannot SELECT ${count(denied.length, 'table')} in scope (init must read ${denied.length > 1 ? 'them' : 'it'})${noUsage.length ? `; no USAGE on schema ${noUsage.join(', ')}` : ''}`,
+    `${user} cannot SELECT ${plural(denied.length, 'table')} in scope (init must read ${denied.length > 1 ? 'them' : 'it'})${noUsage.length ? `; no USAGE on schema ${noUsage.join(', ')}` : ''}`,
     `${fixes.join(' ')}  -- run as the owner or a superuser`,
     { details: denied.map((t) => displayName(t.schema, t.name)) },
   );
@@ -98,14 +99,14 @@ export interface PublicationRights {
 function ownerStatements(tables: ScopeTable[], user: string): string {
   const list = tables.slice(0, MAX_STATEMENTS).map((t) => `ALTER TABLE ${qualifiedName(t.schema, t.name)} OWNER TO ${quoteIdent(user)};`);
   const rest = tables.length - list.length;
-  return list.join(' ') + (rest > 0 ? ` … and the same for the other ${count(rest, 'table')} listed` : '');
+  return list.join(' ') + (rest > 0 ? ` … and the same for the other ${plural(rest, 'table')} listed` : '');
 }
 
 /** CREATE PUBLICATION needs CREATE on the database, and FOR TABLE needs ownership of each table. */
 export function checkPublicationRights(database: string, tables: ScopeTable[], r: PublicationRights): CheckResult[] {
   const published = publishedTables(tables);
   if (r.superuser) {
-    return [ok('tables.publication', 'source', `${r.user} is a superuser: may publish ${count(published.length, 'table')}`)];
+    return [ok('tables.publication', 'source', `${r.user} is a superuser: may publish ${plural(published.length, 'table')}`)];
   }
   const out: CheckResult[] = [];
   if (!r.canCreateInDatabase) {
@@ -130,7 +131,7 @@ export function checkPublicationRights(database: string, tables: ScopeTable[], r
       ),
     );
   } else if (r.canCreateInDatabase) {
-    out.push(ok('tables.publication', 'source', `${r.user} owns the ${count(published.length, 'published table')} and may create publications`));
+    out.push(ok('tables.publication', 'source', `${r.user} owns the ${plural(published.length, 'published table')} and may create publications`));
   }
   return out;
 }

@@ -8,7 +8,8 @@ import type { DatabaseScope, ScopeTable } from '../../config/scope.js';
 import { hasUsableReplicaIdentity } from '../../postgres/catalog/tables.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';
 import { publishedTables } from './source-privileges.js';
-import { count, fail, ok, warn, type CheckResult } from './types.js';
+import { fail, ok, warn, type CheckResult } from './types.js';
+import { plural } from '../../units.js';
 
 /** Replica identity of a leaf partition: changes are published (and must be identified) per leaf. */
 export interface LeafIdentity {
@@ -74,7 +75,7 @@ export function checkReplicaIdentity(tables: ScopeTable[], leaves: Map<number, L
       ok(
         'tables.replica_identity',
         'source',
-        `${count(published.length, 'published table')}, each with a row identity (primary key, identity index${full ? `, or REPLICA IDENTITY FULL on ${full}` : ''})`,
+        `${plural(published.length, 'published table')}, each with a row identity (primary key, identity index${full ? `, or REPLICA IDENTITY FULL on ${full}` : ''})`,
       ),
     );
   }

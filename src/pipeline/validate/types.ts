@@ -5,49 +5,10 @@
 import type { ScopeSpec } from '../../config/scope.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import type { ServerIdentity } from '../../postgres/probe.js';
-import type { ProgressSink } from '../../cli/render/progress.js';
+import type { CheckResult } from '../shared/check-result.js';
+import type { ProgressSink } from '../shared/progress.js';
 
-export const CHECK_SIDES = ['source', 'target', 'tools', 'pair'] as const;
-export type CheckSide = (typeof CHECK_SIDES)[number];
-
-export const CHECK_STATUSES = ['ok', 'warn', 'fail'] as const;
-export type CheckStatus = (typeof CHECK_STATUSES)[number];
-
-export interface CheckResult {
-  /** Stable identifier, e.g. "source.wal_level", "tables.replica_identity". */
-  id: string;
-  side: CheckSide;
-  /** Source database the check is about (database and table checks only). */
-  database?: string;
-  status: CheckStatus;
-  message: string;
-  /** What to do about a warning or failure: the exact setting or statement. */
-  fix?: string;
-  /** Individual items (tables, sessions, extensions) behind the message. */
-  details?: string[];
-}
-
-export function ok(id: string, side: CheckSide, message: string, extra: Partial<CheckResult> = {}): CheckResult {
-  return { id, side, status: 'ok', message, ...extra };
-}
-
-export function warn(id: string, side: CheckSide, message: string, fix: string, extra: Partial<CheckResult> = {}): CheckResult {
-  return { id, side, status: 'warn', message, fix, ...extra };
-}
-
-export function fail(id: string, side: CheckSide, message: string, fix: string, extra: Partial<CheckResult> = {}): CheckResult {
-  return { id, side, status: 'fail', message, fix, ...extra };
-}
-
-/** "1 table", "3 tables". */
-export function count(n: number, singular: string, plural = `${singular}s`): string {
-  return `${n} ${n === 1 ? singular : plural}`;
-}
-
-/** Attach a database to checks produced without one. */
-export function inDatabase(database: string, checks: CheckResult[]): CheckResult[] {
-  return checks.map((c) => ({ ...c, database }));
-}
+export { CHECK_SIDES, CHECK_STATUSES, fail, inDatabase, ok, warn, type CheckResult, type CheckSide, type CheckStatus } from '../shared/check-result.js';
 
 export interface ValidateOptions {
   source: ResolvedConnInfo;

@@ -1,4 +1,4 @@
 /** `verify`: chunked checksums that locate every difference between source and target. */
-export { plural, verify, tableFilter, VERIFY_DEFAULTS } from './verify.js';
+export { verify, tableFilter, VERIFY_DEFAULTS } from './verify.js';
 export { loadStoredInputs, type StoredInputs } from './state-inputs.js';
 export type * from './types.js';

@@ -2,7 +2,7 @@
  * What `verify` takes and what it returns. The report is also the `--json`
  * document (docs/json/verify.md describes it field by field).
  */
-import type { ProgressSink } from '../../cli/render/progress.js';
+import type { ProgressSink } from '../shared/progress.js';
 import type { ScopeSpec } from '../../config/scope.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 

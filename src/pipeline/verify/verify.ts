@@ -7,19 +7,20 @@
 import { rulesFor, resolveDatabases, resolveTables, tableSelector, type ScopeTable } from '../../config/scope.js';
 import { matches, parseTablePattern } from '../../config/names.js';
 import { InterruptedError, PgferryError, UsageError } from '../../errors.js';
-import { silentProgress, type ProgressSink } from '../../cli/render/progress.js';
+import { silentProgress, type ProgressSink } from '../shared/progress.js';
 import { withClient } from '../../postgres/connect.js';
 import { forDatabase } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError } from '../../postgres/errors.js';
 import { displayName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
-import { assertPredicatePlans } from '../init/filters.js';
-import { probePair, sourceConnFor, targetConnFor } from '../sides.js';
+import { assertPredicatePlans } from '../shared/filters.js';
+import { probePair, sourceConnFor, targetConnFor } from '../shared/pairs.js';
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
 import { detectReplication } from './replication.js';
 import { compareSequences, compareTableSchemas, targetColumns, targetTables, type TableRef } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
 import { hashKind, type VerifyTable } from './sql.js';
+import { plural } from '../../units.js';
 import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
 
 export const VERIFY_DEFAULTS = {
@@ -87,10 +88,6 @@ function finishStatus(r: TableReport): TableStatus {
   const located = r.diffCounts.missing + r.diffCounts.extra + r.diffCounts.different;
   if (r.schemaDifferences.length || r.chunksDifferent || located) return 'different';
   return 'equal';
-}
-
-export function plural(n: number, word: string, many = `${word}s`): string {
-  return `${n} ${n === 1 ? word : many}`;
 }
 
 function tableDetail(r: TableReport): string {

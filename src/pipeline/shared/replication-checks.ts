@@ -12,7 +12,7 @@ import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';
-import { checkFilters } from '../validate/filters.js';
+import { checkFilters } from './row-filter-checks.js';
 
 export interface IdentityProblem {
   oid: number;

@@ -8,7 +8,7 @@
  */
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { writeJsonAtomic } from '../../state/files.js';
+import { writeJsonAtomic } from './files.js';
 
 export interface SyncRecordDatabase {
   targetDatabase: string;

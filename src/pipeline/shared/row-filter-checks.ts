@@ -11,8 +11,8 @@ import type { ScopeTable } from '../../config/scope.js';
 import { isDateTimeType } from '../../postgres/catalog/tables.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
 import { singleStatement as single } from '../../postgres/statement.js';
-import { predicateError } from '../init/filters.js';
-import { fail, ok, type CheckResult } from './types.js';
+import { predicateError } from './filters.js';
+import { fail, ok, type CheckResult } from './check-result.js';
 
 export const MIN_ROW_FILTER_MAJOR = 15;
 

@@ -7,8 +7,8 @@
  */
 import type pg from 'pg';
 import { withClient } from '../../postgres/connect.js';
-import { listCandidateSlots, parseTablesyncSlot, type SourceSlot, type TableSyncState } from '../sync/catalog.js';
-import type { ReplicationPair } from '../sync/pairs.js';
+import { listCandidateSlots, parseTablesyncSlot, type SourceSlot, type TableSyncState } from './replication-catalog.js';
+import type { ReplicationPair } from './pairs.js';
 
 export interface SourceFacts {
   currentLsn: string;

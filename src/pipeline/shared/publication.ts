@@ -16,7 +16,7 @@ import { sqlstate } from '../../postgres/errors.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
 import { singleStatement as single } from '../../postgres/statement.js';
 import { tableKey } from '../../state/checkpoint.js';
-import { readPublication, type PublicationInfo } from './catalog.js';
+import { readPublication, type PublicationInfo } from './replication-catalog.js';
 
 export interface PublishedTable {
   oid: number;

@@ -11,11 +11,11 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import type { Output } from '../../cli/render/output.js';
+import type { Output } from '../render/output.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { withClient } from '../../postgres/connect.js';
-import { findServerBinDir } from '../binaries.js';
-import { startCluster, stopDetachedCluster, type LocalCluster } from '../cluster.js';
+import { findServerBinDir } from '../../local/binaries.js';
+import { startCluster, stopDetachedCluster, type LocalCluster } from '../../local/cluster.js';
 import { DEFAULT_SAMPLE, sampleSchemaSql, WATCHED_TABLES, type SampleSize } from './sample.js';
 import { startDemoWriter, type DemoWriter } from './writer.js';
 
@@ -37,7 +37,7 @@ const DB = 'shop';
 
 function cliEntry(): string {
   // dist/local/demo/run.js → dist/cli/main.js
-  return fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+  return fileURLToPath(new URL('../main.js', import.meta.url));
 }
 
 function fmt(n: number): string {

@@ -10,11 +10,11 @@
  *
  * A NULL replay lag while the walsender streams means idle and caught up: 0 s.
  */
-import { formatBytes } from '../../units.js';
-import { TABLE_STATE_NAMES, parseTablesyncSlot, type TableSyncState } from '../sync/catalog.js';
+import { formatBytes, formatLag, formatSeconds } from '../../units.js';
+import { TABLE_STATE_NAMES, parseTablesyncSlot, type TableSyncState } from './replication-catalog.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { isPgferryName } from '../../state/object-names.js';
-import type { PairFacts } from './collect.js';
+import type { PairFacts } from './health-facts.js';
 
 export type Health = 'healthy' | 'lagging' | 'broken';
 
@@ -78,14 +78,6 @@ export interface DatabaseStatus {
   };
   tables: { total: number; replicating: number; synchronising: number; list: TableStatus[] };
   leftovers: Leftover[];
-}
-
-export function formatSeconds(s: number | null): string {
-  return s === null ? '? s' : `${s.toFixed(1)} s`;
-}
-
-export function formatLag(lag: { bytes: number | null; seconds: number | null }): string {
-  return `lag ${formatBytes(lag.bytes)} / ${formatSeconds(lag.seconds)}`;
 }
 
 export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: MaxLagLimits): DatabaseStatus {

@@ -1,19 +1,52 @@
 /**
- * The database pairs sync, status and cleanup work on, with the names of
- * pgferry's objects for each. From the state directory when init left one
- * (its databases, and a check that the servers are still the same), else from
- * the connections and the database scope.
+ * The two sides of a run and the database pairs a step works on: connect,
+ * probe, refuse a copy onto itself, name the target database that corresponds
+ * to each source database, and the names of pgferry's objects for each pair —
+ * from the state directory when init left one (its databases, and a check that
+ * the servers are still the same), else from the connections and the scope.
  */
-import type { ScopeSpec } from '../../config/scope.js';
-import { resolveDatabases } from '../../config/scope.js';
+import { resolveDatabases, type DatabaseSelection, type ScopeSpec } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { withClient } from '../../postgres/connect.js';
-import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import type { ServerIdentity } from '../../postgres/probe.js';
+import { forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { assertDistinct, probeServer, type ServerIdentity } from '../../postgres/probe.js';
 import type { RunState } from '../../state/checkpoint.js';
 import { objectNames, type ObjectNames } from '../../state/object-names.js';
-import { probePair, sourceConnFor, targetConnFor, targetDatabaseName } from '../sides.js';
-import { forDatabase } from '../../postgres/conninfo.js';
+
+export type SideName = 'source' | 'target';
+
+export async function probeSide(conn: ResolvedConnInfo, side: SideName): Promise<ServerIdentity> {
+  return withClient(conn, (c) => probeServer(c, conn, side), { label: side });
+}
+
+/** Probe both sides at once; exits 2 when they are the same database, 3 when one cannot be reached. */
+export async function probePair(
+  source: ResolvedConnInfo,
+  target: ResolvedConnInfo,
+): Promise<{ source: ServerIdentity; target: ServerIdentity }> {
+  const [s, t] = await Promise.all([probeSide(source, 'source'), probeSide(target, 'target')]);
+  assertDistinct(s, t);
+  return { source: s, target: t };
+}
+
+/**
+ * The target database for a source database. With the default selection
+ * (one database, named in the source connection) the target connection's
+ * database is used when it names one; with several databases each keeps its name.
+ */
+export function targetDatabaseName(sourceDb: string, sel: DatabaseSelection, target: ResolvedConnInfo): string {
+  const single = !sel.all && sel.include.length === 0;
+  if (single && target.params.dbname) return target.params.dbname;
+  return sourceDb;
+}
+
+export function sourceConnFor(source: ResolvedConnInfo, db: string): ResolvedConnInfo {
+  return forDatabase(source, db);
+}
+
+export function targetConnFor(target: ResolvedConnInfo, sourceDb: string, sel: DatabaseSelection): ResolvedConnInfo {
+  return forDatabase(target, targetDatabaseName(sourceDb, sel, target));
+}
 
 export interface ReplicationPair {
   sourceDatabase: string;
