@@ -84,6 +84,13 @@ export async function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = p
     return config?.settings[side];
   };
 
+  // A password file is looked up per side; the same problem with it is said once.
+  const warned = new Set<string>();
+  const warnOnce = (message: string) => {
+    if (warned.has(message)) return;
+    warned.add(message);
+    out.warn(message);
+  };
   const ctx: CommandContext = {
     argv,
     out,
@@ -104,7 +111,7 @@ export async function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = p
           hint: `pass --${side} postgresql://user@host/db, --${side}-file FILE, or set PGFERRY_${side.toUpperCase()}`,
         });
       }
-      const r = resolveConnInfo(parseConnInfo(s, `--${side}`), env);
+      const r = resolveConnInfo(parseConnInfo(s, `--${side}`), env, warnOnce);
       resolved.set(side, r);
       return r;
     },

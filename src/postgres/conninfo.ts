@@ -254,8 +254,15 @@ function osUser(): string {
   }
 }
 
-/** Fill in defaults the way libpq does: connection string, then PG* environment, then built-ins. */
-export function resolveConnInfo(ci: ConnInfo, env: NodeJS.ProcessEnv = process.env): ResolvedConnInfo {
+/**
+ * Fill in defaults the way libpq does: connection string, then PG* environment,
+ * then built-ins. An unusable password file is reported through `onWarning`.
+ */
+export function resolveConnInfo(
+  ci: ConnInfo,
+  env: NodeJS.ProcessEnv = process.env,
+  onWarning: (message: string) => void = () => {},
+): ResolvedConnInfo {
   const envMap: Partial<Record<LibpqKeyword, string>> = {
     host: env.PGHOST,
     hostaddr: env.PGHOSTADDR,
@@ -334,7 +341,7 @@ export function resolveConnInfo(ci: ConnInfo, env: NodeJS.ProcessEnv = process.e
     const home = env.HOME || os.homedir();
     const file = params.passfile || (home ? path.join(home, '.pgpass') : undefined);
     if (file) {
-      const found = lookupPassfile(file, { host, port, dbname, user });
+      const found = lookupPassfile(file, { host, port, dbname, user }, onWarning);
       if (found !== undefined) {
         password = found;
         passwordSource = 'password file';

@@ -54,19 +54,12 @@ export function escapePassfileField(value: string): string {
 /** Directories that libpq treats as "localhost" in a password file (its compiled-in socket directory). */
 const DEFAULT_SOCKET_DIRS = new Set(['/var/run/postgresql', '/run/postgresql', '/tmp']);
 
-const warned = new Set<string>();
-function warnOnce(message: string): void {
-  if (warned.has(message)) return;
-  warned.add(message);
-  process.stderr.write(`WARNING: ${message}\n`);
-}
-
 /**
  * Find a password the way libpq does; undefined when none matches or the file
  * is unusable. A file with group or world access is ignored with a warning
- * (given to `onWarning`, or printed once on stderr), as libpq does.
+ * (given to `onWarning`), as libpq does.
  */
-export function lookupPassfile(file: string, key: PassfileKey, onWarning: (message: string) => void = warnOnce): string | undefined {
+export function lookupPassfile(file: string, key: PassfileKey, onWarning: (message: string) => void = () => {}): string | undefined {
   let text: string;
   try {
     const st = statSync(file);
