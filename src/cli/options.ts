@@ -2,7 +2,7 @@
  * Options shared by every command. Each command file adds its own; nothing
  * here touches a database.
  */
-import type { Argv } from 'yargs';
+import type { Argv, Options } from 'yargs';
 
 export interface GlobalArgs {
   source?: string;
@@ -92,4 +92,13 @@ export function withGlobalOptions<T>(y: Argv<T>): Argv<T> {
     .middleware(((argv: object, y: { parsed?: { defaulted?: Record<string, boolean> } } | undefined) => {
       defaulted.set(argv, new Set(Object.keys(y?.parsed?.defaulted ?? {})));
     }) as never) as unknown as Argv<T>;
+}
+
+/**
+ * --jobs of a command. No yargs type: "abc" reaches parseJobs as typed (in
+ * applyOptionLayers, with the other layers), so the error can echo it; yargs'
+ * number type would turn it into NaN first.
+ */
+export function jobsOption(defaultJobs: number, group: string, describe: string): Options {
+  return { alias: 'j', default: defaultJobs, group, describe, requiresArg: true };
 }

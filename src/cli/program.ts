@@ -109,8 +109,9 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.en
     .exitProcess(false)
     .showHelpOnFail(false)
     .fail((msg, err) => {
-      if (err) throw err;
-      throw usageFromYargs(msg, args);
+      // yargs' own errors (YError: a missing argument, a bad choice) are usage errors too.
+      if (err && err.name !== 'YError') throw err;
+      throw usageFromYargs(msg ?? err?.message, args);
     })
     .epilog('Exit codes: 0 ok · 1 problems found · 2 usage/configuration · 3 cannot connect · 4 failed midway · 130 interrupted');
   for (const def of commands) register(parser, def as CommandDefinition<never>, (c) => (exitCode = c), env);

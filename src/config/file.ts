@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { UsageError } from '../errors.js';
 import { parseConnInfo } from '../postgres/conninfo.js';
 import { didYouMean } from './did-you-mean.js';
+import { MAX_JOBS } from './jobs.js';
 import { parseTablePattern } from './names.js';
 import { parseMaxLag, type MaxLag } from './precedence.js';
 import {
@@ -56,7 +57,7 @@ const fileSchema = z.strictObject({
   target_file: z.string().optional(),
   pg_bin_dir: z.string().optional(),
   state_dir: z.string().optional(),
-  jobs: z.number().int().min(1).max(256).optional(),
+  jobs: z.number().int().min(1).max(MAX_JOBS).optional(),
   max_lag: z.union([z.string(), z.array(z.string())]).optional(),
   include_databases: names.optional(),
   exclude_databases: names.optional(),

@@ -4,6 +4,7 @@
  * is the base and flags override it (see applyScopeFlags).
  */
 import { UsageError } from '../errors.js';
+import { parseJobs } from './jobs.js';
 import { splitList } from './names.js';
 import { checkRules, rulesFor, scopeFromFlags, type ScopeFlags, type ScopeSpec, type TableRules } from './scope.js';
 
@@ -25,17 +26,6 @@ export function pickSetting<T>(layers: { flag?: T; env?: T; file?: T; default: T
   if (layers.env !== undefined) return { value: layers.env, from: 'environment' };
   if (layers.file !== undefined) return { value: layers.file, from: 'file' };
   return { value: layers.default, from: 'default' };
-}
-
-/** A whole number from an environment variable, or an error naming the variable. */
-export function envInteger(env: NodeJS.ProcessEnv, name: string, min = 1, max = 256): number | undefined {
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return undefined;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`${name}=${raw}: expected a whole number from ${min} to ${max}`);
-  }
-  return n;
 }
 
 /** Replication lag limits: bytes of WAL and/or seconds. */
@@ -85,8 +75,11 @@ export function applyOptionLayers(
   defaulted: ReadonlySet<string>,
 ): void {
   if (argv.jobs === undefined || defaulted.has('jobs')) {
-    const value = envInteger(env, SETTING_ENV.jobs) ?? file?.jobs;
+    const raw = env[SETTING_ENV.jobs];
+    const value = raw !== undefined && raw.trim() !== '' ? parseJobs(raw, SETTING_ENV.jobs) : file?.jobs;
     if (value !== undefined) argv.jobs = value;
+  } else {
+    argv.jobs = parseJobs(Array.isArray(argv.jobs) ? argv.jobs.at(-1) : argv.jobs, '--jobs');
   }
   if (argv.maxLag === undefined || defaulted.has('maxLag') || defaulted.has('max-lag')) {
     const fromEnv = env[SETTING_ENV.maxLag]?.trim();

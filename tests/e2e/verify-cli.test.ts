@@ -133,7 +133,7 @@ describe('pgferry verify (built CLI)', () => {
     const base = ['verify', '--source', pg.url('shop')];
     const jobs = await run([...base, '--target', pg.url('shop_copy'), '--jobs', '0']);
     expect(jobs.exitCode).toBe(2);
-    expect(jobs.stderr).toContain('--jobs must be a whole number ≥ 1');
+    expect(jobs.stderr).toContain('--jobs must be a whole number from 1 to 64 (got "0")');
     const unknown = await run([...base, '--target', pg.url('shop_copy'), '--tables', 'public.nope']);
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toContain('public.nope');

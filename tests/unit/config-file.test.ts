@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import yargs, { type Argv } from 'yargs';
 import { createContext } from '../../src/cli/context.js';
-import { withGlobalOptions, type GlobalArgs } from '../../src/cli/options.js';
+import { jobsOption, withGlobalOptions, type GlobalArgs } from '../../src/cli/options.js';
 import { scopeSpecFromArgs } from '../../src/cli/scope-options.js';
 import { didYouMean } from '../../src/config/did-you-mean.js';
 import { CONFIG_KEYS, loadConfigFile, parseConfigText } from '../../src/config/file.js';
@@ -254,7 +254,7 @@ describe('precedence: defaults < file < environment < flags', () => {
         .command(
           'copy',
           'test',
-          (y) => y.option('jobs', { alias: 'j', type: 'number', default: 4 }).option('max-lag', { type: 'string', array: true }),
+          (y) => y.option('jobs', jobsOption(4, 'Jobs:', 'jobs')).option('max-lag', { type: 'string', array: true }),
           async (a) => {
             await createContext(a as unknown as GlobalArgs, env);
             seen = { jobs: (a as unknown as { jobs: number }).jobs, maxLag: (a as unknown as { maxLag?: string[] }).maxLag };
@@ -270,7 +270,9 @@ describe('precedence: defaults < file < environment < flags', () => {
     expect(await run(['copy', '--config', file], { PGFERRY_JOBS: '6', PGFERRY_MAX_LAG: '1GB' })).toEqual({ jobs: 6, maxLag: ['1GB'] });
     expect(await run(['copy', '--config', file, '-j', '2', '--max-lag', '5s'], { PGFERRY_JOBS: '6' })).toEqual({ jobs: 2, maxLag: ['5s'] });
     expect(await run(['copy', '--config', file, '--jobs', '4'], { PGFERRY_JOBS: '6' })).toEqual({ jobs: 4, maxLag: ['16MB', '30s'] });
-    await expect(run(['copy'], { PGFERRY_JOBS: 'many' })).rejects.toThrow('PGFERRY_JOBS=many: expected a whole number from 1 to 256');
+    await expect(run(['copy'], { PGFERRY_JOBS: 'many' })).rejects.toThrow('PGFERRY_JOBS must be a whole number from 1 to 64 (got "many")');
+    await expect(run(['copy', '-j', 'abc'], {})).rejects.toThrow('--jobs must be a whole number from 1 to 64 (got "abc")');
+    await expect(run(['copy', '-j', '100000'], {})).rejects.toThrow('(got "100000")');
   });
 
   it('scope: a flag list replaces the file list everywhere; a flag filter replaces that table\'s filter only', async () => {

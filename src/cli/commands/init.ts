@@ -8,7 +8,7 @@ import { displayName } from '../../postgres/identifiers.js';
 import { confirm } from '../confirm.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
-import type { GlobalArgs } from '../options.js';
+import { jobsOption, type GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import type { ProgressSink } from '../../pipeline/shared/progress.js';
 import { createProgress, type ProgressRenderer } from '../render/tasks.js';
@@ -161,7 +161,7 @@ export const initCommand = defineCommand<InitArgs>({
   describe: 'Copy schema and data to the target under one consistent snapshot (resumable)',
   builder: (y: Argv<GlobalArgs>) =>
     withTableScopeOptions(y)
-      .option('jobs', { alias: 'j', type: 'number', default: 4, group: INIT_GROUP, describe: 'Parallel COPY streams (and pg_restore jobs for indexes)' })
+      .option('jobs', jobsOption(4, INIT_GROUP, 'Parallel COPY streams (and pg_restore jobs for indexes)'))
       .option('sync', {
         type: 'boolean',
         default: true,
@@ -218,7 +218,6 @@ export const initCommand = defineCommand<InitArgs>({
     "slot's snapshot are kept; the rest are copied again. --restart starts over. State lives in --state-dir (default ./.pgferry).",
   async run(ctx: CommandContext, argv) {
     const out = ctx.out;
-    if (!Number.isInteger(argv.jobs) || argv.jobs < 1) throw new UsageError(`--jobs must be a whole number of at least 1 (got ${argv.jobs})`);
     if (!Number.isInteger(argv.maxParts) || argv.maxParts < 1) throw new UsageError(`--max-parts must be a whole number of at least 1 (got ${argv.maxParts})`);
     const splitThresholdBytes = parseSize(argv.splitTablesLargerThan, '--split-tables-larger-than');
     const source = ctx.conn('source');

@@ -1,10 +1,7 @@
 /** `pgferry sequences`: set the target's sequences to the source's values (a cutover step). */
 import type { Argv } from 'yargs';
-import { resolveDatabases } from '../../config/scope.js';
 import { ExitCode } from '../../errors.js';
-import { syncSequences, type SequenceSync } from '../../pipeline/sequences/index.js';
-import { probePair, sourceConnFor, targetConnFor } from '../../pipeline/shared/pairs.js';
-import { withClient } from '../../postgres/connect.js';
+import { runSequences } from '../../pipeline/sequences/index.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
@@ -29,20 +26,7 @@ export const sequencesCommand = defineCommand<SequencesArgs>({
     'Exit 0 when every source sequence exists on the target, 1 when some are missing there.',
   async run(ctx, argv) {
     const spec = await scopeSpecFromArgs(argv, undefined, ctx.config);
-    const source = ctx.conn('source');
-    const target = ctx.conn('target');
-    await probePair(source, target);
-    const dbs = await withClient(source, (c) => resolveDatabases(c, spec.databases, source.dbname), { label: 'the source' });
-    const report: { database: string; sequences: SequenceSync[] }[] = [];
-    for (const db of dbs) {
-      const sequences = await syncSequences({
-        source: sourceConnFor(source, db),
-        target: targetConnFor(target, db, spec.databases),
-        dryRun: argv.dryRun,
-      });
-      report.push({ database: db, sequences });
-    }
-    const missing = report.flatMap((d) => d.sequences).filter((s) => s.action === 'missing-on-target').length;
+    const { databases: report, missing } = await runSequences({ source: ctx.conn('source'), target: ctx.conn('target'), scope: spec, dryRun: argv.dryRun });
     if (ctx.out.json) {
       ctx.out.emitJson({ command: 'sequences', dryRun: argv.dryRun, ok: missing === 0, databases: report });
     } else {

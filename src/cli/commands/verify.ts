@@ -5,7 +5,7 @@ import { ExitCode } from '../../errors.js';
 import { loadStoredInputs, verify, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyReport } from '../../pipeline/verify/index.js';
 import { formatDuration, plural } from '../../units.js';
 import { defineCommand } from '../define.js';
-import type { GlobalArgs } from '../options.js';
+import { jobsOption, type GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
 import { scopeSpecFromArgs, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
@@ -103,7 +103,7 @@ export const verifyCommand = defineCommand<VerifyArgs>({
         group: GROUP,
         describe: 'Check only these tables of the scope (patterns as in --include-tables)',
       })
-      .option('jobs', { alias: 'j', type: 'number', group: GROUP, default: VERIFY_DEFAULTS.jobs, describe: 'Chunks compared at once (sessions per side)' })
+      .option('jobs', jobsOption(VERIFY_DEFAULTS.jobs, GROUP, 'Chunks compared at once (sessions per side)'))
       .option('chunk-rows', { type: 'number', group: GROUP, default: VERIFY_DEFAULTS.chunkRows, describe: 'Rows per chunk of the first pass' })
       .option('max-diffs', { type: 'number', group: GROUP, default: VERIFY_DEFAULTS.maxDiffs, describe: 'List at most this many differing keys per table' })
       .option('recheck', {

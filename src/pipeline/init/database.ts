@@ -40,7 +40,8 @@ import type { InitOptions } from './run.js';
 import {
   archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, type SchemaToolOptions,
 } from './schema.js';
-import { analyzeTables, copySequenceValues } from './sequences.js';
+import { analyzeTables } from './analyze.js';
+import { syncSequences } from '../shared/sequences.js';
 import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type SnapshotHolder } from '../shared/slot.js';
 import { preparePublication } from './publication.js';
 import { prepareTargetDatabase } from './target-db.js';
@@ -189,7 +190,7 @@ export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseRepor
 
     if (d.phase === 'sequences') {
       await timed('sequences', 'sequences', async () => {
-        sequences = await copySequenceValues(x.source.conn, x.target.conn);
+        sequences = (await syncSequences({ source: x.source.conn, target: x.target.conn })).filter((q) => q.action === 'set').length;
         return `${sequences} set`;
       });
       await setPhase('analyze');

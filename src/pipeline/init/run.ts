@@ -12,6 +12,7 @@
 import type { ScopeSpec, ScopeTable } from '../../config/scope.js';
 import { resolveDatabases, resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
+import { parseJobs } from '../../config/jobs.js';
 import { shutdownSignal } from '../../lifecycle.js';
 import { warningCollector, type ProgressSink } from '../shared/progress.js';
 import { describeObjectCounts } from '../../postgres/catalog/databases.js';
@@ -131,7 +132,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
   const signal = o.signal ?? shutdownSignal;
   const progress: ProgressSink = o.progress ?? (() => {});
   const { warnings, warn } = warningCollector(progress);
-  if (!Number.isInteger(o.jobs) || o.jobs < 1) throw new UsageError(`--jobs must be a whole number of at least 1 (got ${o.jobs})`);
+  parseJobs(o.jobs);
 
   const ids = await probeSides(o.source, o.target);
   const dump = requireTool('pg_dump', o.pgBinDir);

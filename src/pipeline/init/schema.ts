@@ -194,7 +194,9 @@ export async function restoreEntries(
   if (!entries.length) return;
   await writeFile(listFile, entries.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
   const args = [`--use-list=${listFile}`, ...restoreArgs(o)];
-  if (jobs > 1) args.push(`--jobs=${jobs}`);
+  // pg_restore forks one worker per job: more than there are entries would only idle.
+  const workers = Math.min(jobs, entries.length);
+  if (workers > 1) args.push(`--jobs=${workers}`);
   args.push(file);
   await runTool('pg_restore', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, label: `pg_restore of ${what} into target database "${conn.dbname}"` });
 }

@@ -7,6 +7,7 @@
 import { rulesFor, resolveDatabases, resolveTables, tableSelector, type ScopeTable } from '../../config/scope.js';
 import { matches, parseTablePattern } from '../../config/names.js';
 import { InterruptedError, PgferryError, UsageError } from '../../errors.js';
+import { parseJobs } from '../../config/jobs.js';
 import { silentProgress, type ProgressSink } from '../shared/progress.js';
 import { withClient } from '../../postgres/connect.js';
 import { forDatabase } from '../../postgres/conninfo.js';
@@ -35,7 +36,7 @@ function checkOptions(o: VerifyOptions): void {
   const whole = (v: number, name: string, min: number) => {
     if (!Number.isInteger(v) || v < min) throw new UsageError(`${name} must be a whole number ≥ ${min} (got ${v})`);
   };
-  whole(o.jobs, '--jobs', 1);
+  parseJobs(o.jobs);
   whole(o.chunkRows, '--chunk-rows', 100);
   whole(o.maxDiffs, '--max-diffs', 0);
   whole(o.recheck, '--recheck', 0);

@@ -1,0 +1,29 @@
+/** Statistics on the target once the copy is in (pg_restore leaves that to the user; init does not). */
+import type pg from 'pg';
+import { connect } from '../../postgres/connect.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { operationError } from '../../postgres/errors.js';
+import { displayName, qualifiedName } from '../../postgres/identifiers.js';
+import { runPool } from './pool.js';
+
+/** ANALYZE the copied tables on the target, `jobs` at a time. */
+export async function analyzeTables(target: ResolvedConnInfo, tables: { schema: string; name: string }[], jobs: number, signal?: AbortSignal): Promise<void> {
+  const clients: (pg.Client | undefined)[] = [];
+  try {
+    await runPool(
+      tables,
+      Math.max(1, Math.min(jobs, tables.length || 1)),
+      async (t, slot) => {
+        const c = (clients[slot] ??= await connect(target, { label: 'the target' }));
+        try {
+          await c.query(`ANALYZE ${qualifiedName(t.schema, t.name)}`);
+        } catch (err) {
+          throw operationError(err, `ANALYZE of ${displayName(t.schema, t.name)} on the target`);
+        }
+      },
+      signal,
+    );
+  } finally {
+    await Promise.all(clients.map((c) => c?.end().catch(() => {})));
+  }
+}
