@@ -35,6 +35,13 @@ export interface MaxLag {
 }
 
 const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
+
+/** A size such as "512MB", "2 GiB" or "100" (bytes); binary units either way. */
+export function parseSize(text: string, what: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$/i.exec(text);
+  if (!m) throw new UsageError(`${what}: "${text}" is not a size`, { hint: 'write a number with a unit, e.g. 512MB or 2GB' });
+  return Math.round(Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase().replace('i', '')]!);
+}
 const TIME_UNITS: Record<string, number> = { ms: 0.001, s: 1, sec: 1, min: 60, m: 60, h: 3600 };
 
 /** "16MB", "30s", or a list of both ("16MB", "30s" / ["16MB", "30s"]). */
@@ -45,7 +52,7 @@ export function parseMaxLag(value: string | readonly string[], what = '--max-lag
   for (const item of items) {
     const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/i.exec(item.trim());
     const unit = m?.[2]!.toLowerCase();
-    if (m && unit && unit in BYTE_UNITS) out.bytes = Math.round(Number(m[1]) * BYTE_UNITS[unit]!);
+    if (m && unit && unit in BYTE_UNITS) out.bytes = parseSize(item, what);
     else if (m && unit && unit in TIME_UNITS) out.seconds = Number(m[1]) * TIME_UNITS[unit]!;
     else {
       throw new UsageError(`${what}: "${item}" is neither a size nor a time`, {

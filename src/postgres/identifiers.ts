@@ -30,8 +30,12 @@ export function quoteLiteral(value: string): string {
   return value.includes('\\') ? ` E'${body.replace(/\\/g, '\\\\')}'`.trimStart() : `'${body}'`;
 }
 
+/** One identifier as people (and pattern parsers) read it: bare when it folds to itself, quoted otherwise. */
+export function displayIdent(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : quoteIdent(name);
+}
+
 /** Display form for messages: schema.name, quoted only where needed. */
 export function displayName(schema: string, name: string): string {
-  const show = (s: string) => (/^[a-z_][a-z0-9_$]*$/.test(s) ? s : quoteIdent(s));
-  return `${show(schema)}.${show(name)}`;
+  return `${displayIdent(schema)}.${displayIdent(name)}`;
 }

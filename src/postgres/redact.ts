@@ -77,3 +77,11 @@ export function redactValue<T>(value: T): T {
   }
   return value;
 }
+
+/** Leave out the password of a connection string shown in a command line. */
+export function withoutPassword(conn: string): string {
+  if (/^postgres(ql)?:\/\//i.test(conn)) {
+    return conn.replace(/^(postgres(?:ql)?:\/\/[^:/?#@]*):[^@/]*@/i, '$1@').replace(/([?&])password=[^&]*(&|$)/i, (_m, a: string, b: string) => (b ? a : ''));
+  }
+  return conn.replace(/(^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)/gi, '').trim();
+}

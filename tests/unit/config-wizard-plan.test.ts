@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/file.js';
 import { scopeFromFlags, scopeHash, type ScopeFlags } from '../../src/config/scope.js';
 import { flagsForSpec, identPart, shellQuote, specFromChoices, specToToml, tablePattern, type WizardChoices } from '../../src/cli/wizard/plan.js';
-import { equivalentCommand, withoutPassword } from '../../src/cli/wizard/index.js';
+import { equivalentCommand } from '../../src/cli/wizard/index.js';
+import { withoutPassword } from '../../src/postgres/redact.js';
 
 /** What yargs would hand to scopeFromFlags for these arguments. */
 function parseFlags(args: string[]): ScopeFlags {

@@ -1,6 +1,6 @@
 /** Pure pieces of init: role scripts, archive listings, patterns and generated SQL. */
 import { describe, expect, it } from 'vitest';
-import { parseSize } from '../../src/cli/commands/init.js';
+import { parseSize } from '../../src/config/precedence.js';
 import type { DatabaseProperties } from '../../src/postgres/catalog/databases.js';
 import type { ForeignKey } from '../../src/postgres/catalog/foreign-keys.js';
 import { addForeignKeySql } from '../../src/pipeline/init/constraints.js';

@@ -1,6 +1,7 @@
 /** `pgferry init`: flags → runInit → a summary (or the plan with --dry-run), or one JSON document. */
 import type { Argv } from 'yargs';
 import { ExitCode, UsageError } from '../../errors.js';
+import { parseSize } from '../../config/precedence.js';
 import { formatBytes, formatDuration } from '../../units.js';
 import type { InitPlan } from '../../pipeline/init/plan.js';
 import { runInit, type InitReport } from '../../pipeline/init/run.js';
@@ -32,14 +33,6 @@ interface InitArgs extends ScopeArgs {
 
 const INIT_GROUP = 'Init:';
 
-/** "512MB", "1GB", "1.5 GiB", "1048576" → bytes. */
-export function parseSize(text: string, flag: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$/i.exec(text);
-  if (!m) throw new UsageError(`${flag}: "${text}" is not a size`, { hint: 'write a number with a unit, e.g. 512MB or 2GB' });
-  const unit = (m[2] ?? 'b').toLowerCase().replace('i', '');
-  const mult: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
-  return Math.round(Number(m[1]) * mult[unit]!);
-}
 
 /** Refusals the plan shows (exit 2 for --dry-run). */
 function planRefusals(plan: InitPlan, dropExisting: boolean): string[] {

@@ -21,6 +21,7 @@ import { formatBytes } from '../../units.js';
 import { listDatabases, listDatabaseTables, type TableEntry } from '../../pipeline/list/index.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';
 import type { CommandContext } from '../context.js';
+import { withoutPassword } from '../../postgres/redact.js';
 import { withSpinner } from '../render/tasks.js';
 import { markConfirmed, type WizardKind } from './outcome.js';
 import { flagsForSpec, shellQuote, specFromChoices, specToToml, type DatabaseChoices, type WizardChoices } from './plan.js';
@@ -56,13 +57,6 @@ function aligned<T>(items: T[], cells: (x: T) => string[]): string[] {
   return formatColumns(items.map(cells));
 }
 
-/** Leave out the password of a connection string shown in a command line. */
-export function withoutPassword(conn: string): string {
-  if (/^postgres(ql)?:\/\//i.test(conn)) {
-    return conn.replace(/^(postgres(?:ql)?:\/\/[^:/?#@]*):[^@/]*@/i, '$1@').replace(/([?&])password=[^&]*(&|$)/i, (_m, a: string, b: string) => (b ? a : ''));
-  }
-  return conn.replace(/(^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)/gi, '').trim();
-}
 
 /** The command line that runs the same thing without questions (raw arguments minus --interactive, plus scope). */
 export function equivalentCommand(rawArgs: readonly string[], kind: WizardKind, scopeArgs: string[]): string {

@@ -4,6 +4,7 @@
  * that loads back into the same ScopeSpec. Pure functions, no prompts.
  */
 import { emptyRules, emptyScope, type ScopeSpec, type TableRules, type TimeFilterSpec } from '../../config/scope.js';
+import { displayIdent } from '../../postgres/identifiers.js';
 
 export interface DatabaseChoices {
   database: string;
@@ -22,12 +23,8 @@ export interface WizardChoices {
   databases: DatabaseChoices[];
 }
 
-const PLAIN_IDENT = /^[a-z_][a-z0-9_$]*$/;
-
 /** One identifier as a pattern part: bare when it would fold to itself, "quoted" otherwise. */
-export function identPart(name: string): string {
-  return PLAIN_IDENT.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
-}
+export const identPart = displayIdent;
 
 /** An exact table as a pattern that parseTablePattern reads back as that table. */
 export function tablePattern(schema: string, name: string): string {

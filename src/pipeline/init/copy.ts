@@ -43,6 +43,7 @@ import {
 } from './parts.js';
 import { runPool } from './pool.js';
 import { formatBytes } from '../../units.js';
+import { tableKey } from '../../state/checkpoint.js';
 
 export interface CopySession {
   /** In a REPEATABLE READ transaction that ran SET TRANSACTION SNAPSHOT. */
@@ -464,10 +465,6 @@ export interface TableCopyPlan {
   estimatedBytes: number;
 }
 
-export function tableKey(t: { schema: string; name: string }): string {
-  return `${t.schema}.${t.name}`;
-}
-
 /**
  * Plan the copy of the given tables on the source (ideally inside the
  * snapshot): columns, format and parts. Schema-only tables are left out.
@@ -489,7 +486,7 @@ export async function planCopy(client: pg.Client, inputs: readonly CopyTableInpu
     const splitRelations = relationsOf(t).filter((r) => parts.some((p) => p.count > 1 && p.relation.schema === r.schema && p.relation.name === r.name));
     plans.push({
       table: t,
-      key: tableKey(t),
+      key: tableKey(t.schema, t.name),
       filter: input.filter,
       columns: cols.map((c) => c.name),
       format: chooseFormat(cols, types, opts.sourceMajor, opts.targetMajor),

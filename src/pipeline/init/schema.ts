@@ -24,6 +24,7 @@ import type pg from 'pg';
 import { UsageError } from '../../errors.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { qualifiedName } from '../../postgres/identifiers.js';
 import { runTool } from '../../postgres/tools.js';
 
 export interface SchemaToolOptions {
@@ -35,8 +36,7 @@ export interface SchemaToolOptions {
 
 /** pg_dump pattern for exactly one relation: both parts quoted, so nothing in them is a wildcard. */
 export function exactPattern(schema: string, name: string): string {
-  const q = (s: string) => `"${s.replace(/"/g, '""')}"`;
-  return `${q(schema)}.${q(name)}`;
+  return qualifiedName(schema, name);
 }
 
 /** Relations to leave out of the dump: excluded tables and, for partitioned ones, all their partitions. */

@@ -12,8 +12,8 @@ import { silentProgress, type ProgressSink } from '../shared/progress.js';
 import { withClient } from '../../postgres/connect.js';
 import { forDatabase } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError } from '../../postgres/errors.js';
-import { displayName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
-import { assertPredicatePlans } from '../shared/filters.js';
+import { displayName } from '../../postgres/identifiers.js';
+import { assertPredicatePlans, timeFilterPredicate } from '../shared/filters.js';
 import { probePair, sourceConnFor, targetConnFor } from '../shared/pairs.js';
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
@@ -55,7 +55,7 @@ export function tableFilter(t: ScopeTable, stored: Record<string, string> | unde
         hint: 'run verify with the --state-dir of init (run init first), or name the rows with --table-filter "schema.table:predicate"',
       });
     }
-    return `${quoteIdent(t.timeFilter.column)} >= ${quoteLiteral(cutoff)}::timestamptz`;
+    return timeFilterPredicate(t.timeFilter.column, cutoff);
   }
   return t.filter ?? null;
 }
