@@ -6,7 +6,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { PgferryConfig } from '../config/file.js';
-import { applyOptionLayers } from '../config/precedence.js';
+import { applyOptionLayers, pickSetting, SETTING_ENV } from '../config/precedence.js';
 import { UsageError } from '../errors.js';
 import { shutdownSignal } from '../lifecycle.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../postgres/conninfo.js';
@@ -69,19 +69,23 @@ export async function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = p
   // Options that commands define (--jobs, --max-lag): PGFERRY_* and the file fill those not given as flags.
   applyOptionLayers(argv as { jobs?: unknown; maxLag?: unknown }, env, config?.settings, defaultedOptions(argv));
 
+  // Each setting: flag > PGFERRY_* > the file > default (src/config/precedence.ts).
   const connectionString = (side: Side): string | undefined => {
     const direct = side === 'source' ? argv.source : argv.target;
     const file = side === 'source' ? argv.sourceFile : argv.targetFile;
     if (direct !== undefined && file !== undefined) {
       throw new UsageError(`give either --${side} or --${side}-file, not both`);
     }
-    if (file !== undefined) return readConnFile(file, `--${side}-file`, out);
-    if (direct !== undefined) return direct;
-    const fromEnv = env[side === 'source' ? 'PGFERRY_SOURCE' : 'PGFERRY_TARGET'];
-    if (fromEnv) return fromEnv;
-    const fromFile = config?.settings[side === 'source' ? 'sourceFile' : 'targetFile'];
-    if (fromFile !== undefined) return readConnFile(fromFile, `${config!.displayPath}: ${side}_file`, out);
-    return config?.settings[side];
+    const fileSetting = config?.settings[side === 'source' ? 'sourceFile' : 'targetFile'];
+    const fileValue = fileSetting !== undefined ? { read: fileSetting } : config?.settings[side];
+    const { value } = pickSetting<string | { read: string } | undefined>({
+      flag: file !== undefined ? { read: file } : direct,
+      env: env[SETTING_ENV[side]] || undefined,
+      file: fileValue,
+      default: undefined,
+    });
+    if (typeof value !== 'object') return value;
+    return readConnFile(value.read, value.read === file ? `--${side}-file` : `${config!.displayPath}: ${side}_file`, out);
   };
 
   // A password file is looked up per side; the same problem with it is said once.
@@ -97,8 +101,10 @@ export async function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = p
     signal: shutdownSignal,
     env,
     interactive,
-    stateDir: path.resolve(argv.stateDir ?? (env.PGFERRY_STATE_DIR || undefined) ?? config?.settings.stateDir ?? './.pgferry'),
-    pgBinDir: argv.pgBinDir ?? (env.PGFERRY_PG_BIN_DIR || undefined) ?? config?.settings.pgBinDir,
+    stateDir: path.resolve(
+      pickSetting({ flag: argv.stateDir, env: env[SETTING_ENV.stateDir] || undefined, file: config?.settings.stateDir, default: './.pgferry' }).value,
+    ),
+    pgBinDir: pickSetting({ flag: argv.pgBinDir, env: env[SETTING_ENV.pgBinDir] || undefined, file: config?.settings.pgBinDir, default: undefined }).value,
     config,
     connectionString,
     hasConn: (side) => connectionString(side) !== undefined,
