@@ -10,7 +10,7 @@
  * typed report.
  */
 import type { ScopeSpec, ScopeTable } from '../../config/scope.js';
-import { resolveDatabases, resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
+import { resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { parseJobs } from '../../config/jobs.js';
 import { shutdownSignal } from '../../lifecycle.js';
@@ -29,7 +29,7 @@ import {
   acquireLock, assertSameRun, discardState, loadState, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunState,
 } from '../../state/checkpoint.js';
 import { objectNames } from '../../state/object-names.js';
-import { probeSide, sourceConnFor, targetConnFor, targetDatabaseName } from '../shared/pairs.js';
+import { probeSide, scopePairs, sourceConnFor } from '../shared/pairs.js';
 import { planCopy } from './copy.js';
 import { initDatabase, type DatabaseReport } from './database.js';
 import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
@@ -140,15 +140,13 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
   requireTool('pg_restore', o.pgBinDir);
   if (!o.noRoles) assertToolCanDump(requireTool('pg_dumpall', o.pgBinDir), ids.source.major);
 
-  const dbNames = await withClient(o.source, (c) => resolveDatabases(c, o.scope.databases, o.source.dbname), { label: 'the source' });
-  const pairs = dbNames.map((db) => {
-    const target = targetDatabaseName(db, o.scope.databases, o.target);
-    if (sameServer(ids.source, ids.target) && target === db) {
-      throw new UsageError(`source and target are the same server, so database "${db}" would be copied onto itself`, {
+  const pairs = (await scopePairs(o.source, o.target, o.scope.databases)).map((p) => {
+    if (sameServer(ids.source, ids.target) && p.targetDatabase === p.sourceDatabase) {
+      throw new UsageError(`source and target are the same server, so database "${p.sourceDatabase}" would be copied onto itself`, {
         hint: 'point --target at another server, or copy one database into a database of another name',
       });
     }
-    return { source: db, target, sourceConn: sourceConnFor(o.source, db), targetConn: targetConnFor(o.target, db, o.scope.databases) };
+    return { source: p.sourceDatabase, target: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn };
   });
 
   const release = o.dryRun ? undefined : await acquireLock(o.stateDir);

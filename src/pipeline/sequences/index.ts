@@ -1,8 +1,7 @@
 /** `pgferry sequences`: every database in scope, the target's sequences moved up to the source's values. */
-import { resolveDatabases, type ScopeSpec } from '../../config/scope.js';
-import { withClient } from '../../postgres/connect.js';
+import type { ScopeSpec } from '../../config/scope.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { probePair, sourceConnFor, targetConnFor } from '../shared/pairs.js';
+import { probePair, scopePairs } from '../shared/pairs.js';
 import { syncSequences, type SequenceSync } from '../shared/sequences.js';
 
 export type { SequenceSync } from '../shared/sequences.js';
@@ -22,15 +21,10 @@ export interface SequencesReport {
 
 export async function runSequences(o: SequencesOptions): Promise<SequencesReport> {
   await probePair(o.source, o.target);
-  const dbs = await withClient(o.source, (c) => resolveDatabases(c, o.scope.databases, o.source.dbname), { label: 'the source' });
   const databases: SequencesReport['databases'] = [];
-  for (const db of dbs) {
-    const sequences = await syncSequences({
-      source: sourceConnFor(o.source, db),
-      target: targetConnFor(o.target, db, o.scope.databases),
-      dryRun: o.dryRun ?? false,
-    });
-    databases.push({ database: db, sequences });
+  for (const p of await scopePairs(o.source, o.target, o.scope.databases)) {
+    const sequences = await syncSequences({ source: p.sourceConn, target: p.targetConn, dryRun: o.dryRun ?? false });
+    databases.push({ database: p.sourceDatabase, sequences });
   }
   const missing = databases.flatMap((d) => d.sequences).filter((s) => s.action === 'missing-on-target').length;
   return { databases, missing };

@@ -48,11 +48,32 @@ export function targetConnFor(target: ResolvedConnInfo, sourceDb: string, sel: D
   return forDatabase(target, targetDatabaseName(sourceDb, sel, target));
 }
 
-export interface ReplicationPair {
+/** A source database and the target database it is copied to, with a connection to each. */
+export interface DatabasePair {
   sourceDatabase: string;
   targetDatabase: string;
   sourceConn: ResolvedConnInfo;
   targetConn: ResolvedConnInfo;
+}
+
+/** The pair of one source database; the target database as given, else by the rule of targetDatabaseName. */
+export function databasePair(
+  source: ResolvedConnInfo,
+  target: ResolvedConnInfo,
+  sourceDatabase: string,
+  sel: DatabaseSelection,
+  targetDatabase = targetDatabaseName(sourceDatabase, sel, target),
+): DatabasePair {
+  return { sourceDatabase, targetDatabase, sourceConn: sourceConnFor(source, sourceDatabase), targetConn: forDatabase(target, targetDatabase) };
+}
+
+/** The pairs of a database scope, its databases resolved on the source. */
+export async function scopePairs(source: ResolvedConnInfo, target: ResolvedConnInfo, sel: DatabaseSelection): Promise<DatabasePair[]> {
+  const dbs = await withClient(source, (c) => resolveDatabases(c, sel, source.dbname), { label: 'the source' });
+  return dbs.map((db) => databasePair(source, target, db, sel));
+}
+
+export interface ReplicationPair extends DatabasePair {
   names: ObjectNames;
 }
 
@@ -89,18 +110,11 @@ export async function resolvePairs(source: ResolvedConnInfo, target: ResolvedCon
   if (state) {
     assertStateServers(state, ids, stateDir);
     const pairs = Object.values(state.databases).map((d) => ({
-      sourceDatabase: d.sourceDatabase,
-      targetDatabase: d.targetDatabase,
-      sourceConn: sourceConnFor(source, d.sourceDatabase),
-      targetConn: forDatabase(target, d.targetDatabase),
+      ...databasePair(source, target, d.sourceDatabase, scope.databases, d.targetDatabase),
       names: pairNames(ids, d.sourceDatabase, d.targetDatabase),
     }));
     return { ids, pairs };
   }
-  const dbs = await withClient(source, (c) => resolveDatabases(c, scope.databases, source.dbname), { label: 'the source' });
-  const pairs = dbs.map((db) => {
-    const targetDatabase = targetDatabaseName(db, scope.databases, target);
-    return { sourceDatabase: db, targetDatabase, sourceConn: sourceConnFor(source, db), targetConn: targetConnFor(target, db, scope.databases), names: pairNames(ids, db, targetDatabase) };
-  });
+  const pairs = (await scopePairs(source, target, scope.databases)).map((p) => ({ ...p, names: pairNames(ids, p.sourceDatabase, p.targetDatabase) }));
   return { ids, pairs };
 }

@@ -4,17 +4,15 @@
  * chunked checksums — and return a report. Plain async function; the CLI only
  * parses flags and renders.
  */
-import { rulesFor, resolveDatabases, resolveTables, tableSelector, type ScopeTable } from '../../config/scope.js';
+import { rulesFor, resolveTables, tableSelector, type ScopeTable } from '../../config/scope.js';
 import { matches, parseTablePattern } from '../../config/names.js';
 import { InterruptedError, PgferryError, UsageError } from '../../errors.js';
 import { parseJobs } from '../../config/jobs.js';
 import { silentProgress, type ProgressSink } from '../shared/progress.js';
-import { withClient } from '../../postgres/connect.js';
-import { forDatabase } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError } from '../../postgres/errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { assertPredicatePlans, timeFilterPredicate } from '../shared/filters.js';
-import { probePair, sourceConnFor, targetConnFor } from '../shared/pairs.js';
+import { databasePair, probePair, scopePairs, type DatabasePair } from '../shared/pairs.js';
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
 import { detectReplication } from './replication.js';
@@ -103,12 +101,11 @@ function tableDetail(r: TableReport): string {
   return parts.join(', ');
 }
 
-async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: ProgressSink): Promise<DatabaseReport> {
+async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress: ProgressSink): Promise<DatabaseReport> {
   const started = Date.now();
-  const srcConn = sourceConnFor(opts.source, sourceDb);
-  const tgtConn = opts.targetDatabases?.[sourceDb]
-    ? forDatabase(opts.target, opts.targetDatabases[sourceDb]!)
-    : targetConnFor(opts.target, sourceDb, opts.scope.databases);
+  const sourceDb = pair.sourceDatabase;
+  const srcConn = pair.sourceConn;
+  const tgtConn = pair.targetConn;
   const pairs = await openPairs(srcConn, tgtConn, opts.jobs);
   const signal = opts.signal;
   const abort = () => void closePairs(pairs);
@@ -320,15 +317,17 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       { hint: 'point --state-dir at the state of this migration (its filters and cutoffs decide which rows are compared)' },
     );
   }
-  const databases = await withClient(opts.source, (c) => resolveDatabases(c, opts.scope.databases, opts.source.dbname), { label: 'source' });
+  const pairs = (await scopePairs(opts.source, opts.target, opts.scope.databases)).map((p) =>
+    opts.targetDatabases?.[p.sourceDatabase] ? databasePair(opts.source, opts.target, p.sourceDatabase, opts.scope.databases, opts.targetDatabases[p.sourceDatabase]) : p,
+  );
   const reports: DatabaseReport[] = [];
-  for (const db of databases) {
+  for (const pair of pairs) {
     throwIfAborted(opts.signal);
     try {
-      reports.push(await verifyDatabase(opts, db, progress));
+      reports.push(await verifyDatabase(opts, pair, progress));
     } catch (err) {
       throwIfAborted(opts.signal);
-      throw operationError(err, `verify of database "${db}"`);
+      throw operationError(err, `verify of database "${pair.sourceDatabase}"`);
     }
   }
   const status: TableStatus = reports.some((d) => d.status === 'error')
