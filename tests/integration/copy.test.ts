@@ -14,6 +14,7 @@ import {
   COPY_APPLICATION_NAME, copyPart, copyTables, openCopySession, planCopy, type CopyTableInput,
 } from '../../src/pipeline/init/copy.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
+import { startLoad, type Writer } from '../support/writer.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -100,31 +101,14 @@ async function eventually(fn: () => Promise<boolean>, ms = 5000): Promise<boolea
   return fn();
 }
 
-/** Insert, update and delete on the source until stopped; returns how many statements ran. */
-function writer(conn: ResolvedConnInfo, table: string, maxId: number): { stop(): Promise<number> } {
-  let running = true;
-  let n = 0;
-  const done = (async () => {
-    const c = await connect(conn);
-    try {
-      while (running) {
-        const id = 1 + Math.floor(Math.random() * maxId);
-        await c.query(`INSERT INTO ${table} (id, v) VALUES ($1, 'new') ON CONFLICT DO NOTHING`, [maxId + 1 + n]);
-        await c.query(`UPDATE ${table} SET v = v || 'u' WHERE id = $1`, [id]);
-        await c.query(`DELETE FROM ${table} WHERE id = $1`, [id + 1]);
-        n++;
-      }
-    } finally {
-      await c.end();
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await done;
-      return n;
-    },
-  };
+/** Insert, update and delete on the source until stopped; returns how many rounds ran. */
+function writer(conn: ResolvedConnInfo, table: string, maxId: number): Writer {
+  return startLoad(conn, async (c, n) => {
+    const id = 1 + Math.floor(Math.random() * maxId);
+    await c.query(`INSERT INTO ${table} (id, v) VALUES ($1, 'new') ON CONFLICT DO NOTHING`, [maxId + 1 + n]);
+    await c.query(`UPDATE ${table} SET v = v || 'u' WHERE id = $1`, [id]);
+    await c.query(`DELETE FROM ${table} WHERE id = $1`, [id + 1]);
+  }, { transaction: false });
 }
 
 /** Live tuples of a target table and how many of them are not frozen (HEAP_XMIN_FROZEN = 0x0300 in t_infomask). */

@@ -17,13 +17,16 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import type { RunState } from '../../src/state/checkpoint.js';
 import { runCliProcess, startCli } from '../support/cli.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { tableHashes } from '../support/compare.js';
+import { waitFor as poll } from '../support/wait.js';
+import { startLoad, type Writer } from '../support/writer.js';
+/** Kill points are short windows: look often. */
+const waitFor = <T>(what: string, check: () => Promise<T>) => poll(what, check, 60_000, 50);
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -72,16 +75,6 @@ async function readState(dir: string): Promise<RunState | undefined> {
   }
 }
 
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 function initArgs(db: string, stateDir: string, extra: string[] = []): string[] {
   return ['init', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', stateDir, ...extra];
 }
@@ -100,35 +93,14 @@ async function killInit(args: string[], stateDir: string, ready: (s: RunState) =
   }
 }
 
-function startWriter(db: string): { stop: () => Promise<number> } {
-  let running = true;
-  let commits = 0;
-  const done = (async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: src.port, user: 'postgres', password: src.password, database: db });
-    await c.connect();
-    try {
-      while (running) {
-        await c.query('BEGIN');
-        const { rows } = await c.query<{ id: string }>('INSERT INTO a (v) VALUES (0) RETURNING id');
-        await c.query("INSERT INTO slow (a_id, pad) VALUES ($1, 'new')", [rows[0]!.id]);
-        await c.query('UPDATE a SET v = v + 1 WHERE id = (SELECT id FROM a ORDER BY random() LIMIT 1)');
-        await c.query("UPDATE slow SET pad = pad || 'u' WHERE id = (SELECT id FROM slow ORDER BY random() LIMIT 1)");
-        await c.query('DELETE FROM c WHERE id = (SELECT id FROM c ORDER BY random() LIMIT 1)');
-        await c.query('COMMIT');
-        commits++;
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    } finally {
-      await c.end();
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await done;
-      return commits;
-    },
-  };
+function startWriter(db: string): Writer {
+  return startLoad(src.conn(db), async (c) => {
+    const { rows } = await c.query<{ id: string }>('INSERT INTO a (v) VALUES (0) RETURNING id');
+    await c.query("INSERT INTO slow (a_id, pad) VALUES ($1, 'new')", [rows[0]!.id]);
+    await c.query('UPDATE a SET v = v + 1 WHERE id = (SELECT id FROM a ORDER BY random() LIMIT 1)');
+    await c.query("UPDATE slow SET pad = pad || 'u' WHERE id = (SELECT id FROM slow ORDER BY random() LIMIT 1)");
+    await c.query('DELETE FROM c WHERE id = (SELECT id FROM c ORDER BY random() LIMIT 1)');
+  }, { pauseMs: 5 });
 }
 
 describe('init resume after kill -9', () => {

@@ -21,6 +21,8 @@ import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
 import type { RunState } from '../../src/state/checkpoint.js';
 import { dumpSchemaText, largeObjects, sequenceValues, tableHashes } from '../support/compare.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
+import { waitFor } from '../support/wait.js';
+import { startLoad, type Writer } from '../support/writer.js';
 
 const RICH = readFileSync(new URL('../fixtures/rich-schema.sql', import.meta.url), 'utf8');
 const clusters = useClusters();
@@ -67,40 +69,12 @@ async function readState(dir: string): Promise<{ text: string; state: RunState }
 }
 
 /** Inserts, updates and deletes on `w` in small transactions until stopped; each row records the xid that inserted it. */
-function startWriter(db: string): { stop: () => Promise<number> } {
-  let running = true;
-  let commits = 0;
-  const done = (async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: src.port, user: 'postgres', password: src.password, database: db });
-    await c.connect();
-    try {
-      while (running) {
-        await c.query('BEGIN');
-        await c.query(`INSERT INTO w (xid, val) SELECT txid_current() % 4294967296, g FROM generate_series(1, 5) g`);
-        await c.query(`UPDATE w SET val = val + 1 WHERE id IN (SELECT id FROM w ORDER BY random() LIMIT 3)`);
-        await c.query(`DELETE FROM w WHERE id = (SELECT id FROM w ORDER BY random() LIMIT 1)`);
-        await c.query('COMMIT');
-        commits++;
-      }
-    } finally {
-      await c.end();
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await done;
-      return commits;
-    },
-  };
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+function startWriter(db: string): Writer {
+  return startLoad(src.conn(db), async (c) => {
+    await c.query(`INSERT INTO w (xid, val) SELECT txid_current() % 4294967296, g FROM generate_series(1, 5) g`);
+    await c.query(`UPDATE w SET val = val + 1 WHERE id IN (SELECT id FROM w ORDER BY random() LIMIT 3)`);
+    await c.query(`DELETE FROM w WHERE id = (SELECT id FROM w ORDER BY random() LIMIT 1)`);
+  });
 }
 
 describe('init', () => {

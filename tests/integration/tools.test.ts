@@ -13,6 +13,9 @@ import { probeServer } from '../../src/postgres/probe.js';
 import { assertToolCanDump, createTempPassfile, findTool, requireTool, runTool, PG_TOOLS } from '../../src/postgres/tools.js';
 import { repoRoot } from '../support/cli.js';
 import { useClusters } from '../support/clusters.js';
+import { waitFor as poll } from '../support/wait.js';
+/** Child processes come and go quickly: look often. */
+const waitFor = <T>(what: string, fn: () => T) => poll(what, fn, 15_000, 25);
 
 const AWKWARD = `p@ss:w/o#rd?%&'"\\ ünï`;
 const AWK_USER = "awk'ward user";
@@ -98,17 +101,6 @@ function allCommandLines(): string {
   }
   return parts.join('\n');
 }
-
-async function waitFor<T>(what: string, fn: () => T | undefined, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 
 /** Where runTool put the password file of a psql run: psql prints it from its own environment. */
 const SHOW_PASSFILE = ['-c', '\\! echo "PASSFILE=$PGPASSFILE"'];

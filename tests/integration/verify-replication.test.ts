@@ -3,12 +3,12 @@
  * changing the source: no false alarm from lag, and a real difference made on
  * the target (on rows the writer does not touch) is still found.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { quoteLiteral } from '../../src/postgres/identifiers.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 import { runVerify, table, unequal } from './verify-helpers.js';
+import { startLoad, type Writer } from '../support/writer.js';
 
 const SCHEMA = `
 CREATE TABLE accounts (id int PRIMARY KEY, balance numeric(12, 2) NOT NULL, note text, updated timestamptz);
@@ -22,33 +22,15 @@ INSERT INTO "Ledger Lines" SELECT a, l, a * l / 3.0 FROM generate_series(1, 1000
 INSERT INTO settings SELECT 'k' || i, 'v' || i FROM generate_series(1, 50) i;`;
 
 /** Keeps updating, inserting and deleting accounts with id > 100 until stopped. */
-function startWriter(c: LocalCluster, db: string): { stop: () => Promise<number> } {
-  let running = true;
-  let n = 0;
-  const done = (async () => {
-    const client = new pg.Client({ connectionString: c.url(db) });
-    await client.connect();
-    try {
-      while (running) {
-        n++;
-        const id = 101 + ((n * 7919) % 19900);
-        if (n % 5 === 0) await client.query('INSERT INTO accounts VALUES ($1, 0, $2, clock_timestamp()) ON CONFLICT DO NOTHING', [20000 + n, `new ${n}`]);
-        else if (n % 11 === 0) await client.query('DELETE FROM accounts WHERE id = $1', [id]);
-        else await client.query('UPDATE accounts SET balance = balance + 1, updated = clock_timestamp() WHERE id = $1', [id]);
-        if (n % 3 === 0) await client.query('UPDATE "Ledger Lines" SET amount = amount + 1 WHERE account = $1', [101 + (n % 900)]);
-        await new Promise((r) => setTimeout(r, 2));
-      }
-    } finally {
-      await client.end();
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await done;
-      return n;
-    },
-  };
+function startWriter(c: LocalCluster, db: string): Writer {
+  return startLoad(c.conn(db), async (client, i) => {
+    const n = i + 1;
+    const id = 101 + ((n * 7919) % 19900);
+    if (n % 5 === 0) await client.query('INSERT INTO accounts VALUES ($1, 0, $2, clock_timestamp()) ON CONFLICT DO NOTHING', [20000 + n, `new ${n}`]);
+    else if (n % 11 === 0) await client.query('DELETE FROM accounts WHERE id = $1', [id]);
+    else await client.query('UPDATE accounts SET balance = balance + 1, updated = clock_timestamp() WHERE id = $1', [id]);
+    if (n % 3 === 0) await client.query('UPDATE "Ledger Lines" SET amount = amount + 1 WHERE account = $1', [101 + (n % 900)]);
+  }, { pauseMs: 2, transaction: false });
 }
 
 describe('verify while replicating', () => {

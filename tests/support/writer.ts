@@ -13,6 +13,7 @@ import { runStatus } from '../../src/pipeline/status/index.js';
 import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
 import { WAL_END_SQL } from '../../src/postgres/lsn.js';
 import { tableHashes, type TableHash } from './compare.js';
+import { waitFor } from './wait.js';
 
 /** The tables the writer works on (all in schema public). */
 export const WRITER_TABLES = ['w_items', 'w_docs', 'w_log', 'w_region'] as const;
@@ -81,23 +82,32 @@ function step(i: number): { text: string; values?: unknown[] }[] {
   return out;
 }
 
-/** Start writing on `conn` (the source database) until stop(). */
-export function startWriter(conn: ResolvedConnInfo, opts: { pauseMs?: number } = {}): Writer {
+/**
+ * Run `step` on one connection to `conn` again and again until stop(): each
+ * step its own transaction (or autocommit statements with transaction: false),
+ * `pauseMs` apart. Every load writer of the tests is this loop with its own step.
+ */
+export function startLoad(
+  conn: ResolvedConnInfo,
+  step: (client: pg.Client, i: number) => Promise<void>,
+  opts: { pauseMs?: number; transaction?: boolean } = {},
+): Writer {
   const client = new pg.Client({ host: conn.host, port: conn.port, user: conn.user, password: conn.password ?? '', database: conn.dbname, application_name: 'test writer' });
   client.on('error', () => {});
+  const transaction = opts.transaction ?? true;
   let stopping = false;
   let commits = 0;
   const run = (async () => {
     await client.connect();
     try {
       for (let i = 0; !stopping; i++) {
-        await client.query('BEGIN');
+        if (transaction) await client.query('BEGIN');
         try {
-          for (const q of step(i)) await client.query(q);
-          await client.query('COMMIT');
+          await step(client, i);
+          if (transaction) await client.query('COMMIT');
           commits++;
         } catch (err) {
-          await client.query('ROLLBACK').catch(() => {});
+          if (transaction) await client.query('ROLLBACK').catch(() => {});
           throw err;
         }
         if (opts.pauseMs) await new Promise((r) => setTimeout(r, opts.pauseMs));
@@ -117,16 +127,16 @@ export function startWriter(conn: ResolvedConnInfo, opts: { pauseMs?: number } =
   };
 }
 
+/** Start the writer of WRITER_TABLES on `conn` (the source database) until stop(). */
+export function startWriter(conn: ResolvedConnInfo, opts: { pauseMs?: number } = {}): Writer {
+  return startLoad(conn, async (c, i) => {
+    for (const q of step(i)) await c.query(q);
+  }, opts);
+}
+
 /* ---- Helpers for tests that replicate the writer's tables ---- */
 
-/** Poll until `check` holds. */
-export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 90_000, everyMs = 250): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+export { waitFor };
 
 /**
  * Until status says in sync and the slot has confirmed everything the source
