@@ -15,11 +15,11 @@ import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
 import { quoteIdent } from '../../postgres/identifiers.js';
-import { acquireLock, discardState, loadState, statePaths } from '../../state/checkpoint.js';
+import { acquireLock, discardState, loadState, statePaths, type RunState } from '../../state/checkpoint.js';
 import { dropSlot, findSlot } from '../shared/slot.js';
 import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscription } from '../shared/replication-catalog.js';
-import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
-import { loadSyncRecord, removeSyncRecord, syncRecordPath } from '../../state/sync-record.js';
+import { resolvePairs, type ReplicationPair, type ResolvedPairs } from '../shared/pairs.js';
+import { loadSyncRecord, removeSyncRecord, syncRecordPath, type SyncRecord } from '../../state/sync-record.js';
 import { dropSubscriptionKeepSlot } from '../shared/subscription.js';
 
 export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
@@ -72,73 +72,16 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
     const { ids, pairs } = await resolvePairs(o.source, o.target, o.scope ?? state?.scope ?? emptyScope(), state, o.stateDir);
     const plans: PairPlan[] = [];
     for (const pair of pairs) {
-      const sub = await withClient(pair.targetConn, (c) => readSubscription(c, pair.names.subscription), { label: 'the target' }).catch((err) => {
-        // A target database that was never created holds nothing of ours.
-        if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return undefined;
-        throw err;
-      });
-      const subOids = new Set<number>();
-      if (sub) subOids.add(sub.oid);
-      const rec = record?.databases[pair.sourceDatabase];
-      if (rec) subOids.add(rec.subscriptionOid);
-      const plan = await withClient(
-        pair.sourceConn,
-        async (c) => {
-          const pub = await readPublication(c, pair.names.publication, ids.source.major);
-          const slotNames = new Set([pair.names.slot]);
-          const stSlot = state?.databases[pair.sourceDatabase]?.slot?.name;
-          if (stSlot) slotNames.add(stSlot);
-          if (rec?.slot) slotNames.add(rec.slot);
-          const slots: string[] = [];
-          for (const n of slotNames) if (await findSlot(c, n)) slots.push(n);
-          const { slots: candidates } = await listCandidateSlots(c, ids.source.major);
-          const tablesync = candidates
-            .map((s) => ({ s, ts: parseTablesyncSlot(s.name) }))
-            .filter(({ ts }) => ts && subOids.has(ts.subscriptionOid) && ts.systemIdentifier === ids.target.systemIdentifier)
-            .map(({ s }) => s.name);
-          return { publication: !!pub, slots, tablesyncSlots: tablesync };
-        },
-        { label: 'the source' },
-      );
-      plans.push({ pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan });
+      plans.push(await planPair(pair, ids, state, record));
     }
 
-    const items: CleanupItem[] = [];
-    for (const p of plans) {
-      if (p.subscription) items.push({ side: 'target', kind: 'subscription', database: p.pair.targetDatabase, name: p.subscription });
-      if (p.publication) items.push({ side: 'source', kind: 'publication', database: p.pair.sourceDatabase, name: p.pair.names.publication });
-      for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
-      for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
-    }
-    const paths = statePaths(o.stateDir);
-    for (const f of [paths.state, syncRecordPath(o.stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });
+    const items = listItems(plans, o.stateDir);
 
     if (o.dryRun || !items.length) return { command: 'cleanup', dryRun: !!o.dryRun, items, seconds: (performance.now() - started) / 1000 };
     if (o.confirm && !(await o.confirm(items))) throw new UsageError('cleanup cancelled; nothing was dropped');
 
     for (const p of plans) {
-      const id = `cleanup/${p.pair.sourceDatabase}`;
-      progress({ kind: 'start', id, title: `database ${p.pair.sourceDatabase} → ${p.pair.targetDatabase}` });
-      try {
-        if (p.subscription) {
-          await withClient(p.pair.targetConn, async (c) => {
-            const sub = await readSubscription(c, p.subscription!);
-            if (!sub) return;
-            if (sub.slotName === null) await c.query(`DROP SUBSCRIPTION ${quoteIdent(sub.name)}`);
-            else await dropSubscriptionKeepSlot(c, sub.name);
-          }, { label: 'the target' });
-        }
-        await withClient(p.pair.sourceConn, async (c) => {
-          if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
-          // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.
-          for (const s of [...p.slots, ...p.tablesyncSlots]) await dropSlot(c, s, 30_000);
-          // A source fenced for cutover (ALTER DATABASE … SET default_transaction_read_only = on) must still let us drop our objects.
-        }, { label: 'the source', settings: { default_transaction_read_only: 'off' } });
-        progress({ kind: 'end', id, status: 'ok', detail: `${items.filter((i) => i.database === p.pair.sourceDatabase || i.database === p.pair.targetDatabase).length} objects dropped` });
-      } catch (err) {
-        progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
-        throw operationError(err, `cleanup of database "${p.pair.sourceDatabase}"`);
-      }
+      await dropPair(p, items, progress);
     }
     await discardState(o.stateDir);
     await removeSyncRecord(o.stateDir);
@@ -146,6 +89,84 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
   } finally {
     await release?.();
     removeIfEmpty(o.stateDir);
+  }
+}
+
+/** What of pgferry's exists for one pair: its subscription on the target; publication, slots and table synchronisation slots on the source. */
+async function planPair(
+  pair: ReplicationPair,
+  ids: ResolvedPairs['ids'],
+  state: RunState | undefined,
+  record: SyncRecord | undefined,
+): Promise<PairPlan> {
+  const sub = await withClient(pair.targetConn, (c) => readSubscription(c, pair.names.subscription), { label: 'the target' }).catch((err) => {
+    // A target database that was never created holds nothing of ours.
+    if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return undefined;
+    throw err;
+  });
+  const subOids = new Set<number>();
+  if (sub) subOids.add(sub.oid);
+  const rec = record?.databases[pair.sourceDatabase];
+  if (rec) subOids.add(rec.subscriptionOid);
+  const plan = await withClient(
+    pair.sourceConn,
+    async (c) => {
+      const pub = await readPublication(c, pair.names.publication, ids.source.major);
+      const slotNames = new Set([pair.names.slot]);
+      const stSlot = state?.databases[pair.sourceDatabase]?.slot?.name;
+      if (stSlot) slotNames.add(stSlot);
+      if (rec?.slot) slotNames.add(rec.slot);
+      const slots: string[] = [];
+      for (const n of slotNames) if (await findSlot(c, n)) slots.push(n);
+      const { slots: candidates } = await listCandidateSlots(c, ids.source.major);
+      const tablesync = candidates
+        .map((s) => ({ s, ts: parseTablesyncSlot(s.name) }))
+        .filter(({ ts }) => ts && subOids.has(ts.subscriptionOid) && ts.systemIdentifier === ids.target.systemIdentifier)
+        .map(({ s }) => s.name);
+      return { publication: !!pub, slots, tablesyncSlots: tablesync };
+    },
+    { label: 'the source' },
+  );
+  return { pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan };
+}
+
+/** Everything the plans found, and the state files, in the order they are listed (and dropped). */
+function listItems(plans: PairPlan[], stateDir: string): CleanupItem[] {
+  const items: CleanupItem[] = [];
+  for (const p of plans) {
+    if (p.subscription) items.push({ side: 'target', kind: 'subscription', database: p.pair.targetDatabase, name: p.subscription });
+    if (p.publication) items.push({ side: 'source', kind: 'publication', database: p.pair.sourceDatabase, name: p.pair.names.publication });
+    for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
+    for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
+  }
+  const paths = statePaths(stateDir);
+  for (const f of [paths.state, syncRecordPath(stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });
+  return items;
+}
+
+/** Drop one pair's objects: the subscription first (its slot detached), then the publication and the slots. */
+async function dropPair(p: PairPlan, items: CleanupItem[], progress: ProgressSink): Promise<void> {
+  const id = `cleanup/${p.pair.sourceDatabase}`;
+  progress({ kind: 'start', id, title: `database ${p.pair.sourceDatabase} → ${p.pair.targetDatabase}` });
+  try {
+    if (p.subscription) {
+      await withClient(p.pair.targetConn, async (c) => {
+        const sub = await readSubscription(c, p.subscription!);
+        if (!sub) return;
+        if (sub.slotName === null) await c.query(`DROP SUBSCRIPTION ${quoteIdent(sub.name)}`);
+        else await dropSubscriptionKeepSlot(c, sub.name);
+      }, { label: 'the target' });
+    }
+    await withClient(p.pair.sourceConn, async (c) => {
+      if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
+      // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.
+      for (const s of [...p.slots, ...p.tablesyncSlots]) await dropSlot(c, s, 30_000);
+      // A source fenced for cutover (ALTER DATABASE … SET default_transaction_read_only = on) must still let us drop our objects.
+    }, { label: 'the source', settings: { default_transaction_read_only: 'off' } });
+    progress({ kind: 'end', id, status: 'ok', detail: `${items.filter((i) => i.database === p.pair.sourceDatabase || i.database === p.pair.targetDatabase).length} objects dropped` });
+  } catch (err) {
+    progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
+    throw operationError(err, `cleanup of database "${p.pair.sourceDatabase}"`);
   }
 }
 

@@ -11,10 +11,10 @@
  * A NULL replay lag while the walsender streams means idle and caught up: 0 s.
  */
 import { formatBytes, formatLag, formatSeconds } from '../../units.js';
-import { TABLE_STATE_NAMES, parseTablesyncSlot, type TableSyncState } from './replication-catalog.js';
+import { TABLE_STATE_NAMES, parseTablesyncSlot, type SourceSlot, type TableSyncState } from './replication-catalog.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { isPgferryName } from '../../state/object-names.js';
-import type { PairFacts } from './health-facts.js';
+import type { PairFacts, TargetSubscriptionFacts } from './health-facts.js';
 
 export type Health = 'healthy' | 'lagging' | 'broken';
 
@@ -85,8 +85,6 @@ export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: Max
   const slot = f.source.slots.find((s) => s.name === names.slot);
   const sub = f.target.subscriptions.find((s) => s.name === names.subscription);
   const problems: Problem[] = [];
-  const broken = (message: string, fix: string | null) => problems.push({ level: 'broken', message, fix });
-  const lagging = (message: string, fix: string | null) => problems.push({ level: 'lagging', message, fix });
   const warning = (message: string, fix: string | null) => problems.push({ level: 'warning', message, fix });
 
   const tables: TableStatus[] = (sub?.tables ?? []).map((t) => ({ schema: t.schema, name: t.name, state: t.state, stateName: TABLE_STATE_NAMES[t.state] ?? t.state }));
@@ -98,6 +96,54 @@ export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: Max
     // NULL replay_lag from a streaming walsender: idle and caught up.
     seconds: slot && streaming ? (slot.replayLagSeconds ?? 0) : null,
   };
+
+  problems.push(...streamProblems({ f, slot, sub, tables, replicating, workerRunning, lag }, maxLag));
+
+  const leftovers = findLeftovers(f, targetSystemIdentifier, sub?.oid ?? null, !!slot, !!sub);
+  for (const l of leftovers) warning(`${l.side} ${l.kind} ${l.name}: ${l.detail}`, 'pgferry cleanup removes pgferry\'s objects');
+
+  const health: Health = problems.some((p) => p.level === 'broken') ? 'broken' : problems.some((p) => p.level === 'lagging') ? 'lagging' : 'healthy';
+  return {
+    sourceDatabase: f.pair.sourceDatabase,
+    targetDatabase: f.pair.targetDatabase,
+    health,
+    problems,
+    sourceLsn: f.source.currentLsn,
+    publication: { name: names.publication, exists: f.source.publication.exists, tables: f.source.publication.tables },
+    slot: {
+      name: names.slot, exists: !!slot, active: !!slot?.active, walStatus: slot?.walStatus ?? null, retainedBytes: slot?.retainedBytes ?? null,
+      confirmedFlushLsn: slot?.confirmedFlushLsn ?? null,
+    },
+    lag,
+    subscription: {
+      name: names.subscription, exists: !!sub, enabled: !!sub?.enabled, workerRunning, workerPid: sub?.worker?.pid ?? null,
+      receivedLsn: sub?.worker?.receivedLsn ?? null, appliedLsn: sub?.worker?.latestEndLsn ?? null, lastMessageAt: sub?.worker?.lastMessageAt ?? null,
+      syncWorkers: sub?.syncWorkers ?? 0, applyErrors: sub?.applyErrors ?? null, syncErrors: sub?.syncErrors ?? null,
+    },
+    tables: { total: tables.length, replicating, synchronising: tables.length - replicating, list: tables },
+    leftovers,
+  };
+}
+
+/** One pair's facts as assess has read them. */
+interface Observed {
+  f: PairFacts;
+  slot: SourceSlot | undefined;
+  sub: TargetSubscriptionFacts | undefined;
+  tables: TableStatus[];
+  replicating: number;
+  workerRunning: boolean;
+  lag: DatabaseStatus['lag'];
+}
+
+/** What is wrong with the stream: subscription or slot missing, workers not running, tables still synchronising, lag over the limit, WAL at risk. */
+function streamProblems(s: Observed, maxLag: MaxLagLimits): Problem[] {
+  const { f, slot, sub, tables, replicating, workerRunning, lag } = s;
+  const names = f.pair.names;
+  const problems: Problem[] = [];
+  const broken = (message: string, fix: string | null) => problems.push({ level: 'broken', message, fix });
+  const lagging = (message: string, fix: string | null) => problems.push({ level: 'lagging', message, fix });
+  const warning = (message: string, fix: string | null) => problems.push({ level: 'warning', message, fix });
 
   if (!sub) {
     if (slot) {
@@ -137,31 +183,7 @@ export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: Max
   if (slot && (slot.walStatus === 'unreserved' || slot.walStatus === 'extended') && sub) {
     warning(`slot ${names.slot} retains ${formatBytes(slot.retainedBytes)} of WAL (wal_status ${slot.walStatus})`, 'make sure the target keeps up; the source may remove WAL the slot needs once max_slot_wal_keep_size is exceeded');
   }
-
-  const leftovers = findLeftovers(f, targetSystemIdentifier, sub?.oid ?? null, !!slot, !!sub);
-  for (const l of leftovers) warning(`${l.side} ${l.kind} ${l.name}: ${l.detail}`, 'pgferry cleanup removes pgferry\'s objects');
-
-  const health: Health = problems.some((p) => p.level === 'broken') ? 'broken' : problems.some((p) => p.level === 'lagging') ? 'lagging' : 'healthy';
-  return {
-    sourceDatabase: f.pair.sourceDatabase,
-    targetDatabase: f.pair.targetDatabase,
-    health,
-    problems,
-    sourceLsn: f.source.currentLsn,
-    publication: { name: names.publication, exists: f.source.publication.exists, tables: f.source.publication.tables },
-    slot: {
-      name: names.slot, exists: !!slot, active: !!slot?.active, walStatus: slot?.walStatus ?? null, retainedBytes: slot?.retainedBytes ?? null,
-      confirmedFlushLsn: slot?.confirmedFlushLsn ?? null,
-    },
-    lag,
-    subscription: {
-      name: names.subscription, exists: !!sub, enabled: !!sub?.enabled, workerRunning, workerPid: sub?.worker?.pid ?? null,
-      receivedLsn: sub?.worker?.receivedLsn ?? null, appliedLsn: sub?.worker?.latestEndLsn ?? null, lastMessageAt: sub?.worker?.lastMessageAt ?? null,
-      syncWorkers: sub?.syncWorkers ?? 0, applyErrors: sub?.applyErrors ?? null, syncErrors: sub?.syncErrors ?? null,
-    },
-    tables: { total: tables.length, replicating, synchronising: tables.length - replicating, list: tables },
-    leftovers,
-  };
+  return problems;
 }
 
 function errorsText(apply: number | null, sync: number | null): string {

@@ -13,7 +13,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
-import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec } from '../../config/scope.js';
+import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../config/scope.js';
 import { OperationError, UsageError } from '../../errors.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
 import { warningCollector, type ProgressSink } from '../shared/progress.js';
@@ -24,20 +24,22 @@ import { displayName } from '../../postgres/identifiers.js';
 import type { ServerIdentity } from '../../postgres/probe.js';
 import { acquireLock, loadState, tableKey, type DatabaseState, type RunState } from '../../state/checkpoint.js';
 import { effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
-import { dropSlot, findSlot } from '../shared/slot.js';
+import { dropSlot, findSlot, type SlotInfo } from '../shared/slot.js';
 import { collectPair } from '../shared/health-facts.js';
 import { formatLag } from '../../units.js';
 import { assess, DEFAULT_MAX_LAG, type DatabaseStatus, type MaxLagLimits } from '../shared/health-verdict.js';
-import { listCandidateSlots, originProgress, parseTablesyncSlot, readPublication, readSubscription, subscriptionTables } from '../shared/replication-catalog.js';
-import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from '../shared/replication-checks.js';
+import {
+  listCandidateSlots, originProgress, parseTablesyncSlot, readPublication, readSubscription, subscriptionTables, type SubscriptionInfo, type SubscriptionTable,
+} from '../shared/replication-catalog.js';
+import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull, type IdentityProblem } from '../shared/replication-checks.js';
 import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
-import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange } from '../shared/publication.js';
+import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange, type PublishedTable } from '../shared/publication.js';
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from '../../state/sync-record.js';
 import {
   advanceOrigin, checkCustomConninfo, chooseBinary, chooseStreaming, createSubscription, dropSubscriptionKeepSlot, enableSubscription,
-  passwordWarning, refreshSubscription, setSubscriptionConninfo, stopSubscription, subscriptionConninfo,
+  passwordWarning, refreshSubscription, setSubscriptionConninfo, stopSubscription, subscriptionConninfo, type SubscriptionConninfo,
 } from '../shared/subscription.js';
-import { emptyTargetTables, locateTargetTables, nonEmptyTables } from './target-tables.js';
+import { emptyTargetTables, locateTargetTables, nonEmptyTables, type TargetTable } from './target-tables.js';
 
 export interface SyncOptions {
   source: ResolvedConnInfo;
@@ -196,8 +198,19 @@ function countRoutes(tables: SyncTableReport[]): string {
   return parts.length ? parts.map(([k, w]) => `${k} ${w}`).join(', ') : 'no tables';
 }
 
+/** One database pair being synced: its connections and init's state of it, passed from phase to phase. */
+interface DbSync {
+  x: Ctx;
+  pair: ReplicationPair;
+  db: string;
+  names: ReplicationPair['names'];
+  d: DatabaseState | undefined;
+  src: pg.Client;
+  tgt: pg.Client;
+}
+
 async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabaseReport> {
-  const { o, ids } = x;
+  const { o } = x;
   const db = pair.sourceDatabase;
   const names = pair.names;
   const d: DatabaseState | undefined = x.state?.databases[db];
@@ -209,177 +222,19 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
   const src = await connect(pair.sourceConn, { label: 'the source', settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync' });
   const tgt = await connect(pair.targetConn, { label: 'the target', applicationName: 'pgferry sync' });
   try {
-    const scope = await resolveTables(src, db, rulesFor(x.scope, db));
-    let filters: Record<string, string>;
-    if (d && x.scopeMatches) filters = d.filters;
-    else filters = effectiveFilters(scope.tables, await fixTimeCutoffs(src, scope.tables, d?.timeFilterCutoffs ?? {}));
-    const { published, unlogged } = publishedTables(scope.tables, filters);
-    for (const t of unlogged) {
-      x.warn(`${displayName(t.schema, t.name)} is unlogged: logical replication carries none of its changes, so after the copy by init it is not kept in step`);
-    }
-    const byOid = new Map(scope.tables.map((t) => [t.oid, t]));
-    const pubScope = published.map((p) => byOid.get(p.oid)!);
+    const s: DbSync = { x, pair, db, names, d, src, tgt };
+    const { published, unlogged, pubScope } = await publishedScope(s);
 
     // Everything that would break is found before anything is created.
-    const idProblems = await identityProblems(src, pubScope);
-    if (idProblems.length && !o.setReplicaIdentityFull) throw identityRefusal(idProblems);
-    const fullRoots = new Set(idProblems.map((p) => p.rootOid));
-    const canPublish = ids.source.superuser || pubScope.every((t) => t.isOwner);
-    await checkRowFilters(src, pubScope, { major: ids.source.major, canPublish, fullIdentity: fullRoots });
-    const onTarget = await locateTargetTables(tgt, published);
-    const missing = onTarget.filter((t) => t.oid === null);
-    if (missing.length) {
-      const list = missing.map((t) => displayName(t.schema, t.name));
-      throw new UsageError(`${missing.length === 1 ? 'this table does' : `${missing.length} tables do`} not exist in target database "${pair.targetDatabase}": ${list.join(', ')}`, {
-        hint:
-          'create them first, e.g. pg_dump --schema-only ' + missing.map((t) => `--table='${displayName(t.schema, t.name)}'`).join(' ') +
-          ` "<source>" | psql "<target>" (or run pgferry init for this scope)`,
-      });
-    }
-
-    let sub = await readSubscription(tgt, names.subscription);
-    const slotName = sub?.slotName ?? d?.slot?.name ?? names.slot;
-    const slot = await findSlot(src, slotName);
-    let forcedOrigin: string | null = null;
-    let readyBefore = new Set<string>();
-    let action: SyncDatabaseReport['subscription']['action'] = sub ? 'existing' : 'created';
-    if (sub && o.force) {
-      // Recreate on the same slot; the target's applied position (its origin) carries over, so nothing is applied
-      // twice. It is read once the workers have stopped: until then the apply worker moves it on.
-      await stopSubscription(tgt, sub);
-      forcedOrigin = await originProgress(tgt, sub.oid);
-      readyBefore = new Set((await subscriptionTables(tgt, sub.oid)).filter((t) => t.state === 'r').map((t) => tableKey(t.schema, t.name)));
-      await dropSubscriptionKeepSlot(tgt, sub.name);
-      await dropTablesyncSlots(src, ids.source.major, sub.oid, ids.target.systemIdentifier);
-      x.progress({ kind: 'log', level: 'info', message: `dropped subscription ${sub.name} (its slot ${slotName} and applied position are kept)` });
-      sub = undefined;
-      action = 'recreated';
-    }
-    if (sub && sub.slotName === null) {
-      throw new UsageError(`subscription ${sub.name} in "${pair.targetDatabase}" has no slot (slot_name = NONE): an interrupted cleanup`, { hint: 'finish it with pgferry cleanup, or recreate it with pgferry sync --force' });
-    }
-    if (sub && !slot) {
-      throw new UsageError(`replication slot ${slotName} of subscription ${sub.name} is gone from the source: changes made since are lost to the target`, {
-        hint: 'start over: pgferry cleanup, then pgferry init --restart and pgferry sync',
-      });
-    }
-    // Init's slot carries the stream only while it exists; without it (or without init) the subscription makes its own.
-    const useSlot = !!slot && (!!sub || action === 'recreated' || (!!d?.slot && d.slot.name === slotName));
-    if (!useSlot && !o.copyData) {
-      throw new UsageError(
-        d?.slot ? `replication slot ${d.slot.name} that init created is gone from the source` : `init ran without a replication slot for "${db}" (--no-sync)`,
-        { hint: 'start over with pgferry init --restart (without --no-sync), or add --copy-data to let PostgreSQL copy every table again' },
-      );
-    }
-    if (!useSlot && slot) {
-      throw new UsageError(`a replication slot named ${slotName} exists on the source but belongs to no state of this migration`, { hint: 'remove it with pgferry cleanup, then run sync again' });
-    }
-
-    const subTables = sub ? await subscriptionTables(tgt, sub.oid) : [];
-    const inSub = new Set(subTables.map((t) => tableKey(t.schema, t.name)));
-    const pubBefore = await readPublication(src, names.publication, ids.source.major);
-    const recordTables = x.record.databases[db]?.tables ?? {};
-    const routes = new Map<string, TableRoute>();
-    for (const p of published) {
-      const key = tableKey(p.schema, p.name);
-      const st = d?.tables[key];
-      const initFilter = d ? (d.filters[key] ?? null) : null;
-      let route: TableRoute;
-      if (sub && inSub.has(key)) {
-        route = key in recordTables && recordTables[key] !== p.filter ? (st ? 'resync' : 'copy') : 'kept';
-      } else if (!sub && action === 'recreated' && readyBefore.has(key) && (!(key in recordTables) || recordTables[key] === p.filter)) {
-        route = 'snapshot';
-      } else if (
-        !sub && useSlot && action === 'created' && st?.status === 'done' && st.consistentWithSlot && initFilter === p.filter &&
-        (!pubBefore || pubBefore.tables.some((t) => t.oid === p.oid))
-      ) {
-        route = 'snapshot';
-      } else if (st?.status === 'done') {
-        route = 'resync';
-      } else {
-        route = 'copy';
-      }
-      routes.set(key, route);
-    }
-    const copyTables = published.filter((p) => routes.get(tableKey(p.schema, p.name)) === 'copy');
-    if (copyTables.length && !o.copyData) {
-      throw new UsageError(`init did not copy ${copyTables.map((t) => displayName(t.schema, t.name)).join(', ')} (not in its scope, or with another filter)`, {
-        hint: 'add --copy-data to let PostgreSQL\'s table synchronisation copy them, or leave them out of the scope',
-      });
-    }
-    const full = await nonEmptyTables(tgt, onTarget.filter((t) => copyTables.some((c) => c.schema === t.schema && c.name === t.name)));
-    if (full.length) {
-      throw new UsageError(`PostgreSQL would copy rows into tables that already hold rows on the target: ${full.map((t) => displayName(t.schema, t.name)).join(', ')}`, {
-        hint: 'empty them on the target first (they were not copied by this migration\'s init), or leave them out of the scope',
-      });
-    }
+    const { idProblems, onTarget } = await checkPublishable(s, published, pubScope);
+    const found = await subscriptionAndSlot(s);
+    const { subTables, routes } = await routeTables(s, published, found);
+    await checkCopyTables(s, published, routes, onTarget);
 
     // From here on, things are created.
-    if (idProblems.length) {
-      const tables = idProblems.map((p) => ({ schema: p.schema, name: p.name }));
-      await setReplicaIdentityFull(src, tables);
-      // The target gets the same setting, so the schemas stay equal (and a stream back would work).
-      const there = (await locateTargetTables(tgt, tables)).filter((t) => t.oid !== null);
-      await setReplicaIdentityFull(tgt, there);
-      x.progress({ kind: 'log', level: 'info', message: `REPLICA IDENTITY FULL set on ${tables.map((t) => displayName(t.schema, t.name)).join(', ')}` });
-    }
-
-    const immediate = published.filter((p) => ['snapshot', 'kept'].includes(routes.get(tableKey(p.schema, p.name))!));
-    let deferred = published.filter((p) => ['resync', 'copy'].includes(routes.get(tableKey(p.schema, p.name))!));
-    const conn = subscriptionConninfo(o.source, db, o.subscriptionConninfo);
-    const pwWarning = passwordWarning(conn, names.subscription, pair.targetDatabase);
-    const binary = chooseBinary(ids.source.major, ids.target.major, pubScope.flatMap((t) => t.columns.map((c) => c.typeOid)));
-    const streaming = chooseStreaming(ids.source.major, ids.target.major);
-    let publicationChange: PublicationChange;
-    let createdBySubscription = false;
-    let emptied: SyncDatabaseReport['emptied'] = 'none';
-
-    if (!sub && useSlot) {
-      publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
-      const problem = await slotDecodable(src, slotName, names.publication);
-      if (problem) {
-        throw new UsageError(`replication slot ${slotName} cannot be read with publication ${names.publication}: ${problem}`, {
-          hint:
-            'changes were committed on the source after init\'s snapshot but before the publication existed, so the slot cannot deliver them ' +
-            '(the publication must exist before the slot). Start over: pgferry cleanup, then pgferry init --restart and pgferry sync',
-        });
-      }
-      await createSubscription(tgt, {
-        name: names.subscription, publication: names.publication, slot: slotName, conninfo: conn.conninfo, createSlot: false, copyData: false,
-        enabled: false, binary, streaming, passwordNotRequired: passwordNotRequired(ids, conn),
-      });
-      sub = (await readSubscription(tgt, names.subscription))!;
-      if (forcedOrigin) await advanceOrigin(tgt, sub.oid, forcedOrigin);
-      await enableSubscription(tgt, sub.name);
-    } else if (!sub) {
-      // No slot to continue from (--copy-data without init): the subscription creates one after the publication exists.
-      emptied = await emptyTargetTables(tgt, onTarget.filter((t) => deferred.some((p) => p.schema === t.schema && p.name === t.name)));
-      publicationChange = await ensurePublication(src, names.publication, published, ids.source.major);
-      await createSubscription(tgt, {
-        name: names.subscription, publication: names.publication, slot: slotName, conninfo: conn.conninfo, createSlot: true, copyData: true,
-        enabled: true, binary, streaming, passwordNotRequired: passwordNotRequired(ids, conn),
-      });
-      sub = (await readSubscription(tgt, names.subscription))!;
-      createdBySubscription = true;
-      deferred = [];
-    } else {
-      publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
-      // Tables that left the publication leave the subscription; nothing new is added here.
-      if (subTables.some((t) => !immediate.some((p) => p.schema === t.schema && p.name === t.name))) await refreshSubscription(tgt, sub.name, false);
-      if (conn.custom) await setSubscriptionConninfo(tgt, sub.name, conn.conninfo);
-      if (!sub.enabled) await enableSubscription(tgt, sub.name);
-    }
-
-    if (deferred.length) {
-      // Not in the subscription yet, so the apply worker leaves them alone; table synchronisation copies
-      // each under its own snapshot and hands it over to the stream at an exact position.
-      emptied = await emptyTargetTables(tgt, onTarget.filter((t) => deferred.some((p) => p.schema === t.schema && p.name === t.name)));
-      await addToPublication(src, names.publication, deferred, ids.source.major);
-      await refreshSubscription(tgt, sub.name, true);
-      if (publicationChange === 'unchanged') publicationChange = 'altered';
-    }
-    // An existing subscription keeps the connection string it was created with unless --subscription-conninfo replaced it.
-    if (pwWarning && (action !== 'existing' || conn.custom)) x.warn(pwWarning);
+    if (idProblems.length) await applyReplicaIdentityFull(s, idProblems);
+    const { sub, action, slotName, conn, binary, streaming, publicationChange, createdBySubscription, emptied } =
+      await subscribe(s, published, pubScope, onTarget, found, subTables, routes);
 
     x.record.databases[db] = {
       targetDatabase: pair.targetDatabase, subscription: sub.name, subscriptionOid: sub.oid, publication: names.publication, slot: slotName,
@@ -402,6 +257,273 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
     throw operationError(err, `sync of database "${db}"`);
   } finally {
     await Promise.all([src.end().catch(() => {}), tgt.end().catch(() => {})]);
+  }
+}
+
+/** The tables of the scope the publication carries (with init's filters when the scope is init's), and the unlogged ones it cannot. */
+async function publishedScope(s: DbSync): Promise<{ published: PublishedTable[]; unlogged: ScopeTable[]; pubScope: ScopeTable[] }> {
+  const { x, db, d, src } = s;
+  const scope = await resolveTables(src, db, rulesFor(x.scope, db));
+  let filters: Record<string, string>;
+  if (d && x.scopeMatches) filters = d.filters;
+  else filters = effectiveFilters(scope.tables, await fixTimeCutoffs(src, scope.tables, d?.timeFilterCutoffs ?? {}));
+  const { published, unlogged } = publishedTables(scope.tables, filters);
+  for (const t of unlogged) {
+    x.warn(`${displayName(t.schema, t.name)} is unlogged: logical replication carries none of its changes, so after the copy by init it is not kept in step`);
+  }
+  const byOid = new Map(scope.tables.map((t) => [t.oid, t]));
+  const pubScope = published.map((p) => byOid.get(p.oid)!);
+  return { published, unlogged, pubScope };
+}
+
+/** Row identities (refused unless --set-replica-identity-full), row filters, and every published table present on the target. */
+async function checkPublishable(
+  s: DbSync,
+  published: PublishedTable[],
+  pubScope: ScopeTable[],
+): Promise<{ idProblems: IdentityProblem[]; onTarget: TargetTable[] }> {
+  const { x, pair, src, tgt } = s;
+  const { o, ids } = x;
+  const idProblems = await identityProblems(src, pubScope);
+  if (idProblems.length && !o.setReplicaIdentityFull) throw identityRefusal(idProblems);
+  const fullRoots = new Set(idProblems.map((p) => p.rootOid));
+  const canPublish = ids.source.superuser || pubScope.every((t) => t.isOwner);
+  await checkRowFilters(src, pubScope, { major: ids.source.major, canPublish, fullIdentity: fullRoots });
+  const onTarget = await locateTargetTables(tgt, published);
+  const missing = onTarget.filter((t) => t.oid === null);
+  if (missing.length) {
+    const list = missing.map((t) => displayName(t.schema, t.name));
+    throw new UsageError(`${missing.length === 1 ? 'this table does' : `${missing.length} tables do`} not exist in target database "${pair.targetDatabase}": ${list.join(', ')}`, {
+      hint:
+        'create them first, e.g. pg_dump --schema-only ' + missing.map((t) => `--table='${displayName(t.schema, t.name)}'`).join(' ') +
+        ` "<source>" | psql "<target>" (or run pgferry init for this scope)`,
+    });
+  }
+  return { idProblems, onTarget };
+}
+
+/** The subscription and slot the stream continues from, after --force dropped the subscription. */
+interface SubscriptionSlot {
+  sub: SubscriptionInfo | undefined;
+  slotName: string;
+  slot: SlotInfo | undefined;
+  /** The target's applied position carried over from the subscription --force dropped. */
+  forcedOrigin: string | null;
+  /** Tables that were replicating in the subscription --force dropped. */
+  readyBefore: Set<string>;
+  action: SyncDatabaseReport['subscription']['action'];
+  /** Whether the subscription streams from the existing slot (init's, or the dropped subscription's). */
+  useSlot: boolean;
+}
+
+/** Find the subscription and its slot (dropping the subscription with --force), and refuse a pair that cannot continue. */
+async function subscriptionAndSlot(s: DbSync): Promise<SubscriptionSlot> {
+  const { x, pair, db, names, d, src, tgt } = s;
+  const { o } = x;
+  let sub = await readSubscription(tgt, names.subscription);
+  const slotName = sub?.slotName ?? d?.slot?.name ?? names.slot;
+  const slot = await findSlot(src, slotName);
+  let forcedOrigin: string | null = null;
+  let readyBefore = new Set<string>();
+  let action: SyncDatabaseReport['subscription']['action'] = sub ? 'existing' : 'created';
+  if (sub && o.force) {
+    ({ forcedOrigin, readyBefore } = await dropForRecreate(s, sub, slotName));
+    sub = undefined;
+    action = 'recreated';
+  }
+  if (sub && sub.slotName === null) {
+    throw new UsageError(`subscription ${sub.name} in "${pair.targetDatabase}" has no slot (slot_name = NONE): an interrupted cleanup`, { hint: 'finish it with pgferry cleanup, or recreate it with pgferry sync --force' });
+  }
+  if (sub && !slot) {
+    throw new UsageError(`replication slot ${slotName} of subscription ${sub.name} is gone from the source: changes made since are lost to the target`, {
+      hint: 'start over: pgferry cleanup, then pgferry init --restart and pgferry sync',
+    });
+  }
+  // Init's slot carries the stream only while it exists; without it (or without init) the subscription makes its own.
+  const useSlot = !!slot && (!!sub || action === 'recreated' || (!!d?.slot && d.slot.name === slotName));
+  if (!useSlot && !o.copyData) {
+    throw new UsageError(
+      d?.slot ? `replication slot ${d.slot.name} that init created is gone from the source` : `init ran without a replication slot for "${db}" (--no-sync)`,
+      { hint: 'start over with pgferry init --restart (without --no-sync), or add --copy-data to let PostgreSQL copy every table again' },
+    );
+  }
+  if (!useSlot && slot) {
+    throw new UsageError(`a replication slot named ${slotName} exists on the source but belongs to no state of this migration`, { hint: 'remove it with pgferry cleanup, then run sync again' });
+  }
+  return { sub, slotName, slot, forcedOrigin, readyBefore, action, useSlot };
+}
+
+/** --force: drop the subscription but keep its slot, and note where it had got to. */
+async function dropForRecreate(s: DbSync, sub: SubscriptionInfo, slotName: string): Promise<{ forcedOrigin: string | null; readyBefore: Set<string> }> {
+  const { x, src, tgt } = s;
+  const { ids } = x;
+  // Recreate on the same slot; the target's applied position (its origin) carries over, so nothing is applied
+  // twice. It is read once the workers have stopped: until then the apply worker moves it on.
+  await stopSubscription(tgt, sub);
+  const forcedOrigin = await originProgress(tgt, sub.oid);
+  const readyBefore = new Set((await subscriptionTables(tgt, sub.oid)).filter((t) => t.state === 'r').map((t) => tableKey(t.schema, t.name)));
+  await dropSubscriptionKeepSlot(tgt, sub.name);
+  await dropTablesyncSlots(src, ids.source.major, sub.oid, ids.target.systemIdentifier);
+  x.progress({ kind: 'log', level: 'info', message: `dropped subscription ${sub.name} (its slot ${slotName} and applied position are kept)` });
+  return { forcedOrigin, readyBefore };
+}
+
+/** How each published table reaches the stream (see TableRoute). */
+async function routeTables(
+  s: DbSync,
+  published: PublishedTable[],
+  found: SubscriptionSlot,
+): Promise<{ subTables: SubscriptionTable[]; routes: Map<string, TableRoute> }> {
+  const { x, db, names, d, src, tgt } = s;
+  const { ids } = x;
+  const { sub, readyBefore, action, useSlot } = found;
+  const subTables = sub ? await subscriptionTables(tgt, sub.oid) : [];
+  const inSub = new Set(subTables.map((t) => tableKey(t.schema, t.name)));
+  const pubBefore = await readPublication(src, names.publication, ids.source.major);
+  const recordTables = x.record.databases[db]?.tables ?? {};
+  const routes = new Map<string, TableRoute>();
+  for (const p of published) {
+    const key = tableKey(p.schema, p.name);
+    const st = d?.tables[key];
+    const initFilter = d ? (d.filters[key] ?? null) : null;
+    let route: TableRoute;
+    if (sub && inSub.has(key)) {
+      route = key in recordTables && recordTables[key] !== p.filter ? (st ? 'resync' : 'copy') : 'kept';
+    } else if (!sub && action === 'recreated' && readyBefore.has(key) && (!(key in recordTables) || recordTables[key] === p.filter)) {
+      route = 'snapshot';
+    } else if (
+      !sub && useSlot && action === 'created' && st?.status === 'done' && st.consistentWithSlot && initFilter === p.filter &&
+      (!pubBefore || pubBefore.tables.some((t) => t.oid === p.oid))
+    ) {
+      route = 'snapshot';
+    } else if (st?.status === 'done') {
+      route = 'resync';
+    } else {
+      route = 'copy';
+    }
+    routes.set(key, route);
+  }
+  return { subTables, routes };
+}
+
+/** Tables init did not copy are copied only with --copy-data, and only into tables empty on the target. */
+async function checkCopyTables(s: DbSync, published: PublishedTable[], routes: Map<string, TableRoute>, onTarget: TargetTable[]): Promise<void> {
+  const { x, tgt } = s;
+  const { o } = x;
+  const copyTables = published.filter((p) => routes.get(tableKey(p.schema, p.name)) === 'copy');
+  if (copyTables.length && !o.copyData) {
+    throw new UsageError(`init did not copy ${copyTables.map((t) => displayName(t.schema, t.name)).join(', ')} (not in its scope, or with another filter)`, {
+      hint: 'add --copy-data to let PostgreSQL\'s table synchronisation copy them, or leave them out of the scope',
+    });
+  }
+  const full = await nonEmptyTables(tgt, onTarget.filter((t) => copyTables.some((c) => c.schema === t.schema && c.name === t.name)));
+  if (full.length) {
+    throw new UsageError(`PostgreSQL would copy rows into tables that already hold rows on the target: ${full.map((t) => displayName(t.schema, t.name)).join(', ')}`, {
+      hint: 'empty them on the target first (they were not copied by this migration\'s init), or leave them out of the scope',
+    });
+  }
+}
+
+/** --set-replica-identity-full: on the source, and on the target too. */
+async function applyReplicaIdentityFull(s: DbSync, idProblems: IdentityProblem[]): Promise<void> {
+  const { x, src, tgt } = s;
+  const tables = idProblems.map((p) => ({ schema: p.schema, name: p.name }));
+  await setReplicaIdentityFull(src, tables);
+  // The target gets the same setting, so the schemas stay equal (and a stream back would work).
+  const there = (await locateTargetTables(tgt, tables)).filter((t) => t.oid !== null);
+  await setReplicaIdentityFull(tgt, there);
+  x.progress({ kind: 'log', level: 'info', message: `REPLICA IDENTITY FULL set on ${tables.map((t) => displayName(t.schema, t.name)).join(', ')}` });
+}
+
+/** What the publication and subscription steps did, for the report and the sync record. */
+interface Subscribed {
+  sub: SubscriptionInfo;
+  action: SyncDatabaseReport['subscription']['action'];
+  slotName: string;
+  conn: SubscriptionConninfo;
+  binary: boolean;
+  streaming: ReturnType<typeof chooseStreaming>;
+  publicationChange: PublicationChange;
+  createdBySubscription: boolean;
+  emptied: SyncDatabaseReport['emptied'];
+}
+
+/** Bring the publication to the tables that stream at once, create (or update) the subscription, then hand over the others. */
+async function subscribe(
+  s: DbSync,
+  published: PublishedTable[],
+  pubScope: ScopeTable[],
+  onTarget: TargetTable[],
+  found: SubscriptionSlot,
+  subTables: SubscriptionTable[],
+  routes: Map<string, TableRoute>,
+): Promise<Subscribed> {
+  const { x, pair, db, names, src, tgt } = s;
+  const { o, ids } = x;
+  const { slotName, forcedOrigin, action, useSlot } = found;
+  let sub = found.sub;
+  const immediate = published.filter((p) => ['snapshot', 'kept'].includes(routes.get(tableKey(p.schema, p.name))!));
+  let deferred = published.filter((p) => ['resync', 'copy'].includes(routes.get(tableKey(p.schema, p.name))!));
+  const conn = subscriptionConninfo(o.source, db, o.subscriptionConninfo);
+  const pwWarning = passwordWarning(conn, names.subscription, pair.targetDatabase);
+  const binary = chooseBinary(ids.source.major, ids.target.major, pubScope.flatMap((t) => t.columns.map((c) => c.typeOid)));
+  const streaming = chooseStreaming(ids.source.major, ids.target.major);
+  let publicationChange: PublicationChange;
+  let createdBySubscription = false;
+  let emptied: SyncDatabaseReport['emptied'] = 'none';
+
+  if (!sub && useSlot) {
+    publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
+    await checkSlotDecodable(s, slotName);
+    await createSubscription(tgt, {
+      name: names.subscription, publication: names.publication, slot: slotName, conninfo: conn.conninfo, createSlot: false, copyData: false,
+      enabled: false, binary, streaming, passwordNotRequired: passwordNotRequired(ids, conn),
+    });
+    sub = (await readSubscription(tgt, names.subscription))!;
+    if (forcedOrigin) await advanceOrigin(tgt, sub.oid, forcedOrigin);
+    await enableSubscription(tgt, sub.name);
+  } else if (!sub) {
+    // No slot to continue from (--copy-data without init): the subscription creates one after the publication exists.
+    emptied = await emptyTargetTables(tgt, onTarget.filter((t) => deferred.some((p) => p.schema === t.schema && p.name === t.name)));
+    publicationChange = await ensurePublication(src, names.publication, published, ids.source.major);
+    await createSubscription(tgt, {
+      name: names.subscription, publication: names.publication, slot: slotName, conninfo: conn.conninfo, createSlot: true, copyData: true,
+      enabled: true, binary, streaming, passwordNotRequired: passwordNotRequired(ids, conn),
+    });
+    sub = (await readSubscription(tgt, names.subscription))!;
+    createdBySubscription = true;
+    deferred = [];
+  } else {
+    publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
+    // Tables that left the publication leave the subscription; nothing new is added here.
+    if (subTables.some((t) => !immediate.some((p) => p.schema === t.schema && p.name === t.name))) await refreshSubscription(tgt, sub.name, false);
+    if (conn.custom) await setSubscriptionConninfo(tgt, sub.name, conn.conninfo);
+    if (!sub.enabled) await enableSubscription(tgt, sub.name);
+  }
+
+  if (deferred.length) {
+    // Not in the subscription yet, so the apply worker leaves them alone; table synchronisation copies
+    // each under its own snapshot and hands it over to the stream at an exact position.
+    emptied = await emptyTargetTables(tgt, onTarget.filter((t) => deferred.some((p) => p.schema === t.schema && p.name === t.name)));
+    await addToPublication(src, names.publication, deferred, ids.source.major);
+    await refreshSubscription(tgt, sub.name, true);
+    if (publicationChange === 'unchanged') publicationChange = 'altered';
+  }
+  // An existing subscription keeps the connection string it was created with unless --subscription-conninfo replaced it.
+  if (pwWarning && (action !== 'existing' || conn.custom)) x.warn(pwWarning);
+  return { sub, action, slotName, conn, binary, streaming, publicationChange, createdBySubscription, emptied };
+}
+
+/** The slot must be readable with the publication just made to exist; otherwise the stream cannot start. */
+async function checkSlotDecodable(s: DbSync, slotName: string): Promise<void> {
+  const { names, src } = s;
+  const problem = await slotDecodable(src, slotName, names.publication);
+  if (problem) {
+    throw new UsageError(`replication slot ${slotName} cannot be read with publication ${names.publication}: ${problem}`, {
+      hint:
+        'changes were committed on the source after init\'s snapshot but before the publication existed, so the slot cannot deliver them ' +
+        '(the publication must exist before the slot). Start over: pgferry cleanup, then pgferry init --restart and pgferry sync',
+    });
   }
 }
 
