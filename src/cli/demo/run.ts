@@ -36,7 +36,7 @@ export interface DemoOptions {
 const DB = 'shop';
 
 function cliEntry(): string {
-  // dist/local/demo/run.js → dist/cli/main.js
+  // dist/cli/demo/run.js → dist/cli/main.js
   return fileURLToPath(new URL('../main.js', import.meta.url));
 }
 
