@@ -183,8 +183,47 @@ function installExitHook(): void {
   });
 }
 
+type RunAs = ReturnType<typeof runAsUser>;
+
+/** One cluster's binaries, files and the way its server processes are run. */
+interface ClusterSetup {
+  name: string;
+  major: number;
+  version: string;
+  binDir: string;
+  user: RunAs;
+  rootDir: string;
+  dataDir: string;
+  socketDir: string;
+  pwfile: string;
+  password: string;
+  spawnOpts: SpawnOptions;
+}
+
+/** Whether a cluster has been stopped or detached, and its entry in `live`. */
+interface ClusterLife {
+  stopped: boolean;
+  handle: { stopSync(): void };
+  stopSync(): void;
+}
+
 /** Start a throwaway cluster. Always call stop() (in finally / afterAll). */
 export async function startCluster(options: ClusterOptions = {}): Promise<LocalCluster> {
+  const setup = prepareCluster(options);
+  const life = trackCluster(setup);
+  try {
+    await initDataDir(setup, options);
+    const port = await startServer(setup, options);
+    return clusterObject(setup, life, port);
+  } catch (err) {
+    live.delete(life.handle);
+    life.stopSync();
+    throw err;
+  }
+}
+
+/** Find the binaries and their version, and create the cluster's private root directory. */
+function prepareCluster(options: ClusterOptions): ClusterSetup {
   const binDirRaw = options.binDir ?? findServerBinDir();
   if (!binDirRaw || !existsSync(path.join(binDirRaw, 'initdb'))) {
     throw new UsageError(`PostgreSQL server binaries not found${binDirRaw ? ` in ${binDirRaw}` : ''}`, {
@@ -219,139 +258,159 @@ export async function startCluster(options: ClusterOptions = {}): Promise<LocalC
     cwd: rootDir,
     env: { ...process.env, LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8', PGDATA: dataDir, HOME: rootDir },
   };
+  return { name, major, version, binDir, user, rootDir, dataDir, socketDir, pwfile, password, spawnOpts };
+}
 
-  let stopped = false;
-  const stopSync = () => {
-    if (stopped) return;
-    stopped = true;
-    spawnSync(path.join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '20'], {
-      ...spawnOpts,
-      stdio: 'ignore',
-    });
-    rmSync(rootDir, { recursive: true, force: true });
+/** Register the cluster in `live`, so that it is stopped and removed when this process exits. */
+function trackCluster(setup: ClusterSetup): ClusterLife {
+  const { binDir, dataDir, rootDir, spawnOpts } = setup;
+  const life: ClusterLife = {
+    stopped: false,
+    handle: { stopSync: () => life.stopSync() },
+    stopSync: () => {
+      if (life.stopped) return;
+      life.stopped = true;
+      spawnSync(path.join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '20'], {
+        ...spawnOpts,
+        stdio: 'ignore',
+      });
+      rmSync(rootDir, { recursive: true, force: true });
+    },
   };
-  const handle = { stopSync };
-  live.add(handle);
+  live.add(life.handle);
   installExitHook();
+  return life;
+}
 
-  try {
-    const init = await run(
-      path.join(binDir, 'initdb'),
-      [
-        '-D', dataDir, '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`,
-        '--no-sync', ...(options.initdbArgs ?? ['--encoding=UTF8', '--locale=C.UTF-8']),
-      ],
+/** initdb (superuser "postgres" with the password) and the pg_hba.conf rules. */
+async function initDataDir(setup: ClusterSetup, options: ClusterOptions): Promise<void> {
+  const { binDir, dataDir, pwfile, spawnOpts } = setup;
+  const init = await run(
+    path.join(binDir, 'initdb'),
+    [
+      '-D', dataDir, '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`,
+      '--no-sync', ...(options.initdbArgs ?? ['--encoding=UTF8', '--locale=C.UTF-8']),
+    ],
+    spawnOpts,
+  );
+  if (init.code !== 0) throw new Error(`initdb failed:\n${init.out}`);
+
+  const hba = [
+    ...(options.hba ?? []),
+    'local all all trust',
+    'local replication all trust',
+    'host all all 127.0.0.1/32 scram-sha-256',
+    'host all all ::1/128 scram-sha-256',
+    'host replication all 127.0.0.1/32 scram-sha-256',
+    'host replication all ::1/128 scram-sha-256',
+  ];
+  writeFileSync(path.join(dataDir, 'pg_hba.conf'), hba.join('\n') + '\n');
+}
+
+/**
+ * Write the settings and start the server (pg_ctl -w waits until it accepts
+ * connections); returns its port. A port taken between freePort() and the
+ * server's bind is retried with another one.
+ */
+async function startServer(setup: ClusterSetup, options: ClusterOptions): Promise<number> {
+  const { binDir, user, rootDir, dataDir, socketDir, spawnOpts, version } = setup;
+  let port = 0;
+  let lastErr = '';
+  for (let attempt = 0; attempt < 6; attempt++) {
+    port = await freePort();
+    const settings = { ...DEFAULT_SETTINGS, ...(options.settings ?? {}), port, unix_socket_directories: `'${socketDir}'` };
+    writeFileSync(
+      path.join(dataDir, 'postgresql.auto.conf'),
+      Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`).join('\n') + '\n',
+    );
+    if (user) chownTree(dataDir, user.uid, user.gid);
+    const start = await run(
+      path.join(binDir, 'pg_ctl'),
+      ['start', '-D', dataDir, '-l', path.join(rootDir, 'server.log'), '-w', '-t', '60', '-s'],
       spawnOpts,
     );
-    if (init.code !== 0) throw new Error(`initdb failed:\n${init.out}`);
+    if (start.code === 0) {
+      lastErr = '';
+      break;
+    }
+    const log = existsSync(path.join(rootDir, 'server.log')) ? readFileSync(path.join(rootDir, 'server.log'), 'utf8') : '';
+    lastErr = `${start.out}\n${log.split('\n').slice(-20).join('\n')}`;
+    if (!/could not bind|Address already in use/i.test(lastErr)) break;
+  }
+  if (lastErr) throw new Error(`PostgreSQL ${version} did not start:\n${lastErr}`);
+  return port;
+}
 
-    const hba = [
-      ...(options.hba ?? []),
-      'local all all trust',
-      'local replication all trust',
-      'host all all 127.0.0.1/32 scram-sha-256',
-      'host all all ::1/128 scram-sha-256',
-      'host replication all 127.0.0.1/32 scram-sha-256',
-      'host replication all ::1/128 scram-sha-256',
-    ];
-    writeFileSync(path.join(dataDir, 'pg_hba.conf'), hba.join('\n') + '\n');
+/** The LocalCluster of a running server. */
+function clusterObject(setup: ClusterSetup, life: ClusterLife, port: number): LocalCluster {
+  const { name, major, version, binDir, user, rootDir, dataDir, socketDir, password, spawnOpts } = setup;
+  const { handle } = life;
+  const url = (dbname = 'postgres', u = 'postgres', pw = u === 'postgres' ? password : undefined) => {
+    const auth = pw === undefined ? encodeURIComponent(u) : `${encodeURIComponent(u)}:${encodeURIComponent(pw)}`;
+    return `postgresql://${auth}@127.0.0.1:${port}/${encodeURIComponent(dbname)}?sslmode=disable`;
+  };
+  const conn = (dbname = 'postgres', u = 'postgres', pw?: string) =>
+    resolveConnInfo(parseConnInfo(url(dbname, u, pw ?? (u === 'postgres' ? password : undefined))), {});
 
-    let port = 0;
-    let lastErr = '';
-    for (let attempt = 0; attempt < 6; attempt++) {
-      port = await freePort();
-      const settings = { ...DEFAULT_SETTINGS, ...(options.settings ?? {}), port, unix_socket_directories: `'${socketDir}'` };
-      writeFileSync(
-        path.join(dataDir, 'postgresql.auto.conf'),
-        Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`).join('\n') + '\n',
-      );
-      if (user) chownTree(dataDir, user.uid, user.gid);
-      const start = await run(
+  const cluster: LocalCluster = {
+    name,
+    major,
+    version,
+    binDir,
+    rootDir,
+    dataDir,
+    socketDir,
+    host: '127.0.0.1',
+    port,
+    superuser: 'postgres',
+    password,
+    url,
+    conn,
+    async query(sql, params, dbname = 'postgres') {
+      const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: dbname });
+      client.on('error', () => {});
+      await client.connect();
+      try {
+        const res = await client.query(sql, params as unknown[] | undefined);
+        return res.rows as never;
+      } finally {
+        await client.end().catch(() => {});
+      }
+    },
+    async restart(settings = {}) {
+      if (Object.keys(settings).length) {
+        const auto = path.join(dataDir, 'postgresql.auto.conf');
+        const lines = readFileSync(auto, 'utf8').split('\n').filter((l) => {
+          const key = l.split('=')[0]?.trim();
+          return l && !(key && key in settings);
+        });
+        for (const [k, v] of Object.entries(settings)) lines.push(`${k} = ${confValue(v)}`);
+        writeFileSync(auto, lines.join('\n') + '\n');
+        if (user) chownSync(auto, user.uid, user.gid);
+      }
+      const r = await run(
         path.join(binDir, 'pg_ctl'),
-        ['start', '-D', dataDir, '-l', path.join(rootDir, 'server.log'), '-w', '-t', '60', '-s'],
+        ['restart', '-D', dataDir, '-l', path.join(rootDir, 'server.log'), '-m', 'fast', '-w', '-t', '60', '-s'],
         spawnOpts,
       );
-      if (start.code === 0) {
-        lastErr = '';
-        break;
-      }
-      const log = existsSync(path.join(rootDir, 'server.log')) ? readFileSync(path.join(rootDir, 'server.log'), 'utf8') : '';
-      lastErr = `${start.out}\n${log.split('\n').slice(-20).join('\n')}`;
-      if (!/could not bind|Address already in use/i.test(lastErr)) break;
-    }
-    if (lastErr) throw new Error(`PostgreSQL ${version} did not start:\n${lastErr}`);
-
-    const url = (dbname = 'postgres', u = 'postgres', pw = u === 'postgres' ? password : undefined) => {
-      const auth = pw === undefined ? encodeURIComponent(u) : `${encodeURIComponent(u)}:${encodeURIComponent(pw)}`;
-      return `postgresql://${auth}@127.0.0.1:${port}/${encodeURIComponent(dbname)}?sslmode=disable`;
-    };
-    const conn = (dbname = 'postgres', u = 'postgres', pw?: string) =>
-      resolveConnInfo(parseConnInfo(url(dbname, u, pw ?? (u === 'postgres' ? password : undefined))), {});
-
-    const cluster: LocalCluster = {
-      name,
-      major,
-      version,
-      binDir,
-      rootDir,
-      dataDir,
-      socketDir,
-      host: '127.0.0.1',
-      port,
-      superuser: 'postgres',
-      password,
-      url,
-      conn,
-      async query(sql, params, dbname = 'postgres') {
-        const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: dbname });
-        client.on('error', () => {});
-        await client.connect();
-        try {
-          const res = await client.query(sql, params as unknown[] | undefined);
-          return res.rows as never;
-        } finally {
-          await client.end().catch(() => {});
-        }
-      },
-      async restart(settings = {}) {
-        if (Object.keys(settings).length) {
-          const auto = path.join(dataDir, 'postgresql.auto.conf');
-          const lines = readFileSync(auto, 'utf8').split('\n').filter((l) => {
-            const key = l.split('=')[0]?.trim();
-            return l && !(key && key in settings);
-          });
-          for (const [k, v] of Object.entries(settings)) lines.push(`${k} = ${confValue(v)}`);
-          writeFileSync(auto, lines.join('\n') + '\n');
-          if (user) chownSync(auto, user.uid, user.gid);
-        }
-        const r = await run(
-          path.join(binDir, 'pg_ctl'),
-          ['restart', '-D', dataDir, '-l', path.join(rootDir, 'server.log'), '-m', 'fast', '-w', '-t', '60', '-s'],
-          spawnOpts,
-        );
-        if (r.code !== 0) throw new Error(`restart failed: ${r.out}`);
-      },
-      detach() {
-        live.delete(handle);
-        stopped = true;
-        const ownerFile = path.join(rootDir, 'owner.json');
-        const owner = JSON.parse(readFileSync(ownerFile, 'utf8')) as Record<string, unknown>;
-        writeFileSync(ownerFile, JSON.stringify({ ...owner, ownerPid: null, detached: true }));
-      },
-      async stop() {
-        if (stopped) return;
-        stopped = true;
-        live.delete(handle);
-        await run(path.join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '20'], spawnOpts);
-        rmSync(rootDir, { recursive: true, force: true });
-      },
-    };
-    return cluster;
-  } catch (err) {
-    live.delete(handle);
-    stopSync();
-    throw err;
-  }
+      if (r.code !== 0) throw new Error(`restart failed: ${r.out}`);
+    },
+    detach() {
+      live.delete(handle);
+      life.stopped = true;
+      const ownerFile = path.join(rootDir, 'owner.json');
+      const owner = JSON.parse(readFileSync(ownerFile, 'utf8')) as Record<string, unknown>;
+      writeFileSync(ownerFile, JSON.stringify({ ...owner, ownerPid: null, detached: true }));
+    },
+    async stop() {
+      if (life.stopped) return;
+      life.stopped = true;
+      live.delete(handle);
+      await run(path.join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '20'], spawnOpts);
+      rmSync(rootDir, { recursive: true, force: true });
+    },
+  };
+  return cluster;
 }
 
 /**

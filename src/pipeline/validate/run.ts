@@ -117,6 +117,17 @@ async function withDatabaseClient<T>(
   }
 }
 
+/** What the per-database checks share once both servers have been checked. */
+interface SourceContext {
+  options: ValidateOptions;
+  source: Session;
+  target: Session | null;
+  /** The target server's facts; null without a target or when they could not be read. */
+  tf: TargetServerFacts | null;
+  /** The user the source checks speak of (the replication privilege check may name another). */
+  user: string;
+}
+
 export async function runValidate(options: ValidateOptions): Promise<ValidateReport> {
   const progress = options.progress ?? silentProgress;
   const signal = options.signal ?? shutdownSignal;
@@ -140,14 +151,7 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
     checks.push(...checkTools(options.pgBinDir, source?.identity.major));
     throwIfShuttingDown(signal);
 
-    let names: string[];
-    if (source) {
-      names = await resolveDatabases(source.client, sel, options.source.dbname);
-    } else {
-      // Without the source, the databases named explicitly are the best guess of the scope.
-      names = singleDatabase ? [options.source.dbname] : sel.include.filter((d) => !sel.exclude.includes(d));
-    }
-    const pairs: DatabasePair[] = names.map((n) => ({ source: n, target: targetDatabaseName(n, sel, options.target) }));
+    const pairs = await databasePairs(options, source, singleDatabase);
 
     if (source && target) {
       const distinct = checkDistinct(source.identity, target.identity, pairs);
@@ -156,45 +160,15 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
       checks.push(checkVersions(source.identity, target.identity));
     }
 
-    let targetFacts: TargetServerFacts | null = null;
-    if (target) {
-      await step(progress, 'target', 'target', `checking target ${describeConn(target.conn)}`, checks, async () => {
-        targetFacts = await gatherTargetServer(target.client, target.identity.major, target.identity.inRecovery);
-        return checkTargetServer(targetFacts, pairs.map((p) => p.target));
-      });
-    }
-    const tf = targetFacts as TargetServerFacts | null;
+    const tf = target ? await checkTargetSide(progress, target, pairs, checks) : null;
 
     if (!source) {
       for (const p of pairs) databases.push(emptyDatabaseReport(p.source, p.target, tf ? tf.databases.some((d) => d.name === p.target) : null));
       return finish(checks, source, target, databases);
     }
 
-    const maxAge = options.maxTransactionAgeSeconds ?? DEFAULT_MAX_TRANSACTION_AGE_SECONDS;
-    let seesAll = false;
-    let user = source.identity.user;
-    await step(progress, 'source', 'source', `checking source ${describeConn(source.conn)}`, checks, async () => {
-      const facts = await gatherSourceServer(source.client, source.identity.major, source.identity.inRecovery);
-      seesAll = facts.seesAllSessions;
-      const own = target
-        ? pairs
-            .map((p) => objectNames({
-              sourceSystemIdentifier: source.identity.systemIdentifier,
-              sourceDatabase: p.source,
-              targetSystemIdentifier: target.identity.systemIdentifier,
-              targetDatabase: p.target,
-            }).slot)
-            .filter((slot) => facts.slots.some((s) => s.name === slot))
-        : [];
-      const priv = await gatherReplicationPrivilege(source.client);
-      user = priv.user;
-      const lt = await gatherLongTransactions(source.client, maxAge, seesAll);
-      return [
-        ...checkSourceServer(facts, { databases: pairs.length, existingOwnSlots: own }),
-        checkReplicationPrivilege(priv),
-        ...checkLongTransactions(lt),
-      ];
-    });
+    const user = await checkSourceSide(options, progress, source, target, pairs, checks);
+    const ctx: SourceContext = { options, source, target, tf, user };
 
     const installed = new Set<string>();
     for (const p of pairs) {
@@ -202,72 +176,7 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
       const report = emptyDatabaseReport(p.source, p.target, tf ? tf.databases.some((d) => d.name === p.target) : null);
       databases.push(report);
       const dbChecks: CheckResult[] = [];
-      await step(progress, 'source', `database:${p.source}`, `checking database ${p.source}`, dbChecks, async () => {
-        const found: CheckResult[] = [];
-        let facts: DatabaseFacts;
-        let scope: DatabaseScope;
-        try {
-          ({ facts, scope } = await withDatabaseClient(source, sourceConnFor(options.source, p.source), 'source', async (client) => {
-            const facts = await gatherDatabaseFacts(client, source.identity.major);
-            const scope = await resolveTables(client, p.source, rulesFor(options.scope, p.source));
-            const leaves = await gatherLeafIdentities(client, scope.tables);
-            const noUsage = source.identity.superuser ? new Set<string>() : await gatherSchemasWithoutUsage(client);
-            const published = publishedTables(scope.tables);
-            const canPublish = source.identity.superuser || (facts.canCreate && published.every((t) => t.isOwner));
-            const refused = new Set<string>();
-            found.push(
-              checkSize(facts),
-              checkScopeNotEmpty(scope),
-              checkSelect(scope.tables, user, noUsage),
-              ...checkPublicationRights(p.source, scope.tables, { user, superuser: source.identity.superuser, canCreateInDatabase: facts.canCreate }),
-              ...checkReplicaIdentity(scope.tables, leaves),
-              ...(await checkFilters(client, scope.tables, { major: source.identity.major, canPublish, refused })),
-              ...(await checkFilterForeignKeys(client, scope.tables, undefined, refused)),
-            );
-            const unlogged = checkUnlogged(scope.tables);
-            if (unlogged) found.push(unlogged);
-            const lo = checkLargeObjects(facts);
-            if (lo) found.push(lo);
-            found.push(...checkSequences(sequencesInScope(facts.sequences, scope.tables), user));
-            return { facts, scope };
-          }));
-        } catch (err) {
-          if ((err as { exitCode?: number }).exitCode === ExitCode.connect) {
-            found.push(fail('source.reachable', 'source', (err as Error).message, (err as { hint?: string }).hint ?? `check that ${user} may connect to database ${p.source}`));
-            return found;
-          }
-          throw err;
-        }
-        Object.assign(report, {
-          sizeBytes: facts.sizeBytes,
-          encoding: facts.encoding,
-          collate: facts.collate,
-          ctype: facts.ctype,
-          localeProvider: facts.provider,
-          locale: facts.locale,
-          tables: scope.tables.length,
-          schemaOnlyTables: scope.tables.filter((t) => t.schemaOnly).length,
-          excludedTables: scope.excluded.length,
-        } satisfies Partial<DatabaseReport>);
-        for (const e of facts.extensions) installed.add(e.name);
-
-        if (target && tf) {
-          found.push(...checkExtensions(facts.extensions, tf.availableExtensions, tf.major));
-          found.push(...checkLocale(p.source, facts, p.target, tf));
-          if (report.targetExists) {
-            try {
-              const td = await withDatabaseClient(target, forDatabase(target.conn, p.target), 'target', gatherTargetDatabase);
-              found.push(...checkTargetDatabase(td));
-            } catch (err) {
-              if ((err as { exitCode?: number }).exitCode !== ExitCode.connect) throw err;
-              found.push(
-                fail('database.target_privileges', 'target', (err as Error).message, `GRANT CONNECT ON DATABASE ${quoteIdent(p.target)} TO ${quoteIdent(tf.user)};  -- and check pg_hba.conf on the target`),
-              );
-            }
-          }
-        }
-        return found;
-      });
+      await step(progress, 'source', `database:${p.source}`, `checking database ${p.source}`, dbChecks, () => checkDatabase(ctx, p, report, installed));
       checks.push(...inDatabase(p.source, dbChecks));
     }
 
@@ -279,4 +188,144 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
   } finally {
     await Promise.all([source?.client.end().catch(() => {}), target?.client.end().catch(() => {})]);
   }
+}
+
+/** The source and target database of every database in scope. */
+async function databasePairs(options: ValidateOptions, source: Session | null, singleDatabase: boolean): Promise<DatabasePair[]> {
+  const sel = options.scope.databases;
+  let names: string[];
+  if (source) {
+    names = await resolveDatabases(source.client, sel, options.source.dbname);
+  } else {
+    // Without the source, the databases named explicitly are the best guess of the scope.
+    names = singleDatabase ? [options.source.dbname] : sel.include.filter((d) => !sel.exclude.includes(d));
+  }
+  return names.map((n) => ({ source: n, target: targetDatabaseName(n, sel, options.target) }));
+}
+
+/** The target server's checks; returns its facts, or null when they could not be read. */
+async function checkTargetSide(progress: ProgressSink, target: Session, pairs: DatabasePair[], checks: CheckResult[]): Promise<TargetServerFacts | null> {
+  let targetFacts: TargetServerFacts | null = null;
+  await step(progress, 'target', 'target', `checking target ${describeConn(target.conn)}`, checks, async () => {
+    targetFacts = await gatherTargetServer(target.client, target.identity.major, target.identity.inRecovery);
+    return checkTargetServer(targetFacts, pairs.map((p) => p.target));
+  });
+  return targetFacts as TargetServerFacts | null;
+}
+
+/** The source server's checks (settings, slots, replication privilege, long transactions); returns the user they speak of. */
+async function checkSourceSide(
+  options: ValidateOptions,
+  progress: ProgressSink,
+  source: Session,
+  target: Session | null,
+  pairs: DatabasePair[],
+  checks: CheckResult[],
+): Promise<string> {
+  const maxAge = options.maxTransactionAgeSeconds ?? DEFAULT_MAX_TRANSACTION_AGE_SECONDS;
+  let seesAll = false;
+  let user = source.identity.user;
+  await step(progress, 'source', 'source', `checking source ${describeConn(source.conn)}`, checks, async () => {
+    const facts = await gatherSourceServer(source.client, source.identity.major, source.identity.inRecovery);
+    seesAll = facts.seesAllSessions;
+    const own = target
+      ? pairs
+          .map((p) => objectNames({
+            sourceSystemIdentifier: source.identity.systemIdentifier,
+            sourceDatabase: p.source,
+            targetSystemIdentifier: target.identity.systemIdentifier,
+            targetDatabase: p.target,
+          }).slot)
+          .filter((slot) => facts.slots.some((s) => s.name === slot))
+      : [];
+    const priv = await gatherReplicationPrivilege(source.client);
+    user = priv.user;
+    const lt = await gatherLongTransactions(source.client, maxAge, seesAll);
+    return [
+      ...checkSourceServer(facts, { databases: pairs.length, existingOwnSlots: own }),
+      checkReplicationPrivilege(priv),
+      ...checkLongTransactions(lt),
+    ];
+  });
+  return user;
+}
+
+/** One database's checks on both sides; fills in its report and adds its extensions to `installed`. */
+async function checkDatabase(ctx: SourceContext, p: DatabasePair, report: DatabaseReport, installed: Set<string>): Promise<CheckResult[]> {
+  const { user } = ctx;
+  const found: CheckResult[] = [];
+  let facts: DatabaseFacts;
+  let scope: DatabaseScope;
+  try {
+    ({ facts, scope } = await checkSourceDatabase(ctx, p, found));
+  } catch (err) {
+    if ((err as { exitCode?: number }).exitCode === ExitCode.connect) {
+      found.push(fail('source.reachable', 'source', (err as Error).message, (err as { hint?: string }).hint ?? `check that ${user} may connect to database ${p.source}`));
+      return found;
+    }
+    throw err;
+  }
+  Object.assign(report, {
+    sizeBytes: facts.sizeBytes,
+    encoding: facts.encoding,
+    collate: facts.collate,
+    ctype: facts.ctype,
+    localeProvider: facts.provider,
+    locale: facts.locale,
+    tables: scope.tables.length,
+    schemaOnlyTables: scope.tables.filter((t) => t.schemaOnly).length,
+    excludedTables: scope.excluded.length,
+  } satisfies Partial<DatabaseReport>);
+  for (const e of facts.extensions) installed.add(e.name);
+
+  if (ctx.target && ctx.tf) found.push(...(await checkTargetForDatabase(ctx.target, ctx.tf, p, facts, report)));
+  return found;
+}
+
+/** The checks of one source database (size, scope, privileges, row identities, filters, objects); adds them to `found`. */
+async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: CheckResult[]): Promise<{ facts: DatabaseFacts; scope: DatabaseScope }> {
+  const { options, source, user } = ctx;
+  return withDatabaseClient(source, sourceConnFor(options.source, p.source), 'source', async (client) => {
+    const facts = await gatherDatabaseFacts(client, source.identity.major);
+    const scope = await resolveTables(client, p.source, rulesFor(options.scope, p.source));
+    const leaves = await gatherLeafIdentities(client, scope.tables);
+    const noUsage = source.identity.superuser ? new Set<string>() : await gatherSchemasWithoutUsage(client);
+    const published = publishedTables(scope.tables);
+    const canPublish = source.identity.superuser || (facts.canCreate && published.every((t) => t.isOwner));
+    const refused = new Set<string>();
+    found.push(
+      checkSize(facts),
+      checkScopeNotEmpty(scope),
+      checkSelect(scope.tables, user, noUsage),
+      ...checkPublicationRights(p.source, scope.tables, { user, superuser: source.identity.superuser, canCreateInDatabase: facts.canCreate }),
+      ...checkReplicaIdentity(scope.tables, leaves),
+      ...(await checkFilters(client, scope.tables, { major: source.identity.major, canPublish, refused })),
+      ...(await checkFilterForeignKeys(client, scope.tables, undefined, refused)),
+    );
+    const unlogged = checkUnlogged(scope.tables);
+    if (unlogged) found.push(unlogged);
+    const lo = checkLargeObjects(facts);
+    if (lo) found.push(lo);
+    found.push(...checkSequences(sequencesInScope(facts.sequences, scope.tables), user));
+    return { facts, scope };
+  });
+}
+
+/** What one source database needs of the target: extensions, locale, and the target database's own state. */
+async function checkTargetForDatabase(target: Session, tf: TargetServerFacts, p: DatabasePair, facts: DatabaseFacts, report: DatabaseReport): Promise<CheckResult[]> {
+  const found: CheckResult[] = [];
+  found.push(...checkExtensions(facts.extensions, tf.availableExtensions, tf.major));
+  found.push(...checkLocale(p.source, facts, p.target, tf));
+  if (report.targetExists) {
+    try {
+      const td = await withDatabaseClient(target, forDatabase(target.conn, p.target), 'target', gatherTargetDatabase);
+      found.push(...checkTargetDatabase(td));
+    } catch (err) {
+      if ((err as { exitCode?: number }).exitCode !== ExitCode.connect) throw err;
+      found.push(
+        fail('database.target_privileges', 'target', (err as Error).message, `GRANT CONNECT ON DATABASE ${quoteIdent(p.target)} TO ${quoteIdent(tf.user)};  -- and check pg_hba.conf on the target`),
+      );
+    }
+  }
+  return found;
 }

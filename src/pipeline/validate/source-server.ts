@@ -75,52 +75,59 @@ export interface SlotDemand {
 const restart = 'then restart PostgreSQL (this setting takes effect only at server start)';
 
 export function checkSourceServer(f: SourceServerFacts, demand: SlotDemand): CheckResult[] {
-  const out: CheckResult[] = [];
+  return [
+    checkVersion(f),
+    checkWalLevel(f),
+    checkReplicationSlots(f, demand),
+    checkWalSenders(f, demand),
+    checkSlotWalKeepSize(f),
+    checkRecovery(f),
+  ];
+}
 
-  out.push(
-    f.major >= MIN_SOURCE_MAJOR
-      ? ok('source.version', 'source', `PostgreSQL ${f.major} supports logical replication with pgoutput`)
-      : fail(
-          'source.version',
-          'source',
-          `PostgreSQL ${f.major} is too old: pgferry needs PostgreSQL ${MIN_SOURCE_MAJOR} or later on the source`,
-          `upgrade the source to PostgreSQL ${MIN_SOURCE_MAJOR} or later (pg_upgrade) before migrating with pgferry`,
-        ),
-  );
+function checkVersion(f: SourceServerFacts): CheckResult {
+  return f.major >= MIN_SOURCE_MAJOR
+    ? ok('source.version', 'source', `PostgreSQL ${f.major} supports logical replication with pgoutput`)
+    : fail(
+        'source.version',
+        'source',
+        `PostgreSQL ${f.major} is too old: pgferry needs PostgreSQL ${MIN_SOURCE_MAJOR} or later on the source`,
+        `upgrade the source to PostgreSQL ${MIN_SOURCE_MAJOR} or later (pg_upgrade) before migrating with pgferry`,
+      );
+}
 
-  out.push(
-    f.walLevel === 'logical'
-      ? ok('source.wal_level', 'source', 'wal_level = logical')
-      : fail(
-          'source.wal_level',
-          'source',
-          `wal_level = ${f.walLevel}: logical replication needs wal_level = logical`,
-          `ALTER SYSTEM SET wal_level = logical; ${restart}`,
-        ),
-  );
+function checkWalLevel(f: SourceServerFacts): CheckResult {
+  return f.walLevel === 'logical'
+    ? ok('source.wal_level', 'source', 'wal_level = logical')
+    : fail(
+        'source.wal_level',
+        'source',
+        `wal_level = ${f.walLevel}: logical replication needs wal_level = logical`,
+        `ALTER SYSTEM SET wal_level = logical; ${restart}`,
+      );
+}
 
+/** Room for one slot per database in scope. */
+function checkReplicationSlots(f: SourceServerFacts, demand: SlotDemand): CheckResult {
   // Slots pgferry already created for this pair are reused, not created again.
   const own = new Set(demand.existingOwnSlots);
   const slotsNeeded = Math.max(0, demand.databases - own.size);
   const slotsUsed = f.slots.filter((s) => !own.has(s.name)).length + own.size;
   const slotsFree = Math.max(0, f.maxReplicationSlots - slotsUsed);
   const slotText = `max_replication_slots = ${f.maxReplicationSlots}: ${slotsUsed} in use, ${slotsFree} free, ${slotsNeeded} needed (one per database)`;
-  if (slotsFree >= slotsNeeded) {
-    out.push(ok('source.replication_slots', 'source', slotText));
-  } else {
-    const inactive = f.slots.filter((s) => !s.active && !own.has(s.name));
-    out.push(
-      fail(
-        'source.replication_slots',
-        'source',
-        `not enough replication slots: ${slotText}`,
-        `ALTER SYSTEM SET max_replication_slots = ${slotsUsed + slotsNeeded}; ${restart}` +
-          (inactive.length ? `; or drop slots nobody uses: ${inactive.map((s) => `SELECT pg_drop_replication_slot(${quoteLiteral(s.name)});`).join(' ')}` : ''),
-        { details: f.slots.map((s) => `${s.name} (${s.type}${s.database ? `, database ${s.database}` : ''}, ${s.active ? 'active' : 'inactive'})`) },
-      ),
-    );
-  }
+  if (slotsFree >= slotsNeeded) return ok('source.replication_slots', 'source', slotText);
+  const inactive = f.slots.filter((s) => !s.active && !own.has(s.name));
+  return fail(
+    'source.replication_slots',
+    'source',
+    `not enough replication slots: ${slotText}`,
+    `ALTER SYSTEM SET max_replication_slots = ${slotsUsed + slotsNeeded}; ${restart}` +
+      (inactive.length ? `; or drop slots nobody uses: ${inactive.map((s) => `SELECT pg_drop_replication_slot(${quoteLiteral(s.name)});`).join(' ')}` : ''),
+    { details: f.slots.map((s) => `${s.name} (${s.type}${s.database ? `, database ${s.database}` : ''}, ${s.active ? 'active' : 'inactive'})`) },
+  );
+}
 
+function checkWalSenders(f: SourceServerFacts, demand: SlotDemand): CheckResult {
   // One WAL sender per subscription, plus init's replication connection that holds the snapshot.
   const sendersNeeded = demand.databases + 1;
   const activeSlots = f.slots.filter((s) => s.active).length;
@@ -128,63 +135,56 @@ export function checkSourceServer(f: SourceServerFacts, demand: SlotDemand): Che
   const sendersFree = Math.max(0, f.maxWalSenders - sendersUsed);
   const hidden = f.seesAllSessions ? '' : ' (other users\' sessions are hidden from this user; the count may be low)';
   const senderText = `max_wal_senders = ${f.maxWalSenders}: ${sendersUsed} in use, ${sendersFree} free, ${sendersNeeded} needed (one per database plus one for init's snapshot)${hidden}`;
-  out.push(
-    sendersFree >= sendersNeeded
-      ? ok('source.wal_senders', 'source', senderText)
-      : fail('source.wal_senders', 'source', `not enough WAL senders: ${senderText}`, `ALTER SYSTEM SET max_wal_senders = ${sendersUsed + sendersNeeded}; ${restart}`),
-  );
+  return sendersFree >= sendersNeeded
+    ? ok('source.wal_senders', 'source', senderText)
+    : fail('source.wal_senders', 'source', `not enough WAL senders: ${senderText}`, `ALTER SYSTEM SET max_wal_senders = ${sendersUsed + sendersNeeded}; ${restart}`);
+}
 
+/** Whether an abandoned slot can fill the disk with retained WAL. */
+function checkSlotWalKeepSize(f: SourceServerFacts): CheckResult {
   const keepFix = "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();  -- choose what the disk holding pg_wal can spare";
   if (f.maxSlotWalKeepSizeMb === null) {
-    out.push(
-      warn(
-        'source.max_slot_wal_keep_size',
-        'source',
-        `PostgreSQL ${f.major} cannot limit the WAL a replication slot retains: an abandoned slot keeps WAL until the disk is full`,
-        'watch retained WAL with pgferry status, and run pgferry cleanup as soon as a migration is abandoned (PostgreSQL 13+ offers max_slot_wal_keep_size)',
-      ),
+    return warn(
+      'source.max_slot_wal_keep_size',
+      'source',
+      `PostgreSQL ${f.major} cannot limit the WAL a replication slot retains: an abandoned slot keeps WAL until the disk is full`,
+      'watch retained WAL with pgferry status, and run pgferry cleanup as soon as a migration is abandoned (PostgreSQL 13+ offers max_slot_wal_keep_size)',
     );
   } else if (f.maxSlotWalKeepSizeMb < 0) {
-    out.push(
-      warn(
-        'source.max_slot_wal_keep_size',
-        'source',
-        'max_slot_wal_keep_size = -1 (unlimited): an abandoned slot keeps WAL until the disk is full',
-        keepFix,
-      ),
+    return warn(
+      'source.max_slot_wal_keep_size',
+      'source',
+      'max_slot_wal_keep_size = -1 (unlimited): an abandoned slot keeps WAL until the disk is full',
+      keepFix,
     );
   } else {
-    out.push(
-      ok(
-        'source.max_slot_wal_keep_size',
-        'source',
-        `max_slot_wal_keep_size = ${f.maxSlotWalKeepSizeText}: a slot that falls further behind is invalidated (the migration then starts over)`,
-      ),
+    return ok(
+      'source.max_slot_wal_keep_size',
+      'source',
+      `max_slot_wal_keep_size = ${f.maxSlotWalKeepSizeText}: a slot that falls further behind is invalidated (the migration then starts over)`,
     );
   }
+}
 
+/** A standby can decode logically only from PostgreSQL 16. */
+function checkRecovery(f: SourceServerFacts): CheckResult {
   if (!f.inRecovery) {
-    out.push(ok('source.recovery', 'source', 'the source is a primary (not in recovery)'));
+    return ok('source.recovery', 'source', 'the source is a primary (not in recovery)');
   } else if (f.major >= 16) {
-    out.push(
-      warn(
-        'source.recovery',
-        'source',
-        `the source is a standby: PostgreSQL ${f.major} can decode logically on a standby, but only with wal_level = logical on the primary too${f.hotStandbyFeedback ? '' : ' and hot_standby_feedback = on (it is off)'}; slot creation waits for activity on the primary`,
-        f.hotStandbyFeedback
-          ? 'make sure the primary runs with wal_level = logical, or point --source at the primary'
-          : 'ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();  -- on the standby; and wal_level = logical on the primary, or point --source at the primary',
-      ),
+    return warn(
+      'source.recovery',
+      'source',
+      `the source is a standby: PostgreSQL ${f.major} can decode logically on a standby, but only with wal_level = logical on the primary too${f.hotStandbyFeedback ? '' : ' and hot_standby_feedback = on (it is off)'}; slot creation waits for activity on the primary`,
+      f.hotStandbyFeedback
+        ? 'make sure the primary runs with wal_level = logical, or point --source at the primary'
+        : 'ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();  -- on the standby; and wal_level = logical on the primary, or point --source at the primary',
     );
   } else {
-    out.push(
-      fail(
-        'source.recovery',
-        'source',
-        `the source is a standby (in recovery): PostgreSQL ${f.major} cannot create logical replication slots on a standby (16+ can)`,
-        'point --source at the primary server',
-      ),
+    return fail(
+      'source.recovery',
+      'source',
+      `the source is a standby (in recovery): PostgreSQL ${f.major} cannot create logical replication slots on a standby (16+ can)`,
+      'point --source at the primary server',
     );
   }
-  return out;
 }

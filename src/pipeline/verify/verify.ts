@@ -101,6 +101,24 @@ function tableDetail(r: TableReport): string {
   return parts.join(', ');
 }
 
+/** The tables of one database that verify compares, with the predicate each is compared under. */
+interface DatabaseScope {
+  rules: ReturnType<typeof rulesFor>;
+  scope: Awaited<ReturnType<typeof resolveTables>>;
+  inScope: ScopeTable[];
+  wholeDatabase: boolean;
+  filters: (string | null)[];
+}
+
+/** Schema, sequences and table lists compared on both sides before any row is hashed. */
+interface CatalogComparison {
+  replication: Awaited<ReturnType<typeof detectReplication>>;
+  schemaDiffs: Awaited<ReturnType<typeof compareTableSchemas>>;
+  sequences: Awaited<ReturnType<typeof compareSequences>>;
+  targetCols: Awaited<ReturnType<typeof targetColumns>>;
+  tablesOnlyOnTarget: string[];
+}
+
 async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress: ProgressSink): Promise<DatabaseReport> {
   const started = Date.now();
   const sourceDb = pair.sourceDatabase;
@@ -111,159 +129,12 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   const abort = () => void closePairs(pairs);
   signal?.addEventListener('abort', abort, { once: true });
   try {
-    const first = pairs[0]!;
-    const rules = rulesFor(opts.scope, sourceDb);
-    const scope = await resolveTables(first.source.client, sourceDb, rules);
-    const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
-    const wholeDatabase = !rules.include.length && !(opts.tables ?? []).length;
-    const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
-    for (const [i, t] of inScope.entries()) {
-      const filter = filters[i];
-      if (filter === null || filter === undefined || t.schemaOnly) continue;
-      await assertPredicatePlans(first.source.client, t.schema, t.name, filter, 'fix the predicate in --table-filter or the configuration file (verify compares the rows that match it on both sides)');
-    }
-
-    const replication = await detectReplication(first.source, first.target);
-    const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
-    const [schemaDiffs, sequences, targetCols, onTarget] = await Promise.all([
-      compareTableSchemas(first.source, first.target, refs),
-      opts.sequences ? compareSequences(pairs[1]?.source ?? first.source, pairs[1]?.target ?? first.target, refs, wholeDatabase) : [],
-      targetColumns(pairs[2]?.target ?? first.target, refs),
-      // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
-      (opts.tables ?? []).length ? ([] as TableRef[]) : targetTables(pairs[3]?.target ?? first.target),
-    ]);
-    const selected = tableSelector(rules);
-    const onSource = new Set(scope.tables.map((t) => `${t.schema}.${t.name}`));
-    const tablesOnlyOnTarget = onTarget
-      .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`))
-      .map((t) => displayName(t.schema, t.name));
-
-    const jobs: TableJob[] = [];
-    const reports: TableReport[] = [];
-    for (const [i, t] of inScope.entries()) {
-      const key = t.primaryKey ?? t.uniqueKey;
-      const filter = filters[i]!;
-      const method = t.schemaOnly ? 'schema-only' : key ? 'chunked' : 'whole-table';
-      const report = emptyTableReport({ schema: t.schema, name: t.name, filter: t.schemaOnly ? null : filter }, method, t.schemaOnly ? null : key);
-      report.schemaDifferences = schemaDiffs.get(`${t.schema}.${t.name}`) ?? [];
-      reports.push(report);
-      if (t.schemaOnly) continue;
-      const tcols = targetCols.get(`${t.schema}.${t.name}`);
-      if (!tcols) {
-        report.notes.push('rows not compared: the table is missing on the target');
-        continue;
-      }
-      const common = t.columns.filter((c) => tcols.has(c.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      const skipped = t.columns.filter((c) => !tcols.has(c.name)).map((c) => c.name);
-      if (skipped.length) report.notes.push(`columns missing on the target are left out of the row hash: ${skipped.join(', ')}`);
-      let keyCols: VerifyTable['key'] = null;
-      if (key) {
-        if (key.some((k) => !tcols.has(k))) {
-          report.notes.push(`rows not compared: key column(s) missing on the target`);
-          continue;
-        }
-        keyCols = key.map((k) => {
-          const c = t.columns.find((x) => x.name === k)!;
-          return { name: k, sourceType: c.type, targetType: tcols.get(k)!, integer: hashKind(c.typeOid) === 'int' };
-        });
-      }
-      const table: VerifyTable = {
-        schema: t.schema,
-        name: t.name,
-        display: displayName(t.schema, t.name),
-        key: keyCols,
-        columns: common.map((c) => ({ name: c.name, kind: hashKind(c.typeOid) })),
-        filter,
-        only: t.relkind === 'r' && t.hasInheritanceChildren,
-        estimatedRows: t.estimatedRows,
-      };
-      const comparer = new TableComparer(table, report, {
-        maxDiffs: opts.maxDiffs,
-        recheck: opts.recheck,
-        lagTimeoutMs: opts.lagTimeoutMs,
-        replication,
-        signal,
-      });
-      jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
-    }
-    for (const r of reports) if (r.method === 'schema-only' || !jobs.some((j) => j.report === r)) r.status = finishStatus(r);
-
-    // Plan every keyed table (source only, cheap), biggest first so that big tables start early.
-    jobs.sort((a, b) => b.table.estimatedRows - a.table.estimatedRows);
-    let next = 0;
-    await Promise.all(
-      pairs.map(async (pair) => {
-        while (next < jobs.length) {
-          const job = jobs[next++]!;
-          throwIfAborted(signal);
-          try {
-            job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs);
-          } catch (err) {
-            if (fatal(err)) throw err;
-            job.report.error = `cannot plan chunks: ${(err as Error).message}`;
-            job.plan = { count: 0, taskCount: 0, *tasks() {} };
-          }
-          job.remaining = job.plan.taskCount;
-        }
-      }),
-    );
-
-    const dbLabel = scopeLabel(sourceDb, tgtConn.dbname);
-    const finish = (job: TableJob) => {
-      job.report.durationMs = job.startedAt ? Date.now() - job.startedAt : 0;
-      job.report.status = finishStatus(job.report);
-      progress({ kind: 'end', id: `${dbLabel}/${job.report.display}`, status: job.report.status === 'equal' ? 'ok' : 'fail', detail: tableDetail(job.report) });
-    };
-    for (const job of jobs) if (job.remaining === 0) {
-      job.report.status = finishStatus(job.report);
-    }
-
-    function* tasks(): Generator<{ job: TableJob; task: ChunkTask }> {
-      for (const job of jobs) for (const task of job.plan!.tasks()) yield { job, task };
-    }
-    const queue = tasks();
-    await Promise.all(
-      pairs.map(async (pair: SessionPair) => {
-        for (;;) {
-          throwIfAborted(signal);
-          const n = queue.next();
-          if (n.done) return;
-          const { job, task } = n.value;
-          if (!job.startedAt) {
-            job.startedAt = Date.now();
-            progress({ kind: 'start', id: `${dbLabel}/${job.report.display}`, title: `${dbLabel}${job.report.display}` });
-          }
-          if (!job.report.error) {
-            try {
-              await job.comparer.compareTask(pair, task);
-            } catch (err) {
-              throwIfAborted(signal);
-              if (fatal(err)) throw err;
-              job.report.error = `comparison failed: ${(err as Error).message}`;
-            }
-          }
-          job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
-          if (job.plan!.taskCount > 1) progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: `${job.done}/${job.plan!.count} chunks`, done: job.done, total: job.plan!.count, unit: 'chunks' });
-          if (--job.remaining === 0) finish(job);
-        }
-      }),
-    );
-
-    const status: TableStatus = reports.some((r) => r.status === 'error')
-      ? 'error'
-      : reports.some((r) => r.status === 'different') || sequences.some((s) => s.status !== 'ok') || tablesOnlyOnTarget.length
-        ? 'different'
-        : 'equal';
-    return {
-      source: sourceDb,
-      target: tgtConn.dbname,
-      status,
-      replication: { active: replication.active, subscriptions: replication.subscriptions },
-      tables: reports,
-      tablesOnlyOnTarget,
-      sequences,
-      durationMs: Date.now() - started,
-    };
+    const ctx = await resolveDatabaseScope(opts, sourceDb, pairs[0]!);
+    const catalog = await compareCatalogs(opts, pairs, ctx);
+    const { jobs, reports } = buildTableJobs(opts, ctx, catalog);
+    await planJobs(opts, pairs, jobs);
+    await runChunks(opts, pairs, jobs, scopeLabel(sourceDb, tgtConn.dbname), progress);
+    return databaseReport(sourceDb, tgtConn.dbname, catalog, reports, started);
   } catch (err) {
     throwIfAborted(signal);
     throw err;
@@ -271,6 +142,186 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
     signal?.removeEventListener('abort', abort);
     await closePairs(pairs);
   }
+}
+
+/** Resolve the scope's tables, narrow them to --tables, and check that every predicate plans on the source. */
+async function resolveDatabaseScope(opts: VerifyOptions, sourceDb: string, first: SessionPair): Promise<DatabaseScope> {
+  const rules = rulesFor(opts.scope, sourceDb);
+  const scope = await resolveTables(first.source.client, sourceDb, rules);
+  const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
+  const wholeDatabase = !rules.include.length && !(opts.tables ?? []).length;
+  const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
+  for (const [i, t] of inScope.entries()) {
+    const filter = filters[i];
+    if (filter === null || filter === undefined || t.schemaOnly) continue;
+    await assertPredicatePlans(first.source.client, t.schema, t.name, filter, 'fix the predicate in --table-filter or the configuration file (verify compares the rows that match it on both sides)');
+  }
+  return { rules, scope, inScope, wholeDatabase, filters };
+}
+
+/** Replication state, schemas, sequences and the target's table list, read in parallel over the open sessions. */
+async function compareCatalogs(opts: VerifyOptions, pairs: SessionPair[], ctx: DatabaseScope): Promise<CatalogComparison> {
+  const first = pairs[0]!;
+  const { rules, scope, inScope, wholeDatabase } = ctx;
+  const replication = await detectReplication(first.source, first.target);
+  const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
+  const [schemaDiffs, sequences, targetCols, onTarget] = await Promise.all([
+    compareTableSchemas(first.source, first.target, refs),
+    opts.sequences ? compareSequences(pairs[1]?.source ?? first.source, pairs[1]?.target ?? first.target, refs, wholeDatabase) : [],
+    targetColumns(pairs[2]?.target ?? first.target, refs),
+    // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
+    (opts.tables ?? []).length ? ([] as TableRef[]) : targetTables(pairs[3]?.target ?? first.target),
+  ]);
+  const selected = tableSelector(rules);
+  const onSource = new Set(scope.tables.map((t) => `${t.schema}.${t.name}`));
+  const tablesOnlyOnTarget = onTarget
+    .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`))
+    .map((t) => displayName(t.schema, t.name));
+  return { replication, schemaDiffs, sequences, targetCols, tablesOnlyOnTarget };
+}
+
+/** One report per table in scope, and a comparison job for each table whose rows can be compared. */
+function buildTableJobs(opts: VerifyOptions, ctx: DatabaseScope, catalog: CatalogComparison): { jobs: TableJob[]; reports: TableReport[] } {
+  const { inScope, filters } = ctx;
+  const { replication, schemaDiffs, targetCols } = catalog;
+  const signal = opts.signal;
+  const jobs: TableJob[] = [];
+  const reports: TableReport[] = [];
+  for (const [i, t] of inScope.entries()) {
+    const key = t.primaryKey ?? t.uniqueKey;
+    const filter = filters[i]!;
+    const method = t.schemaOnly ? 'schema-only' : key ? 'chunked' : 'whole-table';
+    const report = emptyTableReport({ schema: t.schema, name: t.name, filter: t.schemaOnly ? null : filter }, method, t.schemaOnly ? null : key);
+    report.schemaDifferences = schemaDiffs.get(`${t.schema}.${t.name}`) ?? [];
+    reports.push(report);
+    if (t.schemaOnly) continue;
+    const tcols = targetCols.get(`${t.schema}.${t.name}`);
+    if (!tcols) {
+      report.notes.push('rows not compared: the table is missing on the target');
+      continue;
+    }
+    const common = t.columns.filter((c) => tcols.has(c.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const skipped = t.columns.filter((c) => !tcols.has(c.name)).map((c) => c.name);
+    if (skipped.length) report.notes.push(`columns missing on the target are left out of the row hash: ${skipped.join(', ')}`);
+    let keyCols: VerifyTable['key'] = null;
+    if (key) {
+      if (key.some((k) => !tcols.has(k))) {
+        report.notes.push(`rows not compared: key column(s) missing on the target`);
+        continue;
+      }
+      keyCols = key.map((k) => {
+        const c = t.columns.find((x) => x.name === k)!;
+        return { name: k, sourceType: c.type, targetType: tcols.get(k)!, integer: hashKind(c.typeOid) === 'int' };
+      });
+    }
+    const table: VerifyTable = {
+      schema: t.schema,
+      name: t.name,
+      display: displayName(t.schema, t.name),
+      key: keyCols,
+      columns: common.map((c) => ({ name: c.name, kind: hashKind(c.typeOid) })),
+      filter,
+      only: t.relkind === 'r' && t.hasInheritanceChildren,
+      estimatedRows: t.estimatedRows,
+    };
+    const comparer = new TableComparer(table, report, {
+      maxDiffs: opts.maxDiffs,
+      recheck: opts.recheck,
+      lagTimeoutMs: opts.lagTimeoutMs,
+      replication,
+      signal,
+    });
+    jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
+  }
+  for (const r of reports) if (r.method === 'schema-only' || !jobs.some((j) => j.report === r)) r.status = finishStatus(r);
+  return { jobs, reports };
+}
+
+/** Plan every keyed table (source only, cheap), biggest first so that big tables start early. */
+async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[]): Promise<void> {
+  const signal = opts.signal;
+  jobs.sort((a, b) => b.table.estimatedRows - a.table.estimatedRows);
+  let next = 0;
+  await Promise.all(
+    pairs.map(async (pair) => {
+      while (next < jobs.length) {
+        const job = jobs[next++]!;
+        throwIfAborted(signal);
+        try {
+          job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs);
+        } catch (err) {
+          if (fatal(err)) throw err;
+          job.report.error = `cannot plan chunks: ${(err as Error).message}`;
+          job.plan = { count: 0, taskCount: 0, *tasks() {} };
+        }
+        job.remaining = job.plan.taskCount;
+      }
+    }),
+  );
+}
+
+/** Hash every planned chunk on both sides, one chunk per session pair at a time; a table ends with its last chunk. */
+async function runChunks(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[], dbLabel: string, progress: ProgressSink): Promise<void> {
+  const signal = opts.signal;
+  const finish = (job: TableJob) => {
+    job.report.durationMs = job.startedAt ? Date.now() - job.startedAt : 0;
+    job.report.status = finishStatus(job.report);
+    progress({ kind: 'end', id: `${dbLabel}/${job.report.display}`, status: job.report.status === 'equal' ? 'ok' : 'fail', detail: tableDetail(job.report) });
+  };
+  for (const job of jobs) if (job.remaining === 0) {
+    job.report.status = finishStatus(job.report);
+  }
+
+  function* tasks(): Generator<{ job: TableJob; task: ChunkTask }> {
+    for (const job of jobs) for (const task of job.plan!.tasks()) yield { job, task };
+  }
+  const queue = tasks();
+  await Promise.all(
+    pairs.map(async (pair: SessionPair) => {
+      for (;;) {
+        throwIfAborted(signal);
+        const n = queue.next();
+        if (n.done) return;
+        const { job, task } = n.value;
+        if (!job.startedAt) {
+          job.startedAt = Date.now();
+          progress({ kind: 'start', id: `${dbLabel}/${job.report.display}`, title: `${dbLabel}${job.report.display}` });
+        }
+        if (!job.report.error) {
+          try {
+            await job.comparer.compareTask(pair, task);
+          } catch (err) {
+            throwIfAborted(signal);
+            if (fatal(err)) throw err;
+            job.report.error = `comparison failed: ${(err as Error).message}`;
+          }
+        }
+        job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
+        if (job.plan!.taskCount > 1) progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: `${job.done}/${job.plan!.count} chunks`, done: job.done, total: job.plan!.count, unit: 'chunks' });
+        if (--job.remaining === 0) finish(job);
+      }
+    }),
+  );
+}
+
+/** The database's verdict and report, from the table reports and the catalog comparison. */
+function databaseReport(sourceDb: string, targetDb: string, catalog: CatalogComparison, reports: TableReport[], started: number): DatabaseReport {
+  const { replication, sequences, tablesOnlyOnTarget } = catalog;
+  const status: TableStatus = reports.some((r) => r.status === 'error')
+    ? 'error'
+    : reports.some((r) => r.status === 'different') || sequences.some((s) => s.status !== 'ok') || tablesOnlyOnTarget.length
+      ? 'different'
+      : 'equal';
+  return {
+    source: sourceDb,
+    target: targetDb,
+    status,
+    replication: { active: replication.active, subscriptions: replication.subscriptions },
+    tables: reports,
+    tablesOnlyOnTarget,
+    sequences,
+    durationMs: Date.now() - started,
+  };
 }
 
 function scopeLabel(source: string, target: string): string {
