@@ -30,7 +30,7 @@ import {
 } from '../../state/checkpoint.js';
 import { objectNames } from '../../state/object-names.js';
 import { probeSide, scopePairs, sourceConnFor } from '../shared/pairs.js';
-import { planCopy } from './copy.js';
+import { planCopy } from './copy-plan.js';
 import { initDatabase, type DatabaseReport } from './database.js';
 import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
 import { assertFiltersPlan, effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
