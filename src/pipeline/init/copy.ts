@@ -2,7 +2,7 @@
  * The data path of `init`: rows move as COPY byte streams from the source
  * (read under the exported snapshot) into the target, never parsed, with
  * backpressure between the two connections (pg-copy-streams + stream.pipeline;
- * the CopyData frames are relayed as they are, see "The relay" below).
+ * the CopyData frames are relayed as they are, see copy-frames.ts).
  *
  * One CopySession per worker: a source connection inside a REPEATABLE READ
  * transaction that imported the snapshot, and a target connection on which
