@@ -8,7 +8,8 @@ import { emptyRules, resolveTables, type ScopeTable } from '../../src/config/sco
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { CANONICAL_SETTINGS, connect } from '../../src/postgres/connect.js';
 import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
-import { copyTables, planCopy, type CopyTableInput } from '../../src/pipeline/init/copy.js';
+import { copyTables } from '../../src/pipeline/init/copy.js';
+import { planCopy, type CopyTableInput } from '../../src/pipeline/init/copy-plan.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 
 const clusters = useClusters();

@@ -10,9 +10,10 @@ import { InterruptedError, OperationError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { CANONICAL_SETTINGS, connect } from '../../src/postgres/connect.js';
 import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
-import {
-  COPY_APPLICATION_NAME, copyPart, copyTables, openCopySession, planCopy, type CopyTableInput,
-} from '../../src/pipeline/init/copy.js';
+import { copyTables } from '../../src/pipeline/init/copy.js';
+import { copyPart } from '../../src/pipeline/init/copy-part.js';
+import { planCopy, type CopyTableInput } from '../../src/pipeline/init/copy-plan.js';
+import { COPY_APPLICATION_NAME, openCopySession } from '../../src/pipeline/init/copy-session.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 import { startLoad, type Writer } from '../support/writer.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CopyOutRelay } from '../../src/pipeline/init/copy.js';
+import { CopyOutRelay } from '../../src/pipeline/init/copy-frames.js';
 
 /** One backend message: code, int32 length (including itself), body. */
 function msg(code: string, body: Buffer | string = Buffer.alloc(0)): Buffer {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { copyInSql, copyOutSql, describePart } from '../../src/pipeline/init/copy.js';
+import { copyInSql, copyOutSql, describePart } from '../../src/pipeline/init/copy-part.js';
 import { effectiveSplitThreshold, integerKeyColumn, keyRanges, pageRanges, partCount, partId, rangePredicate, relationsOf } from '../../src/pipeline/init/parts.js';
 
 /** Every integer in [lo, hi] falls in exactly one range. */

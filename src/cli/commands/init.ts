@@ -34,18 +34,9 @@ interface InitArgs extends ScopeArgs {
 const INIT_GROUP = 'Init:';
 
 
-/** Refusals the plan shows (exit 2 for --dry-run). */
-function planRefusals(plan: InitPlan, dropExisting: boolean): string[] {
-  const out: string[] = [];
-  for (const d of plan.databases) {
-    if (d.targetStatus === 'not empty' && !dropExisting) out.push(`target database "${d.target}" is not empty (${d.targetContents}); add --drop-existing to replace it`);
-    for (const p of d.foreignKeyProblems) if (p.blocking) out.push(p.message);
-    out.push(...d.replicationProblems);
-  }
-  return out;
-}
-
-function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, dryRun: boolean): void {
+/** The plan; `refusals` (the pipeline's, set for --dry-run) are summed up at the end. */
+function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, refusals: string[] | null): void {
+  const dryRun = refusals !== null;
   out.print(out.style('bold', dryRun ? 'Plan (dry run: nothing is written)' : 'Plan'));
   for (const d of plan.databases) {
     const target =
@@ -75,8 +66,7 @@ function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, dryRun: b
   }
   out.print();
   out.print(`Estimated: ${formatBytes(plan.estimatedBytes)} of rows, roughly ${formatDuration(plan.estimatedSeconds * 1000)} with ${plan.jobs} jobs (a nominal rate; indexes come on top)`);
-  const refusals = planRefusals(plan, dropExisting);
-  if (refusals.length && dryRun) {
+  if (refusals?.length) {
     out.print();
     out.print(`${out.symbol('fail')} init would stop: ${refusals.length} problem${refusals.length > 1 ? 's' : ''} above`);
   }
@@ -251,7 +241,7 @@ export const initCommand = defineCommand<InitArgs>({
             ? {
                 startCopy: async (plan: InitPlan) => {
                   pauseProgress();
-                  printPlan(out, plan, argv.dropExisting, false);
+                  printPlan(out, plan, argv.dropExisting, null);
                   return confirm(ctx, `Copy ${formatBytes(plan.estimatedBytes)} to the target now?`);
                 },
               }
@@ -264,10 +254,10 @@ export const initCommand = defineCommand<InitArgs>({
       pauseProgress();
     }
     if (report.dryRun && report.plan) {
-      const refusals = planRefusals(report.plan, argv.dropExisting);
+      const refusals = report.refusals;
       const code = refusals.length ? ExitCode.usage : ExitCode.ok;
       if (out.json) out.emitJson({ ...jsonDoc(report, !refusals.length, code), problems: refusals });
-      else printPlan(out, report.plan, argv.dropExisting, true);
+      else printPlan(out, report.plan, argv.dropExisting, refusals);
       return code;
     }
     if (out.json) out.emitJson(jsonDoc(report, true, ExitCode.ok));

@@ -33,7 +33,8 @@ import type { ServerIdentity } from '../../postgres/probe.js';
 import { isPgferryName, type ObjectNames } from '../../state/object-names.js';
 import { phaseBefore, statePaths, tableKey, type DatabaseState, type InitPhase, type StateStore } from '../../state/checkpoint.js';
 import { formatBytes } from '../../units.js';
-import { copyTables, planCopy } from './copy.js';
+import { copyTables } from './copy.js';
+import { planCopy } from './copy-plan.js';
 import { createForeignKeys, fkKey } from './constraints.js';
 import { copyLargeObjects, countLargeObjects } from './large-objects.js';
 import type { InitOptions } from './run.js';
@@ -86,16 +87,26 @@ function archiveFile(stateDir: string, db: string): string {
   return path.join(statePaths(stateDir).work, `${encodeURIComponent(db)}.schema.dump`);
 }
 
-export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseReport> {
+/** What the phases of one initDatabase call share. */
+interface PhaseRun {
+  x: DatabaseRunContext;
+  /** Progress id of this database. */
+  pid: string;
+  runPhaseSeconds: Record<string, number>;
+  copiedThisRun: Set<string>;
+  largeObjects: number;
+  sequences: number;
+  toolOpts: SchemaToolOptions;
+  archive: string;
+  /** Run one phase as a progress task, adding its seconds to this run and to the checkpoint. */
+  timed: (phase: string, title: string, fn: () => Promise<string | void>) => Promise<void>;
+  setPhase: (phase: InitPhase) => Promise<void>;
+}
+
+function phaseRun(x: DatabaseRunContext): PhaseRun {
   const { d, store, options: o, progress } = x;
   const pid = `init/${d.sourceDatabase}`;
   const runPhaseSeconds: Record<string, number> = {};
-  const copiedThisRun = new Set<string>();
-  let largeObjects = 0;
-  let sequences = 0;
-  const toolOpts: SchemaToolOptions = { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges };
-  const archive = archiveFile(o.stateDir, d.sourceDatabase);
-
   const timed = async (phase: string, title: string, fn: () => Promise<string | void>) => {
     const t0 = performance.now();
     const id = `${pid}/${phase}`;
@@ -112,107 +123,146 @@ export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseRepor
       d.phaseSeconds[phase as InitPhase] = (d.phaseSeconds[phase as InitPhase] ?? 0) + secs;
     }
   };
-  const setPhase = (phase: InitPhase) => store.update(() => (d.phase = phase));
+  return {
+    x, pid, runPhaseSeconds, copiedThisRun: new Set<string>(), largeObjects: 0, sequences: 0,
+    toolOpts: { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges },
+    archive: archiveFile(o.stateDir, d.sourceDatabase),
+    timed,
+    setPhase: (phase: InitPhase) => store.update(() => (d.phase = phase)),
+  };
+}
+
+export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseReport> {
+  const { d, progress } = x;
+  const r = phaseRun(x);
+  const { pid } = r;
 
   progress({ kind: 'start', id: pid, title: `database ${d.sourceDatabase} → ${d.targetDatabase}` });
   try {
-    if (!d.targetPrepared) {
-      await timed('target', `target database ${d.targetDatabase}`, async () => {
-        const props = await withClient(x.source.conn, (c) => databaseProperties(c, d.sourceDatabase, x.source.identity.major), { label: 'the source' });
-        if (!props) throw new OperationError(`source database "${d.sourceDatabase}" disappeared`);
-        const action = await prepareTargetDatabase({
-          target: x.target.conn, targetMajor: x.target.identity.major, name: d.targetDatabase, source: props,
-          dropExisting: o.dropExisting, noOwner: o.noOwner, warn: x.warn,
-          confirmDrop: o.confirm?.dropDatabase ?? (async () => false),
-        });
-        await store.update(() => {
-          d.targetPrepared = true;
-          if (d.phase === 'pending') d.phase = 'schema';
-        });
-        return action;
-      });
-    }
-
-    let holder: SnapshotHolder | undefined;
-    try {
-      if (phaseBefore(d.phase, 'post-data')) {
-        await timed('snapshot', 'snapshot', async () => {
-          holder = await openSnapshot(x);
-          return d.slot && !o.noSync ? `slot ${d.slot.name}, snapshot ${holder.snapshotName}` : `snapshot ${holder.snapshotName}`;
-        });
-      }
-
-      if (d.phase === 'schema') {
-        await timed('schema', 'schema (pre-data)', async () => {
-          const inScope = new Set(x.tables.map((t) => t.oid));
-          const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
-          await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
-          if (await preDataAlreadyRestored(x)) return 'already restored';
-          await restorePreData(x.target.conn, archive, toolOpts);
-        });
-        await setPhase('data');
-      }
-
-      if (d.phase === 'data') {
-        await timed('data', 'data', () => copyData(x, holder!, copiedThisRun));
-        if (d.largeObjects === 'pending') {
-          await timed('large-objects', 'large objects', async () => {
-            const n = await withClient(x.source.conn, countLargeObjects, { label: 'the source' });
-            if (n > 0) {
-              const r = await copyLargeObjects({
-                source: x.source.conn, target: x.target.conn, snapshot: holder!.snapshotName, noOwner: o.noOwner,
-                noPrivileges: o.noPrivileges, signal: x.signal,
-              });
-              largeObjects = r.count;
-            }
-            await store.update(() => (d.largeObjects = n > 0 ? 'done' : 'none'));
-            return `${n} copied`;
-          });
-        }
-        await setPhase('post-data');
-      }
-    } finally {
-      await holder?.release();
-    }
-
-    if (d.phase === 'post-data') {
-      await timed('post-data', 'indexes and constraints (post-data)', async () => {
-        if (!archiveExists(archive)) {
-          // The work files were removed: the schema has not changed since (DDL during a migration is not supported).
-          const inScope = new Set(x.tables.map((t) => t.oid));
-          const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
-          await dumpSchema(x.source.conn, archive, { ...toolOpts, exclude });
-        }
-        return restorePostData(x, archive, toolOpts);
-      });
-      await setPhase('sequences');
-    }
-
-    if (d.phase === 'sequences') {
-      await timed('sequences', 'sequences', async () => {
-        sequences = (await syncSequences({ source: x.source.conn, target: x.target.conn })).filter((q) => q.action === 'set').length;
-        return `${sequences} set`;
-      });
-      await setPhase('analyze');
-    }
-
-    if (d.phase === 'analyze') {
-      await timed('analyze', 'ANALYZE', async () => {
-        const copied = x.tables.filter((t) => !t.schemaOnly);
-        await analyzeTables(x.target.conn, copied, o.jobs, x.signal);
-        return `${copied.length} tables`;
-      });
-      await store.update(() => {
-        d.phase = 'done';
-        d.finishedAt = new Date().toISOString();
-      });
-    }
+    if (!d.targetPrepared) await targetPhase(r);
+    await snapshotPhases(r);
+    if (d.phase === 'post-data') await postDataPhase(r);
+    if (d.phase === 'sequences') await sequencesPhase(r);
+    if (d.phase === 'analyze') await analyzePhase(r);
     progress({ kind: 'end', id: pid, status: 'ok', detail: d.phase === 'done' ? 'done' : d.phase });
   } catch (err) {
     progress({ kind: 'end', id: pid, status: 'fail', detail: `stopped in phase ${d.phase}; run init again to resume` });
     throw err;
   }
+  return databaseReport(r);
+}
 
+/** Create the target database (or find it empty, or re-create it with --drop-existing). */
+async function targetPhase(r: PhaseRun): Promise<void> {
+  const { x, timed } = r;
+  const { d, store, options: o } = x;
+  await timed('target', `target database ${d.targetDatabase}`, async () => {
+    const props = await withClient(x.source.conn, (c) => databaseProperties(c, d.sourceDatabase, x.source.identity.major), { label: 'the source' });
+    if (!props) throw new OperationError(`source database "${d.sourceDatabase}" disappeared`);
+    const action = await prepareTargetDatabase({
+      target: x.target.conn, targetMajor: x.target.identity.major, name: d.targetDatabase, source: props,
+      dropExisting: o.dropExisting, noOwner: o.noOwner, warn: x.warn,
+      confirmDrop: o.confirm?.dropDatabase ?? (async () => false),
+    });
+    await store.update(() => {
+      d.targetPrepared = true;
+      if (d.phase === 'pending') d.phase = 'schema';
+    });
+    return action;
+  });
+}
+
+/** The phases that need the snapshot (schema, data), with the snapshot held open around them. */
+async function snapshotPhases(r: PhaseRun): Promise<void> {
+  const { x, timed, setPhase, toolOpts, archive } = r;
+  const { d, options: o } = x;
+  let holder: SnapshotHolder | undefined;
+  try {
+    if (phaseBefore(d.phase, 'post-data')) {
+      await timed('snapshot', 'snapshot', async () => {
+        holder = await openSnapshot(x);
+        return d.slot && !o.noSync ? `slot ${d.slot.name}, snapshot ${holder.snapshotName}` : `snapshot ${holder.snapshotName}`;
+      });
+    }
+
+    if (d.phase === 'schema') {
+      await timed('schema', 'schema (pre-data)', async () => {
+        const inScope = new Set(x.tables.map((t) => t.oid));
+        const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
+        await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
+        if (await preDataAlreadyRestored(x)) return 'already restored';
+        await restorePreData(x.target.conn, archive, toolOpts);
+      });
+      await setPhase('data');
+    }
+
+    if (d.phase === 'data') await dataPhase(r, holder!);
+  } finally {
+    await holder?.release();
+  }
+}
+
+/** Rows, then large objects, under the snapshot. */
+async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
+  const { x, timed, setPhase } = r;
+  const { d, store, options: o } = x;
+  await timed('data', 'data', () => copyData(x, holder, r.copiedThisRun));
+  if (d.largeObjects === 'pending') {
+    await timed('large-objects', 'large objects', async () => {
+      const n = await withClient(x.source.conn, countLargeObjects, { label: 'the source' });
+      if (n > 0) {
+        const res = await copyLargeObjects({
+          source: x.source.conn, target: x.target.conn, snapshot: holder.snapshotName, noOwner: o.noOwner,
+          noPrivileges: o.noPrivileges, signal: x.signal,
+        });
+        r.largeObjects = res.count;
+      }
+      await store.update(() => (d.largeObjects = n > 0 ? 'done' : 'none'));
+      return `${n} copied`;
+    });
+  }
+  await setPhase('post-data');
+}
+
+async function postDataPhase(r: PhaseRun): Promise<void> {
+  const { x, timed, setPhase, toolOpts, archive } = r;
+  await timed('post-data', 'indexes and constraints (post-data)', async () => {
+    if (!archiveExists(archive)) {
+      // The work files were removed: the schema has not changed since (DDL during a migration is not supported).
+      const inScope = new Set(x.tables.map((t) => t.oid));
+      const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
+      await dumpSchema(x.source.conn, archive, { ...toolOpts, exclude });
+    }
+    return restorePostData(x, archive, toolOpts);
+  });
+  await setPhase('sequences');
+}
+
+async function sequencesPhase(r: PhaseRun): Promise<void> {
+  const { x, timed, setPhase } = r;
+  await timed('sequences', 'sequences', async () => {
+    r.sequences = (await syncSequences({ source: x.source.conn, target: x.target.conn })).filter((q) => q.action === 'set').length;
+    return `${r.sequences} set`;
+  });
+  await setPhase('analyze');
+}
+
+async function analyzePhase(r: PhaseRun): Promise<void> {
+  const { x, timed } = r;
+  const { d, store, options: o } = x;
+  await timed('analyze', 'ANALYZE', async () => {
+    const copied = x.tables.filter((t) => !t.schemaOnly);
+    await analyzeTables(x.target.conn, copied, o.jobs, x.signal);
+    return `${copied.length} tables`;
+  });
+  await store.update(() => {
+    d.phase = 'done';
+    d.finishedAt = new Date().toISOString();
+  });
+}
+
+function databaseReport(r: PhaseRun): DatabaseReport {
+  const { d } = r.x;
   return {
     source: d.sourceDatabase,
     target: d.targetDatabase,
@@ -221,12 +271,12 @@ export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseRepor
     phase: d.phase,
     tables: Object.entries(d.tables).map(([k, t]) => ({
       schema: t.schema, name: t.name, schemaOnly: t.schemaOnly, filter: d.filters[k] ?? null, rows: t.rows, bytes: t.bytes,
-      seconds: Math.round(t.seconds * 1000) / 1000, consistentWithSlot: t.consistentWithSlot, copiedThisRun: copiedThisRun.has(k),
+      seconds: Math.round(t.seconds * 1000) / 1000, consistentWithSlot: t.consistentWithSlot, copiedThisRun: r.copiedThisRun.has(k),
     })),
-    largeObjects,
-    sequences,
+    largeObjects: r.largeObjects,
+    sequences: r.sequences,
     notValidForeignKeys: d.notValidForeignKeys,
-    runPhaseSeconds,
+    runPhaseSeconds: r.runPhaseSeconds,
     totalPhaseSeconds: d.phaseSeconds,
   };
 }
@@ -248,29 +298,43 @@ function resetUnfinished(d: DatabaseState, consistent: boolean, all = false): vo
 
 /** The snapshot of this run, following the resume rules. */
 async function openSnapshot(x: DatabaseRunContext): Promise<SnapshotHolder> {
-  const { d, store, options: o } = x;
+  const { d, options: o } = x;
   const finished = Object.values(d.tables).filter((t) => !t.schemaOnly && t.status === 'done' && t.consistentWithSlot);
   const keepFinished = finished.length > 0 && !phaseBefore(d.phase, 'data');
-  if (o.noSync) {
-    const h = await exportSnapshot(x.source.conn);
-    await store.update(() => {
-      if (keepFinished) {
-        d.snapshotsUsed++;
-        resetUnfinished(d, false);
-      } else {
-        d.snapshotsUsed = 1;
-        resetUnfinished(d, true, true);
-      }
-    });
-    if (keepFinished) {
-      x.warn(
-        `resuming ${d.sourceDatabase}: ${finished.length} finished tables are kept; the others are copied under a new snapshot, ` +
-          'so this copy (--no-sync) mixes two points in time',
-      );
-    }
-    return h;
-  }
+  if (o.noSync) return exportSnapshotWithoutSlot(x, finished.length, keepFinished);
+  const slotUsable = await reconcileSlot(x, keepFinished);
+  if (slotUsable) return exportSnapshotKeepingSlot(x, finished.length);
+  return createSlotAndSnapshot(x);
+}
 
+/** --no-sync: a plain exported snapshot; finished tables are kept only past the data phase's start. */
+async function exportSnapshotWithoutSlot(x: DatabaseRunContext, finished: number, keepFinished: boolean): Promise<SnapshotHolder> {
+  const { d, store } = x;
+  const h = await exportSnapshot(x.source.conn);
+  await store.update(() => {
+    if (keepFinished) {
+      d.snapshotsUsed++;
+      resetUnfinished(d, false);
+    } else {
+      d.snapshotsUsed = 1;
+      resetUnfinished(d, true, true);
+    }
+  });
+  if (keepFinished) {
+    x.warn(
+      `resuming ${d.sourceDatabase}: ${finished} finished tables are kept; the others are copied under a new snapshot, ` +
+        'so this copy (--no-sync) mixes two points in time',
+    );
+  }
+  return h;
+}
+
+/**
+ * Whether the slot of the earlier run can be kept (it exists and tables
+ * finished under it); a slot that cannot is dropped.
+ */
+async function reconcileSlot(x: DatabaseRunContext, keepFinished: boolean): Promise<boolean> {
+  const { d } = x;
   let slotUsable = false;
   await withClient(
     x.source.conn,
@@ -295,20 +359,28 @@ async function openSnapshot(x: DatabaseRunContext): Promise<SnapshotHolder> {
     },
     { label: 'the source' },
   );
+  return slotUsable;
+}
 
-  if (slotUsable) {
-    const h = await exportSnapshot(x.source.conn);
-    const redo = Object.values(d.tables).filter((t) => !t.schemaOnly && t.status !== 'done').length;
-    await store.update(() => {
-      d.snapshotsUsed++;
-      resetUnfinished(d, false);
-    });
-    x.warn(
-      `resuming ${d.sourceDatabase}: ${finished.length} tables finished under the slot's snapshot are kept; ${redo} are copied again ` +
-        'under a new snapshot and marked for sync to re-synchronise through PostgreSQL table synchronisation',
-    );
-    return h;
-  }
+/** The slot stays; unfinished tables are copied again under a new snapshot and marked not consistent with it. */
+async function exportSnapshotKeepingSlot(x: DatabaseRunContext, finished: number): Promise<SnapshotHolder> {
+  const { d, store } = x;
+  const h = await exportSnapshot(x.source.conn);
+  const redo = Object.values(d.tables).filter((t) => !t.schemaOnly && t.status !== 'done').length;
+  await store.update(() => {
+    d.snapshotsUsed++;
+    resetUnfinished(d, false);
+  });
+  x.warn(
+    `resuming ${d.sourceDatabase}: ${finished} tables finished under the slot's snapshot are kept; ${redo} are copied again ` +
+      'under a new snapshot and marked for sync to re-synchronise through PostgreSQL table synchronisation',
+  );
+  return h;
+}
+
+/** A fresh start: the publication, then a new slot with its exported snapshot; every table is copied under it. */
+async function createSlotAndSnapshot(x: DatabaseRunContext): Promise<SnapshotHolder> {
+  const { d, store, options: o } = x;
   // The publication must exist, with every streamed table, before the slot's consistent point (publication.ts).
   await withClient(
     x.source.conn,

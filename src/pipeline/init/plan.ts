@@ -3,7 +3,7 @@
  * before copying shows. Made on the source without a snapshot and without
  * writing anything.
  */
-import type { TableCopyPlan } from './copy.js';
+import type { TableCopyPlan } from './copy-plan.js';
 
 /** Rough rate of one COPY stream between two servers; only for the estimate shown before copying. */
 export const ESTIMATE_BYTES_PER_SECOND_PER_JOB = 40 * 1024 * 1024;

@@ -9,6 +9,7 @@
  * Nothing here prints: progress goes to the ProgressSink, the result is a
  * typed report.
  */
+import type pg from 'pg';
 import type { ScopeSpec, ScopeTable } from '../../config/scope.js';
 import { resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
@@ -26,19 +27,20 @@ import { forDatabase } from '../../postgres/conninfo.js';
 import { sqlstate } from '../../postgres/errors.js';
 import { assertToolCanDump, requireTool } from '../../postgres/tools.js';
 import {
-  acquireLock, assertSameRun, discardState, loadState, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunState,
+  acquireLock, assertSameRun, discardState, loadState, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunIdentity, type RunState,
 } from '../../state/checkpoint.js';
 import { objectNames } from '../../state/object-names.js';
 import { probeSide, scopePairs, sourceConnFor } from '../shared/pairs.js';
-import { planCopy } from './copy.js';
-import { initDatabase, type DatabaseReport } from './database.js';
-import { checkForeignKeys, fkProblemHint, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
+import { planCopy } from './copy-plan.js';
+import { initDatabase, type DatabaseReport, type DatabaseRunContext } from './database.js';
+import { checkForeignKeys, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
 import { assertFiltersPlan, effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
 import { estimateSeconds, plannedTables, type InitPlan, type PlannedDatabase } from './plan.js';
 import { checkReplication, type ReplicationCheck } from './publication.js';
 import { copyRoles, type RolesReport } from './roles.js';
 import { dropSlot, findSlot } from '../shared/slot.js';
 import { inspectTargetDatabase } from './target-db.js';
+import { assertScopeAccepted, assertTargetsEmpty, blocksInit, planRefusals } from './refusals.js';
 
 export interface InitConfirmations {
   /** Before copying, on a fresh run: the plan with its size estimate. false stops (exit 2). */
@@ -88,6 +90,8 @@ export interface InitReport {
   phaseSeconds: Record<string, number>;
   seconds: number;
   warnings: string[];
+  /** What init refuses for this plan, one line each (--dry-run: exit 2 when any); empty for a run that went ahead. */
+  refusals: string[];
 }
 
 interface DatabaseContext {
@@ -127,6 +131,18 @@ function sideRecord(id: ServerIdentity, conn: ResolvedConnInfo) {
   return { systemIdentifier: id.systemIdentifier, endpoint: describeConn(conn), major: id.major };
 }
 
+type ServerIds = { source: ServerIdentity; target: ServerIdentity };
+type DatabasePair = Pick<DatabaseContext, 'source' | 'target' | 'sourceConn' | 'targetConn'>;
+
+/** The scope of every database resolved against the source's catalog, with what the checks found. */
+interface ResolvedScopes {
+  contexts: DatabaseContext[];
+  cutoffs: Record<string, Record<string, string>>;
+  filters: Record<string, Record<string, string>>;
+  problems: Record<string, ForeignKeyProblem[]>;
+  replication: Record<string, ReplicationCheck>;
+}
+
 export async function runInit(o: InitOptions): Promise<InitReport> {
   const started = performance.now();
   const signal = o.signal ?? shutdownSignal;
@@ -135,12 +151,61 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
   parseJobs(o.jobs);
 
   const ids = await probeSides(o.source, o.target);
-  const dump = requireTool('pg_dump', o.pgBinDir);
-  assertToolCanDump(dump, ids.source.major);
-  requireTool('pg_restore', o.pgBinDir);
-  if (!o.noRoles) assertToolCanDump(requireTool('pg_dumpall', o.pgBinDir), ids.source.major);
+  checkClientTools(o, ids.source.major);
+  const pairs = await databasePairs(o, ids);
 
-  const pairs = (await scopePairs(o.source, o.target, o.scope.databases)).map((p) => {
+  const release = o.dryRun ? undefined : await acquireLock(o.stateDir);
+  try {
+    const run = await loadRun(o, ids, pairs, progress);
+    const { identity } = run;
+    let state = run.state;
+    const resumed = !!state;
+    const scopes = await resolveScopes(o, ids, pairs, state, warn);
+
+    const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
+    const plan = needPlan ? await makePlan(o, ids, scopes.contexts, scopes.filters, scopes.problems, scopes.replication, state) : null;
+    if (o.dryRun) {
+      return {
+        dryRun: true, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
+        databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings, refusals: planRefusals(plan!.databases, o.dropExisting),
+      };
+    }
+    await refuseOrConfirm(o, ids, scopes, resumed, plan, warn);
+
+    if (!state) {
+      state = newState(identity, o, scopes.contexts, scopes.cutoffs, scopes.filters, scopes.problems);
+      await saveState(o.stateDir, state);
+    }
+    const store = new StateStore(o.stateDir, state);
+
+    const phaseSeconds: Record<string, number> = {};
+    const roles = await rolesPhase(o, ids, state, store, signal, progress, warn, phaseSeconds);
+    const reports: DatabaseReport[] = [];
+    for (const ctx of scopes.contexts) {
+      const report = await initDatabase(databaseRunContext(o, ids, ctx, state.databases[ctx.source]!, store, signal, progress, warn));
+      for (const [k, v] of Object.entries(report.runPhaseSeconds)) phaseSeconds[k] = (phaseSeconds[k] ?? 0) + v;
+      reports.push(report);
+    }
+    return {
+      dryRun: false, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles,
+      databases: reports, phaseSeconds, seconds: (performance.now() - started) / 1000, warnings, refusals: [],
+    };
+  } finally {
+    await release?.();
+  }
+}
+
+/** The client tools init runs, and that they can dump the source's major. */
+function checkClientTools(o: InitOptions, sourceMajor: number): void {
+  const dump = requireTool('pg_dump', o.pgBinDir);
+  assertToolCanDump(dump, sourceMajor);
+  requireTool('pg_restore', o.pgBinDir);
+  if (!o.noRoles) assertToolCanDump(requireTool('pg_dumpall', o.pgBinDir), sourceMajor);
+}
+
+/** The database pairs of the scope; a database copied onto itself is refused. */
+async function databasePairs(o: InitOptions, ids: ServerIds): Promise<DatabasePair[]> {
+  return (await scopePairs(o.source, o.target, o.scope.databases)).map((p) => {
     if (sameServer(ids.source, ids.target) && p.targetDatabase === p.sourceDatabase) {
       throw new UsageError(`source and target are the same server, so database "${p.sourceDatabase}" would be copied onto itself`, {
         hint: 'point --target at another server, or copy one database into a database of another name',
@@ -148,156 +213,140 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     }
     return { source: p.sourceDatabase, target: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn };
   });
+}
 
-  const release = o.dryRun ? undefined : await acquireLock(o.stateDir);
-  try {
-    let state = await loadState(o.stateDir);
-    if (state && o.restart && !o.dryRun) {
-      await restart(state, o, progress);
-      state = undefined;
-    }
-    const identity = {
-      source: sideRecord(ids.source, o.source),
-      target: sideRecord(ids.target, o.target),
-      scopeHash: scopeHash(o.scope),
-      options: { noSync: o.noSync, noOwner: o.noOwner, noPrivileges: o.noPrivileges, noRoles: o.noRoles, fkNotValid: o.fkNotValid, jobs: o.jobs },
-      databases: Object.fromEntries(pairs.map((p) => [p.source, p.target])),
-    };
-    if (state && !(o.restart && o.dryRun)) assertSameRun(state, identity, o.stateDir);
-    else state = undefined;
-    const resumed = !!state;
-
-    // Resolve the scope of every database against the source's catalog.
-    const contexts: DatabaseContext[] = [];
-    const cutoffs: Record<string, Record<string, string>> = {};
-    const filters: Record<string, Record<string, string>> = {};
-    const problems: Record<string, ForeignKeyProblem[]> = {};
-    const replication: Record<string, ReplicationCheck> = {};
-    for (const p of pairs) {
-      await withClient(
-        p.sourceConn,
-        async (c) => {
-          const scope = await resolveTables(c, p.source, rulesFor(o.scope, p.source));
-          const allTables = await listTables(c);
-          // Empty search_path: constraint definitions come out schema-qualified.
-          await c.query("SELECT pg_catalog.set_config('search_path', '', false)");
-          const fks = await listForeignKeys(c);
-          let tables = scope.tables;
-          const prior = state?.databases[p.source];
-          if (prior) {
-            const known = new Set(Object.keys(prior.tables));
-            const appeared = tables.filter((t) => !known.has(tableKey(t.schema, t.name)));
-            for (const t of appeared) warn(`table ${displayName(t.schema, t.name)} appeared on the source after this migration started; it is not copied (start over with --restart to include it)`);
-            tables = tables.filter((t) => known.has(tableKey(t.schema, t.name)));
-            const now = new Set(tables.map((t) => tableKey(t.schema, t.name)));
-            const gone = [...known].filter((k) => !now.has(k));
-            if (gone.length) {
-              throw new UsageError(`tables of this migration no longer exist in source database "${p.source}": ${gone.join(', ')}`, {
-                hint: 'start over with --restart',
-              });
-            }
-            cutoffs[p.source] = prior.timeFilterCutoffs;
-            filters[p.source] = prior.filters;
-          } else {
-            cutoffs[p.source] = await fixTimeCutoffs(c, tables, {});
-            filters[p.source] = effectiveFilters(tables, cutoffs[p.source]!);
-            await assertFiltersPlan(c, tables, filters[p.source]!);
-            await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-            try {
-              problems[p.source] = await checkForeignKeys(c, fks, tables, filters[p.source]!);
-            } finally {
-              await c.query('COMMIT').catch(() => {});
-            }
-            if (!o.noSync) replication[p.source] = await checkReplication(c, tables, filters[p.source]!, ids.source, !!o.setReplicaIdentityFull);
-          }
-          contexts.push({ ...p, tables, allTables, excluded: scope.excluded, fks });
-        },
-        { label: 'the source', settings: { ...CANONICAL_SETTINGS } },
-      );
-    }
-
-    const allProblems = Object.values(problems).flat();
-    const blocking = allProblems.filter((p) => !(o.fkNotValid && p.notValidHelps));
-    const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
-    const plan = needPlan ? await makePlan(o, ids, contexts, filters, problems, replication, state) : null;
-    if (o.dryRun) {
-      return {
-        dryRun: true, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
-        databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings,
-      };
-    }
-    if (blocking.length) {
-      throw new UsageError(
-        `the scope breaks ${blocking.length === 1 ? 'a foreign key' : `${blocking.length} foreign keys`}:\n  ${blocking.map((p) => p.message).join('\n  ')}`,
-        { hint: fkProblemHint(blocking) },
-      );
-    }
-    const replicationProblems = Object.values(replication).flatMap((r) => r.problems);
-    if (replicationProblems.length) {
-      throw new UsageError(`publishing the scope for sync would break the source:\n  ${replicationProblems.join('\n  ')}`, {
-        hint: [...new Set(Object.values(replication).flatMap((r) => r.hints))].join('\n') + '\n(or copy once without replication: --no-sync)',
-      });
-    }
-    if (!resumed && !o.dropExisting) {
-      // Refused here, before anything is written, rather than once the run is under way.
-      for (const ctx of contexts) {
-        const st = await inspectTargetDatabase(o.target, ctx.target, ids.target.major);
-        if (!st.empty) {
-          throw new UsageError(`the target database "${ctx.target}" already exists and is not empty (${describeObjectCounts(st.objects)})`, {
-            hint: 'point --target at another database, or pass --drop-existing to drop and re-create it (asks first; --yes skips the question)',
-          });
-        }
-      }
-    }
-    for (const p of allProblems) warn(`${p.message}; it is created NOT VALID (--fk-not-valid)`);
-    for (const t of Object.values(replication).flatMap((r) => r.unlogged)) {
-      warn(`${displayName(t.schema, t.name)} is unlogged: init copies it, but logical replication carries none of its later changes`);
-    }
-    if (!resumed && plan && o.confirm?.startCopy && !(await o.confirm.startCopy(plan))) {
-      throw new UsageError('init cancelled before copying; nothing was written');
-    }
-
-    if (!state) {
-      state = newState(identity, o, contexts, cutoffs, filters, problems);
-      await saveState(o.stateDir, state);
-    }
-    const store = new StateStore(o.stateDir, state);
-
-    let roles: RolesReport | null = null;
-    const phaseSeconds: Record<string, number> = {};
-    if (!o.noRoles && state.roles !== 'done') {
-      const t0 = performance.now();
-      progress({ kind: 'start', id: 'init/roles', title: 'roles' });
-      roles = await copyRoles({ source: o.source, target: forDatabase(o.target, ids.target.database), sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal });
-      for (const s of roles.skipped) warn(`role statement skipped: ${s.reason}`);
-      await store.update((s) => (s.roles = 'done'));
-      progress({ kind: 'end', id: 'init/roles', status: roles.skipped.length ? 'warn' : 'ok', detail: `${roles.created.length} created, ${roles.existing.length} existed` });
-      phaseSeconds.roles = (performance.now() - t0) / 1000;
-    }
-
-    const reports: DatabaseReport[] = [];
-    for (const ctx of contexts) {
-      const d = state.databases[ctx.source]!;
-      const report = await initDatabase({
-        options: o, store, d, signal, progress, warn,
-        source: { conn: ctx.sourceConn, identity: ids.source },
-        target: { conn: ctx.targetConn, identity: ids.target },
-        tables: ctx.tables, allTables: ctx.allTables, fks: ctx.fks,
-        names: objectNames({
-          sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: ctx.source,
-          targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: ctx.target,
-        }),
-      });
-      for (const [k, v] of Object.entries(report.runPhaseSeconds)) phaseSeconds[k] = (phaseSeconds[k] ?? 0) + v;
-      reports.push(report);
-    }
-    return {
-      dryRun: false, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles,
-      databases: reports, phaseSeconds, seconds: (performance.now() - started) / 1000, warnings,
-    };
-  } finally {
-    await release?.();
+/** The checkpoint of an earlier run, if this run resumes it (the same migration), after --restart has discarded it. */
+async function loadRun(o: InitOptions, ids: ServerIds, pairs: DatabasePair[], progress: ProgressSink): Promise<{ state: RunState | undefined; identity: RunIdentity }> {
+  let state = await loadState(o.stateDir);
+  if (state && o.restart && !o.dryRun) {
+    await restart(state, o, progress);
+    state = undefined;
   }
+  const identity = {
+    source: sideRecord(ids.source, o.source),
+    target: sideRecord(ids.target, o.target),
+    scopeHash: scopeHash(o.scope),
+    options: { noSync: o.noSync, noOwner: o.noOwner, noPrivileges: o.noPrivileges, noRoles: o.noRoles, fkNotValid: o.fkNotValid, jobs: o.jobs },
+    databases: Object.fromEntries(pairs.map((p) => [p.source, p.target])),
+  };
+  if (state && !(o.restart && o.dryRun)) assertSameRun(state, identity, o.stateDir);
+  else state = undefined;
+  return { state, identity };
+}
+
+/** Resolve the scope of every database against the source's catalog. */
+async function resolveScopes(
+  o: InitOptions, ids: ServerIds, pairs: DatabasePair[], state: RunState | undefined, warn: (message: string) => void,
+): Promise<ResolvedScopes> {
+  const scopes: ResolvedScopes = { contexts: [], cutoffs: {}, filters: {}, problems: {}, replication: {} };
+  for (const p of pairs) {
+    await withClient(
+      p.sourceConn,
+      async (c) => {
+        const scope = await resolveTables(c, p.source, rulesFor(o.scope, p.source));
+        const allTables = await listTables(c);
+        // Empty search_path: constraint definitions come out schema-qualified.
+        await c.query("SELECT pg_catalog.set_config('search_path', '', false)");
+        const fks = await listForeignKeys(c);
+        let tables = scope.tables;
+        const prior = state?.databases[p.source];
+        if (prior) {
+          tables = tablesOfResumedRun(p.source, tables, prior, warn);
+          scopes.cutoffs[p.source] = prior.timeFilterCutoffs;
+          scopes.filters[p.source] = prior.filters;
+        } else {
+          await checkNewScope(c, o, ids, p.source, tables, fks, scopes);
+        }
+        scopes.contexts.push({ ...p, tables, allTables, excluded: scope.excluded, fks });
+      },
+      { label: 'the source', settings: { ...CANONICAL_SETTINGS } },
+    );
+  }
+  return scopes;
+}
+
+/** A resume copies the tables of the earlier run: new ones are left out (with a warning), missing ones are refused. */
+function tablesOfResumedRun(source: string, resolved: ScopeTable[], prior: DatabaseState, warn: (message: string) => void): ScopeTable[] {
+  let tables = resolved;
+  const known = new Set(Object.keys(prior.tables));
+  const appeared = tables.filter((t) => !known.has(tableKey(t.schema, t.name)));
+  for (const t of appeared) warn(`table ${displayName(t.schema, t.name)} appeared on the source after this migration started; it is not copied (start over with --restart to include it)`);
+  tables = tables.filter((t) => known.has(tableKey(t.schema, t.name)));
+  const now = new Set(tables.map((t) => tableKey(t.schema, t.name)));
+  const gone = [...known].filter((k) => !now.has(k));
+  if (gone.length) {
+    throw new UsageError(`tables of this migration no longer exist in source database "${source}": ${gone.join(', ')}`, {
+      hint: 'start over with --restart',
+    });
+  }
+  return tables;
+}
+
+/** A fresh scope: fix the time-filter cutoffs and filters, and check the foreign keys and replication it would break. */
+async function checkNewScope(
+  c: pg.Client, o: InitOptions, ids: ServerIds, source: string, tables: ScopeTable[], fks: ForeignKey[], scopes: ResolvedScopes,
+): Promise<void> {
+  const { cutoffs, filters, problems, replication } = scopes;
+  cutoffs[source] = await fixTimeCutoffs(c, tables, {});
+  filters[source] = effectiveFilters(tables, cutoffs[source]!);
+  await assertFiltersPlan(c, tables, filters[source]!);
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  try {
+    problems[source] = await checkForeignKeys(c, fks, tables, filters[source]!);
+  } finally {
+    await c.query('COMMIT').catch(() => {});
+  }
+  if (!o.noSync) replication[source] = await checkReplication(c, tables, filters[source]!, ids.source, !!o.setReplicaIdentityFull);
+}
+
+/** Stop on refusals, warn about what is accepted, then (interactively, on a fresh run) ask before copying. */
+async function refuseOrConfirm(
+  o: InitOptions, ids: ServerIds, scopes: ResolvedScopes, resumed: boolean, plan: InitPlan | null, warn: (message: string) => void,
+): Promise<void> {
+  const allProblems = Object.values(scopes.problems).flat();
+  assertScopeAccepted(allProblems, scopes.replication, o.fkNotValid);
+  if (!resumed) await assertTargetsEmpty(o.target, scopes.contexts.map((ctx) => ctx.target), ids.target.major, o.dropExisting);
+  for (const p of allProblems) warn(`${p.message}; it is created NOT VALID (--fk-not-valid)`);
+  for (const t of Object.values(scopes.replication).flatMap((r) => r.unlogged)) {
+    warn(`${displayName(t.schema, t.name)} is unlogged: init copies it, but logical replication carries none of its later changes`);
+  }
+  if (!resumed && plan && o.confirm?.startCopy && !(await o.confirm.startCopy(plan))) {
+    throw new UsageError('init cancelled before copying; nothing was written');
+  }
+}
+
+/** Roles, once per target server (unless --no-roles or done by an earlier run). */
+async function rolesPhase(
+  o: InitOptions, ids: ServerIds, state: RunState, store: StateStore, signal: AbortSignal, progress: ProgressSink,
+  warn: (message: string) => void, phaseSeconds: Record<string, number>,
+): Promise<RolesReport | null> {
+  let roles: RolesReport | null = null;
+  if (!o.noRoles && state.roles !== 'done') {
+    const t0 = performance.now();
+    progress({ kind: 'start', id: 'init/roles', title: 'roles' });
+    roles = await copyRoles({ source: o.source, target: forDatabase(o.target, ids.target.database), sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal });
+    for (const s of roles.skipped) warn(`role statement skipped: ${s.reason}`);
+    await store.update((s) => (s.roles = 'done'));
+    progress({ kind: 'end', id: 'init/roles', status: roles.skipped.length ? 'warn' : 'ok', detail: `${roles.created.length} created, ${roles.existing.length} existed` });
+    phaseSeconds.roles = (performance.now() - t0) / 1000;
+  }
+  return roles;
+}
+
+function databaseRunContext(
+  o: InitOptions, ids: ServerIds, ctx: DatabaseContext, d: DatabaseState, store: StateStore, signal: AbortSignal, progress: ProgressSink,
+  warn: (message: string) => void,
+): DatabaseRunContext {
+  return {
+    options: o, store, d, signal, progress, warn,
+    source: { conn: ctx.sourceConn, identity: ids.source },
+    target: { conn: ctx.targetConn, identity: ids.target },
+    tables: ctx.tables, allTables: ctx.allTables, fks: ctx.fks,
+    names: objectNames({
+      sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: ctx.source,
+      targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: ctx.target,
+    }),
+  };
 }
 
 function newState(
@@ -332,7 +381,7 @@ function newState(
       ),
       largeObjects: 'pending',
       notValidForeignKeys: (problems[ctx.source] ?? [])
-        .filter((p) => o.fkNotValid && p.notValidHelps)
+        .filter((p) => !blocksInit(p, o.fkNotValid))
         .map((p) => ({ schema: p.fk.schema, table: p.fk.table, name: p.fk.name, reason: 'filter' as const })),
       phaseSeconds: {},
       finishedAt: null,
@@ -416,7 +465,7 @@ async function makePlan(
         table: displayName(p.fk.schema, p.fk.table),
         references: displayName(p.fk.refSchema, p.fk.refTable),
         message: p.message,
-        blocking: !(o.fkNotValid && p.notValidHelps),
+        blocking: blocksInit(p, o.fkNotValid),
       })),
       replicationProblems: replication[ctx.source]?.problems ?? [],
       resume: prior ? { phase: prior.phase, tablesDone: done.size } : null,

@@ -1,0 +1,201 @@
+/**
+ * One part's copy: source rows under the session's snapshot → one target
+ * transaction, relayed as CopyData frames (copy-frames.ts), and the retries of
+ * a part on a fresh session after a retryable failure.
+ */
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { InterruptedError, OperationError, PgferryError } from '../../errors.js';
+import { isRetryable, operationError, sqlstate } from '../../postgres/errors.js';
+import { displayName, qualifiedName, quoteIdentList } from '../../postgres/identifiers.js';
+import type { CopyFormat } from './format.js';
+import { rangePredicate, type PartRange, type RelationName, type TablePart } from './parts.js';
+import { copyInFrames, copyOutFrames } from './copy-frames.js';
+import { isSessionBroken, killSession, type CopySession } from './copy-session.js';
+
+export interface CopyPartOptions {
+  /** Column names to copy (generated columns already left out); empty = every column. */
+  columns: string[];
+  /** SQL predicate (constants only), applied on the source side. */
+  filter?: string | undefined;
+  format: CopyFormat;
+  /** Unsplit relation: TRUNCATE + COPY … FREEZE in one target transaction. */
+  truncateAndFreeze: boolean;
+  signal?: AbortSignal | undefined;
+  /** Called with the size of every chunk relayed (for progress). */
+  onBytes?: ((bytes: number) => void) | undefined;
+}
+
+export interface PartResult {
+  rows: number;
+  /** Bytes relayed: the COPY stream as CopyData frames (row data plus 5 bytes per row). */
+  bytes: number;
+  ms: number;
+}
+
+/** Stream buffer per hop; memory per worker stays a small multiple of it. */
+const HIGH_WATER_MARK = 256 * 1024;
+
+/** Errors after which the part must not be retried (a COMMIT whose outcome is unknown). */
+const notRetryable = new WeakSet<object>();
+
+function columnList(columns: readonly string[]): string {
+  return columns.length ? ` (${quoteIdentList(columns)})` : '';
+}
+
+/** The source statement: plain COPY when there is neither filter nor range, else COPY (SELECT … FROM ONLY …). */
+export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null): string {
+  const rel = qualifiedName(relation.schema, relation.name);
+  // The newline ends a trailing "--" comment in the filter, which would otherwise swallow the range.
+  const conds = [filter?.trim() ? `(${filter.trim()}\n)` : null, rangePredicate(range)].filter((c): c is string => !!c);
+  if (!conds.length) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
+  const select = columns.length ? quoteIdentList(columns) : '';
+  return `COPY (SELECT ${select} FROM ONLY ${rel} WHERE ${conds.join(' AND ')}) TO STDOUT (FORMAT ${format})`;
+}
+
+/** The target statement. */
+export function copyInSql(relation: RelationName, columns: readonly string[], format: CopyFormat, freeze: boolean): string {
+  const rel = qualifiedName(relation.schema, relation.name);
+  return `COPY ${rel}${columnList(columns)} FROM STDIN (FORMAT ${format}${freeze ? ', FREEZE' : ''})`;
+}
+
+export function describePart(part: Pick<TablePart, 'relation' | 'index' | 'count'>): string {
+  const rel = displayName(part.relation.schema, part.relation.name);
+  return part.count > 1 ? `${rel} part ${part.index + 1}/${part.count}` : rel;
+}
+
+function interrupted(signal: AbortSignal | undefined): InterruptedError {
+  return signal?.reason instanceof InterruptedError ? signal.reason : new InterruptedError();
+}
+
+/** Copy one part: source rows under the session's snapshot → one target transaction. */
+export async function copyPart(s: CopySession, part: TablePart, o: CopyPartOptions): Promise<PartResult> {
+  if (o.signal?.aborted) throw interrupted(o.signal);
+  if (isSessionBroken(s)) throw new OperationError(`copying ${describePart(part)}: the copy session is broken; open a new one`);
+  const started = performance.now();
+  const rel = qualifiedName(part.relation.schema, part.relation.name);
+  let side: 'source' | 'target' = 'target';
+  let committing = false;
+  const onAbort = () => killSession(s);
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await s.target.query('BEGIN');
+    if (o.truncateAndFreeze) await s.target.query(`TRUNCATE ONLY ${rel}`);
+    const sink = s.target.query(copyInFrames(copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
+    const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range), { highWaterMark: HIGH_WATER_MARK }));
+    const srcDone = readyForQuery(s.source, src);
+    let firstFailure: 'source' | 'target' | undefined;
+    // Persistent listeners: a stream may report the connection's death after the pipeline settled.
+    src.on('error', () => (firstFailure ??= 'source'));
+    sink.on('error', () => (firstFailure ??= 'target'));
+    let bytes = 0;
+    const counter = new Transform({
+      highWaterMark: HIGH_WATER_MARK,
+      transform(chunk: Buffer, _enc, cb) {
+        bytes += chunk.length;
+        o.onBytes?.(chunk.length);
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(src, counter, sink);
+    } catch (err) {
+      side = firstFailure ?? 'target';
+      throw err;
+    }
+    // The source's CommandComplete (its row count) may trail the last data byte.
+    side = 'source';
+    await srcDone;
+    side = 'target';
+    if (src.rowCount !== sink.rowCount) {
+      throw new OperationError(`the source sent ${src.rowCount} rows but the target received ${sink.rowCount}`);
+    }
+    committing = true;
+    await s.target.query('COMMIT');
+    return { rows: sink.rowCount, bytes, ms: performance.now() - started };
+  } catch (err) {
+    killSession(s);
+    if (o.signal?.aborted) throw interrupted(o.signal);
+    const code = sqlstate(err);
+    const where = `copying ${describePart(part)}${describeRange(part.range)} (${side}${code ? `, SQLSTATE ${code}` : ''})`;
+    const wrapped = err instanceof PgferryError ? new OperationError(`${where}: ${err.message}`, { cause: err }) : operationError(err, where);
+    if (committing) notRetryable.add(wrapped);
+    throw wrapped;
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * Resolves when the server is ready for the next query after `query` (its
+ * CommandComplete has arrived); rejects if the connection ends first.
+ */
+function readyForQuery(client: pg.Client, query: object): Promise<void> {
+  const q = query as { handleReadyForQuery: (con: unknown) => void };
+  const p = new Promise<void>((resolve, reject) => {
+    const onEnd = () => reject(new Error('Connection terminated unexpectedly'));
+    client.once('end', onEnd);
+    const original = q.handleReadyForQuery.bind(query);
+    q.handleReadyForQuery = (con) => {
+      client.removeListener('end', onEnd);
+      original(con);
+      resolve();
+    };
+  });
+  p.catch(() => {}); // awaited only on the success path
+  return p;
+}
+
+function describeRange(range: PartRange): string {
+  if (!range) return '';
+  if (range.kind === 'ctid') return ` [pages ${range.fromPage}…${range.toPage ?? 'end'}]`;
+  return ` [${range.column} ${range.from ?? '-∞'}…${range.to ?? '∞'}]`;
+}
+
+/** Whether a failed part may be tried again on a fresh session under the same snapshot. */
+export function partRetryable(err: unknown): boolean {
+  if (typeof err === 'object' && err !== null && notRetryable.has(err)) return false;
+  const cause = err instanceof Error && err.cause !== undefined ? err.cause : err;
+  return isRetryable(cause);
+}
+
+/** What copyPartWithRetries reports besides the result. */
+export interface PartRetryHooks {
+  /** A failed attempt had relayed this many bytes (already passed to onBytes): take them back. */
+  onFailedAttempt: (bytes: number) => void;
+  /** A retryable failure, and the part is tried again. */
+  onRetry: (message: string) => void;
+}
+
+/**
+ * Copy one part, trying again on a fresh session (same snapshot) after a
+ * retryable failure, up to `retries` times, with a growing pause.
+ */
+export async function copyPartWithRetries(
+  session: () => Promise<CopySession>,
+  part: TablePart,
+  o: CopyPartOptions,
+  retries: number,
+  hooks: PartRetryHooks,
+): Promise<PartResult> {
+  let attemptBytes = 0;
+  const onBytes = (n: number) => {
+    attemptBytes += n;
+    o.onBytes?.(n);
+  };
+  let result: PartResult | undefined;
+  for (let attempt = 0; !result; attempt++) {
+    const s = await session();
+    attemptBytes = 0;
+    try {
+      result = await copyPart(s, part, { ...o, onBytes });
+    } catch (err) {
+      hooks.onFailedAttempt(attemptBytes);
+      if (o.signal?.aborted || attempt >= retries || !partRetryable(err)) throw err;
+      hooks.onRetry(`${(err as Error).message} — retrying (${attempt + 1}/${retries})`);
+      await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+    }
+  }
+  return result;
+}

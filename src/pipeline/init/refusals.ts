@@ -1,0 +1,65 @@
+/**
+ * What init refuses before it writes anything, in one place: foreign keys the
+ * scope breaks (unless --fk-not-valid helps), replication problems of the
+ * scope (unless --no-sync), and a target database that is not empty (unless
+ * --drop-existing). runInit stops on them (exit 2); the plan lists them, for
+ * --dry-run to show and to exit 2 with.
+ */
+import { UsageError } from '../../errors.js';
+import { describeObjectCounts } from '../../postgres/catalog/databases.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { fkProblemHint, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
+import type { PlannedDatabase } from './plan.js';
+import type { ReplicationCheck } from './publication.js';
+import { inspectTargetDatabase } from './target-db.js';
+
+/** A foreign key the scope breaks stops init, unless --fk-not-valid helps (it is then created NOT VALID). */
+export function blocksInit(p: Pick<ForeignKeyProblem, 'notValidHelps'>, fkNotValid: boolean): boolean {
+  return !(fkNotValid && p.notValidHelps);
+}
+
+/** A target database that holds objects is refused without --drop-existing. */
+export function refusesTarget(targetNotEmpty: boolean, dropExisting: boolean): boolean {
+  return targetNotEmpty && !dropExisting;
+}
+
+/** The refusals of a plan, one line each (what --dry-run lists; exit 2 when there are any). */
+export function planRefusals(databases: readonly PlannedDatabase[], dropExisting: boolean): string[] {
+  const out: string[] = [];
+  for (const d of databases) {
+    if (refusesTarget(d.targetStatus === 'not empty', dropExisting)) out.push(`target database "${d.target}" is not empty (${d.targetContents}); add --drop-existing to replace it`);
+    for (const p of d.foreignKeyProblems) if (p.blocking) out.push(p.message);
+    out.push(...d.replicationProblems);
+  }
+  return out;
+}
+
+/** Stop on foreign keys the scope breaks and on what publishing the scope would break. */
+export function assertScopeAccepted(problems: readonly ForeignKeyProblem[], replication: Record<string, ReplicationCheck>, fkNotValid: boolean): void {
+  const blocking = problems.filter((p) => blocksInit(p, fkNotValid));
+  if (blocking.length) {
+    throw new UsageError(
+      `the scope breaks ${blocking.length === 1 ? 'a foreign key' : `${blocking.length} foreign keys`}:\n  ${blocking.map((p) => p.message).join('\n  ')}`,
+      { hint: fkProblemHint(blocking) },
+    );
+  }
+  const replicationProblems = Object.values(replication).flatMap((r) => r.problems);
+  if (replicationProblems.length) {
+    throw new UsageError(`publishing the scope for sync would break the source:\n  ${replicationProblems.join('\n  ')}`, {
+      hint: [...new Set(Object.values(replication).flatMap((r) => r.hints))].join('\n') + '\n(or copy once without replication: --no-sync)',
+    });
+  }
+}
+
+/** Refused here, before anything is written, rather than once the run is under way. */
+export async function assertTargetsEmpty(target: ResolvedConnInfo, databases: readonly string[], targetMajor: number, dropExisting: boolean): Promise<void> {
+  if (dropExisting) return;
+  for (const db of databases) {
+    const st = await inspectTargetDatabase(target, db, targetMajor);
+    if (refusesTarget(!st.empty, dropExisting)) {
+      throw new UsageError(`the target database "${db}" already exists and is not empty (${describeObjectCounts(st.objects)})`, {
+        hint: 'point --target at another database, or pass --drop-existing to drop and re-create it (asks first; --yes skips the question)',
+      });
+    }
+  }
+}
