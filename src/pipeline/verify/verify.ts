@@ -188,6 +188,7 @@ async function verifyDatabase(opts: VerifyOptions, sourceDb: string, progress: P
         lagTimeoutMs: opts.lagTimeoutMs,
         replication,
         signal,
+        onDifferentRange: opts.onDifference && ((range) => opts.onDifference!({ sourceDatabase: sourceDb, source: srcConn, target: tgtConn, table, range })),
       });
       jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
     }
