@@ -11,7 +11,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { emptyScope } from '../../src/config/scope.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
-import { verifyAndRepair, VERIFY_DEFAULTS, type RepairOptions } from '../../src/pipeline/verify/index.js';
+import { verifyAndRepair, VERIFY_DEFAULTS, type RepairOptions, type RepairReport, type VerifyOptions } from '../../src/pipeline/verify/index.js';
 import { quoteLiteral } from '../../src/postgres/identifiers.js';
 import { WAL_END_SQL } from '../../src/postgres/lsn.js';
 import { tableHashes } from '../support/compare.js';
@@ -85,19 +85,19 @@ async function settledCounters(c: LocalCluster, db: string): Promise<Counters> {
   return last;
 }
 
-function repairRun(source: LocalCluster, srcDb: string, target: LocalCluster, tgtDb: string, ro: Partial<RepairOptions> = {}, tables?: string[]) {
+function repairRun(source: LocalCluster, srcDb: string, target: LocalCluster, tgtDb: string, ro: Partial<RepairOptions> = {}, extra: Partial<VerifyOptions> = {}) {
   return verifyAndRepair(
     {
       source: source.conn(srcDb),
       target: target.conn(tgtDb),
       scope: emptyScope(),
-      tables,
       jobs: 2,
       chunkRows: 500,
       maxDiffs: VERIFY_DEFAULTS.maxDiffs,
       recheck: VERIFY_DEFAULTS.recheck,
       lagTimeoutMs: 30_000,
       sequences: false,
+      ...extra,
     },
     { dryRun: false, maxRepairRows: null, ...ro },
   );
@@ -181,7 +181,7 @@ describe('verify --repair', () => {
 
     beforeAll(async () => {
       const schema = writerSchemaSql(3000) + SCHEMA;
-      [srcDb, tgtDb] = await Promise.all([createDatabase(source, 'repl_src', schema + DATA), createDatabase(target, 'repl_tgt', schema)]);
+      [srcDb, tgtDb] = await Promise.all([createDatabase(source, 'repl_src', schema + DATA), createDatabase(target, 'repl_tgt', schema + 'TRUNCATE w_items, w_docs, w_log, w_region;')]);
       await source.query(`CREATE PUBLICATION repair_pub FOR ALL TABLES WITH (publish_via_partition_root = true)`, [], srcDb);
       const conninfo = `host=127.0.0.1 port=${source.port} user=postgres password=${source.password} dbname=${srcDb}`;
       await target.query(`CREATE SUBSCRIPTION repair_sub CONNECTION ${quoteLiteral(conninfo)} PUBLICATION repair_pub WITH (copy_data = true)`, [], tgtDb);
@@ -192,13 +192,22 @@ describe('verify --repair', () => {
       writer = startWriter(source.conn(srcDb), { pauseMs: 5 });
     });
 
-    it('repairs the damage and undoes nothing the writer did', async () => {
+    /** Until the subscription has confirmed everything the source has written so far. */
+    async function untilApplied(): Promise<void> {
+      const [{ lsn }] = (await source.query<{ lsn: string }>(`SELECT ${WAL_END_SQL}::text AS lsn`, [], srcDb)) as [{ lsn: string }];
+      await waitFor('the target to apply everything', async () => {
+        const [r] = await source.query<{ ok: boolean }>(`SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = 'repair_sub'`, [lsn]);
+        return !!r?.ok;
+      });
+    }
+
+    it('repairs the damage and undoes nothing the writer did, nor rows changed between plan and write', async () => {
       await waitFor('some writes', async () => writer!.commits() > 20);
       // Rows the writer is about to update or delete (near max(id), near min(id)), rows it never touches, and extra rows.
       await target.query(
         `UPDATE w_items SET qty = -1 WHERE id IN (SELECT id FROM w_items ORDER BY id DESC LIMIT 60 OFFSET 5);
          DELETE FROM w_items WHERE id IN (SELECT id FROM w_items ORDER BY id LIMIT 20);
-         DELETE FROM w_items WHERE id IN (1000, 1001, 1002);
+         DELETE FROM w_items WHERE id IN (1000, 1001, 1002) OR id BETWEEN 1200 AND 1209;
          UPDATE w_items SET note = 'tampered' WHERE id BETWEEN 1500 AND 1510;
          INSERT INTO w_items (id, qty, note) VALUES (900001, 1, 'extra'), (900002, 2, 'extra');
          UPDATE w_docs SET rev = rev + 100 WHERE id IN (3, 4);
@@ -207,10 +216,28 @@ describe('verify --repair', () => {
         tgtDb,
       );
       const tables = ['public.w_items', 'public.w_docs', 'public.w_region', '"Odd ""Schema""".*', 'public.keyless_log', 'public.events', 'public.gen'];
-      const result = await repairRun(source, srcDb, target, tgtDb, { confirm: async () => true }, tables);
+      // Between planning and writing, the source changes rows the plan will insert: three are deleted, three updated,
+      // and the target applies that (as no-ops: the rows are missing there). Writing the planned rows now would
+      // bring back deleted rows and old values; the check before COMMIT must catch it.
+      let raced: string[] = [];
+      const confirm = async (plan: RepairReport) => {
+        const items = plan.tables.find((t) => t.name === 'w_items')!;
+        // Rows the writer never touches (it deletes near min(id) and updates near max(id)).
+        const inserts = items.changes.filter((c) => c.kind === 'insert').map((c) => c.key!.id!).filter((id) => Number(id) >= 1200 && Number(id) <= 1209);
+        expect(inserts).toHaveLength(10);
+        raced = inserts.slice(0, 3);
+        await source.query(`DELETE FROM w_items WHERE id = ANY($1::bigint[])`, [raced], srcDb);
+        await source.query(`UPDATE w_items SET note = 'changed while repairing' WHERE id = ANY($1::bigint[])`, [inserts.slice(3, 6)], srcDb);
+        await untilApplied();
+        return true;
+      };
+      const result = await repairRun(source, srcDb, target, tgtDb, { confirm }, { tables, maxDiffs: 1000 });
       expect(result.repair.status).toBe('repaired');
+      const items = result.repair.tables.find((t) => t.name === 'w_items')!;
+      expect(items.inserted).toBeLessThanOrEqual(items.planned.insert - 3);
+      expect(await target.query(`SELECT id FROM w_items WHERE id = ANY($1::bigint[])`, [raced], tgtDb)).toEqual([]);
       expect(result.repair.databases[0]).toMatchObject({ replicationActive: true, sessionReplicationRole: 'replica' });
-      expect(result.repair.rowsInserted + result.repair.rowsUpdated + result.repair.rowsDeleted).toBeGreaterThanOrEqual(17 + 14 + 2 + 2);
+      expect(result.repair.rowsInserted + result.repair.rowsUpdated + result.repair.rowsDeleted).toBeGreaterThanOrEqual(17 + 11 + 10 + 3 + 2 + 2);
       expect(unequal(result.report)).toEqual({});
       expect(result.report.status).toBe('equal');
 
@@ -218,11 +245,7 @@ describe('verify --repair', () => {
       const writes = await writer!.stop();
       writer = undefined;
       expect(writes).toBeGreaterThan(50);
-      const [{ lsn }] = (await source.query<{ lsn: string }>(`SELECT ${WAL_END_SQL}::text AS lsn`, [], srcDb)) as [{ lsn: string }];
-      await waitFor('the target to apply everything', async () => {
-        const [r] = await source.query<{ ok: boolean }>(`SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = 'repair_sub'`, [lsn]);
-        return !!r?.ok;
-      });
+      await untilApplied();
       const [s, t] = await Promise.all([tableHashes(source.conn(srcDb)), tableHashes(target.conn(tgtDb))]);
       expect(t).toEqual(s);
       // The subscription is still healthy (no apply error loop from a conflicting write).

@@ -55,6 +55,10 @@ interface CopiesChange {
   count: number;
 }
 
+function changedKeys(d: KeyedDiff): string[][] {
+  return [...d.missing.map((r) => r.key), ...d.extra.map((r) => r.key), ...d.different.map((x) => x.source.key)];
+}
+
 /** Errors after which a batch is simply tried again in the next round. */
 const RETRY_STATES = new Set(['40001', '40P01', '55P03']);
 
@@ -103,7 +107,12 @@ export class TableRepair {
   /** Plan the row differences of one range (keyed) or of the whole table (no key). */
   async planRange(range: KeyRange): Promise<void> {
     if (this.table.key) {
-      const d = await diffKeyedChunk(this.pair(), this.table, range, { beforeTarget: () => this.settle() });
+      let d = await diffKeyedChunk(this.pair(), this.table, range, { beforeTarget: () => this.settle() });
+      // While replicating, the target is read after the source and may be ahead of it (rows inserted since look
+      // extra): look the candidates up again, source first, until only rows that differ every time are left.
+      for (let round = 1; this.ctx.link.active && round < this.ctx.rounds && keyedDiffSize(d); round++) {
+        d = await diffKeys(this.pair(), this.table, changedKeys(d), { beforeTarget: () => this.settle() });
+      }
       this.addKeyed(d);
     } else {
       const d = await diffKeylessTable(this.pair(), this.table, this.table.estimatedRows, { beforeTarget: () => this.settle() });
