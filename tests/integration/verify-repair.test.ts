@@ -17,7 +17,7 @@ import { WAL_END_SQL } from '../../src/postgres/lsn.js';
 import { tableHashes } from '../support/compare.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 import { startWriter, waitFor, writerSchemaSql, type Writer } from '../support/writer.js';
-import { runVerify, unequal } from './verify-helpers.js';
+import { nextDouble, richDatabase, runVerify, unequal } from './verify-helpers.js';
 
 const ODD = `"Odd ""Schema"""."Order Lines"`;
 
@@ -172,6 +172,42 @@ describe('verify --repair', () => {
     expect((await runVerify(source, srcDb, target, tgtDb, { sequences: false })).status).toBe('equal');
     const again = await repairRun(source, srcDb, target, tgtDb, { confirm: async () => true });
     expect(again.repair.status).toBe('nothing-to-repair');
+  });
+
+  it('repairs every type of the rich fixture back to what verify calls equal (floats, timestamps, numeric scale, bytea, inheritance)', async () => {
+    const [srcDb, tgtDb] = await Promise.all([richDatabase(source), richDatabase(target)]);
+    await source.query(`UPDATE shop.type_zoo SET n_free = 1.0 WHERE id = 40`, [], srcDb);
+    const [f8] = await source.query<{ f8: string }>(`SELECT f8::text AS f8 FROM shop.type_zoo WHERE id = 10`, [], srcDb);
+    await target.query(
+      `DELETE FROM "ümlaut_schema"."Tabelle mit Leerzeichen" WHERE id = 7;
+       DELETE FROM shop.events WHERE id = 500;
+       INSERT INTO shop.events VALUES (999999, '2024-06-01 00:00:00.000001+00', 'click', NULL);
+       UPDATE "Sales Data"."Order" SET "User" = NULL WHERE "select" = 2;
+       UPDATE shop.documents SET content = set_byte(content, 500000, (get_byte(content, 500000) + 1) % 256) WHERE id = 1;
+       UPDATE shop.type_zoo SET f8 = '${nextDouble(f8!.f8)}'::float8 WHERE id = 10;
+       UPDATE shop.type_zoo SET tstz = tstz + interval '1 microsecond' WHERE id = 20;
+       UPDATE shop.type_zoo SET js = jsonb_set(js, '{i}', '-1') WHERE id = 30;
+       UPDATE shop.type_zoo SET n_free = 1.00 WHERE id = 40;
+       UPDATE shop.audit_log SET message = 'changed' WHERE message = 'entry 7';
+       UPDATE ONLY shop.vehicles SET label = 'changed' WHERE id = 1;
+       UPDATE shop.trucks SET label = 'changed' WHERE id = (SELECT min(id) FROM shop.trucks);`,
+      [],
+      tgtDb,
+    );
+    const result = await repairRun(source, srcDb, target, tgtDb, { confirm: async () => true });
+    expect(unequal(result.report)).toEqual({});
+    expect(result.report.status).toBe('equal');
+    expect(result.repair.rowsSkipped).toBe(0);
+    const written = Object.fromEntries(result.repair.tables.map((t) => [`${t.schema}.${t.name}`, [t.inserted, t.updated, t.deleted]]));
+    expect(written).toMatchObject({
+      'ümlaut_schema.Tabelle mit Leerzeichen': [1, 0, 0],
+      'shop.events': [1, 0, 1],
+      'Sales Data.Order': [0, 1, 0],
+      'shop.documents': [0, 1, 0],
+      'shop.type_zoo': [0, 4, 0],
+      'shop.vehicles': [0, 1, 0],
+    });
+    expect(await tableHashes(target.conn(tgtDb))).toEqual(await tableHashes(source.conn(srcDb)));
   });
 
   describe('while a writer runs and the subscription applies', () => {
