@@ -213,8 +213,8 @@ export async function verifyAndRepair(opts: VerifyOptions, ro: RepairOptions): P
       repair.status = 'dry-run';
       return { report: first, repair };
     }
-    if (repair.rowsPlanned === 0) return { report: first, repair };
-    if (ro.confirm) {
+    // Nothing left to write (the located rows settled meanwhile): verify again below, without asking.
+    if (repair.rowsPlanned > 0 && ro.confirm) {
       repair.status = 'planned';
       if (!(await ro.confirm(repair))) {
         repair.status = 'declined';
@@ -245,7 +245,7 @@ export async function verifyAndRepair(opts: VerifyOptions, ro: RepairOptions): P
       }
     }
     total(repair);
-    repair.status = 'repaired';
+    repair.status = repair.rowsPlanned > 0 ? 'repaired' : 'nothing-to-repair';
   } catch (err) {
     if (opts.signal?.aborted) throw err;
     throw err instanceof PgferryError ? err : operationError(err, 'repair');
