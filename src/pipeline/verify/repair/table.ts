@@ -104,8 +104,15 @@ export class TableRepair {
     return { source: this.ctx.source, target: this.ctx.target };
   }
 
+  /** Key ranges follow the key index (as verify's chunk queries do); a table without a key is scanned. */
+  private async planFor(): Promise<void> {
+    const kind = this.table.key ? 'range' : 'whole';
+    await Promise.all([this.ctx.source.planFor(kind), this.ctx.target.planFor(kind)]);
+  }
+
   /** Plan the row differences of one range (keyed) or of the whole table (no key). */
   async planRange(range: KeyRange): Promise<void> {
+    await this.planFor();
     if (this.table.key) {
       let d = await diffKeyedChunk(this.pair(), this.table, range, { beforeTarget: () => this.settle() });
       // While replicating, the target is read after the source and may be ahead of it (rows inserted since look
@@ -172,6 +179,7 @@ export class TableRepair {
   /** Write the plan, round after round, until nothing is left or the rounds are used up. */
   async apply(): Promise<void> {
     const cols = await this.writeColumns();
+    await this.planFor();
     for (let round = 0; round < this.ctx.rounds; round++) {
       if (this.ctx.signal?.aborted) return;
       const retry = this.table.key ? await this.applyKeyed(cols) : await this.applyCopies(cols);
