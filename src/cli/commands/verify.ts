@@ -1,13 +1,16 @@
 /** pgferry verify: flags (+ the checkpoint's filters) → verify() → per-table ✓/✗ and a summary, or one JSON document. */
 import type { Argv } from 'yargs';
 import { splitList } from '../../config/names.js';
-import { ExitCode } from '../../errors.js';
-import { loadStoredInputs, verify, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyReport } from '../../pipeline/verify/index.js';
+import { ExitCode, UsageError } from '../../errors.js';
+import { loadStoredInputs, verify, verifyAndRepair, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyOptions, type VerifyReport } from '../../pipeline/verify/index.js';
 import { formatDuration, plural } from '../../units.js';
+import { confirm } from '../confirm.js';
 import { defineCommand } from '../define.js';
+import type { CommandContext } from '../context.js';
 import { jobsOption, type GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
-import { createProgress } from '../render/tasks.js';
+import { renderRepair, renderRepairPlan, repairExitCode } from '../render/repair.js';
+import { createProgress, type ProgressRenderer } from '../render/tasks.js';
 import { scopeSpecFromArgs, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface VerifyArgs extends ScopeArgs {
@@ -18,6 +21,9 @@ interface VerifyArgs extends ScopeArgs {
   lagTimeout: number;
   tables?: string[];
   sequences: boolean;
+  repair: boolean;
+  dryRun: boolean;
+  maxRepairRows?: number;
 }
 
 const GROUP = 'Verify:';
@@ -118,23 +124,42 @@ export const verifyCommand = defineCommand<VerifyArgs>({
         default: VERIFY_DEFAULTS.lagTimeoutMs / 1000,
         describe: 'Seconds to wait for the target to replay past a source position',
       })
-      .option('sequences', { type: 'boolean', group: GROUP, default: true, describe: 'Check sequence values (--no-sequences skips them until `pgferry sequences` has run at cutover)' }) as unknown as Argv<GlobalArgs>,
+      .option('sequences', { type: 'boolean', group: GROUP, default: true, describe: 'Check sequence values (--no-sequences skips them until `pgferry sequences` has run at cutover)' })
+      .option('repair', {
+        type: 'boolean',
+        group: GROUP,
+        default: false,
+        describe: 'Write the differing rows on the target (insert missing, update changed, delete extra), then verify again; asks first unless --yes',
+      })
+      .option('dry-run', { type: 'boolean', group: GROUP, default: false, describe: 'With --repair: list the rows that would change, write nothing' })
+      .option('max-repair-rows', {
+        type: 'number',
+        group: GROUP,
+        describe: 'With --repair: refuse (exit 1, nothing written) when more rows than this differ; re-copy such tables instead',
+      }) as unknown as Argv<GlobalArgs>,
   examples: [
     ['pgferry verify --source postgresql://app@old/shop --target postgresql://admin@new/shop', 'compare one database'],
     ['pgferry verify --tables "public.order*" --jobs 4 --json | jq .summary', 'a subset, as JSON'],
     ['pgferry verify --no-interactive && ./switch-traffic.sh', 'gate a cutover on the exit code'],
+    ['pgferry verify --repair --dry-run', 'list the rows a repair would write'],
   ],
   epilog:
     'Filters and time-filter cutoffs are read from the state that init left in --state-dir, so the same rows are compared.\n' +
-    'Exit codes: 0 everything equal · 1 differences found · 2 bad flags, or source and target are the same database · 3 a side cannot be reached · 4 a comparison failed',
+    'Exit codes: 0 everything equal · 1 differences found · 2 bad flags, or source and target are the same database · 3 a side cannot be reached · 4 a comparison failed\n' +
+    'With --repair: 0 everything equal after the repair · 1 differences remain (also after --dry-run, or when --max-repair-rows refuses) · 4 a table could not be repaired',
   async run(ctx, argv) {
+    if (!argv.repair && (argv.dryRun || argv.maxRepairRows !== undefined)) {
+      throw new UsageError(`${argv.dryRun ? '--dry-run' : '--max-repair-rows'} applies to a repair only`, { hint: 'add --repair' });
+    }
+    if (argv.repair && !argv.dryRun && !argv.yes && !ctx.interactive) {
+      throw new UsageError('verify --repair writes on the target: this needs a confirmation, and there is no terminal to ask', {
+        hint: 'add --yes to confirm, or --dry-run to list the changes without writing',
+      });
+    }
     const stored = await loadStoredInputs(ctx.stateDir);
     if (stored) ctx.out.debug(`filters and cutoffs from ${stored.stateFile}`);
     const scope = await scopeSpecFromArgs(argv, stored?.scope, ctx.config);
-    const progress = createProgress(ctx);
-    let report: Awaited<ReturnType<typeof verify>>;
-    try {
-      report = await verify({
+    const options: Omit<VerifyOptions, 'progress'> = {
         source: ctx.conn('source'),
         target: ctx.conn('target'),
         scope,
@@ -154,8 +179,12 @@ export const verifyCommand = defineCommand<VerifyArgs>({
         lagTimeoutMs: Number(argv.lagTimeout) * 1000,
         sequences: argv.sequences !== false,
         signal: ctx.signal,
-        progress,
-      });
+    };
+    if (argv.repair) return runRepair(ctx, argv, options);
+    const progress = createProgress(ctx);
+    let report: Awaited<ReturnType<typeof verify>>;
+    try {
+      report = await verify({ ...options, progress });
     } finally {
       progress.done();
     }
@@ -165,3 +194,39 @@ export const verifyCommand = defineCommand<VerifyArgs>({
     return code;
   },
 });
+
+/** verify --repair: the plan is shown and confirmed (or --yes) before anything is written. */
+async function runRepair(ctx: CommandContext, argv: GlobalArgs & VerifyArgs, options: Omit<VerifyOptions, 'progress'>): Promise<number> {
+  // Created on the first event, and again after the question (a task tree and a prompt cannot share the terminal).
+  let renderer: ProgressRenderer | undefined;
+  const pause = () => {
+    renderer?.done();
+    renderer = undefined;
+  };
+  let result: Awaited<ReturnType<typeof verifyAndRepair>>;
+  try {
+    result = await verifyAndRepair(
+      { ...options, progress: (e) => (renderer ??= createProgress(ctx))(e) },
+      {
+        dryRun: argv.dryRun,
+        maxRepairRows: argv.maxRepairRows ?? null,
+        confirm: async (plan) => {
+          if (argv.yes) return true;
+          pause();
+          ctx.out.print('Repair plan:');
+          renderRepairPlan(plan, ctx.out);
+          return confirm(ctx, `Write these ${plural(plan.rowsPlanned, 'row')} on the target?`, '--yes');
+        },
+      },
+    );
+  } finally {
+    pause();
+  }
+  const code = repairExitCode(result, exitCodeFor);
+  if (ctx.out.json) ctx.out.emitJson({ command: 'verify', ok: code === ExitCode.ok, exitCode: code, ...result.report, repair: result.repair });
+  else {
+    renderRepair(result.repair, ctx.out);
+    renderVerify(result.report, ctx.out);
+  }
+  return code;
+}

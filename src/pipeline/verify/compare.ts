@@ -35,6 +35,8 @@ export interface CompareSettings {
   lagTimeoutMs: number;
   replication: ReplicationLink;
   signal?: AbortSignal;
+  /** Told of every range whose difference was confirmed: a leaf range, a range not located further (--max-diffs), or a whole keyless table. */
+  onDifferentRange?: (range: KeyRange) => void;
 }
 
 function keyId(values: readonly string[]): string {
@@ -146,6 +148,7 @@ export class TableComparer {
     this.report.chunks++;
     if (same(s, t)) return;
     const differs = this.table.key ? await this.resolveRange(pair, range, s, t) : await this.recheckRange(pair, range);
+    if (differs && !this.table.key) this.settings.onDifferentRange?.(range);
     if (differs) this.report.chunksDifferent++;
     else this.report.rechecked++;
   }
@@ -178,6 +181,7 @@ export class TableComparer {
       // Enough keys listed: only make sure this range really differs.
       const differs = await this.recheckRange(pair, range);
       if (differs) this.report.diffsTruncated = true;
+      if (differs) this.settings.onDifferentRange?.(range);
       return differs;
     }
     const most = Math.max(s.n, t.n);
@@ -226,7 +230,9 @@ export class TableComparer {
     }
     for (const id of target.keys()) candidates.push(JSON.parse(id) as string[]);
     if (!candidates.length) return false;
-    return (await this.confirm(pair, candidates)) > 0;
+    const differs = (await this.confirm(pair, candidates)) > 0;
+    if (differs) this.settings.onDifferentRange?.(range);
+    return differs;
   }
 
   /**

@@ -5,6 +5,7 @@
 import type { ProgressSink } from '../shared/progress.js';
 import type { ScopeSpec } from '../../config/scope.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import type { KeyRange, VerifyTable } from './sql.js';
 
 export interface VerifyOptions {
   source: ResolvedConnInfo;
@@ -38,6 +39,17 @@ export interface VerifyOptions {
   sequences: boolean;
   signal?: AbortSignal;
   progress?: ProgressSink;
+  /** Told of every key range (or keyless table) whose difference verify confirmed; `verify --repair` collects them. */
+  onDifference?: (d: DifferingRange) => void;
+}
+
+/** A confirmed difference as a range of rows, with the connections of its database pair. */
+export interface DifferingRange {
+  sourceDatabase: string;
+  source: ResolvedConnInfo;
+  target: ResolvedConnInfo;
+  table: VerifyTable;
+  range: KeyRange;
 }
 
 export type DiffKind = 'missing' | 'extra' | 'different';

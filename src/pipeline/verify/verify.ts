@@ -131,7 +131,7 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   try {
     const ctx = await resolveDatabaseScope(opts, sourceDb, pairs[0]!);
     const catalog = await compareCatalogs(opts, pairs, ctx);
-    const { jobs, reports } = buildTableJobs(opts, ctx, catalog);
+    const { jobs, reports } = buildTableJobs(opts, pair, ctx, catalog);
     await planJobs(opts, pairs, jobs);
     await runChunks(opts, pairs, jobs, scopeLabel(sourceDb, tgtConn.dbname), progress);
     return databaseReport(sourceDb, tgtConn.dbname, catalog, reports, started);
@@ -181,7 +181,7 @@ async function compareCatalogs(opts: VerifyOptions, pairs: SessionPair[], ctx: D
 }
 
 /** One report per table in scope, and a comparison job for each table whose rows can be compared. */
-function buildTableJobs(opts: VerifyOptions, ctx: DatabaseScope, catalog: CatalogComparison): { jobs: TableJob[]; reports: TableReport[] } {
+function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseScope, catalog: CatalogComparison): { jobs: TableJob[]; reports: TableReport[] } {
   const { inScope, filters } = ctx;
   const { replication, schemaDiffs, targetCols } = catalog;
   const signal = opts.signal;
@@ -230,6 +230,7 @@ function buildTableJobs(opts: VerifyOptions, ctx: DatabaseScope, catalog: Catalo
       lagTimeoutMs: opts.lagTimeoutMs,
       replication,
       signal,
+      onDifferentRange: opts.onDifference && ((range) => opts.onDifference!({ sourceDatabase: pair.sourceDatabase, source: pair.sourceConn, target: pair.targetConn, table, range })),
     });
     jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
   }
