@@ -257,6 +257,23 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     if (!resumed && plan && o.confirm?.startCopy && !(await o.confirm.startCopy(plan))) {
       throw new UsageError('init cancelled before copying; nothing was written');
     }
+    // --drop-existing: ask about each non-empty target database now, before the state is written, so that a
+    // refusal (no terminal and no --yes, or "no") leaves nothing behind. initDatabase does not ask again.
+    const dropConfirmed = new Set<string>();
+    if (!resumed && o.dropExisting) {
+      for (const ctx of contexts) {
+        const st = await inspectTargetDatabase(o.target, ctx.target, ids.target.major);
+        if (st.empty) continue;
+        if (!(await (o.confirm?.dropDatabase ?? (async () => false))(ctx.target, describeObjectCounts(st.objects)))) {
+          throw new UsageError(`not dropping the target database "${ctx.target}"; nothing was written`);
+        }
+        dropConfirmed.add(ctx.target);
+      }
+    }
+    const dbOptions: InitOptions = !dropConfirmed.size ? o : {
+      ...o,
+      confirm: { ...o.confirm, dropDatabase: async (db, contents) => dropConfirmed.has(db) || !!(await o.confirm?.dropDatabase?.(db, contents)) },
+    };
 
     if (!state) {
       state = newState(identity, o, contexts, cutoffs, filters, problems);
@@ -280,7 +297,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     for (const ctx of contexts) {
       const d = state.databases[ctx.source]!;
       const report = await initDatabase({
-        options: o, store, d, signal, progress, warn,
+        options: dbOptions, store, d, signal, progress, warn,
         source: { conn: ctx.sourceConn, identity: ids.source },
         target: { conn: ctx.targetConn, identity: ids.target },
         tables: ctx.tables, allTables: ctx.allTables, fks: ctx.fks,
