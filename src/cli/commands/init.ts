@@ -12,7 +12,7 @@ import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import type { ProgressSink } from '../render/progress.js';
 import { createProgress, type ProgressRenderer } from '../render/tasks.js';
-import { confirmedByWizard, resolveRunScope } from '../run-options.js';
+import { confirmedByWizard, resolveRunScope, wizardRunOptions } from '../run-options.js';
 import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface InitArgs extends ScopeArgs {
@@ -247,12 +247,12 @@ export const initCommand = defineCommand<InitArgs>({
         stateDir: ctx.stateDir,
         pgBinDir: ctx.pgBinDir,
         jobs: argv.jobs,
-        noSync: !argv.sync,
+        noSync: !argv.sync || !!wizardRunOptions(ctx).noSync,
         noOwner: !argv.owner,
         noPrivileges: !argv.privileges,
         noRoles: !argv.roles,
         fkNotValid: argv.fkNotValid,
-        setReplicaIdentityFull: argv.setReplicaIdentityFull,
+        setReplicaIdentityFull: argv.setReplicaIdentityFull || !!wizardRunOptions(ctx).setReplicaIdentityFull,
         dropExisting: argv.dropExisting,
         restart: argv.restart,
         dryRun: argv.dryRun,
