@@ -4,6 +4,7 @@
  * in a real terminal (tmux), runs to the end: REPLICA IDENTITY FULL (and the
  * table then replicates UPDATE and DELETE through sync), leave it out, or
  * copy once without replication. The printed command carries the same flags.
+ * Likewise a time filter on a column outside the replica identity.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -119,5 +120,55 @@ describe.skipIf(!tmuxAvailable())('interactive init: tables without a row identi
     expect(await source.query("SELECT slot_name FROM pg_replication_slots WHERE database = $1", [db])).toEqual([]);
     const [s, t] = await Promise.all([tableHashes(source.conn(db)), tableHashes(target.conn(db))]);
     expect(t).toEqual(s);
+  });
+
+  it('a time filter that cannot be published: asked about, and copied once without replication', async () => {
+    const db = await createDatabase(
+      source,
+      uniqueDbName('wtime'),
+      `CREATE TABLE events (id int PRIMARY KEY, at timestamptz NOT NULL);
+       INSERT INTO events SELECT g, now() - g * interval '1 day' FROM generate_series(1, 100) g;
+       ANALYZE;`,
+    );
+    const stateDir = mkdtempSync(path.join(dir, 'state-'));
+    const cmd = `${process.execPath} ${cliPath} init --no-roles --source '${source.url(db)}' --target '${target.url(db)}' --state-dir '${stateDir}'`;
+    const t = openTerminal(cmd, { cwd: dir, width: 240, height: 60 });
+    terminals.push(t);
+    await t.waitFor(/Databases to copy/);
+    t.keys('Enter');
+    await t.waitFor(/tables to leave out[\s\S]*public\.events/);
+    t.keys('Enter');
+    await t.waitFor(/structure only, without rows/);
+    t.keys('Enter');
+    await t.waitFor('(time filter)?');
+    t.keys('y', 'Enter');
+    await t.waitFor(/table to filter by time[\s\S]*public\.events/);
+    t.keys('Enter');
+    await t.waitFor('is within the last');
+    t.type('30 days');
+    t.keys('Enter');
+    // The only table with a timestamp column is filtered now: no further "table to filter" question.
+    const asked = await t.waitFor(/public\.events: what should init do\?/);
+    expect(asked).toMatch(/at is not part of the replica identity, so init cannot publish the time filter on it/);
+    expect(asked).not.toContain('Copy this to the target?');
+    t.keys('Down', 'Down', 'Enter'); // copy once, without replication
+    await t.waitFor('Copy this to the target?');
+    t.keys('Enter');
+    await t.waitFor('Save these choices as a TOML file');
+    t.keys('Enter');
+    const screen = await t.waitFor(/EXIT:\d+/, 120_000);
+    expect(screen, screen).toContain('EXIT:0');
+    expect(screen).toMatch(/pgferry init .*--time-filter 'public\.events:at:30 days' --no-sync --no-interactive --yes/);
+    const st = JSON.parse(readFileSync(path.join(stateDir, 'state.json'), 'utf8')) as RunState;
+    expect(st.databases[db]!.slot).toBeNull();
+    const where = st.databases[db]!.filters['public.events']!;
+    expect(where).toMatch(/"at" >= '.+'::timestamptz/);
+    const [s, tg] = await Promise.all([
+      tableHashes(source.conn(db), [{ schema: 'public', name: 'events', where }]),
+      tableHashes(target.conn(db), [{ schema: 'public', name: 'events' }]),
+    ]);
+    expect(tg).toEqual(s);
+    expect(s['public.events']!.rows).toBeGreaterThan(20);
+    expect(s['public.events']!.rows).toBeLessThan(100);
   });
 });
