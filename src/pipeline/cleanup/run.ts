@@ -21,6 +21,7 @@ import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscripti
 import { resolvePairs, type ReplicationPair } from '../sync/pairs.js';
 import { loadSyncRecord, removeSyncRecord, syncRecordPath } from '../sync/record.js';
 import { dropSubscriptionKeepSlot } from '../sync/subscription.js';
+import { orphanedTablesyncSlots, targetSubscriptionOids } from './orphans.js';
 
 export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
 
@@ -72,7 +73,11 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
     const { ids, pairs } = await resolvePairs(o.source, o.target, o.scope ?? state?.scope ?? emptyScope(), state, o.stateDir);
     const plans: PairPlan[] = [];
     for (const pair of pairs) {
-      const sub = await withClient(pair.targetConn, (c) => readSubscription(c, pair.names.subscription), { label: 'the target' }).catch((err) => {
+      let allSubOids: Set<number> | undefined;
+      const sub = await withClient(pair.targetConn, async (c) => {
+        allSubOids = await targetSubscriptionOids(c);
+        return readSubscription(c, pair.names.subscription);
+      }, { label: 'the target' }).catch((err) => {
         // A target database that was never created holds nothing of ours.
         if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return undefined;
         throw err;
@@ -96,6 +101,8 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
             .map((s) => ({ s, ts: parseTablesyncSlot(s.name) }))
             .filter(({ ts }) => ts && subOids.has(ts.subscriptionOid) && ts.systemIdentifier === ids.target.systemIdentifier)
             .map(({ s }) => s.name);
+          // Those of subscriptions gone from the target (status lists them as leftovers).
+          if (allSubOids) for (const n of orphanedTablesyncSlots(candidates, ids.target.systemIdentifier, allSubOids)) if (!tablesync.includes(n)) tablesync.push(n);
           return { publication: !!pub, slots, tablesyncSlots: tablesync };
         },
         { label: 'the source' },
