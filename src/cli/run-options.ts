@@ -12,7 +12,7 @@ import { scopeSpecFromArgs, type ScopeArgs } from './scope-options.js';
 import { WizardCancelled, type WizardKind } from './wizard/outcome.js';
 
 export type RunKind = WizardKind;
-export { confirmedByWizard } from './wizard/outcome.js';
+export { confirmedByWizard, wizardRunOptions } from './wizard/outcome.js';
 
 /** Whether interactive mode runs: a terminal (ctx.interactive), and no scope flag or --config unless --interactive insists. */
 export function wantsWizard(ctx: CommandContext, argv: ScopeArgs & { interactive?: boolean }): boolean {

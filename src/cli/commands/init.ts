@@ -13,7 +13,7 @@ import { jobsOption, type GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import type { ProgressSink } from '../../pipeline/shared/progress.js';
 import { createProgress, type ProgressRenderer } from '../render/tasks.js';
-import { confirmedByWizard, resolveRunScope } from '../run-options.js';
+import { confirmedByWizard, resolveRunScope, wizardRunOptions } from '../run-options.js';
 import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface InitArgs extends ScopeArgs {
@@ -223,12 +223,12 @@ export const initCommand = defineCommand<InitArgs>({
         stateDir: ctx.stateDir,
         pgBinDir: ctx.pgBinDir,
         jobs: argv.jobs,
-        noSync: !argv.sync,
+        noSync: !argv.sync || !!wizardRunOptions(ctx).noSync,
         noOwner: !argv.owner,
         noPrivileges: !argv.privileges,
         noRoles: !argv.roles,
         fkNotValid: argv.fkNotValid,
-        setReplicaIdentityFull: argv.setReplicaIdentityFull,
+        setReplicaIdentityFull: argv.setReplicaIdentityFull || !!wizardRunOptions(ctx).setReplicaIdentityFull,
         dropExisting: argv.dropExisting,
         restart: argv.restart,
         dryRun: argv.dryRun,

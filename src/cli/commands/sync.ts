@@ -10,7 +10,7 @@ import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
-import { resolveRunScope } from '../run-options.js';
+import { resolveRunScope, wizardRunOptions } from '../run-options.js';
 import { explicitScope, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 const SYNC_GROUP = 'Sync:';
@@ -95,7 +95,7 @@ export const syncCommand = defineCommand<SyncArgs>({
         scope,
         stateDir: ctx.stateDir,
         copyData: argv.copyData,
-        setReplicaIdentityFull: argv.setReplicaIdentityFull,
+        setReplicaIdentityFull: argv.setReplicaIdentityFull || !!wizardRunOptions(ctx).setReplicaIdentityFull,
         subscriptionConninfo: argv.subscriptionConninfo,
         force: argv.force,
         wait: argv.wait,

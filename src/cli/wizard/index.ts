@@ -25,6 +25,7 @@ import { withoutPassword } from '../../postgres/redact.js';
 import { withSpinner } from '../render/tasks.js';
 import { markConfirmed, type WizardKind } from './outcome.js';
 import { flagsForSpec, shellQuote, specFromChoices, specToToml, type DatabaseChoices, type WizardChoices } from './plan.js';
+import { askAboutRefusals } from './refusals.js';
 
 const CONFIRM: Record<WizardKind, string> = {
   validate: 'Run the checks with this scope?',
@@ -251,10 +252,13 @@ export async function runWizard(ctx: CommandContext, kind: WizardKind, initial: 
   const databases = await chooseDatabases(ctx, initial, context);
   const picked: { choices: DatabaseChoices; tables: TableEntry[] }[] = [];
   for (const db of databases) picked.push(await chooseTables(ctx, db, initial, context));
+  // What init or sync would refuse is asked about now, before the summary and the confirmation.
+  const extra = await askAboutRefusals(ctx, kind, picked, context);
   const wizardChoices: WizardChoices = { connectionDatabase: source.dbname, databases: picked.map((p) => p.choices) };
   const spec = specFromChoices(wizardChoices);
 
   printSummary(ctx, kind, picked);
+  if (extra.length) ctx.out.print(`  with ${extra.join(' ')}\n`);
   const dryRun = (ctx.argv as { dryRun?: boolean }).dryRun === true;
   if (!(await confirm({ message: dryRun ? 'Show the plan for this scope?' : CONFIRM[kind], default: true }, context))) return undefined;
   markConfirmed(ctx);
@@ -264,8 +268,8 @@ export async function runWizard(ctx: CommandContext, kind: WizardKind, initial: 
   const raw = process.argv.slice(2);
   ctx.out.print();
   ctx.out.print('The same without questions:');
-  if (flags) ctx.out.print(`  ${equivalentCommand(raw, kind, flags)}`);
-  if (saved) ctx.out.print(`  ${equivalentCommand(raw, kind, ['--config', saved])}`);
+  if (flags) ctx.out.print(`  ${equivalentCommand(raw, kind, [...flags, ...extra])}`);
+  if (saved) ctx.out.print(`  ${equivalentCommand(raw, kind, ['--config', saved, ...extra])}`);
   if (!flags && !saved) ctx.out.print('  (different rules per database: save them to a file and pass --config FILE)');
   ctx.out.print(ctx.out.style('dim', `  scope fingerprint ${scopeHash(spec)}`));
   ctx.out.print();

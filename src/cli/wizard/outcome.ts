@@ -26,3 +26,21 @@ export function markConfirmed(ctx: CommandContext): void {
 export function confirmedByWizard(ctx: CommandContext): boolean {
   return confirmed.has(ctx);
 }
+
+/** Options the interactive mode's answers set on top of the flags (see refusals.ts). */
+export interface WizardRunOptions {
+  setReplicaIdentityFull?: boolean;
+  /** init only: copy once, without a replication slot. */
+  noSync?: boolean;
+}
+
+const runOptions = new WeakMap<CommandContext, WizardRunOptions>();
+
+export function setWizardRunOptions(ctx: CommandContext, options: WizardRunOptions): void {
+  runOptions.set(ctx, options);
+}
+
+/** What the interactive mode decided for this run (empty when it did not run or asked nothing). */
+export function wizardRunOptions(ctx: CommandContext): WizardRunOptions {
+  return runOptions.get(ctx) ?? {};
+}

@@ -21,6 +21,7 @@ import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscripti
 import { resolvePairs, type ReplicationPair, type ResolvedPairs } from '../shared/pairs.js';
 import { loadSyncRecord, removeSyncRecord, syncRecordPath, type SyncRecord } from '../../state/sync-record.js';
 import { dropSubscriptionKeepSlot } from '../shared/subscription.js';
+import { orphanedTablesyncSlots, targetSubscriptionOids } from './orphans.js';
 
 export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
 
@@ -99,7 +100,11 @@ async function planPair(
   state: RunState | undefined,
   record: SyncRecord | undefined,
 ): Promise<PairPlan> {
-  const sub = await withClient(pair.targetConn, (c) => readSubscription(c, pair.names.subscription), { label: 'the target' }).catch((err) => {
+  let allSubOids: Set<number> | undefined;
+  const sub = await withClient(pair.targetConn, async (c) => {
+    allSubOids = await targetSubscriptionOids(c);
+    return readSubscription(c, pair.names.subscription);
+  }, { label: 'the target' }).catch((err) => {
     // A target database that was never created holds nothing of ours.
     if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return undefined;
     throw err;
@@ -123,6 +128,8 @@ async function planPair(
         .map((s) => ({ s, ts: parseTablesyncSlot(s.name) }))
         .filter(({ ts }) => ts && subOids.has(ts.subscriptionOid) && ts.systemIdentifier === ids.target.systemIdentifier)
         .map(({ s }) => s.name);
+      // Those of subscriptions gone from the target (status lists them as leftovers).
+      if (allSubOids) for (const n of orphanedTablesyncSlots(candidates, ids.target.systemIdentifier, allSubOids)) if (!tablesync.includes(n)) tablesync.push(n);
       return { publication: !!pub, slots, tablesyncSlots: tablesync };
     },
     { label: 'the source' },

@@ -171,6 +171,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
       };
     }
     await refuseOrConfirm(o, ids, scopes, resumed, plan, warn);
+    const dbOptions = await confirmDrops(o, ids, scopes, resumed);
 
     if (!state) {
       state = newState(identity, o, scopes.contexts, scopes.cutoffs, scopes.filters, scopes.problems);
@@ -182,7 +183,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     const roles = await rolesPhase(o, ids, state, store, signal, progress, warn, phaseSeconds);
     const reports: DatabaseReport[] = [];
     for (const ctx of scopes.contexts) {
-      const report = await initDatabase(databaseRunContext(o, ids, ctx, state.databases[ctx.source]!, store, signal, progress, warn));
+      const report = await initDatabase(databaseRunContext(dbOptions, ids, ctx, state.databases[ctx.source]!, store, signal, progress, warn));
       for (const [k, v] of Object.entries(report.runPhaseSeconds)) phaseSeconds[k] = (phaseSeconds[k] ?? 0) + v;
       reports.push(report);
     }
@@ -313,6 +314,28 @@ async function refuseOrConfirm(
   if (!resumed && plan && o.confirm?.startCopy && !(await o.confirm.startCopy(plan))) {
     throw new UsageError('init cancelled before copying; nothing was written');
   }
+}
+
+/**
+ * --drop-existing: ask about each non-empty target database now, before the state is written, so that a
+ * refusal (no terminal and no --yes, or "no") leaves nothing behind. initDatabase does not ask again.
+ */
+async function confirmDrops(o: InitOptions, ids: ServerIds, scopes: ResolvedScopes, resumed: boolean): Promise<InitOptions> {
+  const dropConfirmed = new Set<string>();
+  if (!resumed && o.dropExisting) {
+    for (const ctx of scopes.contexts) {
+      const st = await inspectTargetDatabase(o.target, ctx.target, ids.target.major);
+      if (st.empty) continue;
+      if (!(await (o.confirm?.dropDatabase ?? (async () => false))(ctx.target, describeObjectCounts(st.objects)))) {
+        throw new UsageError(`not dropping the target database "${ctx.target}"; nothing was written`);
+      }
+      dropConfirmed.add(ctx.target);
+    }
+  }
+  return !dropConfirmed.size ? o : {
+    ...o,
+    confirm: { ...o.confirm, dropDatabase: async (db, contents) => dropConfirmed.has(db) || !!(await o.confirm?.dropDatabase?.(db, contents)) },
+  };
 }
 
 /** Roles, once per target server (unless --no-roles or done by an earlier run). */

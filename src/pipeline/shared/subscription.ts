@@ -78,8 +78,9 @@ export async function createSubscription(client: pg.Client, s: CreateSubscriptio
     `slot_name = ${quoteLiteral(s.slot)}`,
     `copy_data = ${s.copyData}`,
     `enabled = ${s.enabled}`,
-    `binary = ${s.binary}`,
   ];
+  // The option exists from PostgreSQL 14 on (a 13 or older target rejects it, even as false); false is its default.
+  if (s.binary) opts.push('binary = true');
   if (s.streaming) opts.push(`streaming = ${s.streaming}`);
   if (s.passwordNotRequired) opts.push('password_required = false');
   await client.query(

@@ -40,6 +40,7 @@ import {
   passwordWarning, refreshSubscription, setSubscriptionConninfo, stopSubscription, subscriptionConninfo, type SubscriptionConninfo,
 } from '../shared/subscription.js';
 import { emptyTargetTables, locateTargetTables, nonEmptyTables, type TargetTable } from './target-tables.js';
+import { isTransientServerError, TOLERATED_BREAK_MS } from './transient.js';
 
 export interface SyncOptions {
   source: ResolvedConnInfo;
@@ -556,9 +557,23 @@ async function waitUntilReplicating(
   const id = 'sync/wait';
   progress({ kind: 'start', id, title: 'waiting until every table replicates' });
   let brokenSince: number | null = null;
+  let unreachableSince: number | null = null;
   for (;;) {
     throwIfShuttingDown(signal);
-    const facts = await Promise.all(pairs.map((p) => collectPair(p, { source: ids.source.major, target: ids.target.major })));
+    let facts: Awaited<ReturnType<typeof collectPair>>[];
+    try {
+      facts = await Promise.all(pairs.map((p) => collectPair(p, { source: ids.source.major, target: ids.target.major })));
+      unreachableSince = null;
+    } catch (err) {
+      // A server restarting or a dropped connection: replication carries on by itself; poll again (a new connection
+      // each time) until the tolerated break is over, then report the error as it is.
+      if (!isTransientServerError(err)) throw err;
+      unreachableSince ??= Date.now();
+      if (Date.now() - unreachableSince > TOLERATED_BREAK_MS || Date.now() > deadline) throw err;
+      progress({ kind: 'update', id, detail: `reconnecting: ${(err as Error).message}` });
+      await sleep(o.pollMs ?? 1000, undefined, { signal }).catch(() => {});
+      continue;
+    }
     const dbs = facts.map((f) => assess(f, ids.target.systemIdentifier, maxLag));
     const total = dbs.reduce((n, d) => n + d.tables.total, 0);
     const ready = dbs.reduce((n, d) => n + d.tables.replicating, 0);
@@ -575,7 +590,7 @@ async function waitUntilReplicating(
     const broken = dbs.find((d) => d.health === 'broken');
     if (broken) brokenSince ??= Date.now();
     else brokenSince = null;
-    if (broken && brokenSince !== null && Date.now() - brokenSince > 60_000) {
+    if (broken && brokenSince !== null && Date.now() - brokenSince > TOLERATED_BREAK_MS) {
       const p = broken.problems.find((x) => x.level === 'broken')!;
       progress({ kind: 'end', id, status: 'fail', detail: p.message });
       throw new OperationError(`replication of "${broken.sourceDatabase}" is not working: ${p.message}`, { hint: p.fix ?? undefined });

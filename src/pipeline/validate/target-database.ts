@@ -72,8 +72,9 @@ export function checkTargetDatabase(f: TargetDatabaseFacts): CheckResult[] {
       warn(
         'database.target_not_empty',
         'target',
-        `target database ${f.name} already holds ${f.existingTables.length} table${f.existingTables.length > 1 ? 's' : ''}: init restores the schema into it and fails on tables that exist`,
-        `start from an empty database: DROP DATABASE ${db}; (init creates it), or drop the tables that are in the way`,
+        `target database ${f.name} already holds ${f.existingTables.length} table${f.existingTables.length > 1 ? 's' : ''}: ` +
+          'init refuses it (exit 2, nothing written) unless run with --drop-existing, which drops and re-creates the database after a confirmation (--yes skips it)',
+        `point --target at another database (init creates it), pass --drop-existing to init, or empty it first: DROP DATABASE ${db};`,
         { details: f.existingTables },
       ),
     );
