@@ -199,8 +199,6 @@ export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, 
   await withTransaction(c, async () => {
     for (const r of record.granted) await c.query(`GRANT CONNECT ON DATABASE ${db} TO ${quoteIdent(r)}`);
     for (const r of record.revoked) await c.query(`REVOKE CONNECT ON DATABASE ${db} FROM ${grantee(r.grantee)}`);
-  });
-  await withTransaction(c, async () => {
     await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(record.schema)}`);
     await c.query(
       `CREATE OR REPLACE FUNCTION ${qualifiedName(record.schema, FENCE_FUNCTION)}() RETURNS trigger LANGUAGE plpgsql AS $fence$
@@ -221,14 +219,16 @@ export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, 
     try {
       await withTransaction(c, async () => {
         await c.query("SET LOCAL lock_timeout = '2s'");
-        for (const t of plan.tables) {
+        // One round trip for every table (statements without parameters, all quoted by identifiers.ts).
+        const statements = plan.tables.flatMap((t) => {
           const table = qualifiedName(t.schema, t.name);
           const events = t.kind === 'r' ? 'INSERT OR UPDATE OR DELETE OR TRUNCATE' : 'INSERT OR UPDATE OR DELETE';
-          await c.query(`DROP TRIGGER IF EXISTS ${quoteIdent(FENCE_TRIGGER)} ON ${table}`);
-          await c.query(
+          return [
+            `DROP TRIGGER IF EXISTS ${quoteIdent(FENCE_TRIGGER)} ON ${table}`,
             `CREATE TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE ${events} ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${qualifiedName(record.schema, FENCE_FUNCTION)}()`,
-          );
-        }
+          ];
+        });
+        await c.query(statements.join(';\n'));
       });
       break;
     } catch (err) {

@@ -13,14 +13,15 @@ import { emptyScope, type ScopeSpec } from '../../config/scope.js';
 import { InterruptedError, OperationError, PgferryError, UsageError, errorMessage } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../../cli/render/progress.js';
-import { withClient } from '../../postgres/connect.js';
+import type pg from 'pg';
+import { connect, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { acquireLock, loadState } from '../../state/checkpoint.js';
 import { readPublication } from '../sync/catalog.js';
 import { resolvePairs, type ReplicationPair } from '../sync/pairs.js';
 import { runStatus } from '../status/index.js';
 import { waitForApplied } from './catch-up.js';
-import { fence, newFenceRecord, planFence, refuseUnfenceable, unfence, withSource, type FencePlan } from './fence.js';
+import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, unfence, withSource, type FencePlan } from './fence.js';
 import { runGate, type GateMode, type GatePair, type GateResult } from './gate.js';
 import { dropForwardSubscription, dropSourceSlot } from './hand-over.js';
 import { ensureReversePublication, ensureReverseSubscription, reverseNames } from './reverse.js';
@@ -130,15 +131,17 @@ interface Ctx {
 async function phase<T>(x: Ctx, name: CutoverPhase, title: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> {
   const id = `cutover/${name}`;
   const t0 = performance.now();
+  // The slot is taken at the start: phases that run at the same time are listed in the order they started.
+  const timing: PhaseTiming = { name, startMs: Math.round(t0 - x.started), ms: 0 };
+  x.phases.push(timing);
   x.progress({ kind: 'start', id, title });
   try {
     const r = await fn();
-    const ms = performance.now() - t0;
-    x.phases.push({ name, startMs: Math.round(t0 - x.started), ms: Math.round(ms) });
+    timing.ms = Math.round(performance.now() - t0);
     x.progress({ kind: 'end', id, status: 'ok', detail: detail?.(r) });
     return r;
   } catch (err) {
-    x.phases.push({ name, startMs: Math.round(t0 - x.started), ms: Math.round(performance.now() - t0) });
+    timing.ms = Math.round(performance.now() - t0);
     x.progress({ kind: 'end', id, status: 'fail', detail: errorMessage(err).split('\n')[0] });
     throw err;
   }
@@ -210,9 +213,17 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
     }
 
     // The plan: what the fence will do, per database (reads only).
-    const plans = handingOver
+    const looks = handingOver
       ? []
-      : await Promise.all(pairs.map((p) => withSource(p.sourceConn, (c) => planFence(c, p.sourceDatabase, p.names.publication, p.names.slot))));
+      : await Promise.all(
+          pairs.map((p) =>
+            withSource(p.sourceConn, async (c) => ({
+              plan: await planFence(c, p.sourceDatabase, p.names.publication, p.names.slot),
+              publication: await readPublication(c, p.names.publication, ids.source.major),
+            })),
+          ),
+        );
+    const plans = looks.map((l) => l.plan);
     refuseUnfenceable(plans);
     const plan: CutoverPlan = {
       databases: plans.map((pl, i) => ({
@@ -258,7 +269,15 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           cause: err,
         });
       };
+      // One session per side and database for the fence and the catch-up, opened before the first write is refused.
+      const sessions: { src: pg.Client; tgt: pg.Client }[] = [];
       try {
+        for (const p of pairs) {
+          sessions.push({
+            src: await connect(p.sourceConn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS } }),
+            tgt: await connect(p.targetConn, { label: 'the target', applicationName: 'pgferry cutover' }),
+          });
+        }
         // Fence every database first, then wait for all of them.
         await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {
           store.state.phase = 'fence';
@@ -269,7 +288,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
             d.fence = rec;
             await store.save();
             faultPoint('cutover.fence-recorded');
-            const r = await withSource(p.sourceConn, (c) => fence(c, plans[i]!, rec, o.signal));
+            const r = await fence(sessions[i]!.src, plans[i]!, rec, o.signal);
             rec.status = 'fenced';
             rec.fencedAt = new Date().toISOString();
             rec.sessionsEnded += r.sessionsEnded;
@@ -280,27 +299,32 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         }, () => pairs.map((p) => `${p.sourceDatabase} at ${store.db(p.sourceDatabase).fenceLsn}`).join(', '));
         faultPoint('cutover.after-fence');
 
+        // Catch-up, sequences and the large-object check only need the fence: they run at the same time.
         let reached = true;
-        await phase(x, 'catch-up', 'wait until the target has applied the fence LSN', async () => {
-          store.state.phase = 'catch-up';
-          const deadline = performance.now() + o.maxWaitMs;
-          for (const p of pairs) {
-            const d = store.db(p.sourceDatabase);
-            const r = await withClient(p.targetConn, (tc) =>
-              withSource(p.sourceConn, (sc) =>
-                waitForApplied(sc, p.names.slot, d.fenceLsn!, Math.max(0, deadline - performance.now()), {
-                  signal: o.signal,
-                  // A synchronous commit flushes the apply worker's asynchronous commits, so it can confirm them sooner.
-                  poke: async () => void (await tc.query('BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT')),
-                }),
-              ),
-              { label: 'the target', applicationName: 'pgferry cutover' },
-            );
-            d.appliedLsn = r.appliedLsn;
-            if (!r.reached) reached = false;
-          }
-          await store.save();
-        });
+        const [, seqs, los] = await Promise.all([
+          phase(x, 'catch-up', 'wait until the target has applied the fence LSN', async () => {
+            store.state.phase = 'catch-up';
+            const deadline = performance.now() + o.maxWaitMs;
+            for (const [i, p] of pairs.entries()) {
+              const d = store.db(p.sourceDatabase);
+              const { src, tgt } = sessions[i]!;
+              const r = await waitForApplied(src, p.names.slot, d.fenceLsn!, Math.max(0, deadline - performance.now()), {
+                signal: o.signal,
+                // A synchronous commit flushes the apply worker's asynchronous commits, so it can confirm them sooner.
+                poke: async () => void (await tgt.query('BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT')),
+              });
+              d.appliedLsn = r.appliedLsn;
+              if (!r.reached) reached = false;
+            }
+            await store.save();
+          }),
+          phase(x, 'sequences', 'sequences from the source (never lowered)', async () => {
+            const out = [];
+            for (const p of pairs) out.push(await moveSequences(p.sourceConn, p.targetConn));
+            return out;
+          }, (r) => `${r.reduce((n, q) => n + q.moved, 0)} moved`),
+          phase(x, 'large-objects', 'large objects', async () => Promise.all(pairs.map((p) => largeObjectCount(p.sourceConn)))),
+        ]);
         if (!reached) {
           await phase(x, 'aborted', 'catch-up timed out: lift the fence', async () => {
             await unfenceAll(store, pairs);
@@ -309,28 +333,17 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           return finish(x, store.state, 'catch-up-timeout', plan, null, false);
         }
         faultPoint('cutover.after-catch-up');
-
-        const seqs = await phase(x, 'sequences', 'sequences from the source (never lowered)', async () => {
-          store.state.phase = 'sequences';
-          const out = [];
-          for (const p of pairs) out.push(await moveSequences(p.sourceConn, p.targetConn));
-          return out;
-        }, (r) => `${r.reduce((n, s) => n + s.moved, 0)} moved`);
-        for (const [i, s] of seqs.entries()) {
-          if (s.missing.length) warn(x, `database ${pairs[i]!.sourceDatabase}: ${s.missing.length} sequences exist on the source only: ${s.missing.slice(0, 5).join(', ')}`);
+        for (const [i, q] of seqs.entries()) {
+          if (q.missing.length) warn(x, `database ${pairs[i]!.sourceDatabase}: ${q.missing.length} sequences exist on the source only: ${q.missing.slice(0, 5).join(', ')}`);
         }
         faultPoint('cutover.after-sequences');
-
-        const los = await phase(x, 'large-objects', 'large objects', async () => Promise.all(pairs.map((p) => largeObjectCount(p.sourceConn))));
         for (const [i, n] of los.entries()) {
           if (n > 0) warn(x, `database ${pairs[i]!.sourceDatabase} has ${n} large objects on the source: logical replication does not carry them and cutover does not copy changes made to them after init`);
         }
 
-        const gatePairs: GatePair[] = [];
-        for (const p of pairs) {
-          const pub = await withSource(p.sourceConn, (c) => readPublication(c, p.names.publication, ids.source.major));
-          gatePairs.push({ sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn, tables: pub?.tables ?? [] });
-        }
+        const gatePairs: GatePair[] = pairs.map((p, i) => ({
+          sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn, tables: looks[i]!.publication?.tables ?? [],
+        }));
         gate = await phase(x, 'gate', `gate: verify ${o.verify}`, async () => {
           store.state.phase = 'gate';
           return runGate({ mode: o.verify, source: o.source, target: o.target, stateDir: o.stateDir, scope, initState, pairs: gatePairs, jobs: o.jobs, signal: o.signal, progress: x.progress });
@@ -348,7 +361,11 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         return await handOver(x, store, ids, gate, plan, seqs);
       } catch (err) {
         if (store.state.phase === 'hand-over' || store.state.phase === 'reverse' || store.state.phase === 'done') throw err;
+        await Promise.all(sessions.flatMap((x2) => [x2.src.end().catch(() => {}), x2.tgt.end().catch(() => {})]));
+        sessions.length = 0;
         return await failed(err);
+      } finally {
+        await Promise.all(sessions.flatMap((x2) => [x2.src.end().catch(() => {}), x2.tgt.end().catch(() => {})]));
       }
     }
     return await handOver(x, store, ids, gate, plan, []);
