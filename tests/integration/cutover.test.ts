@@ -193,7 +193,7 @@ describe('cutover', () => {
   it('kill -9 at every phase: the state knows every fence, --abort lifts it, a rerun finishes; never a half hand-over', async () => {
     const s = await prepare('kill');
     const points = ['cutover.fence-recorded', 'cutover.after-fence', 'cutover.after-catch-up', 'cutover.after-sequences', 'cutover.after-gate'];
-    for (const [i, point] of points.entries()) {
+    for (const point of points) {
       const writer = appWriter(s);
       await waitFor('some commits', async () => writer.commits() > 10);
       const r = await runCliProcess(['cutover', '--yes', '--source', src.url(s.db), '--target', tgt.url(s.db), '--state-dir', s.dir], { env: { PGFERRY_FAULT_POINT: point } });
@@ -207,7 +207,7 @@ describe('cutover', () => {
       expect(rec.handOver).toBe('none');
       expect(await tgt.query(OWN_SUB, [], s.db), point).toEqual([{ subenabled: true }]);
 
-      if (i % 2 === 0) {
+      if (point !== 'cutover.after-fence') {
         const abort = await s.cli('cutover', '--abort');
         expect(abort.exitCode, `${point}: ${abort.stderr}`).toBe(0);
       } else {
