@@ -162,6 +162,14 @@ describe('cutover', () => {
     await waitFor('the row on the old source', async () => (await src.query('SELECT 1 FROM w_items WHERE id = $1', [id], s.db)).length === 1, 60_000);
     // The old source still refuses the application itself.
     expect(await appCan(src, s)).toMatch(/^connect: .*permission denied/);
+
+    // cleanup ends the reverse replication too (the fence stays).
+    const cleanup = await s.cli('cleanup', '--yes');
+    expect(cleanup.exitCode, cleanup.stderr).toBe(0);
+    expect(await src.query(OWN_SUB, [], s.db)).toEqual([]);
+    expect(await tgt.query("SELECT 1 FROM pg_publication WHERE pubname LIKE 'pgferry%'", [], s.db)).toEqual([]);
+    expect(await tgt.query("SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'pgferry%' AND database = $1", [s.db])).toEqual([]);
+    expect(await fenceSchemaExists(s.db)).toBe(true);
   });
 
   it('a difference on the target fails the gate: exit 1 with the located row, source writable again, replication still running', async () => {

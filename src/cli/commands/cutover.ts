@@ -26,7 +26,7 @@ function renderPlan(out: Output, plan: CutoverPlan): void {
     out.print(out.style('bold', `Database ${d.sourceDatabase} → ${d.targetDatabase}${plan.resuming ? ' (continuing an interrupted cutover)' : ''}`));
     out.print(`  fence     write trigger on ${d.tables.length} tables: ${d.tables.slice(0, 6).join(', ')}${d.tables.length > 6 ? ', …' : ''}`);
     out.print(`            CONNECT revoked from ${d.revokeConnect.map((r) => r ?? 'PUBLIC').join(', ') || 'nobody'}; kept for ${d.keepConnect.join(', ')}`);
-    out.print(`            ${d.sessions.length} sessions ended${d.sessions.length ? ': ' + d.sessions.slice(0, 8).map((s) => `${s.user ?? '?'} pid ${s.pid}${s.inTransaction ? ' (in a transaction)' : ''}`).join(', ') : ''}${d.sessions.length > 8 ? ', …' : ''}`);
+    out.print(`            ${d.sessions.length} sessions to end${d.sessions.length ? ': ' + d.sessions.slice(0, 8).map((s) => `${s.user ?? '?'} pid ${s.pid}${s.inTransaction ? ' (in a transaction)' : ''}`).join(', ') : ''}${d.sessions.length > 8 ? ', …' : ''}`);
     out.print(`  then      wait for the fence LSN on slot ${d.slot}, sequences, gate (--verify ${plan.verify}), drop subscription ${d.subscription} and its slot${plan.reverse ? ', reverse replication' : ''}`);
   }
 }

@@ -21,6 +21,7 @@ import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscripti
 import { resolvePairs, type ReplicationPair } from '../sync/pairs.js';
 import { loadSyncRecord, removeSyncRecord, syncRecordPath } from '../sync/record.js';
 import { dropSubscriptionKeepSlot } from '../sync/subscription.js';
+import { dropReverse, recordedReverse } from './reverse.js';
 
 export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
 
@@ -110,12 +111,18 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
       for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
       for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
     }
+    const reverse = recordedReverse(o.stateDir);
+    for (const r of reverse) {
+      items.push({ side: 'source', kind: 'subscription', database: r.sourceDatabase, name: r.subscription });
+      items.push({ side: 'target', kind: 'publication', database: r.targetDatabase, name: r.publication });
+    }
     const paths = statePaths(o.stateDir);
     for (const f of [paths.state, syncRecordPath(o.stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });
 
     if (o.dryRun || !items.length) return { command: 'cleanup', dryRun: !!o.dryRun, items, seconds: (performance.now() - started) / 1000 };
     if (o.confirm && !(await o.confirm(items))) throw new UsageError('cleanup cancelled; nothing was dropped');
 
+    for (const r of reverse) await dropReverse(o.source, o.target, r);
     for (const p of plans) {
       const id = `cleanup/${p.pair.sourceDatabase}`;
       progress({ kind: 'start', id, title: `database ${p.pair.sourceDatabase} → ${p.pair.targetDatabase}` });

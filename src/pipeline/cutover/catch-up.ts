@@ -49,6 +49,6 @@ export async function waitForApplied(
       poked++;
       await opts.poke().catch(() => {});
     }
-    await sleep(5);
+    await sleep(10);
   }
 }
