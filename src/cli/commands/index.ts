@@ -1,6 +1,7 @@
 /** Every registered subcommand, in the order of the pipeline. Register only commands that work. */
 import type { CommandDefinition } from '../define.js';
 import { cleanupCommand } from './cleanup.js';
+import { cutoverCommand } from './cutover.js';
 import { demoCommand } from './demo.js';
 import { initCommand } from './init.js';
 import { listCommand } from './list.js';
@@ -11,4 +12,4 @@ import { validateCommand } from './validate.js';
 import { verifyCommand } from './verify.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandDefinition<any>[] = [validateCommand, listCommand, initCommand, syncCommand, statusCommand, sequencesCommand, verifyCommand, cleanupCommand, demoCommand];
+export const commands: CommandDefinition<any>[] = [validateCommand, listCommand, initCommand, syncCommand, statusCommand, sequencesCommand, verifyCommand, cutoverCommand, cleanupCommand, demoCommand];

@@ -22,6 +22,7 @@ import { resolvePairs, type ReplicationPair, type ResolvedPairs } from '../share
 import { loadSyncRecord, removeSyncRecord, syncRecordPath, type SyncRecord } from '../../state/sync-record.js';
 import { dropSubscriptionKeepSlot } from '../shared/subscription.js';
 import { orphanedTablesyncSlots, targetSubscriptionOids } from './orphans.js';
+import { dropReverse, recordedReverse } from './reverse.js';
 
 export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
 
@@ -76,11 +77,13 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
       plans.push(await planPair(pair, ids, state, record));
     }
 
-    const items = listItems(plans, o.stateDir);
+    const reverse = recordedReverse(o.stateDir);
+    const items = listItems(plans, reverse, o.stateDir);
 
     if (o.dryRun || !items.length) return { command: 'cleanup', dryRun: !!o.dryRun, items, seconds: (performance.now() - started) / 1000 };
     if (o.confirm && !(await o.confirm(items))) throw new UsageError('cleanup cancelled; nothing was dropped');
 
+    for (const r of reverse) await dropReverse(o.source, o.target, r);
     for (const p of plans) {
       await dropPair(p, items, progress);
     }
@@ -138,13 +141,18 @@ async function planPair(
 }
 
 /** Everything the plans found, and the state files, in the order they are listed (and dropped). */
-function listItems(plans: PairPlan[], stateDir: string): CleanupItem[] {
+function listItems(plans: PairPlan[], reverse: ReturnType<typeof recordedReverse>, stateDir: string): CleanupItem[] {
   const items: CleanupItem[] = [];
   for (const p of plans) {
     if (p.subscription) items.push({ side: 'target', kind: 'subscription', database: p.pair.targetDatabase, name: p.subscription });
     if (p.publication) items.push({ side: 'source', kind: 'publication', database: p.pair.sourceDatabase, name: p.pair.names.publication });
     for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
     for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
+  }
+  // The replication back to the old source that `cutover --reverse` set up.
+  for (const r of reverse) {
+    items.push({ side: 'source', kind: 'subscription', database: r.sourceDatabase, name: r.subscription });
+    items.push({ side: 'target', kind: 'publication', database: r.targetDatabase, name: r.publication });
   }
   const paths = statePaths(stateDir);
   for (const f of [paths.state, syncRecordPath(stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });

@@ -4,12 +4,10 @@
  * without one, from --source/--target and the database scope: pgferry's
  * objects are found by their deterministic names.
  */
-import { emptyScope, type ScopeSpec } from '../../config/scope.js';
-import { loadState } from '../../state/checkpoint.js';
-import { resolvePairs } from '../shared/pairs.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { collectPair } from '../shared/health-facts.js';
-import { assess, DEFAULT_MAX_LAG, verdict, type DatabaseStatus, type Health, type MaxLagLimits } from '../shared/health-verdict.js';
+import type { ScopeSpec } from '../../config/scope.js';
+import { streamHealth } from '../shared/health.js';
+import type { DatabaseStatus, Health, MaxLagLimits } from '../shared/health-verdict.js';
 
 export interface StatusOptions {
   source: ResolvedConnInfo;
@@ -37,12 +35,7 @@ export interface StatusReport {
 
 export async function runStatus(o: StatusOptions): Promise<StatusReport> {
   const started = performance.now();
-  const state = await loadState(o.stateDir);
-  const maxLag = o.maxLag ?? DEFAULT_MAX_LAG;
-  const { ids, pairs } = await resolvePairs(o.source, o.target, o.scope ?? state?.scope ?? emptyScope(), state, o.stateDir);
-  const facts = await Promise.all(pairs.map((p) => collectPair(p, { source: ids.source.major, target: ids.target.major })));
-  const databases = facts.map((f) => assess(f, ids.target.systemIdentifier, maxLag));
-  const v = verdict(databases);
+  const { ids, fromState, maxLag, databases, verdict: v } = await streamHealth(o);
   const side = (i: typeof ids.source) => ({ endpoint: i.endpoint, major: i.major, systemIdentifier: i.systemIdentifier });
   return {
     command: 'status',
@@ -51,7 +44,7 @@ export async function runStatus(o: StatusOptions): Promise<StatusReport> {
     exitCode: v.exitCode,
     verdict: v.text,
     maxLag,
-    fromState: !!state,
+    fromState,
     source: side(ids.source),
     target: side(ids.target),
     databases,

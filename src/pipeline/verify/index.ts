@@ -4,3 +4,4 @@ export { loadStoredInputs, type StoredInputs } from './state-inputs.js';
 export type * from './types.js';
 export { verifyAndRepair, REPAIR_DEFAULTS } from './repair/run.js';
 export type * from './repair/types.js';
+export { runGate, type GateResult, type GateCount, type GateDatabase } from './gate.js';

@@ -1,0 +1,538 @@
+/**
+ * `cutover`: hand every database in scope over to the target, in this order —
+ * preconditions (replication healthy, the state directory's lock), fence the
+ * source, wait until the target has applied the fence LSN, move sequences,
+ * gate on a comparison, hand over (drop the subscription and its slot),
+ * optionally reverse replication — and report the phases in milliseconds.
+ *
+ * Every failure before the hand-over lifts the fence again (and says so);
+ * cutover.json always says whether the source may be fenced, so that after a
+ * kill -9 a rerun continues and `--abort` undoes.
+ */
+import { emptyScope, type ScopeSpec } from '../../config/scope.js';
+import { InterruptedError, OperationError, PgferryError, UsageError, errorMessage } from '../../errors.js';
+import { faultPoint } from '../../fault.js';
+import type { ProgressSink } from '../shared/progress.js';
+import type pg from 'pg';
+import { connect, withClient } from '../../postgres/connect.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { acquireLock, loadState } from '../../state/checkpoint.js';
+import { readPublication } from '../shared/replication-catalog.js';
+import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
+import { streamHealth } from '../shared/health.js';
+import { waitForApplied } from './catch-up.js';
+import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, unfence, withSource, type FencePlan } from './fence.js';
+import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
+import { dropForwardSubscription, dropSourceSlot } from './hand-over.js';
+import { ensureReversePublication, ensureReverseSubscription, reverseNames } from './reverse.js';
+import { moveSequences } from './sequences.js';
+import {
+  CUTOVER_STATE_VERSION,
+  CutoverStore,
+  loadCutoverState,
+  mayBeFenced,
+  removeCutoverState,
+  type CutoverPhase,
+  type CutoverState,
+} from './state.js';
+
+export interface CutoverOptions {
+  source: ResolvedConnInfo;
+  target: ResolvedConnInfo;
+  stateDir: string;
+  /** Databases when there is no state (default: the source connection's database). */
+  scope?: ScopeSpec;
+  verify: GateMode;
+  /** The comparison behind --verify (verify's runGate, handed in by the caller). */
+  gate: Gate;
+  /** Longest wait for the target to apply the fence LSN. */
+  maxWaitMs: number;
+  reverse: boolean;
+  dryRun: boolean;
+  /** verify's sessions per side for the gate. */
+  jobs: number;
+  /** Shown the plan; false stops before anything is changed (exit 2). */
+  confirm?: (plan: CutoverPlan) => Promise<boolean>;
+  signal?: AbortSignal;
+  progress?: ProgressSink;
+}
+
+export interface CutoverPlan {
+  databases: {
+    sourceDatabase: string;
+    targetDatabase: string;
+    subscription: string;
+    slot: string;
+    /** Tables that get the fence trigger. */
+    tables: string[];
+    /** CONNECT revoked from these (null: PUBLIC). */
+    revokeConnect: (string | null)[];
+    /** Keep CONNECT: pgferry's role and the subscription's walsender role. */
+    keepConnect: string[];
+    sessions: FencePlan['sessions'];
+  }[];
+  verify: GateMode;
+  reverse: boolean;
+  /** A run killed earlier is continued. */
+  resuming: boolean;
+}
+
+export interface PhaseTiming {
+  name: CutoverPhase;
+  /** ms after this run started. */
+  startMs: number;
+  ms: number;
+}
+
+export type CutoverOutcome = 'handed-over' | 'already-handed-over' | 'dry-run' | 'gate-failed' | 'catch-up-timeout';
+
+export interface CutoverDatabaseReport {
+  sourceDatabase: string;
+  targetDatabase: string;
+  fenceLsn: string | null;
+  appliedLsn: string | null;
+  tablesFenced: number;
+  sessionsEnded: number;
+  sessionsInTransaction: number;
+  sequencesMoved: number;
+  sequencesMissing: string[];
+  reverse: { publication: string; subscription: string } | null;
+}
+
+export interface CutoverReport {
+  command: 'cutover';
+  ok: boolean;
+  exitCode: 0 | 1;
+  outcome: CutoverOutcome;
+  dryRun: boolean;
+  /** The fence LSN of the first database (see databases[] for each). */
+  fenceLsn: string | null;
+  /** From the first refused application write to the target being ready (sequences set, gate passed). */
+  writeUnavailableMs: number | null;
+  /** The gate's share of writeUnavailableMs. */
+  gateMs: number | null;
+  phases: PhaseTiming[];
+  /** Is the source fenced now? */
+  sourceFenced: boolean;
+  plan: CutoverPlan;
+  databases: CutoverDatabaseReport[];
+  gate: GateResult | null;
+  warnings: string[];
+  ms: number;
+}
+
+interface Ctx {
+  o: CutoverOptions;
+  pairs: ReplicationPair[];
+  progress: ProgressSink;
+  started: number;
+  phases: PhaseTiming[];
+  warnings: string[];
+}
+
+async function phase<T>(x: Ctx, name: CutoverPhase, title: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> {
+  const id = `cutover/${name}`;
+  const t0 = performance.now();
+  // The slot is taken at the start: phases that run at the same time are listed in the order they started.
+  const timing: PhaseTiming = { name, startMs: Math.round(t0 - x.started), ms: 0 };
+  x.phases.push(timing);
+  x.progress({ kind: 'start', id, title });
+  try {
+    const r = await fn();
+    timing.ms = Math.round(performance.now() - t0);
+    x.progress({ kind: 'end', id, status: 'ok', detail: detail?.(r) });
+    return r;
+  } catch (err) {
+    timing.ms = Math.round(performance.now() - t0);
+    x.progress({ kind: 'end', id, status: 'fail', detail: errorMessage(err).split('\n')[0] });
+    throw err;
+  }
+}
+
+function warn(x: Ctx, message: string): void {
+  x.warnings.push(message);
+  x.progress({ kind: 'log', level: 'warn', message });
+}
+
+/** Lift the fence of every database the state says may be fenced. */
+async function unfenceAll(store: CutoverStore, pairs: ReplicationPair[]): Promise<void> {
+  for (const p of pairs) {
+    const d = store.state.databases[p.sourceDatabase];
+    if (!d || !mayBeFenced(d.fence)) continue;
+    d.fence!.status = 'unfencing';
+    await store.save();
+    await withSource(p.sourceConn, (c) => unfence(c, p.sourceDatabase, d.fence!));
+    d.fence!.status = 'unfenced';
+    await store.save();
+  }
+}
+
+function newState(o: CutoverOptions, pairs: ReplicationPair[]): CutoverState {
+  const now = new Date().toISOString();
+  const databases: CutoverState['databases'] = {};
+  for (const p of pairs) {
+    databases[p.sourceDatabase] = { sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, fence: null, fenceLsn: null, appliedLsn: null, handOver: 'none', reverse: null };
+  }
+  return { version: CUTOVER_STATE_VERSION, startedAt: now, updatedAt: now, phase: 'preconditions', options: { reverse: o.reverse, verify: o.verify }, readyAt: null, databases };
+}
+
+async function largeObjectCount(conn: ResolvedConnInfo): Promise<number> {
+  return withSource(conn, async (c) => Number((await c.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_largeobject_metadata')).rows[0]!.n));
+}
+
+export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
+  const started = performance.now();
+  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [] };
+  const release = o.dryRun ? undefined : await acquireLock(o.stateDir);
+  try {
+    const initState = await loadState(o.stateDir);
+    const previous = await loadCutoverState(o.stateDir);
+    const scope = o.scope ?? initState?.scope ?? emptyScope();
+    const { ids, pairs } = await resolvePairs(o.source, o.target, scope, initState, o.stateDir);
+    x.pairs = pairs;
+    const resuming = !!previous && previous.phase !== 'done' && previous.phase !== 'aborted';
+    const handingOver = resuming && Object.values(previous.databases).some((d) => d.handOver !== 'none');
+    const emptyPlan: CutoverPlan = { databases: [], verify: o.verify, reverse: o.reverse, resuming };
+
+    if (previous?.phase === 'done') {
+      return baseReport(x, previous, 'already-handed-over', emptyPlan, null, o.dryRun);
+    }
+    if (resuming && previous.options.reverse !== o.reverse) {
+      throw new UsageError(`a cutover of this migration was interrupted ${previous.options.reverse ? 'with' : 'without'} --reverse; run it again the same way`, {
+        hint: previous.options.reverse ? 'add --reverse' : 'leave out --reverse (or pgferry cutover --abort first)',
+      });
+    }
+
+    // Preconditions: replication healthy (not needed when the hand-over has begun: the subscription is gone by design).
+    if (!handingOver) {
+      await phase(x, 'preconditions', 'replication is healthy', async () => {
+        const st = await streamHealth({ source: o.source, target: o.target, stateDir: o.stateDir, scope });
+        if (st.verdict.health !== 'healthy') {
+          throw new UsageError(`replication is not healthy, so nothing was fenced: ${st.verdict.text}`, { hint: 'fix what pgferry status reports, then run cutover again' });
+        }
+        return st;
+      }, (st) => st.verdict.text);
+    }
+
+    // The plan: what the fence will do, per database (reads only).
+    const looks = handingOver
+      ? []
+      : await Promise.all(
+          pairs.map((p) =>
+            withSource(p.sourceConn, async (c) => ({
+              plan: await planFence(c, p.sourceDatabase, p.names.publication, p.names.slot),
+              publication: await readPublication(c, p.names.publication, ids.source.major),
+            })),
+          ),
+        );
+    const plans = looks.map((l) => l.plan);
+    refuseUnfenceable(plans);
+    const plan: CutoverPlan = {
+      databases: plans.map((pl, i) => ({
+        sourceDatabase: pairs[i]!.sourceDatabase,
+        targetDatabase: pairs[i]!.targetDatabase,
+        subscription: pairs[i]!.names.subscription,
+        slot: pairs[i]!.names.slot,
+        tables: pl.tables.map((t) => `${t.schema}.${t.name}`),
+        revokeConnect: (previous?.databases[pl.database]?.fence?.revoked ?? pl.revoke).map((r) => r.grantee),
+        keepConnect: pl.keep,
+        sessions: pl.sessions,
+      })),
+      verify: o.verify,
+      reverse: o.reverse,
+      resuming,
+    };
+    if (o.dryRun) return baseReport(x, previous, 'dry-run', plan, null, true);
+    if (o.confirm && !(await o.confirm(plan))) throw new UsageError('cutover cancelled; nothing was changed');
+
+    const store = new CutoverStore(o.stateDir, resuming ? previous : newState(o, pairs));
+    await store.save();
+    let gate: GateResult | null = null;
+
+    if (!handingOver) {
+      const failed = async (err: unknown): Promise<never> => {
+        // Before the hand-over every failure lifts the fence again.
+        let unfenced = false;
+        try {
+          await unfenceAll(store, pairs);
+          await removeCutoverState(o.stateDir);
+          unfenced = true;
+        } catch (e2) {
+          warn(x, `lifting the fence failed: ${errorMessage(e2)}`);
+        }
+        if (err instanceof InterruptedError || o.signal?.aborted) {
+          throw new InterruptedError(`cutover interrupted; ${unfenced ? 'the source was unfenced and replication keeps running' : 'the source may still be fenced: run pgferry cutover --abort to lift the fence, or pgferry cutover to continue'}`);
+        }
+        if (err instanceof PgferryError && err.exitCode === 2) throw err;
+        throw new OperationError(`cutover failed before the hand-over: ${errorMessage(err)}`, {
+          hint: unfenced
+            ? 'the source was unfenced and replication keeps running; run pgferry cutover again'
+            : 'the source may still be fenced: run pgferry cutover again to continue, or pgferry cutover --abort to lift the fence',
+          cause: err,
+        });
+      };
+      // One session per side and database for the fence and the catch-up, opened before the first write is refused.
+      const sessions: { src: pg.Client; tgt: pg.Client }[] = [];
+      try {
+        for (const p of pairs) {
+          sessions.push({
+            src: await connect(p.sourceConn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS } }),
+            tgt: await connect(p.targetConn, { label: 'the target', applicationName: 'pgferry cutover' }),
+          });
+        }
+        // Fence every database first, then wait for all of them.
+        await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {
+          store.state.phase = 'fence';
+          for (const [i, p] of pairs.entries()) {
+            const d = store.db(p.sourceDatabase);
+            const rec = d.fence && mayBeFenced(d.fence) ? d.fence : newFenceRecord(plans[i]!);
+            rec.status = 'fencing';
+            d.fence = rec;
+            await store.save();
+            faultPoint('cutover.fence-recorded');
+            const r = await fence(sessions[i]!.src, plans[i]!, rec, o.signal);
+            rec.status = 'fenced';
+            rec.fencedAt = new Date().toISOString();
+            rec.sessionsEnded += r.sessionsEnded;
+            rec.sessionsInTransaction += r.sessionsInTransaction;
+            d.fenceLsn = r.fenceLsn;
+            await store.save();
+          }
+        }, () => pairs.map((p) => `${p.sourceDatabase} at ${store.db(p.sourceDatabase).fenceLsn}`).join(', '));
+        faultPoint('cutover.after-fence');
+
+        // Catch-up, sequences and the large-object check only need the fence: they run at the same time.
+        let reached = true;
+        const [, seqs, los] = await Promise.all([
+          phase(x, 'catch-up', 'wait until the target has applied the fence LSN', async () => {
+            store.state.phase = 'catch-up';
+            const deadline = performance.now() + o.maxWaitMs;
+            for (const [i, p] of pairs.entries()) {
+              const d = store.db(p.sourceDatabase);
+              const { src, tgt } = sessions[i]!;
+              const r = await waitForApplied(src, p.names.slot, d.fenceLsn!, Math.max(0, deadline - performance.now()), {
+                signal: o.signal,
+                // A synchronous commit flushes the apply worker's asynchronous commits, so it can confirm them sooner.
+                poke: async () => void (await tgt.query('BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT')),
+              });
+              d.appliedLsn = r.appliedLsn;
+              if (!r.reached) reached = false;
+            }
+            await store.save();
+          }),
+          phase(x, 'sequences', 'sequences from the source (never lowered)', async () => {
+            const out = [];
+            for (const p of pairs) out.push(await moveSequences(p.sourceConn, p.targetConn));
+            return out;
+          }, (r) => `${r.reduce((n, q) => n + q.moved, 0)} moved`),
+          phase(x, 'large-objects', 'large objects', async () => Promise.all(pairs.map((p) => largeObjectCount(p.sourceConn)))),
+        ]);
+        if (!reached) {
+          await phase(x, 'aborted', 'catch-up timed out: lift the fence', async () => {
+            await unfenceAll(store, pairs);
+            await removeCutoverState(o.stateDir);
+          });
+          return finish(x, store.state, 'catch-up-timeout', plan, null, false);
+        }
+        faultPoint('cutover.after-catch-up');
+        for (const [i, q] of seqs.entries()) {
+          if (q.missing.length) warn(x, `database ${pairs[i]!.sourceDatabase}: ${q.missing.length} sequences exist on the source only: ${q.missing.slice(0, 5).join(', ')}`);
+        }
+        faultPoint('cutover.after-sequences');
+        for (const [i, n] of los.entries()) {
+          if (n > 0) warn(x, `database ${pairs[i]!.sourceDatabase} has ${n} large objects on the source: logical replication does not carry them and cutover does not copy changes made to them after init`);
+        }
+
+        const gatePairs: GatePair[] = pairs.map((p, i) => ({
+          sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn, tables: looks[i]!.publication?.tables ?? [],
+        }));
+        gate = await phase(x, 'gate', `gate: verify ${o.verify}`, async () => {
+          store.state.phase = 'gate';
+          return o.gate({ mode: o.verify, source: o.source, target: o.target, stateDir: o.stateDir, scope, initState, pairs: gatePairs, jobs: o.jobs, signal: o.signal, progress: x.progress });
+        }, (g) => (g.mode === 'none' ? 'skipped (--verify none)' : g.ok ? 'equal' : 'DIFFERENT'));
+        if (!gate.ok) {
+          await phase(x, 'aborted', 'the gate found differences: lift the fence', async () => {
+            await unfenceAll(store, pairs);
+            await removeCutoverState(o.stateDir);
+          });
+          return finish(x, store.state, 'gate-failed', plan, gate, false, seqs);
+        }
+        store.state.readyAt = new Date().toISOString();
+        await store.save();
+        faultPoint('cutover.after-gate');
+        return await handOver(x, store, ids, gate, plan, seqs);
+      } catch (err) {
+        if (store.state.phase === 'hand-over' || store.state.phase === 'reverse' || store.state.phase === 'done') throw err;
+        await Promise.all(sessions.flatMap((x2) => [x2.src.end().catch(() => {}), x2.tgt.end().catch(() => {})]));
+        sessions.length = 0;
+        return await failed(err);
+      } finally {
+        await Promise.all(sessions.flatMap((x2) => [x2.src.end().catch(() => {}), x2.tgt.end().catch(() => {})]));
+      }
+    }
+    return await handOver(x, store, ids, gate, plan, []);
+  } finally {
+    await release?.();
+  }
+}
+
+async function handOver(
+  x: Ctx,
+  store: CutoverStore,
+  ids: { source: { systemIdentifier: string; major: number }; target: { systemIdentifier: string; major: number } },
+  gate: GateResult | null,
+  plan: CutoverPlan,
+  seqs: Awaited<ReturnType<typeof moveSequences>>[],
+): Promise<CutoverReport> {
+  const { o, pairs } = x;
+  try {
+    store.state.phase = 'hand-over';
+    await store.save();
+    await phase(x, 'hand-over', 'hand over: subscription disabled and dropped, slot dropped', async () => {
+      for (const p of pairs) {
+        const d = store.db(p.sourceDatabase);
+        if (d.handOver === 'none') {
+          await withClient(p.targetConn, (c) => dropForwardSubscription(c, p.names.subscription), { label: 'the target', applicationName: 'pgferry cutover' });
+          d.handOver = 'subscription-dropped';
+          await store.save();
+          faultPoint('cutover.after-subscription-drop');
+        }
+        if (d.handOver === 'subscription-dropped') {
+          await withSource(p.sourceConn, (c) => dropSourceSlot(c, p.names.slot));
+          d.handOver = 'slot-dropped';
+          await store.save();
+        }
+      }
+    });
+    if (o.reverse) {
+      store.state.phase = 'reverse';
+      await phase(x, 'reverse', 'reverse replication: target → old source', async () => {
+        for (const p of pairs) {
+          const d = store.db(p.sourceDatabase);
+          const names = reverseNames({ sourceSystemIdentifier: ids.source.systemIdentifier, targetSystemIdentifier: ids.target.systemIdentifier }, p.sourceDatabase, p.targetDatabase);
+          d.reverse = { ...names, created: false };
+          await store.save();
+          const pub = await withSource(p.sourceConn, (c) => readPublication(c, p.names.publication, ids.source.major));
+          await withClient(p.targetConn, (c) => ensureReversePublication(c, names.publication, pub?.tables ?? [], pub?.viaRoot ?? false, ids.target.major), { label: 'the target' });
+          const w = await withSource(p.sourceConn, (c) => ensureReverseSubscription(c, names, o.target, p.targetDatabase, ids.source.major));
+          if (w) warn(x, w);
+          d.reverse.created = true;
+          await store.save();
+        }
+      });
+    }
+    for (const p of pairs) store.db(p.sourceDatabase).handOver = 'done';
+    store.state.phase = 'done';
+    await store.save();
+    return finish(x, store.state, 'handed-over', plan, gate, true, seqs);
+  } catch (err) {
+    if (err instanceof InterruptedError || o.signal?.aborted) {
+      throw new InterruptedError('cutover interrupted during the hand-over; the source stays fenced: run pgferry cutover again to finish the hand-over');
+    }
+    throw new OperationError(`the hand-over failed part-way: ${errorMessage(err)}`, {
+      hint: 'the source stays fenced and the target is not yet complete: run pgferry cutover again to finish the hand-over (--abort can no longer undo it)',
+      cause: err,
+    });
+  }
+}
+
+function ms(from: string | null | undefined, to: string | null | undefined): number | null {
+  if (!from || !to) return null;
+  return Math.max(0, new Date(to).getTime() - new Date(from).getTime());
+}
+
+function baseReport(x: Ctx, s: CutoverState | undefined, outcome: CutoverOutcome, plan: CutoverPlan, gate: GateResult | null, dryRun: boolean): CutoverReport {
+  return finish(x, s, outcome, plan, gate, outcome === 'already-handed-over' || outcome === 'dry-run', [], dryRun);
+}
+
+function finish(
+  x: Ctx,
+  s: CutoverState | undefined,
+  outcome: CutoverOutcome,
+  plan: CutoverPlan,
+  gate: GateResult | null,
+  ok: boolean,
+  seqs: Awaited<ReturnType<typeof moveSequences>>[] = [],
+  dryRun = false,
+): CutoverReport {
+  const dbs = Object.values(s?.databases ?? {});
+  const fenceStart = dbs.map((d) => d.fence?.startedAt).filter((v): v is string => !!v).sort()[0];
+  const databases: CutoverDatabaseReport[] = dbs.map((d, i) => ({
+    sourceDatabase: d.sourceDatabase,
+    targetDatabase: d.targetDatabase,
+    fenceLsn: d.fenceLsn,
+    appliedLsn: d.appliedLsn,
+    tablesFenced: d.fence?.tables.length ?? 0,
+    sessionsEnded: d.fence?.sessionsEnded ?? 0,
+    sessionsInTransaction: d.fence?.sessionsInTransaction ?? 0,
+    sequencesMoved: seqs[i]?.moved ?? 0,
+    sequencesMissing: seqs[i]?.missing ?? [],
+    reverse: d.reverse ? { publication: d.reverse.publication, subscription: d.reverse.subscription } : null,
+  }));
+  // After a gate failure or a catch-up timeout the fence was lifted; a dry run changes nothing.
+  const sourceFenced = (outcome === 'handed-over' || outcome === 'already-handed-over') && dbs.some((d) => mayBeFenced(d.fence));
+  return {
+    command: 'cutover',
+    ok,
+    exitCode: ok ? 0 : 1,
+    outcome,
+    dryRun,
+    fenceLsn: dbs[0]?.fenceLsn ?? null,
+    writeUnavailableMs: outcome === 'dry-run' ? null : ms(fenceStart, s?.readyAt ?? null),
+    gateMs: gate ? gate.ms : null,
+    phases: x.phases,
+    sourceFenced,
+    plan,
+    databases: outcome === 'dry-run' ? [] : databases,
+    gate,
+    warnings: x.warnings,
+    ms: Math.round(performance.now() - x.started),
+  };
+}
+
+export interface AbortReport {
+  command: 'cutover';
+  abort: true;
+  ok: boolean;
+  /** Databases whose fence was lifted. */
+  unfenced: string[];
+  message: string;
+}
+
+/** `--abort`: lift the fence of an unfinished cutover (before the hand-over) and forget it. */
+export async function abortCutover(o: Pick<CutoverOptions, 'source' | 'target' | 'stateDir' | 'scope' | 'progress'>): Promise<AbortReport> {
+  const release = await acquireLock(o.stateDir);
+  try {
+    const s = await loadCutoverState(o.stateDir);
+    if (!s || s.phase === 'aborted') {
+      await removeCutoverState(o.stateDir);
+      return { command: 'cutover', abort: true, ok: true, unfenced: [], message: 'no unfinished cutover in this state directory: nothing to undo' };
+    }
+    if (s.phase === 'done' || Object.values(s.databases).some((d) => d.handOver !== 'none')) {
+      throw new UsageError(
+        s.phase === 'done'
+          ? 'the cutover is finished: the target is the primary and the source is fenced on purpose; --abort cannot undo a hand-over'
+          : 'the hand-over has begun (the subscription is gone): --abort cannot undo it',
+        { hint: s.phase === 'done' ? 'to move back, migrate in the other direction (or use the reverse replication of --reverse)' : 'run pgferry cutover again to finish the hand-over' },
+      );
+    }
+    const initState = await loadState(o.stateDir);
+    const { pairs } = await resolvePairs(o.source, o.target, o.scope ?? initState?.scope ?? emptyScope(), initState, o.stateDir);
+    const known = new Set(pairs.map((p) => p.sourceDatabase));
+    const missing = Object.keys(s.databases).filter((d) => !known.has(d));
+    if (missing.length) throw new UsageError(`the interrupted cutover fenced databases outside the scope given now: ${missing.join(', ')}`, { hint: 'run --abort with the scope of the cutover' });
+    const store = new CutoverStore(o.stateDir, s);
+    const unfenced = pairs.filter((p) => mayBeFenced(s.databases[p.sourceDatabase]?.fence ?? null)).map((p) => p.sourceDatabase);
+    await unfenceAll(store, pairs);
+    await removeCutoverState(o.stateDir);
+    return {
+      command: 'cutover',
+      abort: true,
+      ok: true,
+      unfenced,
+      message: unfenced.length ? `fence lifted on ${unfenced.join(', ')}; replication keeps running` : 'nothing was fenced; the unfinished cutover is forgotten',
+    };
+  } finally {
+    await release();
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * cutover against real clusters, with a pgbench-style writer running as a
+ * normal application role (not a superuser) until the fence stops it:
+ * the hand-over (source refuses the application, target equals the source at
+ * the fence, sequences at or ahead, the application inserts on the target at
+ * once), --reverse (a row written on the target reaches the old source), a
+ * gate failure (exit 1, source writable again, replication still running),
+ * and kill -9 at every phase followed by --abort or a rerun: the state always
+ * knows about a fence, and there is never a half hand-over.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/local/cluster.js';
+import { runStatus } from '../../src/pipeline/status/index.js';
+import { runCliProcess } from '../support/cli.js';
+import { tableHashes } from '../support/compare.js';
+import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
+import { startWriter, untilCaughtUp, waitFor, WRITER_TABLES, writerSchemaSql, type Writer } from '../support/writer.js';
+
+const clusters = useClusters();
+let src: LocalCluster;
+let tgt: LocalCluster;
+const tmpDirs: string[] = [];
+const APP_PASSWORD = 'app-secret-pw';
+
+beforeAll(async () => {
+  [src, tgt] = await Promise.all([clusters.start({ name: 'cut-src' }), clusters.start({ name: 'cut-tgt' })]);
+});
+afterAll(async () => {
+  await Promise.all(tmpDirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+interface Setup {
+  db: string;
+  app: string;
+  dir: string;
+  cli: (...args: string[]) => ReturnType<typeof runCliProcess>;
+}
+
+/** A database with the writer's tables and a quiet table, an application role, init and sync done. */
+async function prepare(prefix: string): Promise<Setup> {
+  const db = await createDatabase(src, uniqueDbName(prefix), writerSchemaSql(500) + "CREATE TABLE quiet (id int PRIMARY KEY, v text); INSERT INTO quiet SELECT g, 'q' || g FROM generate_series(1, 200) g;");
+  const app = `app_${db}`.slice(0, 60);
+  await src.query(`CREATE ROLE ${app} LOGIN PASSWORD '${APP_PASSWORD}'`);
+  await src.query(`GRANT ALL ON ALL TABLES IN SCHEMA public TO ${app}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO ${app}`, [], db);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-cutover-'));
+  tmpDirs.push(dir);
+  const cli = (...args: string[]) => runCliProcess([...args, '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir]);
+  const init = await cli('init', '--yes');
+  expect(init.exitCode, init.stderr).toBe(0);
+  const sync = await cli('sync', '--wait-timeout', '120');
+  expect(sync.exitCode, sync.stderr).toBe(0);
+  // Roles are copied without passwords: the application gets its password on the new server.
+  await tgt.query(`ALTER ROLE ${app} PASSWORD '${APP_PASSWORD}'`);
+  return { db, app, dir, cli };
+}
+
+function appWriter(s: Setup): Writer {
+  return startWriter(src.conn(s.db, s.app, APP_PASSWORD), { pauseMs: 2 });
+}
+
+async function appCan(c: LocalCluster, s: Setup): Promise<string> {
+  const client = new pg.Client({ host: '127.0.0.1', port: c.port, user: s.app, password: APP_PASSWORD, database: s.db });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    return `connect: ${(err as Error).message}`;
+  }
+  try {
+    const { rows } = await client.query<{ id: string }>("INSERT INTO w_items (qty, note) VALUES (1, 'after') RETURNING id::text AS id");
+    return `inserted ${rows[0]!.id}`;
+  } catch (err) {
+    return `insert: ${(err as Error).message}`;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function fenceSchemaExists(db: string): Promise<boolean> {
+  return (await src.query("SELECT 1 FROM pg_namespace WHERE nspname = 'pgferry_fence'", [], db)).length > 0;
+}
+
+function cutoverState(dir: string): { phase: string; databases: Record<string, { fence: { status: string } | null; handOver: string }> } | undefined {
+  const f = path.join(dir, 'cutover.json');
+  return existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : undefined;
+}
+
+async function stopWriter(w: Writer): Promise<number> {
+  return w.stop().catch(() => w.commits());
+}
+
+const OWN_SUB = 'SELECT subenabled FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())';
+
+describe('cutover', () => {
+  it('hands over under an application writer: source refuses it, target equal at the fence, sequences ahead, inserts work at once', async () => {
+    const s = await prepare('cut');
+    const writer = appWriter(s);
+    await waitFor('some commits', async () => writer.commits() > 50);
+    const r = await s.cli('cutover', '--yes', '--json');
+    const commits = await stopWriter(writer);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(commits).toBeGreaterThan(50);
+    const doc = JSON.parse(r.stdout) as {
+      ok: boolean; outcome: string; writeUnavailableMs: number; fenceLsn: string; phases: { name: string; ms: number }[]; sourceFenced: boolean;
+      databases: { sessionsEnded: number; sequencesMoved: number; tablesFenced: number }[];
+    };
+    expect(doc).toMatchObject({ ok: true, outcome: 'handed-over', sourceFenced: true });
+    expect(doc.fenceLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    expect(typeof doc.writeUnavailableMs).toBe('number');
+    expect(doc.phases.map((p) => p.name)).toEqual(['preconditions', 'fence', 'catch-up', 'sequences', 'large-objects', 'gate', 'hand-over']);
+    expect(doc.databases[0]!.sessionsEnded).toBeGreaterThanOrEqual(1);
+    expect(doc.databases[0]!.tablesFenced).toBe(5);
+    expect(r.stdout).not.toContain(src.password);
+
+    // The application can no longer write on the source: no login, and the trigger refuses even a superuser.
+    expect(await appCan(src, s)).toMatch(/^connect: .*permission denied/);
+    await expect(src.query("INSERT INTO w_items (qty, note) VALUES (1, 'late')", [], s.db)).rejects.toThrow(/fenced by pgferry/);
+    await expect(src.query('TRUNCATE quiet', [], s.db)).rejects.toThrow(/fenced by pgferry/);
+
+    // Every table on the target equals the source at the fence (the source cannot have changed since).
+    const [source, target] = await Promise.all([tableHashes(src.conn(s.db)), tableHashes(tgt.conn(s.db))]);
+    expect(Object.keys(source).sort()).toEqual([...WRITER_TABLES.map((t) => `public.${t}`), 'public.quiet'].sort());
+    expect(target).toEqual(source);
+    const seq = async (c: LocalCluster) => BigInt((await c.query<{ v: string }>('SELECT last_value::text AS v FROM w_items_id_seq', [], s.db))[0]!.v);
+    expect(await seq(tgt)).toBeGreaterThanOrEqual(await seq(src));
+    const maxSrc = BigInt((await src.query<{ m: string }>('SELECT max(id)::text AS m FROM w_items', [], s.db))[0]!.m);
+
+    // Replication is gone: subscription on the target, slot on the source.
+    expect(await tgt.query(OWN_SUB, [], s.db)).toEqual([]);
+    expect(await src.query("SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'pgferry%' AND database = $1", [s.db])).toEqual([]);
+    expect(cutoverState(s.dir)?.phase).toBe('done');
+
+    // The application inserts on the target right away; its serial key continues past every source key.
+    const ins = await appCan(tgt, s);
+    expect(ins).toMatch(/^inserted \d+$/);
+    expect(BigInt(ins.split(' ')[1]!)).toBeGreaterThan(maxSrc);
+
+    // Running it again says it is done; --abort refuses to undo a hand-over.
+    const again = await s.cli('cutover', '--yes');
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/already handed over/);
+    const abort = await s.cli('cutover', '--abort');
+    expect(abort.exitCode).toBe(2);
+    expect(await fenceSchemaExists(s.db)).toBe(true);
+  });
+
+  it('--reverse: a row written on the new primary reaches the old source', async () => {
+    const s = await prepare('rev');
+    const writer = appWriter(s);
+    await waitFor('some commits', async () => writer.commits() > 20);
+    const r = await s.cli('cutover', '--yes', '--reverse', '--verify', 'none');
+    await stopWriter(writer);
+    expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    const ins = await appCan(tgt, s);
+    expect(ins).toMatch(/^inserted \d+$/);
+    const id = ins.split(' ')[1]!;
+    await waitFor('the row on the old source', async () => (await src.query('SELECT 1 FROM w_items WHERE id = $1', [id], s.db)).length === 1, 60_000);
+    // The old source still refuses the application itself.
+    expect(await appCan(src, s)).toMatch(/^connect: .*permission denied/);
+
+    // cleanup ends the reverse replication too (the fence stays).
+    const cleanup = await s.cli('cleanup', '--yes');
+    expect(cleanup.exitCode, cleanup.stderr).toBe(0);
+    expect(await src.query(OWN_SUB, [], s.db)).toEqual([]);
+    expect(await tgt.query("SELECT 1 FROM pg_publication WHERE pubname LIKE 'pgferry%'", [], s.db)).toEqual([]);
+    expect(await tgt.query("SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'pgferry%' AND database = $1", [s.db])).toEqual([]);
+    expect(await fenceSchemaExists(s.db)).toBe(true);
+  });
+
+  it('a difference on the target fails the gate: exit 1 with the located row, source writable again, replication still running', async () => {
+    const s = await prepare('gate');
+    // Changed behind replication's back, in a table nobody writes.
+    await tgt.query("SET session_replication_role = replica; UPDATE quiet SET v = 'changed' WHERE id = 42", [], s.db);
+    const writer = appWriter(s);
+    await waitFor('some commits', async () => writer.commits() > 20);
+    const r = await s.cli('cutover', '--yes', '--json');
+    await stopWriter(writer);
+    expect(r.exitCode, r.stderr).toBe(1);
+    const doc = JSON.parse(r.stdout) as { ok: boolean; outcome: string; sourceFenced: boolean; gate: { verify: { databases: { tables: { name: string; diffs: { kind: string; key: Record<string, string> }[] }[] }[] } } };
+    expect(doc).toMatchObject({ ok: false, outcome: 'gate-failed', sourceFenced: false });
+    const quiet = doc.gate.verify.databases[0]!.tables.find((t) => t.name === 'quiet')!;
+    expect(quiet.diffs).toEqual([{ kind: 'different', key: { id: '42' } }]);
+
+    expect(await fenceSchemaExists(s.db)).toBe(false);
+    expect(await appCan(src, s)).toMatch(/^inserted \d+$/);
+    expect(cutoverState(s.dir)).toBeUndefined();
+    expect(await tgt.query(OWN_SUB, [], s.db)).toEqual([{ subenabled: true }]);
+    const w2 = appWriter(s);
+    await waitFor('more commits', async () => w2.commits() > 20);
+    await stopWriter(w2);
+    await untilCaughtUp(src, tgt, s.db, s.dir);
+    const st = await runStatus({ source: src.conn(s.db), target: tgt.conn(s.db), stateDir: s.dir });
+    expect(st.health).toBe('healthy');
+  });
+
+  it('kill -9 at every phase: the state knows every fence, --abort lifts it, a rerun finishes; never a half hand-over', async () => {
+    const s = await prepare('kill');
+    const points = ['cutover.fence-recorded', 'cutover.after-fence', 'cutover.after-catch-up', 'cutover.after-sequences', 'cutover.after-gate'];
+    for (const point of points) {
+      const writer = appWriter(s);
+      await waitFor('some commits', async () => writer.commits() > 10);
+      const r = await runCliProcess(['cutover', '--yes', '--source', src.url(s.db), '--target', tgt.url(s.db), '--state-dir', s.dir], { env: { PGFERRY_FAULT_POINT: point } });
+      await stopWriter(writer);
+      expect(r.exitCode, `${point}: ${r.stderr}`).toBe(-1);
+      // A fence in place is always in the state; nothing was handed over.
+      const st = cutoverState(s.dir);
+      expect(st, point).toBeDefined();
+      const rec = Object.values(st!.databases)[0]!;
+      if (await fenceSchemaExists(s.db)) expect(rec.fence?.status, point).toMatch(/^(fencing|fenced)$/);
+      expect(rec.handOver).toBe('none');
+      expect(await tgt.query(OWN_SUB, [], s.db), point).toEqual([{ subenabled: true }]);
+
+      if (point !== 'cutover.after-fence') {
+        const abort = await s.cli('cutover', '--abort');
+        expect(abort.exitCode, `${point}: ${abort.stderr}`).toBe(0);
+      } else {
+        // A rerun that stops at the gate's fault point again, then --abort.
+        const again = await runCliProcess(['cutover', '--yes', '--source', src.url(s.db), '--target', tgt.url(s.db), '--state-dir', s.dir], { env: { PGFERRY_FAULT_POINT: 'cutover.after-gate' } });
+        expect(again.exitCode, again.stderr).toBe(-1);
+        const abort = await s.cli('cutover', '--abort', '--json');
+        expect(abort.exitCode, abort.stderr).toBe(0);
+        expect(JSON.parse(abort.stdout)).toMatchObject({ ok: true, unfenced: [s.db] });
+      }
+      expect(await fenceSchemaExists(s.db), point).toBe(false);
+      expect(cutoverState(s.dir), point).toBeUndefined();
+      expect(await appCan(src, s), point).toMatch(/^inserted \d+$/);
+    }
+
+    // Killed in the middle of the hand-over: --abort refuses, a rerun finishes it.
+    const writer = appWriter(s);
+    await waitFor('some commits', async () => writer.commits() > 10);
+    const r = await runCliProcess(['cutover', '--yes', '--source', src.url(s.db), '--target', tgt.url(s.db), '--state-dir', s.dir], { env: { PGFERRY_FAULT_POINT: 'cutover.after-subscription-drop' } });
+    await stopWriter(writer);
+    expect(r.exitCode, r.stderr).toBe(-1);
+    expect(cutoverState(s.dir)!.phase).toBe('hand-over');
+    expect(await tgt.query(OWN_SUB, [], s.db)).toEqual([]);
+    const abort = await s.cli('cutover', '--abort');
+    expect(abort.exitCode).toBe(2);
+    expect(abort.stderr).toMatch(/hand-over has begun/);
+    const rerun = await s.cli('cutover', '--yes');
+    expect(rerun.exitCode, rerun.stderr).toBe(0);
+    expect(cutoverState(s.dir)!.phase).toBe('done');
+    expect(await src.query("SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'pgferry%' AND database = $1", [s.db])).toEqual([]);
+    const [source, target] = await Promise.all([tableHashes(src.conn(s.db)), tableHashes(tgt.conn(s.db))]);
+    expect(target).toEqual(source);
+    expect(await appCan(src, s)).toMatch(/^connect: /);
+  });
+});
