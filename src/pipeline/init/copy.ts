@@ -43,6 +43,7 @@ import {
 } from './parts.js';
 import { runPool } from './pool.js';
 import { formatBytes } from '../../units.js';
+import { maskedSelectList } from '../shared/masking.js';
 
 export interface CopySession {
   /** In a REPEATABLE READ transaction that ran SET TRANSACTION SNAPSHOT. */
@@ -62,6 +63,8 @@ export interface CopyPartOptions {
   columns: string[];
   /** SQL predicate (constants only), applied on the source side. */
   filter?: string | undefined;
+  /** SELECT list that masks columns (data rules), in `columns` order; the source then always runs COPY (SELECT …). */
+  select?: string | undefined;
   format: CopyFormat;
   /** Unsplit relation: TRUNCATE + COPY … FREEZE in one target transaction. */
   truncateAndFreeze: boolean;
@@ -318,13 +321,13 @@ function columnList(columns: readonly string[]): string {
 }
 
 /** The source statement: plain COPY when there is neither filter nor range, else COPY (SELECT … FROM ONLY …). */
-export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null): string {
+export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null, select?: string): string {
   const rel = qualifiedName(relation.schema, relation.name);
   // The newline ends a trailing "--" comment in the filter, which would otherwise swallow the range.
   const conds = [filter?.trim() ? `(${filter.trim()}\n)` : null, rangePredicate(range)].filter((c): c is string => !!c);
-  if (!conds.length) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
-  const select = columns.length ? quoteIdentList(columns) : '';
-  return `COPY (SELECT ${select} FROM ONLY ${rel} WHERE ${conds.join(' AND ')}) TO STDOUT (FORMAT ${format})`;
+  if (!conds.length && !select) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
+  const list = select ?? (columns.length ? quoteIdentList(columns) : '');
+  return `COPY (SELECT ${list} FROM ONLY ${rel}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}) TO STDOUT (FORMAT ${format})`;
 }
 
 /** The target statement. */
@@ -356,7 +359,7 @@ export async function copyPart(s: CopySession, part: TablePart, o: CopyPartOptio
     await s.target.query('BEGIN');
     if (o.truncateAndFreeze) await s.target.query(`TRUNCATE ONLY ${rel}`);
     const sink = s.target.query(copyInFrames(copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
-    const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range), { highWaterMark: HIGH_WATER_MARK }));
+    const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }));
     const srcDone = readyForQuery(s.source, src);
     let firstFailure: 'source' | 'target' | undefined;
     // Persistent listeners: a stream may report the connection's death after the pipeline settled.
@@ -457,6 +460,8 @@ export interface TableCopyPlan {
   key: string;
   filter?: string | undefined;
   columns: string[];
+  /** Masking SELECT list (data rules), or undefined. */
+  select?: string | undefined;
   format: CopyFormat;
   parts: TablePart[];
   /** Relations of this table cut into more than one part (truncated up front, no FREEZE). */
@@ -492,6 +497,7 @@ export async function planCopy(client: pg.Client, inputs: readonly CopyTableInpu
       key: tableKey(t),
       filter: input.filter,
       columns: cols.map((c) => c.name),
+      select: maskedSelectList(cols.map((c) => c.name), t.masking),
       format: chooseFormat(cols, types, opts.sourceMajor, opts.targetMajor),
       parts,
       splitRelations,
@@ -637,7 +643,7 @@ export async function copyTables(opts: CopyTablesOptions): Promise<CopyTablesRep
           const session = await sessionFor(slot);
           attemptBytes = 0;
           try {
-            result = await copyPart(session, part, { columns: plan.columns, filter: plan.filter, format: plan.format, truncateAndFreeze, signal, onBytes });
+            result = await copyPart(session, part, { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes });
           } catch (err) {
             run.bytes -= attemptBytes;
             if (signal.aborted || attempt >= retries || !partRetryable(err)) throw err;

@@ -31,6 +31,8 @@ import { listCandidateSlots, originProgress, parseTablesyncSlot, readPublication
 import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from './checks.js';
 import { resolvePairs, type ReplicationPair } from './pairs.js';
 import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange } from './publication.js';
+import { changedDataRules, maskedSummary, streamingRefusal } from '../shared/masking-catalog.js';
+import { installMaskTriggers } from '../shared/masking-target.js';
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from './record.js';
 import {
   advanceOrigin, checkCustomConninfo, chooseBinary, chooseStreaming, createSubscription, dropSubscriptionKeepSlot, enableSubscription,
@@ -225,6 +227,8 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
     const fullRoots = new Set(idProblems.map((p) => p.rootOid));
     const canPublish = ids.source.superuser || pubScope.every((t) => t.isOwner);
     await checkRowFilters(src, pubScope, { major: ids.source.major, canPublish, fullIdentity: fullRoots });
+    const maskingRefusal = streamingRefusal(ids.source.major, pubScope) ?? changedDataRules(x.state?.scope, x.scope, db);
+    if (maskingRefusal) throw maskingRefusal;
     const onTarget = await locateTargetTables(tgt, published);
     const missing = onTarget.filter((t) => t.oid === null);
     if (missing.length) {
@@ -322,6 +326,10 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
       await setReplicaIdentityFull(tgt, there);
       x.progress({ kind: 'log', level: 'info', message: `REPLICA IDENTITY FULL set on ${tables.map((t) => displayName(t.schema, t.name)).join(', ')}` });
     }
+
+    // Masked columns are computed on the target before the subscription can apply a row (masking-target.ts).
+    const masked = await installMaskTriggers(tgt, pubScope);
+    if (masked.length) x.progress({ kind: 'log', level: 'info', message: `masked columns computed on the target for ${maskedSummary(pubScope).join(', ')}` });
 
     const immediate = published.filter((p) => ['snapshot', 'kept'].includes(routes.get(tableKey(p.schema, p.name))!));
     let deferred = published.filter((p) => ['resync', 'copy'].includes(routes.get(tableKey(p.schema, p.name))!));
