@@ -238,7 +238,7 @@ export interface TableMasking {
 
 /** Minimum text length a unique rule produces (a varchar(n) must hold it, or the cast would cut it and lose uniqueness). */
 export const RULE_LENGTH: Partial<Record<RuleName, number>> = {
-  unique_email: 44, unique_phone: 19, unique_secret: 39, random_letter: 1, random_string: 12, random_ip: 15,
+  unique_email: 44, unique_phone: 20, unique_secret: 39, random_letter: 1, random_string: 12, random_ip: 15,
 };
 
 /** The masked value of one column as SQL; `ref` turns a column name into a reference (bare in SELECT, NEW."x" in a trigger). */
@@ -254,7 +254,7 @@ export function maskExpression(mask: ColumnMask, keyColumns: readonly string[] |
       expr = `md5(${keyText()}) || '@example.com'`;
       break;
     case 'unique_phone':
-      expr = `'+' || lpad((('x' || substr(md5(${keyText()}), 1, 15))::bit(60)::int8)::text, 18, '0')`;
+      expr = `'+' || lpad((('x' || substr(md5(${keyText()}), 1, 15))::bit(60)::int8)::text, 19, '0')`;
       break;
     case 'unique_secret':
       expr = `'secret_' || md5(${keyText()})`;
@@ -328,7 +328,7 @@ export function verifyPlan(m: TableMasking | undefined): { sourceExpr: Map<strin
   return { sourceExpr, skipped };
 }
 
-/** One line per masked column, for list and status: "email: unique_email (data_rules.email)". */
+/** One entry per masked column, for validate, list and status: "email (unique_email)". */
 export function describeMasks(m: TableMasking | undefined): string[] {
-  return (m?.masks ?? []).map((x) => `${x.column}: ${describeRule(x.rule)}`);
+  return (m?.masks ?? []).map((x) => `${x.column} (${describeRule(x.rule)})`);
 }
