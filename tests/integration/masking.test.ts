@@ -21,6 +21,8 @@ import { ExitCode, PgferryError, UsageError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
 import { runSync } from '../../src/pipeline/sync/index.js';
+import { runStatus } from '../../src/pipeline/status/index.js';
+import { runCleanup } from '../../src/pipeline/cleanup/index.js';
 import { runCliProcess } from '../support/cli.js';
 import { tableHashes } from '../support/compare.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
@@ -228,6 +230,20 @@ describe('masking during init and sync', () => {
     const list = await runCliProcess(['list', db, '--source', src.url(db), '--config', configFile, '--state-dir', dir]);
     expect(list.exitCode, list.stderr).toBe(0);
     expect(list.stdout).toContain('masked: public.customers: email (unique_email), phone (unique_phone), name (random_letter)');
+
+    // status shows which columns the publication keeps on the source (read from the publication's column list).
+    const status = await runStatus({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
+    expect(status.databases[0]!.publication.masked).toEqual([
+      { schema: 'public', name: 'customers', columns: ['email', 'phone', 'name', 'born', 'api_token', 'api_key', 'visits'] },
+    ]);
+    const statusText = await runCliProcess(['status', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir]);
+    expect(statusText.stdout).toContain('masked public.customers: email, phone, name, born, api_token, api_key, visits (computed on the target)');
+
+    // cleanup drops the masking trigger and its function with the rest.
+    const cleaned = await runCleanup({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
+    expect(cleaned.items).toContainEqual({ side: 'target', kind: 'mask-trigger', database: db, name: 'public.customers' });
+    expect(await count(tgt, db, "SELECT 1 FROM pg_trigger WHERE tgname = 'pgferry_mask'")).toBe(0);
+    expect(await count(tgt, db, "SELECT 1 FROM pg_proc WHERE proname LIKE 'pgferry\\_mask\\_%'")).toBe(0);
   });
 });
 

@@ -21,8 +21,9 @@ import { listCandidateSlots, parseTablesyncSlot, readPublication, readSubscripti
 import { resolvePairs, type ReplicationPair } from '../sync/pairs.js';
 import { loadSyncRecord, removeSyncRecord, syncRecordPath } from '../sync/record.js';
 import { dropSubscriptionKeepSlot } from '../sync/subscription.js';
+import { dropMaskTriggers, listMaskTriggers } from '../shared/masking-target.js';
 
-export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
+export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'mask-trigger' | 'state';
 
 export interface CleanupItem {
   side: 'source' | 'target' | 'local';
@@ -60,6 +61,8 @@ interface PairPlan {
   publication: boolean;
   slots: string[];
   tablesyncSlots: string[];
+  /** Tables with the masking trigger sync created (data rules), "schema.table". */
+  maskTriggers: string[];
 }
 
 export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
@@ -100,7 +103,11 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
         },
         { label: 'the source' },
       );
-      plans.push({ pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan });
+      const maskTriggers = await withClient(pair.targetConn, (c) => listMaskTriggers(c), { label: 'the target' }).catch((err) => {
+        if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return [];
+        throw err;
+      });
+      plans.push({ pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan, maskTriggers: maskTriggers.map((t) => `${t.schema}.${t.table}`) });
     }
 
     const items: CleanupItem[] = [];
@@ -109,6 +116,7 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
       if (p.publication) items.push({ side: 'source', kind: 'publication', database: p.pair.sourceDatabase, name: p.pair.names.publication });
       for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
       for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
+      for (const t of p.maskTriggers) items.push({ side: 'target', kind: 'mask-trigger', database: p.pair.targetDatabase, name: t });
     }
     const paths = statePaths(o.stateDir);
     for (const f of [paths.state, syncRecordPath(o.stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });
@@ -128,6 +136,7 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
             else await dropSubscriptionKeepSlot(c, sub.name);
           }, { label: 'the target' });
         }
+        if (p.maskTriggers.length) await withClient(p.pair.targetConn, (c) => dropMaskTriggers(c), { label: 'the target' });
         await withClient(p.pair.sourceConn, async (c) => {
           if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
           // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.

@@ -99,16 +99,23 @@ export async function installMaskTriggers(client: pg.Client, tables: readonly Ma
   return done;
 }
 
-/** Drop every masking trigger and function pgferry made in this database (cleanup). */
-export async function dropMaskTriggers(client: pg.Client): Promise<number> {
+/** Tables of this database with pgferry's masking trigger ("schema.table" → its function), for cleanup. */
+export async function listMaskTriggers(client: pg.Client): Promise<{ schema: string; table: string; fn: string }[]> {
   const { rows } = await client.query<{ schema: string; table: string; fn: string }>(
     `SELECT n.nspname AS schema, c.relname AS table, p.proname AS fn
        FROM pg_trigger tg
        JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        JOIN pg_proc p ON p.oid = tg.tgfoid
-      WHERE tg.tgname = $1 AND p.proname LIKE 'pgferry\\_mask\\_%'`,
+      WHERE tg.tgname = $1 AND p.proname LIKE 'pgferry\\_mask\\_%'
+      ORDER BY 1, 2`,
     [MASK_TRIGGER],
   );
+  return rows;
+}
+
+/** Drop every masking trigger and function pgferry made in this database (cleanup): later writes on the target are no longer masked. */
+export async function dropMaskTriggers(client: pg.Client): Promise<number> {
+  const rows = await listMaskTriggers(client);
   for (const r of rows) {
     await client.query(`DROP TRIGGER IF EXISTS ${quoteIdent(MASK_TRIGGER)} ON ${qualifiedName(r.schema, r.table)}`);
     await client.query(`DROP FUNCTION IF EXISTS ${qualifiedName(r.schema, r.fn)}()`);
