@@ -75,6 +75,8 @@ export function maskFunctionSql(t: { schema: string; name: string }, m: TableMas
  */
 export async function installMaskTriggers(client: pg.Client, tables: readonly MaskableTable[]): Promise<string[]> {
   const done: string[] = [];
+  // Only tables that have the trigger lose it: DROP TRIGGER locks its table, even when there is nothing to drop.
+  const existing = new Set((await listMaskTriggers(client)).map((r) => `${r.schema}\u0000${r.table}`));
   await client.query('BEGIN');
   try {
     for (const t of tables) {
@@ -86,7 +88,7 @@ export async function installMaskTriggers(client: pg.Client, tables: readonly Ma
         await client.query(`CREATE TRIGGER ${quoteIdent(MASK_TRIGGER)} BEFORE INSERT OR UPDATE ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${fn}()`);
         await client.query(`ALTER TABLE ${rel} ENABLE ALWAYS TRIGGER ${quoteIdent(MASK_TRIGGER)}`);
         done.push(`${t.schema}.${t.name}`);
-      } else {
+      } else if (existing.has(`${t.schema}\u0000${t.name}`)) {
         await client.query(`DROP TRIGGER IF EXISTS ${quoteIdent(MASK_TRIGGER)} ON ${rel}`);
         await client.query(`DROP FUNCTION IF EXISTS ${fn}()`);
       }
