@@ -333,6 +333,52 @@ describe('rules that cannot be honoured are refused by name before anything is w
     }
   });
 
+  it('every rule kind on every column type it accepts, and a refusal naming the key on every type it does not', async () => {
+    const TYPES: Record<string, string> = {
+      text: 'text', vc: 'varchar(64)', ch: 'char(50)', i2: 'int2', i4: 'int4', i8: 'int8', num: 'numeric', f8: 'float8', d: 'date',
+      ts: 'timestamp', tstz: 'timestamptz', t: 'time', ttz: 'timetz', inet: 'inet', cidr: 'cidr', js: 'jsonb', b: 'bool', u: 'uuid',
+    };
+    const STR = ['text', 'vc', 'ch'];
+    const NUM = [...STR, 'i2', 'i4', 'i8', 'num', 'f8'];
+    const FITS: Record<string, string[]> = {
+      unique_email: STR, unique_phone: STR, unique_secret: STR, random_letter: STR, random_string: STR, random_int: NUM, random_number: NUM,
+      random_date: [...STR, 'd', 'ts', 'tstz'], random_time: [...STR, 't', 'ttz', 'ts', 'tstz'], random_ip: [...STR, 'inet', 'cidr'],
+      null: Object.keys(TYPES),
+    };
+    const fit: [string, string][] = [];
+    const misfit: [string, string][] = [];
+    for (const [rule, types] of Object.entries(FITS)) for (const t of Object.keys(TYPES)) (types.includes(t) ? fit : misfit).push([`${rule}__${t}`, rule]);
+    const table = (name: string, cols: [string, string][]) =>
+      `CREATE TABLE ${name} (id int PRIMARY KEY, ${cols.map(([c]) => `${c} ${TYPES[c.split('__')[1]!]}`).join(', ')}); INSERT INTO ${name} (id) VALUES (1), (2);`;
+    await src.query(table('mask_fit', fit) + table('mask_misfit', misfit), [], db);
+    const toml = (name: string, cols: [string, string][]) => `[data_rules]\n${cols.map(([c, r]) => `"${name}.${c}" = "${r}"`).join('\n')}\n`;
+
+    const c = new pg.Client(pgConfig(src, db));
+    await c.connect();
+    try {
+      await c.query("SET TimeZone = 'UTC'");
+      const { tables } = await resolveTables(c, db, rulesFor(parseConfigText(toml('mask_fit', fit), 'fit.toml').scope, db));
+      const t = tables.find((x) => x.name === 'mask_fit')!;
+      expect(t.masking!.masks).toHaveLength(fit.length);
+      const { maskedSelectList } = await import('../../src/pipeline/shared/masking.js');
+      const { rows } = await c.query<Record<string, unknown>>(`SELECT ${maskedSelectList(t.columns.map((x) => x.name), t.masking)} FROM mask_fit ORDER BY id`);
+      for (const [col, rule] of fit) {
+        if (rule === 'null') expect(rows[0]![col], col).toBeNull();
+        else expect(rows[0]![col], col).not.toBeNull();
+      }
+      // Unique rules differ between the two rows; the same row gets the same value twice.
+      const again = await c.query<Record<string, unknown>>(`SELECT ${maskedSelectList(t.columns.map((x) => x.name), t.masking)} FROM mask_fit ORDER BY id`);
+      for (const [col, rule] of fit.filter(([, r]) => r.startsWith('unique_'))) {
+        expect(rows[0]![col], col).not.toEqual(rows[1]![col]);
+        expect(again.rows[0]![col], col).toEqual(rows[0]![col]);
+      }
+    } finally {
+      await c.end();
+    }
+    const msg = await problem(toml('mask_misfit', misfit).replace('[data_rules]\n', ''));
+    for (const [col, rule] of misfit) expect(msg, col).toContain(`data_rules."mask_misfit.${col}" (public.mask_misfit.${col}): ${rule} does not fit a column of type`);
+  });
+
   it('reports every problem at once, and validate and init exit 2 naming the key, with nothing written', async () => {
     const msg = await problem('"people.nope" = "null"\n"people.n" = "random_date"');
     expect(msg).toContain('"people.nope"');

@@ -13,7 +13,7 @@ import { listForeignKeys } from '../../postgres/catalog/foreign-keys.js';
 import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
 import { singleStatement } from '../../postgres/statement.js';
 import {
-  exactTableOf, isUniqueRule, maskExpression, parseRules, RULE_LENGTH, ruleFor, ruleLocation, type ColumnMask, type DataRule,
+  exactTableOf, isUniqueRule, maskedSelectList, maskExpression, parseRules, RULE_LENGTH, ruleFor, ruleLocation, type ColumnMask, type DataRule,
   type DataRuleSpec, type RuleName, type TableMasking,
 } from './masking.js';
 
@@ -138,6 +138,7 @@ export async function resolveMasking(
   for (const { t, masks } of candidates) {
     const name = displayName(t.schema, t.name);
     const key = t.primaryKey ?? t.uniqueKey;
+    const before = problems.length;
     if (t.relkind === 'p' || t.hasInheritanceChildren) {
       problems.push(`${masks[0]!.mask.from}: ${name} is ${t.relkind === 'p' ? 'partitioned' : 'an inheritance parent'}; masking such tables is not supported yet`);
       continue;
@@ -170,7 +171,14 @@ export async function resolveMasking(
         if (err) problems.push(`${at}: ${mask.rule.kind === 'value' ? 'the value does not fit the column' : 'the statement is not valid for the column'} (${mask.type}): ${err}`);
       }
     }
-    t.masking = { masks: masks.map((m) => m.mask), keyColumns: masks.some((m) => isUniqueRule(m.mask.rule)) ? key : null };
+    const masking: TableMasking = { masks: masks.map((m) => m.mask), keyColumns: masks.some((m) => isUniqueRule(m.mask.rule)) ? key : null };
+    if (problems.length === before) {
+      // The very SELECT init's COPY runs must plan (every cast included), or the copy would fail midway.
+      const cols = t.columns.filter((c) => !c.generated).map((c) => c.name);
+      const err = await serverError(client, `EXPLAIN SELECT ${maskedSelectList(cols, masking)} FROM ONLY ${qualifiedName(t.schema, t.name)}`);
+      if (err) problems.push(`${masks.map((m) => m.mask.from).join(', ')} (${name}): the masked SELECT is not valid: ${err}`);
+    }
+    t.masking = masking;
   }
   if (problems.length) fail(problems);
 }

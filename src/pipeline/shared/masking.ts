@@ -272,7 +272,7 @@ export function maskExpression(mask: ColumnMask, keyColumns: readonly string[] |
       expr = `date '1970-01-01' + floor(random() * 20000)::int`;
       break;
     case 'random_time':
-      expr = `timestamp '2000-01-01 00:00:00' + random() * interval '9000 days'`;
+      expr = `timestamptz '2000-01-01 00:00:00+00' + random() * interval '9000 days'`;
       break;
     case 'random_ip':
       expr = `concat_ws('.', 10, floor(random() * 256)::int, floor(random() * 256)::int, 1 + floor(random() * 254)::int)`;
