@@ -19,6 +19,7 @@ import { didYouMean } from './did-you-mean.js';
 import { MAX_JOBS } from './jobs.js';
 import { parseTablePattern } from './names.js';
 import { parseMaxLag, type MaxLag } from './precedence.js';
+import { parseDataRule, parseRuleKey, ruleLocation } from './data-rules.js';
 import {
   checkRules, emptyRules, emptyScope, parseWindow, rulesFor, type ScopeSpec, type TableFilterSpec, type TableRules,
   type TimeFilterSpec,
@@ -46,6 +47,8 @@ const ruleShape = {
   schema_only: names.optional(),
   table_filters: z.array(tableFilterSchema).optional(),
   time_filters: z.array(timeFilterSchema).optional(),
+  /** Masking: column key → rule (src/pipeline/shared/masking.ts parses the values). */
+  data_rules: z.record(z.string(), z.unknown()).optional(),
 };
 
 const databaseSchema = z.strictObject(ruleShape);
@@ -260,6 +263,15 @@ function filterTable(raw: { table: string; schema?: string }, at: string, proble
 
 function convertRules(raw: RawRules, prefix: readonly PropertyKey[], problems: Problems): TableRules {
   const rules = emptyRules();
+  const database = prefix[0] === 'databases' ? String(prefix[1]) : undefined;
+  for (const [key, value] of Object.entries(raw.data_rules ?? {})) {
+    const at = ruleLocation({ key, database });
+    const rule = problems.try(() => {
+      parseRuleKey(key, at);
+      return parseDataRule(value, at);
+    });
+    if (rule) (rules.dataRules ??= []).push({ key, rule, ...(database !== undefined ? { database } : {}) });
+  }
   const lists: [keyof RawRules & ('include_tables' | 'exclude_tables' | 'schema_only'), 'include' | 'exclude' | 'schemaOnly'][] = [
     ['include_tables', 'include'],
     ['exclude_tables', 'exclude'],
@@ -290,7 +302,7 @@ function convertRules(raw: RawRules, prefix: readonly PropertyKey[], problems: P
 }
 
 function isEmptyRules(r: TableRules): boolean {
-  return !r.include.length && !r.exclude.length && !r.schemaOnly.length && !r.tableFilters.length && !r.timeFilters.length;
+  return !r.include.length && !r.exclude.length && !r.schemaOnly.length && !r.tableFilters.length && !r.timeFilters.length && !r.dataRules?.length;
 }
 
 function connectionSetting(

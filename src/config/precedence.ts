@@ -149,7 +149,7 @@ export function applyScopeFlags(base: ScopeSpec, flags: ScopeFlags, fileLabel: s
     spec.rules.timeFilters.push(...fromFlags.rules.timeFilters);
   }
   for (const [db, r] of Object.entries(spec.perDatabase)) {
-    if (!r.include.length && !r.exclude.length && !r.schemaOnly.length && !r.tableFilters.length && !r.timeFilters.length) {
+    if (!r.include.length && !r.exclude.length && !r.schemaOnly.length && !r.tableFilters.length && !r.timeFilters.length && !r.dataRules?.length) {
       delete spec.perDatabase[db];
     }
   }

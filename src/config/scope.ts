@@ -9,6 +9,8 @@ import type pg from 'pg';
 import { UsageError } from '../errors.js';
 import { listTables, type CatalogTable } from '../postgres/catalog/tables.js';
 import { matches, parseTableAndRest, parseTablePattern, splitList, type NamePattern } from './names.js';
+import type { DataRuleSpec, TableMasking } from './data-rules.js';
+import { resolveMasking } from './data-rules-catalog.js';
 
 export interface TableFilterSpec {
   schema: string;
@@ -33,6 +35,8 @@ export interface TableRules {
   schemaOnly: string[];
   tableFilters: TableFilterSpec[];
   timeFilters: TimeFilterSpec[];
+  /** Data masking rules (configuration file only); absent when there are none. */
+  dataRules?: DataRuleSpec[];
 }
 
 export interface DatabaseSelection {
@@ -167,6 +171,7 @@ export function rulesFor(spec: ScopeSpec, database: string): TableRules {
     schemaOnly: [...spec.rules.schemaOnly, ...own.schemaOnly],
     tableFilters: [...own.tableFilters, ...spec.rules.tableFilters.filter((f) => !own.tableFilters.some((o) => o.schema === f.schema && o.table === f.table))],
     timeFilters: [...own.timeFilters, ...spec.rules.timeFilters.filter((f) => !own.timeFilters.some((o) => o.schema === f.schema && o.table === f.table))],
+    ...(spec.rules.dataRules?.length || own.dataRules?.length ? { dataRules: [...(spec.rules.dataRules ?? []), ...(own.dataRules ?? [])] } : {}),
   };
 }
 
@@ -180,6 +185,7 @@ function sortedRules(r: TableRules): TableRules {
     schemaOnly: set(r.schemaOnly),
     tableFilters: [...r.tableFilters].sort(byTable),
     timeFilters: [...r.timeFilters].sort(byTable),
+    ...(r.dataRules?.length ? { dataRules: [...r.dataRules].sort((a, b) => `${a.database ?? ''}\u0000${a.key}`.localeCompare(`${b.database ?? ''}\u0000${b.key}`)) } : {}),
   };
 }
 
@@ -226,6 +232,8 @@ export interface ScopeTable extends CatalogTable {
   /** Row predicate (SQL) from a table filter; time filters get theirs once the cutoff is fixed. */
   filter?: string;
   timeFilter?: { column: string; window: string };
+  /** Masked columns (data rules), set by resolveTables. */
+  masking?: TableMasking;
 }
 
 export interface DatabaseScope {
@@ -315,5 +323,6 @@ export async function resolveTables(client: pg.Client, database: string, rules: 
       throw new UsageError(`${f.schema}.${f.table} has a filter but is excluded from the scope`);
     }
   }
+  await resolveMasking(client, database, tables, all, rules.dataRules ?? []);
   return { database, tables, excluded };
 }

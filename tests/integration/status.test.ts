@@ -39,7 +39,10 @@ const StatusSchema = z.strictObject({
       health: z.enum(['healthy', 'lagging', 'broken']),
       problems: z.array(z.strictObject({ level: z.enum(['broken', 'lagging', 'warning']), message: z.string(), fix: z.string().nullable() })),
       sourceLsn: lsn,
-      publication: z.strictObject({ name: z.string(), exists: z.boolean(), tables: z.number() }),
+      publication: z.strictObject({
+        name: z.string(), exists: z.boolean(), tables: z.number(),
+        masked: z.array(z.strictObject({ schema: z.string(), name: z.string(), columns: z.array(z.string()) })),
+      }),
       slot: z.strictObject({
         name: z.string(), exists: z.boolean(), active: z.boolean(), walStatus: z.string().nullable(), retainedBytes: z.number().nullable(),
         confirmedFlushLsn: lsn.nullable(),

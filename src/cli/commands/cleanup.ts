@@ -18,6 +18,7 @@ const KIND_TEXT: Record<CleanupItem['kind'], string> = {
   publication: 'publication',
   slot: 'replication slot',
   'tablesync-slot': 'table synchronisation slot',
+  'mask-trigger': 'masking trigger on',
   state: 'state file',
 };
 

@@ -59,6 +59,7 @@ function printTables(out: Output, l: TableListing): void {
     rows.push([scopeLabel(t), name, formatRows(t.estimatedRows), formatBytes(t.bytes), keyLabel(t), identityLabel(t), filter]);
   }
   for (const line of formatColumns(rows)) out.print(`  ${line}`);
+  for (const t of l.tables.filter((x) => x.masked.length)) out.print(`  masked: ${displayName(t.schema, t.name)}: ${t.masked.join(', ')}`);
   const count = (label: string) => l.tables.filter((t) => scopeLabel(t) === label).length;
   const parts = ['copied', 'filtered', 'recent rows', 'schema only', 'excluded'].map((k) => [k, count(k)] as const).filter(([, n]) => n > 0);
   const bytes = l.tables.filter((t) => t.inScope && !t.schemaOnly).reduce((a, t) => a + t.bytes, 0);

@@ -26,6 +26,7 @@ export function statusLines(out: Output, r: StatusReport): string[] {
   for (const d of r.databases) {
     lines.push(out.style('bold', `${d.sourceDatabase} → ${d.targetDatabase}: ${d.health} · ${formatLag(d.lag)}`));
     lines.push(`  source  publication ${d.publication.name}: ${d.publication.exists ? `${d.publication.tables} tables` : 'missing'}`);
+    for (const m of d.publication.masked) lines.push(`          masked ${displayName(m.schema, m.name)}: ${m.columns.join(', ')} (computed on the target)`);
     lines.push(
       `          slot ${d.slot.name}: ${d.slot.exists ? `${d.slot.active ? 'active' : 'inactive'}, wal_status ${d.slot.walStatus ?? '-'}, retains ${formatBytes(d.slot.retainedBytes)}, confirmed ${d.slot.confirmedFlushLsn ?? '-'}` : 'missing'} (source at ${d.sourceLsn})`,
     );

@@ -23,8 +23,9 @@ import { loadSyncRecord, removeSyncRecord, syncRecordPath, type SyncRecord } fro
 import { dropSubscriptionKeepSlot } from '../shared/subscription.js';
 import { orphanedTablesyncSlots, targetSubscriptionOids } from './orphans.js';
 import { dropReverse, recordedReverse } from './reverse.js';
+import { dropMaskTriggers, listMaskTriggers } from '../shared/masking-target.js';
 
-export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'state';
+export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'mask-trigger' | 'state';
 
 export interface CleanupItem {
   side: 'source' | 'target' | 'local';
@@ -62,6 +63,8 @@ interface PairPlan {
   publication: boolean;
   slots: string[];
   tablesyncSlots: string[];
+  /** Tables with the masking trigger sync created (data rules), "schema.table". */
+  maskTriggers: string[];
 }
 
 export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
@@ -137,7 +140,11 @@ async function planPair(
     },
     { label: 'the source' },
   );
-  return { pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan };
+  const maskTriggers = await withClient(pair.targetConn, (c) => listMaskTriggers(c), { label: 'the target' }).catch((err) => {
+    if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return [];
+    throw err;
+  });
+  return { pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan, maskTriggers: maskTriggers.map((t) => `${t.schema}.${t.table}`) };
 }
 
 /** Everything the plans found, and the state files, in the order they are listed (and dropped). */
@@ -148,6 +155,7 @@ function listItems(plans: PairPlan[], reverse: ReturnType<typeof recordedReverse
     if (p.publication) items.push({ side: 'source', kind: 'publication', database: p.pair.sourceDatabase, name: p.pair.names.publication });
     for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
     for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
+    for (const t of p.maskTriggers) items.push({ side: 'target', kind: 'mask-trigger', database: p.pair.targetDatabase, name: t });
   }
   // The replication back to the old source that `cutover --reverse` set up.
   for (const r of reverse) {
@@ -172,6 +180,7 @@ async function dropPair(p: PairPlan, items: CleanupItem[], progress: ProgressSin
         else await dropSubscriptionKeepSlot(c, sub.name);
       }, { label: 'the target' });
     }
+    if (p.maskTriggers.length) await withClient(p.pair.targetConn, (c) => dropMaskTriggers(c), { label: 'the target' });
     await withClient(p.pair.sourceConn, async (c) => {
       if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
       // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.

@@ -19,6 +19,8 @@ export interface CopyPartOptions {
   columns: string[];
   /** SQL predicate (constants only), applied on the source side. */
   filter?: string | undefined;
+  /** SELECT list that masks columns (data rules), in `columns` order; the source then always runs COPY (SELECT …). */
+  select?: string | undefined;
   format: CopyFormat;
   /** Unsplit relation: TRUNCATE + COPY … FREEZE in one target transaction. */
   truncateAndFreeze: boolean;
@@ -45,13 +47,13 @@ function columnList(columns: readonly string[]): string {
 }
 
 /** The source statement: plain COPY when there is neither filter nor range, else COPY (SELECT … FROM ONLY …). */
-export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null): string {
+export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null, select?: string): string {
   const rel = qualifiedName(relation.schema, relation.name);
   // The newline ends a trailing "--" comment in the filter, which would otherwise swallow the range.
   const conds = [filter?.trim() ? `(${filter.trim()}\n)` : null, rangePredicate(range)].filter((c): c is string => !!c);
-  if (!conds.length) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
-  const select = columns.length ? quoteIdentList(columns) : '';
-  return `COPY (SELECT ${select} FROM ONLY ${rel} WHERE ${conds.join(' AND ')}) TO STDOUT (FORMAT ${format})`;
+  if (!conds.length && !select) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
+  const list = select ?? (columns.length ? quoteIdentList(columns) : '');
+  return `COPY (SELECT ${list} FROM ONLY ${rel}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}) TO STDOUT (FORMAT ${format})`;
 }
 
 /** The target statement. */
@@ -83,7 +85,7 @@ export async function copyPart(s: CopySession, part: TablePart, o: CopyPartOptio
     await s.target.query('BEGIN');
     if (o.truncateAndFreeze) await s.target.query(`TRUNCATE ONLY ${rel}`);
     const sink = s.target.query(copyInFrames(copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
-    const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range), { highWaterMark: HIGH_WATER_MARK }));
+    const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }));
     const srcDone = readyForQuery(s.source, src);
     let firstFailure: 'source' | 'target' | undefined;
     // Persistent listeners: a stream may report the connection's death after the pipeline settled.

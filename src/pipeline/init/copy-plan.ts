@@ -6,6 +6,7 @@ import { chooseFormat, loadTypeInfo, type CopyFormat } from './format.js';
 import {
   DEFAULT_MAX_PARTS, DEFAULT_SPLIT_THRESHOLD_BYTES, effectiveSplitThreshold, planParts, relationsOf, type RelationName, type TablePart,
 } from './parts.js';
+import { maskedSelectList } from '../../config/data-rules.js';
 
 export interface CopyTableInput {
   table: ScopeTable;
@@ -28,6 +29,8 @@ export interface TableCopyPlan {
   key: string;
   filter?: string | undefined;
   columns: string[];
+  /** Masking SELECT list (data rules), or undefined. */
+  select?: string | undefined;
   format: CopyFormat;
   parts: TablePart[];
   /** Relations of this table cut into more than one part (truncated up front, no FREEZE). */
@@ -59,6 +62,7 @@ export async function planCopy(client: pg.Client, inputs: readonly CopyTableInpu
       key: tableKey(t.schema, t.name),
       filter: input.filter,
       columns: cols.map((c) => c.name),
+      select: maskedSelectList(cols.map((c) => c.name), t.masking),
       format: chooseFormat(cols, types, opts.sourceMajor, opts.targetMajor),
       parts,
       splitRelations,

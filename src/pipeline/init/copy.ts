@@ -216,7 +216,7 @@ async function copyItem(c: CopyRun, plan: TableCopyPlan, part: TablePart, slot: 
   const result = await copyPartWithRetries(
     () => c.sessionFor(slot),
     part,
-    { columns: plan.columns, filter: plan.filter, format: plan.format, truncateAndFreeze, signal, onBytes },
+    { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes },
     c.retries,
     {
       onFailedAttempt: (bytes) => (run.bytes -= bytes),

@@ -18,6 +18,7 @@ import { displayName } from '../../postgres/identifiers.js';
 import type { ServerIdentity } from '../../postgres/probe.js';
 import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull } from '../shared/replication-checks.js';
 import { ensurePublication, publishedTables, type PublicationChange } from '../shared/publication.js';
+import { streamingRefusal } from '../../config/data-rules-catalog.js';
 
 export interface ReplicationCheck {
   /** Refusals, each a sentence naming the table. */
@@ -45,6 +46,11 @@ export async function checkReplication(
   const pubScope = streamed(tables, filters);
   const problems: string[] = [];
   const hints: string[] = [];
+  const masking = streamingRefusal(source.major, pubScope);
+  if (masking) {
+    problems.push(masking.message);
+    if (masking.hint) hints.push(masking.hint);
+  }
   const ids = await identityProblems(client, pubScope);
   if (ids.length && !setFullIdentity) {
     const refusal = identityRefusal(ids);

@@ -6,6 +6,7 @@
  */
 import type pg from 'pg';
 import { resolveDatabases, resolveTables, rulesFor, type ScopeSpec } from '../../config/scope.js';
+import { describeMasks } from '../../config/data-rules.js';
 import { withClient } from '../../postgres/connect.js';
 import { describeConn, forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { hasUsableReplicaIdentity, isDateTimeType, listTables } from '../../postgres/catalog/tables.js';
@@ -52,6 +53,8 @@ export interface TableEntry {
   schemaOnly: boolean;
   filter: string | null;
   timeFilter: { column: string; window: string } | null;
+  /** Masked columns with their rule (data rules), e.g. "email (unique_email)". */
+  masked: string[];
 }
 
 export interface TableListing {
@@ -140,6 +143,7 @@ export async function listDatabaseTables(conn: ResolvedConnInfo, database: strin
           schemaOnly: s?.schemaOnly ?? false,
           filter: s?.filter ?? null,
           timeFilter: s?.timeFilter ?? null,
+          masked: describeMasks(s?.masking),
         };
       });
       return { endpoint: describeConn(dbConn), database, databaseInScope: dbs.includes(database), tables };

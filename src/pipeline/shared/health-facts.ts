@@ -13,7 +13,25 @@ import type { ReplicationPair } from './pairs.js';
 export interface SourceFacts {
   currentLsn: string;
   slots: SourceSlot[];
-  publication: { exists: boolean; tables: number };
+  publication: { exists: boolean; tables: number; masked?: MaskedTable[] };
+}
+
+/** A published table whose publication column list leaves columns out: the masked ones (data rules). */
+export interface MaskedTable {
+  schema: string;
+  name: string;
+  columns: string[];
+}
+
+/** Members with a column list (15+): the columns left out, which the target computes (src/pipeline/shared/masking-target.ts). */
+function maskedSql(major: number): string {
+  if (major < 15) return `'[]'::json`;
+  return `(SELECT coalesce(json_agg(json_build_object('schema', n.nspname, 'name', c.relname, 'columns',
+            (SELECT coalesce(json_agg(a.attname ORDER BY a.attnum), '[]'::json) FROM pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                AND a.attnum <> ALL (pr.prattrs::int2[]))) ORDER BY n.nspname, c.relname), '[]'::json)
+            FROM pg_publication_rel pr JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE pr.prpubid = p.oid AND pr.prattrs IS NOT NULL)`;
 }
 
 export interface TargetSubscriptionFacts {
@@ -39,12 +57,13 @@ export interface TargetFacts {
 export async function sourceFacts(client: pg.Client, major: number, publication: string): Promise<SourceFacts> {
   const [slots, pub] = await Promise.all([
     listCandidateSlots(client, major),
-    client.query<{ tables: number }>(
-      `SELECT (SELECT count(*)::int FROM pg_publication_rel pr WHERE pr.prpubid = p.oid) AS tables FROM pg_publication p WHERE p.pubname = $1`,
+    client.query<{ tables: number; masked: MaskedTable[] }>(
+      `SELECT (SELECT count(*)::int FROM pg_publication_rel pr WHERE pr.prpubid = p.oid) AS tables, ${maskedSql(major)} AS masked
+         FROM pg_publication p WHERE p.pubname = $1`,
       [publication],
     ),
   ]);
-  return { currentLsn: slots.currentLsn, slots: slots.slots, publication: { exists: pub.rows.length > 0, tables: pub.rows[0]?.tables ?? 0 } };
+  return { currentLsn: slots.currentLsn, slots: slots.slots, publication: { exists: pub.rows.length > 0, tables: pub.rows[0]?.tables ?? 0, masked: pub.rows[0]?.masked ?? [] } };
 }
 
 export async function targetFacts(client: pg.Client, major: number): Promise<TargetFacts> {

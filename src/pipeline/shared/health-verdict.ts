@@ -53,7 +53,8 @@ export interface DatabaseStatus {
   health: Health;
   problems: Problem[];
   sourceLsn: string;
-  publication: { name: string; exists: boolean; tables: number };
+  /** `masked`: tables whose masked columns the publication leaves out (data rules), with those columns. */
+  publication: { name: string; exists: boolean; tables: number; masked: { schema: string; name: string; columns: string[] }[] };
   slot: {
     name: string;
     exists: boolean;
@@ -109,7 +110,7 @@ export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: Max
     health,
     problems,
     sourceLsn: f.source.currentLsn,
-    publication: { name: names.publication, exists: f.source.publication.exists, tables: f.source.publication.tables },
+    publication: { name: names.publication, exists: f.source.publication.exists, tables: f.source.publication.tables, masked: f.source.publication.masked ?? [] },
     slot: {
       name: names.slot, exists: !!slot, active: !!slot?.active, walStatus: slot?.walStatus ?? null, retainedBytes: slot?.retainedBytes ?? null,
       confirmedFlushLsn: slot?.confirmedFlushLsn ?? null,

@@ -13,10 +13,11 @@
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
 import { sqlstate } from '../../postgres/errors.js';
-import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
+import { displayName, qualifiedName, quoteIdent, quoteIdentList } from '../../postgres/identifiers.js';
 import { singleStatement as single } from '../../postgres/statement.js';
 import { tableKey } from '../../state/checkpoint.js';
 import { readPublication, type PublicationInfo } from './replication-catalog.js';
+import { publishedColumns } from '../../config/data-rules.js';
 
 export interface PublishedTable {
   oid: number;
@@ -25,6 +26,8 @@ export interface PublishedTable {
   /** Row filter with constants only (time filters already turned into their fixed cutoff), or null. */
   filter: string | null;
   partitioned: boolean;
+  /** Column list (15+): set for tables with masked columns, which are left out of it; null = every column. */
+  columns?: string[] | null;
 }
 
 /**
@@ -42,13 +45,18 @@ export function publishedTables(tables: ScopeTable[], filters: Record<string, st
       continue;
     }
     const key = tableKey(t.schema, t.name);
-    published.push({ oid: t.oid, schema: t.schema, name: t.name, filter: filters[key] ?? t.filter ?? null, partitioned: t.relkind === 'p' });
+    published.push({
+      oid: t.oid, schema: t.schema, name: t.name, filter: filters[key] ?? t.filter ?? null, partitioned: t.relkind === 'p',
+      columns: publishedColumns(t.columns, t.masking),
+    });
   }
   return { published, unlogged };
 }
 
 function tableList(tables: PublishedTable[]): string {
-  return tables.map((t) => `${qualifiedName(t.schema, t.name)}${t.filter ? ` WHERE (${t.filter})` : ''}`).join(', ');
+  return tables
+    .map((t) => `${qualifiedName(t.schema, t.name)}${t.columns ? ` (${quoteIdentList(t.columns)})` : ''}${t.filter ? ` WHERE (${t.filter})` : ''}`)
+    .join(', ');
 }
 
 export type PublicationChange = 'created' | 'altered' | 'unchanged';
@@ -66,6 +74,10 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
   if (major < 15 && tables.some((t) => t.filter)) {
     const t = tables.find((x) => x.filter)!;
     throw new Error(`${displayName(t.schema, t.name)} has a row filter, but publications on PostgreSQL ${major} cannot filter rows`);
+  }
+  if (major < 15 && tables.some((t) => t.columns)) {
+    const t = tables.find((x) => x.columns)!;
+    throw new Error(`${displayName(t.schema, t.name)} has masked columns, but publications on PostgreSQL ${major} cannot leave columns out`);
   }
   const viaRoot = tables.some((t) => t.partitioned);
   const before = await readPublication(client, name, major);

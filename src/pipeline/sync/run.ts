@@ -34,6 +34,8 @@ import {
 import { checkRowFilters, identityProblems, identityRefusal, setReplicaIdentityFull, type IdentityProblem } from '../shared/replication-checks.js';
 import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
 import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange, type PublishedTable } from '../shared/publication.js';
+import { changedDataRules, maskedSummary, streamingRefusal } from '../../config/data-rules-catalog.js';
+import { installMaskTriggers } from '../shared/masking-target.js';
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from '../../state/sync-record.js';
 import {
   advanceOrigin, checkCustomConninfo, chooseBinary, chooseStreaming, createSubscription, dropSubscriptionKeepSlot, enableSubscription,
@@ -290,6 +292,8 @@ async function checkPublishable(
   const fullRoots = new Set(idProblems.map((p) => p.rootOid));
   const canPublish = ids.source.superuser || pubScope.every((t) => t.isOwner);
   await checkRowFilters(src, pubScope, { major: ids.source.major, canPublish, fullIdentity: fullRoots });
+  const maskingRefusal = streamingRefusal(ids.source.major, pubScope) ?? changedDataRules(x.state?.scope, x.scope, pair.sourceDatabase);
+  if (maskingRefusal) throw maskingRefusal;
   const onTarget = await locateTargetTables(tgt, published);
   const missing = onTarget.filter((t) => t.oid === null);
   if (missing.length) {
@@ -463,6 +467,9 @@ async function subscribe(
   const { o, ids } = x;
   const { slotName, forcedOrigin, action, useSlot } = found;
   let sub = found.sub;
+  // Masked columns are computed on the target before the subscription can apply a row (masking-target.ts).
+  const masked = await installMaskTriggers(tgt, pubScope);
+  if (masked.length) x.progress({ kind: 'log', level: 'info', message: `masked columns computed on the target for ${maskedSummary(pubScope).join(', ')}` });
   const immediate = published.filter((p) => ['snapshot', 'kept'].includes(routes.get(tableKey(p.schema, p.name))!));
   let deferred = published.filter((p) => ['resync', 'copy'].includes(routes.get(tableKey(p.schema, p.name))!));
   const conn = subscriptionConninfo(o.source, db, o.subscriptionConninfo);

@@ -17,6 +17,7 @@ import { gatherDatabaseFacts, type DatabaseFacts } from './database-facts.js';
 import { checkExtensions } from './extensions.js';
 import { checkFilterForeignKeys } from './filter-foreign-keys.js';
 import { checkFilters } from '../shared/row-filter-checks.js';
+import { checkMasking } from './masking.js';
 import { checkLocale } from './locale.js';
 import { checkLongTransactions, DEFAULT_MAX_TRANSACTION_AGE_SECONDS, gatherLongTransactions } from './long-transactions.js';
 import { checkLargeObjects, checkSequences, checkSize, sequencesInScope } from './objects.js';
@@ -301,6 +302,7 @@ async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: C
       ...checkReplicaIdentity(scope.tables, leaves),
       ...(await checkFilters(client, scope.tables, { major: source.identity.major, canPublish, refused })),
       ...(await checkFilterForeignKeys(client, scope.tables, undefined, refused)),
+      ...checkMasking(scope.tables, source.identity.major),
     );
     const unlogged = checkUnlogged(scope.tables);
     if (unlogged) found.push(unlogged);

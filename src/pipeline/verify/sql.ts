@@ -36,6 +36,8 @@ export interface HashColumn {
   name: string;
   /** Hash path chosen from the source column's type; both sides use the same expression. */
   kind: 'int' | 'timestamp' | 'uuid' | 'text';
+  /** A masked column (data rules): the source side hashes this expression, the masked source value, instead of the column. */
+  sourceExpr?: string;
 }
 
 export interface KeyColumn {
@@ -79,8 +81,8 @@ export function hashKind(typeOid: number): HashColumn['kind'] {
   return 'text';
 }
 
-function columnHash(c: HashColumn, seed: number): string {
-  const col = quoteIdent(c.name);
+function columnHash(c: HashColumn, seed: number, side?: Side): string {
+  const col = side === 'source' && c.sourceExpr ? `(${c.sourceExpr})` : quoteIdent(c.name);
   switch (c.kind) {
     case 'int':
       return `hashint8extended(${col}::int8, ${seed})`;
@@ -104,10 +106,10 @@ export function nullConstant(position: number): string {
 }
 
 /** The per-row hash expression (int8). */
-export function rowHashExpr(columns: readonly HashColumn[]): string {
+export function rowHashExpr(columns: readonly HashColumn[], side?: Side): string {
   if (columns.length === 0) return '0::int8';
   return columns
-    .map((c, i) => `coalesce(${columnHash(c, i + 1)}, (${nullConstant(i)})::int8)`)
+    .map((c, i) => `coalesce(${columnHash(c, i + 1, side)}, (${nullConstant(i)})::int8)`)
     .join(' # ');
 }
 
@@ -157,7 +159,7 @@ export function chunkHashQuery(t: VerifyTable, range: KeyRange, side: Side): Que
   const p = new Params();
   const where = whereClause(t, range, side, p);
   return {
-    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHashExpr(t.columns)}), 0)::text AS h FROM ${fromClause(t)}${where}`,
+    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHashExpr(t.columns, side)}), 0)::text AS h FROM ${fromClause(t)}${where}`,
     values: p.values,
   };
 }
@@ -217,7 +219,7 @@ export function bucketHashQuery(t: VerifyTable, range: KeyRange, side: Side, b: 
   return {
     text:
       `SELECT b::text AS b, count(*)::text AS n, coalesce(sum(h), 0)::text AS h ` +
-      `FROM (SELECT ${bucket} AS b, ${rowHashExpr(t.columns)} AS h FROM ${fromClause(t)}${where} OFFSET 0) s GROUP BY b`,
+      `FROM (SELECT ${bucket} AS b, ${rowHashExpr(t.columns, side)} AS h FROM ${fromClause(t)}${where} OFFSET 0) s GROUP BY b`,
     values: p.values,
   };
 }
@@ -229,7 +231,7 @@ export function leafRowsQuery(t: VerifyTable, range: KeyRange, side: Side, limit
   const where = whereClause(t, range, side, p);
   const lim = p.add(limit);
   return {
-    text: `SELECT ${keyTextColumns(key)}, (${rowHashExpr(t.columns)})::text AS h FROM ${fromClause(t)}${where} LIMIT ${lim}::int8`,
+    text: `SELECT ${keyTextColumns(key)}, (${rowHashExpr(t.columns, side)})::text AS h FROM ${fromClause(t)}${where} LIMIT ${lim}::int8`,
     values: p.values,
   };
 }
@@ -242,7 +244,7 @@ export function lookupRowsQuery(t: VerifyTable, keys: readonly string[][], side:
   const conds = [`${keyTuple(key)} IN (SELECT * FROM unnest(${arrays.join(', ')}))`];
   if (t.filter) conds.push(`(${t.filter})`);
   return {
-    text: `SELECT ${keyTextColumns(key)}, (${rowHashExpr(t.columns)})::text AS h FROM ${fromClause(t)} WHERE ${conds.join(' AND ')}`,
+    text: `SELECT ${keyTextColumns(key)}, (${rowHashExpr(t.columns, side)})::text AS h FROM ${fromClause(t)} WHERE ${conds.join(' AND ')}`,
     values: p.values,
   };
 }

@@ -12,6 +12,7 @@ import { silentProgress, type ProgressSink } from '../shared/progress.js';
 import { isConnectFailure, operationError } from '../../postgres/errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { assertPredicatePlans, timeFilterPredicate } from '../shared/filters.js';
+import { verifyPlan } from '../../config/data-rules.js';
 import { databasePair, probePair, scopePairs, type DatabasePair } from '../shared/pairs.js';
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
@@ -203,6 +204,9 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
     const common = t.columns.filter((c) => tcols.has(c.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const skipped = t.columns.filter((c) => !tcols.has(c.name)).map((c) => c.name);
     if (skipped.length) report.notes.push(`columns missing on the target are left out of the row hash: ${skipped.join(', ')}`);
+      const masked = verifyPlan(t.masking);
+      if (masked.skipped.length) report.notes.push(`masked with a random rule or a statement, left out of the row hash: ${masked.skipped.join(', ')}`);
+      if (masked.sourceExpr.size) report.notes.push(`masked columns compared with the masked source values: ${[...masked.sourceExpr.keys()].join(', ')}`);
     let keyCols: VerifyTable['key'] = null;
     if (key) {
       if (key.some((k) => !tcols.has(k))) {
@@ -219,7 +223,9 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
       name: t.name,
       display: displayName(t.schema, t.name),
       key: keyCols,
-      columns: common.map((c) => ({ name: c.name, kind: hashKind(c.typeOid) })),
+        columns: common
+          .filter((c) => !masked.skipped.includes(c.name))
+          .map((c) => ({ name: c.name, kind: hashKind(c.typeOid), ...(masked.sourceExpr.has(c.name) ? { sourceExpr: masked.sourceExpr.get(c.name)! } : {}) })),
       filter,
       only: t.relkind === 'r' && t.hasInheritanceChildren,
       estimatedRows: t.estimatedRows,
