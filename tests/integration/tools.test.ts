@@ -14,8 +14,8 @@ import { assertToolCanDump, createTempPassfile, findTool, requireTool, runTool, 
 import { repoRoot } from '../support/cli.js';
 import { useClusters } from '../support/clusters.js';
 import { waitFor as poll } from '../support/wait.js';
-/** Child processes come and go quickly: look often. */
-const waitFor = <T>(what: string, fn: () => T) => poll(what, fn, 15_000, 25);
+/** Child processes come and go quickly: look often (and wait long: a loaded machine starts node slowly). */
+const waitFor = <T>(what: string, fn: () => T) => poll(what, fn, 60_000, 25);
 
 const AWKWARD = `p@ss:w/o#rd?%&'"\\ ünï`;
 const AWK_USER = "awk'ward user";
