@@ -171,6 +171,9 @@ export class TableComparer {
       }
       const t = await hashOn(pair.target, chunkHashQuery(this.table, range, 'target'));
       if (same(s, t)) return false;
+      // Rows written after the first read may have reached the target already:
+      // a target that matches the source as it is now is in step too.
+      if (same(await hashOn(pair.source, chunkHashQuery(this.table, range, 'source')), t)) return false;
     }
     return true;
   }
@@ -260,12 +263,21 @@ export class TableComparer {
           break;
         }
         trows = await pair.target.query<Record<string, string>>(lookupRowsQuery(this.table, pending, 'target'));
+        verdicts = this.judge(pending, srows, trows, width);
+        // A row written again after the source read may already be newer on the
+        // target: it is in step when it matches the source as it is now.
+        const differing = pending.filter((k) => verdicts.has(keyId(k)));
+        if (differing.length) {
+          const now = await pair.source.query<Record<string, string>>(lookupRowsQuery(this.table, differing, 'source'));
+          const still = this.judge(differing, now, trows, width);
+          verdicts = new Map([...still].filter(([id]) => verdicts.has(id)));
+        }
       } else {
         [srows, trows] = await both(pair, (side) => lookupRowsQuery(this.table, pending, side), (sess, q) =>
           sess.query<Record<string, string>>(q),
         );
+        verdicts = this.judge(pending, srows, trows, width);
       }
-      verdicts = this.judge(pending, srows, trows, width);
       pending = pending.filter((k) => verdicts.has(keyId(k)));
     }
     let n = 0;
