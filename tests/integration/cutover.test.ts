@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
 import { runCliProcess } from '../support/cli.js';
-import { tableHashes } from '../support/compare.js';
+import { largeObjects, tableHashes } from '../support/compare.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { startWriter, untilCaughtUp, waitFor, WRITER_TABLES, writerSchemaSql, type Writer } from '../support/writer.js';
 
@@ -42,8 +42,8 @@ interface Setup {
 }
 
 /** A database with the writer's tables and a quiet table, an application role, init and sync done. */
-async function prepare(prefix: string): Promise<Setup> {
-  const db = await createDatabase(src, uniqueDbName(prefix), writerSchemaSql(500) + "CREATE TABLE quiet (id int PRIMARY KEY, v text); INSERT INTO quiet SELECT g, 'q' || g FROM generate_series(1, 200) g;");
+async function prepare(prefix: string, extraSql = ''): Promise<Setup> {
+  const db = await createDatabase(src, uniqueDbName(prefix), writerSchemaSql(500) + "CREATE TABLE quiet (id int PRIMARY KEY, v text); INSERT INTO quiet SELECT g, 'q' || g FROM generate_series(1, 200) g;" + extraSql);
   const app = `app_${db}`.slice(0, 60);
   await src.query(`CREATE ROLE ${app} LOGIN PASSWORD '${APP_PASSWORD}'`);
   await src.query(`GRANT ALL ON ALL TABLES IN SCHEMA public TO ${app}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO ${app}`, [], db);
@@ -97,8 +97,12 @@ async function stopWriter(w: Writer): Promise<number> {
 const OWN_SUB = 'SELECT subenabled FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())';
 
 describe('cutover', () => {
-  it('hands over under an application writer: source refuses it, target equal at the fence, sequences ahead, inserts work at once', async () => {
-    const s = await prepare('cut');
+  it('hands over under an application writer: source refuses it, target equal at the fence, sequences ahead, large objects mirrored, inserts work at once', async () => {
+    // Large objects: two copied by init, then one changed and one added on the source, one removed, and a stray one on the target.
+    const s = await prepare('cut', "SELECT lo_from_bytea(910001, 'kept'), lo_from_bytea(910002, 'before'), lo_from_bytea(910003, 'dropped later');");
+    expect(Object.keys(await largeObjects(tgt.conn(s.db)))).toEqual(['910001', '910002', '910003']);
+    await src.query("SELECT lo_put(910002, 0, 'after!'), lo_from_bytea(910004, 'new since init'), lo_unlink(910003)", [], s.db);
+    await tgt.query("SELECT lo_from_bytea(920001, 'stray')", [], s.db);
     const writer = appWriter(s);
     await waitFor('some commits', async () => writer.commits() > 50);
     const r = await s.cli('cutover', '--yes', '--json');
@@ -107,9 +111,11 @@ describe('cutover', () => {
     expect(commits).toBeGreaterThan(50);
     const doc = JSON.parse(r.stdout) as {
       ok: boolean; outcome: string; writeUnavailableMs: number; fenceLsn: string; phases: { name: string; ms: number }[]; sourceFenced: boolean;
-      databases: { sessionsEnded: number; sequencesMoved: number; tablesFenced: number }[];
+      databases: { sessionsEnded: number; sequencesMoved: number; tablesFenced: number; largeObjects: { copied: number; removed: number } }[];
     };
     expect(doc).toMatchObject({ ok: true, outcome: 'handed-over', sourceFenced: true });
+    expect(doc.databases[0]!.largeObjects).toMatchObject({ copied: 2, removed: 2 });
+    expect(await largeObjects(tgt.conn(s.db))).toEqual(await largeObjects(src.conn(s.db)));
     expect(doc.fenceLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
     expect(typeof doc.writeUnavailableMs).toBe('number');
     expect(doc.phases.map((p) => p.name)).toEqual(['preconditions', 'fence', 'catch-up', 'sequences', 'large-objects', 'gate', 'hand-over']);

@@ -51,6 +51,7 @@ function render(out: Output, r: CutoverReport): void {
     out.print(
       `${d.sourceDatabase} → ${d.targetDatabase}: fence LSN ${d.fenceLsn ?? '-'}, applied ${d.appliedLsn ?? '-'}, ${d.tablesFenced} tables fenced, ` +
         `${d.sessionsEnded} sessions ended (${d.sessionsInTransaction} in a transaction), ${d.sequencesMoved} sequences moved` +
+        (d.largeObjects.copied || d.largeObjects.removed ? `, large objects: ${d.largeObjects.copied} copied, ${d.largeObjects.removed} removed` : '') +
         (d.reverse ? `, reverse: subscription ${d.reverse.subscription} on the old source` : ''),
     );
   }

@@ -20,6 +20,7 @@ import { acquireLock, loadState } from '../../state/checkpoint.js';
 import { readPublication } from '../shared/replication-catalog.js';
 import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
 import { streamHealth } from '../shared/health.js';
+import { mirrorLargeObjects, type MirrorResult } from '../shared/large-objects.js';
 import { waitForApplied } from './catch-up.js';
 import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, unfence, withSource, type FencePlan } from './fence.js';
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
@@ -96,6 +97,8 @@ export interface CutoverDatabaseReport {
   sessionsInTransaction: number;
   sequencesMoved: number;
   sequencesMissing: string[];
+  /** Large objects made the source's at cutover: created or rewritten, unlinked, bytes written. */
+  largeObjects: MirrorResult;
   reverse: { publication: string; subscription: string } | null;
 }
 
@@ -128,6 +131,8 @@ interface Ctx {
   started: number;
   phases: PhaseTiming[];
   warnings: string[];
+  /** Per pair, what the large-objects phase did. */
+  largeObjects: MirrorResult[];
 }
 
 async function phase<T>(x: Ctx, name: CutoverPhase, title: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> {
@@ -176,13 +181,9 @@ function newState(o: CutoverOptions, pairs: ReplicationPair[]): CutoverState {
   return { version: CUTOVER_STATE_VERSION, startedAt: now, updatedAt: now, phase: 'preconditions', options: { reverse: o.reverse, verify: o.verify }, readyAt: null, databases };
 }
 
-async function largeObjectCount(conn: ResolvedConnInfo): Promise<number> {
-  return withSource(conn, async (c) => Number((await c.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_largeobject_metadata')).rows[0]!.n));
-}
-
 export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
   const started = performance.now();
-  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [] };
+  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [] };
   const release = o.dryRun ? undefined : await acquireLock(o.stateDir);
   try {
     const initState = await loadState(o.stateDir);
@@ -303,7 +304,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
 
         // Catch-up, sequences and the large-object check only need the fence: they run at the same time.
         let reached = true;
-        const [, seqs, los] = await Promise.all([
+        const [, seqs] = await Promise.all([
           phase(x, 'catch-up', 'wait until the target has applied the fence LSN', async () => {
             store.state.phase = 'catch-up';
             const deadline = performance.now() + o.maxWaitMs;
@@ -325,7 +326,15 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
             for (const p of pairs) out.push(await moveSequences(p.sourceConn, p.targetConn));
             return out;
           }, (r) => `${r.reduce((n, q) => n + q.moved, 0)} moved`),
-          phase(x, 'large-objects', 'large objects', async () => Promise.all(pairs.map((p) => largeObjectCount(p.sourceConn)))),
+          // Logical replication does not carry large objects: with writers fenced, the target's are made the source's.
+          phase(x, 'large-objects', 'large objects changed since init', async () => {
+            const los = await Promise.all(pairs.map((p) => mirrorLargeObjects({
+              source: p.sourceConn, target: p.targetConn, signal: o.signal,
+              noOwner: initState?.options.noOwner ?? false, noPrivileges: initState?.options.noPrivileges ?? false,
+            })));
+            x.largeObjects = los;
+            return los;
+          }, (los) => `${los.reduce((n, l) => n + l.copied, 0)} copied, ${los.reduce((n, l) => n + l.removed, 0)} removed`),
         ]);
         if (!reached) {
           await phase(x, 'aborted', 'catch-up timed out: lift the fence', async () => {
@@ -339,9 +348,6 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           if (q.missing.length) warn(x, `database ${pairs[i]!.sourceDatabase}: ${q.missing.length} sequences exist on the source only: ${q.missing.slice(0, 5).join(', ')}`);
         }
         faultPoint('cutover.after-sequences');
-        for (const [i, n] of los.entries()) {
-          if (n > 0) warn(x, `database ${pairs[i]!.sourceDatabase} has ${n} large objects on the source: logical replication does not carry them and cutover does not copy changes made to them after init`);
-        }
 
         const gatePairs: GatePair[] = pairs.map((p, i) => ({
           sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn, tables: looks[i]!.publication?.tables ?? [],
@@ -467,6 +473,7 @@ function finish(
     sessionsInTransaction: d.fence?.sessionsInTransaction ?? 0,
     sequencesMoved: seqs[i]?.moved ?? 0,
     sequencesMissing: seqs[i]?.missing ?? [],
+    largeObjects: x.largeObjects[i] ?? { copied: 0, removed: 0, bytes: 0 },
     reverse: d.reverse ? { publication: d.reverse.publication, subscription: d.reverse.subscription } : null,
   }));
   // After a gate failure or a catch-up timeout the fence was lifted; a dry run changes nothing.

@@ -36,7 +36,7 @@ import { formatBytes } from '../../units.js';
 import { copyTables } from './copy.js';
 import { planCopy } from './copy-plan.js';
 import { createForeignKeys, fkKey } from './constraints.js';
-import { copyLargeObjects, countLargeObjects } from './large-objects.js';
+import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
 import {
   archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, type SchemaToolOptions,

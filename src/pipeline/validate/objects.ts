@@ -18,8 +18,8 @@ export function checkLargeObjects(f: DatabaseFacts): CheckResult | null {
   return warn(
     'tables.large_objects',
     'source',
-    `${f.largeObjects} large object${f.largeObjects > 1 ? 's' : ''}: init copies them, but logical replication does not carry large objects, so later changes do not reach the target`,
-    'at cutover, after writes to the source stop, copy the large objects again (pg_dump --large-objects --data-only of this database, restored into the target); or store them in bytea columns',
+    `${f.largeObjects} large object${f.largeObjects > 1 ? 's' : ''}: init copies them, but logical replication does not carry large objects: later changes reach the target only when cutover copies them`,
+    'pgferry cutover copies what changed once writers are fenced; if you hand over by other means, copy them again after writes stop (pg_dump --large-objects --data-only), or store them in bytea columns',
   );
 }
 

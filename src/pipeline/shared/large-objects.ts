@@ -1,8 +1,9 @@
 /**
- * Large objects, read under the copy's snapshot and written to the target in
- * one transaction (so an interrupted copy leaves none half-written and a rerun
+ * Large objects, read under one snapshot and written to the target in one
+ * transaction (so an interrupted copy leaves none half-written and a rerun
  * starts clean), with owner, comment and grants. Logical replication does not
- * carry large objects: what init copies is what the target has.
+ * carry large objects: init copies them under its snapshot, and cutover
+ * mirrors what changed since (`mirrorLargeObjects`) once the source is fenced.
  */
 import type pg from 'pg';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
@@ -20,7 +21,12 @@ export async function countLargeObjects(client: pg.Client): Promise<number> {
 export interface CopyLargeObjectsOptions {
   source: ResolvedConnInfo;
   target: ResolvedConnInfo;
-  snapshot: string;
+  /** The snapshot to read under; without one, a fresh REPEATABLE READ snapshot (a fenced source). */
+  snapshot?: string;
+  /** Copy only these (default: all). */
+  oids?: readonly string[];
+  /** Unlink these on the target in the same transaction (gone from the source). */
+  unlink?: readonly string[];
   noOwner: boolean;
   noPrivileges: boolean;
   signal?: AbortSignal;
@@ -32,17 +38,19 @@ export async function copyLargeObjects(o: CopyLargeObjectsOptions): Promise<{ co
   let tgt: pg.Client | undefined;
   try {
     await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(o.snapshot)}`);
+    if (o.snapshot) await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(o.snapshot)}`);
     const { rows: objects } = await src.query<{ oid: string; owner: string; comment: string | null; grants: { grantee: string; privilege: string; grantable: boolean }[] | null }>(
       `SELECT m.oid::text AS oid, pg_get_userbyid(m.lomowner) AS owner, obj_description(m.oid, 'pg_largeobject') AS comment,
               (SELECT json_agg(json_build_object('grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
                                                  'privilege', a.privilege_type, 'grantable', a.is_grantable))
                  FROM aclexplode(m.lomacl) a WHERE a.grantee <> m.lomowner) AS grants
-         FROM pg_largeobject_metadata m ORDER BY m.oid`,
+         FROM pg_largeobject_metadata m WHERE $1::oid[] IS NULL OR m.oid = ANY($1::oid[]) ORDER BY m.oid`,
+      [o.oids ?? null],
     );
-    if (!objects.length) return { count: 0, bytes: 0 };
+    if (!objects.length && !o.unlink?.length) return { count: 0, bytes: 0 };
     tgt = await connect(o.target, { label: 'the target' });
     await tgt.query('BEGIN');
+    if (o.unlink?.length) await tgt.query('SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = ANY($1::oid[])', [o.unlink]);
     // A rerun after a crash between COMMIT and the checkpoint finds them already there.
     await tgt.query('SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = ANY($1::oid[])', [objects.map((x) => x.oid)]);
     let bytes = 0;
@@ -79,4 +87,53 @@ export async function copyLargeObjects(o: CopyLargeObjectsOptions): Promise<{ co
     await src.end().catch(() => {});
     await tgt?.end().catch(() => {});
   }
+}
+
+/**
+ * Per large object, a digest of what a copy carries: content, comment, and
+ * owner and grants unless the copy leaves them out.
+ */
+async function digests(client: pg.Client, withOwner: boolean, withGrants: boolean): Promise<Map<string, string>> {
+  const { rows } = await client.query<{ oid: string; d: string }>(
+    `SELECT oid::text AS oid,
+            md5(lo_get(oid)) || '|' || coalesce(obj_description(oid, 'pg_largeobject'), '') || '|' ||
+            CASE WHEN $1 THEN pg_get_userbyid(lomowner)::text ELSE '' END || '|' ||
+            CASE WHEN $2 THEN coalesce((SELECT string_agg(pg_get_userbyid(a.grantee) || ':' || a.privilege_type || ':' || a.is_grantable, ',' ORDER BY pg_get_userbyid(a.grantee), a.privilege_type)
+                                          FROM aclexplode(lomacl) a WHERE a.grantee <> lomowner), '') ELSE '' END AS d
+       FROM pg_largeobject_metadata`,
+    [withOwner, withGrants],
+  );
+  return new Map(rows.map((r) => [r.oid, r.d]));
+}
+
+export interface MirrorResult {
+  /** Created or rewritten on the target. */
+  copied: number;
+  /** Unlinked on the target: gone from the source. */
+  removed: number;
+  bytes: number;
+}
+
+/**
+ * Make the target's large objects what the source's are now: copy those that
+ * are new or differ, unlink those the source no longer has, in one target
+ * transaction. Meant for a source whose writers are fenced.
+ */
+export async function mirrorLargeObjects(o: Omit<CopyLargeObjectsOptions, 'snapshot' | 'oids' | 'unlink'>): Promise<MirrorResult> {
+  const read = async (conn: ResolvedConnInfo, label: string) => {
+    const c = await connect(conn, { label, settings: { ...CANONICAL_SETTINGS } });
+    try {
+      return await digests(c, !o.noOwner, !o.noPrivileges);
+    } catch (err) {
+      throw operationError(err, `reading large objects on ${label}`);
+    } finally {
+      await c.end().catch(() => {});
+    }
+  };
+  const [src, tgt] = await Promise.all([read(o.source, 'the source'), read(o.target, 'the target')]);
+  const changed = [...src].filter(([oid, d]) => tgt.get(oid) !== d).map(([oid]) => oid);
+  const gone = [...tgt.keys()].filter((oid) => !src.has(oid));
+  if (!changed.length && !gone.length) return { copied: 0, removed: 0, bytes: 0 };
+  const r = await copyLargeObjects({ ...o, oids: changed, unlink: gone });
+  return { copied: changed.length ? r.count : 0, removed: gone.length, bytes: r.bytes };
 }
