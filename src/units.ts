@@ -35,3 +35,19 @@ export function formatDuration(ms: number): string {
   const whole = Math.round(s);
   return `${Math.floor(whole / 60)}m${String(whole % 60).padStart(2, '0')}s`;
 }
+
+/**
+ * "1.2 GB of ~3.4 GB, 85 MB/s, about 27s left": progress with a rate and a
+ * time left measured from what was done so far (not a nominal rate). The
+ * estimate is a floor: once the work passes it, no time left is shown.
+ */
+export function rateAndEta(done: number, estimated: number, elapsedMs: number, unit: 'bytes' | 'rows' | 'chunks' = 'bytes'): string {
+  const show = (n: number) => (unit === 'bytes' ? formatBytes(n) : `${Math.round(n)} ${unit}`);
+  const rate = elapsedMs > 0 ? (done * 1000) / elapsedMs : 0;
+  let s = `${show(done)}${estimated ? ` of ~${show(estimated)}` : ''}`;
+  // Too early for a rate that means anything.
+  if (elapsedMs < 2000 || rate <= 0) return s;
+  s += `, ${show(rate)}/s`;
+  if (estimated > done) s += `, about ${formatDuration(((estimated - done) / rate) * 1000)} left`;
+  return s;
+}

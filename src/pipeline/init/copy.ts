@@ -39,7 +39,7 @@ import { displayName, qualifiedName } from '../../postgres/identifiers.js';
 import type { CopyFormat } from './format.js';
 import type { TablePart } from './parts.js';
 import { runPool } from './pool.js';
-import { formatBytes } from '../../units.js';
+import { formatBytes, rateAndEta } from '../../units.js';
 import { copyPartWithRetries, type PartResult } from './copy-part.js';
 import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
 import { killSession, openCopySession, type OpenedCopySession } from './copy-session.js';
@@ -130,6 +130,8 @@ interface CopyRun {
   runs: Map<string, TableRun>;
   /** Tables finished so far, in the order they finished. */
   reports: TableCopyReport[];
+  /** Bytes over every table, for the run's rate and time left (measured, unlike the plan's nominal estimate). */
+  overall: { started: number; bytes: number; estimated: number; lastUpdate: number };
 }
 
 /**
@@ -141,12 +143,14 @@ export async function copyTables(opts: CopyTablesOptions): Promise<CopyTablesRep
   const { sessions, sessionFor } = sessionPool(opts);
   const c: CopyRun = {
     opts, progress: opts.progress ?? (() => {}), pid: opts.progressId ?? 'copy', retries: opts.retries ?? 2, sessionFor, runs: new Map(), reports: [],
+    overall: { started, bytes: 0, estimated: 0, lastUpdate: 0 },
   };
   try {
     const first = await sessionFor(0);
     const plans = opts.plan ?? (await planCopy(first.source, opts.tables, opts));
     await truncateSplitRelations(first.target, plans);
     for (const plan of plans) c.runs.set(plan.key, { plan, remaining: plan.parts.length, bytes: 0, rows: 0, lastUpdate: 0, parts: [] });
+    c.overall.estimated = plans.reduce((n, p) => n + p.estimatedBytes, 0);
     const items = plans
       .flatMap((plan) => plan.parts.map((part) => ({ plan, part })))
       .sort((a, b) => b.part.estimatedBytes - a.part.estimatedBytes);
@@ -207,7 +211,13 @@ async function copyItem(c: CopyRun, plan: TableCopyPlan, part: TablePart, slot: 
   if (run.startedAt === undefined) startTable(c, run);
   const onBytes = (n: number) => {
     run.bytes += n;
+    c.overall.bytes += n;
     const now = performance.now();
+    if (now - c.overall.lastUpdate >= 1000) {
+      c.overall.lastUpdate = now;
+      const o = c.overall;
+      c.progress({ kind: 'update', id: c.pid, detail: rateAndEta(o.bytes, o.estimated, now - o.started), done: o.bytes, total: o.estimated, unit: 'bytes' });
+    }
     if (now - run.lastUpdate < 250) return;
     run.lastUpdate = now;
     c.progress({ kind: 'update', id: `${c.pid}/${plan.key}`, detail: rateDetail(run, now), done: run.bytes, total: plan.estimatedBytes, unit: 'bytes' });
@@ -219,7 +229,10 @@ async function copyItem(c: CopyRun, plan: TableCopyPlan, part: TablePart, slot: 
     { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes },
     c.retries,
     {
-      onFailedAttempt: (bytes) => (run.bytes -= bytes),
+      onFailedAttempt: (bytes) => {
+        run.bytes -= bytes;
+        c.overall.bytes -= bytes;
+      },
       onRetry: (message) => c.progress({ kind: 'log', level: 'warn', message }),
     },
   );
@@ -251,10 +264,5 @@ function failUnfinishedTables(c: CopyRun, err: unknown): void {
 }
 
 function rateDetail(run: TableRun, now: number): string {
-  const secs = (now - (run.startedAt ?? now)) / 1000;
-  const rate = secs > 0 ? run.bytes / secs : 0;
-  const total = run.plan.estimatedBytes;
-  let detail = `${formatBytes(run.bytes)}${total ? ` of ~${formatBytes(total)}` : ''}, ${formatBytes(rate)}/s`;
-  if (rate > 0 && total > run.bytes) detail += `, ETA ${Math.ceil((total - run.bytes) / rate)}s`;
-  return detail;
+  return rateAndEta(run.bytes, run.plan.estimatedBytes, now - (run.startedAt ?? now));
 }

@@ -20,7 +20,7 @@ import { detectReplication } from './replication.js';
 import { compareSequences, compareTableSchemas, targetColumns, targetTables, type TableRef } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
 import { hashKind, type VerifyTable } from './sql.js';
-import { plural } from '../../units.js';
+import { plural, rateAndEta } from '../../units.js';
 import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
 
 export const VERIFY_DEFAULTS = {
@@ -304,7 +304,7 @@ async function runChunks(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJ
           }
         }
         job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
-        if (job.plan!.taskCount > 1) progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: `${job.done}/${job.plan!.count} chunks`, done: job.done, total: job.plan!.count, unit: 'chunks' });
+        if (job.plan!.taskCount > 1) progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: rateAndEta(job.done, job.plan!.count, Date.now() - job.startedAt, 'chunks'), done: job.done, total: job.plan!.count, unit: 'chunks' });
         if (--job.remaining === 0) finish(job);
       }
     }),
