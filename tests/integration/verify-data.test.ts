@@ -184,6 +184,21 @@ describe('verify: data and schema', () => {
     expect(report.databases[1]!.tables[0]!.diffs).toEqual([{ kind: 'different', key: { id: '5' } }]);
   });
 
+  it('compares char(n) by its text on either side: padding never counts, a changed character does', async () => {
+    const rows = `INSERT INTO t SELECT i, 'k' || i, 'v' || i FROM generate_series(1, 3000) i;`;
+    const [s, t] = await Promise.all([
+      createDatabase(source, 'bpchar_s', `CREATE TABLE t (id int PRIMARY KEY, a char(8), b char(12)); ${rows}`),
+      createDatabase(target, 'bpchar_t', `CREATE TABLE t (id int PRIMARY KEY, a char(8), b text); ${rows}`),
+    ]);
+    // The column type differs (reported as a schema difference); the rows do not.
+    const first = table(await runVerify(source, s, target, t, { chunkRows: 500 }), 'public', 't');
+    expect(first.schemaDifferences.map((d) => d.object)).toEqual(['public.t.b']);
+    expect(first.diffs).toEqual([]);
+    await target.query(`UPDATE t SET a = 'k2x' WHERE id = 2; UPDATE t SET b = 'V2999' WHERE id = 2999`, [], t);
+    const report = await runVerify(source, s, target, t, { chunkRows: 500 });
+    expect(table(report, 'public', 't').diffs).toEqual([{ kind: 'different', key: { id: '2' } }, { kind: 'different', key: { id: '2999' } }]);
+  });
+
   it('refuses a filter PostgreSQL cannot plan, naming the table, before comparing anything', async () => {
     const scope = scopeFromFlags({ tableFilter: ['shop.events:kind = = 1'] });
     const err = await runVerify(source, srcDb, target, equalDb, { scope }).catch((e: unknown) => e);

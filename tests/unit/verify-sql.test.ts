@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { ScopeTable } from '../../src/config/scope.js';
 import { UsageError } from '../../src/errors.js';
 import {
-  bucketHashQuery, bucketRange, chunkHashQuery, hashKind, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
+  bpcharSides, bucketHashQuery, bucketRange, chunkHashQuery, hashKind, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
 } from '../../src/pipeline/verify/sql.js';
 import { tableFilter } from '../../src/pipeline/verify/verify.js';
 
@@ -25,6 +25,19 @@ const odd: VerifyTable = {
 };
 
 describe('verify SQL', () => {
+  it('hashes char(n) without the text cast on the sides where it is char(n), and nowhere else', () => {
+    expect(bpcharSides(1042, 'character(84)')).toEqual({ source: true, target: true });
+    expect(bpcharSides(25, 'character')).toEqual({ source: false, target: true });
+    expect(bpcharSides(1042, 'text')).toEqual({ source: true, target: false });
+    expect(bpcharSides(1043, 'character varying(5)')).toBeUndefined();
+    expect(bpcharSides(1042, 'character(84)[]')).toEqual({ source: true, target: false });
+    const cols = [{ name: 'f', kind: 'text' as const, bpchar: { source: true, target: false } }];
+    expect(rowHashExpr(cols, 'source')).toContain('hashbpcharextended("f" COLLATE "C", 1)');
+    expect(rowHashExpr(cols, 'target')).toContain('hashtextextended("f"::text COLLATE "C", 1)');
+    // A masked column hashes the masked expression as text.
+    expect(rowHashExpr([{ ...cols[0]!, sourceExpr: "'x'" }], 'source')).toContain(`hashtextextended(('x')::text COLLATE "C", 1)`);
+  });
+
   it('hashes every column by name with its own seed and its own NULL constant', () => {
     const expr = rowHashExpr(odd.columns);
     expect(expr).toBe(

@@ -7,7 +7,9 @@
  *   timestamp, timestamptz     → timestamp_hash_extended(col::timestamp, seed) (the µs value; the
  *                                 sessions run with TimeZone=UTC, so the cast shifts nothing)
  *   uuid                       → uuid_hash_extended(col, seed)
- *   anything else              → hashtextextended(col::text COLLATE "C", seed)
+ *   anything else              → hashtextextended(col::text COLLATE "C", seed); on a side where
+ *                                 the column is char(n), hashbpcharextended(col COLLATE "C", seed),
+ *                                 which gives the same value without building the text copy
  *   NULL                       → a fixed 64-bit constant per column position
  * with a different seed per column position (columns sorted by name, so
  * attnum order does not matter). The chunk aggregate is count(*) plus the
@@ -38,6 +40,12 @@ export interface HashColumn {
   kind: 'int' | 'timestamp' | 'uuid' | 'text';
   /** A masked column (data rules): the source side hashes this expression, the masked source value, instead of the column. */
   sourceExpr?: string;
+  /**
+   * The sides where the column is char(n). There hashbpcharextended hashes the
+   * value without the cast to text (which strips the padding into a copy, and
+   * costs 4× the hash): it gives exactly hashtextextended of that text.
+   */
+  bpchar?: { source: boolean; target: boolean };
 }
 
 export interface KeyColumn {
@@ -74,6 +82,18 @@ export interface KeyRange {
 
 export const WHOLE_RANGE: KeyRange = { lo: null, hi: null };
 
+const BPCHAR_TYPE = 1042;
+
+/** Is this format_type() text char(n)? */
+export function isBpcharType(formatted: string): boolean {
+  return /^(character(\(\d+\))?|bpchar)$/.test(formatted);
+}
+
+export function bpcharSides(sourceTypeOid: number, targetType: string): HashColumn['bpchar'] {
+  const sides = { source: sourceTypeOid === BPCHAR_TYPE, target: isBpcharType(targetType) };
+  return sides.source || sides.target ? sides : undefined;
+}
+
 export function hashKind(typeOid: number): HashColumn['kind'] {
   if (INT_TYPES.has(typeOid)) return 'int';
   if (TIMESTAMP_TYPES.has(typeOid)) return 'timestamp';
@@ -91,6 +111,7 @@ function columnHash(c: HashColumn, seed: number, side?: Side): string {
     case 'uuid':
       return `uuid_hash_extended(${col}::uuid, ${seed})`;
     default:
+      if (side && c.bpchar?.[side] && !(side === 'source' && c.sourceExpr)) return `hashbpcharextended(${col} COLLATE "C", ${seed})`;
       return `hashtextextended(${col}::text COLLATE "C", ${seed})`;
   }
 }

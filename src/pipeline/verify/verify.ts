@@ -19,7 +19,7 @@ import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
 import { detectReplication } from './replication.js';
 import { compareSequences, compareTableSchemas, targetColumns, targetTables, type TableRef } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
-import { hashKind, type VerifyTable } from './sql.js';
+import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
 import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
 
@@ -225,7 +225,10 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
       key: keyCols,
         columns: common
           .filter((c) => !masked.skipped.includes(c.name))
-          .map((c) => ({ name: c.name, kind: hashKind(c.typeOid), ...(masked.sourceExpr.has(c.name) ? { sourceExpr: masked.sourceExpr.get(c.name)! } : {}) })),
+          .map((c) => {
+            const bpchar = bpcharSides(c.typeOid, tcols.get(c.name)!);
+            return { name: c.name, kind: hashKind(c.typeOid), ...(bpchar ? { bpchar } : {}), ...(masked.sourceExpr.has(c.name) ? { sourceExpr: masked.sourceExpr.get(c.name)! } : {}) };
+          }),
       filter,
       only: t.relkind === 'r' && t.hasInheritanceChildren,
       estimatedRows: t.estimatedRows,
