@@ -126,6 +126,8 @@ export async function runGate(o: GateRequest): Promise<GateResult> {
       lagTimeoutMs: VERIFY_DEFAULTS.lagTimeoutMs,
       // Sequences were just moved forward by cutover itself; the gate is about rows and schema.
       sequences: false,
+      // The source is fenced: nothing changes under a whole-table scan.
+      sourceQuiet: true,
       signal: o.signal,
       progress: o.progress,
     });

@@ -37,6 +37,11 @@ export interface VerifyOptions {
   lagTimeoutMs: number;
   /** Compare sequence values too. */
   sequences: boolean;
+  /**
+   * The source takes no writes (cutover's fence): tables are scanned whole
+   * even while a subscription is active (see planChunks' wholeScan).
+   */
+  sourceQuiet?: boolean;
   signal?: AbortSignal;
   progress?: ProgressSink;
   /** Told of every key range (or keyless table) whose difference verify confirmed; `verify --repair` collects them. */

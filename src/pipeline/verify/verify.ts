@@ -133,7 +133,7 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
     const ctx = await resolveDatabaseScope(opts, sourceDb, pairs[0]!);
     const catalog = await compareCatalogs(opts, pairs, ctx);
     const { jobs, reports } = buildTableJobs(opts, pair, ctx, catalog);
-    await planJobs(opts, pairs, jobs);
+    await planJobs(opts, pairs, jobs, !catalog.replication.active || !!opts.sourceQuiet);
     await runChunks(opts, pairs, jobs, scopeLabel(sourceDb, tgtConn.dbname), progress);
     return databaseReport(sourceDb, tgtConn.dbname, catalog, reports, started);
   } catch (err) {
@@ -248,7 +248,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
 }
 
 /** Plan every keyed table (source only, cheap), biggest first so that big tables start early. */
-async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[]): Promise<void> {
+async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[], wholeScan: boolean): Promise<void> {
   const signal = opts.signal;
   jobs.sort((a, b) => b.table.estimatedRows - a.table.estimatedRows);
   let next = 0;
@@ -258,7 +258,7 @@ async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJo
         const job = jobs[next++]!;
         throwIfAborted(signal);
         try {
-          job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs);
+          job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs, { wholeScan });
         } catch (err) {
           if (fatal(err)) throw err;
           job.report.error = `cannot plan chunks: ${(err as Error).message}`;
