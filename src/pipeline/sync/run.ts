@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../config/scope.js';
 import { OperationError, UsageError } from '../../errors.js';
+import { faultPoint } from '../../fault.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
 import { warningCollector, type ProgressSink } from '../shared/progress.js';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
@@ -482,11 +483,13 @@ async function subscribe(
 
   if (!sub && useSlot) {
     publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
+    faultPoint('sync.after-publication');
     await checkSlotDecodable(s, slotName);
     await createSubscription(tgt, {
       name: names.subscription, publication: names.publication, slot: slotName, conninfo: conn.conninfo, createSlot: false, copyData: false,
       enabled: false, binary, streaming, passwordNotRequired: passwordNotRequired(ids, conn),
     });
+    faultPoint('sync.after-subscription');
     sub = (await readSubscription(tgt, names.subscription))!;
     if (forcedOrigin) await advanceOrigin(tgt, sub.oid, forcedOrigin);
     await enableSubscription(tgt, sub.name);
@@ -571,6 +574,7 @@ async function waitUntilReplicating(
     try {
       facts = await Promise.all(pairs.map((p) => collectPair(p, { source: ids.source.major, target: ids.target.major })));
       unreachableSince = null;
+      faultPoint('sync.waiting');
     } catch (err) {
       // A server restarting or a dropped connection: replication carries on by itself; poll again (a new connection
       // each time) until the tolerated break is over, then report the error as it is.
