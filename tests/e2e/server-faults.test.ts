@@ -119,7 +119,7 @@ async function untilSubscribed(): Promise<void> {
  */
 async function finishes(what: string, first: CliResult, again: () => Promise<CliResult>, side: RegExp): Promise<string> {
   if (first.exitCode === 0) return `${what}: finished by itself`;
-  const message = first.stderr.trim().split('\n')[0] ?? '';
+  const message = first.stderr.split('\n').find((l) => l.startsWith('error:')) ?? '';
   expect([3, 4], `${what}: exit ${first.exitCode}\n${first.stdout}\n${first.stderr}`).toContain(first.exitCode);
   expect(first.stderr, what).toMatch(side);
   const second = await again();
