@@ -48,8 +48,15 @@ const SCHEMA = `${writerSchemaSql(2000)}
   INSERT INTO slow (pad) SELECT repeat('p', 200) FROM generate_series(1, 1500) g;
   ANALYZE;`;
 
+/**
+ * Test clusters run with synchronous_commit = off for speed; a crash then loses the last
+ * commits, which a production server does not (init's checkpoint trusts the target's
+ * COMMIT: see docs/reliability.md). These servers commit durably, as production ones do.
+ */
+const DURABLE = { settings: { synchronous_commit: 'on' } };
+
 beforeAll(async () => {
-  [src, tgt] = await Promise.all([clusters.start({ name: 'srvfault-src' }), clusters.start({ name: 'srvfault-tgt' })]);
+  [src, tgt] = await Promise.all([clusters.start({ name: 'srvfault-src', ...DURABLE }), clusters.start({ name: 'srvfault-tgt', ...DURABLE })]);
 });
 afterAll(async () => {
   await Promise.all(proxies.map((p) => p.close()));
