@@ -108,7 +108,7 @@ async function tableHashes(c, db) {
   );
   const out = {};
   for (const { t } of tables) {
-    const rows = await c.query(`SELECT t::text AS r FROM ${t} t ORDER BY 1 COLLATE "C"`, [], db);
+    const rows = await c.query(`SELECT t::text AS r FROM ${t} t ORDER BY t::text COLLATE "C"`, [], db);
     out[t] = `${rows.length} ${createHash('sha256').update(rows.map((r) => r.r).join('\n')).digest('hex').slice(0, 16)}`;
   }
   const seqs = await c.query("SELECT schemaname || '.' || sequencename AS s, last_value::text AS v FROM pg_sequences ORDER BY 1", [], db);
