@@ -93,7 +93,8 @@ export async function openCopySession(
     try {
       await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot)}`);
     } catch (err) {
-      throw operationError(err, `cannot import snapshot ${snapshot} on the source (the connection that exported it must stay open)`);
+      // The snapshot lives only as long as the connection that exported it: a dropped connection or a restart ends it.
+      throw operationError(err, `cannot import snapshot ${snapshot} on the source: the connection that exported it is gone (dropped, or the server restarted); run init again to resume`);
     }
     tgt = await connect(target, { label: 'the target', applicationName: COPY_APPLICATION_NAME, settings: COMMON_SETTINGS });
     await durableCommits(tgt);
