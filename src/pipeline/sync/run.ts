@@ -14,7 +14,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../config/scope.js';
-import { OperationError, UsageError } from '../../errors.js';
+import { OperationError, PgferryError, UsageError } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
 import { warningCollector, type ProgressSink } from '../shared/progress.js';
@@ -225,6 +225,10 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
   }
   const src = await connect(pair.sourceConn, { label: 'the source', settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync' });
   const tgt = await connect(pair.targetConn, { label: 'the target', applicationName: 'pgferry sync' });
+  // A connection lost midway (a server restart, the network) is named by its side in the error.
+  let lost: string | undefined;
+  src.once('end', () => (lost ??= 'the connection to the source was lost'));
+  tgt.once('end', () => (lost ??= 'the connection to the target was lost'));
   try {
     const s: DbSync = { x, pair, db, names, d, src, tgt };
     const { published, unlogged, pubScope } = await publishedScope(s);
@@ -258,6 +262,12 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
       unlogged: unlogged.map((t) => displayName(t.schema, t.name)),
     };
   } catch (err) {
+    if (lost && !(err instanceof PgferryError)) {
+      throw new OperationError(`sync of database "${db}": ${lost} (${(err as Error).message})`, {
+        hint: 'run sync again once both servers are reachable: it carries on with what this run created',
+        cause: err,
+      });
+    }
     throw operationError(err, `sync of database "${db}"`);
   } finally {
     await Promise.all([src.end().catch(() => {}), tgt.end().catch(() => {})]);
