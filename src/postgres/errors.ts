@@ -17,6 +17,9 @@ export function isPgError(err: unknown): err is Error & PgLikeError {
 }
 
 export function sqlstate(err: unknown): string | undefined {
+  // A system error's code can look like one (EPIPE, EPERM): those carry a syscall or an errno.
+  const sys = err as { syscall?: unknown; errno?: unknown } | undefined;
+  if (typeof sys?.syscall === 'string' || typeof sys?.errno === 'number') return undefined;
   return isPgError(err) && /^[0-9A-Z]{5}$/.test(err.code!) ? err.code : undefined;
 }
 

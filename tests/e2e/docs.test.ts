@@ -12,7 +12,7 @@ describe('documentation', () => {
   });
 
   it('every relative link in README.md and docs/*.md points at a file that exists', () => {
-    const files = ['README.md', 'docs/architecture.md', 'docs/configuration.md', 'docs/cutover-runbook.md'];
+    const files = ['README.md', 'docs/architecture.md', 'docs/configuration.md', 'docs/cutover-runbook.md', 'docs/reliability.md'];
     for (const f of files) {
       const text = readFileSync(path.join(repoRoot, f), 'utf8');
       for (const m of text.matchAll(/\]\(([^)#\s]+)(#[^)]*)?\)/g)) {

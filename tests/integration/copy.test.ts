@@ -183,6 +183,8 @@ describe('copy engine (15 → 17)', () => {
 
     const session = await openCopySession(s, t, h.snapshot);
     try {
+      // The test target runs with synchronous_commit = off: a part's COMMIT is made durable all the same.
+      expect((await session.target.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]!.synchronous_commit).toBe('local');
       for (const format of ['binary', 'text'] as const) {
         const res = await copyPart(session, safe!.parts[0]!, { columns: safe!.columns, format, truncateAndFreeze: true });
         expect(res.rows).toBe(5);

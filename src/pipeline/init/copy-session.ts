@@ -63,6 +63,16 @@ export function isSessionBroken(s: CopySession): boolean {
 }
 
 /**
+ * A part is recorded done once its COMMIT returns, so that COMMIT must survive
+ * a crash of the target: where the server runs with synchronous_commit = off,
+ * this session flushes its commits locally (a stricter setting is left as it is).
+ */
+async function durableCommits(target: pg.Client): Promise<void> {
+  const { rows } = await target.query<{ v: string }>("SELECT current_setting('synchronous_commit') AS v");
+  if (rows[0]?.v === 'off') await target.query('SET synchronous_commit = local');
+}
+
+/**
  * Open a worker's connection pair and import the snapshot on the source.
  * The exporting transaction (or replication connection) must still be open.
  */
@@ -83,11 +93,13 @@ export async function openCopySession(
     try {
       await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot)}`);
     } catch (err) {
-      throw operationError(err, `cannot import snapshot ${snapshot} on the source (the connection that exported it must stay open)`);
+      // The snapshot lives only as long as the connection that exported it: a dropped connection or a restart ends it.
+      throw operationError(err, `cannot import snapshot ${snapshot} on the source: the connection that exported it is gone (dropped, or the server restarted); run init again to resume`);
     }
     tgt = await connect(target, { label: 'the target', applicationName: COPY_APPLICATION_NAME, settings: COMMON_SETTINGS });
+    await durableCommits(tgt);
   } catch (err) {
-    await src.end().catch(() => {});
+    await Promise.all([src.end().catch(() => {}), tgt?.end().catch(() => {})]);
     throw err;
   }
   const session: OpenedCopySession = {

@@ -22,6 +22,7 @@
 import path from 'node:path';
 import type { ScopeTable } from '../../config/scope.js';
 import { OperationError } from '../../errors.js';
+import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
 import { databaseProperties, userObjectCounts } from '../../postgres/catalog/databases.js';
 import type { ForeignKey } from '../../postgres/catalog/foreign-keys.js';
@@ -192,6 +193,7 @@ async function snapshotPhases(r: PhaseRun): Promise<void> {
         await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
         if (await preDataAlreadyRestored(x)) return 'already restored';
         await restorePreData(x.target.conn, archive, toolOpts);
+        faultPoint('init.pre-data');
       });
       await setPhase('data');
     }
@@ -242,6 +244,7 @@ async function sequencesPhase(r: PhaseRun): Promise<void> {
   const { x, timed, setPhase } = r;
   await timed('sequences', 'sequences', async () => {
     r.sequences = (await syncSequences({ source: x.source.conn, target: x.target.conn })).filter((q) => q.action === 'set').length;
+    faultPoint('init.sequences');
     return `${r.sequences} set`;
   });
   await setPhase('analyze');
@@ -253,6 +256,7 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
   await timed('analyze', 'ANALYZE', async () => {
     const copied = x.tables.filter((t) => !t.schemaOnly);
     await analyzeTables(x.target.conn, copied, o.jobs, x.signal);
+    faultPoint('init.analyze');
     return `${copied.length} tables`;
   });
   await store.update(() => {
@@ -484,7 +488,9 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
       t.bytes += r.bytes;
       // The only part of a table: the table-done write follows at once, and a
       // resume copies an unfinished table whole anyway, so this one is not saved.
-      return t.parts.length > 1 ? store.save() : undefined;
+      if (t.parts.length <= 1) return undefined;
+      const partial = t.parts.some((q) => q.status !== 'done');
+      return store.save().then(() => (partial ? faultPoint('init.copy.mid-split') : undefined));
     },
     onTableDone: (plan, r) => {
       copiedThisRun.add(plan.key);
@@ -494,7 +500,7 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
         t.rows = r.rows;
         t.bytes = r.bytes;
         t.seconds = r.ms / 1000;
-      });
+      }).then(() => faultPoint('init.between-tables'));
     },
   });
   return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}`;
@@ -514,6 +520,7 @@ async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts:
   const work = statePaths(o.stateDir).work;
   const base = encodeURIComponent(d.sourceDatabase);
   await restoreEntries(x.target.conn, archive, todo.filter((e) => !isFk(e.desc) && !isLate(e.desc)), path.join(work, `${base}.post-data.list`), o.jobs, toolOpts, 'indexes and constraints');
+  faultPoint('init.post-data');
 
   const fkOids = new Set(entries.filter((e) => isFk(e.desc)).map((e) => e.oid));
   const fks = x.fks.filter((fk) => fkOids.has(fk.oid));

@@ -14,6 +14,7 @@ import type { ScopeSpec, ScopeTable } from '../../config/scope.js';
 import { resolveTables, rulesFor, scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { parseJobs } from '../../config/jobs.js';
+import { faultPoint } from '../../fault.js';
 import { shutdownSignal } from '../../lifecycle.js';
 import { warningCollector, type ProgressSink } from '../shared/progress.js';
 import { describeObjectCounts } from '../../postgres/catalog/databases.js';
@@ -349,6 +350,7 @@ async function rolesPhase(
     progress({ kind: 'start', id: 'init/roles', title: 'roles' });
     roles = await copyRoles({ source: o.source, target: forDatabase(o.target, ids.target.database), sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal });
     for (const s of roles.skipped) warn(`role statement skipped: ${s.reason}`);
+    faultPoint('init.roles');
     await store.update((s) => (s.roles = 'done'));
     progress({ kind: 'end', id: 'init/roles', status: roles.skipped.length ? 'warn' : 'ok', detail: `${roles.created.length} created, ${roles.existing.length} existed` });
     phaseSeconds.roles = (performance.now() - t0) / 1000;

@@ -14,7 +14,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../config/scope.js';
-import { OperationError, UsageError } from '../../errors.js';
+import { OperationError, PgferryError, UsageError } from '../../errors.js';
+import { faultPoint } from '../../fault.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
 import { warningCollector, type ProgressSink } from '../shared/progress.js';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
@@ -224,6 +225,10 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
   }
   const src = await connect(pair.sourceConn, { label: 'the source', settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync' });
   const tgt = await connect(pair.targetConn, { label: 'the target', applicationName: 'pgferry sync' });
+  // A connection lost midway (a server restart, the network) is named by its side in the error.
+  let lost: string | undefined;
+  src.once('end', () => (lost ??= 'the connection to the source was lost'));
+  tgt.once('end', () => (lost ??= 'the connection to the target was lost'));
   try {
     const s: DbSync = { x, pair, db, names, d, src, tgt };
     const { published, unlogged, pubScope } = await publishedScope(s);
@@ -257,6 +262,12 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
       unlogged: unlogged.map((t) => displayName(t.schema, t.name)),
     };
   } catch (err) {
+    if (lost && !(err instanceof PgferryError)) {
+      throw new OperationError(`sync of database "${db}": ${lost} (${(err as Error).message})`, {
+        hint: 'run sync again once both servers are reachable: it carries on with what this run created',
+        cause: err,
+      });
+    }
     throw operationError(err, `sync of database "${db}"`);
   } finally {
     await Promise.all([src.end().catch(() => {}), tgt.end().catch(() => {})]);
@@ -482,11 +493,13 @@ async function subscribe(
 
   if (!sub && useSlot) {
     publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
+    faultPoint('sync.after-publication');
     await checkSlotDecodable(s, slotName);
     await createSubscription(tgt, {
       name: names.subscription, publication: names.publication, slot: slotName, conninfo: conn.conninfo, createSlot: false, copyData: false,
       enabled: false, binary, streaming, passwordNotRequired: passwordNotRequired(ids, conn),
     });
+    faultPoint('sync.after-subscription');
     sub = (await readSubscription(tgt, names.subscription))!;
     if (forcedOrigin) await advanceOrigin(tgt, sub.oid, forcedOrigin);
     await enableSubscription(tgt, sub.name);
@@ -571,6 +584,7 @@ async function waitUntilReplicating(
     try {
       facts = await Promise.all(pairs.map((p) => collectPair(p, { source: ids.source.major, target: ids.target.major })));
       unreachableSince = null;
+      faultPoint('sync.waiting');
     } catch (err) {
       // A server restarting or a dropped connection: replication carries on by itself; poll again (a new connection
       // each time) until the tolerated break is over, then report the error as it is.

@@ -7,6 +7,7 @@
  * subscriber reports as applied and flushed.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { faultPoint } from '../../fault.js';
 import { WAL_END_SQL } from '../../postgres/lsn.js';
 import type { SideSession } from './sessions.js';
 import type { ReplicationInfo } from './types.js';
@@ -57,6 +58,8 @@ export async function waitForReplay(
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<boolean> {
+  // Every recheck of a differing range (compare.ts) and every repair read waits here first.
+  faultPoint('verify.recheck');
   const deadline = Date.now() + timeoutMs;
   // Polled often: the subscriber reports its flush position every few hundred ms, and each wait holds up a worker.
   let pause = 20;

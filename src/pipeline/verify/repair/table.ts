@@ -13,6 +13,7 @@
  * undo a change the apply worker made.
  */
 import type pg from 'pg';
+import { faultPoint } from '../../../fault.js';
 import { sqlstate } from '../../../postgres/errors.js';
 import {
   compareKeyed, countEqualRowsQuery, diffKeyedChunk, diffKeylessTable, diffKeys, keyId, keyedDiffSize, readKeys,
@@ -305,6 +306,7 @@ export class TableRepair {
         await w.query('ROLLBACK');
         return null;
       }
+      faultPoint('repair.mid-write');
       await w.query('COMMIT');
       this.ctx.db.transactions++;
       return r.done;
