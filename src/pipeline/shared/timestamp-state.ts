@@ -149,9 +149,13 @@ export async function lastRound(c: pg.Client): Promise<RoundRecord | null> {
     : null;
 }
 
-export async function dropStateSchema(c: pg.Client): Promise<boolean> {
-  const { rows } = await c.query<{ ok: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS ok', [STATE_SCHEMA]);
-  if (!rows[0]!.ok) return false;
-  await c.query(`DROP SCHEMA ${quoteIdent(STATE_SCHEMA)} CASCADE`);
-  return true;
+/** Drop pgferry's state tables, and the schema once nothing else is in it (a user's own objects there are left alone). */
+export async function dropStateSchema(c: pg.Client): Promise<void> {
+  await c.query(`DROP TABLE IF EXISTS ${TABLES}, ${ROUNDS}`);
+  const { rows } = await c.query<{ empty: boolean }>(
+    `SELECT NOT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_namespace n ON n.oid = d.refobjid
+                         WHERE d.refclassid = 'pg_namespace'::regclass AND n.nspname = $1) AS empty`,
+    [STATE_SCHEMA],
+  );
+  if (rows[0]!.empty) await c.query(`DROP SCHEMA IF EXISTS ${quoteIdent(STATE_SCHEMA)}`);
 }
