@@ -40,6 +40,29 @@ const conns = () => ['--source', src.url(db), '--target', tgt.url(db), '--state-
 const pgferry = (...args: string[]) => runCliProcess([...args, ...conns()]);
 
 describe('--method timestamp through the built CLI', () => {
+  it('validate --method timestamp checks this mode, not logical replication', async () => {
+    const v = await pgferry('validate', '--method', 'timestamp', '--json');
+    expect(v.exitCode, v.stdout).toBe(0);
+    const doc = JSON.parse(v.stdout) as { checks: { id: string; status: string; details?: string[] }[] };
+    const ids = doc.checks.map((c) => c.id);
+    expect(ids).not.toContain('source.wal_level');
+    expect(ids).not.toContain('source.replication_privilege');
+    expect(doc.checks.find((c) => c.id === 'timestamp.keys')!.status).toBe('ok');
+    expect(doc.checks.find((c) => c.id === 'timestamp.columns')).toMatchObject({ status: 'warn', details: ['public.plain'] });
+    expect(doc.checks.find((c) => c.id === 'timestamp.activity')!.status).toBe('ok');
+    // The logical check on the same source fails on wal_level = replica.
+    const logical = await pgferry('validate', '--json');
+    expect(logical.exitCode).toBe(1);
+
+    await src.query("CREATE ROLE ts_reader LOGIN PASSWORD 'reader-pw'");
+    await src.query('GRANT SELECT ON ALL TABLES IN SCHEMA public TO ts_reader', [], db);
+    const r = await runCliProcess(['validate', '--method', 'timestamp', '--source', src.url(db, 'ts_reader', 'reader-pw'), '--target', tgt.url(db), '--json']);
+    const activity = (JSON.parse(r.stdout) as { checks: { id: string; status: string; fix?: string }[] }).checks.find((c) => c.id === 'timestamp.activity');
+    expect(activity).toMatchObject({ status: 'fail', fix: 'GRANT pg_read_all_stats TO "ts_reader";' });
+    expect(r.exitCode).toBe(1);
+    await src.query('REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM ts_reader', [], db);
+  });
+
   it('init, rounds, status, verify, cleanup', async () => {
     const init = await pgferry('init', '--method', 'timestamp', '--yes', '--no-roles', '--json');
     expect(init.exitCode, init.stderr).toBe(0);

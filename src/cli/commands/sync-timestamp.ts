@@ -10,7 +10,7 @@ import type { GlobalArgs } from '../options.js';
 import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
 
-const GROUP = 'Sync --method timestamp:';
+const GROUP = 'Timestamp method:';
 
 export interface TimestampArgs {
   method: 'logical' | 'timestamp';

@@ -50,7 +50,7 @@ function render(out: Output, r: SyncReport): void {
 
 export const syncCommand = defineCommand<SyncArgs>({
   command: 'sync',
-  describe: 'Start native logical replication exactly where init\'s snapshot ended, and wait until it is in sync',
+  describe: 'Start native logical replication exactly where init\'s snapshot ended, and wait until it is in sync (--method timestamp: incremental rounds instead)',
   builder: (y: Argv<GlobalArgs>) =>
     withTimestampOptions(withTableScopeOptions(y))
       .option('copy-data', {
