@@ -28,6 +28,8 @@ export interface LowerBound {
   oldestOpen: string | null;
   /** least(clock, oldestOpen) - overlap: the next round reads rows stamped at or after it. */
   bound: string;
+  /** A standby: the primary's open transactions are not in its pg_stat_activity; only the overlap covers them. */
+  standby: boolean;
 }
 
 const BOUND_SQL = `
@@ -43,7 +45,7 @@ WITH open AS (
          (SELECT count(*) FROM open WHERE query = '<insufficient privilege>')::int AS hidden,
          (SELECT count(*) FROM pg_catalog.pg_prepared_xacts WHERE database = current_database())::int AS prepared
 )
-SELECT clock::text AS clock, oldest::text AS oldest, hidden, prepared,
+SELECT clock::text AS clock, oldest::text AS oldest, hidden, prepared, pg_catalog.pg_is_in_recovery() AS standby,
        (LEAST(clock, oldest) - $1::float8 * interval '1 second')::text AS bound
   FROM facts`;
 
@@ -52,7 +54,7 @@ SELECT clock::text AS clock, oldest::text AS oldest, hidden, prepared,
  * outside the transaction whose snapshot it bounds, and before that snapshot.
  */
 export async function readLowerBound(c: pg.Client, overlapSeconds: number): Promise<LowerBound> {
-  const { rows } = await c.query<{ clock: string; oldest: string | null; hidden: number; prepared: number; bound: string }>(BOUND_SQL, [overlapSeconds]);
+  const { rows } = await c.query<{ clock: string; oldest: string | null; hidden: number; prepared: number; bound: string; standby: boolean }>(BOUND_SQL, [overlapSeconds]);
   const r = rows[0]!;
   if (r.hidden > 0) {
     throw new UsageError(
@@ -66,7 +68,7 @@ export async function readLowerBound(c: pg.Client, overlapSeconds: number): Prom
       { hint: 'COMMIT PREPARED or ROLLBACK PREPARED them (pg_prepared_xacts), then run the round again' },
     );
   }
-  return { clock: r.clock, oldestOpen: r.oldest, bound: r.bound };
+  return { clock: r.clock, oldestOpen: r.oldest, bound: r.bound, standby: r.standby };
 }
 
 /** Whether the current role sees every session's transaction start (superuser or pg_read_all_stats). */

@@ -188,6 +188,7 @@ async function roundOfDatabase(
       if (!marks.has(`${t.schema}\u0000${t.name}`) && t.timestamp) warn(`${displayName(t.schema, t.name)} has no mark yet (not copied by init --method timestamp): every row is read this round`);
     }
     const bound = await readLowerBound(c.source, o.overlapSeconds);
+    if (bound.standby) warn(`the source is a standby: the primary's open transactions are invisible to it, so only --overlap (${o.overlapSeconds}s) covers them; make it longer than the longest write transaction on the primary`);
     const round = await startRound(c.writer, bound.bound, o.detectDeletes);
     await c.source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     // The snapshot is taken by the first statement: now, after the bound was read.

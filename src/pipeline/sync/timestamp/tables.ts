@@ -52,6 +52,12 @@ export function planTables(
       hint: 'exclude them (--exclude-tables), add a primary key on the source, or use logical replication (sync without --method timestamp)',
     });
   }
+  const masked = copied.filter((t) => t.masking).map((t) => displayName(t.schema, t.name));
+  if (masked.length) {
+    throw new UsageError(`--method timestamp does not apply data masking rules, and these tables have some: ${masked.join(', ')}`, {
+      hint: 'leave the [data_rules] out of this run, or use logical replication (sync without --method timestamp)',
+    });
+  }
   const byName = new Map(target.map((t) => [`${t.schema}\u0000${t.name}`, t]));
   return copied.map((t) => {
     const tt = byName.get(`${t.schema}\u0000${t.name}`);
