@@ -110,6 +110,11 @@ export async function runTimestampSync(o: TimestampSyncOptions): Promise<Timesta
   if (!(Number.isInteger(o.batchSize) && o.batchSize > 0)) throw new UsageError(`--batch-size must be a whole number above 0 (got ${o.batchSize})`);
   if (!(o.overlapSeconds >= 0)) throw new UsageError(`--overlap must be 0 or more (got ${o.overlapSeconds})`);
   const state = await loadState(o.stateDir);
+  const unfinished = Object.values(state?.databases ?? {}).filter((d) => d.phase !== 'done').map((d) => d.sourceDatabase);
+  if (unfinished.length) {
+    // A table init is still copying has a mark but not all its rows: a round would not bring them.
+    throw new UsageError(`init has not finished for ${unfinished.map((d) => `"${d}"`).join(', ')}`, { hint: 'run the same pgferry init command again to resume it, then sync' });
+  }
   const scope = o.scope ?? state?.scope ?? emptyScope();
   const { pairs } = await resolvePairs(o.source, o.target, scope, state, o.stateDir);
   let rounds = 0;
