@@ -15,7 +15,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyScope } from '../../src/config/scope.js';
-import { PgferryError } from '../../src/errors.js';
+import { InterruptedError, PgferryError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
 import { runTimestampSync, type TimestampSyncOptions } from '../../src/pipeline/sync/timestamp/index.js';
@@ -24,7 +24,7 @@ import { withClient } from '../../src/postgres/connect.js';
 import { runCliProcess } from '../support/cli.js';
 import { tableHashes } from '../support/compare.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
-import { startLoad } from '../support/writer.js';
+import { startLoad, waitFor } from '../support/writer.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -161,6 +161,26 @@ describe('sync --method timestamp', () => {
     await src.query("UPDATE ts_items SET note = 'same stamp' WHERE id % 9 = 0", [], db);
     const r = await runTimestampSync(roundOptions(db, dir, { batchSize: 7 }));
     expect(r.databases[0]!.tables.find((t) => t.name === 'ts_items')!.upserted).toBeGreaterThanOrEqual(333);
+    const [s, t] = await hashes(db, ['ts_items']);
+    expect(t).toEqual(s);
+  });
+
+  it('--interval runs rounds until interrupted, each recorded in the target', async () => {
+    const db = await createDatabase(src, undefined, SCHEMA);
+    const dir = await stateDir();
+    await runInit(initOptions(db, dir));
+    const ac = new AbortController();
+    const running = runTimestampSync(roundOptions(db, dir, { intervalSeconds: 0.5, signal: ac.signal }));
+    await src.query('UPDATE ts_items SET qty = qty + 1 WHERE id <= 5', [], db);
+    const updated = new Date().toISOString();
+    // Two finished rounds, the last one begun after the update committed.
+    await waitFor('two rounds', async () => {
+      const [r] = await tgt.query<{ n: number; after: number }>(
+        'SELECT count(*)::int AS n, count(*) FILTER (WHERE started_at > $1::timestamptz)::int AS after FROM pgferry.timestamp_rounds WHERE finished_at IS NOT NULL', [updated], db);
+      return r!.n >= 2 && r!.after >= 1;
+    });
+    ac.abort(new InterruptedError());
+    await expect(running).rejects.toMatchObject({ exitCode: 130 });
     const [s, t] = await hashes(db, ['ts_items']);
     expect(t).toEqual(s);
   });

@@ -14,6 +14,7 @@
  */
 import type pg from 'pg';
 import { faultPoint } from '../../../fault.js';
+import { throwIfShuttingDown } from '../../../lifecycle.js';
 import { quoteIdent } from '../../../postgres/identifiers.js';
 import { columnText, diffKeyedChunk, fromClause, readKeys, type KeyRange, type RowReader, type RowValues } from '../../shared/row-diff.js';
 import type { TsTable } from './tables.js';
@@ -79,7 +80,7 @@ export async function upsertChanged(s: Sides, t: TsTable, mark: string | null): 
   let total = 0;
   try {
     for (;;) {
-      s.signal?.throwIfAborted();
+      if (s.signal) throwIfShuttingDown(s.signal);
       const { rows } = await s.source.query(`FETCH ${Number(s.batchSize)} FROM ${cursor}`);
       if (!rows.length) break;
       total += await inTransaction(s.writer, () => upsertRows(s.writer, t, rows.map((r) => values(t, r))));
@@ -122,7 +123,7 @@ export async function compareAndFix(s: Sides, t: TsTable, keysOnly: boolean): Pr
   const out: CompareCounts = { chunks: 0, upserted: 0, deleted: 0 };
   let lo: string[] | null = null;
   for (;;) {
-    s.signal?.throwIfAborted();
+    if (s.signal) throwIfShuttingDown(s.signal);
     const hi = await nextBoundary(s, t, lo);
     const range: KeyRange = { lo, hi };
     const diff = await diffKeyedChunk({ source: reader(s.source), target: reader(s.target) }, compared, range);
