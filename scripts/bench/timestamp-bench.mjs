@@ -11,7 +11,7 @@
  *   4. the round's result checked: orders and events equal on both sides (md5 of the ordered rows)
  *
  * Usage: npm run build && node scripts/bench/timestamp-bench.mjs
- * Environment: SCALE (0.2), CHANGED (0.01), PG_BIN (system 15). Passwords go through PGFERRY_SOURCE /
+ * Environment: SCALE (0.2), CHANGED (0.01); the system PostgreSQL. Passwords go through PGFERRY_SOURCE /
  * PGFERRY_TARGET, never argv.
  */
 import { execa } from 'execa';
@@ -28,7 +28,6 @@ const { generate } = await import('./generate.mjs');
 
 const SCALE = Number(process.env.SCALE ?? 0.2);
 const CHANGED = Number(process.env.CHANGED ?? 0.01);
-const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 const DB = 'bench';
 const SETTINGS = { shared_buffers: "'512MB'", max_wal_size: "'8GB'", checkpoint_timeout: "'30min'", maintenance_work_mem: "'512MB'" };
 
