@@ -49,6 +49,8 @@ const ruleShape = {
   time_filters: z.array(timeFilterSchema).optional(),
   /** Masking: column key → rule (src/pipeline/shared/masking.ts parses the values). */
   data_rules: z.record(z.string(), z.unknown()).optional(),
+  /** sync --method timestamp: table → the column that says when a row last changed. */
+  timestamp_columns: z.record(z.string(), z.string()).optional(),
 };
 
 const databaseSchema = z.strictObject(ruleShape);
@@ -97,6 +99,8 @@ export interface PgferryConfig {
   settings: ConfigSettings;
   /** Things worth saying that are not errors (an inline password …). */
   warnings: string[];
+  /** [timestamp_columns] per database ('*': the top level): table → column, for sync --method timestamp. */
+  timestampColumns: Record<string, Record<string, string>>;
 }
 
 /** Every key the file format knows, for documentation tests and messages. */
@@ -397,7 +401,10 @@ export function parseConfigText(text: string, file: string, fileMode?: number): 
   const hasScope =
     scope.databases.all || scope.databases.include.length > 0 || scope.databases.exclude.length > 0 ||
     !isEmptyRules(scope.rules) || Object.keys(scope.perDatabase).length > 0;
-  return { path: absolute, displayPath: file, scope, hasScope, settings, warnings };
+  const timestampColumns: Record<string, Record<string, string>> = {};
+  if (raw.timestamp_columns) timestampColumns['*'] = raw.timestamp_columns;
+  for (const [db, section] of Object.entries(raw.databases ?? {})) if (section.timestamp_columns) timestampColumns[db] = section.timestamp_columns;
+  return { path: absolute, displayPath: file, scope, hasScope, settings, warnings, timestampColumns };
 }
 
 const cache = new Map<string, PgferryConfig>();

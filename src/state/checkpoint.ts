@@ -37,6 +37,8 @@ export interface RunOptionsRecord {
   noPrivileges: boolean;
   noRoles: boolean;
   fkNotValid: boolean;
+  /** init --method timestamp (absent: logical). */
+  method?: 'timestamp';
   /** May change between runs. */
   jobs: number;
 }
@@ -250,6 +252,9 @@ export function assertSameRun(s: RunState, now: RunIdentity, stateDir: string): 
   }
   for (const k of ['noSync', 'noOwner', 'noPrivileges', 'noRoles', 'fkNotValid'] as const) {
     if (!!s.options[k] !== !!now.options[k]) changes.push(`option ${optionFlag(k, !!now.options[k])} differs from the first run`);
+  }
+  if ((s.options.method ?? 'logical') !== (now.options.method ?? 'logical')) {
+    changes.push(`--method ${now.options.method ?? 'logical'} differs from the first run (--method ${s.options.method ?? 'logical'})`);
   }
   if (changes.length) {
     throw new UsageError(`the state in ${stateDir} belongs to another migration: ${changes.join('; ')}`, {

@@ -19,6 +19,7 @@ const KIND_TEXT: Record<CleanupItem['kind'], string> = {
   slot: 'replication slot',
   'tablesync-slot': 'table synchronisation slot',
   'mask-trigger': 'masking trigger on',
+  'timestamp-state': 'timestamp sync state: schema',
   state: 'state file',
 };
 

@@ -19,6 +19,7 @@ import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 interface InitArgs extends ScopeArgs {
   jobs: number;
   sync: boolean;
+  method: 'logical' | 'timestamp';
   owner: boolean;
   privileges: boolean;
   roles: boolean;
@@ -84,7 +85,7 @@ function printReport(out: Output, r: InitReport): void {
   for (const d of r.databases) {
     out.print();
     out.print(`Database ${d.source} → ${d.target}`);
-    out.print(d.slot ? `  replication slot ${d.slot.name}, consistent point ${d.slot.consistentLsn}` : '  no replication slot (--no-sync)');
+    out.print(d.slot ? `  replication slot ${d.slot.name}, consistent point ${d.slot.consistentLsn}` : `  no replication slot (${r.method === 'timestamp' ? '--method timestamp: continue with pgferry sync --method timestamp' : '--no-sync'})`);
     const late = d.tables.filter((t) => !t.schemaOnly && !t.consistentWithSlot);
     if (late.length) {
       out.print(
@@ -150,6 +151,10 @@ export const initCommand = defineCommand<InitArgs>({
         default: true,
         group: INIT_GROUP,
         describe: '--no-sync: a one-off copy from pg_export_snapshot(), without a replication slot (nothing retained on the source)',
+      })
+      .option('method', {
+        choices: ['logical', 'timestamp'] as const, default: 'logical', group: INIT_GROUP,
+        describe: 'timestamp: for sync --method timestamp; no slot, no publication, no REPLICATION right (wal_level = replica is enough); records where each table\'s incremental sync starts in the target (schema pgferry)',
       })
       .option('owner', { type: 'boolean', default: true, group: INIT_GROUP, describe: '--no-owner: objects on the target are owned by the connecting user' })
       .option('privileges', { type: 'boolean', default: true, group: INIT_GROUP, describe: '--no-privileges: leave out GRANTs' })
@@ -223,7 +228,8 @@ export const initCommand = defineCommand<InitArgs>({
         stateDir: ctx.stateDir,
         pgBinDir: ctx.pgBinDir,
         jobs: argv.jobs,
-        noSync: !argv.sync || !!wizardRunOptions(ctx).noSync,
+        noSync: !argv.sync || !!wizardRunOptions(ctx).noSync || argv.method === 'timestamp',
+        method: argv.method,
         noOwner: !argv.owner,
         noPrivileges: !argv.privileges,
         noRoles: !argv.roles,
@@ -260,7 +266,7 @@ export const initCommand = defineCommand<InitArgs>({
       else printPlan(out, report.plan, argv.dropExisting, refusals);
       return code;
     }
-    if (out.json) out.emitJson(jsonDoc(report, true, ExitCode.ok));
+    if (out.json) out.emitJson({ ...jsonDoc(report, true, ExitCode.ok), method: argv.method });
     else printReport(out, report);
     return ExitCode.ok;
   },

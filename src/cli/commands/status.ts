@@ -4,7 +4,9 @@ import { parseMaxLag } from '../../config/precedence.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { formatBytes, formatLag } from '../../units.js';
-import { DEFAULT_MAX_LAG, runStatus, type MaxLagLimits, type StatusReport } from '../../pipeline/status/index.js';
+import {
+  DEFAULT_MAX_LAG, runStatus, runTimestampStatus, stateMethod, TIMESTAMP_DEFAULT_MAX_LAG_SECONDS, type MaxLagLimits, type StatusReport, type TimestampStatusReport,
+} from '../../pipeline/status/index.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
@@ -12,6 +14,7 @@ import type { Output } from '../render/output.js';
 import { explicitScope, withDatabaseScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface StatusArgs extends ScopeArgs {
+  method?: 'logical' | 'timestamp';
   maxLag?: string[];
   watch?: number;
 }
@@ -50,6 +53,22 @@ export function statusLines(out: Output, r: StatusReport): string[] {
   return lines;
 }
 
+/** --method timestamp: per table the age of its mark and the last round's counts. */
+export function timestampStatusLines(out: Output, r: TimestampStatusReport): string[] {
+  const lines: string[] = [out.style(HEALTH_STYLE[r.health], r.verdict), ''];
+  for (const d of r.databases) {
+    const round = d.lastRound ? `last round ${d.lastRound.round} finished ${d.lastRound.finishedAt}: ${d.lastRound.upserted} upserted, ${d.lastRound.detectDeletes ? `${d.lastRound.deleted} deleted` : 'deletes not tracked'}` : 'no round yet';
+    lines.push(out.style('bold', `${d.sourceDatabase} → ${d.targetDatabase}: ${d.health} · ${round}`));
+    for (const t of d.tables) {
+      lines.push(`  ${displayName(t.schema, t.name)}: mark ${t.ageSeconds.toFixed(1)} s old · ${t.mode}${t.timestampColumn ? ` by ${t.timestampColumn}` : ''} · last round ${t.upserted} upserted, ${t.deleted} deleted`);
+    }
+    for (const p of d.problems) lines.push(`  ${out.symbol(d.health === 'broken' ? 'fail' : 'warn')} ${p}`);
+    lines.push('');
+  }
+  lines.push(out.style('dim', `checked ${r.checkedAt} in ${r.seconds.toFixed(2)} s`));
+  return lines;
+}
+
 function limits(argv: StatusArgs): MaxLagLimits {
   if (!argv.maxLag?.length) return DEFAULT_MAX_LAG;
   const m = parseMaxLag(argv.maxLag);
@@ -61,6 +80,10 @@ export const statusCommand = defineCommand<StatusArgs>({
   describe: 'Replication health and lag, one screen: exit 0 in sync, 1 lagging, 2 broken, 3 cannot connect',
   builder: (y: Argv<GlobalArgs>) =>
     withDatabaseScopeOptions(y)
+      .option('method', {
+        choices: ['logical', 'timestamp'] as const,
+        describe: `timestamp: the marks of sync --method timestamp in the target (default: as init ran, else logical); --max-lag then takes seconds (default ${TIMESTAMP_DEFAULT_MAX_LAG_SECONDS}s)`,
+      })
       .option('max-lag', {
         type: 'string', array: true,
         describe: `Largest lag that still counts as in sync: a size and/or a time, e.g. 16MB,30s (default ${DEFAULT_MAX_LAG.bytes! / 1024 / 1024}MB,${DEFAULT_MAX_LAG.seconds}s)`,
@@ -78,6 +101,14 @@ export const statusCommand = defineCommand<StatusArgs>({
     const maxLag = limits(argv);
     const scope = await explicitScope(argv, ctx.config);
     if (argv.watch !== undefined && !(argv.watch > 0)) throw new UsageError(`--watch takes a number of seconds above 0 (got ${argv.watch})`);
+    if ((argv.method ?? (await stateMethod(ctx.stateDir))) === 'timestamp') {
+      if (argv.watch !== undefined) throw new UsageError('--watch is not available with --method timestamp', { hint: 'watch -n 5 pgferry status --method timestamp' });
+      const seconds = argv.maxLag?.length ? parseMaxLag(argv.maxLag).seconds : undefined;
+      const r = await runTimestampStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLagSeconds: seconds });
+      if (ctx.out.json) ctx.out.emitJson(r);
+      else for (const l of timestampStatusLines(ctx.out, r)) ctx.out.print(l);
+      return r.exitCode;
+    }
     const once = () => runStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLag });
     if (argv.watch === undefined) {
       const r = await once();

@@ -12,10 +12,11 @@ import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
 import { resolveRunScope, wizardRunOptions } from '../run-options.js';
 import { explicitScope, withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
+import { runTimestampCommand, TIMESTAMP_EPILOG, withTimestampOptions, type TimestampArgs } from './sync-timestamp.js';
 
 const SYNC_GROUP = 'Sync:';
 
-interface SyncArgs extends ScopeArgs {
+interface SyncArgs extends ScopeArgs, TimestampArgs {
   copyData: boolean;
   setReplicaIdentityFull: boolean;
   subscriptionConninfo?: string;
@@ -49,9 +50,9 @@ function render(out: Output, r: SyncReport): void {
 
 export const syncCommand = defineCommand<SyncArgs>({
   command: 'sync',
-  describe: 'Start native logical replication exactly where init\'s snapshot ended, and wait until it is in sync',
+  describe: 'Start native logical replication exactly where init\'s snapshot ended, and wait until it is in sync (--method timestamp: incremental rounds instead)',
   builder: (y: Argv<GlobalArgs>) =>
-    withTableScopeOptions(y)
+    withTimestampOptions(withTableScopeOptions(y))
       .option('copy-data', {
         type: 'boolean', default: false, group: SYNC_GROUP,
         describe: 'Let PostgreSQL\'s table synchronisation copy the tables init did not copy (all of them without init). The tables must exist on the target and be empty',
@@ -75,15 +76,17 @@ export const syncCommand = defineCommand<SyncArgs>({
     ['pgferry sync --source "$SRC" --target "$DST"', 'after init: subscribe on init\'s slot and wait until in sync'],
     ['pgferry sync --source "$SRC" --target "$DST" --subscription-conninfo "host=old-db user=replicator"', 'keep the password out of the target\'s catalog'],
     ['pgferry sync --source "$SRC" --target "$DST" --copy-data --include-tables "public.*"', 'without init: PostgreSQL copies the tables (schema must exist on the target)'],
+    ['pgferry sync --method timestamp --interval 30s --detect-deletes', 'after init --method timestamp: a round every 30 seconds, deletes included'],
   ],
   epilog:
     'sync continues from the slot init created: every change committed after init\'s snapshot reaches the target exactly once. ' +
     'Tables init copied after an interrupted run are emptied on the target and copied again by PostgreSQL\'s own table synchronisation, ' +
     'which hands each one over to the stream at an exact position. Without init, --copy-data lets PostgreSQL copy every table; the ' +
-    'schema must exist on the target first (pg_dump --schema-only … | psql). Running sync again is safe.',
+    'schema must exist on the target first (pg_dump --schema-only … | psql). Running sync again is safe.' + TIMESTAMP_EPILOG,
   async run(ctx: CommandContext, argv) {
     // Without scope flags sync follows init's recorded scope; the interactive mode only when asked for (--interactive).
     const scope = argv.interactive === true ? await resolveRunScope(ctx, argv, 'sync') : await explicitScope(argv, ctx.config);
+    if (argv.method === 'timestamp') return runTimestampCommand(ctx, argv, scope, ctx.config?.timestampColumns ?? {});
     if (!(argv.waitTimeout >= 0)) throw new UsageError(`--wait-timeout must be 0 or more seconds (got ${argv.waitTimeout})`);
     const lag = argv.maxLag?.length ? parseMaxLag(argv.maxLag) : undefined;
     const progress = createProgress(ctx);

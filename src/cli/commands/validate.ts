@@ -13,6 +13,8 @@ import { withTableScopeOptions, type ScopeArgs } from '../scope-options.js';
 
 interface ValidateArgs extends ScopeArgs {
   maxTransactionAge: number;
+  method: 'logical' | 'timestamp';
+  timestampColumn: string;
 }
 
 /** Details shown per check in the human report; --json lists all. */
@@ -80,7 +82,12 @@ export const validateCommand = defineCommand<ValidateArgs>({
       type: 'number',
       default: DEFAULT_MAX_TRANSACTION_AGE_SECONDS,
       describe: 'Report source transactions open longer than this many seconds (they make creating a replication slot wait)',
-    }) as unknown as Argv<GlobalArgs>,
+    })
+      .option('method', {
+        choices: ['logical', 'timestamp'] as const, default: 'logical',
+        describe: 'timestamp: check what sync --method timestamp needs (keys, timestamp columns and triggers, pg_read_all_stats) instead of logical replication',
+      })
+      .option('timestamp-column', { type: 'string', default: 'updated_at', describe: 'With --method timestamp: the column that says when a row last changed' }) as unknown as Argv<GlobalArgs>,
   examples: [
     ['pgferry validate --source postgresql://app@old/shop --target postgresql://admin@new/shop', 'check one database'],
     ['pgferry validate --all-databases --exclude-databases scratch --json | jq .summary', 'every database, as JSON'],
@@ -101,6 +108,8 @@ export const validateCommand = defineCommand<ValidateArgs>({
       scope,
       pgBinDir: ctx.pgBinDir,
       maxTransactionAgeSeconds: age,
+      method: argv.method,
+      timestampColumn: argv.timestampColumn,
       signal: ctx.signal,
       progress: ctx.out.verbose ? plainProgress(ctx.out) : undefined,
     });

@@ -24,8 +24,9 @@ import { dropSubscriptionKeepSlot } from '../shared/subscription.js';
 import { orphanedTablesyncSlots, targetSubscriptionOids } from './orphans.js';
 import { dropReverse, recordedReverse } from './reverse.js';
 import { dropMaskTriggers, listMaskTriggers } from '../shared/masking-target.js';
+import { dropStateSchema, hasState as hasTimestampState, STATE_SCHEMA } from '../shared/timestamp-state.js';
 
-export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'mask-trigger' | 'state';
+export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'mask-trigger' | 'timestamp-state' | 'state';
 
 export interface CleanupItem {
   side: 'source' | 'target' | 'local';
@@ -65,6 +66,8 @@ interface PairPlan {
   tablesyncSlots: string[];
   /** Tables with the masking trigger sync created (data rules), "schema.table". */
   maskTriggers: string[];
+  /** The target holds the state of sync --method timestamp (schema pgferry). */
+  timestampState: boolean;
 }
 
 export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
@@ -140,11 +143,14 @@ async function planPair(
     },
     { label: 'the source' },
   );
-  const maskTriggers = await withClient(pair.targetConn, (c) => listMaskTriggers(c), { label: 'the target' }).catch((err) => {
-    if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return [];
+  const onTarget = await withClient(pair.targetConn, async (c) => ({ masks: await listMaskTriggers(c), timestamp: await hasTimestampState(c) }), { label: 'the target' }).catch((err) => {
+    if ((err as { exitCode?: number }).exitCode === 3 && /does not exist/.test((err as Error).message)) return { masks: [], timestamp: false };
     throw err;
   });
-  return { pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan, maskTriggers: maskTriggers.map((t) => `${t.schema}.${t.table}`) };
+  return {
+    pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan, maskTriggers: onTarget.masks.map((t) => `${t.schema}.${t.table}`),
+    timestampState: onTarget.timestamp,
+  };
 }
 
 /** Everything the plans found, and the state files, in the order they are listed (and dropped). */
@@ -156,6 +162,7 @@ function listItems(plans: PairPlan[], reverse: ReturnType<typeof recordedReverse
     for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
     for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
     for (const t of p.maskTriggers) items.push({ side: 'target', kind: 'mask-trigger', database: p.pair.targetDatabase, name: t });
+    if (p.timestampState) items.push({ side: 'target', kind: 'timestamp-state', database: p.pair.targetDatabase, name: STATE_SCHEMA });
   }
   // The replication back to the old source that `cutover --reverse` set up.
   for (const r of reverse) {
@@ -181,6 +188,7 @@ async function dropPair(p: PairPlan, items: CleanupItem[], progress: ProgressSin
       }, { label: 'the target' });
     }
     if (p.maskTriggers.length) await withClient(p.pair.targetConn, (c) => dropMaskTriggers(c), { label: 'the target' });
+    if (p.timestampState) await withClient(p.pair.targetConn, (c) => dropStateSchema(c), { label: 'the target' });
     await withClient(p.pair.sourceConn, async (c) => {
       if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
       // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.

@@ -47,6 +47,8 @@ import { syncSequences } from '../shared/sequences.js';
 import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type SnapshotHolder } from '../shared/slot.js';
 import { preparePublication } from './publication.js';
 import { prepareTargetDatabase } from './target-db.js';
+import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../shared/timestamp-bound.js';
+import { writeInitMarks } from '../shared/timestamp-state.js';
 
 export interface DatabaseReport {
   source: string;
@@ -99,6 +101,8 @@ interface PhaseRun {
   sequences: number;
   toolOpts: SchemaToolOptions;
   archive: string;
+  /** --method timestamp: the safe lower bound read just before this run's snapshot (shared/timestamp-bound.ts). */
+  mark: string | null;
   /** Run one phase as a progress task, adding its seconds to this run and to the checkpoint. */
   timed: (phase: string, title: string, fn: () => Promise<string | void>) => Promise<void>;
   setPhase: (phase: InitPhase) => Promise<void>;
@@ -125,7 +129,7 @@ function phaseRun(x: DatabaseRunContext): PhaseRun {
     }
   };
   return {
-    x, pid, runPhaseSeconds, copiedThisRun: new Set<string>(), largeObjects: 0, sequences: 0,
+    x, pid, runPhaseSeconds, copiedThisRun: new Set<string>(), largeObjects: 0, sequences: 0, mark: null,
     toolOpts: { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges },
     archive: archiveFile(o.stateDir, d.sourceDatabase),
     timed,
@@ -181,6 +185,8 @@ async function snapshotPhases(r: PhaseRun): Promise<void> {
   try {
     if (phaseBefore(d.phase, 'post-data')) {
       await timed('snapshot', 'snapshot', async () => {
+        // Read before the snapshot exists: a transaction committing in between is then still counted as open.
+        if (o.method === 'timestamp') r.mark = await readInitMark(x);
         holder = await openSnapshot(x);
         return d.slot && !o.noSync ? `slot ${d.slot.name}, snapshot ${holder.snapshotName}` : `snapshot ${holder.snapshotName}`;
       });
@@ -208,7 +214,7 @@ async function snapshotPhases(r: PhaseRun): Promise<void> {
 async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
   const { x, timed, setPhase } = r;
   const { d, store, options: o } = x;
-  await timed('data', 'data', () => copyData(x, holder, r.copiedThisRun));
+  await timed('data', 'data', () => copyData(x, holder, r.copiedThisRun, r.mark));
   if (d.largeObjects === 'pending') {
     await timed('large-objects', 'large objects', async () => {
       const n = await withClient(x.source.conn, countLargeObjects, { label: 'the source' });
@@ -436,7 +442,13 @@ async function preDataAlreadyRestored(x: DatabaseRunContext): Promise<boolean> {
   );
 }
 
-async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThisRun: Set<string>): Promise<string> {
+/** --method timestamp: where incremental sync of the tables copied under this run's snapshot starts. */
+async function readInitMark(x: DatabaseRunContext): Promise<string> {
+  const b = await withClient(x.source.conn, (c) => readLowerBound(c, DEFAULT_OVERLAP_SECONDS), { label: 'the source', settings: { ...CANONICAL_SETTINGS } });
+  return b.bound;
+}
+
+async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThisRun: Set<string>, mark: string | null): Promise<string> {
   const { d, store, options: o } = x;
   const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
   if (!todo.length) return 'nothing left to copy';
@@ -469,6 +481,8 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
       t.seconds = 0;
     }
   });
+  // Before any row is copied: a resume copies these tables again under a new snapshot and writes their marks again.
+  if (mark) await withClient(x.target.conn, (c) => writeInitMarks(c, todo, mark), { label: 'the target' });
   const report = await copyTables({
     ...planOpts,
     source: x.source.conn,

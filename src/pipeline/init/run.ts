@@ -60,6 +60,8 @@ export interface InitOptions {
   pgBinDir?: string | undefined;
   jobs: number;
   noSync: boolean;
+  /** timestamp: no slot or publication (noSync); each table's first mark is recorded on the target for sync --method timestamp. */
+  method?: 'logical' | 'timestamp';
   noOwner: boolean;
   noPrivileges: boolean;
   noRoles: boolean;
@@ -78,6 +80,7 @@ export interface InitOptions {
 
 export interface InitReport {
   dryRun: boolean;
+  method: 'logical' | 'timestamp';
   /** This run continued an earlier one. */
   resumed: boolean;
   stateDir: string;
@@ -167,7 +170,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     const plan = needPlan ? await makePlan(o, ids, scopes.contexts, scopes.filters, scopes.problems, scopes.replication, state) : null;
     if (o.dryRun) {
       return {
-        dryRun: true, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
+        dryRun: true, method: o.method ?? 'logical', resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
         databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings, refusals: planRefusals(plan!.databases, o.dropExisting),
       };
     }
@@ -189,7 +192,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
       reports.push(report);
     }
     return {
-      dryRun: false, resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles,
+      dryRun: false, method: o.method ?? 'logical', resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles,
       databases: reports, phaseSeconds, seconds: (performance.now() - started) / 1000, warnings, refusals: [],
     };
   } finally {
@@ -228,7 +231,10 @@ async function loadRun(o: InitOptions, ids: ServerIds, pairs: DatabasePair[], pr
     source: sideRecord(ids.source, o.source),
     target: sideRecord(ids.target, o.target),
     scopeHash: scopeHash(o.scope),
-    options: { noSync: o.noSync, noOwner: o.noOwner, noPrivileges: o.noPrivileges, noRoles: o.noRoles, fkNotValid: o.fkNotValid, jobs: o.jobs },
+    options: {
+      noSync: o.noSync, noOwner: o.noOwner, noPrivileges: o.noPrivileges, noRoles: o.noRoles, fkNotValid: o.fkNotValid, jobs: o.jobs,
+      ...(o.method === 'timestamp' ? { method: 'timestamp' as const } : {}),
+    },
     databases: Object.fromEntries(pairs.map((p) => [p.source, p.target])),
   };
   if (state && !(o.restart && o.dryRun)) assertSameRun(state, identity, o.stateDir);

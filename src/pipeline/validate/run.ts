@@ -32,6 +32,7 @@ import { checkReplicaIdentity, checkScopeNotEmpty, checkUnlogged, gatherLeafIden
 import { checkTargetDatabase, gatherTargetDatabase } from './target-database.js';
 import { checkTargetServer, gatherTargetServer, readPreloadLibraries, type TargetServerFacts } from './target-server.js';
 import { checkTools } from './tools.js';
+import { checkActivity, checkTimestampTables, LOGICAL_ONLY_CHECKS } from './timestamp.js';
 import {
   fail, inDatabase, type CheckResult, type DatabaseReport, type ValidateOptions, type ValidateReport, type ValidateSummary,
 } from './types.js';
@@ -89,7 +90,8 @@ function emptyDatabaseReport(name: string, target: string, targetExists: boolean
   };
 }
 
-function finish(checks: CheckResult[], source: Session | null, target: Session | null, databases: DatabaseReport[]): ValidateReport {
+function finish(all: CheckResult[], source: Session | null, target: Session | null, databases: DatabaseReport[], method?: string): ValidateReport {
+  const checks = method === 'timestamp' ? all.filter((c) => !LOGICAL_ONLY_CHECKS.has(c.id)) : all;
   const exitCode = exitCodeFor(checks);
   return {
     ok: exitCode === ExitCode.ok,
@@ -157,7 +159,7 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
     if (source && target) {
       const distinct = checkDistinct(source.identity, target.identity, pairs);
       checks.push(distinct);
-      if (distinct.status === 'fail') return finish(checks, source, target, databases);
+      if (distinct.status === 'fail') return finish(checks, source, target, databases, options.method);
       checks.push(checkVersions(source.identity, target.identity));
     }
 
@@ -165,7 +167,7 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
 
     if (!source) {
       for (const p of pairs) databases.push(emptyDatabaseReport(p.source, p.target, tf ? tf.databases.some((d) => d.name === p.target) : null));
-      return finish(checks, source, target, databases);
+      return finish(checks, source, target, databases, options.method);
     }
 
     const user = await checkSourceSide(options, progress, source, target, pairs, checks);
@@ -185,7 +187,7 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
       const sourceLibs = await readPreloadLibraries(source.client);
       checks.push(...checkPreloadLibraries({ source: sourceLibs, target: tf.sharedPreloadLibraries, extensions: installed }));
     }
-    return finish(checks, source, target, databases);
+    return finish(checks, source, target, databases, options.method);
   } finally {
     await Promise.all([source?.client.end().catch(() => {}), target?.client.end().catch(() => {})]);
   }
@@ -246,6 +248,7 @@ async function checkSourceSide(
       ...checkSourceServer(facts, { databases: pairs.length, existingOwnSlots: own }),
       checkReplicationPrivilege(priv),
       ...checkLongTransactions(lt),
+      ...(options.method === 'timestamp' ? await checkActivity(source.client, source.identity.user, source.identity.inRecovery) : []),
     ];
   });
   return user;
@@ -309,6 +312,7 @@ async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: C
     const lo = checkLargeObjects(facts);
     if (lo) found.push(lo);
     found.push(...checkSequences(sequencesInScope(facts.sequences, scope.tables), user));
+    if (options.method === 'timestamp') found.push(...(await checkTimestampTables(client, scope.tables, options.timestampColumn ?? 'updated_at')));
     return { facts, scope };
   });
 }

@@ -18,6 +18,10 @@ export interface ValidateOptions {
   pgBinDir?: string;
   /** Transactions open longer than this (seconds) are reported; default 60. */
   maxTransactionAgeSeconds?: number;
+  /** timestamp: check what sync --method timestamp needs instead of logical replication. */
+  method?: 'logical' | 'timestamp';
+  /** --timestamp-column (default updated_at). */
+  timestampColumn?: string;
   progress?: ProgressSink;
   signal?: AbortSignal;
 }

@@ -17,6 +17,7 @@ import { databasePair, probePair, scopePairs, type DatabasePair } from '../share
 import { emptyTableReport, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
 import { detectReplication } from './replication.js';
+import { isStateTable } from '../shared/timestamp-state.js';
 import { compareSequences, compareTableSchemas, targetColumns, targetTables, type TableRef } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
@@ -176,7 +177,7 @@ async function compareCatalogs(opts: VerifyOptions, pairs: SessionPair[], ctx: D
   const selected = tableSelector(rules);
   const onSource = new Set(scope.tables.map((t) => `${t.schema}.${t.name}`));
   const tablesOnlyOnTarget = onTarget
-    .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`))
+    .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`) && !isStateTable(t.schema, t.name))
     .map((t) => displayName(t.schema, t.name));
   return { replication, schemaDiffs, sequences, targetCols, tablesOnlyOnTarget };
 }

@@ -1,0 +1,147 @@
+/**
+ * The two ways a round brings a table up to date, both reading the source
+ * inside the round's one REPEATABLE READ snapshot:
+ *
+ * - changed rows: every row whose timestamp is at or after the table's mark
+ *   (or NULL: a row nobody stamped is never skipped), in key order through a
+ *   cursor, upserted batch by batch. Batches follow the key, not the
+ *   timestamp, so rows sharing a timestamp cannot fall between two batches.
+ * - chunk comparison: key ranges of about a batch each, cut at source keys;
+ *   the rows of each range are compared with the target's (the shared row
+ *   diff) and only the differences written: missing and different rows
+ *   upserted, extra rows deleted. With `keysOnly` (--detect-deletes on a
+ *   table read by timestamp) only keys are compared.
+ */
+import type pg from 'pg';
+import { faultPoint } from '../../../fault.js';
+import { throwIfShuttingDown } from '../../../lifecycle.js';
+import { quoteIdent } from '../../../postgres/identifiers.js';
+import { columnText, diffKeyedChunk, fromClause, readKeys, type KeyRange, type RowReader, type RowValues } from '../../shared/row-diff.js';
+import type { TsTable } from './tables.js';
+import { deleteKeys, upsertRows } from './writes.js';
+
+/** A widest time-zone offset: a `timestamp without time zone` was written in some writer's zone, unknown here. */
+const NAIVE_TIMESTAMP_WIDENING = "interval '14 hours'";
+
+export interface Sides {
+  /** Source client inside the round's snapshot. */
+  source: pg.Client;
+  /** Target client that reads (autocommit). */
+  target: pg.Client;
+  /** Target client that writes, one transaction per batch. */
+  writer: pg.Client;
+  batchSize: number;
+  signal?: AbortSignal | undefined;
+}
+
+export function reader(c: pg.Client): RowReader {
+  return { query: async (q) => (await c.query(q.text, q.values)).rows };
+}
+
+function keyOrder(t: TsTable): string {
+  return t.key.map((k) => quoteIdent(k.name)).join(', ');
+}
+
+function changedRowsSql(t: TsTable, withMark: boolean): string {
+  const conds: string[] = [];
+  if (withMark && t.timestamp) {
+    const col = quoteIdent(t.timestamp.name);
+    const bound = t.timestamp.withTimeZone ? '$1::timestamptz' : `($1::timestamptz AT TIME ZONE 'UTC') - ${NAIVE_TIMESTAMP_WIDENING}`;
+    conds.push(`(${col} >= ${bound} OR ${col} IS NULL)`);
+  }
+  if (t.filter) conds.push(`(${t.filter})`);
+  const cols = t.columns.map((c, i) => `${columnText(c.name)} AS c${i}`).join(', ');
+  return `SELECT ${cols} FROM ${fromClause(t)}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''} ORDER BY ${keyOrder(t)}`;
+}
+
+function values(t: TsTable, r: Record<string, unknown>): RowValues {
+  return t.columns.map((_, i) => {
+    const v = r[`c${i}`];
+    return v === null || v === undefined ? null : String(v);
+  });
+}
+
+async function inTransaction<T>(c: pg.Client, fn: () => Promise<T>): Promise<T> {
+  await c.query('BEGIN');
+  try {
+    const out = await fn();
+    await c.query('COMMIT');
+    return out;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}
+
+/** Upsert the rows stamped at or after `mark` (every row without a mark), batch by batch. Returns rows upserted. */
+export async function upsertChanged(s: Sides, t: TsTable, mark: string | null): Promise<number> {
+  const cursor = 'pgferry_changed';
+  await s.source.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR ${changedRowsSql(t, mark !== null)}`, mark !== null ? [mark] : []);
+  let total = 0;
+  try {
+    for (;;) {
+      if (s.signal) throwIfShuttingDown(s.signal);
+      const { rows } = await s.source.query(`FETCH ${Number(s.batchSize)} FROM ${cursor}`);
+      if (!rows.length) break;
+      total += await inTransaction(s.writer, () => upsertRows(s.writer, t, rows.map((r) => values(t, r))));
+      faultPoint('sync.timestamp.mid-round');
+      if (rows.length < s.batchSize) break;
+    }
+  } finally {
+    await s.source.query(`CLOSE ${cursor}`).catch(() => {});
+  }
+  return total;
+}
+
+/** The first source key at or after `lo` that starts the next chunk, or null when the rest fits in one. */
+async function nextBoundary(s: Sides, t: TsTable, lo: readonly string[] | null): Promise<string[] | null> {
+  const params: unknown[] = [];
+  const conds: string[] = [];
+  if (lo) {
+    const tuple = t.key.map((k, i) => (params.push(lo[i]), `$${params.length}::${k.sourceType}`));
+    const cols = t.key.map((k) => quoteIdent(k.name));
+    conds.push(t.key.length === 1 ? `${cols[0]} >= ${tuple[0]}` : `(${cols.join(', ')}) >= (${tuple.join(', ')})`);
+  }
+  if (t.filter) conds.push(`(${t.filter})`);
+  params.push(s.batchSize);
+  const sel = t.key.map((k, i) => `${columnText(k.name)} AS k${i}`).join(', ');
+  const sql = `SELECT ${sel} FROM ${fromClause(t)}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''} ORDER BY ${keyOrder(t)} OFFSET $${params.length} LIMIT 1`;
+  const { rows } = await s.source.query(sql, params);
+  const r = rows[0] as Record<string, unknown> | undefined;
+  return r ? t.key.map((_, i) => String(r[`k${i}`])) : null;
+}
+
+export interface CompareCounts {
+  chunks: number;
+  upserted: number;
+  deleted: number;
+}
+
+/** Compare the table chunk by chunk and write only the differences. */
+export async function compareAndFix(s: Sides, t: TsTable, keysOnly: boolean): Promise<CompareCounts> {
+  const compared = keysOnly ? { ...t, columns: [] } : t;
+  const out: CompareCounts = { chunks: 0, upserted: 0, deleted: 0 };
+  let lo: string[] | null = null;
+  for (;;) {
+    if (s.signal) throwIfShuttingDown(s.signal);
+    const hi = await nextBoundary(s, t, lo);
+    const range: KeyRange = { lo, hi };
+    const diff = await diffKeyedChunk({ source: reader(s.source), target: reader(s.target) }, compared, range);
+    out.chunks++;
+    let rows: RowValues[] = [...diff.missing.map((r) => r.values), ...diff.different.map((d) => d.source.values)];
+    if (keysOnly) {
+      const keys = [...diff.missing.map((r) => r.key), ...diff.different.map((d) => d.source.key)];
+      rows = (await readKeys(reader(s.source), t, keys, 'source')).map((r) => r.values);
+    }
+    const extra = diff.extra.map((r) => r.key);
+    if (rows.length || extra.length) {
+      await inTransaction(s.writer, async () => {
+        out.upserted += await upsertRows(s.writer, t, rows);
+        out.deleted += await deleteKeys(s.writer, t, extra);
+      });
+    }
+    if (!hi) break;
+    lo = hi;
+  }
+  return out;
+}
