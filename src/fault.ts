@@ -33,6 +33,8 @@ export const FAULT_POINTS = [
   'sync.after-subscription',
   // sync: subscription enabled and recorded, waiting for catch-up
   'sync.waiting',
+  // sync --method timestamp: a round with some batches committed, the table's mark not yet moved
+  'sync.timestamp.mid-round',
   // verify: a differing range is being re-read after the target replays
   'verify.recheck',
   // verify --repair: rows written inside the repair transaction, before COMMIT
