@@ -84,6 +84,11 @@ async function untilCaughtUp(db: string, dir: string, batchBytes?: number): Prom
 
 async function expectEqual(db: string): Promise<void> {
   const { source, target } = await writerTableHashes(src, tgt, db, false);
+  if (process.env.DEBUG_CLIENT && JSON.stringify(source) !== JSON.stringify(target)) {
+    const a = await src.query<{ msg: string }>("SELECT msg FROM w_log WHERE msg LIKE 'step %' ORDER BY 1", undefined, db);
+    const b = new Set((await tgt.query<{ msg: string }>("SELECT msg FROM w_log WHERE msg LIKE 'step %'", undefined, db)).map((r) => r.msg));
+    console.log('missing on target', a.filter((r) => !b.has(r.msg)).map((r) => r.msg).join(' '));
+  }
   expect(target).toEqual(source);
 }
 
@@ -129,11 +134,65 @@ describe('sync --applier client', () => {
     await waitFor('a backlog', async () => writer.commits() >= 400);
     const args = ['sync', '--applier', 'client', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir, '--no-interactive', '--batch-bytes', '16kB'];
     const killed = await runCliProcess(args, { env: { PGFERRY_FAULT_POINT: 'sync.client.mid-batch' } });
-    expect(killed.exitCode, killed.stderr).not.toBe(0);
+    // Killed by the fault point (SIGKILL: no exit code), after two batches were committed with their position.
+    expect(killed.exitCode, killed.stderr).toBe(-1);
+    const origin = await tgt.query<{ lsn: string }>(`SELECT remote_lsn::text AS lsn FROM pg_replication_origin_status WHERE external_id LIKE 'pgferry\\_%'`, undefined, db);
+    expect(origin[0]?.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    const status = await runStatus({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
+    expect(status.databases[0]!.client?.running).toBe(false);
     await writer.stop();
     const again = await runCliProcess([...args, '--until-caught-up']);
     expect(again.exitCode, again.stderr + again.stdout).toBe(0);
     expect(await subscriptions()).toBe(0);
+    await expectEqual(db);
+  });
+
+  it('rides out the target stopped with pg_ctl -m immediate while it applies, and ends equal', async () => {
+    const db = await createDatabase(src, uniqueDbName('clientrestart'), writerSchemaSql(2000));
+    const dir = await stateDir();
+    await init(db, dir);
+    const writer = startWriter(src.conn(db), { pauseMs: 2 });
+    const events: ProgressEvent[] = [];
+    const stop = background(db, dir, events);
+    await waitFor('the applier applying', async () => events.some((e) => e.kind === 'update' && /^[1-9]\d* changes/.test(e.detail)));
+    if (process.env.DEBUG_CLIENT) console.log('stopping target at writer step', writer.commits());
+    stopImmediately(tgt);
+    await new Promise((r) => setTimeout(r, 2000));
+    await tgt.restart();
+    const before = writer.commits();
+    await waitFor('more writes after the restart', async () => writer.commits() >= before + 200);
+    await writer.stop();
+    await waitFor('status in sync at 0 B', async () => {
+      const s = await runStatus({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
+      return s.exitCode === 0 && s.databases[0]!.lag.bytes === 0;
+    });
+    const r = await stop();
+    expect(r.outcome).toBe('stopped');
+    if (process.env.DEBUG_CLIENT) console.log(events.filter((e) => e.kind !== 'update' || !/^\d+ changes/.test(e.detail)).map((e) => JSON.stringify(e)).join('\n'));
+    expect(events.some((e) => e.kind === 'update' && e.detail.startsWith('reconnecting: '))).toBe(true);
+    await untilCaughtUp(db, dir);
+    await expectEqual(db);
+  });
+
+  it('applies a source transaction larger than the memory budget as one target transaction', async () => {
+    const db = await createDatabase(src, uniqueDbName('clientbig'), writerSchemaSql(500));
+    const dir = await stateDir();
+    await init(db, dir);
+    // About 4 MB of changes in one transaction against a 64 kB budget: inserts, updates of those rows, deletes, a TOAST update.
+    await src.query(`BEGIN;
+      INSERT INTO w_items (qty, note) SELECT g % 100, repeat(md5(g::text), 8) FROM generate_series(1, 12000) g;
+      UPDATE w_items SET qty = qty + 1, touched = touched + 1 WHERE id % 3 = 0;
+      DELETE FROM w_items WHERE id % 7 = 0;
+      UPDATE w_docs SET rev = rev + 1;
+      INSERT INTO w_log (actor, msg) SELECT g % 5, 'big ' || g FROM generate_series(1, 3000) g;
+      DELETE FROM w_log WHERE ctid IN (SELECT ctid FROM w_log WHERE actor = 2 LIMIT 100);
+      COMMIT;`, undefined, db);
+    const writer = startWriter(src.conn(db), { pauseMs: 2 });
+    await waitFor('writes after it', async () => writer.commits() >= 100);
+    await writer.stop();
+    const r = await untilCaughtUp(db, dir, 64 * 1024);
+    expect(r.databases[0]!.changes).toBeGreaterThan(12000);
+    expect(r.databases[0]!.missingRows).toBe(0);
     await expectEqual(db);
   });
 });

@@ -75,6 +75,8 @@ async function openTarget(o: ApplierOptions): Promise<pg.Client> {
     } catch (err) {
       throw originRefusal(err, 'SET session_replication_role = replica');
     }
+    // The slot is acknowledged once COMMIT returns: the commit must be durable by then, whatever the server's default.
+    await tgt.query("SET synchronous_commit = 'on'");
     await ensureOrigin(tgt, o.origin);
     try {
       await tgt.query('SELECT pg_replication_origin_session_setup($1)', [o.origin]);
