@@ -16,11 +16,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyScope } from '../../src/config/scope.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
+import { runCleanup } from '../../src/pipeline/cleanup/index.js';
 import { runInit } from '../../src/pipeline/init/run.js';
 import type { ProgressEvent } from '../../src/pipeline/shared/progress.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
 import { runClientSync, type ClientSyncReport } from '../../src/pipeline/sync/index.js';
 import { runCliProcess } from '../support/cli.js';
+import { runVerify, unequal } from './verify-helpers.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { startWriter, waitFor, writerSchemaSql, writerTableHashes } from '../support/writer.js';
 
@@ -114,6 +116,11 @@ describe('sync --applier client', () => {
       const s = await runStatus({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
       return s.exitCode === 0 && s.databases[0]!.lag.bytes === 0;
     });
+    // verify sees the client applier as the replication to wait for (its slot confirms only what the target committed).
+    const v = await runVerify(src, db, tgt, db, { chunkRows: 500, sequences: false });
+    expect(v.databases[0]!.replication).toMatchObject({ active: true, subscriptions: [{ applier: 'client', enabled: true }] });
+    expect(unequal(v)).toEqual({});
+    expect(v.status).toBe('equal');
     const stopped = await stop();
     expect(stopped.outcome).toBe('stopped');
     expect(stopped.databases[0]!.missingRows).toBe(0);
@@ -124,6 +131,10 @@ describe('sync --applier client', () => {
     const after = await runStatus({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
     expect(after.databases[0]!.applier).toBe('client');
     expect(after.databases[0]!.client?.running).toBe(false);
+    // cleanup drops the replication origin with the slot and the publication.
+    const cleaned = await runCleanup({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
+    expect(cleaned.items.filter((i) => i.kind !== 'state').map((i) => i.kind).sort()).toEqual(['origin', 'publication', 'slot']);
+    expect(await tgt.query('SELECT roname FROM pg_replication_origin')).toEqual([]);
   });
 
   it('after kill -9 between applying a batch and its COMMIT, a rerun applies nothing twice and loses nothing', async () => {
