@@ -32,7 +32,9 @@ interface Connection {
 }
 
 export class ReplicationStream {
+  // A queue with a head index: Array.shift is linear, and the queue holds tens of thousands of messages.
   private queue: StreamItem[] = [];
+  private head = 0;
   private queuedBytes = 0;
   private paused = false;
   private waiter: (() => void) | null = null;
@@ -96,12 +98,12 @@ export class ReplicationStream {
 
   /** Messages already received and not yet taken. */
   get pending(): number {
-    return this.queue.length;
+    return this.queue.length - this.head;
   }
 
   /** The next message; waits up to `timeoutMs` (null when none came). Throws once the stream has ended. */
   async next(timeoutMs: number): Promise<StreamItem | null> {
-    if (!this.queue.length) {
+    if (!this.pending) {
       if (this.done) throw this.ended;
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
@@ -113,12 +115,19 @@ export class ReplicationStream {
           resolve();
         };
       });
-      if (!this.queue.length) {
+      if (!this.pending) {
         if (this.done) throw this.ended;
         return null;
       }
     }
-    const item = this.queue.shift()!;
+    const item = this.queue[this.head++]!;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
     if (item.kind === 'data') this.queuedBytes -= item.bytes;
     if (this.paused && this.queuedBytes <= this.maxQueuedBytes / 2) {
       this.paused = false;
