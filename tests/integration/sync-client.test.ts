@@ -20,11 +20,11 @@ import { runCleanup } from '../../src/pipeline/cleanup/index.js';
 import { runInit } from '../../src/pipeline/init/run.js';
 import type { ProgressEvent } from '../../src/pipeline/shared/progress.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
-import { runClientSync, type ClientSyncReport } from '../../src/pipeline/sync/index.js';
+import { runClientSync, runSync, type ClientSyncReport } from '../../src/pipeline/sync/index.js';
 import { runCliProcess } from '../support/cli.js';
 import { runVerify, unequal } from './verify-helpers.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
-import { startWriter, waitFor, writerSchemaSql, writerTableHashes } from '../support/writer.js';
+import { startWriter, untilCaughtUp as nativeCaughtUp, waitFor, writerSchemaSql, writerTableHashes } from '../support/writer.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -206,4 +206,25 @@ describe('sync --applier client', () => {
     expect(r.databases[0]!.missingRows).toBe(0);
     await expectEqual(db);
   });
+
+  it('after kill -9 between COMMIT and the acknowledgement, the native applier takes over without applying anything twice', async () => {
+    const db = await createDatabase(src, uniqueDbName('clientswitch'), writerSchemaSql(1000));
+    const dir = await stateDir();
+    await init(db, dir);
+    const writer = startWriter(src.conn(db), { pauseMs: 1 });
+    await waitFor('a backlog', async () => writer.commits() >= 300);
+    const args = ['sync', '--applier', 'client', '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir, '--no-interactive', '--batch-bytes', '16kB'];
+    const killed = await runCliProcess(args, { env: { PGFERRY_FAULT_POINT: 'sync.client.after-commit' } });
+    expect(killed.exitCode, killed.stderr).toBe(-1);
+    // The target committed more than the slot confirmed: the native subscription must start from the origin.
+    const [origin] = await tgt.query<{ lsn: string }>(`SELECT remote_lsn::text AS lsn FROM pg_replication_origin_status WHERE external_id LIKE 'pgferry\\_%'`, undefined, db);
+    const [slot] = await src.query<{ behind: boolean }>('SELECT confirmed_flush_lsn < $1::pg_lsn AS behind FROM pg_replication_slots WHERE database = $2', [origin!.lsn, db]);
+    expect(slot!.behind).toBe(true);
+    const report = await runSync({ source: src.conn(db), target: tgt.conn(db), stateDir: dir, waitTimeoutSeconds: 120, pollMs: 250, signal: new AbortController().signal });
+    expect(report.final?.inSync).toBe(true);
+    await writer.stop();
+    await nativeCaughtUp(src, tgt, db, dir);
+    await expectEqual(db);
+  });
 });
+

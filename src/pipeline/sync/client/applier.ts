@@ -59,8 +59,9 @@ export function newStats(): ApplierStats {
   return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0 };
 }
 
-/** Fault point for crash tests: reached after two committed batches, between applying a batch and its COMMIT. */
+/** Fault points for crash tests, reached after two committed batches: between applying a batch and its COMMIT; between COMMIT and acknowledging it. */
 export const MID_BATCH_FAULT = 'sync.client.mid-batch';
+export const AFTER_COMMIT_FAULT = 'sync.client.after-commit';
 
 const STATUS_EVERY_MS = 10_000;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
@@ -236,6 +237,7 @@ class Session {
       const at = new Date(Number(last.time / 1000n) + 946_684_800_000).toISOString();
       await this.tgt.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [formatLsn(last.end), at]);
       await this.tgt.query('COMMIT');
+      if (this.stats.batches >= 2) faultPoint(AFTER_COMMIT_FAULT);
       this.txOpen = false;
       this.stats.batches++;
     }
