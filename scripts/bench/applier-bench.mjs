@@ -12,7 +12,9 @@
  *   4. a sanity check that the pgbench tables are equal on both sides (count and sums)
  *
  * Reported: seconds, row changes per second, peak RSS of whoever applied (the target's apply
- * worker for native, the pgferry process for client; VmHWM from /proc).
+ * worker for native, the pgferry process for client; VmHWM from /proc), and how long the source
+ * takes to decode the backlog through pgoutput with nobody applying (peek, before the drain): the
+ * floor under either applier. SHOW=1 prints the client applier's progress lines as they come.
  *
  * Usage: npm run build && node scripts/bench/applier-bench.mjs
  * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client").
@@ -71,10 +73,16 @@ async function runOnce(applier) {
     const backlog = (await src.query('SELECT pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::bigint AS b FROM pg_replication_slots WHERE slot_name = $2', [lsn, names.slot]))[0].b;
     const changes = Math.ceil(TX / CLIENTS) * CLIENTS * 4;
 
+    // The floor under either applier: the source decoding the backlog through pgoutput, read by nobody (nothing consumed).
+    const d0 = performance.now();
+    await src.query(`SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)`, [names.slot, `"${names.publication}"`], DB);
+    const decodeSeconds = (performance.now() - d0) / 1000;
     log(`${applier}: draining ${(Number(backlog) / 1024 / 1024).toFixed(0)} MB of WAL`);
     const t0 = performance.now();
     const args = applier === 'client' ? cliArgs('sync', '--applier', 'client', '--until-caught-up') : cliArgs('sync', '--no-wait');
     const child = execa(process.execPath, args, { reject: false });
+    // SHOW=1: the applier's progress lines with the time since the drain started.
+    if (process.env.SHOW) child.stderr.on('data', (d) => process.stderr.write(String(d).split('\n').filter(Boolean).map((l) => `  +${((performance.now() - t0) / 1000).toFixed(2)} s ${l}\n`).join('')));
     let peak = 0;
     let workerPid = null;
     for (;;) {
@@ -95,7 +103,7 @@ async function runOnce(applier) {
                           (SELECT sum(bbalance)::text FROM pgbench_branches) AS b, (SELECT count(*)::text || '/' || sum(delta)::text FROM pgbench_history) AS h`;
     const [s, t] = [(await src.query(check, [], DB))[0], (await tgt.query(check, [], DB))[0]];
     const equal = JSON.stringify(s) === JSON.stringify(t);
-    return { applier, seconds, changes, rate: changes / seconds, peakMb: peak, backlogMb: Number(backlog) / 1024 / 1024, equal };
+    return { applier, seconds, changes, rate: changes / seconds, peakMb: peak, backlogMb: Number(backlog) / 1024 / 1024, equal, decodeSeconds };
   } finally {
     await Promise.allSettled([src.stop(), tgt.stop()]);
     rmSync(dir, { recursive: true, force: true });
@@ -107,7 +115,7 @@ for (const a of APPLIERS) results.push(await runOnce(a));
 console.log(`pgferry applier benchmark — pgbench -s ${SCALE}, backlog of ${TX} transactions (${CLIENTS} clients), ${os.cpus().length} cores`);
 for (const r of results) {
   console.log(
-    `  ${r.applier.padEnd(6)} ${r.seconds.toFixed(1)} s  ${Math.round(r.rate)} changes/s  peak RSS ${r.peakMb.toFixed(0)} MB  (backlog ${r.backlogMb.toFixed(0)} MB of WAL; tables equal: ${r.equal})`,
+    `  ${r.applier.padEnd(6)} ${r.seconds.toFixed(1)} s  ${Math.round(r.rate)} changes/s  peak RSS ${r.peakMb.toFixed(0)} MB  (backlog ${r.backlogMb.toFixed(0)} MB of WAL, decoding it alone ${r.decodeSeconds.toFixed(1)} s; tables equal: ${r.equal})`,
   );
 }
 const n = results.find((r) => r.applier === 'native');

@@ -64,6 +64,11 @@ export const MID_BATCH_FAULT = 'sync.client.mid-batch';
 export const AFTER_COMMIT_FAULT = 'sync.client.after-commit';
 
 const STATUS_EVERY_MS = 10_000;
+/**
+ * Buffered changes go into the open target transaction in pieces of this size (or the budget, if smaller):
+ * the target works on one piece while the next is received and decoded, instead of idling until the batch commits.
+ */
+const PIECE_BYTES = 4 * 1024 * 1024;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
 const BATCH_MAX_MS = 1_000;
 
@@ -103,7 +108,8 @@ export async function runSession(o: ApplierOptions, stats: ApplierStats): Promis
     const repl = await connect(o.sourceConn, {
       label: 'the source (replication connection)', replication: true, settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync (client applier)',
     });
-    stream = new ReplicationStream(repl, 8 * 1024 * 1024);
+    // 2 MB of pgoutput payload queued (several times that once decoded); beyond it the socket waits.
+    stream = new ReplicationStream(repl, 2 * 1024 * 1024);
     stream.start(o.slot, o.publication, start);
     return await new Session(o, stats, tgt, stream).run();
   } finally {
@@ -214,7 +220,7 @@ class Session {
     this.batchChanges++;
     this.stats.changes++;
     // Over budget: into the open target transaction with it, also in the middle of a source transaction.
-    if (this.bufferBytes >= this.o.batchBytes) await this.flushBuffer();
+    if (this.bufferBytes >= Math.min(this.o.batchBytes, PIECE_BYTES)) await this.flushBuffer();
   }
 
   private async flushBuffer(): Promise<void> {
