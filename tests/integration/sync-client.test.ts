@@ -84,6 +84,13 @@ async function untilCaughtUp(db: string, dir: string, batchBytes?: number): Prom
   return r;
 }
 
+/** The client applier's committed position for a database (its origin bears the name of the database's slot; origins are per cluster). */
+async function appliedPosition(db: string): Promise<string | undefined> {
+  const [slot] = await src.query<{ name: string }>('SELECT slot_name AS name FROM pg_replication_slots WHERE database = $1', [db]);
+  const rows = await tgt.query<{ lsn: string }>('SELECT remote_lsn::text AS lsn FROM pg_replication_origin_status WHERE external_id = $1', [slot!.name]);
+  return rows[0]?.lsn;
+}
+
 async function expectEqual(db: string): Promise<void> {
   const { source, target } = await writerTableHashes(src, tgt, db, false);
   if (process.env.DEBUG_CLIENT && JSON.stringify(source) !== JSON.stringify(target)) {
@@ -147,8 +154,7 @@ describe('sync --applier client', () => {
     const killed = await runCliProcess(args, { env: { PGFERRY_FAULT_POINT: 'sync.client.mid-batch' } });
     // Killed by the fault point (SIGKILL: no exit code), after two batches were committed with their position.
     expect(killed.exitCode, killed.stderr).toBe(-1);
-    const origin = await tgt.query<{ lsn: string }>(`SELECT remote_lsn::text AS lsn FROM pg_replication_origin_status WHERE external_id LIKE 'pgferry\\_%'`, undefined, db);
-    expect(origin[0]?.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    expect(await appliedPosition(db)).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
     const status = await runStatus({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
     expect(status.databases[0]!.client?.running).toBe(false);
     await writer.stop();
@@ -217,8 +223,8 @@ describe('sync --applier client', () => {
     const killed = await runCliProcess(args, { env: { PGFERRY_FAULT_POINT: 'sync.client.after-commit' } });
     expect(killed.exitCode, killed.stderr).toBe(-1);
     // The target committed more than the slot confirmed: the native subscription must start from the origin.
-    const [origin] = await tgt.query<{ lsn: string }>(`SELECT remote_lsn::text AS lsn FROM pg_replication_origin_status WHERE external_id LIKE 'pgferry\\_%'`, undefined, db);
-    const [slot] = await src.query<{ behind: boolean }>('SELECT confirmed_flush_lsn < $1::pg_lsn AS behind FROM pg_replication_slots WHERE database = $2', [origin!.lsn, db]);
+    const origin = await appliedPosition(db);
+    const [slot] = await src.query<{ behind: boolean }>('SELECT confirmed_flush_lsn < $1::pg_lsn AS behind FROM pg_replication_slots WHERE database = $2', [origin, db]);
     expect(slot!.behind).toBe(true);
     const report = await runSync({ source: src.conn(db), target: tgt.conn(db), stateDir: dir, waitTimeoutSeconds: 120, pollMs: 250, signal: new AbortController().signal });
     expect(report.final?.inSync).toBe(true);
