@@ -491,7 +491,8 @@ async function subscribe(
     sub = (await readSubscription(tgt, names.subscription))!;
     // After the client applier (sync --applier client), its origin holds what the target has committed; the slot may
     // have confirmed less (a kill -9 between COMMIT and acknowledgement), so the subscription starts from the origin.
-    const clientApplied = forcedOrigin ? null : await originPosition(tgt, names.origin);
+    // A role that may not read replication origins (no superuser, no grants) cannot have run the client applier either.
+    const clientApplied = forcedOrigin ? null : await originPosition(tgt, names.origin).catch(() => null);
     const from = forcedOrigin ?? (clientApplied && clientApplied !== '0/0' ? clientApplied : null);
     if (from) await advanceOrigin(tgt, sub.oid, from);
     await enableSubscription(tgt, sub.name);
