@@ -92,7 +92,7 @@ export const syncCommand = defineCommand<SyncArgs>({
       })
       .option('batch-bytes', {
         type: 'string', group: SYNC_GROUP,
-        describe: 'With --applier client: memory budget for buffered changes per database (default 32MB); a larger transaction goes to the target in pieces of one target transaction',
+        describe: 'With --applier client: memory budget for buffered changes per database (default 4MB); beyond it they go into the open target transaction, so a transaction of any size is applied in pieces and committed whole',
       })
       .option('max-lag', {
         type: 'string', array: true, group: SYNC_GROUP,

@@ -34,7 +34,10 @@ export interface ApplierOptions {
   slot: string;
   publication: string;
   origin: string;
-  /** Bytes of buffered changes before they are applied into the open target transaction. */
+  /**
+   * Bytes of buffered changes before they are applied into the open target transaction: the target works on
+   * one piece while the next is received and decoded, and a transaction of any size fits in memory.
+   */
   batchBytes: number;
   /** Stop once everything before this source position is committed on the target (--until-caught-up). */
   untilLsn: bigint | null;
@@ -64,11 +67,6 @@ export const MID_BATCH_FAULT = 'sync.client.mid-batch';
 export const AFTER_COMMIT_FAULT = 'sync.client.after-commit';
 
 const STATUS_EVERY_MS = 10_000;
-/**
- * Buffered changes go into the open target transaction in pieces of this size (or the budget, if smaller):
- * the target works on one piece while the next is received and decoded, instead of idling until the batch commits.
- */
-const PIECE_BYTES = 4 * 1024 * 1024;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
 const BATCH_MAX_MS = 1_000;
 
@@ -220,7 +218,7 @@ class Session {
     this.batchChanges++;
     this.stats.changes++;
     // Over budget: into the open target transaction with it, also in the middle of a source transaction.
-    if (this.bufferBytes >= Math.min(this.o.batchBytes, PIECE_BYTES)) await this.flushBuffer();
+    if (this.bufferBytes >= this.o.batchBytes) await this.flushBuffer();
   }
 
   private async flushBuffer(): Promise<void> {

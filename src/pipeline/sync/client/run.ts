@@ -35,8 +35,8 @@ import { findSlot } from '../../shared/slot.js';
 import { isTransientServerError, TOLERATED_BREAK_MS } from '../transient.js';
 import { inUseByDeparted, newStats, runSession, type ApplierStats } from './applier.js';
 
-/** Default budget of buffered changes per database pair before they go into the open target transaction. */
-export const DEFAULT_BATCH_BYTES = 32 * 1024 * 1024;
+/** Default budget of buffered changes per database pair before they go into the open target transaction (estimated size). */
+export const DEFAULT_BATCH_BYTES = 4 * 1024 * 1024;
 
 export interface ClientSyncOptions {
   source: ResolvedConnInfo;
