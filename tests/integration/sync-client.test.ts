@@ -6,7 +6,8 @@
  * plain streaming, a kill -9 between applying a batch and its COMMIT, the
  * target stopped with pg_ctl -m immediate while it runs, and one source
  * transaction larger than the memory budget. The target never gets a
- * subscription.
+ * subscription. Also: a column added on the source only stops it (exit 4),
+ * and the native applier can take over from it.
  */
 import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
@@ -230,6 +231,22 @@ describe('sync --applier client', () => {
     expect(report.final?.inSync).toBe(true);
     await writer.stop();
     await nativeCaughtUp(src, tgt, db, dir);
+    await expectEqual(db);
+  });
+
+  it('stops with exit 4 naming table and column when the source sends a column the target lacks, then continues once it is added', async () => {
+    const db = await createDatabase(src, uniqueDbName('clientddl'), writerSchemaSql(200));
+    const dir = await stateDir();
+    await init(db, dir);
+    await src.query(`INSERT INTO w_items (qty, note) VALUES (1, 'before'); ALTER TABLE w_items ADD COLUMN "Extra col" int; UPDATE w_items SET "Extra col" = 7 WHERE id <= 3`, undefined, db);
+    const err = await runClientSync({ source: src.conn(db), target: tgt.conn(db), stateDir: dir, untilCaughtUp: true, signal: new AbortController().signal }).then(
+      () => null,
+      (e: unknown) => e as { exitCode: number; message: string },
+    );
+    expect(err?.exitCode).toBe(4);
+    expect(err?.message).toContain('column "Extra col" of table public.w_items is on the source but not on the target');
+    await tgt.query('ALTER TABLE w_items ADD COLUMN "Extra col" int', undefined, db);
+    await untilCaughtUp(db, dir);
     await expectEqual(db);
   });
 });
