@@ -22,7 +22,7 @@ import { runInit } from '../../src/pipeline/init/run.js';
 import type { ProgressEvent } from '../../src/pipeline/shared/progress.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
 import { runClientSync, runSync, type ClientSyncReport } from '../../src/pipeline/sync/index.js';
-import { runCliProcess } from '../support/cli.js';
+import { runCliProcess, startCli } from '../support/cli.js';
 import { runVerify, unequal } from './verify-helpers.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { startWriter, untilCaughtUp as nativeCaughtUp, waitFor, WRITER_FILTER_FLAG, writerSchemaSql, writerTableHashes } from '../support/writer.js';
@@ -145,7 +145,7 @@ describe('sync --applier client', () => {
     expect(await tgt.query('SELECT roname FROM pg_replication_origin')).toEqual([]);
   });
 
-  it('after kill -9 between applying a batch and its COMMIT, a rerun applies nothing twice and loses nothing', async () => {
+  it('after kill -9 between applying a batch and its COMMIT, a rerun applies nothing twice and loses nothing; SIGTERM stops it cleanly (143)', async () => {
     const db = await createDatabase(src, uniqueDbName('clientkill'), writerSchemaSql(2000));
     const dir = await stateDir();
     await init(db, dir);
@@ -163,6 +163,15 @@ describe('sync --applier client', () => {
     expect(again.exitCode, again.stderr + again.stdout).toBe(0);
     expect(await subscriptions()).toBe(0);
     await expectEqual(db);
+    // In the foreground until SIGTERM: a clean stop, the position saved, exit 143.
+    const fg = startCli(args);
+    let err = '';
+    fg.stderr!.on('data', (d: Buffer) => (err += String(d)));
+    await waitFor('the applier running', async () => /client applier/.test(err) && (await runStatus({ source: src.conn(db), target: tgt.conn(db), stateDir: dir })).databases[0]!.client?.running === true);
+    fg.kill('SIGTERM');
+    const done = (await fg) as unknown as { exitCode: number; stdout: string };
+    expect(done.exitCode).toBe(143);
+    expect(String(done.stdout)).toContain('Stopped: the position is saved on the target');
   });
 
   it('rides out the target stopped with pg_ctl -m immediate while it applies, and ends equal (w_region filtered)', async () => {
