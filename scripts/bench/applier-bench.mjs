@@ -17,7 +17,8 @@
  * floor under either applier. SHOW=1 prints the client applier's progress lines as they come.
  *
  * Usage: npm run build && node scripts/bench/applier-bench.mjs
- * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client").
+ * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client");
+ * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
  */
 import { execa } from 'execa';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -34,6 +35,7 @@ const SCALE = Number(process.env.SCALE ?? 10);
 const TX = Number(process.env.TX ?? 100_000);
 const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 const APPLIERS = (process.env.APPLIERS ?? 'native,client').split(',');
+const BIG_TX = process.env.BIG_TX === '1';
 const DB = 'bench';
 const CLIENTS = 4;
 
@@ -67,11 +69,18 @@ async function runOnce(applier) {
     const init = await execa(process.execPath, cliArgs('init', '--yes', '--no-roles'), { reject: false });
     if (init.exitCode !== 0) throw new Error(`init failed: ${init.stderr}`);
 
-    log(`${applier}: backlog of ${TX} pgbench transactions (slot not read)`);
-    await execa(path.join(PG_BIN, 'pgbench'), ['-n', '-t', String(Math.ceil(TX / CLIENTS)), '-c', String(CLIENTS), '-j', '2', ...pgArgs, DB], { env: pgEnv });
+    let changes = Math.ceil(TX / CLIENTS) * CLIENTS * 4;
+    if (BIG_TX) {
+      // One transaction updating every account (SCALE × 100 000 rows): memory must not grow with it.
+      log(`${applier}: one transaction updating ${SCALE * 100_000} accounts (slot not read)`);
+      await src.query('UPDATE pgbench_accounts SET abalance = abalance + 1', [], DB);
+      changes = SCALE * 100_000;
+    } else {
+      log(`${applier}: backlog of ${TX} pgbench transactions (slot not read)`);
+      await execa(path.join(PG_BIN, 'pgbench'), ['-n', '-t', String(Math.ceil(TX / CLIENTS)), '-c', String(CLIENTS), '-j', '2', ...pgArgs, DB], { env: pgEnv });
+    }
     const lsn = (await src.query('SELECT pg_current_wal_lsn()::text AS l'))[0].l;
     const backlog = (await src.query('SELECT pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::bigint AS b FROM pg_replication_slots WHERE slot_name = $2', [lsn, names.slot]))[0].b;
-    const changes = Math.ceil(TX / CLIENTS) * CLIENTS * 4;
 
     // The floor under either applier: the source decoding the backlog through pgoutput, read by nobody (nothing consumed).
     const d0 = performance.now();
@@ -112,7 +121,7 @@ async function runOnce(applier) {
 
 const results = [];
 for (const a of APPLIERS) results.push(await runOnce(a));
-console.log(`pgferry applier benchmark — pgbench -s ${SCALE}, backlog of ${TX} transactions (${CLIENTS} clients), ${os.cpus().length} cores`);
+console.log(`pgferry applier benchmark — pgbench -s ${SCALE}, ${BIG_TX ? `one transaction updating ${SCALE * 100_000} accounts` : `backlog of ${TX} transactions (${CLIENTS} clients)`}, ${os.cpus().length} cores`);
 for (const r of results) {
   console.log(
     `  ${r.applier.padEnd(6)} ${r.seconds.toFixed(1)} s  ${Math.round(r.rate)} changes/s  peak RSS ${r.peakMb.toFixed(0)} MB  (backlog ${r.backlogMb.toFixed(0)} MB of WAL, decoding it alone ${r.decodeSeconds.toFixed(1)} s; tables equal: ${r.equal})`,
