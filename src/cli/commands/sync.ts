@@ -64,7 +64,7 @@ function renderClient(out: Output, r: ClientSyncReport): void {
 
 export const syncCommand = defineCommand<SyncArgs>({
   command: 'sync',
-  describe: 'Start native logical replication exactly where init\'s snapshot ended, and wait until it is in sync',
+  describe: 'Replicate from exactly where init\'s snapshot ended: a native subscription (waits until in sync), or pgferry applying the stream itself (--applier client, in the foreground)',
   builder: (y: Argv<GlobalArgs>) =>
     withTableScopeOptions(y)
       .option('copy-data', {
