@@ -35,6 +35,10 @@ export const FAULT_POINTS = [
   'sync.waiting',
   // sync --method timestamp: a round with some batches committed, the table's mark not yet moved
   'sync.timestamp.mid-round',
+  // sync --applier client: a batch applied on the target, not yet committed
+  'sync.client.mid-batch',
+  // sync --applier client: a batch committed on the target, the slot not yet acknowledged
+  'sync.client.after-commit',
   // verify: a differing range is being re-read after the target replays
   'verify.recheck',
   // verify --repair: rows written inside the repair transaction, before COMMIT

@@ -66,8 +66,8 @@ export async function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = p
   const resolved = new Map<Side, ResolvedConnInfo>();
   const config = argv.config ? await loadConfig(argv.config) : undefined;
   for (const w of config?.warnings ?? []) out.warn(`${config!.displayPath}: ${w}`);
-  // Options that commands define (--jobs, --max-lag): PGFERRY_* and the file fill those not given as flags.
-  applyOptionLayers(argv as { jobs?: unknown; maxLag?: unknown }, env, config?.settings, defaultedOptions(argv));
+  // Options that commands define (--jobs, --max-lag, --applier): PGFERRY_* and the file fill those not given as flags.
+  applyOptionLayers(argv as { jobs?: unknown; maxLag?: unknown; applier?: unknown }, env, config?.settings, defaultedOptions(argv));
 
   // Each setting: flag > PGFERRY_* > the file > default (src/config/precedence.ts).
   const connectionString = (side: Side): string | undefined => {

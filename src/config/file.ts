@@ -64,6 +64,7 @@ const fileSchema = z.strictObject({
   state_dir: z.string().optional(),
   jobs: z.number().int().min(1).max(MAX_JOBS).optional(),
   max_lag: z.union([z.string(), z.array(z.string())]).optional(),
+  applier: z.enum(['native', 'client']).optional(),
   include_databases: names.optional(),
   exclude_databases: names.optional(),
   all_databases: z.boolean().optional(),
@@ -86,6 +87,8 @@ export interface ConfigSettings {
   maxLag?: MaxLag;
   /** max_lag as written, for options that take the text (--max-lag). */
   maxLagText?: string[];
+  /** Who applies the stream in sync (--applier). */
+  applier?: 'native' | 'client';
 }
 
 export interface PgferryConfig {
@@ -369,6 +372,7 @@ export function parseConfigText(text: string, file: string, fileMode?: number): 
   if (raw.pg_bin_dir !== undefined) settings.pgBinDir = path.resolve(dir, raw.pg_bin_dir);
   if (raw.state_dir !== undefined) settings.stateDir = path.resolve(dir, raw.state_dir);
   if (raw.jobs !== undefined) settings.jobs = raw.jobs;
+  if (raw.applier !== undefined) settings.applier = raw.applier;
   if (raw.max_lag !== undefined) {
     settings.maxLag = problems.try(() => parseMaxLag(raw.max_lag!, 'max_lag'));
     settings.maxLagText = typeof raw.max_lag === 'string' ? [raw.max_lag] : raw.max_lag;

@@ -18,7 +18,18 @@ export const SETTING_ENV = {
   pgBinDir: 'PGFERRY_PG_BIN_DIR',
   jobs: 'PGFERRY_JOBS',
   maxLag: 'PGFERRY_MAX_LAG',
+  applier: 'PGFERRY_APPLIER',
 } as const;
+
+/** Who applies the stream in sync: the target's native subscription, or pgferry itself (docs/architecture.md, "Client applier"). */
+export const APPLIERS = ['native', 'client'] as const;
+export type Applier = (typeof APPLIERS)[number];
+
+export function parseApplier(text: string, what: string): Applier {
+  const v = text.trim().toLowerCase();
+  if ((APPLIERS as readonly string[]).includes(v)) return v as Applier;
+  throw new UsageError(`${what}: "${text}" is not an applier`, { hint: `use one of ${APPLIERS.join(', ')}` });
+}
 
 /** Pick the first layer that has a value. Empty environment strings count as unset. */
 export function pickSetting<T>(layers: { flag?: T; env?: T; file?: T; default: T }): { value: T; from: SettingSource } {
@@ -68,6 +79,7 @@ export interface FileOptionSettings {
   jobs?: number;
   /** max_lag as written, e.g. ["16MB", "30s"]. */
   maxLagText?: string[];
+  applier?: Applier;
 }
 
 /**
@@ -76,7 +88,7 @@ export interface FileOptionSettings {
  * yargs' default. Values from the environment are checked here (exit 2).
  */
 export function applyOptionLayers(
-  argv: { jobs?: unknown; maxLag?: unknown },
+  argv: { jobs?: unknown; maxLag?: unknown; applier?: unknown },
   env: NodeJS.ProcessEnv,
   file: FileOptionSettings | undefined,
   defaulted: ReadonlySet<string>,
@@ -94,6 +106,11 @@ export function applyOptionLayers(
       parseMaxLag(fromEnv, SETTING_ENV.maxLag);
       argv.maxLag = [fromEnv];
     } else if (file?.maxLagText) argv.maxLag = file.maxLagText;
+  }
+  if (argv.applier === undefined || defaulted.has('applier')) {
+    const fromEnv = env[SETTING_ENV.applier]?.trim();
+    if (fromEnv) argv.applier = parseApplier(fromEnv, SETTING_ENV.applier);
+    else if (file?.applier) argv.applier = file.applier;
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Names of the objects pgferry creates (replication slot, publication,
- * subscription). Deterministic per (source server, source database, target
+ * subscription, replication origin). Deterministic per (source server, source database, target
  * server, target database), so that a rerun finds its own objects, two
  * migrations never collide, and cleanup can recognise what is ours. Slot
  * names allow only [a-z0-9_] and 63 bytes.
@@ -20,6 +20,8 @@ export interface ObjectNames {
   slot: string;
   publication: string;
   subscription: string;
+  /** Replication origin on the target that records the client applier's position (sync --applier client). */
+  origin: string;
 }
 
 export function pairHash(k: PairKey): string {
@@ -33,7 +35,7 @@ export function pairHash(k: PairKey): string {
 export function objectNames(k: PairKey): ObjectNames {
   const db = k.sourceDatabase.toLowerCase().replace(/[^a-z0-9_]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 40) || 'db';
   const base = `${OBJECT_PREFIX}${db}_${pairHash(k)}`;
-  return { slot: base, publication: base, subscription: base };
+  return { slot: base, publication: base, subscription: base, origin: base };
 }
 
 /** True for names pgferry could have created (used by cleanup and status to spot leftovers). */

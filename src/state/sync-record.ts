@@ -12,6 +12,10 @@ import { writeJsonAtomic } from './files.js';
 
 export interface SyncRecordDatabase {
   targetDatabase: string;
+  /** Which applier streams this pair: the native subscription (also when absent: records written before the client applier existed) or pgferry's client. */
+  applier?: 'native' | 'client';
+  /** Replication origin of the client applier on the target. */
+  origin?: string;
   subscription: string;
   subscriptionOid: number;
   publication: string;

@@ -8,7 +8,8 @@
  * sequences`. Then `cleanup` leaves no pgferry object on either side: no
  * slot, publication, subscription, replication origin, state file or lock.
  *
- * Cutover's points are exercised by tests/integration/cutover.test.ts; every
+ * Cutover's points are exercised by tests/integration/cutover.test.ts, the
+ * timestamp method's and the client applier's by their own sync tests; every
  * other point of FAULT_POINTS is a case here, so a new point is a new case.
  */
 import { existsSync } from 'node:fs';

@@ -48,6 +48,8 @@ const StatusSchema = z.strictObject({
         confirmedFlushLsn: lsn.nullable(),
       }),
       lag: z.strictObject({ bytes: z.number().nullable(), seconds: z.number().nullable() }),
+      applier: z.enum(['native', 'client']),
+      client: z.strictObject({ running: z.boolean(), pid: z.number().nullable(), heartbeatAt: z.string().nullable(), appliedLsn: z.string().nullable() }).nullable(),
       subscription: z.strictObject({
         name: z.string(), exists: z.boolean(), enabled: z.boolean(), workerRunning: z.boolean(), workerPid: z.number().nullable(),
         receivedLsn: lsn.nullable(), appliedLsn: lsn.nullable(), lastMessageAt: z.string().nullable(), syncWorkers: z.number(),

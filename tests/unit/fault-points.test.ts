@@ -31,10 +31,6 @@ describe('fault points', () => {
     expect(FAULT_POINTS.length).toBeGreaterThanOrEqual(12);
   });
 
-  it('no point is placed in the client applier (another module owns it)', () => {
-    expect(placed.filter((p) => p.file.startsWith('src/pipeline/sync/client'))).toEqual([]);
-  });
-
   it('throws on an unknown name, in the code or in the environment', () => {
     expect(() => faultPoint('init.nowhere' as FaultPointName)).toThrow(/unknown fault point "init.nowhere"/);
     process.env[FAULT_ENV] = 'init.typo';

@@ -6,7 +6,7 @@ import type { SourceSlot } from '../../src/pipeline/shared/replication-catalog.j
 import { chooseBinary, chooseStreaming, subscriptionConninfo } from '../../src/pipeline/shared/subscription.js';
 import { parseConnInfo, resolveConnInfo } from '../../src/postgres/conninfo.js';
 
-const NAMES = { slot: 'pgferry_shop_0123456789', publication: 'pgferry_shop_0123456789', subscription: 'pgferry_shop_0123456789' };
+const NAMES = { slot: 'pgferry_shop_0123456789', publication: 'pgferry_shop_0123456789', subscription: 'pgferry_shop_0123456789', origin: 'pgferry_shop_0123456789' };
 const SYSID = '7300000000000000001';
 
 function slot(over: Partial<SourceSlot> = {}): SourceSlot {

@@ -15,6 +15,7 @@ interface CleanupArgs extends ScopeArgs {
 
 const KIND_TEXT: Record<CleanupItem['kind'], string> = {
   subscription: 'subscription',
+  origin: 'replication origin',
   publication: 'publication',
   slot: 'replication slot',
   'tablesync-slot': 'table synchronisation slot',

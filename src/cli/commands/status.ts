@@ -34,9 +34,14 @@ export function statusLines(out: Output, r: StatusReport): string[] {
       `          slot ${d.slot.name}: ${d.slot.exists ? `${d.slot.active ? 'active' : 'inactive'}, wal_status ${d.slot.walStatus ?? '-'}, retains ${formatBytes(d.slot.retainedBytes)}, confirmed ${d.slot.confirmedFlushLsn ?? '-'}` : 'missing'} (source at ${d.sourceLsn})`,
     );
     const s = d.subscription;
+    if (d.client) {
+      const c = d.client;
+      lines.push(`  target  client applier (sync --applier client): ${c.running ? `running (pid ${c.pid})` : 'not running'}, applied ${c.appliedLsn ?? '-'}, no subscription`);
+    } else {
     lines.push(
       `  target  subscription ${s.name}: ${s.exists ? `${s.enabled ? 'enabled' : 'DISABLED'}, worker ${s.workerRunning ? `running (pid ${s.workerPid})` : 'not running'}, received ${s.receivedLsn ?? '-'}, applied ${s.appliedLsn ?? '-'}` : 'missing'}`,
     );
+    }
     if (s.applyErrors !== null || s.syncErrors !== null) lines.push(`          errors: ${s.applyErrors ?? 0} apply, ${s.syncErrors ?? 0} table sync`);
     if (d.tables.total) {
       const pending = d.tables.list.filter((t) => t.state !== 'r');

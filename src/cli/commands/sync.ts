@@ -1,9 +1,9 @@
 /** `pgferry sync`: flags → runSync → what was set up and how each table reaches the stream, or one JSON document. */
 import type { Argv } from 'yargs';
-import { parseMaxLag } from '../../config/precedence.js';
-import { UsageError } from '../../errors.js';
+import { APPLIERS, parseApplier, parseMaxLag, parseSize, type Applier } from '../../config/precedence.js';
+import { InterruptedError, UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
-import { runSync, type SyncReport } from '../../pipeline/sync/index.js';
+import { runClientSync, runSync, type ClientSyncReport, type SyncReport } from '../../pipeline/sync/index.js';
 import { DEFAULT_MAX_LAG } from '../../pipeline/status/index.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
@@ -24,6 +24,9 @@ interface SyncArgs extends ScopeArgs, TimestampArgs {
   wait: boolean;
   waitTimeout: number;
   maxLag?: string[];
+  applier?: string;
+  untilCaughtUp: boolean;
+  batchBytes?: string;
 }
 
 const ROUTE_TEXT = {
@@ -48,9 +51,21 @@ function render(out: Output, r: SyncReport): void {
   else out.print('Replication runs in the background (--no-wait): watch it with pgferry status');
 }
 
+function renderClient(out: Output, r: ClientSyncReport): void {
+  for (const d of r.databases) {
+    out.print(out.style('bold', `Database ${d.sourceDatabase} → ${d.targetDatabase} (client applier)`));
+    out.print(`  slot ${d.slot} on the source, publication ${d.publication}; replication origin ${d.origin} on the target`);
+    out.print(`  ${d.changes} changes of ${d.transactions} transactions applied in ${d.batches} batches; applied up to ${d.appliedLsn}`);
+    if (d.missingRows) out.print(`  ${d.missingRows} updates or deletes found no row on the target (skipped, as the native worker does)`);
+    out.print();
+  }
+  if (r.outcome === 'caught-up') out.print(`${out.symbol('ok')} caught up: the target has everything the source had when sync started`);
+  else out.print('Stopped: the position is saved on the target; run sync --applier client again to continue');
+}
+
 export const syncCommand = defineCommand<SyncArgs>({
   command: 'sync',
-  describe: 'Start native logical replication exactly where init\'s snapshot ended, and wait until it is in sync (--method timestamp: incremental rounds instead)',
+  describe: 'Replicate from exactly where init\'s snapshot ended: a native subscription (waits until in sync), or pgferry applying the stream itself (--applier client); --method timestamp: incremental rounds instead',
   builder: (y: Argv<GlobalArgs>) =>
     withTimestampOptions(withTableScopeOptions(y))
       .option('copy-data', {
@@ -68,6 +83,18 @@ export const syncCommand = defineCommand<SyncArgs>({
       .option('force', { type: 'boolean', default: false, group: SYNC_GROUP, describe: 'Recreate the subscription (slot and applied position are kept)' })
       .option('wait', { type: 'boolean', default: true, group: SYNC_GROUP, describe: '--no-wait returns once the subscription exists' })
       .option('wait-timeout', { type: 'number', default: 0, group: SYNC_GROUP, describe: 'Give up waiting after this many seconds (0: never); replication goes on' })
+      .option('applier', {
+        type: 'string', choices: APPLIERS, group: SYNC_GROUP,
+        describe: 'Who applies the stream: native (a subscription on the target, the default) or client (pgferry streams and applies itself, in the foreground; the target never connects to the source). Also PGFERRY_APPLIER or applier in the file',
+      })
+      .option('until-caught-up', {
+        type: 'boolean', default: false, group: SYNC_GROUP,
+        describe: 'With --applier client: exit 0 once the target has applied everything the source had when sync started (otherwise run until Ctrl-C / SIGTERM)',
+      })
+      .option('batch-bytes', {
+        type: 'string', group: SYNC_GROUP,
+        describe: 'With --applier client: memory budget for buffered changes per database (default 4MB); beyond it they go into the open target transaction, so a transaction of any size is applied in pieces and committed whole',
+      })
       .option('max-lag', {
         type: 'string', array: true, group: SYNC_GROUP,
         describe: `Lag that counts as in sync: a size and/or a time (default ${DEFAULT_MAX_LAG.bytes! / 1024 / 1024}MB,${DEFAULT_MAX_LAG.seconds}s)`,
@@ -75,6 +102,7 @@ export const syncCommand = defineCommand<SyncArgs>({
   examples: [
     ['pgferry sync --source "$SRC" --target "$DST"', 'after init: subscribe on init\'s slot and wait until in sync'],
     ['pgferry sync --source "$SRC" --target "$DST" --subscription-conninfo "host=old-db user=replicator"', 'keep the password out of the target\'s catalog'],
+    ['pgferry sync --source "$SRC" --target "$DST" --applier client --until-caught-up', 'pgferry applies the stream itself (no subscription, no connection from the target to the source)'],
     ['pgferry sync --source "$SRC" --target "$DST" --copy-data --include-tables "public.*"', 'without init: PostgreSQL copies the tables (schema must exist on the target)'],
     ['pgferry sync --method timestamp --interval 30s --detect-deletes', 'after init --method timestamp: a round every 30 seconds, deletes included'],
   ],
@@ -86,9 +114,15 @@ export const syncCommand = defineCommand<SyncArgs>({
   async run(ctx: CommandContext, argv) {
     // Without scope flags sync follows init's recorded scope; the interactive mode only when asked for (--interactive).
     const scope = argv.interactive === true ? await resolveRunScope(ctx, argv, 'sync') : await explicitScope(argv, ctx.config);
+    if (argv.method === 'timestamp' && argv.applier !== undefined && argv.applier !== 'native') {
+      throw new UsageError('--applier client streams a replication slot; --method timestamp has none', { hint: 'leave out --applier with --method timestamp' });
+    }
     if (argv.method === 'timestamp') return runTimestampCommand(ctx, argv, scope, ctx.config?.timestampColumns ?? {});
     if (!(argv.waitTimeout >= 0)) throw new UsageError(`--wait-timeout must be 0 or more seconds (got ${argv.waitTimeout})`);
     const lag = argv.maxLag?.length ? parseMaxLag(argv.maxLag) : undefined;
+    const applier: Applier = argv.applier === undefined ? 'native' : parseApplier(argv.applier, '--applier');
+    if (applier === 'client') return runClient(ctx, argv, scope);
+    if (argv.untilCaughtUp || argv.batchBytes !== undefined) throw new UsageError('--until-caught-up and --batch-bytes go with --applier client', { hint: 'add --applier client, or leave them out' });
     const progress = createProgress(ctx);
     let report: SyncReport;
     try {
@@ -115,3 +149,33 @@ export const syncCommand = defineCommand<SyncArgs>({
     return 0;
   },
 });
+
+async function runClient(ctx: CommandContext, argv: SyncArgs, scope: Awaited<ReturnType<typeof explicitScope>>): Promise<number> {
+  if (argv.copyData || argv.subscriptionConninfo !== undefined || argv.force) {
+    throw new UsageError('--copy-data, --subscription-conninfo and --force go with the native applier', { hint: 'leave them out with --applier client' });
+  }
+  const batchBytes = argv.batchBytes !== undefined ? parseSize(argv.batchBytes, '--batch-bytes') : undefined;
+  if (batchBytes !== undefined && batchBytes < 1024) throw new UsageError(`--batch-bytes must be at least 1kB (got ${argv.batchBytes})`);
+  const progress = createProgress(ctx);
+  let report: ClientSyncReport;
+  try {
+    report = await runClientSync({
+      source: ctx.conn('source'),
+      target: ctx.conn('target'),
+      scope,
+      stateDir: ctx.stateDir,
+      setReplicaIdentityFull: argv.setReplicaIdentityFull || !!wizardRunOptions(ctx).setReplicaIdentityFull,
+      untilCaughtUp: argv.untilCaughtUp,
+      batchBytes,
+      signal: ctx.signal,
+      progress,
+    });
+  } finally {
+    progress.done();
+  }
+  if (ctx.out.json) ctx.out.emitJson(report);
+  else renderClient(ctx.out, report);
+  // Stopped by a signal: the position is saved; the exit code says how it ended (130 / 143).
+  if (report.outcome === 'stopped') throw new InterruptedError('interrupted: the client applier stopped cleanly, its position is saved on the target');
+  return 0;
+}

@@ -51,7 +51,7 @@ function tableLine(t: TableReport, out: Output, width: number): string {
 export function renderVerify(report: VerifyReport, out: Output): void {
   for (const db of report.databases) {
     const rep = db.replication.active
-      ? ` (replicating: ${db.replication.subscriptions.filter((s) => s.enabled).map((s) => s.name).join(', ')})`
+      ? ` (replicating: ${db.replication.subscriptions.filter((s) => s.enabled).map((s) => (s.applier === 'client' ? `client applier ${s.name}` : s.name)).join(', ')})`
       : '';
     out.print(out.style('bold', `Database ${db.source} → ${db.target}${rep}`));
     const width = Math.min(48, Math.max(0, ...db.tables.map((t) => t.display.length)));

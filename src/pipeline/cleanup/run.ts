@@ -1,8 +1,9 @@
 /**
  * `cleanup`: remove everything pgferry created for the migration, on both
- * sides — the subscription (disabled, its slot detached, dropped), the
- * publication, the slot, the table synchronisation slots PostgreSQL made for
- * the subscription — and the state files. Objects are recognised only by the
+ * sides — the subscription (disabled, its slot detached, dropped) or the
+ * client applier's replication origin, the publication, the slot, the table
+ * synchronisation slots PostgreSQL made for the subscription — and the state
+ * files. Objects are recognised only by the
  * names pgferry gives them (and, for table synchronisation slots, by the OID
  * of pgferry's subscription and the target's system identifier), so nothing
  * else is ever touched. Idempotent: what is already gone is skipped.
@@ -25,8 +26,10 @@ import { orphanedTablesyncSlots, targetSubscriptionOids } from './orphans.js';
 import { dropReverse, recordedReverse } from './reverse.js';
 import { dropMaskTriggers, listMaskTriggers } from '../shared/masking-target.js';
 import { dropStateSchema, hasState as hasTimestampState, STATE_SCHEMA } from '../shared/timestamp-state.js';
+import { dropOrigin, originPosition } from '../shared/replication-origin.js';
+import { clientApplierPath, removeClientApplier } from '../../state/client-applier.js';
 
-export type CleanupKind = 'subscription' | 'publication' | 'slot' | 'tablesync-slot' | 'mask-trigger' | 'timestamp-state' | 'state';
+export type CleanupKind = 'subscription' | 'origin' | 'publication' | 'slot' | 'tablesync-slot' | 'mask-trigger' | 'timestamp-state' | 'state';
 
 export interface CleanupItem {
   side: 'source' | 'target' | 'local';
@@ -61,6 +64,8 @@ interface PairPlan {
   pair: ReplicationPair;
   subscription: string | null;
   subscriptionOid: number | null;
+  /** The client applier's replication origin on the target (sync --applier client), when it exists. */
+  origin: string | null;
   publication: boolean;
   slots: string[];
   tablesyncSlots: string[];
@@ -95,6 +100,7 @@ export async function runCleanup(o: CleanupOptions): Promise<CleanupReport> {
     }
     await discardState(o.stateDir);
     await removeSyncRecord(o.stateDir);
+    await removeClientApplier(o.stateDir);
     return { command: 'cleanup', dryRun: false, items, seconds: (performance.now() - started) / 1000 };
   } finally {
     await release?.();
@@ -110,8 +116,10 @@ async function planPair(
   record: SyncRecord | undefined,
 ): Promise<PairPlan> {
   let allSubOids: Set<number> | undefined;
+  let origin: string | null = null;
   const sub = await withClient(pair.targetConn, async (c) => {
     allSubOids = await targetSubscriptionOids(c);
+    if ((await originPosition(c, pair.names.origin)) !== null) origin = pair.names.origin;
     return readSubscription(c, pair.names.subscription);
   }, { label: 'the target' }).catch((err) => {
     // A target database that was never created holds nothing of ours.
@@ -148,7 +156,7 @@ async function planPair(
     throw err;
   });
   return {
-    pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, ...plan, maskTriggers: onTarget.masks.map((t) => `${t.schema}.${t.table}`),
+    pair, subscription: sub?.name ?? null, subscriptionOid: sub?.oid ?? null, origin, ...plan, maskTriggers: onTarget.masks.map((t) => `${t.schema}.${t.table}`),
     timestampState: onTarget.timestamp,
   };
 }
@@ -158,6 +166,7 @@ function listItems(plans: PairPlan[], reverse: ReturnType<typeof recordedReverse
   const items: CleanupItem[] = [];
   for (const p of plans) {
     if (p.subscription) items.push({ side: 'target', kind: 'subscription', database: p.pair.targetDatabase, name: p.subscription });
+    if (p.origin) items.push({ side: 'target', kind: 'origin', database: p.pair.targetDatabase, name: p.origin });
     if (p.publication) items.push({ side: 'source', kind: 'publication', database: p.pair.sourceDatabase, name: p.pair.names.publication });
     for (const s of p.slots) items.push({ side: 'source', kind: 'slot', database: p.pair.sourceDatabase, name: s });
     for (const s of p.tablesyncSlots) items.push({ side: 'source', kind: 'tablesync-slot', database: p.pair.sourceDatabase, name: s });
@@ -170,7 +179,7 @@ function listItems(plans: PairPlan[], reverse: ReturnType<typeof recordedReverse
     items.push({ side: 'target', kind: 'publication', database: r.targetDatabase, name: r.publication });
   }
   const paths = statePaths(stateDir);
-  for (const f of [paths.state, syncRecordPath(stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });
+  for (const f of [paths.state, syncRecordPath(stateDir), clientApplierPath(stateDir), paths.work]) if (existsSync(f)) items.push({ side: 'local', kind: 'state', database: '', name: f });
   return items;
 }
 
@@ -187,6 +196,7 @@ async function dropPair(p: PairPlan, items: CleanupItem[], progress: ProgressSin
         else await dropSubscriptionKeepSlot(c, sub.name);
       }, { label: 'the target' });
     }
+    if (p.origin) await withClient(p.pair.targetConn, (c) => dropOrigin(c, p.origin!), { label: 'the target' });
     if (p.maskTriggers.length) await withClient(p.pair.targetConn, (c) => dropMaskTriggers(c), { label: 'the target' });
     if (p.timestampState) await withClient(p.pair.targetConn, (c) => dropStateSchema(c), { label: 'the target' });
     await withClient(p.pair.sourceConn, async (c) => {

@@ -9,6 +9,7 @@ import type pg from 'pg';
 import { withClient } from '../../postgres/connect.js';
 import { listCandidateSlots, parseTablesyncSlot, type SourceSlot, type TableSyncState } from './replication-catalog.js';
 import type { ReplicationPair } from './pairs.js';
+import { originPosition } from './replication-origin.js';
 
 export interface SourceFacts {
   currentLsn: string;
@@ -99,22 +100,35 @@ export async function targetFacts(client: pg.Client, major: number): Promise<Tar
   return { subscriptions, allSubscriptionOids: rows[0]?.all_oids ?? [], major };
 }
 
+/** The client applier of a pair (sync --applier client): whether it runs, and the origin's committed position on the target. */
+export interface ClientApplierFacts {
+  running: boolean;
+  pid: number | null;
+  heartbeatAt: string | null;
+  originLsn: string | null;
+}
+
 export interface PairFacts {
   pair: ReplicationPair;
   source: SourceFacts;
   target: TargetFacts;
+  /** Present when the sync record says the client applier streams this pair. */
+  client?: ClientApplierFacts;
 }
 
-/** Both sides at once, one connection each. */
+/** Both sides at once, one connection each; `client`: the pair is streamed by the client applier (its heartbeat). */
 export async function collectPair(
   pair: ReplicationPair,
   majors: { source: number; target: number },
+  client?: Omit<ClientApplierFacts, 'originLsn'>,
 ): Promise<PairFacts> {
-  const [source, target] = await Promise.all([
+  const [source, [target, originLsn]] = await Promise.all([
     withClient(pair.sourceConn, (c) => sourceFacts(c, majors.source, pair.names.publication), { label: 'the source', applicationName: 'pgferry status' }),
-    withClient(pair.targetConn, (c) => targetFacts(c, majors.target), { label: 'the target', applicationName: 'pgferry status' }),
+    withClient(pair.targetConn, async (c) => Promise.all([targetFacts(c, majors.target), client ? originPosition(c, pair.names.origin).catch(() => null) : null]), {
+      label: 'the target', applicationName: 'pgferry status',
+    }),
   ]);
-  return { pair, source, target };
+  return { pair, source, target, ...(client ? { client: { ...client, originLsn } } : {}) };
 }
 
 export { parseTablesyncSlot };

@@ -64,6 +64,10 @@ export interface DatabaseStatus {
     confirmedFlushLsn: string | null;
   };
   lag: { bytes: number | null; seconds: number | null };
+  /** Who applies the stream: the native subscription, or pgferry's client applier (sync --applier client). */
+  applier: 'native' | 'client';
+  /** The client applier: running (a live process with a fresh heartbeat), and the position committed on the target. */
+  client: { running: boolean; pid: number | null; heartbeatAt: string | null; appliedLsn: string | null } | null;
   subscription: {
     name: string;
     exists: boolean;
@@ -98,7 +102,7 @@ export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: Max
     seconds: slot && streaming ? (slot.replayLagSeconds ?? 0) : null,
   };
 
-  problems.push(...streamProblems({ f, slot, sub, tables, replicating, workerRunning, lag }, maxLag));
+  problems.push(...(f.client ? clientProblems(f, slot, lag, maxLag) : streamProblems({ f, slot, sub, tables, replicating, workerRunning, lag }, maxLag)));
 
   const leftovers = findLeftovers(f, targetSystemIdentifier, sub?.oid ?? null, !!slot, !!sub);
   for (const l of leftovers) warning(`${l.side} ${l.kind} ${l.name}: ${l.detail}`, 'pgferry cleanup removes pgferry\'s objects');
@@ -116,6 +120,8 @@ export function assess(f: PairFacts, targetSystemIdentifier: string, maxLag: Max
       confirmedFlushLsn: slot?.confirmedFlushLsn ?? null,
     },
     lag,
+    applier: f.client ? 'client' : 'native',
+    client: f.client ? { running: f.client.running, pid: f.client.pid, heartbeatAt: f.client.heartbeatAt, appliedLsn: f.client.originLsn } : null,
     subscription: {
       name: names.subscription, exists: !!sub, enabled: !!sub?.enabled, workerRunning, workerPid: sub?.worker?.pid ?? null,
       receivedLsn: sub?.worker?.receivedLsn ?? null, appliedLsn: sub?.worker?.latestEndLsn ?? null, lastMessageAt: sub?.worker?.lastMessageAt ?? null,
@@ -183,6 +189,28 @@ function streamProblems(s: Observed, maxLag: MaxLagLimits): Problem[] {
   }
   if (slot && (slot.walStatus === 'unreserved' || slot.walStatus === 'extended') && sub) {
     warning(`slot ${names.slot} retains ${formatBytes(slot.retainedBytes)} of WAL (wal_status ${slot.walStatus})`, 'make sure the target keeps up; the source may remove WAL the slot needs once max_slot_wal_keep_size is exceeded');
+  }
+  return problems;
+}
+
+/** The client applier's stream: the slot must be there; not running is a warning (sync --applier client continues from the saved position). */
+function clientProblems(f: PairFacts, slot: SourceSlot | undefined, lag: DatabaseStatus['lag'], maxLag: MaxLagLimits): Problem[] {
+  const names = f.pair.names;
+  const problems: Problem[] = [];
+  if (!slot) {
+    problems.push({ level: 'broken', message: `replication slot ${names.slot} is missing on the source: the client applier cannot stream, and changes made since it disappeared never reach the target`, fix: 'run pgferry cleanup, then pgferry init --restart and pgferry sync' });
+    return problems;
+  }
+  if (slot.walStatus === 'lost') {
+    problems.push({ level: 'broken', message: `replication slot ${names.slot} has lost WAL it needed (wal_status lost): the target has missed changes`, fix: 'run pgferry cleanup, then pgferry init --restart and pgferry sync; raise max_slot_wal_keep_size' });
+  }
+  if (!f.client!.running) {
+    problems.push({ level: 'warning', message: `the client applier is not running: changes wait in slot ${names.slot} (${formatBytes(slot.retainedBytes)} of WAL retained)`, fix: 'run pgferry sync --applier client (it continues from the position saved on the target)' });
+  }
+  const overBytes = maxLag.bytes !== null && lag.bytes !== null && lag.bytes > maxLag.bytes;
+  const overSeconds = maxLag.seconds !== null && lag.seconds !== null && lag.seconds > maxLag.seconds;
+  if (problems.every((p) => p.level !== 'broken') && (overBytes || overSeconds)) {
+    problems.push({ level: 'lagging', message: `behind by ${formatBytes(lag.bytes)} / ${formatSeconds(lag.seconds)}`, fix: f.client!.running ? 'wait and check again' : 'run pgferry sync --applier client' });
   }
   return problems;
 }

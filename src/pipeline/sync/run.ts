@@ -37,6 +37,7 @@ import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
 import { addToPublication, ensurePublication, publishedTables, slotDecodable, type PublicationChange, type PublishedTable } from '../shared/publication.js';
 import { changedDataRules, maskedSummary, streamingRefusal } from '../../config/data-rules-catalog.js';
 import { installMaskTriggers } from '../shared/masking-target.js';
+import { originPosition } from '../shared/replication-origin.js';
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from '../../state/sync-record.js';
 import {
   advanceOrigin, checkCustomConninfo, chooseBinary, chooseStreaming, createSubscription, dropSubscriptionKeepSlot, enableSubscription,
@@ -501,7 +502,12 @@ async function subscribe(
     });
     faultPoint('sync.after-subscription');
     sub = (await readSubscription(tgt, names.subscription))!;
-    if (forcedOrigin) await advanceOrigin(tgt, sub.oid, forcedOrigin);
+    // After the client applier (sync --applier client), its origin holds what the target has committed; the slot may
+    // have confirmed less (a kill -9 between COMMIT and acknowledgement), so the subscription starts from the origin.
+    // A role that may not read replication origins (no superuser, no grants) cannot have run the client applier either.
+    const clientApplied = forcedOrigin ? null : await originPosition(tgt, names.origin).catch(() => null);
+    const from = forcedOrigin ?? (clientApplied && clientApplied !== '0/0' ? clientApplied : null);
+    if (from) await advanceOrigin(tgt, sub.oid, from);
     await enableSubscription(tgt, sub.name);
   } else if (!sub) {
     // No slot to continue from (--copy-data without init): the subscription creates one after the publication exists.

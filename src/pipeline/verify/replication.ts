@@ -4,7 +4,10 @@
  * source database (pgferry's own subscription is one such). Then a difference
  * is only believed after the target has replayed past the source LSN at which
  * the source side was read: the slot's confirmed_flush_lsn is what the
- * subscriber reports as applied and flushed.
+ * subscriber reports as applied and flushed. pgferry's client applier
+ * (sync --applier client) counts too: its replication origin on the target
+ * bears the name of the slot it reads, and it confirms a position on that slot
+ * only once the target has committed it; it is watched while the slot is in use.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { faultPoint } from '../../fault.js';
@@ -18,7 +21,7 @@ export interface ReplicationLink extends ReplicationInfo {
 }
 
 export async function detectReplication(source: SideSession, target: SideSession): Promise<ReplicationLink> {
-  const [subs, slots] = await Promise.all([
+  const [subs, slots, origins] = await Promise.all([
     target
       .query<{ name: string; slot: string | null; enabled: boolean }>({
         text: `SELECT subname AS name, subslotname AS slot, subenabled AS enabled FROM pg_subscription
@@ -26,14 +29,21 @@ export async function detectReplication(source: SideSession, target: SideSession
         values: [],
       })
       .catch(() => []),
-    source.query<{ slot_name: string }>({
-      text: `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND database = current_database()`,
+    source.query<{ slot_name: string; active: boolean }>({
+      text: `SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'logical' AND database = current_database()`,
       values: [],
     }),
+    target
+      .query<{ name: string }>({ text: `SELECT roname AS name FROM pg_replication_origin WHERE roname LIKE 'pgferry\\_%' ORDER BY roname`, values: [] })
+      .catch(() => []),
   ]);
   const slotNames = new Set(slots.map((s) => s.slot_name));
   const linked = subs.filter((s) => s.slot !== null && slotNames.has(s.slot));
-  const subscriptions = linked.map((s) => ({ name: s.name, slot: s.slot!, enabled: s.enabled }));
+  const subscriptions: ReplicationInfo['subscriptions'] = linked.map((s) => ({ name: s.name, slot: s.slot!, enabled: s.enabled }));
+  for (const o of origins) {
+    const slot = slots.find((s) => s.slot_name === o.name);
+    if (slot && !subscriptions.some((s) => s.slot === slot.slot_name)) subscriptions.push({ name: o.name, slot: o.name, enabled: slot.active, applier: 'client' });
+  }
   const watched = subscriptions.filter((s) => s.enabled).map((s) => s.slot);
   return { active: watched.length > 0, subscriptions, slots: watched };
 }

@@ -117,9 +117,13 @@ export interface SequenceReport {
 }
 
 export interface ReplicationInfo {
-  /** An enabled subscription on the target reads a slot of this source database. */
+  /** An enabled subscription on the target (or a running client applier) reads a slot of this source database. */
   active: boolean;
-  subscriptions: { name: string; slot: string; enabled: boolean }[];
+  /**
+   * Native subscriptions, and pgferry's client applier (applier 'client': name is its replication
+   * origin on the target, enabled while its slot is in use).
+   */
+  subscriptions: { name: string; slot: string; enabled: boolean; applier?: 'native' | 'client' }[];
 }
 
 export interface DatabaseReport {

@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+/**
+ * Benchmark of the two appliers of `pgferry sync` (not a test; run it when the machine is quiet).
+ * For each applier, on fresh clusters with the same data:
+ *
+ *   1. pgbench -i -s SCALE on the source (pgbench_history set to REPLICA IDENTITY FULL); pgferry init
+ *   2. pgbench -n -t (TX / 4) -c 4 on the source while nothing reads the slot: a backlog of TX
+ *      TPC-B-like transactions (3 UPDATEs + 1 INSERT each)
+ *   3. drain it: `pgferry sync --no-wait` (native subscription) or
+ *      `pgferry sync --applier client --until-caught-up`, timed until the slot has confirmed the
+ *      source position recorded after the backlog
+ *   4. a sanity check that the pgbench tables are equal on both sides (count and sums)
+ *
+ * Reported: seconds, row changes per second, peak RSS of whoever applied (the target's apply
+ * worker for native, the pgferry process for client; VmHWM from /proc), and how long the source
+ * takes to decode the backlog through pgoutput with nobody applying (peek, before the drain): the
+ * floor under either applier. SHOW=1 prints the client applier's progress lines as they come.
+ *
+ * Usage: npm run build && node scripts/bench/applier-bench.mjs
+ * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client");
+ * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
+ */
+import { execa } from 'execa';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const { startCluster } = await import(path.join(root, 'dist/local/cluster.js'));
+const { objectNames } = await import(path.join(root, 'dist/state/object-names.js'));
+
+const SCALE = Number(process.env.SCALE ?? 10);
+const TX = Number(process.env.TX ?? 100_000);
+const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+const APPLIERS = (process.env.APPLIERS ?? 'native,client').split(',');
+const BIG_TX = process.env.BIG_TX === '1';
+const DB = 'bench';
+const CLIENTS = 4;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (m) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${m}\n`);
+
+/** Peak resident set size of a process in MB (0 once it is gone). */
+function peakRssMb(pid) {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function runOnce(applier) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-bench-applier-'));
+  const [src, tgt] = await Promise.all([startCluster({ name: `ab-src-${applier}` }), startCluster({ name: `ab-tgt-${applier}` })]);
+  try {
+    await src.query(`CREATE DATABASE ${DB}`);
+    const pgEnv = { ...process.env, PGPASSWORD: src.password };
+    const pgArgs = ['-h', '127.0.0.1', '-p', String(src.port), '-U', 'postgres'];
+    log(`${applier}: pgbench -i -s ${SCALE}`);
+    await execa(path.join(PG_BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), ...pgArgs, DB], { env: pgEnv });
+    await src.query('ALTER TABLE pgbench_history REPLICA IDENTITY FULL', [], DB);
+    const sysid = async (c) => (await c.query('SELECT system_identifier::text AS id FROM pg_control_system()'))[0].id;
+    const names = objectNames({ sourceSystemIdentifier: await sysid(src), sourceDatabase: DB, targetSystemIdentifier: await sysid(tgt), targetDatabase: DB });
+    const cliArgs = (...args) => [path.join(root, 'dist/cli/main.js'), ...args, '--source', src.url(DB), '--target', tgt.url(DB), '--state-dir', dir];
+    log(`${applier}: pgferry init`);
+    const init = await execa(process.execPath, cliArgs('init', '--yes', '--no-roles'), { reject: false });
+    if (init.exitCode !== 0) throw new Error(`init failed: ${init.stderr}`);
+
+    let changes = Math.ceil(TX / CLIENTS) * CLIENTS * 4;
+    if (BIG_TX) {
+      // One transaction updating every account (SCALE × 100 000 rows): memory must not grow with it.
+      log(`${applier}: one transaction updating ${SCALE * 100_000} accounts (slot not read)`);
+      await src.query('UPDATE pgbench_accounts SET abalance = abalance + 1', [], DB);
+      changes = SCALE * 100_000;
+    } else {
+      log(`${applier}: backlog of ${TX} pgbench transactions (slot not read)`);
+      await execa(path.join(PG_BIN, 'pgbench'), ['-n', '-t', String(Math.ceil(TX / CLIENTS)), '-c', String(CLIENTS), '-j', '2', ...pgArgs, DB], { env: pgEnv });
+    }
+    const lsn = (await src.query('SELECT pg_current_wal_lsn()::text AS l'))[0].l;
+    const backlog = (await src.query('SELECT pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::bigint AS b FROM pg_replication_slots WHERE slot_name = $2', [lsn, names.slot]))[0].b;
+
+    // The floor under either applier: the source decoding the backlog through pgoutput, read by nobody (nothing consumed).
+    const d0 = performance.now();
+    await src.query(`SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)`, [names.slot, `"${names.publication}"`], DB);
+    const decodeSeconds = (performance.now() - d0) / 1000;
+    log(`${applier}: draining ${(Number(backlog) / 1024 / 1024).toFixed(0)} MB of WAL`);
+    const t0 = performance.now();
+    const args = applier === 'client' ? cliArgs('sync', '--applier', 'client', '--until-caught-up') : cliArgs('sync', '--no-wait');
+    const child = execa(process.execPath, args, { reject: false });
+    // SHOW=1: the applier's progress lines with the time since the drain started.
+    if (process.env.SHOW) child.stderr.on('data', (d) => process.stderr.write(String(d).split('\n').filter(Boolean).map((l) => `  +${((performance.now() - t0) / 1000).toFixed(2)} s ${l}\n`).join('')));
+    let peak = 0;
+    let workerPid = null;
+    for (;;) {
+      if (applier === 'client') peak = Math.max(peak, peakRssMb(child.pid));
+      else {
+        workerPid ??= (await tgt.query('SELECT pid FROM pg_stat_subscription WHERE relid IS NULL AND pid IS NOT NULL', [], DB).catch(() => []))[0]?.pid ?? null;
+        if (workerPid) peak = Math.max(peak, peakRssMb(workerPid));
+      }
+      const ok = (await src.query('SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2', [lsn, names.slot]))[0]?.ok;
+      if (ok) break;
+      await sleep(100);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const r = await child;
+    if (r.exitCode !== 0) throw new Error(`sync (${applier}) exited ${r.exitCode}: ${r.stderr}`);
+
+    const check = `SELECT (SELECT sum(abalance)::text FROM pgbench_accounts) AS a, (SELECT sum(tbalance)::text FROM pgbench_tellers) AS t,
+                          (SELECT sum(bbalance)::text FROM pgbench_branches) AS b, (SELECT count(*)::text || '/' || sum(delta)::text FROM pgbench_history) AS h`;
+    const [s, t] = [(await src.query(check, [], DB))[0], (await tgt.query(check, [], DB))[0]];
+    const equal = JSON.stringify(s) === JSON.stringify(t);
+    return { applier, seconds, changes, rate: changes / seconds, peakMb: peak, backlogMb: Number(backlog) / 1024 / 1024, equal, decodeSeconds };
+  } finally {
+    await Promise.allSettled([src.stop(), tgt.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const results = [];
+for (const a of APPLIERS) results.push(await runOnce(a));
+console.log(`pgferry applier benchmark — pgbench -s ${SCALE}, ${BIG_TX ? `one transaction updating ${SCALE * 100_000} accounts` : `backlog of ${TX} transactions (${CLIENTS} clients)`}, ${os.cpus().length} cores`);
+for (const r of results) {
+  console.log(
+    `  ${r.applier.padEnd(6)} ${r.seconds.toFixed(1)} s  ${Math.round(r.rate)} changes/s  peak RSS ${r.peakMb.toFixed(0)} MB  (backlog ${r.backlogMb.toFixed(0)} MB of WAL, decoding it alone ${r.decodeSeconds.toFixed(1)} s; tables equal: ${r.equal})`,
+  );
+}
+const n = results.find((r) => r.applier === 'native');
+const c = results.find((r) => r.applier === 'client');
+if (n && c) console.log(`  client / native speed: ${(n.seconds / c.seconds).toFixed(2)}×`);

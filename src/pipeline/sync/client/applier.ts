@@ -1,0 +1,270 @@
+/**
+ * One session of the client applier for one database pair: a target
+ * connection (session_replication_role = replica, the replication origin set
+ * up for the session) and a replication connection to the source, streaming
+ * from the origin's committed position.
+ *
+ * Exactly once: many source transactions go into one target transaction,
+ * never part of one; before its COMMIT, pg_replication_origin_xact_setup
+ * records the end of the last source commit in it, so the changes and the
+ * position commit together. The slot is acknowledged only up to that
+ * committed position (or, while nothing is pending, up to the position of a
+ * keepalive, as the native worker does), so a crash anywhere replays exactly
+ * the transactions the target does not have.
+ *
+ * Memory: the buffer of changes is applied into the open target transaction
+ * whenever it exceeds the budget (also in the middle of a source
+ * transaction); the stream's socket is paused while the queue is full.
+ */
+import type pg from 'pg';
+import { faultPoint } from '../../../fault.js';
+import { CANONICAL_SETTINGS, connect } from '../../../postgres/connect.js';
+import type { ResolvedConnInfo } from '../../../postgres/conninfo.js';
+import { sqlstate } from '../../../postgres/errors.js';
+import { formatLsn, lsnToBigInt } from '../../../postgres/lsn.js';
+import { ensureOrigin, originRefusal } from '../../shared/replication-origin.js';
+import { applyChanges, type ApplyCounts, type Change } from './apply.js';
+import { tupleBytes } from './pgoutput.js';
+import { ReplicationStream, type StreamItem } from './stream.js';
+import { describeTarget, type ApplyTable } from './tables.js';
+
+export interface ApplierOptions {
+  sourceConn: ResolvedConnInfo;
+  targetConn: ResolvedConnInfo;
+  slot: string;
+  publication: string;
+  origin: string;
+  /**
+   * Bytes of buffered changes before they are applied into the open target transaction: the target works on
+   * one piece while the next is received and decoded, and a transaction of any size fits in memory.
+   */
+  batchBytes: number;
+  /** Stop once everything before this source position is committed on the target (--until-caught-up). */
+  untilLsn: bigint | null;
+  signal: AbortSignal;
+  warn: (message: string) => void;
+}
+
+export interface ApplierStats {
+  changes: number;
+  transactions: number;
+  batches: number;
+  lastBatchChanges: number;
+  /** Position acknowledged to the source (everything before it is on the target). */
+  acked: bigint;
+  /** The source's WAL end as last heard. */
+  walEnd: bigint;
+  missing: number;
+  statements: number;
+}
+
+export function newStats(): ApplierStats {
+  return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0 };
+}
+
+/** Fault points for crash tests, reached after two committed batches: between applying a batch and its COMMIT; between COMMIT and acknowledging it. */
+export const MID_BATCH_FAULT = 'sync.client.mid-batch';
+export const AFTER_COMMIT_FAULT = 'sync.client.after-commit';
+
+const STATUS_EVERY_MS = 10_000;
+/** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
+const BATCH_MAX_MS = 1_000;
+
+async function openTarget(o: ApplierOptions): Promise<pg.Client> {
+  const tgt = await connect(o.targetConn, { label: 'the target', settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync (client applier)' });
+  try {
+    try {
+      // Triggers and foreign keys behave as under the native apply worker.
+      await tgt.query("SET session_replication_role = 'replica'");
+    } catch (err) {
+      throw originRefusal(err, 'SET session_replication_role = replica');
+    }
+    // The slot is acknowledged once COMMIT returns: the commit must be durable by then, whatever the server's default.
+    await tgt.query("SET synchronous_commit = 'on'");
+    await ensureOrigin(tgt, o.origin);
+    try {
+      await tgt.query('SELECT pg_replication_origin_session_setup($1)', [o.origin]);
+    } catch (err) {
+      if (sqlstate(err) === '55006') throw err; // another session still holds it: the caller retries
+      throw originRefusal(err, 'use replication origins');
+    }
+    return tgt;
+  } catch (err) {
+    await tgt.end().catch(() => {});
+    throw err;
+  }
+}
+
+/** Run until the signal aborts, the target has caught up with untilLsn, or an error (the caller decides whether to retry). */
+export async function runSession(o: ApplierOptions, stats: ApplierStats): Promise<'caught-up' | 'stopped'> {
+  const tgt = await openTarget(o);
+  let stream: ReplicationStream | undefined;
+  try {
+    const { rows } = await tgt.query<{ lsn: string }>('SELECT pg_replication_origin_session_progress(true)::text AS lsn');
+    const start = lsnToBigInt(rows[0]?.lsn ?? '0/0');
+    if (start > stats.acked) stats.acked = start;
+    const repl = await connect(o.sourceConn, {
+      label: 'the source (replication connection)', replication: true, settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync (client applier)',
+    });
+    // 2 MB of pgoutput payload queued (several times that once decoded); beyond it the socket waits.
+    stream = new ReplicationStream(repl, 2 * 1024 * 1024);
+    stream.start(o.slot, o.publication, start);
+    return await new Session(o, stats, tgt, stream).run();
+  } finally {
+    await stream?.close();
+    await tgt.end().catch(() => {});
+  }
+}
+
+class Session {
+  private readonly tables = new Map<number, ApplyTable>();
+  private buffer: Change[] = [];
+  private bufferBytes = 0;
+  private txOpen = false;
+  private inSource = false;
+  /** Source transactions committed into the open batch, and the last one's end and time. */
+  private batchTx = 0;
+  private batchChanges = 0;
+  private batchStarted = 0;
+  private lastCommit: { end: bigint; time: bigint } | null = null;
+  private lastStatus = 0;
+  private readonly counts: ApplyCounts = { statements: 0, missing: 0 };
+
+  constructor(
+    private readonly o: ApplierOptions,
+    private readonly stats: ApplierStats,
+    private readonly tgt: pg.Client,
+    private readonly stream: ReplicationStream,
+  ) {}
+
+  async run(): Promise<'caught-up' | 'stopped'> {
+    const { o, stream } = this;
+    for (;;) {
+      if (o.signal.aborted) return this.stop();
+      // Nothing more within 20 ms: the backlog is drained, commit what is complete.
+      const item = await stream.next(this.batchTx > 0 ? 20 : 1000);
+      if (item) await this.handle(item);
+      else if (this.batchTx > 0 && !this.inSource) await this.commit();
+      if (this.batchTx > 0 && !this.inSource && Date.now() - this.batchStarted > BATCH_MAX_MS) await this.commit();
+      if (o.untilLsn !== null && this.stats.acked >= o.untilLsn && this.idle()) {
+        stream.sendStatus(this.stats.acked);
+        return 'caught-up';
+      }
+      const waiting = o.untilLsn !== null && this.idle() && stream.pending === 0;
+      // While waiting for the last position, ask the source for a keepalive (its WAL end) at least every second.
+      if (Date.now() - this.lastStatus > (waiting ? 1000 : STATUS_EVERY_MS)) this.status(waiting);
+    }
+  }
+
+  private idle(): boolean {
+    return !this.inSource && !this.txOpen && this.batchTx === 0 && this.buffer.length === 0;
+  }
+
+  private status(replyRequested = false): void {
+    this.stream.sendStatus(this.stats.acked, replyRequested);
+    this.lastStatus = Date.now();
+  }
+
+  private async handle(item: StreamItem): Promise<void> {
+    const { stats } = this;
+    if (item.kind === 'keepalive') {
+      if (item.walEnd > stats.walEnd) stats.walEnd = item.walEnd;
+      if (this.idle() && item.walEnd > stats.acked) {
+        stats.acked = item.walEnd;
+        this.status();
+      } else if (item.replyRequested) {
+        this.status();
+      }
+      return;
+    }
+    if (item.walStart > stats.walEnd) stats.walEnd = item.walStart;
+    const m = item.message;
+    switch (m.tag) {
+      case 'begin':
+        this.inSource = true;
+        if (this.batchTx === 0 && !this.txOpen) this.batchStarted = Date.now();
+        return;
+      case 'commit':
+        this.inSource = false;
+        this.lastCommit = { end: m.endLsn, time: m.commitTime };
+        this.batchTx++;
+        stats.transactions++;
+        if (this.bufferBytes >= this.o.batchBytes) await this.commit();
+        return;
+      case 'relation':
+        this.tables.set(m.relation.oid, await describeTarget(this.tgt, m.relation, this.o.warn));
+        return;
+      case 'insert':
+        return this.add({ kind: 'insert', t: this.table(m.relid), row: m.row }, tupleBytes(m.row));
+      case 'update':
+        return this.add({ kind: 'update', t: this.table(m.relid), old: m.old, row: m.row }, tupleBytes(m.row) + tupleBytes(m.old));
+      case 'delete':
+        return this.add({ kind: 'delete', t: this.table(m.relid), old: m.old }, tupleBytes(m.old));
+      case 'truncate':
+        return this.add({ kind: 'truncate', tables: m.relids.map((r) => this.table(r)), cascade: m.cascade, restartIdentity: m.restartIdentity }, 64);
+      default:
+    }
+  }
+
+  private table(relid: number): ApplyTable {
+    const t = this.tables.get(relid);
+    if (!t) throw new Error(`the stream sent a change of relation ${relid} before describing it`);
+    return t;
+  }
+
+  private async add(c: Change, bytes: number): Promise<void> {
+    this.buffer.push(c);
+    this.bufferBytes += bytes;
+    this.batchChanges++;
+    this.stats.changes++;
+    // Over budget: into the open target transaction with it, also in the middle of a source transaction.
+    if (this.bufferBytes >= this.o.batchBytes) await this.flushBuffer();
+  }
+
+  private async flushBuffer(): Promise<void> {
+    if (!this.buffer.length) return;
+    if (!this.txOpen) {
+      await this.tgt.query('BEGIN');
+      this.txOpen = true;
+    }
+    await applyChanges(this.tgt, this.buffer, this.counts);
+    this.buffer = [];
+    this.bufferBytes = 0;
+  }
+
+  /** Commit the batch (at a source transaction boundary) with its position, then acknowledge it. */
+  private async commit(): Promise<void> {
+    const last = this.lastCommit!;
+    if (this.buffer.length || this.txOpen) {
+      await this.flushBuffer();
+      if (this.stats.batches >= 2) faultPoint(MID_BATCH_FAULT);
+      const at = new Date(Number(last.time / 1000n) + 946_684_800_000).toISOString();
+      await this.tgt.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [formatLsn(last.end), at]);
+      await this.tgt.query('COMMIT');
+      if (this.stats.batches >= 2) faultPoint(AFTER_COMMIT_FAULT);
+      this.txOpen = false;
+      this.stats.batches++;
+    }
+    // A batch without changes (transactions of other tables) needs no target transaction: nothing to replay.
+    this.stats.lastBatchChanges = this.batchChanges;
+    this.stats.statements = this.counts.statements;
+    this.stats.missing = this.counts.missing;
+    this.batchChanges = 0;
+    this.batchTx = 0;
+    if (last.end > this.stats.acked) this.stats.acked = last.end;
+    this.status();
+  }
+
+  /** Signal: commit what is complete, roll back a partial transaction (it is streamed again next time). */
+  private async stop(): Promise<'stopped'> {
+    if (this.batchTx > 0 && !this.inSource) await this.commit();
+    else if (this.txOpen) await this.tgt.query('ROLLBACK').catch(() => {});
+    this.status();
+    return 'stopped';
+  }
+}
+
+/** Errors worth another session rather than an exit: the origin or slot still held by a session that is going away. */
+export function inUseByDeparted(err: unknown): boolean {
+  return sqlstate(err) === '55006';
+}

@@ -1,0 +1,46 @@
+/** The pgoutput decoder of the client applier: messages built byte by byte as PostgreSQL sends them (protocol 1). */
+import { describe, expect, it } from 'vitest';
+import { decodePgoutput, UNCHANGED } from '../../src/pipeline/sync/client/pgoutput.js';
+
+const u8 = (n: number) => Buffer.from([n]);
+const i16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+const i32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+const u64 = (n: bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(n); return b; };
+const str = (s: string) => Buffer.concat([Buffer.from(s, 'utf8'), u8(0)]);
+const ch = (c: string) => Buffer.from(c, 'ascii');
+const text = (s: string) => Buffer.concat([ch('t'), i32(Buffer.byteLength(s)), Buffer.from(s, 'utf8')]);
+
+describe('decodePgoutput', () => {
+  it('reads begin and commit with their positions', () => {
+    expect(decodePgoutput(Buffer.concat([ch('B'), u64(0x1_0000_0010n), u64(123n), i32(77)]))).toEqual({ tag: 'begin', finalLsn: 0x1_0000_0010n, commitTime: 123n, xid: 77 });
+    expect(decodePgoutput(Buffer.concat([ch('C'), u8(0), u64(0x20n), u64(0x48n), u64(5n)]))).toEqual({ tag: 'commit', commitLsn: 0x20n, endLsn: 0x48n, commitTime: 5n });
+  });
+
+  it('reads a relation with its key columns and identity', () => {
+    const msg = Buffer.concat([
+      ch('R'), i32(16384), str('Sales Ünïcode'), str('Order "Items"'), ch('d'), i16(2),
+      u8(1), str('id'), i32(20), i32(-1),
+      u8(0), str('note'), i32(25), i32(-1),
+    ]);
+    expect(decodePgoutput(msg)).toEqual({
+      tag: 'relation',
+      relation: { oid: 16384, schema: 'Sales Ünïcode', name: 'Order "Items"', identity: 'd', columns: [{ name: 'id', key: true, typeOid: 20 }, { name: 'note', key: false, typeOid: 25 }] },
+    });
+  });
+
+  it('keeps values as text, nulls as null and unchanged TOAST values as UNCHANGED', () => {
+    const ins = Buffer.concat([ch('I'), i32(16384), ch('N'), i16(3), text('2026-01-01 00:00:00.123456+00'), ch('n'), text('ünï')]);
+    expect(decodePgoutput(ins)).toEqual({ tag: 'insert', relid: 16384, row: ['2026-01-01 00:00:00.123456+00', null, 'ünï'] });
+    const upd = Buffer.concat([ch('U'), i32(1), ch('K'), i16(2), text('7'), ch('n'), ch('N'), i16(2), text('8'), ch('u')]);
+    expect(decodePgoutput(upd)).toEqual({ tag: 'update', relid: 1, old: ['7', null], row: ['8', UNCHANGED] });
+    const updNoOld = Buffer.concat([ch('U'), i32(1), ch('N'), i16(1), text('9')]);
+    expect(decodePgoutput(updNoOld)).toEqual({ tag: 'update', relid: 1, old: null, row: ['9'] });
+    const del = Buffer.concat([ch('D'), i32(1), ch('O'), i16(2), text('7'), text('x')]);
+    expect(decodePgoutput(del)).toEqual({ tag: 'delete', relid: 1, old: ['7', 'x'] });
+  });
+
+  it('reads truncate options and ignores origin, type and message', () => {
+    expect(decodePgoutput(Buffer.concat([ch('T'), i32(2), u8(3), i32(10), i32(11)]))).toEqual({ tag: 'truncate', relids: [10, 11], cascade: true, restartIdentity: true });
+    expect(decodePgoutput(Buffer.concat([ch('Y'), i32(1), str('public'), str('mood')]))).toEqual({ tag: 'other', code: 'Y' });
+  });
+});
