@@ -63,8 +63,6 @@ export function newStats(): ApplierStats {
 }
 
 /** Fault points for crash tests, reached after two committed batches: between applying a batch and its COMMIT; between COMMIT and acknowledging it. */
-export const MID_BATCH_FAULT = 'sync.client.mid-batch';
-export const AFTER_COMMIT_FAULT = 'sync.client.after-commit';
 
 const STATUS_EVERY_MS = 10_000;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
@@ -237,11 +235,11 @@ class Session {
     const last = this.lastCommit!;
     if (this.buffer.length || this.txOpen) {
       await this.flushBuffer();
-      if (this.stats.batches >= 2) faultPoint(MID_BATCH_FAULT);
+      if (this.stats.batches >= 2) faultPoint('sync.client.mid-batch');
       const at = new Date(Number(last.time / 1000n) + 946_684_800_000).toISOString();
       await this.tgt.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [formatLsn(last.end), at]);
       await this.tgt.query('COMMIT');
-      if (this.stats.batches >= 2) faultPoint(AFTER_COMMIT_FAULT);
+      if (this.stats.batches >= 2) faultPoint('sync.client.after-commit');
       this.txOpen = false;
       this.stats.batches++;
     }
