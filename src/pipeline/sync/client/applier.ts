@@ -62,8 +62,6 @@ export function newStats(): ApplierStats {
   return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0 };
 }
 
-/** Fault points for crash tests, reached after two committed batches: between applying a batch and its COMMIT; between COMMIT and acknowledging it. */
-
 const STATUS_EVERY_MS = 10_000;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
 const BATCH_MAX_MS = 1_000;
@@ -235,6 +233,7 @@ class Session {
     const last = this.lastCommit!;
     if (this.buffer.length || this.txOpen) {
       await this.flushBuffer();
+      // Crash-test points, reached after two committed batches.
       if (this.stats.batches >= 2) faultPoint('sync.client.mid-batch');
       const at = new Date(Number(last.time / 1000n) + 946_684_800_000).toISOString();
       await this.tgt.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [formatLsn(last.end), at]);
