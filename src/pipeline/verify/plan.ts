@@ -125,7 +125,10 @@ export async function planChunks(source: SideSession, t: VerifyTable, chunkRows:
   if (chunks <= 1) return single();
   const wanted = Math.min(chunks * SAMPLES_PER_CHUNK, MAX_SAMPLE_ROWS);
   const percent = Math.min(100, (100 * wanted) / Math.max(rows, 1));
-  const sample = await source.query<Record<string, string>>(sampleKeysQuery(t, percent));
+  let sample = await source.query<Record<string, string>>(sampleKeysQuery(t, percent));
+  // SYSTEM samples whole pages: on a table of few pages it can pick none at all. Row sampling then
+  // (it reads the whole table, which is small when this happens).
+  if (sample.length < chunks) sample = await source.query<Record<string, string>>(sampleKeysQuery(t, percent, 'BERNOULLI'));
   if (sample.length < 2) return single();
   const every = Math.max(1, Math.floor(sample.length / chunks));
   const bounds: string[][] = [];

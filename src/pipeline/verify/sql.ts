@@ -277,12 +277,12 @@ export function integerBoundsQuery(t: VerifyTable): Query {
 }
 
 /** A block sample of keys in key order (planning only). Returns k0…kn. */
-export function sampleKeysQuery(t: VerifyTable, percent: number): Query {
+export function sampleKeysQuery(t: VerifyTable, percent: number, method: 'SYSTEM' | 'BERNOULLI' = 'SYSTEM'): Query {
   const key = t.key!;
   const p = new Params();
   const pct = p.add(percent);
   return {
-    text: `SELECT ${keyTextColumns(key)} FROM ${fromClause(t)} TABLESAMPLE SYSTEM (${pct}::float8) ORDER BY ${keyOrder(key)}`,
+    text: `SELECT ${keyTextColumns(key)} FROM ${fromClause(t)} TABLESAMPLE ${method} (${pct}::float8) ORDER BY ${keyOrder(key)}`,
     values: p.values,
   };
 }
