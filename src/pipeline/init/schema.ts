@@ -83,10 +83,19 @@ function restoreArgs(o: SchemaToolOptions): string[] {
 }
 
 /** Restore the pre-data section in one transaction: all of it or nothing. */
+/**
+ * pg_restore's sessions flush their commits (synchronous_commit = local) even
+ * on a target running with it off: init records a restored schema as done, and
+ * a crash must not take back what the state file says exists.
+ */
+function durableRestoreEnv(): Record<string, string> {
+  return { PGOPTIONS: `${process.env.PGOPTIONS ?? ''} -c synchronous_commit=local`.trim() };
+}
+
 export async function restorePreData(conn: ResolvedConnInfo, file: string, o: SchemaToolOptions): Promise<void> {
   try {
     await runTool('pg_restore', ['--section=pre-data', '--single-transaction', ...restoreArgs(o), file], {
-      conn, pgBinDir: o.pgBinDir, signal: o.signal, label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
+      conn, pgBinDir: o.pgBinDir, signal: o.signal, env: durableRestoreEnv(), label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
     });
   } catch (err) {
     const msg = (err as Error).message;
@@ -198,7 +207,7 @@ export async function restoreEntries(
   const workers = Math.min(jobs, entries.length);
   if (workers > 1) args.push(`--jobs=${workers}`);
   args.push(file);
-  await runTool('pg_restore', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, label: `pg_restore of ${what} into target database "${conn.dbname}"` });
+  await runTool('pg_restore', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, env: durableRestoreEnv(), label: `pg_restore of ${what} into target database "${conn.dbname}"` });
 }
 
 export function archiveExists(file: string): boolean {
