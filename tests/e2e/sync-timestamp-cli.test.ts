@@ -67,6 +67,10 @@ describe('--method timestamp through the built CLI', () => {
     const init = await pgferry('init', '--method', 'timestamp', '--yes', '--no-roles', '--json');
     expect(init.exitCode, init.stderr).toBe(0);
     expect(JSON.parse(init.stdout)).toMatchObject({ ok: true, method: 'timestamp', databases: [{ slot: null }] });
+    // A plain sync has no slot to stream from, and says what to run instead.
+    const plain = await pgferry('sync');
+    expect(plain.exitCode).toBe(2);
+    expect(plain.stderr).toMatch(/init ran with --method timestamp[\s\S]*pgferry sync --method timestamp/);
 
     await src.query('UPDATE items SET qty = qty + 1 WHERE id <= 10', [], db);
     await src.query('INSERT INTO items (id, qty) VALUES (5000, 1)', [], db);

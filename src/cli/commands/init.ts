@@ -36,7 +36,7 @@ const INIT_GROUP = 'Init:';
 
 
 /** The plan; `refusals` (the pipeline's, set for --dry-run) are summed up at the end. */
-function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, refusals: string[] | null): void {
+function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, refusals: string[] | null, method: 'logical' | 'timestamp' = 'logical'): void {
   const dryRun = refusals !== null;
   out.print(out.style('bold', dryRun ? 'Plan (dry run: nothing is written)' : 'Plan'));
   for (const d of plan.databases) {
@@ -48,7 +48,7 @@ function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, refusals:
       : `not empty (${d.targetContents}): refused without --drop-existing`;
     out.print();
     out.print(`Database ${d.source} → ${d.target} (${target})`);
-    out.print(`  snapshot: ${d.slot ? `replication slot ${d.slot} with an exported snapshot` : 'pg_export_snapshot() without a slot (--no-sync)'}`);
+    out.print(`  snapshot: ${d.slot ? `replication slot ${d.slot} with an exported snapshot` : `pg_export_snapshot() without a slot (${method === 'timestamp' ? '--method timestamp' : '--no-sync'})`}`);
     if (d.resume) out.print(`  resumes an earlier run in phase ${d.resume.phase}, ${d.resume.tablesDone} tables already copied`);
     const copied = d.tables.filter((t) => !t.schemaOnly);
     out.print(`  copy order (largest first, ${plan.jobs} job${plan.jobs > 1 ? 's' : ''}):`);
@@ -247,7 +247,7 @@ export const initCommand = defineCommand<InitArgs>({
             ? {
                 startCopy: async (plan: InitPlan) => {
                   pauseProgress();
-                  printPlan(out, plan, argv.dropExisting, null);
+                  printPlan(out, plan, argv.dropExisting, null, argv.method === 'timestamp' ? 'timestamp' : 'logical');
                   return confirm(ctx, `Copy ${formatBytes(plan.estimatedBytes)} to the target now?`);
                 },
               }
@@ -263,7 +263,7 @@ export const initCommand = defineCommand<InitArgs>({
       const refusals = report.refusals;
       const code = refusals.length ? ExitCode.usage : ExitCode.ok;
       if (out.json) out.emitJson({ ...jsonDoc(report, !refusals.length, code), problems: refusals });
-      else printPlan(out, report.plan, argv.dropExisting, refusals);
+      else printPlan(out, report.plan, argv.dropExisting, refusals, report.method);
       return code;
     }
     if (out.json) out.emitJson({ ...jsonDoc(report, true, ExitCode.ok), method: argv.method });

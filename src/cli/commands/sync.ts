@@ -3,6 +3,7 @@ import type { Argv } from 'yargs';
 import { APPLIERS, parseApplier, parseMaxLag, parseSize, type Applier } from '../../config/precedence.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
+import { loadState } from '../../state/checkpoint.js';
 import { runClientSync, runSync, type ClientSyncReport, type SyncReport } from '../../pipeline/sync/index.js';
 import { DEFAULT_MAX_LAG } from '../../pipeline/status/index.js';
 import type { CommandContext } from '../context.js';
@@ -118,6 +119,9 @@ export const syncCommand = defineCommand<SyncArgs>({
       throw new UsageError('--applier client streams a replication slot; --method timestamp has none', { hint: 'leave out --applier with --method timestamp' });
     }
     if (argv.method === 'timestamp') return runTimestampCommand(ctx, argv, scope, ctx.config?.timestampColumns ?? {});
+    if ((await loadState(ctx.stateDir))?.options.method === 'timestamp') {
+      throw new UsageError('init ran with --method timestamp: there is no replication slot to stream from', { hint: 'continue with pgferry sync --method timestamp (--once, or --interval 30s)' });
+    }
     if (!(argv.waitTimeout >= 0)) throw new UsageError(`--wait-timeout must be 0 or more seconds (got ${argv.waitTimeout})`);
     const lag = argv.maxLag?.length ? parseMaxLag(argv.maxLag) : undefined;
     const applier: Applier = argv.applier === undefined ? 'native' : parseApplier(argv.applier, '--applier');
