@@ -267,6 +267,36 @@ describe('init', () => {
     expect((await tableHashes(tgt.conn(db2), [{ schema: 'public', name: 'orders' }]))['public.orders']!.rows).toBe(300);
   });
 
+  it('checks the filtered foreign keys again under the snapshot: rows written after the pre-check stop init before any row is copied, or make the key NOT VALID with --fk-not-valid', async () => {
+    const schema = `CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parent);
+       INSERT INTO parent SELECT generate_series(1, 200); INSERT INTO child SELECT i, 1 + i % 100 FROM generate_series(1, 50) i;`;
+    const flags = { tableFilter: ['public.parent:id <= 100'] };
+    // The pre-check passes (every child references a kept parent); then, before the snapshot, a child of a filtered-out parent arrives.
+    const racing = (db: string, id: number) => async () => {
+      await src.query('INSERT INTO child VALUES ($1, 150)', [id], db);
+      return true;
+    };
+    const db = await createDatabase(src, uniqueDbName('fkrace'), schema);
+    const err = await runInit(await options(db, flags, { confirm: { startCopy: racing(db, 1000) } })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).message).toMatch(/since the foreign-key check.*child_parent_id_fkey/);
+    expect((err as UsageError).hint).toMatch(/--fk-not-valid/);
+    expect(await tgt.query('SELECT count(*)::int AS n FROM child', [], db)).toEqual([{ n: 0 }]);
+
+    const db2 = await createDatabase(src, uniqueDbName('fkrace'), schema);
+    const warnings: string[] = [];
+    await runInit(
+      await options(db2, flags, {
+        fkNotValid: true,
+        confirm: { startCopy: racing(db2, 1000) },
+        progress: (e) => void (e.kind === 'log' && e.level === 'warn' && warnings.push(e.message)),
+      }),
+    );
+    expect(warnings.join('\n')).toMatch(/child_parent_id_fkey.*created NOT VALID/);
+    expect(await tgt.query("SELECT convalidated FROM pg_constraint WHERE conname = 'child_parent_id_fkey'", [], db2)).toEqual([{ convalidated: false }]);
+    expect(await tgt.query('SELECT count(*)::int AS n FROM child', [], db2)).toEqual([{ n: 51 }]);
+  });
+
   it('refuses a non-empty target database unless --drop-existing, and replaces it with it', async () => {
     const db = await createDatabase(src, uniqueDbName('exists'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);');
     await createDatabase(tgt, db, 'CREATE TABLE precious (id int); INSERT INTO precious VALUES (42);');

@@ -20,8 +20,9 @@
  * synchronisation.
  */
 import path from 'node:path';
+import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
-import { OperationError } from '../../errors.js';
+import { OperationError, UsageError } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
 import { databaseProperties, userObjectCounts } from '../../postgres/catalog/databases.js';
@@ -43,6 +44,8 @@ import {
   archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, type SchemaToolOptions,
 } from './schema.js';
 import { analyzeTables } from './analyze.js';
+import { checkForeignKeys } from '../shared/foreign-key-check.js';
+import { blocksInit } from './refusals.js';
 import { syncSequences } from '../shared/sequences.js';
 import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type SnapshotHolder } from '../shared/slot.js';
 import { preparePublication } from './publication.js';
@@ -448,6 +451,30 @@ async function readInitMark(x: DatabaseRunContext): Promise<string> {
   return b.bound;
 }
 
+/**
+ * The foreign-key pre-check ran before the snapshot existed: rows written in
+ * between can break a key that a filter (or a schema-only parent) keeps. Check
+ * again under the snapshot, before any row is copied, instead of failing in
+ * post-data after the whole copy. With --fk-not-valid such keys are created
+ * NOT VALID (with a warning); without it init stops here, naming them.
+ */
+async function recheckForeignKeys(x: DatabaseRunContext, src: pg.Client): Promise<void> {
+  const { d, options: o } = x;
+  if (!Object.keys(d.filters).length && !x.tables.some((t) => t.schemaOnly)) return;
+  const known = new Set(d.notValidForeignKeys.map(fkKey));
+  const fresh = (await checkForeignKeys(src, x.fks, x.tables, d.filters)).filter((p) => p.cause !== 'excluded' && !known.has(fkKey(p.fk)));
+  if (!fresh.length) return;
+  if (fresh.some((p) => blocksInit(p, o.fkNotValid))) {
+    throw new UsageError(`rows written on the source since the foreign-key check break ${fresh.map((p) => p.message).join('; ')}`, {
+      hint: 'run pgferry init --restart --fk-not-valid (such keys are created NOT VALID), or fix those rows on the source and run pgferry init --restart',
+    });
+  }
+  await x.store.update(() => {
+    for (const p of fresh) d.notValidForeignKeys.push({ schema: p.fk.schema, table: p.fk.table, name: p.fk.name, reason: 'filter' });
+  });
+  for (const p of fresh) x.warn(`${p.message} (rows written since the pre-check): created NOT VALID`);
+}
+
 async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThisRun: Set<string>, mark: string | null): Promise<string> {
   const { d, store, options: o } = x;
   const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
@@ -467,6 +494,7 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
     await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(holder.snapshotName)}`);
     // With jobs, a table larger than one worker's share is split too, so that one table cannot keep a worker busy alone.
     plans = await planCopy(src, inputs, { ...planOpts, jobs: o.jobs });
+    await recheckForeignKeys(x, src);
     await src.query('COMMIT');
   } finally {
     await src.end().catch(() => {});
