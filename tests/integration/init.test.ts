@@ -295,6 +295,8 @@ describe('init', () => {
     expect(warnings.join('\n')).toMatch(/child_parent_id_fkey.*created NOT VALID/);
     expect(await tgt.query("SELECT convalidated FROM pg_constraint WHERE conname = 'child_parent_id_fkey'", [], db2)).toEqual([{ convalidated: false }]);
     expect(await tgt.query('SELECT count(*)::int AS n FROM child', [], db2)).toEqual([{ n: 51 }]);
+    // Later tests expect no slot on the source.
+    await src.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = ANY($1)', [[db, db2]]);
   });
 
   it('refuses a non-empty target database unless --drop-existing, and replaces it with it', async () => {
