@@ -9,8 +9,6 @@
  * subscription. Also: a column added on the source only stops it (exit 4),
  * and the native applier can take over from it.
  */
-import { spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +24,7 @@ import { runCliProcess, startCli } from '../support/cli.js';
 import { runVerify, unequal } from './verify-helpers.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { startWriter, untilCaughtUp as nativeCaughtUp, waitFor, WRITER_FILTER_FLAG, writerSchemaSql, writerTableHashes } from '../support/writer.js';
+import { stopImmediately } from '../support/crash.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -56,16 +55,6 @@ async function init(db: string, dir: string, scope = emptyScope()): Promise<void
 async function subscriptions(): Promise<number> {
   const rows = await tgt.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_subscription');
   return rows[0]!.n;
-}
-
-/** Stop a cluster at once (as the account that owns its data directory). */
-function stopImmediately(c: LocalCluster): void {
-  const { uid, gid } = statSync(c.dataDir);
-  const r = spawnSync(path.join(c.binDir, 'pg_ctl'), ['stop', '-D', c.dataDir, '-m', 'immediate', '-w', '-t', '30'], {
-    ...(process.getuid?.() === 0 ? { uid, gid } : {}),
-    encoding: 'utf8',
-  });
-  if (r.status !== 0) throw new Error(`pg_ctl stop: ${r.stdout}${r.stderr}`);
 }
 
 /** The client applier in the background until the returned stop() (which resolves with its report). */

@@ -5,8 +5,6 @@
  * exiting with "cannot connect"; a writer runs before and after the restart,
  * and at the end every writer table on the target equals the source.
  */
-import { spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,6 +16,7 @@ import { runInit } from '../../src/pipeline/init/run.js';
 import { runSync } from '../../src/pipeline/sync/index.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { startWriter, untilCaughtUp, waitFor, writerSchemaSql, writerTableHashes } from '../support/writer.js';
+import { stopImmediately } from '../support/crash.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -31,16 +30,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-/** Stop a cluster at once, synchronously (as the account that owns its data directory). */
-function stopImmediately(c: LocalCluster): void {
-  const { uid, gid } = statSync(c.dataDir);
-  const r = spawnSync(path.join(c.binDir, 'pg_ctl'), ['stop', '-D', c.dataDir, '-m', 'immediate', '-w', '-t', '30'], {
-    ...(process.getuid?.() === 0 ? { uid, gid } : {}),
-    encoding: 'utf8',
-  });
-  if (r.status !== 0) throw new Error(`pg_ctl stop: ${r.stdout}${r.stderr}`);
-}
 
 describe('sync waiting for catch-up', () => {
   it('reconnects through a restart of both servers and ends in sync', async () => {
