@@ -269,8 +269,7 @@ export class TableComparer {
         const differing = pending.filter((k) => verdicts.has(keyId(k)));
         if (differing.length) {
           const now = await pair.source.query<Record<string, string>>(lookupRowsQuery(this.table, differing, 'source'));
-          const still = this.judge(differing, now, trows, width);
-          verdicts = new Map([...still].filter(([id]) => verdicts.has(id)));
+          verdicts = this.judge(differing, now, trows, width);
         }
       } else {
         [srows, trows] = await both(pair, (side) => lookupRowsQuery(this.table, pending, side), (sess, q) =>
