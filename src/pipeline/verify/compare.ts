@@ -18,6 +18,8 @@ import {
   type KeyRange, type Query, type Side, type VerifyTable,
 } from './sql.js';
 import type { DiffKind, RowDiff, TableReport } from './types.js';
+import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { settleUnderLock } from './settle.js';
 
 /** Pieces a differing range is cut into per level. */
 export const FANOUT = 16;
@@ -35,6 +37,8 @@ export interface CompareSettings {
   lagTimeoutMs: number;
   replication: ReplicationLink;
   signal?: AbortSignal;
+  /** The source database: a keyless table that does not settle is compared once more as of one source position (settle.ts). */
+  sourceConn?: ResolvedConnInfo;
   /** Told of every range whose difference was confirmed: a leaf range, a range not located further (--max-diffs), or a whole keyless table. */
   onDifferentRange?: (range: KeyRange) => void;
 }
@@ -175,7 +179,20 @@ export class TableComparer {
       // a target that matches the source as it is now is in step too.
       if (same(await hashOn(pair.source, chunkHashQuery(this.table, range, 'source')), t)) return false;
     }
-    return true;
+    return this.table.key ? true : this.settleKeyless(pair, range);
+  }
+
+  /** The last word on a keyless table that kept changing: both sides read as of one source position. */
+  private async settleKeyless(pair: SessionPair, range: KeyRange): Promise<boolean> {
+    const s = this.settings;
+    if (!s.sourceConn) return true;
+    const r = await settleUnderLock({ sourceConn: s.sourceConn, pair, table: this.table, range, replication: s.replication, lagTimeoutMs: s.lagTimeoutMs, signal: s.signal });
+    if (r.outcome === 'unsettled') {
+      this.report.notes.push(`kept changing while compared, and could not be read as of one source position: ${r.reason}`);
+      return true;
+    }
+    this.report.notes.push(`kept changing while compared: read as of one source position, under a SHARE lock held ${r.heldMs} ms on the source`);
+    return r.outcome === 'different';
   }
 
   /** Locate the differing rows of a range whose hashes differ. True when a difference is confirmed. */

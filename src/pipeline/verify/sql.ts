@@ -138,6 +138,11 @@ function fromClause(t: VerifyTable): string {
   return `${t.only ? 'ONLY ' : ''}${qualifiedName(t.schema, t.name)}`;
 }
 
+/** A SHARE lock on the table (and its partitions or children unless ONLY): its writers wait, its readers do not. */
+export function shareLockStatement(t: VerifyTable): string {
+  return `LOCK TABLE ${fromClause(t)} IN SHARE MODE`;
+}
+
 function keyType(k: KeyColumn, side: Side): string {
   return side === 'source' ? k.sourceType : k.targetType;
 }

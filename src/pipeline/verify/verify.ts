@@ -240,6 +240,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
       lagTimeoutMs: opts.lagTimeoutMs,
       replication,
       signal,
+      sourceConn: pair.sourceConn,
       onDifferentRange: opts.onDifference && ((range) => opts.onDifference!({ sourceDatabase: pair.sourceDatabase, source: pair.sourceConn, target: pair.targetConn, table, range })),
     });
     jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
