@@ -17,6 +17,8 @@
  *   scripts/bench/verify-bench.sh --scale 0.05          # the shared benchmark database (generate.mjs,
  *                                                       # scale 1 ≈ 1.5 GB) on two throwaway local clusters
  *   scripts/bench/verify-bench.sh --scale 0.05 --data own   # this script's own smaller tables instead
+ *   scripts/bench/verify-bench.sh --scale 0.25 --data shapes  # one table (or group) per data shape, each
+ *                                                       # measured on its own against the whole-table hash
  *
  * With --source/--target nothing is written unless --inject is given (then 10
  * rows of the largest keyed table are deleted on the target and re-inserted
@@ -40,13 +42,15 @@ const { values: args } = parseArgs({
     jobs: { type: 'string', default: '2' },
     inject: { type: 'boolean', default: false },
     data: { type: 'string', default: 'shared' },
+    shape: { type: 'string', multiple: true },
     'skip-md5': { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '1' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (args.help || (!args.scale && !(args.source && args.target))) {
-  console.log('usage: verify-bench.sh (--source URL --target URL [--inject] | --scale S [--data shared|own]) [--jobs N] [--skip-md5]');
+  console.log('usage: verify-bench.sh (--source URL --target URL [--inject] | --scale S [--data shared|own|shapes [--shape NAME…] [--rounds N]]) [--jobs N] [--skip-md5]');
   process.exit(args.help ? 0 : 2);
 }
 const jobs = Number(args.jobs);
@@ -67,6 +71,49 @@ CREATE TABLE bench_composite (tenant int, seq int, payload text, at date, PRIMAR
 INSERT INTO bench_composite SELECT i % 50, i, md5(i::text), '2020-01-01'::date + i % 1000 FROM generate_series(1, ${n(500_000)}) i;
 CREATE TABLE bench_nokey (a int, b text, c timestamptz);
 INSERT INTO bench_nokey SELECT i % 1000, md5(i::text), '2021-01-01'::timestamptz + i * interval '1 minute' FROM generate_series(1, ${n(200_000)}) i;`;
+}
+
+/**
+ * --data shapes: one table (or group) per shape real schemas are full of, each
+ * measured on its own. Deterministic, so two loads are equal. Scale 1 ≈ 1.5 GB.
+ */
+const SHAPES = {
+  narrow: { tables: ['public.narrow_accounts'], what: 'pgbench_accounts: aid int key, bid, abalance, filler char(84)' },
+  jsonb: { tables: ['public.wide_jsonb'], what: 'bigint key, one jsonb document of ~330 bytes' },
+  toast: { tables: ['public.toast_bytea'], what: 'int key, 96 KB incompressible bytea (TOASTed)' },
+  keyless: { tables: ['public.keyless_rows'], what: 'no key: int, text, timestamptz' },
+  small: { tables: [], what: '200 tables of 1 000 rows (int key, text)' },
+  partitions: { tables: ['public.part_events'], what: '8 range partitions under one root, bigint key, date, int, text' },
+};
+
+function shapesSql(scale) {
+  const n = (x) => Math.max(100, Math.round(x * scale));
+  const small = Array.from({ length: 200 }, (_, i) => {
+    const t = `shapes_small.t${String(i + 1).padStart(3, '0')}`;
+    return `CREATE TABLE ${t} (id int PRIMARY KEY, v text NOT NULL); INSERT INTO ${t} SELECT i, md5((i * ${i + 3})::text) FROM generate_series(1, 1000) i;`;
+  }).join('\n');
+  const parts = Array.from({ length: 8 }, (_, i) => {
+    const step = n(2_000_000) / 8;
+    return `CREATE TABLE part_events_${i + 1} PARTITION OF part_events FOR VALUES FROM (${Math.round(i * step) + 1}) TO (${i === 7 ? 'MAXVALUE' : Math.round((i + 1) * step) + 1});`;
+  }).join('\n');
+  return `
+CREATE TABLE narrow_accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL, filler char(84));
+INSERT INTO narrow_accounts SELECT i, 1 + i / 100000, (i * 7) % 1000 - 500, '' FROM generate_series(1, ${n(4_000_000)}) i;
+CREATE TABLE wide_jsonb (id bigint PRIMARY KEY, doc jsonb NOT NULL);
+INSERT INTO wide_jsonb SELECT i, jsonb_build_object('name', md5(i::text), 'n', i, 'price', (i % 10000) / 100.0,
+    'tags', jsonb_build_array(i % 7, i % 11, md5((i * 3)::text)), 'nested', jsonb_build_object('a', i % 100, 'b', left(md5((i * 5)::text), 12), 'c', md5((i * 9)::text)),
+    'note', repeat(left(md5((i * 13)::text), 16), 6))
+  FROM generate_series(1, ${n(2_000_000)}) i;
+CREATE TABLE toast_bytea (id int PRIMARY KEY, body bytea NOT NULL);
+INSERT INTO toast_bytea SELECT i, (SELECT decode(string_agg(md5(i::text || '.' || j::text), ''), 'hex') FROM generate_series(1, 6144) j)
+  FROM generate_series(1, ${n(2_000)}) i;
+CREATE TABLE keyless_rows (a int, b text, c timestamptz);
+INSERT INTO keyless_rows SELECT i % 1000, md5(i::text), '2021-01-01'::timestamptz + i * interval '1 minute' FROM generate_series(1, ${n(1_000_000)}) i;
+CREATE SCHEMA shapes_small;
+${small}
+CREATE TABLE part_events (id bigint PRIMARY KEY, at date NOT NULL, v int, note text) PARTITION BY RANGE (id);
+${parts}
+INSERT INTO part_events SELECT i, '2020-01-01'::date + i % 2000, i % 977, 'event ' || md5(i::text) FROM generate_series(1, ${n(2_000_000)}) i;`;
 }
 
 const clusters = [];
@@ -116,7 +163,8 @@ async function measure(fn) {
 async function setup() {
   if (!args.scale) return { source: args.source, target: args.target, ours: false };
   const scale = Number(args.scale);
-  const settings = { shared_buffers: "'1GB'", max_wal_size: "'4GB'", checkpoint_timeout: "'30min'" };
+  // No autovacuum: a worker woken by the load would bill its CPU to whichever measurement runs then.
+  const settings = { shared_buffers: "'1GB'", max_wal_size: "'4GB'", checkpoint_timeout: "'30min'", autovacuum: 'off' };
   const [s, t] = await Promise.all([startCluster({ name: 'bsrc', settings }), startCluster({ name: 'btgt', settings })]);
   clusters.push(s, t);
   process.stderr.write(`generating ${args.data} data at scale ${scale} on two local clusters (PostgreSQL ${s.version})…\n`);
@@ -131,10 +179,12 @@ async function setup() {
     };
     await Promise.all([generate(connect(s), scale), generate(connect(t), scale)]);
   } else {
-    const sql = generatorSql(scale);
+    const sql = args.data === 'shapes' ? shapesSql(scale) : generatorSql(scale);
     await Promise.all([s.query(sql, [], 'bench'), t.query(sql, [], 'bench')]);
-    await Promise.all([s.query('VACUUM ANALYZE', [], 'bench'), t.query('VACUUM ANALYZE', [], 'bench')]);
+    // Frozen, so that no measurement pays for setting hint bits.
+    await Promise.all([s.query('VACUUM (FREEZE, ANALYZE)', [], 'bench'), t.query('VACUUM (FREEZE, ANALYZE)', [], 'bench')]);
   }
+  await Promise.all([s.query('CHECKPOINT'), t.query('CHECKPOINT')]);
   return { source: s.url('bench'), target: t.url('bench'), ours: true };
 }
 
@@ -208,11 +258,11 @@ async function withPeakRss(fn) {
   }
 }
 
-function runVerify(env, tables) {
-  return measure(() => runVerifyOnce(env, tables));
+function runVerify(env, tables, extra = {}) {
+  return measure(() => runVerifyOnce(env, tables, extra));
 }
 
-async function runVerifyOnce(env, tables) {
+async function runVerifyOnce(env, tables, extra = {}) {
   const { result, peakMb } = await withPeakRss(() =>
     verify({
       source: resolve(env.source),
@@ -225,6 +275,7 @@ async function runVerifyOnce(env, tables) {
       recheck: 3,
       lagTimeoutMs: 60_000,
       sequences: true,
+      ...extra,
     }),
   );
   return { report: result, peakMb };
@@ -325,8 +376,52 @@ async function main() {
   if (full.report.status !== 'equal') console.log(`note: verify found the databases ${full.report.status}`);
 }
 
+/** --data shapes: per shape, the whole-table hash against verify of just those tables (best of --rounds). */
+async function shapesMain() {
+  const env = await setup();
+  const src = await client(env.source);
+  const all = (await src.query(TABLES_SQL)).rows;
+  const sizes = (await src.query(`SELECT pg_size_pretty(pg_database_size(current_database())) AS size`)).rows[0].size;
+  await src.end();
+  const urls = [env.source, env.target];
+  await perTable(urls, all, (t) => `SELECT sum(hashtext(x::text)) FROM ${q(t)} x`); // warm both caches
+  const rounds = Number(args.rounds);
+  const picked = Object.entries(SHAPES).filter(([name]) => !args.shape?.length || args.shape.includes(name));
+  const rows = [];
+  for (const [name, shape] of picked) {
+    const tables = all.filter((t) => (name === 'small' ? t.schema === 'shapes_small' : shape.tables.includes(`${t.schema}.${t.name}`)));
+    const names = tables.map((t) => `${pg.escapeIdentifier(t.schema)}.${pg.escapeIdentifier(t.name)}`);
+    const best = (a, b) => (!a ? b : { ...b, seconds: Math.min(a.seconds, b.seconds), cpu: Math.min(a.cpu, b.cpu) });
+    let hash;
+    let ver;
+    let gate;
+    for (let r = 0; r < rounds; r++) {
+      hash = best(hash, await perTable(urls, tables, (t) => `SELECT sum(hashtext(x::text)) FROM ${q(t)} x`));
+      ver = best(ver, await runVerify(env, names));
+      // As cutover's gate runs it: the source fenced, so each table is hashed whole first.
+      gate = best(gate, await runVerify(env, names, { sourceQuiet: true, sequences: false, recheck: 0 }));
+    }
+    if (ver.report.status !== 'equal') process.stderr.write(`note: verify found ${name} ${ver.report.status}\n`);
+    const row = { shape: name, what: shape.what, rows: ver.report.summary.rowsCompared, chunks: ver.report.summary.chunksCompared, hash, ver, gate };
+    rows.push(row);
+    process.stderr.write(`${name.padEnd(11)} hashtext ${hash.seconds.toFixed(2)}s / ${hash.cpu.toFixed(2)} cpu · verify ${ver.seconds.toFixed(2)}s / ${ver.cpu.toFixed(2)} cpu · gate ${gate.seconds.toFixed(2)}s / ${gate.cpu.toFixed(2)} cpu\n`);
+  }
+  const sum = (f) => rows.reduce((n, r) => n + f(r), 0);
+  const fmt = (v) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : 'n/a');
+  console.log(`\nverify by data shape: ${sizes}, jobs ${jobs}, best of ${rounds}; load average ${(await import('node:os')).loadavg()[0].toFixed(1)}`);
+  console.log('| shape | rows | chunks | whole-table hash s (CPU s) | verify s (CPU s) | verify / hash, wall (CPU) | gate s (CPU s) | gate / hash, wall (CPU) |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  const cells = (label, rows_, chunks, h, v, g) =>
+    `| ${label} | ${rows_} | ${chunks} | ${h.seconds.toFixed(2)} (${h.cpu.toFixed(2)}) | ${v.seconds.toFixed(2)} (${v.cpu.toFixed(2)}) | ` +
+    `${fmt(ratio(v.seconds, h.seconds))} (${fmt(ratio(v.cpu, h.cpu))}) | ${g.seconds.toFixed(2)} (${g.cpu.toFixed(2)}) | ${fmt(ratio(g.seconds, h.seconds))} (${fmt(ratio(g.cpu, h.cpu))}) |`;
+  for (const r of rows) console.log(cells(r.shape, r.rows, r.chunks, r.hash, r.ver, r.gate));
+  const total = (k) => ({ seconds: sum((r) => r[k].seconds), cpu: sum((r) => r[k].cpu) });
+  console.log(cells('**total**', sum((r) => r.rows), sum((r) => r.chunks), total('hash'), total('ver'), total('gate')));
+}
+
 try {
-  await main();
+  if (args.data === 'shapes') await shapesMain();
+  else await main();
 } finally {
   await Promise.allSettled(clusters.map((c) => c.stop()));
 }

@@ -38,8 +38,9 @@ export interface VerifyOptions {
   /** Compare sequence values too. */
   sequences: boolean;
   /**
-   * The source takes no writes (cutover's fence): tables are scanned whole
-   * even while a subscription is active (see planChunks' wholeScan).
+   * The source takes no writes (cutover's fence): each table is hashed whole
+   * first, even while a subscription is active, and split only where it
+   * differs (see planChunks' wholeFirst).
    */
   sourceQuiet?: boolean;
   signal?: AbortSignal;

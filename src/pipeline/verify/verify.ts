@@ -260,7 +260,7 @@ async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJo
         const job = jobs[next++]!;
         throwIfAborted(signal);
         try {
-          job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs, { wholeScan });
+          job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs, { wholeScan, wholeFirst: !!opts.sourceQuiet });
         } catch (err) {
           if (fatal(err)) throw err;
           job.report.error = `cannot plan chunks: ${(err as Error).message}`;
