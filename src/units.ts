@@ -51,3 +51,24 @@ export function rateAndEta(done: number, estimated: number, elapsedMs: number, u
   if (estimated > done) s += `, about ${formatDuration(((estimated - done) / rate) * 1000)} left`;
   return s;
 }
+
+/**
+ * Time left to drain a backlog (replication lag in bytes), from how fast it
+ * shrank over the last `windowMs`: the net rate, so writes still arriving
+ * count against it. Empty until two seconds were seen or when nothing is left.
+ */
+export class DrainEstimate {
+  private readonly samples: { at: number; left: number }[] = [];
+  constructor(private readonly windowMs = 10_000) {}
+
+  add(at: number, left: number): string {
+    this.samples.push({ at, left });
+    while (this.samples.length > 2 && at - this.samples[1]!.at >= this.windowMs) this.samples.shift();
+    const first = this.samples[0]!;
+    const ms = at - first.at;
+    if (ms < 2000 || left <= 0) return '';
+    const rate = ((first.left - left) * 1000) / ms;
+    if (rate <= 0) return 'not shrinking';
+    return `draining ${formatBytes(Math.round(rate))}/s, about ${formatDuration((left / rate) * 1000)} left`;
+  }
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rateAndEta } from '../../src/units.js';
+import { DrainEstimate, rateAndEta } from '../../src/units.js';
 
 describe('rateAndEta', () => {
   it('shows no rate in the first two seconds', () => {
@@ -14,5 +14,31 @@ describe('rateAndEta', () => {
   });
   it('counts chunks as well as bytes', () => {
     expect(rateAndEta(30, 90, 3000, 'chunks')).toBe('30 chunks of ~90 chunks, 10 chunks/s, about 6.0s left');
+  });
+});
+
+describe('DrainEstimate', () => {
+  it('says nothing for the first two seconds or once drained', () => {
+    const d = new DrainEstimate();
+    expect(d.add(0, 100 * 1024 * 1024)).toBe('');
+    expect(d.add(1500, 90 * 1024 * 1024)).toBe('');
+    expect(d.add(4000, 0)).toBe('');
+  });
+
+  it('measures the net rate over the window: 10 MB/s leaves 8s for 80 MB', () => {
+    const d = new DrainEstimate();
+    const mb = 1024 * 1024;
+    d.add(0, 100 * mb);
+    d.add(1000, 90 * mb);
+    expect(d.add(2000, 80 * mb)).toBe('draining 10.0 MB/s, about 8.0s left');
+  });
+
+  it('forgets samples older than the window, and says when the backlog grows', () => {
+    const d = new DrainEstimate(3000);
+    const mb = 1024 * 1024;
+    d.add(0, 500 * mb); // a fast start that no longer holds
+    d.add(1000, 100 * mb);
+    d.add(5000, 100 * mb);
+    expect(d.add(7000, 110 * mb)).toBe('not shrinking');
   });
 });

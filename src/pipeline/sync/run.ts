@@ -27,7 +27,7 @@ import { acquireLock, loadState, tableKey, type DatabaseState, type RunState } f
 import { effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
 import { dropSlot, findSlot, type SlotInfo } from '../shared/slot.js';
 import { collectPair } from '../shared/health-facts.js';
-import { formatLag } from '../../units.js';
+import { DrainEstimate, formatLag } from '../../units.js';
 import { assess, DEFAULT_MAX_LAG, type DatabaseStatus, type MaxLagLimits } from '../shared/health-verdict.js';
 import {
   listCandidateSlots, originProgress, parseTablesyncSlot, readPublication, readSubscription, subscriptionTables, type SubscriptionInfo, type SubscriptionTable,
@@ -584,6 +584,7 @@ async function waitUntilReplicating(
   progress({ kind: 'start', id, title: 'waiting until every table replicates' });
   let brokenSince: number | null = null;
   let unreachableSince: number | null = null;
+  const drain = new DrainEstimate();
   for (;;) {
     throwIfShuttingDown(signal);
     let facts: Awaited<ReturnType<typeof collectPair>>[];
@@ -604,15 +605,18 @@ async function waitUntilReplicating(
     const dbs = facts.map((f) => assess(f, ids.target.systemIdentifier, maxLag));
     const total = dbs.reduce((n, d) => n + d.tables.total, 0);
     const ready = dbs.reduce((n, d) => n + d.tables.replicating, 0);
+    const lagBytes = dbs.reduce<number | null>((m, d) => (d.lag.bytes === null ? m : Math.max(m ?? 0, d.lag.bytes)), null);
     const lag = formatLag({
-      bytes: dbs.reduce<number | null>((m, d) => (d.lag.bytes === null ? m : Math.max(m ?? 0, d.lag.bytes)), null),
+      bytes: lagBytes,
       seconds: dbs.reduce<number | null>((m, d) => (d.lag.seconds === null ? m : Math.max(m ?? 0, d.lag.seconds)), null),
     });
     if (dbs.every((d) => d.health === 'healthy')) {
       progress({ kind: 'end', id, status: 'ok', detail: `${ready}/${total} tables replicating · ${lag}` });
       return { inSync: true, lag, databases: dbs };
     }
-    progress({ kind: 'update', id, detail: `${ready}/${total} tables replicating · ${lag}`, done: ready, total, unit: 'tables' });
+    // Catch-up's time left, from how fast the lag shrank lately (only once every table replicates).
+    const eta = ready === total && lagBytes !== null ? drain.add(Date.now(), lagBytes) : '';
+    progress({ kind: 'update', id, detail: `${ready}/${total} tables replicating · ${lag}${eta ? ` · ${eta}` : ''}`, done: ready, total, unit: 'tables' });
     // Right after creation the worker needs a moment to start and connect: only a lasting break is an error.
     const broken = dbs.find((d) => d.health === 'broken');
     if (broken) brokenSince ??= Date.now();
