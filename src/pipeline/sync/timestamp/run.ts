@@ -32,6 +32,7 @@ import type { ResolvedConnInfo } from '../../../postgres/conninfo.js';
 import { operationError, sqlstate } from '../../../postgres/errors.js';
 import { displayName } from '../../../postgres/identifiers.js';
 import { loadState, type RunState } from '../../../state/checkpoint.js';
+import { FENCE_SCHEMA, type FinalRound } from '../../shared/final-apply.js';
 import { resolvePairs, type ReplicationPair } from '../../shared/pairs.js';
 import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import { ROW_TEXT_SETTINGS } from '../../shared/row-diff.js';
@@ -54,6 +55,8 @@ export interface TimestampSyncOptions {
   overlapSeconds: number;
   /** Seconds between rounds; 0: one round (--once). */
   intervalSeconds: number;
+  /** cutover's last round: the source is fenced on purpose (any other round refuses a fenced source). */
+  finalRound?: boolean;
   signal?: AbortSignal;
   progress?: ProgressSink;
 }
@@ -187,6 +190,7 @@ async function roundOfDatabase(
     if (!rows[0]!.ok) {
       throw new UsageError(`another timestamp round is running on target database "${pair.targetDatabase}"`, { hint: 'wait for it to finish (one round at a time per target database)' });
     }
+    await refuseFenced(c.source, pair, !!o.finalRound);
     const tables = await planPair(c, o, scope, state, pair);
     const marks = new Map((await readMarks(c.writer)).map((m) => [`${m.schema}\u0000${m.name}`, m.mark]));
     for (const t of tables) {
@@ -220,6 +224,30 @@ async function roundOfDatabase(
   } finally {
     await closeClients(c);
   }
+}
+
+/** After a cutover the target is the primary: a round would overwrite its writes with the old source's rows. */
+async function refuseFenced(source: pg.Client, pair: ReplicationPair, finalRound: boolean): Promise<void> {
+  if (finalRound) return;
+  const { rows } = await source.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [FENCE_SCHEMA]);
+  if (!rows.length) return;
+  throw new UsageError(`source database "${pair.sourceDatabase}" is fenced by pgferry cutover: a round would overwrite writes made on the target since`, {
+    hint: 'after the hand-over the target is the primary (pgferry cleanup removes the round state); before it, pgferry cutover continues or pgferry cutover --abort lifts the fence',
+  });
+}
+
+/**
+ * cutover's final round (shared/final-apply.ts): one round with delete
+ * detection over every pair. The fence guarantees no writer is left, so the
+ * round's lower bound loses nothing and its result is exact.
+ */
+export function finalTimestampRound(columns: TimestampColumns, batchSize: number = TIMESTAMP_DEFAULTS.batchSize): FinalRound {
+  return async (r) => {
+    const report = await runTimestampSync({
+      ...r, columns, batchSize, detectDeletes: true, overlapSeconds: TIMESTAMP_DEFAULTS.overlapSeconds, intervalSeconds: 0, finalRound: true,
+    });
+    return { databases: report.databases.map((d) => ({ sourceDatabase: d.sourceDatabase, round: d.round, upserted: d.upserted, deleted: d.deleted })) };
+  };
 }
 
 async function roundOfTable(
