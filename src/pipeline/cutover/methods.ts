@@ -80,7 +80,7 @@ export async function timestampReady(init: RunState | undefined, pairs: Replicat
 
 /** What follows an unfenced source, by method: where the target's updates come from now. */
 export function afterUnfence(method: SyncMethod): string {
-  if (method === 'client') return 'start pgferry sync --applier client again (it continues from the position saved on the target)';
+  if (method === 'client') return 'start pgferry sync --applier client again, it continues from the position saved on the target';
   if (method === 'timestamp') return 'pgferry sync --method timestamp continues with rounds';
   return 'replication keeps running';
 }

@@ -317,7 +317,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         if (err instanceof PgferryError && err.exitCode === 2) throw err;
         throw new OperationError(`cutover failed before the hand-over: ${errorMessage(err)}`, {
           hint: unfenced
-            ? `the source was unfenced (${afterUnfence(method)}); run pgferry cutover again`
+            ? `the source was unfenced; ${afterUnfence(method)}; then run pgferry cutover again`
             : 'the source may still be fenced: run pgferry cutover again to continue, or pgferry cutover --abort to lift the fence',
           cause: err,
         });
@@ -462,7 +462,7 @@ async function catchUp(x: Ctx, store: CutoverStore, sessions: Sessions, initStat
 
 /** The client applier in this process until the target has committed the fence LSN, at most maxWaitMs. */
 async function applyUntilFence(x: Ctx, p: ReplicationPair, slot: string, fenceLsn: string, maxWaitMs: number): Promise<{ reached: boolean; appliedLsn: string }> {
-  const timeout = AbortSignal.timeout(Math.max(1, maxWaitMs));
+  const timeout = AbortSignal.timeout(Math.max(1, Math.round(maxWaitMs)));
   const signal = x.o.signal ? AbortSignal.any([x.o.signal, timeout]) : timeout;
   return x.o.clientCatchUp!({ pair: p, slot, untilLsn: fenceLsn, signal, warn: (m) => warn(x, m), progress: x.progress });
 }
