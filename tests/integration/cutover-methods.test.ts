@@ -139,6 +139,9 @@ describe('cutover with the client applier', () => {
     let err = '';
     bg.stderr!.on('data', (d: Buffer) => (err += String(d)));
     await waitFor('the applier running', async () => existsSync(path.join(s.dir, 'client-applier.json')));
+    const dry = await s.cli('cutover', '--dry-run', '--json');
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(JSON.parse(dry.stdout).plan).toMatchObject({ method: 'client', stopsApplier: bg.pid });
     const writer = startWriter(s.source.conn(s.db, s.app, APP_PASSWORD), { pauseMs: 2 });
     await waitFor('some commits', async () => writer.commits() > 50);
     const r = await s.cli('cutover', '--yes', '--json');
@@ -222,7 +225,7 @@ function rnd(n: number): number {
 }
 
 describe('cutover with --method timestamp', () => {
-  it('fences, runs a final round with delete detection, moves sequences: exact equality including deletes; later rounds refused', async () => {
+  it('fences, runs a final round with delete detection, moves sequences: exact equality including deletes; --abort after kill -9; later rounds refused', async () => {
     const s = await setup(tsSrc, 'cutts', STAMPED);
     const init = await s.cli('init', '--method', 'timestamp', '--yes');
     expect(init.exitCode, init.stderr).toBe(0);
@@ -243,11 +246,32 @@ describe('cutover with --method timestamp', () => {
     const reverse = await s.cli('cutover', '--yes', '--reverse');
     expect(reverse.exitCode).toBe(2);
     expect(reverse.stderr).toMatch(/--reverse is not available with --method timestamp/);
+    const dry = await s.cli('cutover', '--dry-run');
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/write trigger on 3 tables/);
+    expect(dry.stdout).toMatch(/a final timestamp round with delete detection/);
+
+    // Killed once the fence stands: --abort lifts it, the application writes again, rounds continue.
+    const killed = await runCliProcess(['cutover', '--yes', ...s.args], { env: { PGFERRY_FAULT_POINT: 'cutover.after-fence' } });
+    expect(killed.exitCode, killed.stderr).toBe(-1);
+    expect(cutoverState(s.dir)).toMatchObject({ phase: 'fence', options: { method: 'timestamp' } });
+    const abort = await s.cli('cutover', '--abort', '--json');
+    expect(abort.exitCode, abort.stderr).toBe(0);
+    expect(JSON.parse(abort.stdout)).toMatchObject({ ok: true, method: 'timestamp', unfenced: [s.db] });
+    expect(await appCan(s.source, s, "INSERT INTO ts_customers (id, name) VALUES (100001, 'between') RETURNING id::text AS id")).toBe('inserted 100001');
+    const writerBefore = await stopWriter(writer);
+    const writer2 = startLoad(s.source.conn(s.db, s.app, APP_PASSWORD), async (c, i) => {
+      await c.query('INSERT INTO ts_orders (customer, total) VALUES ($1, $2)', [1 + rnd(200), rnd(1000)]);
+      if (i % 2 === 0) await c.query('DELETE FROM ts_orders WHERE id = (SELECT min(id) + $1 FROM ts_orders)', [rnd(30)]);
+      await c.query('UPDATE ts_plain SET v = v + 1 WHERE id = $1', [1 + rnd(500)]);
+      await c.query("SELECT nextval('ts_tickets')");
+    }, { pauseMs: 3 });
+    await waitFor('commits after the abort', async () => writer2.commits() > 30);
 
     const r = await s.cli('cutover', '--yes', '--json', '--verify', 'full');
-    const commits = await stopWriter(writer);
+    const commits = writerBefore + (await stopWriter(writer2));
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(commits).toBeGreaterThan(80);
+    expect(commits).toBeGreaterThan(110);
     const doc = JSON.parse(r.stdout) as Report;
     expect(doc).toMatchObject({ ok: true, method: 'timestamp', outcome: 'handed-over', sourceFenced: true });
     expect(doc.phases.map((p) => p.name)).toEqual(['preconditions', 'fence', 'final-round', 'sequences', 'large-objects', 'gate', 'hand-over']);

@@ -228,7 +228,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
   const started = performance.now();
   const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [], method: 'native', finalRound: new Map() };
   // A background client applier holds the lock: it is stopped (after the confirmation) and the lock taken then.
-  const applierPid = o.dryRun ? null : await runningApplier(o.stateDir);
+  const applierPid = await runningApplier(o.stateDir);
   let release = o.dryRun || applierPid !== null ? undefined : await acquireLock(o.stateDir);
   try {
     const initState = await loadState(o.stateDir);
