@@ -239,8 +239,24 @@ describe('cutover with --method timestamp', () => {
       await c.query("SELECT nextval('ts_tickets')");
     }, { pauseMs: 3 });
     await waitFor('some commits', async () => writer.commits() > 30);
-    const round = await s.cli('sync', '--method', 'timestamp', '--once');
+    const ticket = async (c: LocalCluster) => BigInt((await c.query<{ v: string }>('SELECT last_value::text AS v FROM ts_tickets', [], s.db))[0]!.v);
+    const ticketBefore = await ticket(s.source);
+    const round = await s.cli('sync', '--method', 'timestamp', '--once', '--json');
     expect(round.exitCode, round.stderr).toBe(0);
+    // Rounds carry sequences too (never lowered).
+    expect(JSON.parse(round.stdout).databases[0].sequencesMoved).toBeGreaterThanOrEqual(1);
+    expect(await ticket(tgt)).toBeGreaterThanOrEqual(ticketBefore);
+
+    // status --watch works with the method: one JSON document per refresh until interrupted.
+    const watch = startCli(['status', '--watch', '1', '--json', ...s.args]);
+    let out = '';
+    watch.stdout!.on('data', (d: Buffer) => (out += String(d)));
+    await waitFor('two refreshes', async () => out.split('\n').filter((l) => l.trim()).length >= 2);
+    watch.kill('SIGINT');
+    const watched = (await watch) as unknown as { exitCode: number };
+    expect(watched.exitCode).toBe(130);
+    const first = JSON.parse(out.split('\n')[0]!) as { method: string };
+    expect(first).toMatchObject({ method: 'timestamp' });
     await waitFor('more commits', async () => writer.commits() > 80);
 
     const reverse = await s.cli('cutover', '--yes', '--reverse');

@@ -9,7 +9,9 @@
  *     in key-ordered batches; tables without the timestamp column are
  *     compared chunk by chunk and only differing rows rewritten;
  *     --detect-deletes compares the keys of timestamp tables too;
- *  3. a table's mark moves to the bound of step 1 only after its last batch
+ *  3. sequences move to the source's values (never lowered), read after the
+ *     rows so that no copied row carries a value ahead of its sequence;
+ *  4. a table's mark moves to the bound of step 1 only after its last batch
  *     committed; a round killed midway leaves the marks of unfinished tables
  *     where they were, and upserts are idempotent, so the next round simply
  *     reads again.
@@ -36,6 +38,7 @@ import { FENCE_SCHEMA, type FinalRound } from '../../shared/final-apply.js';
 import { resolvePairs, type ReplicationPair } from '../../shared/pairs.js';
 import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import { ROW_TEXT_SETTINGS } from '../../shared/row-diff.js';
+import { syncSequences } from '../../shared/sequences.js';
 import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../../shared/timestamp-bound.js';
 import { advanceMark, finishRound, readMarks, startRound } from '../../shared/timestamp-state.js';
 import { compareAndFix, upsertChanged, type Sides } from './rows.js';
@@ -86,6 +89,8 @@ export interface TimestampDatabaseReport {
   deletesTracked: boolean;
   upserted: number;
   deleted: number;
+  /** Target sequences moved forward to the source's value this round (never lowered). */
+  sequencesMoved: number;
   tables: TimestampTableReport[];
   seconds: number;
 }
@@ -211,11 +216,13 @@ async function roundOfDatabase(
     await c.source.query('COMMIT');
     const upserted = reports.reduce((n, t) => n + t.upserted, 0);
     const deleted = reports.reduce((n, t) => n + t.deleted, 0);
+    // Sequences read after the rows: never behind a value those rows used (and never lowered on the target).
+    const sequencesMoved = (await syncSequences({ source: pair.sourceConn, target: pair.targetConn })).filter((q) => q.action === 'set').length;
     await finishRound(c.writer, round, upserted, deleted);
-    progress({ kind: 'end', id, status: 'ok', detail: `round ${round}: ${upserted} rows upserted, ${o.detectDeletes ? `${deleted} deleted` : 'deletes not tracked'}` });
+    progress({ kind: 'end', id, status: 'ok', detail: `round ${round}: ${upserted} rows upserted, ${o.detectDeletes ? `${deleted} deleted` : 'deletes not tracked'}, ${sequencesMoved} sequences moved` });
     return {
       sourceDatabase: pair.sourceDatabase, targetDatabase: pair.targetDatabase, round, nextMark: bound.bound, oldestOpenTransaction: bound.oldestOpen,
-      deletesTracked: o.detectDeletes, upserted, deleted, tables: reports, seconds: (performance.now() - t0) / 1000,
+      deletesTracked: o.detectDeletes, upserted, deleted, sequencesMoved, tables: reports, seconds: (performance.now() - t0) / 1000,
     };
   } catch (err) {
     progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
