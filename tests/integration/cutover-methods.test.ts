@@ -312,5 +312,11 @@ describe('cutover with --method timestamp', () => {
     const again = await s.cli('cutover', '--yes');
     expect(again.exitCode, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/already handed over/);
+
+    // cleanup drops the round state that the hand-over kept; the fence stays.
+    const cleanup = await s.cli('cleanup', '--yes');
+    expect(cleanup.exitCode, cleanup.stderr).toBe(0);
+    expect(await tgt.query("SELECT 1 FROM pg_namespace WHERE nspname = 'pgferry'", [], s.db)).toEqual([]);
+    await expect(s.source.query('DELETE FROM ts_plain', [], s.db)).rejects.toThrow(/fenced by pgferry/);
   });
 });
