@@ -26,6 +26,7 @@
  * with CASCADE (triggers included) and the CONNECT privileges are given back
  * exactly as recorded. Both directions are idempotent.
  */
+// The schema of the fence's trigger function; shared, since timestamp rounds refuse a fenced source.
 import { FENCE_SCHEMA } from '../shared/final-apply.js';
 import { FENCED_SOURCE_SETTINGS } from '../shared/gate.js';
 import type pg from 'pg';
@@ -38,8 +39,6 @@ import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifie
 import { WAL_END_SQL } from '../../postgres/lsn.js';
 import type { FenceRecord, RevokedConnect } from './state.js';
 
-/** Schema that holds the fence's trigger function in each fenced source database. */
-export { FENCE_SCHEMA };
 export const FENCE_TRIGGER = 'pgferry_fence';
 const FENCE_FUNCTION = 'refuse_writes';
 
