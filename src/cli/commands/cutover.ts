@@ -10,6 +10,8 @@ import { createProgress } from '../render/tasks.js';
 import { explicitScope, withDatabaseScopeOptions, type ScopeArgs } from '../scope-options.js';
 import { renderVerify } from './verify.js';
 import { runGate, type GateResult } from '../../pipeline/verify/index.js';
+import { clientCatchUp } from '../../pipeline/sync/index.js';
+import { finalTimestampRound, TIMESTAMP_DEFAULTS } from '../../pipeline/sync/timestamp/index.js';
 
 const GROUP = 'Cutover:';
 
@@ -20,6 +22,7 @@ interface CutoverArgs extends ScopeArgs {
   abort: boolean;
   dryRun: boolean;
   jobs: number;
+  timestampColumn: string;
 }
 
 function renderPlan(out: Output, plan: CutoverPlan): void {
@@ -28,8 +31,26 @@ function renderPlan(out: Output, plan: CutoverPlan): void {
     out.print(`  fence     write trigger on ${d.tables.length} tables: ${d.tables.slice(0, 6).join(', ')}${d.tables.length > 6 ? ', …' : ''}`);
     out.print(`            CONNECT revoked from ${d.revokeConnect.map((r) => r ?? 'PUBLIC').join(', ') || 'nobody'}; kept for ${d.keepConnect.join(', ')}`);
     out.print(`            ${d.sessions.length} sessions to end${d.sessions.length ? ': ' + d.sessions.slice(0, 8).map((s) => `${s.user ?? '?'} pid ${s.pid}${s.inTransaction ? ' (in a transaction)' : ''}`).join(', ') : ''}${d.sessions.length > 8 ? ', …' : ''}`);
-    out.print(`  then      wait for the fence LSN on slot ${d.slot}, sequences, gate (--verify ${plan.verify}), drop subscription ${d.subscription} and its slot${plan.reverse ? ', reverse replication' : ''}`);
+    out.print(`  then      ${THEN[plan.method](d)}, sequences, gate (--verify ${plan.verify}), ${HAND_OVER[plan.method](d)}${plan.reverse ? ', reverse replication' : ''}`);
   }
+  if (plan.stopsApplier !== null) out.print(`The client applier running as pid ${plan.stopsApplier} is stopped first (SIGTERM); cutover applies up to the fence itself.`);
+}
+
+type PlanDb = CutoverPlan['databases'][number];
+const THEN: Record<CutoverPlan['method'], (d: PlanDb) => string> = {
+  native: (d) => `wait for the fence LSN on slot ${d.slot}`,
+  client: (d) => `apply slot ${d.slot} up to the fence LSN (client applier)`,
+  timestamp: () => 'a final timestamp round with delete detection',
+};
+const HAND_OVER: Record<CutoverPlan['method'], (d: PlanDb) => string> = {
+  native: (d) => `drop subscription ${d.subscription} and its slot`,
+  client: (d) => `drop slot ${d.slot} and the replication origin`,
+  timestamp: () => 'hand over (round state kept until cleanup)',
+};
+
+/** After an unfence: where the target's updates come from now. */
+function afterUnfence(method: CutoverPlan['method']): string {
+  return method === 'client' ? 'start pgferry sync --applier client again' : method === 'timestamp' ? 'rounds of pgferry sync --method timestamp can continue' : 'replication keeps running';
 }
 
 function render(out: Output, r: CutoverReport): void {
@@ -51,6 +72,7 @@ function render(out: Output, r: CutoverReport): void {
     out.print(
       `${d.sourceDatabase} → ${d.targetDatabase}: fence LSN ${d.fenceLsn ?? '-'}, applied ${d.appliedLsn ?? '-'}, ${d.tablesFenced} tables fenced, ` +
         `${d.sessionsEnded} sessions ended (${d.sessionsInTransaction} in a transaction), ${d.sequencesMoved} sequences moved` +
+        (d.finalRound ? `, final round ${d.finalRound.round}: ${d.finalRound.upserted} upserted, ${d.finalRound.deleted} deleted` : '') +
         (d.largeObjects.copied || d.largeObjects.removed ? `, large objects: ${d.largeObjects.copied} copied, ${d.largeObjects.removed} removed` : '') +
         (d.reverse ? `, reverse: subscription ${d.reverse.subscription} on the old source` : ''),
     );
@@ -59,11 +81,15 @@ function render(out: Output, r: CutoverReport): void {
     out.print(
       `${out.symbol('ok')} handed over: writes unavailable for ${r.writeUnavailableMs} ms${r.gateMs !== null ? ` (gate ${r.gateMs} ms)` : ''}; the source stays fenced`,
     );
-    out.print('Next: point the application at the target; pgferry cleanup drops the publication (and the reverse replication is yours to keep until then)');
+    out.print(
+      r.method === 'timestamp'
+        ? 'Next: point the application at the target; pgferry cleanup drops the round state (schema pgferry)'
+        : 'Next: point the application at the target; pgferry cleanup drops the publication (and the reverse replication is yours to keep until then)',
+    );
   } else if (r.outcome === 'gate-failed') {
-    out.print(`${out.symbol('fail')} the gate found differences: nothing was handed over, the source was unfenced and replication keeps running`);
+    out.print(`${out.symbol('fail')} the gate found differences: nothing was handed over, the source was unfenced; ${afterUnfence(r.method)}`);
   } else if (r.outcome === 'catch-up-timeout') {
-    out.print(`${out.symbol('fail')} the target did not apply the fence LSN within --max-wait: the source was unfenced and replication keeps running`);
+    out.print(`${out.symbol('fail')} the target did not apply the fence LSN within --max-wait: the source was unfenced; ${afterUnfence(r.method)}`);
   }
 }
 
@@ -83,7 +109,11 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
       .option('reverse', { type: 'boolean', group: GROUP, default: false, describe: 'After the hand-over, replicate writes on the target back to the old source (a ready fallback until cleanup)' })
       .option('abort', { type: 'boolean', group: GROUP, default: false, describe: 'Undo an interrupted cutover: lift the fence (only before the hand-over began)' })
       .option('dry-run', { type: 'boolean', group: GROUP, default: false, describe: 'Show what would be fenced (tables, roles, sessions); change nothing' })
-      .option('jobs', { alias: 'j', type: 'number', group: GROUP, default: 2, describe: 'Sessions per side for the gate comparison' }) as unknown as Argv<GlobalArgs>,
+      .option('jobs', { alias: 'j', type: 'number', group: GROUP, default: 2, describe: 'Sessions per side for the gate comparison' })
+      .option('timestamp-column', {
+        type: 'string', group: GROUP, default: TIMESTAMP_DEFAULTS.column,
+        describe: 'After init --method timestamp: the column the final round reads by, as for sync (per table: [databases.NAME.timestamp_columns] in the file)',
+      }) as unknown as Argv<GlobalArgs>,
   examples: [
     ['pgferry cutover --dry-run', 'what would be fenced, which sessions would end'],
     ['pgferry cutover --yes --json > cutover.json', 'in a runbook; exit 0 means handed over'],
@@ -92,7 +122,10 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
   epilog:
     'The source is fenced for every role but pgferry\'s (CONNECT revoked, sessions ended, write triggers on every published table), ' +
     'the target must apply the source\'s WAL position read after the fence, sequences move forward, the gate compares, then the subscription and its slot are dropped. ' +
-    'A failure before the hand-over lifts the fence again.\n' +
+    'A failure before the hand-over lifts the fence again. ' +
+    'With the client applier (sync --applier client) a running applier is stopped first and cutover applies up to the fence LSN itself, then drops the slot and the replication origin. ' +
+    'After init --method timestamp a final round with delete detection replaces the wait, and nothing is dropped (cleanup removes the round state). ' +
+    '--reverse needs the native subscription.\n' +
     'Exit codes: 0 handed over · 1 the gate found differences or the target did not catch up (source unfenced) · 2 bad flags, replication not healthy, or refused · ' +
     '3 a side cannot be reached · 4 failed part-way (the message says whether to rerun or --abort)',
   async run(ctx, argv) {
@@ -124,6 +157,8 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
         verify: mode,
         gate: runGate,
         maxWaitMs: Number(argv.maxWait) * 1000,
+        clientCatchUp,
+        finalRound: finalTimestampRound({ fallback: argv.timestampColumn, perTable: ctx.config?.timestampColumns ?? {} }),
         reverse: argv.reverse,
         dryRun: argv.dryRun,
         jobs: Number(argv.jobs),

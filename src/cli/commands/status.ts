@@ -106,31 +106,34 @@ export const statusCommand = defineCommand<StatusArgs>({
     const maxLag = limits(argv);
     const scope = await explicitScope(argv, ctx.config);
     if (argv.watch !== undefined && !(argv.watch > 0)) throw new UsageError(`--watch takes a number of seconds above 0 (got ${argv.watch})`);
-    if ((argv.method ?? (await stateMethod(ctx.stateDir))) === 'timestamp') {
-      if (argv.watch !== undefined) throw new UsageError('--watch is not available with --method timestamp', { hint: 'watch -n 5 pgferry status --method timestamp' });
-      const seconds = argv.maxLag?.length ? parseMaxLag(argv.maxLag).seconds : undefined;
-      const r = await runTimestampStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLagSeconds: seconds });
-      if (ctx.out.json) ctx.out.emitJson(r);
-      else for (const l of timestampStatusLines(ctx.out, r)) ctx.out.print(l);
-      return r.exitCode;
-    }
-    const once = () => runStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLag });
+    // One poll: the report (for --json) and its lines, by method; --watch repeats it.
+    const once: () => Promise<{ r: StatusReport | TimestampStatusReport; lines: () => string[] }> =
+      (argv.method ?? (await stateMethod(ctx.stateDir))) === 'timestamp'
+        ? async () => {
+          const seconds = argv.maxLag?.length ? parseMaxLag(argv.maxLag).seconds : undefined;
+          const r = await runTimestampStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLagSeconds: seconds });
+          return { r, lines: () => timestampStatusLines(ctx.out, r) };
+        }
+        : async () => {
+          const r = await runStatus({ source: ctx.conn('source'), target: ctx.conn('target'), stateDir: ctx.stateDir, scope, maxLag });
+          return { r, lines: () => statusLines(ctx.out, r) };
+        };
     if (argv.watch === undefined) {
-      const r = await once();
+      const { r, lines } = await once();
       if (ctx.out.json) ctx.out.emitJson(r);
-      else for (const l of statusLines(ctx.out, r)) ctx.out.print(l);
+      else for (const l of lines()) ctx.out.print(l);
       return r.exitCode;
     }
     const inPlace = ctx.out.tty && !ctx.out.json;
     let last = 0;
     let drawn = 0;
     while (!ctx.signal.aborted) {
-      const r = await once();
+      const { r, lines: linesOf } = await once();
       last = r.exitCode;
       if (ctx.out.json) {
         ctx.out.stdout.write(JSON.stringify(r) + '\n');
       } else {
-        const lines = statusLines(ctx.out, r);
+        const lines = linesOf();
         // Cursor movement only on a terminal; elsewhere each refresh is appended.
         if (inPlace && drawn) ctx.out.stdout.write(`\x1b[${drawn}F\x1b[J`);
         for (const l of lines) ctx.out.print(l);

@@ -67,6 +67,7 @@ function render(out: Output, r: TimestampSyncReport): void {
       const how = t.mode === 'timestamp' ? `by ${t.column}${t.from ? ` from ${t.from}` : ' (every row: no mark yet)'}` : `compared chunk by chunk (${t.reason})`;
       out.print(`  ${displayName(t.schema, t.name)}: ${t.upserted} upserted${d.deletesTracked || t.mode === 'compared' ? `, ${t.deleted} deleted` : ''} · ${how}`);
     }
+    if (d.sequencesMoved) out.print(`  ${d.sequencesMoved} sequence${d.sequencesMoved === 1 ? '' : 's'} moved forward to the source's value`);
     out.print(`  next round reads from ${d.nextMark}${d.oldestOpenTransaction ? ` (oldest open transaction started ${d.oldestOpenTransaction})` : ''}`);
     out.print();
   }

@@ -10,8 +10,9 @@
  *    and pgferry waits until those backends are gone: sessions in the middle of
  *    a transaction roll back.
  * 3. A statement-level trigger BEFORE INSERT, UPDATE, DELETE and TRUNCATE on
- *    every table of the publication (and every partition of a partitioned
- *    one) raises read_only_sql_transaction. It fires for every role,
+ *    every table of the publication (the scope's tables with the timestamp
+ *    method; and every partition of a partitioned one) raises
+ *    read_only_sql_transaction. It fires for every role,
  *    superusers included; only the table owner or a superuser can remove it
  *    (ALTER TABLE, not SET). Logical replication's apply workers run with
  *    session_replication_role = replica, where such triggers do not fire.
@@ -25,6 +26,8 @@
  * with CASCADE (triggers included) and the CONNECT privileges are given back
  * exactly as recorded. Both directions are idempotent.
  */
+// The schema of the fence's trigger function; shared, since timestamp rounds refuse a fenced source.
+import { FENCE_SCHEMA } from '../shared/final-apply.js';
 import { FENCED_SOURCE_SETTINGS } from '../shared/gate.js';
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,8 +39,6 @@ import { displayName, qualifiedName, quoteIdent } from '../../postgres/identifie
 import { WAL_END_SQL } from '../../postgres/lsn.js';
 import type { FenceRecord, RevokedConnect } from './state.js';
 
-/** Schema that holds the fence's trigger function in each fenced source database. */
-export const FENCE_SCHEMA = 'pgferry_fence';
 export const FENCE_TRIGGER = 'pgferry_fence';
 const FENCE_FUNCTION = 'refuse_writes';
 
@@ -85,8 +86,16 @@ async function sessions(c: pg.Client): Promise<SessionInfo[]> {
   return rows.map((r) => ({ pid: r.pid, user: r.usename, application: r.application_name, state: r.state, inTransaction: r.in_tx }));
 }
 
-/** What the fence will do in the connected source database (reads only). */
-export async function planFence(c: pg.Client, database: string, publication: string, slot: string): Promise<FencePlan> {
+/**
+ * The tables to fence: the publication's (logical replication), or the scope's
+ * own (the timestamp method has no publication). Partitions are added either way.
+ */
+export type FenceTables = { publication: string } | { relids: number[]; what: string };
+
+/** What the fence will do in the connected source database (reads only). `slot`: its walsender's role keeps CONNECT. */
+export async function planFence(c: pg.Client, database: string, which: FenceTables, slot: string | null): Promise<FencePlan> {
+  const publication = 'publication' in which ? which.publication : null;
+  const relids = 'relids' in which ? which.relids : [];
   const me = (
     await c.query<{ role: string; superuser: boolean; owner: boolean }>(
       `SELECT current_user::text AS role, r.rolsuper AS superuser,
@@ -115,14 +124,14 @@ export async function planFence(c: pg.Client, database: string, publication: str
     await c.query<{ oid: number; schema: string; name: string; kind: 'r' | 'p'; can_trigger: boolean }>(
       `SELECT DISTINCT c.oid::int AS oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS kind,
               has_table_privilege(c.oid, 'TRIGGER') AS can_trigger
-         FROM pg_publication p
-         JOIN pg_publication_rel pr ON pr.prpubid = p.oid
-         CROSS JOIN LATERAL (SELECT pr.prrelid AS relid UNION SELECT pt.relid FROM pg_partition_tree(pr.prrelid) pt) m
+         FROM (SELECT pr.prrelid AS root FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid WHERE p.pubname = $1
+               UNION SELECT unnest($2::oid[])) r
+         CROSS JOIN LATERAL (SELECT r.root AS relid UNION SELECT pt.relid FROM pg_partition_tree(r.root) pt) m
          JOIN pg_class c ON c.oid = m.relid
          JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE p.pubname = $1 AND c.relkind IN ('r', 'p')
+        WHERE c.relkind IN ('r', 'p')
         ORDER BY 2, 3`,
-      [publication],
+      [publication, relids],
     )
   ).rows;
   const keep = [me.role, ...walsenders.map((w) => w.usename)].filter((r, i, a) => a.indexOf(r) === i);
@@ -136,7 +145,7 @@ export async function planFence(c: pg.Client, database: string, publication: str
   if (noTrigger.length) {
     problems.push(`role ${me.role} may not create triggers on ${noTrigger.slice(0, 3).map((t) => displayName(t.schema, t.name)).join(', ')}${noTrigger.length > 3 ? ', …' : ''}`);
   }
-  if (!tables.length) problems.push(`publication ${publication} has no tables in source database "${database}"`);
+  if (!tables.length) problems.push(`${publication !== null ? `publication ${publication}` : (which as { what: string }).what} has no tables in source database "${database}"`);
   return {
     database,
     role: me.role,

@@ -4,19 +4,25 @@
  * source, wait until the target has applied the fence LSN, move sequences,
  * gate on a comparison, hand over (drop the subscription and its slot),
  * optionally reverse replication — and report the phases in milliseconds.
+ * With the client applier cutover applies up to the fence LSN itself and
+ * drops slot and origin; with the timestamp method a final round with delete
+ * detection replaces the catch-up (methods.ts).
  *
  * Every failure before the hand-over lifts the fence again (and says so);
  * cutover.json always says whether the source may be fenced, so that after a
  * kill -9 a rerun continues and `--abort` undoes.
  */
-import { emptyScope, type ScopeSpec } from '../../config/scope.js';
+import { emptyScope, resolveTables, rulesFor, type ScopeSpec } from '../../config/scope.js';
 import { InterruptedError, OperationError, PgferryError, UsageError, errorMessage } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
 import type pg from 'pg';
 import { connect, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { acquireLock, loadState } from '../../state/checkpoint.js';
+import { acquireLock, loadState, type RunState } from '../../state/checkpoint.js';
+import { loadSyncRecord } from '../../state/sync-record.js';
+import { syncMethod, type ClientCatchUp, type FinalRound, type SyncMethod } from '../shared/final-apply.js';
+import { dropOrigin } from '../shared/replication-origin.js';
 import { readPublication } from '../shared/replication-catalog.js';
 import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
 import { streamHealth } from '../shared/health.js';
@@ -25,6 +31,7 @@ import { waitForApplied } from './catch-up.js';
 import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, unfence, withSource, type FencePlan } from './fence.js';
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
 import { dropForwardSubscription, dropSourceSlot } from './hand-over.js';
+import { afterUnfence, refuseReverse, runningApplier, stopApplier, timestampReady } from './methods.js';
 import { ensureReversePublication, ensureReverseSubscription, reverseNames } from './reverse.js';
 import { moveSequences } from './sequences.js';
 import {
@@ -48,6 +55,10 @@ export interface CutoverOptions {
   gate: Gate;
   /** Longest wait for the target to apply the fence LSN. */
   maxWaitMs: number;
+  /** The client applier up to the fence LSN (sync's, handed in by the caller); needed when sync ran with --applier client. */
+  clientCatchUp?: ClientCatchUp;
+  /** The final timestamp round (sync's, handed in by the caller); needed after init --method timestamp. */
+  finalRound?: FinalRound;
   reverse: boolean;
   dryRun: boolean;
   /** verify's sessions per side for the gate. */
@@ -59,16 +70,20 @@ export interface CutoverOptions {
 }
 
 export interface CutoverPlan {
+  /** How the target is brought level after the fence: native subscription, client applier, or a final timestamp round. */
+  method: SyncMethod;
   databases: {
     sourceDatabase: string;
     targetDatabase: string;
-    subscription: string;
-    slot: string;
+    /** The native subscription (null with the client applier and the timestamp method). */
+    subscription: string | null;
+    /** init's slot (null with the timestamp method). */
+    slot: string | null;
     /** Tables that get the fence trigger. */
     tables: string[];
     /** CONNECT revoked from these (null: PUBLIC). */
     revokeConnect: (string | null)[];
-    /** Keep CONNECT: pgferry's role and the subscription's walsender role. */
+    /** Keep CONNECT: pgferry's role and the walsender's role. */
     keepConnect: string[];
     sessions: FencePlan['sessions'];
   }[];
@@ -76,6 +91,8 @@ export interface CutoverPlan {
   reverse: boolean;
   /** A run killed earlier is continued. */
   resuming: boolean;
+  /** pid of the background client applier cutover stops before the fence (null: none running). */
+  stopsApplier: number | null;
 }
 
 export interface PhaseTiming {
@@ -99,11 +116,14 @@ export interface CutoverDatabaseReport {
   sequencesMissing: string[];
   /** Large objects made the source's at cutover: created or rewritten, unlinked, bytes written. */
   largeObjects: MirrorResult;
+  /** The timestamp method's final round (delete detection included); null otherwise. */
+  finalRound: { round: number; upserted: number; deleted: number } | null;
   reverse: { publication: string; subscription: string } | null;
 }
 
 export interface CutoverReport {
   command: 'cutover';
+  method: SyncMethod;
   ok: boolean;
   exitCode: 0 | 1;
   outcome: CutoverOutcome;
@@ -133,6 +153,9 @@ interface Ctx {
   warnings: string[];
   /** Per pair, what the large-objects phase did. */
   largeObjects: MirrorResult[];
+  method: SyncMethod;
+  /** Per source database, the final timestamp round. */
+  finalRound: Map<string, { round: number; upserted: number; deleted: number }>;
 }
 
 async function phase<T>(x: Ctx, name: CutoverPhase, title: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> {
@@ -172,28 +195,51 @@ async function unfenceAll(store: CutoverStore, pairs: ReplicationPair[]): Promis
   }
 }
 
-function newState(o: CutoverOptions, pairs: ReplicationPair[]): CutoverState {
+function newState(o: CutoverOptions, pairs: ReplicationPair[], method: SyncMethod): CutoverState {
   const now = new Date().toISOString();
   const databases: CutoverState['databases'] = {};
   for (const p of pairs) {
     databases[p.sourceDatabase] = { sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, fence: null, fenceLsn: null, appliedLsn: null, handOver: 'none', reverse: null };
   }
-  return { version: CUTOVER_STATE_VERSION, startedAt: now, updatedAt: now, phase: 'preconditions', options: { reverse: o.reverse, verify: o.verify }, readyAt: null, databases };
+  return { version: CUTOVER_STATE_VERSION, startedAt: now, updatedAt: now, phase: 'preconditions', options: { reverse: o.reverse, verify: o.verify, method }, readyAt: null, databases };
+}
+
+/** What the fence will do in one source database, and the tables the gate compares (reads only). */
+async function lookAtSource(p: ReplicationPair, method: SyncMethod, scope: ScopeSpec, major: number): Promise<{ plan: FencePlan; tables: { schema: string; name: string }[] }> {
+  return withSource(p.sourceConn, async (c) => {
+    if (method === 'timestamp') {
+      // No publication: the fence covers the tables the rounds copy.
+      const copied = (await resolveTables(c, p.sourceDatabase, rulesFor(scope, p.sourceDatabase))).tables.filter((t) => !t.schemaOnly);
+      const plan = await planFence(c, p.sourceDatabase, { relids: copied.map((t) => t.oid), what: 'the scope' }, null);
+      return { plan, tables: copied.map((t) => ({ schema: t.schema, name: t.name })) };
+    }
+    const plan = await planFence(c, p.sourceDatabase, { publication: p.names.publication }, p.names.slot);
+    return { plan, tables: (await readPublication(c, p.names.publication, major))?.tables ?? [] };
+  });
+}
+
+/** The handed-in function the method needs, or a usage error naming what is missing. */
+function requireHook<T>(hook: T | undefined, what: string): T {
+  if (!hook) throw new UsageError(`cutover was called without ${what}`);
+  return hook;
 }
 
 export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
   const started = performance.now();
-  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [] };
-  const release = o.dryRun ? undefined : await acquireLock(o.stateDir);
+  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [], method: 'native', finalRound: new Map() };
+  // A background client applier holds the lock: it is stopped (after the confirmation) and the lock taken then.
+  const applierPid = await runningApplier(o.stateDir);
+  let release = o.dryRun || applierPid !== null ? undefined : await acquireLock(o.stateDir);
   try {
     const initState = await loadState(o.stateDir);
     const previous = await loadCutoverState(o.stateDir);
+    const method = (x.method = previous?.options.method ?? syncMethod(initState, await loadSyncRecord(o.stateDir)));
     const scope = o.scope ?? initState?.scope ?? emptyScope();
     const { ids, pairs } = await resolvePairs(o.source, o.target, scope, initState, o.stateDir);
     x.pairs = pairs;
     const resuming = !!previous && previous.phase !== 'done' && previous.phase !== 'aborted';
     const handingOver = resuming && Object.values(previous.databases).some((d) => d.handOver !== 'none');
-    const emptyPlan: CutoverPlan = { databases: [], verify: o.verify, reverse: o.reverse, resuming };
+    const emptyPlan: CutoverPlan = { method, databases: [], verify: o.verify, reverse: o.reverse, resuming, stopsApplier: null };
 
     if (previous?.phase === 'done') {
       return baseReport(x, previous, 'already-handed-over', emptyPlan, null, o.dryRun);
@@ -203,9 +249,14 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         hint: previous.options.reverse ? 'add --reverse' : 'leave out --reverse (or pgferry cutover --abort first)',
       });
     }
+    if (o.reverse) refuseReverse(method);
+    if (method === 'client') requireHook(o.clientCatchUp, 'the client applier');
+    if (method === 'timestamp') requireHook(o.finalRound, 'the final timestamp round');
 
     // Preconditions: replication healthy (not needed when the hand-over has begun: the subscription is gone by design).
-    if (!handingOver) {
+    if (!handingOver && method === 'timestamp') {
+      await phase(x, 'preconditions', 'init and round state are there', () => timestampReady(initState, pairs), (t) => t);
+    } else if (!handingOver) {
       await phase(x, 'preconditions', 'replication is healthy', async () => {
         const st = await streamHealth({ source: o.source, target: o.target, stateDir: o.stateDir, scope });
         if (st.verdict.health !== 'healthy') {
@@ -216,24 +267,16 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
     }
 
     // The plan: what the fence will do, per database (reads only).
-    const looks = handingOver
-      ? []
-      : await Promise.all(
-          pairs.map((p) =>
-            withSource(p.sourceConn, async (c) => ({
-              plan: await planFence(c, p.sourceDatabase, p.names.publication, p.names.slot),
-              publication: await readPublication(c, p.names.publication, ids.source.major),
-            })),
-          ),
-        );
+    const looks = handingOver ? [] : await Promise.all(pairs.map((p) => lookAtSource(p, method, scope, ids.source.major)));
     const plans = looks.map((l) => l.plan);
     refuseUnfenceable(plans);
     const plan: CutoverPlan = {
+      method,
       databases: plans.map((pl, i) => ({
         sourceDatabase: pairs[i]!.sourceDatabase,
         targetDatabase: pairs[i]!.targetDatabase,
-        subscription: pairs[i]!.names.subscription,
-        slot: pairs[i]!.names.slot,
+        subscription: method === 'native' ? pairs[i]!.names.subscription : null,
+        slot: method === 'timestamp' ? null : slotOf(initState, pairs[i]!),
         tables: pl.tables.map((t) => `${t.schema}.${t.name}`),
         revokeConnect: (previous?.databases[pl.database]?.fence?.revoked ?? pl.revoke).map((r) => r.grantee),
         keepConnect: pl.keep,
@@ -242,11 +285,18 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
       verify: o.verify,
       reverse: o.reverse,
       resuming,
+      stopsApplier: applierPid,
     };
     if (o.dryRun) return baseReport(x, previous, 'dry-run', plan, null, true);
     if (o.confirm && !(await o.confirm(plan))) throw new UsageError('cutover cancelled; nothing was changed');
+    if (applierPid !== null) {
+      await phase(x, 'stop-applier', `stop the client applier (pid ${applierPid}); cutover applies up to the fence itself`, async () => {
+        await stopApplier(applierPid, 60_000, o.signal);
+        release = await acquireLock(o.stateDir);
+      });
+    }
 
-    const store = new CutoverStore(o.stateDir, resuming ? previous : newState(o, pairs));
+    const store = new CutoverStore(o.stateDir, resuming ? previous : newState(o, pairs, method));
     await store.save();
     let gate: GateResult | null = null;
 
@@ -262,18 +312,18 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           warn(x, `lifting the fence failed: ${errorMessage(e2)}`);
         }
         if (err instanceof InterruptedError || o.signal?.aborted) {
-          throw new InterruptedError(`cutover interrupted; ${unfenced ? 'the source was unfenced and replication keeps running' : 'the source may still be fenced: run pgferry cutover --abort to lift the fence, or pgferry cutover to continue'}`);
+          throw new InterruptedError(`cutover interrupted; ${unfenced ? `the source was unfenced: ${afterUnfence(method)}` : 'the source may still be fenced: run pgferry cutover --abort to lift the fence, or pgferry cutover to continue'}`);
         }
         if (err instanceof PgferryError && err.exitCode === 2) throw err;
         throw new OperationError(`cutover failed before the hand-over: ${errorMessage(err)}`, {
           hint: unfenced
-            ? 'the source was unfenced and replication keeps running; run pgferry cutover again'
+            ? `the source was unfenced; ${afterUnfence(method)}; then run pgferry cutover again`
             : 'the source may still be fenced: run pgferry cutover again to continue, or pgferry cutover --abort to lift the fence',
           cause: err,
         });
       };
       // One session per side and database for the fence and the catch-up, opened before the first write is refused.
-      const sessions: { src: pg.Client; tgt: pg.Client }[] = [];
+      const sessions: Sessions = [];
       try {
         for (const p of pairs) {
           sessions.push({
@@ -303,24 +353,8 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         faultPoint('cutover.after-fence');
 
         // Catch-up, sequences and the large-object check only need the fence: they run at the same time.
-        let reached = true;
-        const [, seqs] = await Promise.all([
-          phase(x, 'catch-up', 'wait until the target has applied the fence LSN', async () => {
-            store.state.phase = 'catch-up';
-            const deadline = performance.now() + o.maxWaitMs;
-            for (const [i, p] of pairs.entries()) {
-              const d = store.db(p.sourceDatabase);
-              const { src, tgt } = sessions[i]!;
-              const r = await waitForApplied(src, p.names.slot, d.fenceLsn!, Math.max(0, deadline - performance.now()), {
-                signal: o.signal,
-                // A synchronous commit flushes the apply worker's asynchronous commits, so it can confirm them sooner.
-                poke: async () => void (await tgt.query('BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT')),
-              });
-              d.appliedLsn = r.appliedLsn;
-              if (!r.reached) reached = false;
-            }
-            await store.save();
-          }),
+        const [reached, seqs] = await Promise.all([
+          catchUp(x, store, sessions, initState, scope),
           phase(x, 'sequences', 'sequences from the source (never lowered)', async () => {
             const out = [];
             for (const p of pairs) out.push(await moveSequences(p.sourceConn, p.targetConn));
@@ -337,6 +371,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           }, (los) => `${los.reduce((n, l) => n + l.copied, 0)} copied, ${los.reduce((n, l) => n + l.removed, 0)} removed`),
         ]);
         if (!reached) {
+          o.signal?.throwIfAborted();
           await phase(x, 'aborted', 'catch-up timed out: lift the fence', async () => {
             await unfenceAll(store, pairs);
             await removeCutoverState(o.stateDir);
@@ -350,7 +385,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         faultPoint('cutover.after-sequences');
 
         const gatePairs: GatePair[] = pairs.map((p, i) => ({
-          sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn, tables: looks[i]!.publication?.tables ?? [],
+          sourceDatabase: p.sourceDatabase, targetDatabase: p.targetDatabase, sourceConn: p.sourceConn, targetConn: p.targetConn, tables: looks[i]!.tables,
         }));
         gate = await phase(x, 'gate', `gate: verify ${o.verify}`, async () => {
           store.state.phase = 'gate';
@@ -382,6 +417,62 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
   }
 }
 
+type Sessions = { src: pg.Client; tgt: pg.Client }[];
+
+/** init's slot of a pair (the name pgferry gives it when init's state does not say). */
+function slotOf(initState: RunState | undefined, p: ReplicationPair): string {
+  return initState?.databases[p.sourceDatabase]?.slot?.name ?? p.names.slot;
+}
+
+/**
+ * Bring the target level with the fenced source, by method: the native
+ * subscription confirms the fence LSN; the client applier runs here up to it;
+ * the timestamp method runs one last round with delete detection. False when
+ * --max-wait ran out first.
+ */
+async function catchUp(x: Ctx, store: CutoverStore, sessions: Sessions, initState: RunState | undefined, scope: ScopeSpec): Promise<boolean> {
+  const { o, pairs } = x;
+  if (x.method === 'timestamp') {
+    return phase(x, 'final-round', 'final timestamp round with delete detection', async () => {
+      store.state.phase = 'final-round';
+      const r = await o.finalRound!({ source: o.source, target: o.target, stateDir: o.stateDir, scope, signal: o.signal, progress: x.progress });
+      for (const d of r.databases) x.finalRound.set(d.sourceDatabase, { round: d.round, upserted: d.upserted, deleted: d.deleted });
+      return true;
+    }, () => [...x.finalRound.values()].map((d) => `round ${d.round}: ${d.upserted} upserted, ${d.deleted} deleted`).join('; '));
+  }
+  return phase(x, 'catch-up', x.method === 'client' ? 'apply up to the fence LSN (client applier)' : 'wait until the target has applied the fence LSN', async () => {
+    store.state.phase = 'catch-up';
+    const deadline = performance.now() + o.maxWaitMs;
+    let reached = true;
+    for (const [i, p] of pairs.entries()) {
+      const d = store.db(p.sourceDatabase);
+      const left = Math.max(0, deadline - performance.now());
+      const r = x.method === 'client' ? await applyUntilFence(x, p, slotOf(initState, p), d.fenceLsn!, left) : await waitForApplied(sessions[i]!.src, p.names.slot, d.fenceLsn!, left, {
+        signal: o.signal,
+        // A synchronous commit flushes the apply worker's asynchronous commits, so it can confirm them sooner.
+        poke: async () => void (await sessions[i]!.tgt.query('BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT')),
+      });
+      d.appliedLsn = r.appliedLsn;
+      if (!r.reached) reached = false;
+    }
+    await store.save();
+    return reached;
+  });
+}
+
+/** The client applier in this process until the target has committed the fence LSN, at most maxWaitMs. */
+async function applyUntilFence(x: Ctx, p: ReplicationPair, slot: string, fenceLsn: string, maxWaitMs: number): Promise<{ reached: boolean; appliedLsn: string }> {
+  const timeout = AbortSignal.timeout(Math.max(1, Math.round(maxWaitMs)));
+  const signal = x.o.signal ? AbortSignal.any([x.o.signal, timeout]) : timeout;
+  return x.o.clientCatchUp!({ pair: p, slot, untilLsn: fenceLsn, signal, warn: (m) => warn(x, m), progress: x.progress });
+}
+
+const HAND_OVER_TITLE: Record<SyncMethod, string> = {
+  native: 'hand over: subscription disabled and dropped, slot dropped',
+  client: 'hand over: slot dropped on the source, replication origin dropped on the target',
+  timestamp: 'hand over: the target is the primary (round state kept for cleanup)',
+};
+
 async function handOver(
   x: Ctx,
   store: CutoverStore,
@@ -394,9 +485,11 @@ async function handOver(
   try {
     store.state.phase = 'hand-over';
     await store.save();
-    await phase(x, 'hand-over', 'hand over: subscription disabled and dropped, slot dropped', async () => {
+    await phase(x, 'hand-over', HAND_OVER_TITLE[x.method], async () => {
       for (const p of pairs) {
         const d = store.db(p.sourceDatabase);
+        // The timestamp method has nothing to drop: its round state stays for cleanup (and status) to read.
+        if (x.method === 'timestamp') d.handOver = 'done';
         if (d.handOver === 'none') {
           await withClient(p.targetConn, (c) => dropForwardSubscription(c, p.names.subscription), { label: 'the target', applicationName: 'pgferry cutover' });
           d.handOver = 'subscription-dropped';
@@ -408,7 +501,12 @@ async function handOver(
           d.handOver = 'slot-dropped';
           await store.save();
         }
+        // The client applier's position on the target; dropping is idempotent, so a rerun simply drops again.
+        if (d.handOver === 'slot-dropped' && x.method === 'client') {
+          await withClient(p.targetConn, (c) => dropOrigin(c, p.names.origin), { label: 'the target', applicationName: 'pgferry cutover' });
+        }
       }
+      await store.save();
     });
     if (o.reverse) {
       store.state.phase = 'reverse';
@@ -474,12 +572,14 @@ function finish(
     sequencesMoved: seqs[i]?.moved ?? 0,
     sequencesMissing: seqs[i]?.missing ?? [],
     largeObjects: x.largeObjects[i] ?? { copied: 0, removed: 0, bytes: 0 },
+    finalRound: x.finalRound.get(d.sourceDatabase) ?? null,
     reverse: d.reverse ? { publication: d.reverse.publication, subscription: d.reverse.subscription } : null,
   }));
   // After a gate failure or a catch-up timeout the fence was lifted; a dry run changes nothing.
   const sourceFenced = (outcome === 'handed-over' || outcome === 'already-handed-over') && dbs.some((d) => mayBeFenced(d.fence));
   return {
     command: 'cutover',
+    method: x.method,
     ok,
     exitCode: ok ? 0 : 1,
     outcome,
@@ -503,6 +603,8 @@ export interface AbortReport {
   ok: boolean;
   /** Databases whose fence was lifted. */
   unfenced: string[];
+  /** The method of the cutover undone (what the message says comes next depends on it). */
+  method: SyncMethod;
   message: string;
 }
 
@@ -513,13 +615,14 @@ export async function abortCutover(o: Pick<CutoverOptions, 'source' | 'target' |
     const s = await loadCutoverState(o.stateDir);
     if (!s || s.phase === 'aborted') {
       await removeCutoverState(o.stateDir);
-      return { command: 'cutover', abort: true, ok: true, unfenced: [], message: 'no unfinished cutover in this state directory: nothing to undo' };
+      return { command: 'cutover', abort: true, ok: true, unfenced: [], method: s?.options.method ?? 'native', message: 'no unfinished cutover in this state directory: nothing to undo' };
     }
+    const method = s.options.method ?? 'native';
     if (s.phase === 'done' || Object.values(s.databases).some((d) => d.handOver !== 'none')) {
       throw new UsageError(
         s.phase === 'done'
           ? 'the cutover is finished: the target is the primary and the source is fenced on purpose; --abort cannot undo a hand-over'
-          : 'the hand-over has begun (the subscription is gone): --abort cannot undo it',
+          : `the hand-over has begun (${method === 'client' ? 'the slot is being dropped' : 'the subscription is gone'}): --abort cannot undo it`,
         { hint: s.phase === 'done' ? 'to move back, migrate in the other direction (or use the reverse replication of --reverse)' : 'run pgferry cutover again to finish the hand-over' },
       );
     }
@@ -537,7 +640,8 @@ export async function abortCutover(o: Pick<CutoverOptions, 'source' | 'target' |
       abort: true,
       ok: true,
       unfenced,
-      message: unfenced.length ? `fence lifted on ${unfenced.join(', ')}; replication keeps running` : 'nothing was fenced; the unfinished cutover is forgotten',
+      method,
+      message: unfenced.length ? `fence lifted on ${unfenced.join(', ')}; ${afterUnfence(method)}` : 'nothing was fenced; the unfinished cutover is forgotten',
     };
   } finally {
     await release();

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { writeJsonAtomic } from '../../state/files.js';
+import type { SyncMethod } from '../shared/final-apply.js';
 
 export const CUTOVER_STATE_VERSION = 1 as const;
 
@@ -47,14 +48,15 @@ export interface CutoverDatabaseRecord {
   fence: FenceRecord | null;
   /** Source WAL position read after the fence: the target must have applied at least this much. */
   fenceLsn: string | null;
-  /** The slot's confirmed position when catch-up ended. */
+  /** The slot's confirmed position when catch-up ended (null with the timestamp method). */
   appliedLsn: string | null;
   handOver: HandOverStatus;
   /** Reverse replication objects (--reverse): publication on the target, subscription on the source. */
   reverse: { publication: string; subscription: string; slot: string; created: boolean } | null;
 }
 
-export type CutoverPhase = 'preconditions' | 'fence' | 'catch-up' | 'sequences' | 'large-objects' | 'gate' | 'hand-over' | 'reverse' | 'done' | 'aborted';
+export type CutoverPhase =
+  | 'preconditions' | 'stop-applier' | 'fence' | 'catch-up' | 'final-round' | 'sequences' | 'large-objects' | 'gate' | 'hand-over' | 'reverse' | 'done' | 'aborted';
 
 export interface CutoverState {
   version: typeof CUTOVER_STATE_VERSION;
@@ -62,8 +64,8 @@ export interface CutoverState {
   updatedAt: string;
   /** The furthest phase reached. */
   phase: CutoverPhase;
-  /** Options that shape what a rerun must do. */
-  options: { reverse: boolean; verify: 'quick' | 'full' | 'none' };
+  /** Options that shape what a rerun must do; `method` absent: native (files written before the other methods). */
+  options: { reverse: boolean; verify: 'quick' | 'full' | 'none'; method?: SyncMethod };
   /** ms since startedAt at which the target was ready (sequences set, gate passed); null until then. */
   readyAt: string | null;
   databases: Record<string, CutoverDatabaseRecord>;

@@ -27,6 +27,7 @@ import { loadSyncRecord, saveSyncRecord, type SyncRecord } from '../../../state/
 import { formatBytes } from '../../../units.js';
 import { resolvePairs, type ReplicationPair } from '../../shared/pairs.js';
 import { warningCollector, type ProgressSink } from '../../shared/progress.js';
+import type { ClientCatchUp } from '../../shared/final-apply.js';
 import { ensurePublication, publishedTables, slotDecodable } from '../../shared/publication.js';
 import { readSubscription } from '../../shared/replication-catalog.js';
 import { identityProblems, identityRefusal, setReplicaIdentityFull } from '../../shared/replication-checks.js';
@@ -122,7 +123,7 @@ export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncRep
     const stopBeat = heartbeat(o.stateDir, beat, stats, progress);
     let outcomes: ('caught-up' | 'stopped')[];
     try {
-      outcomes = await Promise.all(prepared.map((p) => applyPair(p, o, signal, stats.get(p.pair.sourceDatabase)!, warn, progress)));
+      outcomes = await Promise.all(prepared.map((p) => applyPair(p, o.batchBytes ?? DEFAULT_BATCH_BYTES, signal, stats.get(p.pair.sourceDatabase)!, warn, progress)));
     } finally {
       await stopBeat();
     }
@@ -212,7 +213,7 @@ async function sourceWalEnd(src: pg.Client): Promise<bigint> {
 
 /** Sessions one after the other: a break (server restart, dropped connection) is ridden out for TOLERATED_BREAK_MS without progress. */
 async function applyPair(
-  p: Prepared, o: ClientSyncOptions, signal: AbortSignal, stats: ApplierStats, warn: (m: string) => void, progress: ProgressSink,
+  p: Prepared, batchBytes: number, signal: AbortSignal, stats: ApplierStats, warn: (m: string) => void, progress: ProgressSink,
 ): Promise<'caught-up' | 'stopped'> {
   const id = `sync/client/${p.pair.sourceDatabase}`;
   progress({ kind: 'start', id, title: `database ${p.pair.sourceDatabase} → ${p.pair.targetDatabase}: client applier${p.untilLsn !== null ? ` until ${formatLsn(p.untilLsn)}` : ''}` });
@@ -222,7 +223,7 @@ async function applyPair(
     try {
       const outcome = await runSession({
         sourceConn: p.pair.sourceConn, targetConn: p.pair.targetConn, slot: p.slot, publication: p.pair.names.publication, origin: p.pair.names.origin,
-        batchBytes: o.batchBytes ?? DEFAULT_BATCH_BYTES, untilLsn: p.untilLsn, signal, warn,
+        batchBytes, untilLsn: p.untilLsn, signal, warn,
       }, stats);
       progress({ kind: 'end', id, status: 'ok', detail: `${outcome === 'caught-up' ? 'caught up' : 'stopped'} at ${formatLsn(stats.acked)} · ${stats.changes} changes in ${stats.batches} batches` });
       return outcome;
@@ -243,6 +244,20 @@ async function applyPair(
     }
   }
 }
+
+/**
+ * cutover's catch-up (shared/final-apply.ts): the applier of one pair in this
+ * process until the target has committed everything before untilLsn, the
+ * fence LSN. The caller has checked the pair (sync prepared it earlier) and
+ * holds the state directory's lock; no heartbeat is written.
+ */
+export const clientCatchUp: ClientCatchUp = async (r) => {
+  const stats = newStats();
+  const outcome = await applyPair(
+    { pair: r.pair, slot: r.slot, untilLsn: lsnToBigInt(r.untilLsn) }, DEFAULT_BATCH_BYTES, r.signal, stats, r.warn, r.progress ?? (() => {}),
+  );
+  return { reached: outcome === 'caught-up', appliedLsn: formatLsn(stats.acked) };
+};
 
 /** Progress every second and the heartbeat file every two; returns a function that stops both and removes the file. */
 function heartbeat(stateDir: string, beat: ClientApplierBeat, stats: Map<string, ApplierStats>, progress: ProgressSink): () => Promise<void> {

@@ -1,3 +1,3 @@
-export { runTimestampSync, TIMESTAMP_DEFAULTS } from './run.js';
+export { runTimestampSync, finalTimestampRound, TIMESTAMP_DEFAULTS } from './run.js';
 export type { TimestampSyncOptions, TimestampSyncReport, TimestampDatabaseReport, TimestampTableReport } from './run.js';
 export type { TimestampColumns } from './tables.js';

@@ -9,7 +9,9 @@
  *     in key-ordered batches; tables without the timestamp column are
  *     compared chunk by chunk and only differing rows rewritten;
  *     --detect-deletes compares the keys of timestamp tables too;
- *  3. a table's mark moves to the bound of step 1 only after its last batch
+ *  3. sequences move to the source's values (never lowered), read after the
+ *     rows so that no copied row carries a value ahead of its sequence;
+ *  4. a table's mark moves to the bound of step 1 only after its last batch
  *     committed; a round killed midway leaves the marks of unfinished tables
  *     where they were, and upserts are idempotent, so the next round simply
  *     reads again.
@@ -32,9 +34,11 @@ import type { ResolvedConnInfo } from '../../../postgres/conninfo.js';
 import { operationError, sqlstate } from '../../../postgres/errors.js';
 import { displayName } from '../../../postgres/identifiers.js';
 import { loadState, type RunState } from '../../../state/checkpoint.js';
+import { FENCE_SCHEMA, type FinalRound } from '../../shared/final-apply.js';
 import { resolvePairs, type ReplicationPair } from '../../shared/pairs.js';
 import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import { ROW_TEXT_SETTINGS } from '../../shared/row-diff.js';
+import { syncSequences } from '../../shared/sequences.js';
 import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../../shared/timestamp-bound.js';
 import { advanceMark, finishRound, readMarks, startRound } from '../../shared/timestamp-state.js';
 import { compareAndFix, upsertChanged, type Sides } from './rows.js';
@@ -54,6 +58,8 @@ export interface TimestampSyncOptions {
   overlapSeconds: number;
   /** Seconds between rounds; 0: one round (--once). */
   intervalSeconds: number;
+  /** cutover's last round: the source is fenced on purpose (any other round refuses a fenced source). */
+  finalRound?: boolean;
   signal?: AbortSignal;
   progress?: ProgressSink;
 }
@@ -83,6 +89,8 @@ export interface TimestampDatabaseReport {
   deletesTracked: boolean;
   upserted: number;
   deleted: number;
+  /** Target sequences moved forward to the source's value this round (never lowered). */
+  sequencesMoved: number;
   tables: TimestampTableReport[];
   seconds: number;
 }
@@ -187,6 +195,7 @@ async function roundOfDatabase(
     if (!rows[0]!.ok) {
       throw new UsageError(`another timestamp round is running on target database "${pair.targetDatabase}"`, { hint: 'wait for it to finish (one round at a time per target database)' });
     }
+    await refuseFenced(c.source, pair, !!o.finalRound);
     const tables = await planPair(c, o, scope, state, pair);
     const marks = new Map((await readMarks(c.writer)).map((m) => [`${m.schema}\u0000${m.name}`, m.mark]));
     for (const t of tables) {
@@ -207,11 +216,13 @@ async function roundOfDatabase(
     await c.source.query('COMMIT');
     const upserted = reports.reduce((n, t) => n + t.upserted, 0);
     const deleted = reports.reduce((n, t) => n + t.deleted, 0);
+    // Sequences read after the rows: never behind a value those rows used (and never lowered on the target).
+    const sequencesMoved = (await syncSequences({ source: pair.sourceConn, target: pair.targetConn })).filter((q) => q.action === 'set').length;
     await finishRound(c.writer, round, upserted, deleted);
-    progress({ kind: 'end', id, status: 'ok', detail: `round ${round}: ${upserted} rows upserted, ${o.detectDeletes ? `${deleted} deleted` : 'deletes not tracked'}` });
+    progress({ kind: 'end', id, status: 'ok', detail: `round ${round}: ${upserted} rows upserted, ${o.detectDeletes ? `${deleted} deleted` : 'deletes not tracked'}, ${sequencesMoved} sequences moved` });
     return {
       sourceDatabase: pair.sourceDatabase, targetDatabase: pair.targetDatabase, round, nextMark: bound.bound, oldestOpenTransaction: bound.oldestOpen,
-      deletesTracked: o.detectDeletes, upserted, deleted, tables: reports, seconds: (performance.now() - t0) / 1000,
+      deletesTracked: o.detectDeletes, upserted, deleted, sequencesMoved, tables: reports, seconds: (performance.now() - t0) / 1000,
     };
   } catch (err) {
     progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
@@ -220,6 +231,30 @@ async function roundOfDatabase(
   } finally {
     await closeClients(c);
   }
+}
+
+/** After a cutover the target is the primary: a round would overwrite its writes with the old source's rows. */
+async function refuseFenced(source: pg.Client, pair: ReplicationPair, finalRound: boolean): Promise<void> {
+  if (finalRound) return;
+  const { rows } = await source.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [FENCE_SCHEMA]);
+  if (!rows.length) return;
+  throw new UsageError(`source database "${pair.sourceDatabase}" is fenced by pgferry cutover: a round would overwrite writes made on the target since`, {
+    hint: 'after the hand-over the target is the primary (pgferry cleanup removes the round state); before it, pgferry cutover continues or pgferry cutover --abort lifts the fence',
+  });
+}
+
+/**
+ * cutover's final round (shared/final-apply.ts): one round with delete
+ * detection over every pair. The fence guarantees no writer is left, so the
+ * round's lower bound loses nothing and its result is exact.
+ */
+export function finalTimestampRound(columns: TimestampColumns, batchSize: number = TIMESTAMP_DEFAULTS.batchSize): FinalRound {
+  return async (r) => {
+    const report = await runTimestampSync({
+      ...r, columns, batchSize, detectDeletes: true, overlapSeconds: TIMESTAMP_DEFAULTS.overlapSeconds, intervalSeconds: 0, finalRound: true,
+    });
+    return { databases: report.databases.map((d) => ({ sourceDatabase: d.sourceDatabase, round: d.round, upserted: d.upserted, deleted: d.deleted })) };
+  };
 }
 
 async function roundOfTable(
