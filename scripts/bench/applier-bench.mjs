@@ -17,11 +17,17 @@
  * floor under either applier. SHOW=1 prints the client applier's progress lines as they come.
  *
  * Usage: npm run build && node scripts/bench/applier-bench.mjs
- * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client");
+ * Also: CPU seconds of the walsender, of the target process that applies (the client's backend, or the apply
+ * worker) and of the pgferry process, read from /proc while they run (on a shared machine wall time depends on
+ * the neighbours, CPU time much less); and the ceiling: pg_recvlogical reading a copy of the slot
+ * (pgoutput, proto_version 1) to /dev/null, i.e. the walsender decoding and sending the backlog with no applier.
+ *
+ * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client"), PROFILE (a directory:
+ * V8 CPU profile of the client applier);
  * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
  */
 import { execa } from 'execa';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -50,6 +56,86 @@ function peakRssMb(pid) {
   } catch {
     return 0;
   }
+}
+
+/** utime + stime of a live process in seconds (0 once it is gone). */
+function procCpuSeconds(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds used so far by one local cluster: the postmaster, its reaped children and every live
+ * child (as in verify-bench.mjs). On a shared machine wall time depends on the neighbours; CPU time does not.
+ */
+function clusterCpuSeconds(cluster) {
+  const stat = (pid) => {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).split(' ');
+  };
+  const pm = Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const own = stat(pm);
+  let total = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const f = stat(entry);
+      if (Number(f[1]) === pm) total += Number(f[11]) + Number(f[12]);
+    } catch {
+      // exited meanwhile: its time is in the postmaster's reaped total
+    }
+  }
+  return total / 100;
+}
+
+/** CPU seconds of processes found while something runs, by role (a pid's last reading before it exits). */
+class CpuTracker {
+  pids = new Map();
+  note(role, pid) {
+    if (!pid) return;
+    const key = `${role}:${pid}`;
+    this.pids.set(key, Math.max(this.pids.get(key) ?? 0, procCpuSeconds(pid)));
+  }
+  seconds(role) {
+    let n = 0;
+    for (const [k, v] of this.pids) if (k.startsWith(`${role}:`)) n += v;
+    return n;
+  }
+}
+
+const activePid = async (src, slot) => (await src.query('SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1', [slot]).catch(() => []))[0]?.pid ?? null;
+
+/**
+ * The ceiling: the source's walsender decoding the backlog over a replication connection
+ * (pg_recvlogical, pgoutput protocol 1, to /dev/null) from a copy of the slot, nothing applied.
+ */
+async function recvlogicalCeiling(src, names, lsn) {
+  const copy = `${names.slot}_ceiling`.slice(0, 63);
+  await src.query('SELECT pg_copy_logical_replication_slot($1, $2)', [names.slot, copy], DB);
+  const cpu0 = clusterCpuSeconds(src);
+  const t0 = performance.now();
+  const cpuOf = new CpuTracker();
+  const recv = execa(path.join(PG_BIN, 'pg_recvlogical'), [
+    '-h', '127.0.0.1', '-p', String(src.port), '-U', 'postgres', '-d', DB, '--slot', copy, '--start', '--no-loop', '-E', lsn,
+    '-o', 'proto_version=1', '-o', `publication_names=${names.publication}`, '-f', '/dev/null',
+  ], { env: { ...process.env, PGPASSWORD: src.password } });
+  let exited = false;
+  recv.finally(() => (exited = true)).catch(() => {});
+  while (!exited) {
+    cpuOf.note('walsender', await activePid(src, copy));
+    await sleep(100);
+  }
+  await recv;
+  const seconds = (performance.now() - t0) / 1000;
+  await sleep(500); // the walsender's exit reaped, its time in the postmaster's total
+  const cpu = clusterCpuSeconds(src) - cpu0;
+  await src.query('SELECT pg_drop_replication_slot($1)', [copy], DB);
+  return { seconds, cpu, walsender: cpuOf.seconds('walsender') };
 }
 
 async function runOnce(applier) {
@@ -86,16 +172,31 @@ async function runOnce(applier) {
     const d0 = performance.now();
     await src.query(`SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)`, [names.slot, `"${names.publication}"`], DB);
     const decodeSeconds = (performance.now() - d0) / 1000;
+    const ceiling = await recvlogicalCeiling(src, names, lsn);
+    log(`${applier}: pg_recvlogical ceiling ${ceiling.seconds.toFixed(2)} s, source ${ceiling.cpu.toFixed(2)} CPU s`);
+    const [srcCpu0, tgtCpu0] = [clusterCpuSeconds(src), clusterCpuSeconds(tgt)];
     log(`${applier}: draining ${(Number(backlog) / 1024 / 1024).toFixed(0)} MB of WAL`);
     const t0 = performance.now();
     const args = applier === 'client' ? cliArgs('sync', '--applier', 'client', '--until-caught-up') : cliArgs('sync', '--no-wait');
-    const child = execa(process.execPath, args, { reject: false });
+    // PROFILE=dir: a V8 CPU profile of the pgferry process (client) in dir.
+    const nodeArgs = process.env.PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE}`] : [];
+    const child = execa(process.execPath, [...nodeArgs, ...args], { reject: false });
     // SHOW=1: the applier's progress lines with the time since the drain started.
     if (process.env.SHOW) child.stderr.on('data', (d) => process.stderr.write(String(d).split('\n').filter(Boolean).map((l) => `  +${((performance.now() - t0) / 1000).toFixed(2)} s ${l}\n`).join('')));
     let peak = 0;
     let workerPid = null;
+    let nodeCpu = 0;
+    const cpuOf = new CpuTracker();
     for (;;) {
-      if (applier === 'client') peak = Math.max(peak, peakRssMb(child.pid));
+      cpuOf.note('walsender', await activePid(src, names.slot));
+      if (applier === 'client') {
+        const rows = await tgt.query("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgferry sync (client applier)%'", [], DB).catch(() => []);
+        for (const row of rows) cpuOf.note('backend', row.pid);
+      } else cpuOf.note('backend', workerPid);
+      if (applier === 'client') {
+        peak = Math.max(peak, peakRssMb(child.pid));
+        nodeCpu = Math.max(nodeCpu, procCpuSeconds(child.pid));
+      }
       else {
         workerPid ??= (await tgt.query('SELECT pid FROM pg_stat_subscription WHERE relid IS NULL AND pid IS NOT NULL', [], DB).catch(() => []))[0]?.pid ?? null;
         if (workerPid) peak = Math.max(peak, peakRssMb(workerPid));
@@ -105,6 +206,7 @@ async function runOnce(applier) {
       await sleep(100);
     }
     const seconds = (performance.now() - t0) / 1000;
+    const [srcCpu, tgtCpu] = [clusterCpuSeconds(src) - srcCpu0, clusterCpuSeconds(tgt) - tgtCpu0];
     const r = await child;
     if (r.exitCode !== 0) throw new Error(`sync (${applier}) exited ${r.exitCode}: ${r.stderr}`);
 
@@ -112,7 +214,7 @@ async function runOnce(applier) {
                           (SELECT sum(bbalance)::text FROM pgbench_branches) AS b, (SELECT count(*)::text || '/' || sum(delta)::text FROM pgbench_history) AS h`;
     const [s, t] = [(await src.query(check, [], DB))[0], (await tgt.query(check, [], DB))[0]];
     const equal = JSON.stringify(s) === JSON.stringify(t);
-    return { applier, seconds, changes, rate: changes / seconds, peakMb: peak, backlogMb: Number(backlog) / 1024 / 1024, equal, decodeSeconds };
+    return { applier, seconds, changes, rate: changes / seconds, peakMb: peak, backlogMb: Number(backlog) / 1024 / 1024, equal, decodeSeconds, ceiling, srcCpu, tgtCpu, nodeCpu, walsenderCpu: cpuOf.seconds('walsender'), backendCpu: cpuOf.seconds('backend') };
   } finally {
     await Promise.allSettled([src.stop(), tgt.stop()]);
     rmSync(dir, { recursive: true, force: true });
@@ -125,6 +227,13 @@ console.log(`pgferry applier benchmark — pgbench -s ${SCALE}, ${BIG_TX ? `one 
 for (const r of results) {
   console.log(
     `  ${r.applier.padEnd(6)} ${r.seconds.toFixed(1)} s  ${Math.round(r.rate)} changes/s  peak RSS ${r.peakMb.toFixed(0)} MB  (backlog ${r.backlogMb.toFixed(0)} MB of WAL, decoding it alone ${r.decodeSeconds.toFixed(1)} s; tables equal: ${r.equal})`,
+  );
+  console.log(
+    `         CPU s: walsender ${r.walsenderCpu.toFixed(2)}, ${r.applier === 'client' ? 'target backend' : 'apply worker'} ${r.backendCpu.toFixed(2)}` +
+      `${r.applier === 'client' ? `, pgferry ${r.nodeCpu.toFixed(2)}` : ''} (whole clusters: source ${r.srcCpu.toFixed(2)}, target ${r.tgtCpu.toFixed(2)})`,
+  );
+  console.log(
+    `         ceiling, pg_recvlogical to /dev/null: ${r.ceiling.seconds.toFixed(2)} s, walsender ${r.ceiling.walsender.toFixed(2)} CPU s (source cluster ${r.ceiling.cpu.toFixed(2)})`,
   );
 }
 const n = results.find((r) => r.applier === 'native');
