@@ -10,6 +10,7 @@
  * restarting server starts a new session from the origin's committed position.
  * See docs/architecture.md, "Client applier".
  */
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { changedDataRules, maskedSummary } from '../../../config/data-rules-catalog.js';
@@ -64,6 +65,9 @@ export interface ClientSyncDatabaseReport {
   batches: number;
   /** Updates and deletes that found no row on the target. */
   missingRows: number;
+  /** Source transactions that arrived streamed before their commit (protocol 2, spooled) and were applied; those aborted. */
+  streamedTransactions: number;
+  streamedAborted: number;
 }
 
 export interface ClientSyncReport {
@@ -137,6 +141,7 @@ export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncRep
         return {
           sourceDatabase: p.pair.sourceDatabase, targetDatabase: p.pair.targetDatabase, slot: p.slot, publication: p.pair.names.publication,
           origin: p.pair.names.origin, appliedLsn: formatLsn(s.acked), changes: s.changes, transactions: s.transactions, batches: s.batches, missingRows: s.missing,
+          streamedTransactions: s.streamed, streamedAborted: s.streamedAborted,
         };
       }),
       warnings,
@@ -222,7 +227,7 @@ async function applyPair(
     try {
       const outcome = await runSession({
         sourceConn: p.pair.sourceConn, targetConn: p.pair.targetConn, slot: p.slot, publication: p.pair.names.publication, origin: p.pair.names.origin,
-        batchBytes: o.batchBytes ?? DEFAULT_BATCH_BYTES, untilLsn: p.untilLsn, signal, warn,
+        batchBytes: o.batchBytes ?? DEFAULT_BATCH_BYTES, untilLsn: p.untilLsn, signal, warn, spoolDir: path.join(o.stateDir, 'spool', p.slot),
       }, stats);
       progress({ kind: 'end', id, status: 'ok', detail: `${outcome === 'caught-up' ? 'caught up' : 'stopped'} at ${formatLsn(stats.acked)} · ${stats.changes} changes in ${stats.batches} batches` });
       return outcome;
