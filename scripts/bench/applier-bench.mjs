@@ -25,6 +25,9 @@
  * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client"), PROFILE (a directory:
  * V8 CPU profile of the client applier);
  * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
+ * Memory (peak RSS against the size of what is drained): BULK_MB=n, a backlog of about n MB of WAL made of
+ * transactions of 1000 inserted rows (~420 bytes each) into a table "bulk"; BIG_TX_MB=n, one transaction
+ * inserting about n MB of WAL of such rows (streamed by the source, spooled by the client applier).
  */
 import { execa } from 'execa';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -42,6 +45,10 @@ const TX = Number(process.env.TX ?? 100_000);
 const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 const APPLIERS = (process.env.APPLIERS ?? 'native,client').split(',');
 const BIG_TX = process.env.BIG_TX === '1';
+const BULK_MB = Number(process.env.BULK_MB ?? 0);
+const BIG_TX_MB = Number(process.env.BIG_TX_MB ?? 0);
+/** WAL per "bulk" row, measured on 15 (heap + primary key), to size BIG_TX_MB's single statement. */
+const BULK_ROW_WAL = 560;
 const DB = 'bench';
 const CLIENTS = 4;
 
@@ -138,6 +145,28 @@ async function recvlogicalCeiling(src, names, lsn) {
   return { seconds, cpu, walsender: cpuOf.seconds('walsender') };
 }
 
+/** The memory modes' load: a backlog of many transactions (bulkMb) or one transaction (bigTxMb); returns the rows inserted. */
+async function bulkLoad(src, bulkMb, bigTxMb) {
+  const row = "SELECT g, repeat(md5(g::text), 12) FROM generate_series(1, $1::int) g";
+  if (bigTxMb) {
+    log(`one transaction of about ${bigTxMb} MB of WAL (slot not read)`);
+    await src.query(`INSERT INTO bulk (v, pad) ${row}`, [Math.round((bigTxMb * 1024 * 1024) / BULK_ROW_WAL)], DB);
+  } else {
+    log(`a backlog of about ${bulkMb} MB of WAL in transactions of 1000 rows (slot not read)`);
+    await src.query(`CREATE PROCEDURE bulk_fill(mb bigint) LANGUAGE plpgsql AS $$
+      DECLARE start pg_lsn := pg_current_wal_insert_lsn();
+      BEGIN
+        LOOP
+          INSERT INTO bulk (v, pad) ${row.replace('$1::int', '1000')};
+          COMMIT;
+          EXIT WHEN pg_wal_lsn_diff(pg_current_wal_insert_lsn(), start) >= mb * 1024 * 1024;
+        END LOOP;
+      END $$`, [], DB);
+    await src.query(`CALL bulk_fill(${Number(bulkMb)})`, undefined, DB); // simple protocol: the procedure commits
+  }
+  return Number((await src.query('SELECT count(*)::bigint AS n FROM bulk', [], DB))[0].n);
+}
+
 async function runOnce(applier) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-bench-applier-'));
   const [src, tgt] = await Promise.all([startCluster({ name: `ab-src-${applier}` }), startCluster({ name: `ab-tgt-${applier}` })]);
@@ -152,11 +181,14 @@ async function runOnce(applier) {
     const names = objectNames({ sourceSystemIdentifier: await sysid(src), sourceDatabase: DB, targetSystemIdentifier: await sysid(tgt), targetDatabase: DB });
     const cliArgs = (...args) => [path.join(root, 'dist/cli/main.js'), ...args, '--source', src.url(DB), '--target', tgt.url(DB), '--state-dir', dir];
     log(`${applier}: pgferry init`);
+    await src.query('CREATE TABLE bulk (id bigserial PRIMARY KEY, v int NOT NULL, pad text NOT NULL)', [], DB);
     const init = await execa(process.execPath, cliArgs('init', '--yes', '--no-roles'), { reject: false });
     if (init.exitCode !== 0) throw new Error(`init failed: ${init.stderr}`);
 
     let changes = Math.ceil(TX / CLIENTS) * CLIENTS * 4;
-    if (BIG_TX) {
+    if (BULK_MB || BIG_TX_MB) {
+      changes = await bulkLoad(src, BULK_MB, BIG_TX_MB);
+    } else if (BIG_TX) {
       // One transaction updating every account (SCALE × 100 000 rows): memory must not grow with it.
       log(`${applier}: one transaction updating ${SCALE * 100_000} accounts (slot not read)`);
       await src.query('UPDATE pgbench_accounts SET abalance = abalance + 1', [], DB);
@@ -210,7 +242,7 @@ async function runOnce(applier) {
     const r = await child;
     if (r.exitCode !== 0) throw new Error(`sync (${applier}) exited ${r.exitCode}: ${r.stderr}`);
 
-    const check = `SELECT (SELECT sum(abalance)::text FROM pgbench_accounts) AS a, (SELECT sum(tbalance)::text FROM pgbench_tellers) AS t,
+    const check = `SELECT (SELECT count(*)::text || '/' || sum(v)::text || '/' || max(md5(pad)) FROM bulk) AS bulk, (SELECT sum(abalance)::text FROM pgbench_accounts) AS a, (SELECT sum(tbalance)::text FROM pgbench_tellers) AS t,
                           (SELECT sum(bbalance)::text FROM pgbench_branches) AS b, (SELECT count(*)::text || '/' || sum(delta)::text FROM pgbench_history) AS h`;
     const [s, t] = [(await src.query(check, [], DB))[0], (await tgt.query(check, [], DB))[0]];
     const equal = JSON.stringify(s) === JSON.stringify(t);
@@ -223,7 +255,9 @@ async function runOnce(applier) {
 
 const results = [];
 for (const a of APPLIERS) results.push(await runOnce(a));
-console.log(`pgferry applier benchmark — pgbench -s ${SCALE}, ${BIG_TX ? `one transaction updating ${SCALE * 100_000} accounts` : `backlog of ${TX} transactions (${CLIENTS} clients)`}, ${os.cpus().length} cores`);
+const shape = BIG_TX_MB ? `one transaction of ~${BIG_TX_MB} MB of WAL (inserts)` : BULK_MB ? `a backlog of ~${BULK_MB} MB of WAL (1000-row insert transactions)`
+  : BIG_TX ? `pgbench -s ${SCALE}, one transaction updating ${SCALE * 100_000} accounts` : `pgbench -s ${SCALE}, backlog of ${TX} transactions (${CLIENTS} clients)`;
+console.log(`pgferry applier benchmark — ${shape}, ${os.cpus().length} cores`);
 for (const r of results) {
   console.log(
     `  ${r.applier.padEnd(6)} ${r.seconds.toFixed(1)} s  ${Math.round(r.rate)} changes/s  peak RSS ${r.peakMb.toFixed(0)} MB  (backlog ${r.backlogMb.toFixed(0)} MB of WAL, decoding it alone ${r.decodeSeconds.toFixed(1)} s; tables equal: ${r.equal})`,
