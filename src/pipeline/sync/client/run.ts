@@ -196,8 +196,10 @@ async function prepare(pair: ReplicationPair, d: DatabaseState | undefined, x: P
     if (idProblems.length) await setReplicaIdentityFull(src, idProblems.map((p) => ({ schema: p.schema, name: p.name })));
     const slot = await findSlot(src, d.slot.name);
     if (!slot) throw new UsageError(`replication slot ${d.slot.name} that init created is gone from the source`, { hint: 'start over: pgferry cleanup, then pgferry init --restart' });
-    await ensurePublication(src, pair.names.publication, published, x.major);
-    const problem = await slotDecodable(src, d.slot.name, pair.names.publication);
+    const change = await ensurePublication(src, pair.names.publication, published, x.major);
+    // Only a publication made or changed now can be unreadable for the slot (init makes it before the slot). The check
+    // is not free: its peek decodes the slot up to the end of the first transaction, all of it when that one is huge.
+    const problem = change === 'unchanged' ? null : await slotDecodable(src, d.slot.name, pair.names.publication);
     if (problem) throw new UsageError(`replication slot ${d.slot.name} cannot be read with publication ${pair.names.publication}: ${problem}`, { hint: 'start over: pgferry cleanup, then pgferry init --restart' });
     const origin = await ensureOrigin(tgt, pair.names.origin);
     if (origin.created) x.progress({ kind: 'log', level: 'info', message: `replication origin ${pair.names.origin} created in target database "${pair.targetDatabase}"` });
