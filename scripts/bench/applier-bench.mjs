@@ -219,7 +219,13 @@ async function runOnce(applier) {
     let workerPid = null;
     let nodeCpu = 0;
     const cpuOf = new CpuTracker();
+    let exitedAt = null;
+    child.finally(() => (exitedAt = performance.now())).catch(() => {});
     for (;;) {
+      if (applier === 'client' && exitedAt !== null && performance.now() - exitedAt > 30_000) {
+        const r = await child;
+        throw new Error(`sync (client) exited ${r.exitCode} 30 s ago and the slot has not confirmed the backlog's end: ${r.stderr.slice(-2000)}`);
+      }
       cpuOf.note('walsender', await activePid(src, names.slot));
       if (applier === 'client') {
         const rows = await tgt.query("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgferry sync (client applier)%'", [], DB).catch(() => []);

@@ -65,13 +65,17 @@ export interface ApplierStats {
   /** Transactions that arrived streamed (protocol 2) and were committed, and those aborted. */
   streamed: number;
   streamedAborted: number;
+  /** Bytes spooled for streamed transactions not yet ended (as of the last stream block). */
+  spooledBytes: number;
 }
 
 export function newStats(): ApplierStats {
-  return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0, streamed: 0, streamedAborted: 0 };
+  return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0, streamed: 0, streamedAborted: 0, spooledBytes: 0 };
 }
 
 const STATUS_EVERY_MS = 10_000;
+/** While a spooled transaction is applied the stream is not read (keepalives wait): a status update this often. */
+const REPLAY_STATUS_MS = 1_000;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
 const BATCH_MAX_MS = 1_000;
 
@@ -231,6 +235,11 @@ class Session {
    * server decides what to send again by the position of a transaction's commit, and it has none yet.
    */
   private async streamMessage(m: PgoutputMessage): Promise<void> {
+    await this.streamFrame(m);
+    if (m.tag !== 'streamed') this.stats.spooledBytes = this.spools.bytes;
+  }
+
+  private async streamFrame(m: PgoutputMessage): Promise<void> {
     switch (m.tag) {
       case 'stream-start':
         if (m.first) await this.spools.begin(m.xid);
@@ -248,7 +257,12 @@ class Session {
         return this.spools.abort(m.xid, m.subxid);
       case 'stream-commit':
         await this.message({ tag: 'begin', finalLsn: m.commitLsn, commitTime: m.commitTime, xid: m.xid });
-        for await (const payload of this.spools.commit(m.xid)) await this.message(decodePgoutput(payload, true));
+        for await (const payload of this.spools.commit(m.xid)) {
+          await this.message(decodePgoutput(payload, true));
+          // Applying a big spool takes minutes, and the stream is not read meanwhile: without a status update the
+          // walsender ends the connection after wal_sender_timeout (and the slot is never acknowledged).
+          if (Date.now() - this.lastStatus > REPLAY_STATUS_MS) this.status();
+        }
         this.stats.streamed++;
         return this.message({ tag: 'commit', commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime });
       default:

@@ -269,7 +269,7 @@ function heartbeat(stateDir: string, beat: ClientApplierBeat, stats: Map<string,
     last = { at: now, changes };
     for (const [db, s] of stats) {
       const lag = s.walEnd > s.acked ? Number(s.walEnd - s.acked) : 0;
-      progress({ kind: 'update', id: `sync/client/${db}`, detail: `${s.changes} changes · ${rate}/s · lag ${formatBytes(lag)} · last batch ${s.lastBatchChanges} changes · applied ${formatLsn(s.acked)}` });
+      progress({ kind: 'update', id: `sync/client/${db}`, detail: `${s.changes} changes · ${rate}/s · lag ${formatBytes(lag)} · last batch ${s.lastBatchChanges} changes · applied ${formatLsn(s.acked)}${s.spooledBytes ? ` · spooled ${formatBytes(s.spooledBytes)} of open streamed transactions` : ''}` });
     }
     if (++tick % 2 === 0) write();
   }, 1000);
