@@ -17,11 +17,20 @@
  * floor under either applier. SHOW=1 prints the client applier's progress lines as they come.
  *
  * Usage: npm run build && node scripts/bench/applier-bench.mjs
- * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client");
+ * Also: CPU seconds of the walsender, of the target process that applies (the client's backend, or the apply
+ * worker) and of the pgferry process, read from /proc while they run (on a shared machine wall time depends on
+ * the neighbours, CPU time much less); and the ceiling: pg_recvlogical reading a copy of the slot
+ * (pgoutput, proto_version 1) to /dev/null, i.e. the walsender decoding and sending the backlog with no applier.
+ *
+ * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client"), PROFILE (a directory:
+ * V8 CPU profile of the client applier);
  * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
+ * Memory (peak RSS against the size of what is drained): BULK_MB=n, a backlog of about n MB of WAL made of
+ * transactions of 1000 inserted rows (~420 bytes each) into a table "bulk"; BIG_TX_MB=n, one transaction
+ * inserting about n MB of WAL of such rows (streamed by the source, spooled by the client applier).
  */
 import { execa } from 'execa';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -36,6 +45,10 @@ const TX = Number(process.env.TX ?? 100_000);
 const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 const APPLIERS = (process.env.APPLIERS ?? 'native,client').split(',');
 const BIG_TX = process.env.BIG_TX === '1';
+const BULK_MB = Number(process.env.BULK_MB ?? 0);
+const BIG_TX_MB = Number(process.env.BIG_TX_MB ?? 0);
+/** WAL per "bulk" row, measured on 15 (heap + primary key), to size BIG_TX_MB's single statement. */
+const BULK_ROW_WAL = 560;
 const DB = 'bench';
 const CLIENTS = 4;
 
@@ -52,6 +65,108 @@ function peakRssMb(pid) {
   }
 }
 
+/** utime + stime of a live process in seconds (0 once it is gone). */
+function procCpuSeconds(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds used so far by one local cluster: the postmaster, its reaped children and every live
+ * child (as in verify-bench.mjs). On a shared machine wall time depends on the neighbours; CPU time does not.
+ */
+function clusterCpuSeconds(cluster) {
+  const stat = (pid) => {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).split(' ');
+  };
+  const pm = Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const own = stat(pm);
+  let total = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const f = stat(entry);
+      if (Number(f[1]) === pm) total += Number(f[11]) + Number(f[12]);
+    } catch {
+      // exited meanwhile: its time is in the postmaster's reaped total
+    }
+  }
+  return total / 100;
+}
+
+/** CPU seconds of processes found while something runs, by role (a pid's last reading before it exits). */
+class CpuTracker {
+  pids = new Map();
+  note(role, pid) {
+    if (!pid) return;
+    const key = `${role}:${pid}`;
+    this.pids.set(key, Math.max(this.pids.get(key) ?? 0, procCpuSeconds(pid)));
+  }
+  seconds(role) {
+    let n = 0;
+    for (const [k, v] of this.pids) if (k.startsWith(`${role}:`)) n += v;
+    return n;
+  }
+}
+
+const activePid = async (src, slot) => (await src.query('SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1', [slot]).catch(() => []))[0]?.pid ?? null;
+
+/**
+ * The ceiling: the source's walsender decoding the backlog over a replication connection
+ * (pg_recvlogical, pgoutput protocol 1, to /dev/null) from a copy of the slot, nothing applied.
+ */
+async function recvlogicalCeiling(src, names, lsn) {
+  const copy = `${names.slot}_ceiling`.slice(0, 63);
+  await src.query('SELECT pg_copy_logical_replication_slot($1, $2)', [names.slot, copy], DB);
+  const cpu0 = clusterCpuSeconds(src);
+  const t0 = performance.now();
+  const cpuOf = new CpuTracker();
+  const recv = execa(path.join(PG_BIN, 'pg_recvlogical'), [
+    '-h', '127.0.0.1', '-p', String(src.port), '-U', 'postgres', '-d', DB, '--slot', copy, '--start', '--no-loop', '-E', lsn,
+    '-o', 'proto_version=1', '-o', `publication_names=${names.publication}`, '-f', '/dev/null',
+  ], { env: { ...process.env, PGPASSWORD: src.password } });
+  let exited = false;
+  recv.finally(() => (exited = true)).catch(() => {});
+  while (!exited) {
+    cpuOf.note('walsender', await activePid(src, copy));
+    await sleep(100);
+  }
+  await recv;
+  const seconds = (performance.now() - t0) / 1000;
+  await sleep(500); // the walsender's exit reaped, its time in the postmaster's total
+  const cpu = clusterCpuSeconds(src) - cpu0;
+  await src.query('SELECT pg_drop_replication_slot($1)', [copy], DB);
+  return { seconds, cpu, walsender: cpuOf.seconds('walsender') };
+}
+
+/** The memory modes' load: a backlog of many transactions (bulkMb) or one transaction (bigTxMb); returns the rows inserted. */
+async function bulkLoad(src, bulkMb, bigTxMb) {
+  const row = "SELECT g, repeat(md5(g::text), 12) FROM generate_series(1, $1::int) g";
+  if (bigTxMb) {
+    log(`one transaction of about ${bigTxMb} MB of WAL (slot not read)`);
+    await src.query(`INSERT INTO bulk (v, pad) ${row}`, [Math.round((bigTxMb * 1024 * 1024) / BULK_ROW_WAL)], DB);
+  } else {
+    log(`a backlog of about ${bulkMb} MB of WAL in transactions of 1000 rows (slot not read)`);
+    await src.query(`CREATE PROCEDURE bulk_fill(mb bigint) LANGUAGE plpgsql AS $$
+      DECLARE start pg_lsn := pg_current_wal_insert_lsn();
+      BEGIN
+        LOOP
+          INSERT INTO bulk (v, pad) ${row.replace('$1::int', '1000')};
+          COMMIT;
+          EXIT WHEN pg_wal_lsn_diff(pg_current_wal_insert_lsn(), start) >= mb * 1024 * 1024;
+        END LOOP;
+      END $$`, [], DB);
+    await src.query(`CALL bulk_fill(${Number(bulkMb)})`, undefined, DB); // simple protocol: the procedure commits
+  }
+  return Number((await src.query('SELECT count(*)::bigint AS n FROM bulk', [], DB))[0].n);
+}
+
 async function runOnce(applier) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-bench-applier-'));
   const [src, tgt] = await Promise.all([startCluster({ name: `ab-src-${applier}` }), startCluster({ name: `ab-tgt-${applier}` })]);
@@ -66,11 +181,14 @@ async function runOnce(applier) {
     const names = objectNames({ sourceSystemIdentifier: await sysid(src), sourceDatabase: DB, targetSystemIdentifier: await sysid(tgt), targetDatabase: DB });
     const cliArgs = (...args) => [path.join(root, 'dist/cli/main.js'), ...args, '--source', src.url(DB), '--target', tgt.url(DB), '--state-dir', dir];
     log(`${applier}: pgferry init`);
+    await src.query('CREATE TABLE bulk (id bigserial PRIMARY KEY, v int NOT NULL, pad text NOT NULL)', [], DB);
     const init = await execa(process.execPath, cliArgs('init', '--yes', '--no-roles'), { reject: false });
     if (init.exitCode !== 0) throw new Error(`init failed: ${init.stderr}`);
 
     let changes = Math.ceil(TX / CLIENTS) * CLIENTS * 4;
-    if (BIG_TX) {
+    if (BULK_MB || BIG_TX_MB) {
+      changes = await bulkLoad(src, BULK_MB, BIG_TX_MB);
+    } else if (BIG_TX) {
       // One transaction updating every account (SCALE × 100 000 rows): memory must not grow with it.
       log(`${applier}: one transaction updating ${SCALE * 100_000} accounts (slot not read)`);
       await src.query('UPDATE pgbench_accounts SET abalance = abalance + 1', [], DB);
@@ -86,16 +204,37 @@ async function runOnce(applier) {
     const d0 = performance.now();
     await src.query(`SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)`, [names.slot, `"${names.publication}"`], DB);
     const decodeSeconds = (performance.now() - d0) / 1000;
+    const ceiling = await recvlogicalCeiling(src, names, lsn);
+    log(`${applier}: pg_recvlogical ceiling ${ceiling.seconds.toFixed(2)} s, source ${ceiling.cpu.toFixed(2)} CPU s`);
+    const [srcCpu0, tgtCpu0] = [clusterCpuSeconds(src), clusterCpuSeconds(tgt)];
     log(`${applier}: draining ${(Number(backlog) / 1024 / 1024).toFixed(0)} MB of WAL`);
     const t0 = performance.now();
     const args = applier === 'client' ? cliArgs('sync', '--applier', 'client', '--until-caught-up') : cliArgs('sync', '--no-wait');
-    const child = execa(process.execPath, args, { reject: false });
+    // PROFILE=dir: a V8 CPU profile of the pgferry process (client) in dir.
+    const nodeArgs = process.env.PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE}`] : [];
+    const child = execa(process.execPath, [...nodeArgs, ...args], { reject: false });
     // SHOW=1: the applier's progress lines with the time since the drain started.
     if (process.env.SHOW) child.stderr.on('data', (d) => process.stderr.write(String(d).split('\n').filter(Boolean).map((l) => `  +${((performance.now() - t0) / 1000).toFixed(2)} s ${l}\n`).join('')));
     let peak = 0;
     let workerPid = null;
+    let nodeCpu = 0;
+    const cpuOf = new CpuTracker();
+    let exitedAt = null;
+    child.finally(() => (exitedAt = performance.now())).catch(() => {});
     for (;;) {
-      if (applier === 'client') peak = Math.max(peak, peakRssMb(child.pid));
+      if (applier === 'client' && exitedAt !== null && performance.now() - exitedAt > 30_000) {
+        const r = await child;
+        throw new Error(`sync (client) exited ${r.exitCode} 30 s ago and the slot has not confirmed the backlog's end: ${r.stderr.slice(-2000)}`);
+      }
+      cpuOf.note('walsender', await activePid(src, names.slot));
+      if (applier === 'client') {
+        const rows = await tgt.query("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgferry sync (client applier)%'", [], DB).catch(() => []);
+        for (const row of rows) cpuOf.note('backend', row.pid);
+      } else cpuOf.note('backend', workerPid);
+      if (applier === 'client') {
+        peak = Math.max(peak, peakRssMb(child.pid));
+        nodeCpu = Math.max(nodeCpu, procCpuSeconds(child.pid));
+      }
       else {
         workerPid ??= (await tgt.query('SELECT pid FROM pg_stat_subscription WHERE relid IS NULL AND pid IS NOT NULL', [], DB).catch(() => []))[0]?.pid ?? null;
         if (workerPid) peak = Math.max(peak, peakRssMb(workerPid));
@@ -105,14 +244,15 @@ async function runOnce(applier) {
       await sleep(100);
     }
     const seconds = (performance.now() - t0) / 1000;
+    const [srcCpu, tgtCpu] = [clusterCpuSeconds(src) - srcCpu0, clusterCpuSeconds(tgt) - tgtCpu0];
     const r = await child;
     if (r.exitCode !== 0) throw new Error(`sync (${applier}) exited ${r.exitCode}: ${r.stderr}`);
 
-    const check = `SELECT (SELECT sum(abalance)::text FROM pgbench_accounts) AS a, (SELECT sum(tbalance)::text FROM pgbench_tellers) AS t,
+    const check = `SELECT (SELECT count(*)::text || '/' || sum(v)::text || '/' || max(md5(pad)) FROM bulk) AS bulk, (SELECT sum(abalance)::text FROM pgbench_accounts) AS a, (SELECT sum(tbalance)::text FROM pgbench_tellers) AS t,
                           (SELECT sum(bbalance)::text FROM pgbench_branches) AS b, (SELECT count(*)::text || '/' || sum(delta)::text FROM pgbench_history) AS h`;
     const [s, t] = [(await src.query(check, [], DB))[0], (await tgt.query(check, [], DB))[0]];
     const equal = JSON.stringify(s) === JSON.stringify(t);
-    return { applier, seconds, changes, rate: changes / seconds, peakMb: peak, backlogMb: Number(backlog) / 1024 / 1024, equal, decodeSeconds };
+    return { applier, seconds, changes, rate: changes / seconds, peakMb: peak, backlogMb: Number(backlog) / 1024 / 1024, equal, decodeSeconds, ceiling, srcCpu, tgtCpu, nodeCpu, walsenderCpu: cpuOf.seconds('walsender'), backendCpu: cpuOf.seconds('backend') };
   } finally {
     await Promise.allSettled([src.stop(), tgt.stop()]);
     rmSync(dir, { recursive: true, force: true });
@@ -121,10 +261,19 @@ async function runOnce(applier) {
 
 const results = [];
 for (const a of APPLIERS) results.push(await runOnce(a));
-console.log(`pgferry applier benchmark — pgbench -s ${SCALE}, ${BIG_TX ? `one transaction updating ${SCALE * 100_000} accounts` : `backlog of ${TX} transactions (${CLIENTS} clients)`}, ${os.cpus().length} cores`);
+const shape = BIG_TX_MB ? `one transaction of ~${BIG_TX_MB} MB of WAL (inserts)` : BULK_MB ? `a backlog of ~${BULK_MB} MB of WAL (1000-row insert transactions)`
+  : BIG_TX ? `pgbench -s ${SCALE}, one transaction updating ${SCALE * 100_000} accounts` : `pgbench -s ${SCALE}, backlog of ${TX} transactions (${CLIENTS} clients)`;
+console.log(`pgferry applier benchmark — ${shape}, ${os.cpus().length} cores`);
 for (const r of results) {
   console.log(
     `  ${r.applier.padEnd(6)} ${r.seconds.toFixed(1)} s  ${Math.round(r.rate)} changes/s  peak RSS ${r.peakMb.toFixed(0)} MB  (backlog ${r.backlogMb.toFixed(0)} MB of WAL, decoding it alone ${r.decodeSeconds.toFixed(1)} s; tables equal: ${r.equal})`,
+  );
+  console.log(
+    `         CPU s: walsender ${r.walsenderCpu.toFixed(2)}, ${r.applier === 'client' ? 'target backend' : 'apply worker'} ${r.backendCpu.toFixed(2)}` +
+      `${r.applier === 'client' ? `, pgferry ${r.nodeCpu.toFixed(2)}` : ''} (whole clusters: source ${r.srcCpu.toFixed(2)}, target ${r.tgtCpu.toFixed(2)})`,
+  );
+  console.log(
+    `         ceiling, pg_recvlogical to /dev/null: ${r.ceiling.seconds.toFixed(2)} s, walsender ${r.ceiling.walsender.toFixed(2)} CPU s (source cluster ${r.ceiling.cpu.toFixed(2)})`,
   );
 }
 const n = results.find((r) => r.applier === 'native');

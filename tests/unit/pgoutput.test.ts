@@ -1,4 +1,4 @@
-/** The pgoutput decoder of the client applier: messages built byte by byte as PostgreSQL sends them (protocol 1). */
+/** The pgoutput decoder of the client applier: messages built byte by byte as PostgreSQL sends them (protocols 1 and 2). */
 import { describe, expect, it } from 'vitest';
 import { decodePgoutput, UNCHANGED } from '../../src/pipeline/sync/client/pgoutput.js';
 
@@ -42,5 +42,17 @@ describe('decodePgoutput', () => {
   it('reads truncate options and ignores origin, type and message', () => {
     expect(decodePgoutput(Buffer.concat([ch('T'), i32(2), u8(3), i32(10), i32(11)]))).toEqual({ tag: 'truncate', relids: [10, 11], cascade: true, restartIdentity: true });
     expect(decodePgoutput(Buffer.concat([ch('Y'), i32(1), str('public'), str('mood')]))).toEqual({ tag: 'other', code: 'Y' });
+  });
+
+  it('reads the stream frames of protocol 2, and skips the xid of a message from inside a stream block', () => {
+    expect(decodePgoutput(Buffer.concat([ch('S'), i32(900), u8(1)]))).toEqual({ tag: 'stream-start', xid: 900, first: true });
+    expect(decodePgoutput(Buffer.concat([ch('S'), i32(900), u8(0)]))).toEqual({ tag: 'stream-start', xid: 900, first: false });
+    expect(decodePgoutput(ch('E'), true)).toEqual({ tag: 'stream-stop' });
+    expect(decodePgoutput(Buffer.concat([ch('c'), i32(900), u8(0), u64(0x30n), u64(0x58n), u64(9n)]))).toEqual({ tag: 'stream-commit', xid: 900, commitLsn: 0x30n, endLsn: 0x58n, commitTime: 9n });
+    expect(decodePgoutput(Buffer.concat([ch('A'), i32(900), i32(901)]))).toEqual({ tag: 'stream-abort', xid: 900, subxid: 901 });
+    const ins = Buffer.concat([ch('I'), i32(901), i32(16384), ch('N'), i16(1), text('5')]);
+    expect(decodePgoutput(ins, true)).toEqual({ tag: 'insert', relid: 16384, row: ['5'] });
+    const rel = Buffer.concat([ch('R'), i32(901), i32(16384), str('public'), str('t'), ch('f'), i16(1), u8(1), str('id'), i32(23), i32(-1)]);
+    expect(decodePgoutput(rel, true)).toMatchObject({ tag: 'relation', relation: { oid: 16384, name: 't', identity: 'f' } });
   });
 });

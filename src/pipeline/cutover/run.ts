@@ -464,7 +464,7 @@ async function catchUp(x: Ctx, store: CutoverStore, sessions: Sessions, initStat
 async function applyUntilFence(x: Ctx, p: ReplicationPair, slot: string, fenceLsn: string, maxWaitMs: number): Promise<{ reached: boolean; appliedLsn: string }> {
   const timeout = AbortSignal.timeout(Math.max(1, Math.round(maxWaitMs)));
   const signal = x.o.signal ? AbortSignal.any([x.o.signal, timeout]) : timeout;
-  return x.o.clientCatchUp!({ pair: p, slot, untilLsn: fenceLsn, signal, warn: (m) => warn(x, m), progress: x.progress });
+  return x.o.clientCatchUp!({ pair: p, stateDir: x.o.stateDir, slot, untilLsn: fenceLsn, signal, warn: (m) => warn(x, m), progress: x.progress });
 }
 
 const HAND_OVER_TITLE: Record<SyncMethod, string> = {

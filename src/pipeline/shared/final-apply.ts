@@ -30,6 +30,8 @@ export function syncMethod(init: RunState | undefined, record: SyncRecord | unde
 
 export interface ClientCatchUpRequest {
   pair: ReplicationPair;
+  /** The state directory (streamed transactions are spooled under it). */
+  stateDir: string;
   /** init's slot. */
   slot: string;
   /** Stop once the target has committed everything before this source position. */

@@ -14,7 +14,10 @@
  *
  * Memory: the buffer of changes is applied into the open target transaction
  * whenever it exceeds the budget (also in the middle of a source
- * transaction); the stream's socket is paused while the queue is full.
+ * transaction); the stream's socket is paused while the queue is full. On a
+ * source of 14+, a transaction bigger than the source's
+ * logical_decoding_work_mem is streamed before its commit (protocol 2) and
+ * spooled to a file (spool.ts) until it commits, then applied like any other.
  */
 import type pg from 'pg';
 import { faultPoint } from '../../../fault.js';
@@ -24,7 +27,8 @@ import { sqlstate } from '../../../postgres/errors.js';
 import { formatLsn, lsnToBigInt } from '../../../postgres/lsn.js';
 import { ensureOrigin, originRefusal } from '../../shared/replication-origin.js';
 import { applyChanges, type ApplyCounts, type Change } from './apply.js';
-import { tupleBytes } from './pgoutput.js';
+import { decodePgoutput, tupleBytes, type PgoutputMessage } from './pgoutput.js';
+import { Spools } from './spool.js';
 import { ReplicationStream, type StreamItem } from './stream.js';
 import { describeTarget, type ApplyTable } from './tables.js';
 
@@ -39,6 +43,8 @@ export interface ApplierOptions {
    * one piece while the next is received and decoded, and a transaction of any size fits in memory.
    */
   batchBytes: number;
+  /** Where streamed transactions are spooled until they end (a directory of pgferry's own; emptied at start). */
+  spoolDir: string;
   /** Stop once everything before this source position is committed on the target (--until-caught-up). */
   untilLsn: bigint | null;
   signal: AbortSignal;
@@ -56,13 +62,20 @@ export interface ApplierStats {
   walEnd: bigint;
   missing: number;
   statements: number;
+  /** Transactions that arrived streamed (protocol 2) and were committed, and those aborted. */
+  streamed: number;
+  streamedAborted: number;
+  /** Bytes spooled for streamed transactions not yet ended (as of the last stream block). */
+  spooledBytes: number;
 }
 
 export function newStats(): ApplierStats {
-  return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0 };
+  return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0, streamed: 0, streamedAborted: 0, spooledBytes: 0 };
 }
 
 const STATUS_EVERY_MS = 10_000;
+/** While a spooled transaction is applied the stream is not read (keepalives wait): a status update this often. */
+const REPLAY_STATUS_MS = 1_000;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
 const BATCH_MAX_MS = 1_000;
 
@@ -95,7 +108,9 @@ async function openTarget(o: ApplierOptions): Promise<pg.Client> {
 export async function runSession(o: ApplierOptions, stats: ApplierStats): Promise<'caught-up' | 'stopped'> {
   const tgt = await openTarget(o);
   let stream: ReplicationStream | undefined;
+  const spools = new Spools(o.spoolDir);
   try {
+    await spools.reset();
     const { rows } = await tgt.query<{ lsn: string }>('SELECT pg_replication_origin_session_progress(true)::text AS lsn');
     const start = lsnToBigInt(rows[0]?.lsn ?? '0/0');
     if (start > stats.acked) stats.acked = start;
@@ -104,10 +119,13 @@ export async function runSession(o: ApplierOptions, stats: ApplierStats): Promis
     });
     // 2 MB of pgoutput payload queued (several times that once decoded); beyond it the socket waits.
     stream = new ReplicationStream(repl, 2 * 1024 * 1024);
-    stream.start(o.slot, o.publication, start);
-    return await new Session(o, stats, tgt, stream).run();
+    // Streamed in-progress transactions (protocol 2) exist from PostgreSQL 14 on.
+    const { rows: v } = await repl.query<{ server_version_num: string }>('SHOW server_version_num');
+    stream.start(o.slot, o.publication, start, Number(v[0]?.server_version_num) >= 140000);
+    return await new Session(o, stats, tgt, stream, spools).run();
   } finally {
     await stream?.close();
+    await spools.close().catch(() => {});
     await tgt.end().catch(() => {});
   }
 }
@@ -125,12 +143,15 @@ class Session {
   private lastCommit: { end: bigint; time: bigint } | null = null;
   private lastStatus = 0;
   private readonly counts: ApplyCounts = { statements: 0, missing: 0 };
+  /** The top-level transaction of the open stream block (protocol 2), if any. */
+  private streaming: number | null = null;
 
   constructor(
     private readonly o: ApplierOptions,
     private readonly stats: ApplierStats,
     private readonly tgt: pg.Client,
     private readonly stream: ReplicationStream,
+    private readonly spools: Spools,
   ) {}
 
   async run(): Promise<'caught-up' | 'stopped'> {
@@ -174,7 +195,11 @@ class Session {
       return;
     }
     if (item.walStart > stats.walEnd) stats.walEnd = item.walStart;
-    const m = item.message;
+    return this.message(item.message);
+  }
+
+  private async message(m: PgoutputMessage): Promise<void> {
+    const { stats } = this;
     switch (m.tag) {
       case 'begin':
         this.inSource = true;
@@ -198,6 +223,48 @@ class Session {
         return this.add({ kind: 'delete', t: this.table(m.relid), old: m.old }, tupleBytes(m.old));
       case 'truncate':
         return this.add({ kind: 'truncate', tables: m.relids.map((r) => this.table(r)), cascade: m.cascade, restartIdentity: m.restartIdentity }, 64);
+      default:
+        return this.streamMessage(m);
+    }
+  }
+
+  /**
+   * Protocol 2: stream blocks go to the spool of their transaction; a Stream Commit applies the spool as a
+   * source transaction in its place in commit order, a Stream Abort drops it (or a subtransaction's part).
+   * A spooled transaction is not "pending" for the keepalive acknowledgement, as for the native worker: the
+   * server decides what to send again by the position of a transaction's commit, and it has none yet.
+   */
+  private async streamMessage(m: PgoutputMessage): Promise<void> {
+    await this.streamFrame(m);
+    if (m.tag !== 'streamed') this.stats.spooledBytes = this.spools.bytes;
+  }
+
+  private async streamFrame(m: PgoutputMessage): Promise<void> {
+    switch (m.tag) {
+      case 'stream-start':
+        if (m.first) await this.spools.begin(m.xid);
+        this.streaming = m.xid;
+        return;
+      case 'stream-stop':
+        if (this.streaming !== null) await this.spools.pause(this.streaming);
+        this.streaming = null;
+        return;
+      case 'streamed':
+        if (this.streaming === null) throw new Error('pgoutput: a streamed message outside a stream block');
+        return this.spools.append(this.streaming, m.xid, m.payload);
+      case 'stream-abort':
+        if (m.subxid === m.xid) this.stats.streamedAborted++;
+        return this.spools.abort(m.xid, m.subxid);
+      case 'stream-commit':
+        await this.message({ tag: 'begin', finalLsn: m.commitLsn, commitTime: m.commitTime, xid: m.xid });
+        for await (const payload of this.spools.commit(m.xid)) {
+          await this.message(decodePgoutput(payload, true));
+          // Applying a big spool takes minutes, and the stream is not read meanwhile: without a status update the
+          // walsender ends the connection after wal_sender_timeout (and the slot is never acknowledged).
+          if (Date.now() - this.lastStatus > REPLAY_STATUS_MS) this.status();
+        }
+        this.stats.streamed++;
+        return this.message({ tag: 'commit', commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime });
       default:
     }
   }

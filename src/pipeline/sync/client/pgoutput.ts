@@ -1,10 +1,14 @@
 /**
- * A decoder for pgoutput protocol version 1, keeping every value as the text
- * the source's output function produced (no JavaScript type conversion, so
- * nothing is rounded on the way: timestamps keep their microseconds, numerics
- * their digits). 'u' marks an unchanged TOAST value the message leaves out.
- * Version 1 only: streamed in-progress transactions (version 2) are not asked
- * for, so every transaction arrives whole, after its commit.
+ * A decoder for pgoutput protocol versions 1 and 2, keeping every value as
+ * the text the source's output function produced (no JavaScript type
+ * conversion, so nothing is rounded on the way: timestamps keep their
+ * microseconds, numerics their digits). 'u' marks an unchanged TOAST value
+ * the message leaves out.
+ *
+ * Version 2 adds streamed in-progress transactions: Stream Start … Stream Stop
+ * blocks whose messages carry the xid of their (sub)transaction after the tag,
+ * and Stream Commit / Stream Abort once the transaction ends. Their messages
+ * are decoded with `streamed` set, which skips that xid.
  */
 
 /** A column value: text, null, or UNCHANGED (a TOASTed value the update did not touch). */
@@ -36,7 +40,17 @@ export type PgoutputMessage =
   | { tag: 'update'; relid: number; old: Tuple | null; row: Tuple }
   | { tag: 'delete'; relid: number; old: Tuple }
   | { tag: 'truncate'; relids: number[]; cascade: boolean; restartIdentity: boolean }
+  | { tag: 'stream-start'; xid: number; first: boolean }
+  | { tag: 'stream-stop' }
+  | { tag: 'stream-commit'; xid: number; commitLsn: bigint; endLsn: bigint; commitTime: bigint }
+  /** subxid = xid: the whole transaction; otherwise that subtransaction (and those begun after it). */
+  | { tag: 'stream-abort'; xid: number; subxid: number }
+  /** A message inside a stream block, left encoded (it is spooled until its transaction ends); xid of its (sub)transaction. */
+  | { tag: 'streamed'; xid: number; payload: Buffer }
   | { tag: 'other'; code: string };
+
+/** The protocol messages that frame streamed transactions (they carry no xid prefix of their own). */
+const STREAM_FRAMES = new Set(['S', 'E', 'c', 'A']);
 
 class Reader {
   pos = 0;
@@ -107,11 +121,26 @@ function relation(r: Reader): Relation {
   return { oid, schema, name, identity, columns };
 }
 
-/** Decode one pgoutput message (the payload of an XLogData message). */
-export function decodePgoutput(buf: Buffer): PgoutputMessage {
+/**
+ * Decode one pgoutput message (the payload of an XLogData message); `streamed`: a message from inside a
+ * stream block (protocol 2), whose data messages carry the xid of their transaction after the tag.
+ */
+export function decodePgoutput(buf: Buffer, streamed = false): PgoutputMessage {
   const r = new Reader(buf);
   const code = String.fromCharCode(r.u8());
+  if (streamed && !STREAM_FRAMES.has(code)) r.u32(); // xid
   switch (code) {
+    case 'S':
+      return { tag: 'stream-start', xid: r.u32(), first: r.u8() === 1 };
+    case 'E':
+      return { tag: 'stream-stop' };
+    case 'c': {
+      const xid = r.u32();
+      r.u8(); // flags
+      return { tag: 'stream-commit', xid, commitLsn: r.u64(), endLsn: r.u64(), commitTime: r.u64() };
+    }
+    case 'A':
+      return { tag: 'stream-abort', xid: r.u32(), subxid: r.u32() };
     case 'B':
       return { tag: 'begin', finalLsn: r.u64(), commitTime: r.u64(), xid: r.u32() };
     case 'C': {

@@ -10,6 +10,7 @@
  * restarting server starts a new session from the origin's committed position.
  * See docs/architecture.md, "Client applier".
  */
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { changedDataRules, maskedSummary } from '../../../config/data-rules-catalog.js';
@@ -65,6 +66,9 @@ export interface ClientSyncDatabaseReport {
   batches: number;
   /** Updates and deletes that found no row on the target. */
   missingRows: number;
+  /** Source transactions that arrived streamed before their commit (protocol 2, spooled) and were applied; those aborted. */
+  streamedTransactions: number;
+  streamedAborted: number;
 }
 
 export interface ClientSyncReport {
@@ -123,7 +127,7 @@ export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncRep
     const stopBeat = heartbeat(o.stateDir, beat, stats, progress);
     let outcomes: ('caught-up' | 'stopped')[];
     try {
-      outcomes = await Promise.all(prepared.map((p) => applyPair(p, o.batchBytes ?? DEFAULT_BATCH_BYTES, signal, stats.get(p.pair.sourceDatabase)!, warn, progress)));
+      outcomes = await Promise.all(prepared.map((p) => applyPair(p, o.batchBytes ?? DEFAULT_BATCH_BYTES, o.stateDir, signal, stats.get(p.pair.sourceDatabase)!, warn, progress)));
     } finally {
       await stopBeat();
     }
@@ -138,6 +142,7 @@ export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncRep
         return {
           sourceDatabase: p.pair.sourceDatabase, targetDatabase: p.pair.targetDatabase, slot: p.slot, publication: p.pair.names.publication,
           origin: p.pair.names.origin, appliedLsn: formatLsn(s.acked), changes: s.changes, transactions: s.transactions, batches: s.batches, missingRows: s.missing,
+          streamedTransactions: s.streamed, streamedAborted: s.streamedAborted,
         };
       }),
       warnings,
@@ -192,8 +197,10 @@ async function prepare(pair: ReplicationPair, d: DatabaseState | undefined, x: P
     if (idProblems.length) await setReplicaIdentityFull(src, idProblems.map((p) => ({ schema: p.schema, name: p.name })));
     const slot = await findSlot(src, d.slot.name);
     if (!slot) throw new UsageError(`replication slot ${d.slot.name} that init created is gone from the source`, { hint: 'start over: pgferry cleanup, then pgferry init --restart' });
-    await ensurePublication(src, pair.names.publication, published, x.major);
-    const problem = await slotDecodable(src, d.slot.name, pair.names.publication);
+    const change = await ensurePublication(src, pair.names.publication, published, x.major);
+    // Only a publication made or changed now can be unreadable for the slot (init makes it before the slot). The check
+    // is not free: its peek decodes the slot up to the end of the first transaction, all of it when that one is huge.
+    const problem = change === 'unchanged' ? null : await slotDecodable(src, d.slot.name, pair.names.publication);
     if (problem) throw new UsageError(`replication slot ${d.slot.name} cannot be read with publication ${pair.names.publication}: ${problem}`, { hint: 'start over: pgferry cleanup, then pgferry init --restart' });
     const origin = await ensureOrigin(tgt, pair.names.origin);
     if (origin.created) x.progress({ kind: 'log', level: 'info', message: `replication origin ${pair.names.origin} created in target database "${pair.targetDatabase}"` });
@@ -213,7 +220,7 @@ async function sourceWalEnd(src: pg.Client): Promise<bigint> {
 
 /** Sessions one after the other: a break (server restart, dropped connection) is ridden out for TOLERATED_BREAK_MS without progress. */
 async function applyPair(
-  p: Prepared, batchBytes: number, signal: AbortSignal, stats: ApplierStats, warn: (m: string) => void, progress: ProgressSink,
+  p: Prepared, batchBytes: number, stateDir: string, signal: AbortSignal, stats: ApplierStats, warn: (m: string) => void, progress: ProgressSink,
 ): Promise<'caught-up' | 'stopped'> {
   const id = `sync/client/${p.pair.sourceDatabase}`;
   progress({ kind: 'start', id, title: `database ${p.pair.sourceDatabase} → ${p.pair.targetDatabase}: client applier${p.untilLsn !== null ? ` until ${formatLsn(p.untilLsn)}` : ''}` });
@@ -223,7 +230,7 @@ async function applyPair(
     try {
       const outcome = await runSession({
         sourceConn: p.pair.sourceConn, targetConn: p.pair.targetConn, slot: p.slot, publication: p.pair.names.publication, origin: p.pair.names.origin,
-        batchBytes, untilLsn: p.untilLsn, signal, warn,
+        batchBytes, untilLsn: p.untilLsn, signal, warn, spoolDir: path.join(stateDir, 'spool', p.slot),
       }, stats);
       progress({ kind: 'end', id, status: 'ok', detail: `${outcome === 'caught-up' ? 'caught up' : 'stopped'} at ${formatLsn(stats.acked)} · ${stats.changes} changes in ${stats.batches} batches` });
       return outcome;
@@ -254,7 +261,7 @@ async function applyPair(
 export const clientCatchUp: ClientCatchUp = async (r) => {
   const stats = newStats();
   const outcome = await applyPair(
-    { pair: r.pair, slot: r.slot, untilLsn: lsnToBigInt(r.untilLsn) }, DEFAULT_BATCH_BYTES, r.signal, stats, r.warn, r.progress ?? (() => {}),
+    { pair: r.pair, slot: r.slot, untilLsn: lsnToBigInt(r.untilLsn) }, DEFAULT_BATCH_BYTES, r.stateDir, r.signal, stats, r.warn, r.progress ?? (() => {}),
   );
   return { reached: outcome === 'caught-up', appliedLsn: formatLsn(stats.acked) };
 };
@@ -277,7 +284,7 @@ function heartbeat(stateDir: string, beat: ClientApplierBeat, stats: Map<string,
     last = { at: now, changes };
     for (const [db, s] of stats) {
       const lag = s.walEnd > s.acked ? Number(s.walEnd - s.acked) : 0;
-      progress({ kind: 'update', id: `sync/client/${db}`, detail: `${s.changes} changes · ${rate}/s · lag ${formatBytes(lag)} · last batch ${s.lastBatchChanges} changes · applied ${formatLsn(s.acked)}` });
+      progress({ kind: 'update', id: `sync/client/${db}`, detail: `${s.changes} changes · ${rate}/s · lag ${formatBytes(lag)} · last batch ${s.lastBatchChanges} changes · applied ${formatLsn(s.acked)}${s.spooledBytes ? ` · spooled ${formatBytes(s.spooledBytes)} of open streamed transactions` : ''}` });
     }
     if (++tick % 2 === 0) write();
   }, 1000);

@@ -12,6 +12,11 @@
  * Messages (XLogData and keepalives) are queued in arrival order and handed
  * to the consumer one at a time; while the queue holds more than `maxQueuedBytes`
  * the socket is paused, which is the back-pressure from the target to the source.
+ *
+ * With `streaming` (source 14+), protocol 2 is asked for with streaming on: a
+ * transaction bigger than the source's logical_decoding_work_mem arrives in
+ * pieces before its commit. The messages inside a stream block are passed on
+ * encoded (copied out of the socket's buffer), to be spooled by the applier.
  */
 import type pg from 'pg';
 import { quoteIdent, quoteLiteral } from '../../../postgres/identifiers.js';
@@ -40,6 +45,8 @@ export class ReplicationStream {
   private waiter: (() => void) | null = null;
   private ended: unknown = undefined;
   private done = false;
+  /** Between Stream Start and Stream Stop (protocol 2). */
+  private inStreamBlock = false;
   private readonly conn: Connection;
 
   constructor(
@@ -50,9 +57,10 @@ export class ReplicationStream {
   }
 
   /** Start streaming from `startLsn` (the server starts from the slot's confirmed position if that is later). */
-  start(slot: string, publication: string, startLsn: bigint): void {
+  start(slot: string, publication: string, startLsn: bigint, streaming: boolean): void {
     this.conn.on('copyData', ({ chunk }) => this.onChunk(chunk));
-    const sql = `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${formatLsn(startLsn)} (proto_version '1', publication_names ${quoteLiteral(quoteIdent(publication))})`;
+    const proto = streaming ? "proto_version '2', streaming 'on'" : "proto_version '1'";
+    const sql = `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${formatLsn(startLsn)} (${proto}, publication_names ${quoteLiteral(quoteIdent(publication))})`;
     this.client.query(sql).then(
       () => this.finish(new Error('the source ended the replication stream')),
       (err: unknown) => this.finish(err),
@@ -79,7 +87,16 @@ export class ReplicationStream {
     if (type === 0x77) {
       // 'w': walStart, walEnd, sendTime, then one pgoutput message.
       const payload = chunk.subarray(25);
-      this.push({ kind: 'data', walStart: chunk.readBigUInt64BE(1), message: decodePgoutput(payload), bytes: payload.length });
+      const walStart = chunk.readBigUInt64BE(1);
+      if (this.inStreamBlock && payload[0] !== 0x45 /* E: Stream Stop */) {
+        // The socket's buffer is reused: the spooled message needs its own copy.
+        this.push({ kind: 'data', walStart, message: { tag: 'streamed', xid: payload.readUInt32BE(1), payload: Buffer.from(payload) }, bytes: payload.length });
+        return;
+      }
+      const message = decodePgoutput(payload);
+      if (message.tag === 'stream-start') this.inStreamBlock = true;
+      else if (message.tag === 'stream-stop') this.inStreamBlock = false;
+      this.push({ kind: 'data', walStart, message, bytes: payload.length });
     } else if (type === 0x6b) {
       // 'k': walEnd, sendTime, replyRequested.
       this.push({ kind: 'keepalive', walEnd: chunk.readBigUInt64BE(1), replyRequested: chunk[17] === 1 });
