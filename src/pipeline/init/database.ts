@@ -45,7 +45,8 @@ import {
   archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, stopStrayRestores, type SchemaToolOptions,
 } from './schema.js';
 import { createBudget, type Budget } from './budget.js';
-import { ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
+import { DEFAULT_SPLIT_THRESHOLD_BYTES } from './parts.js';
+import { EARLY_POST_DATA_MIN_BYTES, earlyTables, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
 import { analyzeTables } from './analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
@@ -485,16 +486,19 @@ async function recheckForeignKeys(x: DatabaseRunContext, src: pg.Client): Promis
 }
 
 /**
- * The per-table post-data of the tables this run copies (table-post-data.ts),
- * sharing the --jobs budget with the copy; none when the archive is gone (the
- * post-data phase then dumps it again and builds everything).
+ * The per-table post-data of the larger tables this run copies
+ * (table-post-data.ts; at least 16 MB, or the split threshold when that is
+ * lower), sharing the --jobs budget with the copy; none when the archive is
+ * gone (the post-data phase then dumps it again and builds everything).
  */
 async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: TablePostData }> {
   const { x, toolOpts, archive } = r;
   const { d, options: o } = x;
   const budget = createBudget(o.jobs);
   if (!archiveExists(archive)) return { budget };
-  const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
+  const minBytes = Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
+  const todo = earlyTables(x.tables, minBytes).filter((t) => d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
+  if (!todo.length) return { budget };
   const entries = await listPostData(archive, toolOpts);
   const items = await withClient(
     x.source.conn,
