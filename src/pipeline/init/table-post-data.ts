@@ -2,8 +2,8 @@
  * A table's own post-data items (its indexes, primary key, unique, exclusion
  * and separately dumped check constraints), and then its ANALYZE, start as
  * soon as its last part is committed and recorded, while other tables are
- * still being copied, as pg_restore does with indexes. They share the --jobs budget with the copy workers
- * (budget.ts). Foreign keys, triggers, rules, policies, comments and anything
+ * still being copied, as pg_restore does with indexes. They share the --jobs
+ * budget with the copy workers (budget.ts). Foreign keys, triggers, rules, policies, comments and anything
  * of a partitioned table stay in the post-data phase: they span tables, or
  * need another table's unique index. So do small tables (see
  * EARLY_POST_DATA_MIN_BYTES).
@@ -43,8 +43,9 @@ export async function ownPostDataItems(source: pg.Client, entries: TocEntry[], t
   const candidates = entries.filter((e) => OWN_ITEM_DESCS.has(e.desc) && (e.tableOid === PG_CLASS || e.tableOid === PG_CONSTRAINT));
   const out = new Map<string, TocEntry[]>();
   if (!candidates.length || !byOid.size) return out;
-  const { rows } = await source.query<{ cat: number; oid: number; rel: number }>(
-    `SELECT x.cat, x.oid::int AS oid, coalesce(i.indrelid, c.conrelid)::int AS rel
+  // oid as text (it may exceed int4); rel as int, as the catalog gives table OIDs (catalog/tables.ts).
+  const { rows } = await source.query<{ cat: number; oid: string; rel: number }>(
+    `SELECT x.cat, x.oid::text AS oid, coalesce(i.indrelid, c.conrelid)::int AS rel
        FROM unnest($1::int[], $2::oid[]) x(cat, oid)
        LEFT JOIN pg_index i ON x.cat = ${PG_CLASS} AND i.indexrelid = x.oid
        LEFT JOIN pg_constraint c ON x.cat = ${PG_CONSTRAINT} AND c.oid = x.oid`,
