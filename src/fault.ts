@@ -21,6 +21,8 @@ export const FAULT_POINTS = [
   'init.copy.mid-split',
   // init: the first table recorded as done, others pending or in flight
   'init.between-tables',
+  // init: a finished table's own indexes and constraints built while other tables may still be copying
+  'init.post-data.table',
   // init: indexes and constraints built, foreign keys and comments not yet
   'init.post-data',
   // init: sequences set on the target, the phase not yet recorded

@@ -18,6 +18,7 @@ import { emptyScope, scopeFromFlags, type ScopeFlags } from '../../src/config/sc
 import { ExitCode, UsageError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
+import type { ProgressEvent } from '../../src/pipeline/shared/progress.js';
 import type { RunState } from '../../src/state/checkpoint.js';
 import { dumpSchemaText, largeObjects, sequenceValues, tableHashes } from '../support/compare.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
@@ -368,6 +369,67 @@ describe('init', () => {
     expect(await tgt.query('SELECT count(*)::int AS n FROM a', [], m1)).toEqual([{ n: 10 }]);
     expect(await tgt.query('SELECT count(*)::int AS n FROM b', [], m2)).toEqual([{ n: 20 }]);
     for (const slot of slots) await src.query('SELECT pg_drop_replication_slot($1)', [slot]);
+  });
+
+  it("builds each table's own indexes and constraints once its last part is in, and everything else after the copy", async () => {
+    const db = await createDatabase(
+      src,
+      uniqueDbName('postdata'),
+      `CREATE EXTENSION btree_gist;
+       CREATE TABLE big (id int PRIMARY KEY, code text NOT NULL, during tsrange, v int);
+       INSERT INTO big SELECT g, 'c' || g, tsrange('2020-01-01'::timestamp + g * interval '1 hour', '2020-01-01'::timestamp + (g + 1) * interval '1 hour'), g % 97
+         FROM generate_series(1, 20000) g;
+       ALTER TABLE big ADD CONSTRAINT big_code_key UNIQUE (code);
+       ALTER TABLE big ADD CONSTRAINT big_no_overlap EXCLUDE USING gist (v WITH =, during WITH &&);
+       ALTER TABLE big ADD CONSTRAINT big_v_check CHECK (v >= 0) NOT VALID;
+       CREATE INDEX big_lower_code ON big (lower(code)) WHERE v > 10;
+       CREATE TABLE child (id int PRIMARY KEY, big_id int NOT NULL REFERENCES big (id), note text);
+       INSERT INTO child SELECT g, g, 'n' FROM generate_series(1, 500) g;
+       CREATE INDEX child_big_id ON child (big_id);
+       CREATE TABLE part (k int, v int, PRIMARY KEY (k)) PARTITION BY RANGE (k);
+       CREATE TABLE part_1 PARTITION OF part FOR VALUES FROM (0) TO (100);
+       CREATE TABLE part_2 PARTITION OF part FOR VALUES FROM (100) TO (200);
+       INSERT INTO part SELECT g, g FROM generate_series(0, 199) g;
+       CREATE TABLE keyless (v int);
+       INSERT INTO keyless SELECT generate_series(1, 100);
+       CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+       CREATE TRIGGER child_touch BEFORE UPDATE ON child FOR EACH ROW EXECUTE FUNCTION touch();
+       ANALYZE;`,
+    );
+    const events: ProgressEvent[] = [];
+    const o = await options(db, {}, { noSync: true, splitThresholdBytes: 64 * 1024, maxParts: 4, progress: (e) => events.push(e) });
+    const report = await runInit(o);
+    expect(report.databases[0]!.phase).toBe('done');
+    const { state } = await readState(o.stateDir);
+    expect(state.databases[db]!.tables['public.big']!.parts.length).toBeGreaterThan(1);
+
+    // The split table's own items (at least the split threshold big) start after its last part; the small tables'
+    // (below it), and everything of a partitioned table, wait for the post-data and ANALYZE phases.
+    const at = (kind: string, id: string) => events.findIndex((e) => e.kind === kind && 'id' in e && e.id === id);
+    const data = `init/${db}/data`;
+    expect(events[at('start', `${data}/public.big/post-data`)]).toMatchObject({ title: 'public.big: indexes, ANALYZE' });
+    expect(at('start', `${data}/public.big/post-data`)).toBeGreaterThan(at('end', `${data}/public.big`));
+    expect(events[at('end', `${data}/public.big/post-data`)]).toMatchObject({ status: 'ok' });
+    for (const t of ['public.child', 'public.part', 'public.keyless']) expect(at('start', `${data}/${t}/post-data`), t).toBe(-1);
+    expect(events[at('end', data)]).toMatchObject({ status: 'ok', detail: expect.stringMatching(/; 5 indexes and constraints built as tables finished/) });
+    expect(events[at('end', `init/${db}/analyze`)]).toMatchObject({ status: 'ok', detail: '3 tables (1 as their copy finished)' });
+    const stats = `SELECT relname, reltuples::int AS n FROM pg_class WHERE relname IN ('big', 'child', 'keyless', 'part_1') ORDER BY 1`;
+    expect(await tgt.query(stats, [], db)).toEqual([
+      { relname: 'big', n: 20000 }, { relname: 'child', n: 500 }, { relname: 'keyless', n: 100 }, { relname: 'part_1', n: 100 },
+    ]);
+
+    // The outcome: the same schema, every index valid and ready, every constraint as validated as on the source.
+    expect(await dumpSchemaText(tgt.conn(db))).toEqual(await dumpSchemaText(src.conn(db)));
+    const indexes = `SELECT c.relname, i.indisvalid AND i.indisready AS ok FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' ORDER BY 1`;
+    const constraints = `SELECT conname, contype, convalidated FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1`;
+    const tgtIndexes = await tgt.query<{ relname: string; ok: boolean }>(indexes, [], db);
+    expect(tgtIndexes.length).toBe(9);
+    expect(tgtIndexes.filter((r) => !r.ok)).toEqual([]);
+    expect(tgtIndexes).toEqual(await src.query(indexes, [], db));
+    expect(await tgt.query(constraints, [], db)).toEqual(await src.query(constraints, [], db));
+    const [srcRows, tgtRows] = await Promise.all([tableHashes(src.conn(db)), tableHashes(tgt.conn(db))]);
+    expect(tgtRows).toEqual(srcRows);
   });
 
   it('--dry-run plans and writes nothing', async () => {

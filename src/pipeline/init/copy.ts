@@ -39,6 +39,7 @@ import { displayName, qualifiedName } from '../../postgres/identifiers.js';
 import type { CopyFormat } from './format.js';
 import type { TablePart } from './parts.js';
 import { runPool } from './pool.js';
+import type { Budget } from './budget.js';
 import { formatBytes, rateAndEta } from '../../units.js';
 import { copyPartWithRetries, type PartResult } from './copy-part.js';
 import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
@@ -86,6 +87,8 @@ export interface CopyTablesOptions extends CopyPlanOptions {
   onPartDone?: (plan: TableCopyPlan, part: TablePart, result: PartResult) => void | Promise<void>;
   /** Called (and awaited) once every part of a table is committed. */
   onTableDone?: (plan: TableCopyPlan, report: TableCopyReport) => void | Promise<void>;
+  /** Shared with other target work (init's per-table post-data): each part's copy holds one permit. */
+  budget?: Budget;
 }
 
 interface TableRun {
@@ -208,7 +211,6 @@ async function finishEmptyTables(c: CopyRun): Promise<void> {
 /** One worker's job: one part, with progress, retries and the table's completion. */
 async function copyItem(c: CopyRun, plan: TableCopyPlan, part: TablePart, slot: number, signal: AbortSignal): Promise<void> {
   const run = c.runs.get(plan.key)!;
-  if (run.startedAt === undefined) startTable(c, run);
   const onBytes = (n: number) => {
     run.bytes += n;
     c.overall.bytes += n;
@@ -223,19 +225,24 @@ async function copyItem(c: CopyRun, plan: TableCopyPlan, part: TablePart, slot: 
     c.progress({ kind: 'update', id: `${c.pid}/${plan.key}`, detail: rateDetail(run, now), done: run.bytes, total: plan.estimatedBytes, unit: 'bytes' });
   };
   const truncateAndFreeze = !plan.splitRelations.some((r) => r.schema === part.relation.schema && r.name === part.relation.name);
-  const result = await copyPartWithRetries(
-    () => c.sessionFor(slot),
-    part,
-    { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes },
-    c.retries,
-    {
-      onFailedAttempt: (bytes) => {
-        run.bytes -= bytes;
-        c.overall.bytes -= bytes;
+  const copy = () => {
+    // Started once it holds a permit: a part waiting for one is not being copied.
+    if (run.startedAt === undefined) startTable(c, run);
+    return copyPartWithRetries(
+      () => c.sessionFor(slot),
+      part,
+      { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes },
+      c.retries,
+      {
+        onFailedAttempt: (bytes) => {
+          run.bytes -= bytes;
+          c.overall.bytes -= bytes;
+        },
+        onRetry: (message) => c.progress({ kind: 'log', level: 'warn', message }),
       },
-      onRetry: (message) => c.progress({ kind: 'log', level: 'warn', message }),
-    },
-  );
+    );
+  };
+  const result = c.opts.budget ? await c.opts.budget.run(copy, signal) : await copy();
   run.rows += result.rows;
   run.parts.push({ id: part.id, ...result });
   await c.opts.onPartDone?.(plan, part, result);

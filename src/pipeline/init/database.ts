@@ -4,8 +4,9 @@
  *
  *   pending    target database created (or found empty, or re-created with --drop-existing)
  *   schema     snapshot taken (slot + exported snapshot), schema archive dumped under it, pre-data restored
- *   data       rows copied under the snapshot (parts recorded as they commit), large objects
- *   post-data  indexes and constraints, then foreign keys, then comments
+ *   data       rows copied under the snapshot (parts recorded as they commit), large objects;
+ *              each table's own indexes and constraints as soon as it is in (table-post-data.ts)
+ *   post-data  the remaining indexes and constraints, then foreign keys, then comments
  *   sequences  values set from the source
  *   analyze    statistics on the copied tables
  *   done
@@ -35,14 +36,17 @@ import type { ServerIdentity } from '../../postgres/probe.js';
 import { isPgferryName, type ObjectNames } from '../../state/object-names.js';
 import { phaseBefore, statePaths, tableKey, type DatabaseState, type InitPhase, type StateStore } from '../../state/checkpoint.js';
 import { formatBytes } from '../../units.js';
-import { copyTables } from './copy.js';
+import { copyTables, type CopyTablesOptions } from './copy.js';
 import { planCopy } from './copy-plan.js';
 import { createForeignKeys, fkKey } from './constraints.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
 import {
-  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, type SchemaToolOptions,
+  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, stopStrayRestores, type SchemaToolOptions,
 } from './schema.js';
+import { createBudget, type Budget } from './budget.js';
+import { DEFAULT_SPLIT_THRESHOLD_BYTES } from './parts.js';
+import { EARLY_POST_DATA_MIN_BYTES, earlyTables, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
 import { analyzeTables } from './analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
@@ -100,6 +104,8 @@ interface PhaseRun {
   pid: string;
   runPhaseSeconds: Record<string, number>;
   copiedThisRun: Set<string>;
+  /** Tables analysed during the data phase of this run (table-post-data.ts). */
+  analyzedThisRun: Set<string>;
   largeObjects: number;
   sequences: number;
   toolOpts: SchemaToolOptions;
@@ -132,7 +138,7 @@ function phaseRun(x: DatabaseRunContext): PhaseRun {
     }
   };
   return {
-    x, pid, runPhaseSeconds, copiedThisRun: new Set<string>(), largeObjects: 0, sequences: 0, mark: null,
+    x, pid, runPhaseSeconds, copiedThisRun: new Set<string>(), analyzedThisRun: new Set<string>(), largeObjects: 0, sequences: 0, mark: null,
     toolOpts: { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges },
     archive: archiveFile(o.stateDir, d.sourceDatabase),
     timed,
@@ -217,7 +223,10 @@ async function snapshotPhases(r: PhaseRun): Promise<void> {
 async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
   const { x, timed, setPhase } = r;
   const { d, store, options: o } = x;
-  await timed('data', 'data', () => copyData(x, holder, r.copiedThisRun, r.mark));
+  await timed('data', 'data', async () => {
+    const post = await earlyPostData(r);
+    return copyData(x, holder, r.copiedThisRun, r.mark, post);
+  });
   if (d.largeObjects === 'pending') {
     await timed('large-objects', 'large objects', async () => {
       const n = await withClient(x.source.conn, countLargeObjects, { label: 'the source' });
@@ -264,9 +273,10 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
   const { d, store, options: o } = x;
   await timed('analyze', 'ANALYZE', async () => {
     const copied = x.tables.filter((t) => !t.schemaOnly);
-    await analyzeTables(x.target.conn, copied, o.jobs, x.signal);
+    const left = copied.filter((t) => !r.analyzedThisRun.has(tableKey(t.schema, t.name)));
+    await analyzeTables(x.target.conn, left, o.jobs, x.signal);
     faultPoint('init.analyze');
-    return `${copied.length} tables`;
+    return left.length < copied.length ? `${left.length} tables (${copied.length - left.length} as their copy finished)` : `${copied.length} tables`;
   });
   await store.update(() => {
     d.phase = 'done';
@@ -475,7 +485,50 @@ async function recheckForeignKeys(x: DatabaseRunContext, src: pg.Client): Promis
   for (const p of fresh) x.warn(`${p.message} (rows written since the pre-check): created NOT VALID`);
 }
 
-async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThisRun: Set<string>, mark: string | null): Promise<string> {
+/**
+ * The per-table post-data of the larger tables this run copies
+ * (table-post-data.ts; at least 16 MB, or the split threshold when that is
+ * lower), sharing the --jobs budget with the copy; none when the archive is
+ * gone (the post-data phase then dumps it again and builds everything).
+ */
+async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: TablePostData }> {
+  const { x, toolOpts, archive } = r;
+  const { d, options: o } = x;
+  const budget = createBudget(o.jobs);
+  if (!archiveExists(archive)) return { budget };
+  const minBytes = Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
+  const todo = earlyTables(x.tables, minBytes).filter((t) => d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
+  if (!todo.length) return { budget };
+  const entries = await listPostData(archive, toolOpts);
+  const items = await withClient(
+    x.source.conn,
+    (s) =>
+      withClient(
+        x.target.conn,
+        async (t) => {
+          await stopStrayRestores(t);
+          // A table copied again after a resume that lost its slot may still have the items built for its first copy.
+          const present = await entriesPresentOnTarget(s, t, entries);
+          return ownPostDataItems(s, entries.filter((e) => !present.has(e.dumpId)), todo);
+        },
+        { label: 'the target' },
+      ),
+    { label: 'the source' },
+  );
+  const post = tablePostData({
+    target: x.target.conn, archive, workDir: statePaths(o.stateDir).work, base: encodeURIComponent(d.sourceDatabase), items, tables: todo, budget,
+    toolOpts, progress: x.progress, progressParent: `init/${d.sourceDatabase}/data`, analyzed: r.analyzedThisRun,
+  });
+  return { budget, post };
+}
+
+async function copyData(
+  x: DatabaseRunContext,
+  holder: SnapshotHolder,
+  copiedThisRun: Set<string>,
+  mark: string | null,
+  early: { budget: Budget; post?: TablePostData },
+): Promise<string> {
   const { d, store, options: o } = x;
   const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
   if (!todo.length) return 'nothing left to copy';
@@ -511,17 +564,36 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
   });
   // Before any row is copied: a resume copies these tables again under a new snapshot and writes their marks again.
   if (mark) await withClient(x.target.conn, (c) => writeInitMarks(c, todo, mark), { label: 'the target' });
-  const report = await copyTables({
-    ...planOpts,
-    source: x.source.conn,
-    target: x.target.conn,
-    snapshot: holder.snapshotName,
-    tables: inputs,
-    plan: plans,
-    jobs: o.jobs,
-    signal: x.signal,
-    progress: x.progress,
-    progressId: `init/${d.sourceDatabase}/data`,
+  const { budget, post } = early;
+  let report;
+  try {
+    report = await copyTables({
+      ...planOpts,
+      budget,
+      source: x.source.conn,
+      target: x.target.conn,
+      snapshot: holder.snapshotName,
+      tables: inputs,
+      plan: plans,
+      jobs: o.jobs,
+      signal: x.signal,
+      progress: x.progress,
+      progressId: `init/${d.sourceDatabase}/data`,
+      ...checkpointCallbacks(x, copiedThisRun, post),
+    });
+  } catch (err) {
+    post?.stop();
+    await post?.settle().catch(() => {});
+    throw err;
+  }
+  const built = (await post?.settle()) ?? 0;
+  return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}${built ? `; ${built} indexes and constraints built as tables finished` : ''}`;
+}
+
+/** What is recorded as parts and tables finish, and each finished table's own post-data queued. */
+function checkpointCallbacks(x: DatabaseRunContext, copiedThisRun: Set<string>, post: TablePostData | undefined): Pick<CopyTablesOptions, 'onPartDone' | 'onTableDone'> {
+  const { d, store } = x;
+  return {
     onPartDone: (plan, part, r) => {
       const t = d.tables[plan.key]!;
       const p = t.parts.find((q) => q.id === part.id);
@@ -536,24 +608,39 @@ async function copyData(x: DatabaseRunContext, holder: SnapshotHolder, copiedThi
     },
     onTableDone: (plan, r) => {
       copiedThisRun.add(plan.key);
-      return store.update(() => {
-        const t = d.tables[plan.key]!;
-        t.status = 'done';
-        t.rows = r.rows;
-        t.bytes = r.bytes;
-        t.seconds = r.ms / 1000;
-      }).then(() => faultPoint('init.between-tables'));
+      return store
+        .update(() => {
+          const t = d.tables[plan.key]!;
+          t.status = 'done';
+          t.rows = r.rows;
+          t.bytes = r.bytes;
+          t.seconds = r.ms / 1000;
+        })
+        .then(() => {
+          faultPoint('init.between-tables');
+          // Only once the table is recorded done: a resume never copies again a table whose indexes it built.
+          post?.tableDone(plan.key);
+        });
     },
-  });
-  return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}`;
+  };
 }
 
 async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions): Promise<string> {
   const { d, options: o } = x;
   const entries = await listPostData(archive, toolOpts);
-  const present = await withClient(x.source.conn, (s) => withClient(x.target.conn, (t) => entriesPresentOnTarget(s, t, entries), { label: 'the target' }), {
-    label: 'the source',
-  });
+  const present = await withClient(
+    x.source.conn,
+    (s) =>
+      withClient(
+        x.target.conn,
+        async (t) => {
+          await stopStrayRestores(t);
+          return entriesPresentOnTarget(s, t, entries);
+        },
+        { label: 'the target' },
+      ),
+    { label: 'the source' },
+  );
   // pgferry's own publication belongs to the source side of this migration, not to the copy.
   const own = (e: { desc: string; line: string }) => e.desc.startsWith('PUBLICATION') && e.line.split(' ').some((w) => isPgferryName(w));
   const todo = entries.filter((e) => !present.has(e.dumpId) && !own(e));

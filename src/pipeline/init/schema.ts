@@ -5,9 +5,11 @@
  * pre-data section is restored in one transaction before the data, its
  * post-data section after it:
  *
- *   pass 1  pg_restore -j N of every post-data item except foreign keys and
- *           comments (indexes, primary keys, unique and exclusion constraints,
- *           triggers, rules, policies, materialized view data …);
+ *   pass 0  during the copy, each table's own indexes and constraints as soon
+ *           as its data is in (table-post-data.ts);
+ *   pass 1  pg_restore -j N of every other post-data item except foreign keys
+ *           and comments (what pass 0 left, triggers, rules, policies,
+ *           materialized view data …);
  *   pass 2  foreign keys, created by pgferry itself (constraints.ts) so that a
  *           key can be made NOT VALID where the scope asks for it;
  *   pass 3  comments and security labels of post-data objects.
@@ -82,15 +84,43 @@ function restoreArgs(o: SchemaToolOptions): string[] {
   return args;
 }
 
-/** Restore the pre-data section in one transaction: all of it or nothing. */
+/** application_name of init's pg_restore sessions on the target, so that a later run finds those a killed run left behind. */
+export const RESTORE_APPLICATION_NAME = 'pgferry_restore';
+
 /**
  * pg_restore's sessions flush their commits (synchronous_commit = local) even
  * on a target running with it off: init records a restored schema as done, and
  * a crash must not take back what the state file says exists.
  */
 function durableRestoreEnv(): Record<string, string> {
-  return { PGOPTIONS: `${process.env.PGOPTIONS ?? ''} -c synchronous_commit=local`.trim() };
+  return { PGOPTIONS: `${process.env.PGOPTIONS ?? ''} -c synchronous_commit=local`.trim(), PGAPPNAME: RESTORE_APPLICATION_NAME };
 }
+
+/**
+ * A pg_restore outlives a pgferry killed with SIGKILL, and its index build
+ * goes on and commits: it would collide with the rerun building the same item.
+ * The state lock says no other run of this migration is alive, so such
+ * sessions in this target database are terminated (an unfinished build rolls
+ * back) and awaited before the rerun looks at what exists.
+ */
+export async function stopStrayRestores(target: pg.Client, timeoutMs = 30_000): Promise<number> {
+  const sql = `FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()`;
+  const { rows } = await target.query<{ n: number }>(`SELECT count(*)::int AS n ${sql}`, [RESTORE_APPLICATION_NAME]);
+  if (!rows[0]!.n) return 0;
+  try {
+    await target.query(`SELECT pg_terminate_backend(pid) ${sql}`, [RESTORE_APPLICATION_NAME]);
+  } catch {
+    return 0; // not allowed to signal them (another role's sessions): the rerun meets them as before
+  }
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; ) {
+    const left = await target.query<{ n: number }>(`SELECT count(*)::int AS n ${sql}`, [RESTORE_APPLICATION_NAME]);
+    if (!left.rows[0]!.n) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return rows[0]!.n;
+}
+
+/** Restore the pre-data section in one transaction: all of it or nothing. */
 
 export async function restorePreData(conn: ResolvedConnInfo, file: string, o: SchemaToolOptions): Promise<void> {
   try {
