@@ -30,9 +30,10 @@
  * inserting about n MB of WAL of such rows (streamed by the source, spooled by the client applier).
  */
 import { execa } from 'execa';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { clusterCpuSeconds, procCpuSeconds } from './cpu.mjs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
@@ -65,40 +66,6 @@ function peakRssMb(pid) {
   }
 }
 
-/** utime + stime of a live process in seconds (0 once it is gone). */
-function procCpuSeconds(pid) {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * CPU seconds used so far by one local cluster: the postmaster, its reaped children and every live
- * child (as in verify-bench.mjs). On a shared machine wall time depends on the neighbours; CPU time does not.
- */
-function clusterCpuSeconds(cluster) {
-  const stat = (pid) => {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return text.slice(text.lastIndexOf(')') + 2).split(' ');
-  };
-  const pm = Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const own = stat(pm);
-  let total = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const f = stat(entry);
-      if (Number(f[1]) === pm) total += Number(f[11]) + Number(f[12]);
-    } catch {
-      // exited meanwhile: its time is in the postmaster's reaped total
-    }
-  }
-  return total / 100;
-}
 
 /** CPU seconds of processes found while something runs, by role (a pid's last reading before it exits). */
 class CpuTracker {

@@ -24,8 +24,7 @@
  * rows of the largest keyed table are deleted on the target and re-inserted
  * after the measurement). Uses the build in dist/ (the .sh wrapper builds first).
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import path from 'node:path';
+import { clusterCpuSeconds } from './cpu.mjs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -118,31 +117,6 @@ INSERT INTO part_events SELECT i, '2020-01-01'::date + i % 2000, i % 977, 'event
 
 const clusters = [];
 
-/**
- * CPU seconds used so far by one local cluster: its postmaster's reaped children
- * (sessions and parallel workers that exited) plus every live child. On a shared
- * machine wall time depends on how many processes a method runs; CPU time does not.
- */
-function clusterCpuSeconds(cluster) {
-  const ticks = 100; // USER_HZ on Linux
-  const stat = (pid) => {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return text.slice(text.lastIndexOf(')') + 2).split(' ');
-  };
-  const pm = Number(readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const own = stat(pm);
-  let total = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const f = stat(entry);
-      if (Number(f[1]) === pm) total += Number(f[11]) + Number(f[12]);
-    } catch {
-      // the process exited meanwhile: its time is in the postmaster's reaped total
-    }
-  }
-  return total / ticks;
-}
 
 /** Wall and CPU seconds of fn (CPU: both local clusters plus this process), when the clusters are ours. */
 async function measure(fn) {

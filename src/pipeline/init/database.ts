@@ -500,21 +500,8 @@ async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: Tabl
   const todo = earlyTables(x.tables, minBytes).filter((t) => d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
   if (!todo.length) return { budget };
   const entries = await listPostData(archive, toolOpts);
-  const items = await withClient(
-    x.source.conn,
-    (s) =>
-      withClient(
-        x.target.conn,
-        async (t) => {
-          await stopStrayRestores(t);
-          // A table copied again after a resume that lost its slot may still have the items built for its first copy.
-          const present = await entriesPresentOnTarget(s, t, entries);
-          return ownPostDataItems(s, entries.filter((e) => !present.has(e.dumpId)), todo);
-        },
-        { label: 'the target' },
-      ),
-    { label: 'the source' },
-  );
+  // A table copied again after a resume that lost its slot may still have the items built for its first copy.
+  const items = await withPresentPostData(x, entries, (s, present) => ownPostDataItems(s, entries.filter((e) => !present.has(e.dumpId)), todo));
   const post = tablePostData({
     target: x.target.conn, archive, workDir: statePaths(o.stateDir).work, base: encodeURIComponent(d.sourceDatabase), items, tables: todo, budget,
     toolOpts, progress: x.progress, progressParent: `init/${d.sourceDatabase}/data`, analyzed: r.analyzedThisRun,
@@ -625,22 +612,34 @@ function checkpointCallbacks(x: DatabaseRunContext, copiedThisRun: Set<string>, 
   };
 }
 
-async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions): Promise<string> {
-  const { d, options: o } = x;
-  const entries = await listPostData(archive, toolOpts);
-  const present = await withClient(
+/**
+ * The post-data entries already on the target (after a stray pg_restore of a
+ * killed run is stopped), handed to `fn` with the open source session.
+ */
+function withPresentPostData<T>(
+  x: DatabaseRunContext,
+  entries: Parameters<typeof entriesPresentOnTarget>[2],
+  fn: (source: pg.Client, present: Awaited<ReturnType<typeof entriesPresentOnTarget>>) => Promise<T>,
+): Promise<T> {
+  return withClient(
     x.source.conn,
     (s) =>
       withClient(
         x.target.conn,
         async (t) => {
           await stopStrayRestores(t);
-          return entriesPresentOnTarget(s, t, entries);
+          return fn(s, await entriesPresentOnTarget(s, t, entries));
         },
         { label: 'the target' },
       ),
     { label: 'the source' },
   );
+}
+
+async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions): Promise<string> {
+  const { d, options: o } = x;
+  const entries = await listPostData(archive, toolOpts);
+  const present = await withPresentPostData(x, entries, (_s, p) => Promise.resolve(p));
   // pgferry's own publication belongs to the source side of this migration, not to the copy.
   const own = (e: { desc: string; line: string }) => e.desc.startsWith('PUBLICATION') && e.line.split(' ').some((w) => isPgferryName(w));
   const todo = entries.filter((e) => !present.has(e.dumpId) && !own(e));
