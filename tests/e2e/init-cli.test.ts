@@ -58,6 +58,21 @@ describe('pgferry init (built CLI)', () => {
     expect(await pg.query('SELECT 1 FROM pg_database WHERE datname = $1', ['shop_dry'])).toEqual([]);
   });
 
+  it('--dry-run --json: with 64 MB or more to copy the estimate uses a sampled read rate of the largest table', async () => {
+    await createDatabase(pg, 'big', `CREATE TABLE small (id int PRIMARY KEY);
+      CREATE TABLE wide (id int PRIMARY KEY, v text);
+      INSERT INTO wide SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 75000) g; ANALYZE;`);
+    const dir = await stateDir();
+    const r = await runCliProcess(['init', '--source', pg.url('big'), '--target', pg.url('big_dry'), '--state-dir', dir, '--dry-run', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const plan = (JSON.parse(r.stdout) as { plan: { estimatedBytes: number; estimatedSeconds: number; estimateBasis: { kind: string; table?: string; bytesPerSecondPerJob: number } } }).plan;
+    expect(plan.estimatedBytes).toBeGreaterThanOrEqual(64 * 1024 * 1024);
+    expect(plan.estimateBasis).toMatchObject({ kind: 'sampled', table: 'public.wide' });
+    expect(plan.estimatedSeconds).toBe(Math.ceil(plan.estimatedBytes / plan.estimateBasis.bytesPerSecondPerJob));
+    const text = await runCliProcess(['init', '--source', pg.url('big'), '--target', pg.url('big_dry'), '--state-dir', dir, '--dry-run']);
+    expect(text.stdout).toMatch(/Estimated: .* at least .* the source read public\.wide at .*\/s per stream in a sample/);
+  });
+
   it('runs unattended with --no-sync --jobs 2 --yes and prints a JSON summary', async () => {
     const dir = await stateDir();
     const r = await runCliProcess(args('shop_json', dir, '--no-sync', '--jobs', '2', '--yes', '--json'));

@@ -13,6 +13,7 @@ import type { ResolvedConnInfo } from '../../src/postgres/conninfo.js';
 import { copyTables } from '../../src/pipeline/init/copy.js';
 import { copyPart } from '../../src/pipeline/init/copy-part.js';
 import { planCopy, type CopyTableInput } from '../../src/pipeline/init/copy-plan.js';
+import { sampleReadRate } from '../../src/pipeline/init/sample-rate.js';
 import { COPY_APPLICATION_NAME, openCopySession } from '../../src/pipeline/init/copy-session.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 import { startLoad, type Writer } from '../support/writer.js';
@@ -319,6 +320,25 @@ describe('copy engine (15 → 17)', () => {
     // An inheritance parent is copied without its children (they are tables of their own).
     expect(await targetRows(t, 'parent_tbl')).toEqual(['(1,parent)']);
     expect(await targetRows(t, 'child_tbl')).toEqual(['(2,child,5)']);
+  });
+
+  it('samples the read rate with a short read of the planned COPY (filter included), not the whole table', async () => {
+    const { s } = await pair('CREATE TABLE sampled (id int PRIMARY KEY, v text)');
+    await src.query(`INSERT INTO sampled SELECT g, repeat(md5(g::text), 6) FROM generate_series(1, 40000) g; ANALYZE sampled`, undefined, s.dbname);
+    const tables = await scopeTables(s);
+    const [whole, none] = await withCanonical(s, async (c) => [
+      ...(await planCopy(c, [input(tables, 'sampled', 'id % 2 = 0')], { sourceMajor: src.major, targetMajor: tgt.major })),
+      ...(await planCopy(c, [input(tables, 'sampled', 'id < 0')], { sourceMajor: src.major, targetMajor: tgt.major })),
+    ]);
+    expect(whole!.estimatedBytes).toBeGreaterThan(8 * 1024 * 1024);
+    const r = await withCanonical(s, (c) => sampleReadRate(c, whole!, 1024 * 1024));
+    expect(r).toMatchObject({ table: 'public.sampled' });
+    expect(r!.bytesPerSecond).toBeGreaterThan(0);
+    // About a megabyte of the table's on-disk size was read, not the ~10 MB of it.
+    expect(r!.sampledBytes).toBeGreaterThan(512 * 1024);
+    expect(r!.sampledBytes).toBeLessThan(1.1 * 1024 * 1024);
+    // A filter that keeps nothing gives no rate rather than an absurd one.
+    expect(await withCanonical(s, (c) => sampleReadRate(c, none!, 1024 * 1024))).toBeNull();
   });
 
   it('names the table, part, side and SQLSTATE of a failure and leaves no session or transaction behind', async () => {

@@ -66,11 +66,19 @@ function printPlan(out: Output, plan: InitPlan, dropExisting: boolean, refusals:
     for (const p of d.replicationProblems) out.print(`  ${out.symbol('fail')} ${p}`);
   }
   out.print();
-  out.print(`Estimated: ${formatBytes(plan.estimatedBytes)} of rows, roughly ${formatDuration(plan.estimatedSeconds * 1000)} with ${plan.jobs} jobs (a nominal rate; indexes come on top)`);
+  out.print(`Estimated: ${formatBytes(plan.estimatedBytes)} of rows, ${estimateText(plan)}`);
   if (refusals?.length) {
     out.print();
     out.print(`${out.symbol('fail')} init would stop: ${refusals.length} problem${refusals.length > 1 ? 's' : ''} above`);
   }
+}
+
+function estimateText(plan: InitPlan): string {
+  const b = plan.estimateBasis;
+  const time = formatDuration(plan.estimatedSeconds * 1000);
+  if (b.kind === 'nominal') return `roughly ${time} with ${plan.jobs} jobs (a nominal rate; indexes come on top)`;
+  return `at least ${time} with ${plan.jobs} jobs: the source read ${b.table} at ${formatBytes(Math.round(b.bytesPerSecondPerJob))}/s per stream in a sample; `
+    + 'the target\'s writes and the indexes come on top, and the copy shows the rate it measures';
 }
 
 function printReport(out: Output, r: InitReport): void {

@@ -46,14 +46,18 @@ function columnList(columns: readonly string[]): string {
   return columns.length ? ` (${quoteIdentList(columns)})` : '';
 }
 
-/** The source statement: plain COPY when there is neither filter nor range, else COPY (SELECT … FROM ONLY …). */
-export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null, select?: string): string {
+/**
+ * The source statement: plain COPY when there is neither filter nor range, else COPY (SELECT … FROM ONLY …).
+ * `limit` (the rate sample before the copy) reads only the first rows.
+ */
+export function copyOutSql(relation: RelationName, columns: readonly string[], format: CopyFormat, filter?: string, range: PartRange = null, select?: string, limit?: number): string {
   const rel = qualifiedName(relation.schema, relation.name);
   // The newline ends a trailing "--" comment in the filter, which would otherwise swallow the range.
   const conds = [filter?.trim() ? `(${filter.trim()}\n)` : null, rangePredicate(range)].filter((c): c is string => !!c);
-  if (!conds.length && !select) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
+  if (!conds.length && !select && limit === undefined) return `COPY ${rel}${columnList(columns)} TO STDOUT (FORMAT ${format})`;
   const list = select ?? (columns.length ? quoteIdentList(columns) : '');
-  return `COPY (SELECT ${list} FROM ONLY ${rel}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}) TO STDOUT (FORMAT ${format})`;
+  const limitClause = limit === undefined ? '' : ` LIMIT ${Math.max(0, Math.floor(limit))}`;
+  return `COPY (SELECT ${list} FROM ONLY ${rel}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}${limitClause}) TO STDOUT (FORMAT ${format})`;
 }
 
 /** The target statement. */

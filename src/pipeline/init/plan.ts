@@ -5,8 +5,16 @@
  */
 import type { TableCopyPlan } from './copy-plan.js';
 
-/** Rough rate of one COPY stream between two servers; only for the estimate shown before copying. */
+/** Rate of one COPY stream assumed when none was measured (too little data to sample, or the sample failed). */
 export const ESTIMATE_BYTES_PER_SECOND_PER_JOB = 40 * 1024 * 1024;
+
+/** Where the estimate's rate comes from. */
+export interface EstimateBasis {
+  /** 'sampled': a read of `table` on the source (a floor: the target's writes come on top); 'nominal': an assumed rate. */
+  kind: 'sampled' | 'nominal';
+  bytesPerSecondPerJob: number;
+  table?: string;
+}
 
 export interface PlannedTable {
   schema: string;
@@ -43,8 +51,9 @@ export interface InitPlan {
   jobs: number;
   databases: PlannedDatabase[];
   estimatedBytes: number;
-  /** A rough figure: bytes over jobs × a nominal stream rate, never less than the largest table alone. */
+  /** Bytes over jobs × the rate of `estimateBasis`, never less than the largest part alone. */
   estimatedSeconds: number;
+  estimateBasis: EstimateBasis;
 }
 
 export function plannedTables(plans: TableCopyPlan[], schemaOnly: { schema: string; name: string; estimatedRows: number }[], done: Set<string>): PlannedTable[] {
@@ -66,9 +75,10 @@ export function plannedTables(plans: TableCopyPlan[], schemaOnly: { schema: stri
   return rows;
 }
 
-export function estimateSeconds(tables: PlannedTable[], jobs: number): number {
+export function estimateSeconds(tables: PlannedTable[], jobs: number, bytesPerSecondPerJob = ESTIMATE_BYTES_PER_SECOND_PER_JOB): number {
   const todo = tables.filter((t) => !t.done && !t.schemaOnly);
   const total = todo.reduce((n, t) => n + t.estimatedBytes, 0);
   const largest = todo.reduce((n, t) => Math.max(n, t.estimatedBytes / Math.max(1, t.parts)), 0);
-  return Math.ceil(Math.max(total / (Math.max(1, jobs) * ESTIMATE_BYTES_PER_SECOND_PER_JOB), largest / ESTIMATE_BYTES_PER_SECOND_PER_JOB));
+  const rate = bytesPerSecondPerJob > 0 ? bytesPerSecondPerJob : ESTIMATE_BYTES_PER_SECOND_PER_JOB;
+  return Math.ceil(Math.max(total / (Math.max(1, jobs) * rate), largest / rate));
 }

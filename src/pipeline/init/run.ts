@@ -36,7 +36,9 @@ import { planCopy } from './copy-plan.js';
 import { initDatabase, type DatabaseReport, type DatabaseRunContext } from './database.js';
 import { checkForeignKeys, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
 import { assertFiltersPlan, effectiveFilters, fixTimeCutoffs } from '../shared/filters.js';
-import { estimateSeconds, plannedTables, type InitPlan, type PlannedDatabase } from './plan.js';
+import { ESTIMATE_BYTES_PER_SECOND_PER_JOB, estimateSeconds, plannedTables, type EstimateBasis, type InitPlan, type PlannedDatabase } from './plan.js';
+import { SAMPLE_MIN_TOTAL_BYTES, sampleReadRate } from './sample-rate.js';
+import type { TableCopyPlan } from './copy-plan.js';
 import { checkReplication, type ReplicationCheck } from './publication.js';
 import { copyRoles, type RolesReport } from './roles.js';
 import { dropSlot, findSlot } from '../shared/slot.js';
@@ -461,6 +463,7 @@ async function makePlan(
   state: RunState | undefined,
 ): Promise<InitPlan> {
   const databases: PlannedDatabase[] = [];
+  let largest: { plan: TableCopyPlan; ctx: DatabaseContext } | null = null;
   for (const ctx of contexts) {
     const prior = state?.databases[ctx.source];
     const done = new Set(prior ? Object.entries(prior.tables).filter(([, t]) => t.status === 'done').map(([k]) => k) : []);
@@ -472,6 +475,7 @@ async function makePlan(
       ),
     { label: 'the source' });
     const tables = plannedTables(plans, ctx.tables.filter((t) => t.schemaOnly), done);
+    for (const p of plans) if (!done.has(p.key) && (!largest || p.estimatedBytes > largest.plan.estimatedBytes)) largest = { plan: p, ctx };
     let targetStatus: PlannedDatabase['targetStatus'] = 'prepared';
     let targetContents: string | null = null;
     if (!prior?.targetPrepared) {
@@ -503,11 +507,25 @@ async function makePlan(
     });
   }
   const all = databases.flatMap((d) => d.tables);
+  const estimatedBytes = databases.reduce((n, d) => n + d.estimatedBytes, 0);
+  const basis = estimatedBytes >= SAMPLE_MIN_TOTAL_BYTES && largest ? await sampleBasis(largest.ctx, largest.plan) : null;
+  const estimateBasis: EstimateBasis = basis ?? { kind: 'nominal', bytesPerSecondPerJob: ESTIMATE_BYTES_PER_SECOND_PER_JOB };
   return {
     jobs: o.jobs,
     databases,
-    estimatedBytes: databases.reduce((n, d) => n + d.estimatedBytes, 0),
-    estimatedSeconds: estimateSeconds(all, o.jobs),
+    estimatedBytes,
+    estimatedSeconds: estimateSeconds(all, o.jobs, estimateBasis.bytesPerSecondPerJob),
+    estimateBasis,
   };
+}
+
+/** The measured read rate of the largest table; an estimate is not worth failing init over, so errors give null. */
+async function sampleBasis(ctx: DatabaseContext, plan: TableCopyPlan): Promise<EstimateBasis | null> {
+  try {
+    const r = await withClient(ctx.sourceConn, (c) => sampleReadRate(c, plan), { label: 'the source' });
+    return r ? { kind: 'sampled', bytesPerSecondPerJob: r.bytesPerSecond, table: r.table } : null;
+  } catch {
+    return null;
+  }
 }
 
