@@ -495,7 +495,9 @@ async function subscribe(
   if (!sub && useSlot) {
     publicationChange = await ensurePublication(src, names.publication, immediate, ids.source.major);
     faultPoint('sync.after-publication');
-    await checkSlotDecodable(s, slotName);
+    // Only a publication made or changed now can be unreadable for the slot (init makes it before the slot), and the
+    // peek is not free: it decodes up to the end of the slot's first transaction, all of it when that one is huge.
+    if (publicationChange !== 'unchanged') await checkSlotDecodable(s, slotName);
     await createSubscription(tgt, {
       name: names.subscription, publication: names.publication, slot: slotName, conninfo: conn.conninfo, createSlot: false, copyData: false,
       enabled: false, binary, streaming, passwordNotRequired: passwordNotRequired(ids, conn),
