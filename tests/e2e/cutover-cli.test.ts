@@ -79,9 +79,11 @@ describe('pgferry cutover', () => {
       expect(d.tables).toEqual(['public.w_docs', 'public.w_items', 'public.w_log', 'public.w_region']);
       expect(d.revokeConnect).toContain(null);
       expect(d.sessions).toContainEqual(expect.objectContaining({ application: 'someone', inTransaction: true }));
-      const text = await pgferry('cutover', '--dry-run');
+      const text = await pgferry('cutover', '--dry-run', '--timestamp-column', 'changed_at');
       expect(text.exitCode).toBe(0);
       expect(text.stdout).toMatch(/CONNECT revoked from PUBLIC/);
+      // A flag only the timestamp method reads is named, not silently dropped.
+      expect(text.stderr).toMatch(/--timestamp-column only applies after init --method timestamp; ignored/);
       expect(text.stdout + text.stderr).not.toMatch(ESC);
       // The session is still there, and nothing was fenced.
       await held.query('SELECT 1');

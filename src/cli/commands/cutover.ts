@@ -22,7 +22,7 @@ interface CutoverArgs extends ScopeArgs {
   abort: boolean;
   dryRun: boolean;
   jobs: number;
-  timestampColumn: string;
+  timestampColumn?: string;
 }
 
 function renderPlan(out: Output, plan: CutoverPlan): void {
@@ -111,8 +111,8 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
       .option('dry-run', { type: 'boolean', group: GROUP, default: false, describe: 'Show what would be fenced (tables, roles, sessions); change nothing' })
       .option('jobs', { alias: 'j', type: 'number', group: GROUP, default: 2, describe: 'Sessions per side for the gate comparison' })
       .option('timestamp-column', {
-        type: 'string', group: GROUP, default: TIMESTAMP_DEFAULTS.column,
-        describe: 'After init --method timestamp: the column the final round reads by, as for sync (per table: [databases.NAME.timestamp_columns] in the file)',
+        type: 'string', group: GROUP,
+        describe: `After init --method timestamp: the column the final round reads by, as for sync (default ${TIMESTAMP_DEFAULTS.column}; per table: [databases.NAME.timestamp_columns] in the file)`,
       }) as unknown as Argv<GlobalArgs>,
   examples: [
     ['pgferry cutover --dry-run', 'what would be fenced, which sessions would end'],
@@ -158,7 +158,8 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
         gate: runGate,
         maxWaitMs: Number(argv.maxWait) * 1000,
         clientCatchUp,
-        finalRound: finalTimestampRound({ fallback: argv.timestampColumn, perTable: ctx.config?.timestampColumns ?? {} }),
+        finalRound: finalTimestampRound({ fallback: argv.timestampColumn ?? TIMESTAMP_DEFAULTS.column, perTable: ctx.config?.timestampColumns ?? {} }),
+        timestampOnlyOptions: argv.timestampColumn === undefined ? [] : ['--timestamp-column'],
         reverse: argv.reverse,
         dryRun: argv.dryRun,
         jobs: Number(argv.jobs),

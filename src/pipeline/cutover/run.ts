@@ -59,6 +59,8 @@ export interface CutoverOptions {
   clientCatchUp?: ClientCatchUp;
   /** The final timestamp round (sync's, handed in by the caller); needed after init --method timestamp. */
   finalRound?: FinalRound;
+  /** Options given that only the final timestamp round reads (e.g. "--timestamp-column"): a warning names them for the other methods. */
+  timestampOnlyOptions?: string[];
   reverse: boolean;
   dryRun: boolean;
   /** verify's sessions per side for the gate. */
@@ -252,6 +254,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
     if (o.reverse) refuseReverse(method);
     if (method === 'client') requireHook(o.clientCatchUp, 'the client applier');
     if (method === 'timestamp') requireHook(o.finalRound, 'the final timestamp round');
+    else if (o.timestampOnlyOptions?.length) warn(x, `${o.timestampOnlyOptions.join(', ')} only applies after init --method timestamp; ignored for this ${method === 'client' ? 'client applier' : 'native subscription'} migration`);
 
     // Preconditions: replication healthy (not needed when the hand-over has begun: the subscription is gone by design).
     if (!handingOver && method === 'timestamp') {
