@@ -18,6 +18,7 @@
  *   scripts/bench/init-bench.sh --scale 0.02               # smoke run, about a minute
  *   scripts/bench/init-bench.sh                            # scale 1 (≈1.5 GB), 3 rounds
  *   scripts/bench/init-bench.sh --rss-check
+ *   scripts/bench/init-bench.sh --data shapes --only pgferry,pgdump   # one database per data shape (shapes.mjs)
  *
  * Credentials: pg_dump, pg_restore and pgcopydb read the password from
  * PGPASSFILE (a 0600 file in a 0700 directory); pgferry from --source-file and
@@ -36,6 +37,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { BIGGEST, generate, grow } from './generate.mjs';
+import { SHAPES, shapeSql } from './shapes.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CONTENDERS = ['pgferry', 'pgdump', 'pgcopydb'];
@@ -47,6 +49,8 @@ const { values: args } = parseArgs({
     jobs: { type: 'string', default: '2' },
     only: { type: 'string' },
     'rss-check': { type: 'boolean', default: false },
+    data: { type: 'string', default: 'shared' },
+    shape: { type: 'string', multiple: true },
     pin: { type: 'boolean', default: false },
     'skip-warmup': { type: 'boolean', default: false },
     'wait-quiet': { type: 'string', default: '120' },
@@ -61,7 +65,7 @@ const { values: args } = parseArgs({
 });
 
 if (args.help) {
-  console.log(`usage: init-bench.sh [--scale S] [--rounds N] [--jobs J] [--only pgferry,pgdump,pgcopydb] [--pin] [--skip-warmup]
+  console.log(`usage: init-bench.sh [--scale S] [--rounds N] [--jobs J] [--only pgferry,pgdump,pgcopydb] [--pin] [--skip-warmup] [--data shared|shapes [--shape NAME…]]
        init-bench.sh --rss-check [--scale S] [--grow F]
          --pin: source server on CPU 0, target server on CPU 1, clients anywhere (a model of two separate servers)
          --pgferry-args="FLAGS": extra flags for pgferry init (e.g. --pgferry-args="--split-tables-larger-than 256MB")
@@ -386,7 +390,7 @@ async function runPgferry(ctx) {
   chmodSync(dir, 0o700);
   const sf = path.join(dir, 'source.conn');
   const tf = path.join(dir, 'target.conn');
-  writeFileSync(sf, ctx.src.url(DB), { mode: 0o600 });
+  writeFileSync(sf, ctx.src.url(ctx.db), { mode: 0o600 });
   writeFileSync(tf, ctx.tgt.url(ctx.targetDb), { mode: 0o600 });
   const r = await runStep(
     'pgferry',
@@ -403,14 +407,14 @@ async function runPgferry(ctx) {
   } catch {
     doc = undefined;
   }
-  return { ...r, ok: r.code === 0 && doc?.ok === true, phases: phaseTimes(r), reported: doc?.phases };
+  return { ...r, ok: r.code === 0 && doc?.ok === true, phases: phaseTimes(r, ctx.db), reported: doc?.phases };
 }
 
 async function runPgdump(ctx) {
   const dir = mkdtempSync(path.join(work, 'dump-'));
   const env = childEnv({ PGPASSFILE: ctx.passfile });
   const conn = (c, db) => ['-h', c.host, '-p', String(c.port), '-U', 'postgres', '-d', db];
-  const dump = await runStep('pg_dump', path.join(pgBin, 'pg_dump'), ['-Fd', `-j${jobs}`, '-Z0', '-f', path.join(dir, 'd'), ...conn(ctx.src, DB)], {
+  const dump = await runStep('pg_dump', path.join(pgBin, 'pg_dump'), ['-Fd', `-j${jobs}`, '-Z0', '-f', path.join(dir, 'd'), ...conn(ctx.src, ctx.db)], {
     env, logFile: ctx.logFile, src: ctx.src, tgt: ctx.tgt,
   });
   let restore;
@@ -439,7 +443,7 @@ async function runPgcopydb(ctx) {
   const r = await runStep(
     'pgcopydb',
     pgcopydbPath,
-    ['clone', '--source', url(ctx.src, DB), '--target', url(ctx.tgt, ctx.targetDb), '--table-jobs', String(jobs), '--index-jobs', String(jobs), '--dir', path.join(dir, 'w')],
+    ['clone', '--source', url(ctx.src, ctx.db), '--target', url(ctx.tgt, ctx.targetDb), '--table-jobs', String(jobs), '--index-jobs', String(jobs), '--dir', path.join(dir, 'w')],
     { env: childEnv({ PGPASSFILE: ctx.passfile, TMPDIR: dir, XDG_DATA_HOME: dir }), logFile: ctx.logFile, src: ctx.src, tgt: ctx.tgt },
   );
   rmSync(dir, { recursive: true, force: true });
@@ -458,12 +462,12 @@ function sumCpu(list) {
  * starts), with the CPU each side used meanwhile (from the samples).
  */
 const PHASES = ['roles', 'target database', 'snapshot', 'schema (pre-data)', 'data', 'large objects', 'indexes and constraints (post-data)', 'sequences', 'ANALYZE'];
-function phaseTimes(r) {
+function phaseTimes(r, db) {
   const marks = [];
   for (const { at, line } of r.lines) {
     const m = /^… (.*)$/.exec(line.trim());
     if (!m) continue;
-    const title = m[1].replace(new RegExp(`^${DB}: `), '');
+    const title = m[1].replace(new RegExp(`^${db}: `), '');
     const phase = PHASES.find((p) => title === p || title.startsWith(`${p} `) || (p === 'roles' && /^roles\b/i.test(title)));
     if (phase && !marks.some((x) => x.phase === phase)) marks.push({ phase, at });
   }
@@ -580,7 +584,7 @@ async function waitForQuiet(ctx) {
 async function oneRun(ctx, name, label) {
   runNo += 1;
   if (waitQuiet > 0) await waitForQuiet(ctx);
-  const targetDb = `${DB}_${name}_${runNo}`;
+  const targetDb = `${ctx.db}_${name}_${runNo}`;
   await ctx.tgt.query(`CREATE DATABASE ${targetDb} TEMPLATE template0`);
   await Promise.all([ctx.src.query('CHECKPOINT'), ctx.tgt.query('CHECKPOINT')]);
   // Write back what earlier runs left dirty in the page cache (the previous target database, WAL,
@@ -606,6 +610,64 @@ async function oneRun(ctx, name, label) {
   return { name, ...kept, util, problems, timeline, dirtyMbAtStart: dirty };
 }
 
+/**
+ * --data shapes: one source database per data shape (shapes.mjs), each copied by every contender
+ * --rounds times, the order rotating; a table of medians and ratios per shape.
+ */
+async function shapesMain(src, tgt, info) {
+  const picked = Object.keys(SHAPES).filter((name) => !args.shape?.length || args.shape.includes(name));
+  if (!picked.length) throw new Error(`--shape must name one of ${Object.keys(SHAPES).join(', ')}`);
+  const dbs = {};
+  for (const name of picked) {
+    const db = `bench_${name}`;
+    const t0 = performance.now();
+    await src.query(`CREATE DATABASE ${db}`);
+    await src.query(shapeSql(name, scale), [], db);
+    // Frozen and analyzed, so that no run pays for hint bits or gets different plans.
+    await src.query('VACUUM (FREEZE, ANALYZE)', [], db);
+    dbs[name] = { db, size: Number((await src.query(`SELECT pg_database_size('${db}') AS b`))[0].b) };
+    log(`generated ${name}: ${mb(dbs[name].size)} MB in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  if (args.pin) {
+    pinCluster(src, 0);
+    pinCluster(tgt, 1);
+    log('pinned: source cluster on CPU 0, target cluster on CPU 1');
+  }
+  const passfile = writePassfile([src, tgt]);
+  const logFile = path.join(logDir, 'runs.log');
+  const results = [];
+  for (const name of picked) {
+    const ctx = { src, tgt, passfile, logFile, db: dbs[name].db, sourceInventory: await inventory(src, dbs[name].db) };
+    if (!args['skip-warmup']) await oneRun(ctx, contenders.includes('pgdump') ? 'pgdump' : contenders[0], `${name} warm-up`);
+    for (let round = 0; round < rounds; round++) {
+      const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]);
+      for (const c of order) results.push({ shape: name, round: round + 1, ...(await oneRun(ctx, c, `${name} ${round + 1}/${rounds}`)) });
+    }
+  }
+  const of = (shape, c) => results.filter((r) => r.shape === shape && r.name === c);
+  const cpu = (rs) => ['client', 'source', 'target'].map((k) => f2(median(rs.map((r) => r.cpu[k])))).join(' / ');
+  const lines = [
+    `\npgferry init by data shape — scale ${scale}, ${rounds} round${rounds > 1 ? 's' : ''}, jobs ${jobs}${args.pin ? ', source on CPU 0 and target on CPU 1 (--pin)' : ''}; ${info.date}`,
+    `  ${info.machine}; PostgreSQL ${info.postgres}; ${info.pg_dump}; node ${info.node}; pgferry ${info.pgferry}`,
+    `  load average at the start of each run: ${results.map((r) => r.load.toFixed(1)).join(' ')}`,
+    '',
+    '| shape | MB | pgferry s (CPU client / source / target) | pg_dump + pg_restore s (CPU client / source / target) | pgferry / pg_dump+restore (per-round median) | target CPU ratio |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const shape of picked) {
+    const p = of(shape, 'pgferry');
+    const d = of(shape, 'pgdump');
+    const failed = [...p, ...d].some((r) => r.problems.length) ? ' CHECK FAILED' : '';
+    const ratio = median(p.map((r) => r.seconds)) / median(d.map((r) => r.seconds));
+    const paired = median(p.map((x) => x.seconds / (d.find((o) => o.round === x.round)?.seconds ?? NaN)));
+    const tcpu = median(p.map((r) => r.cpu.target)) / median(d.map((r) => r.cpu.target));
+    lines.push(`| ${shape} | ${mb(dbs[shape].size)} | ${f2(median(p.map((r) => r.seconds)))} (${cpu(p)}) | ${f2(median(d.map((r) => r.seconds)))} (${cpu(d)}) | ${f2(ratio)}× (${f2(paired)}×)${failed} | ${f2(tcpu)}× |`);
+  }
+  console.log(lines.join('\n'));
+  writeFileSync(path.join(logDir, 'results.json'), JSON.stringify({ mode: 'shapes', scale, rounds, jobs, pin: args.pin, settings: SETTINGS, info, shapes: dbs, results }, null, 2));
+  writeFileSync(path.join(logDir, 'summary.txt'), lines.join('\n') + '\n');
+}
+
 async function main() {
   log(`work dir ${work}; logs in ${logDir}`);
   const [src, tgt] = await Promise.all([
@@ -615,6 +677,8 @@ async function main() {
   clusters.push(src, tgt);
   const info = versions(src);
   log(`PostgreSQL ${src.version} (source :${src.port}, target :${tgt.port}); generating scale ${scale}`);
+  if (args.data === 'shapes') return shapesMain(src, tgt, info);
+  if (args.data !== 'shared') throw new Error(`--data must be shared or shapes (got ${args.data})`);
   await src.query(`CREATE DATABASE ${DB}`);
   const t0 = performance.now();
   const connect = () => client(src, DB);
@@ -623,7 +687,7 @@ async function main() {
   log(`generated ${mb(size)} MB in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   const passfile = writePassfile([src, tgt]);
   const logFile = path.join(logDir, 'runs.log');
-  const ctx = { src, tgt, passfile, logFile, sourceInventory: await inventory(src, DB) };
+  const ctx = { src, tgt, passfile, logFile, db: DB, sourceInventory: await inventory(src, DB) };
   const results = [];
   if (args.pin) {
     if (os.cpus().length < 2) throw new Error('--pin needs at least 2 CPUs');
