@@ -4,7 +4,7 @@ import type { ScopeTable } from '../../config/scope.js';
 import { tableKey } from '../../state/checkpoint.js';
 import { chooseFormat, loadTypeInfo, type CopyFormat } from './format.js';
 import {
-  DEFAULT_MAX_PARTS, DEFAULT_SPLIT_THRESHOLD_BYTES, effectiveSplitThreshold, planParts, relationsOf, type RelationName, type TablePart,
+  DEFAULT_MAX_PARTS, DEFAULT_SPLIT_THRESHOLD_BYTES, effectiveSplitThreshold, planParts, relationSizes, relationsOf, type RelationName, type TablePart,
 } from './parts.js';
 import { maskedSelectList } from '../../config/data-rules.js';
 
@@ -51,11 +51,16 @@ export async function planCopy(client: pg.Client, inputs: readonly CopyTableInpu
     maxParts: opts.maxParts ?? DEFAULT_MAX_PARTS,
     sourceMajor: opts.sourceMajor,
   };
+  const relationLists = copied.map((i) => relationsOf(i.table));
+  const allSizes = await relationSizes(client, relationLists.flat());
   const plans: TableCopyPlan[] = [];
-  for (const input of copied) {
+  let offset = 0;
+  for (const [n, input] of copied.entries()) {
     const t = input.table;
     const cols = t.columns.filter((c) => !c.generated);
-    const parts = await planParts(client, t, partOpts);
+    const count = relationLists[n]!.length;
+    const parts = await planParts(client, t, partOpts, allSizes.slice(offset, offset + count));
+    offset += count;
     const splitRelations = relationsOf(t).filter((r) => parts.some((p) => p.count > 1 && p.relation.schema === r.schema && p.relation.name === r.name));
     plans.push({
       table: t,

@@ -552,6 +552,7 @@ async function copyData(
   // Before any row is copied: a resume copies these tables again under a new snapshot and writes their marks again.
   if (mark) await withClient(x.target.conn, (c) => writeInitMarks(c, todo, mark), { label: 'the target' });
   const { budget, post } = early;
+  const records = checkpointCallbacks(x, copiedThisRun, post);
   let report;
   try {
     report = await copyTables({
@@ -566,10 +567,13 @@ async function copyData(
       signal: x.signal,
       progress: x.progress,
       progressId: `init/${d.sourceDatabase}/data`,
-      ...checkpointCallbacks(x, copiedThisRun, post),
+      onPartDone: records.onPartDone,
+      onTableDone: records.onTableDone,
     });
+    await records.recorded();
   } catch (err) {
     post?.stop();
+    await records.recorded().catch(() => {});
     await post?.settle().catch(() => {});
     throw err;
   }
@@ -577,10 +581,26 @@ async function copyData(
   return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}${built ? `; ${built} indexes and constraints built as tables finished` : ''}`;
 }
 
-/** What is recorded as parts and tables finish, and each finished table's own post-data queued. */
-function checkpointCallbacks(x: DatabaseRunContext, copiedThisRun: Set<string>, post: TablePostData | undefined): Pick<CopyTablesOptions, 'onPartDone' | 'onTableDone'> {
+/**
+ * What is recorded as parts and tables finish, and each finished table's own post-data queued.
+ * A worker does not wait for its table's record to reach the disk (an fsync'd rewrite of the state,
+ * ~10 ms here, which dominated databases of many small tables): a crash before the record only
+ * means that a resume copies that committed table again, TRUNCATE first. `recorded()` waits for
+ * every record and reports the first failure.
+ */
+function checkpointCallbacks(
+  x: DatabaseRunContext,
+  copiedThisRun: Set<string>,
+  post: TablePostData | undefined,
+): Pick<CopyTablesOptions, 'onPartDone' | 'onTableDone'> & { recorded(): Promise<void> } {
   const { d, store } = x;
+  const pending = new Set<Promise<void>>();
+  let failure: { err: unknown } | undefined;
   return {
+    recorded: async () => {
+      while (pending.size) await Promise.all([...pending]);
+      if (failure) throw failure.err;
+    },
     onPartDone: (plan, part, r) => {
       const t = d.tables[plan.key]!;
       const p = t.parts.find((q) => q.id === part.id);
@@ -595,7 +615,7 @@ function checkpointCallbacks(x: DatabaseRunContext, copiedThisRun: Set<string>, 
     },
     onTableDone: (plan, r) => {
       copiedThisRun.add(plan.key);
-      return store
+      const record: Promise<void> = store
         .update(() => {
           const t = d.tables[plan.key]!;
           t.status = 'done';
@@ -607,7 +627,12 @@ function checkpointCallbacks(x: DatabaseRunContext, copiedThisRun: Set<string>, 
           faultPoint('init.between-tables');
           // Only once the table is recorded done: a resume never copies again a table whose indexes it built.
           post?.tableDone(plan.key);
-        });
+        })
+        .catch((err: unknown) => {
+          failure ??= { err };
+        })
+        .finally(() => pending.delete(record));
+      pending.add(record);
     },
   };
 }

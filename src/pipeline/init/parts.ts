@@ -149,13 +149,14 @@ export function integerKeyColumn(table: Pick<ScopeTable, 'primaryKey' | 'columns
   return col && INTEGER_TYPES.has(col.typeOid) ? col.name : null;
 }
 
-interface RelationSize {
+export interface RelationSize {
   mainBytes: number;
   totalBytes: number;
   blockSize: number;
 }
 
-async function relationSizes(client: pg.Client, relations: RelationName[]): Promise<RelationSize[]> {
+/** Sizes of many relations in one query (planning 200 small tables must not cost 200 round trips). */
+export async function relationSizes(client: pg.Client, relations: RelationName[]): Promise<RelationSize[]> {
   if (!relations.length) return [];
   // Sizes now (not statistics); a relation dropped meanwhile counts as empty.
   const { rows } = await client.query<{ ord: number; main: number; total: number; block_size: number }>(
@@ -175,10 +176,10 @@ async function relationSizes(client: pg.Client, relations: RelationName[]): Prom
  * snapshot the copy will use (key bounds are then exact; either way the open
  * ends keep every row covered).
  */
-export async function planParts(client: pg.Client, table: ScopeTable, opts: PartOptions): Promise<TablePart[]> {
+export async function planParts(client: pg.Client, table: ScopeTable, opts: PartOptions, knownSizes?: RelationSize[]): Promise<TablePart[]> {
   const root = { schema: table.schema, name: table.name };
   const relations = relationsOf(table);
-  const sizes = await relationSizes(client, relations);
+  const sizes = knownSizes ?? (await relationSizes(client, relations));
   const keyColumn = integerKeyColumn(table);
   const parts: TablePart[] = [];
   for (const [i, relation] of relations.entries()) {
