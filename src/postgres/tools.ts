@@ -6,7 +6,7 @@
  * which is removed on success, on error, and on SIGINT/SIGTERM. Nothing
  * secret is ever placed in argv or in the child's environment.
  */
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,29 +30,54 @@ export interface ToolLocation {
   major: number;
 }
 
-function versionOf(file: string): { version: string; major: number } | undefined {
-  const r = spawnSync(file, ['--version'], { encoding: 'utf8', timeout: 10_000, env: childEnv(undefined, undefined) });
-  if (r.status !== 0) return undefined;
-  const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(r.stdout ?? '');
+function parseVersion(stdout: string): { version: string; major: number } | undefined {
+  const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(stdout);
   if (!m) return undefined;
   return { version: m[2] ? `${m[1]}.${m[2]}` : m[1]!, major: Number(m[1]) };
+}
+
+function versionOf(file: string): { version: string; major: number } | undefined {
+  const r = spawnSync(file, ['--version'], { encoding: 'utf8', timeout: 10_000, env: childEnv(undefined, undefined) });
+  return r.status === 0 ? parseVersion(r.stdout ?? '') : undefined;
+}
+
+function versionOfAsync(file: string): Promise<{ version: string; major: number } | undefined> {
+  return new Promise((resolve) => {
+    execFile(file, ['--version'], { encoding: 'utf8', timeout: 10_000, env: childEnv(undefined, undefined) }, (err, stdout) => {
+      resolve(err ? undefined : parseVersion(stdout ?? ''));
+    });
+  });
+}
+
+const bindirCache = new Map<string, string | null>();
+
+/** `pg_config --bindir`, once per PATH (each run of it is a process start). */
+function pgConfigBindir(): string | null {
+  const key = process.env.PATH ?? '';
+  if (!bindirCache.has(key)) {
+    const cfg = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8', env: childEnv(undefined, undefined) });
+    bindirCache.set(key, cfg.status === 0 && cfg.stdout.trim() ? cfg.stdout.trim() : null);
+  }
+  return bindirCache.get(key)!;
 }
 
 function candidates(tool: PgTool, pgBinDir?: string): string[] {
   const list: string[] = [];
   if (pgBinDir) return [path.join(pgBinDir, tool)];
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir) list.push(path.join(dir, tool));
-  const cfg = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8', env: childEnv(undefined, undefined) });
-  if (cfg.status === 0 && cfg.stdout.trim()) list.push(path.join(cfg.stdout.trim(), tool));
+  const bindir = pgConfigBindir();
+  if (bindir) list.push(path.join(bindir, tool));
   return list;
 }
 
 const cache = new Map<string, ToolLocation | undefined>();
 
+// PATH is part of the key: what is found depends on it (tests and wrappers change it).
+const cacheKey = (tool: PgTool, pgBinDir?: string) => `${tool}\0${pgBinDir ?? ''}\0${pgBinDir ? '' : (process.env.PATH ?? '')}`;
+
 /** Locate a client tool; undefined when it is nowhere to be found. */
 export function findTool(tool: PgTool, pgBinDir?: string): ToolLocation | undefined {
-  // PATH is part of the key: what is found depends on it (tests and wrappers change it).
-  const key = `${tool}\0${pgBinDir ?? ''}\0${pgBinDir ? '' : (process.env.PATH ?? '')}`;
+  const key = cacheKey(tool, pgBinDir);
   if (cache.has(key)) return cache.get(key);
   let found: ToolLocation | undefined;
   for (const file of candidates(tool, pgBinDir)) {
@@ -66,6 +91,23 @@ export function findTool(tool: PgTool, pgBinDir?: string): ToolLocation | undefi
   }
   cache.set(key, found);
   return found;
+}
+
+/**
+ * Locate several tools at once, their `--version` runs side by side and
+ * alongside whatever the caller awaits meanwhile (connecting, say); findTool
+ * then answers from the cache. A tool whose first candidate fails is left to
+ * findTool's search.
+ */
+export async function prefetchTools(tools: readonly PgTool[], pgBinDir?: string): Promise<void> {
+  await Promise.all(tools.map(async (tool) => {
+    const key = cacheKey(tool, pgBinDir);
+    if (cache.has(key)) return;
+    const file = candidates(tool, pgBinDir).find((f) => existsSync(f));
+    if (!file) return;
+    const v = await versionOfAsync(file);
+    if (v && !cache.has(key)) cache.set(key, { tool, path: file, ...v });
+  }));
 }
 
 function installHint(major: number): string {

@@ -10,7 +10,7 @@ import { withClient } from '../../src/postgres/connect.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../../src/postgres/conninfo.js';
 import { quoteIdent, quoteLiteral } from '../../src/postgres/identifiers.js';
 import { probeServer } from '../../src/postgres/probe.js';
-import { assertToolCanDump, createTempPassfile, findTool, requireTool, runTool, PG_TOOLS } from '../../src/postgres/tools.js';
+import { assertToolCanDump, createTempPassfile, findTool, prefetchTools, requireTool, runTool, PG_TOOLS } from '../../src/postgres/tools.js';
 import { repoRoot } from '../support/cli.js';
 import { useClusters } from '../support/clusters.js';
 import { waitFor as poll } from '../support/wait.js';
@@ -136,6 +136,22 @@ describe('finding the client tools', () => {
     chmodSync(path.join(cfgDir, 'pg_config'), 0o755);
     await withPath(cfgDir, () => {
       expect(findTool('pg_restore')).toMatchObject({ major: 11, path: path.join(bin11, 'pg_restore') });
+    });
+  });
+
+  it('prefetchTools finds what findTool would, ahead of time and side by side', async () => {
+    const bin13 = fakeBinDir(13);
+    const bin14 = fakeBinDir(14, ['pg_dump']);
+    await prefetchTools(['pg_dump', 'pg_restore', 'pg_dumpall'], bin13);
+    // Answered from what the prefetch found (a later change of the program is not seen: it was not run again).
+    writeFileSync(path.join(bin13, 'pg_restore'), '#!/bin/sh\necho "pg_restore (PostgreSQL) 16.1"\n');
+    expect(findTool('pg_restore', bin13)).toMatchObject({ major: 13, path: path.join(bin13, 'pg_restore') });
+    expect(findTool('pg_dumpall', bin13)).toMatchObject({ major: 13, version: '13.22' });
+    // Through PATH too, and a tool missing there is left to the search (pg_config, then nothing).
+    await withPath(bin14, async () => {
+      await prefetchTools(['pg_dump', 'psql']);
+      expect(findTool('pg_dump')).toMatchObject({ major: 14, path: path.join(bin14, 'pg_dump') });
+      expect(findTool('psql')).toBeUndefined();
     });
   });
 

@@ -26,7 +26,7 @@ import { displayName } from '../../postgres/identifiers.js';
 import { sameServer, type ServerIdentity } from '../../postgres/probe.js';
 import { forDatabase } from '../../postgres/conninfo.js';
 import { sqlstate } from '../../postgres/errors.js';
-import { assertToolCanDump, requireTool } from '../../postgres/tools.js';
+import { assertToolCanDump, prefetchTools, requireTool } from '../../postgres/tools.js';
 import {
   acquireLock, assertSameRun, discardState, loadState, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunIdentity, type RunState,
 } from '../../state/checkpoint.js';
@@ -156,7 +156,8 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
   const { warnings, warn } = warningCollector(progress);
   parseJobs(o.jobs);
 
-  const ids = await probeSides(o.source, o.target);
+  // The tools' --version runs (process starts) overlap with connecting to both sides.
+  const [ids] = await Promise.all([probeSides(o.source, o.target), prefetchTools(o.noRoles ? ['pg_dump', 'pg_restore'] : ['pg_dump', 'pg_restore', 'pg_dumpall'], o.pgBinDir)]);
   checkClientTools(o, ids.source.major);
   const pairs = await databasePairs(o, ids);
 
