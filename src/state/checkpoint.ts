@@ -117,6 +117,11 @@ export interface TableState {
    * synchronisation. With --no-sync: copied under the first snapshot of the run.
    */
   consistentWithSlot: boolean;
+  /**
+   * Set by the client applier once it copied a table that is not consistent with the slot again, under a snapshot
+   * taken at this source position ("X/Y"): the table's changes in transactions that committed before it are skipped.
+   */
+  resyncedFrom?: string;
   rows: number;
   bytes: number;
   seconds: number;

@@ -25,6 +25,7 @@ import { runVerify, unequal } from './verify-helpers.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { startWriter, untilCaughtUp as nativeCaughtUp, waitFor, WRITER_FILTER_FLAG, writerSchemaSql, writerTableHashes } from '../support/writer.js';
 import { stopImmediately } from '../support/crash.js';
+import { loadState, saveState } from '../../src/state/checkpoint.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -132,6 +133,38 @@ describe('sync --applier client', () => {
     const cleaned = await runCleanup({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
     expect(cleaned.items.filter((i) => i.kind !== 'state').map((i) => i.kind).sort()).toEqual(['origin', 'publication', 'slot']);
     expect(await tgt.query('SELECT roname FROM pg_replication_origin')).toEqual([]);
+  });
+
+  it('copies again the tables init copied after a resume, and skips their changes the copy already holds (keyless table included)', async () => {
+    const db = await createDatabase(src, uniqueDbName('clientresync'), writerSchemaSql(1000));
+    const dir = await stateDir();
+    const writer = startWriter(src.conn(db), { pauseMs: 2 });
+    await init(db, dir);
+    await waitFor('changes in the slot before the new copy', async () => writer.commits() >= 150);
+    // What a resumed init leaves: these two were copied under a later snapshot than the slot's (here: rows
+    // that match neither), and marked so. Replaying the slot's older changes onto a copy would duplicate
+    // w_log's rows (no key), so the applier must skip exactly those.
+    const state = (await loadState(dir))!;
+    for (const k of ['public.w_log', 'public.w_items']) state.databases[db]!.tables[k]!.consistentWithSlot = false;
+    await saveState(dir, state);
+    await tgt.query("DELETE FROM w_log WHERE actor = 0; UPDATE w_items SET qty = -1 WHERE id % 7 = 0; INSERT INTO w_log (actor, msg) VALUES (9, 'stale')", undefined, db);
+    const events: ProgressEvent[] = [];
+    const first = await runClientSync({ source: src.conn(db), target: tgt.conn(db), stateDir: dir, untilCaughtUp: true, signal: new AbortController().signal, progress: (e) => events.push(e) });
+    expect(first.outcome).toBe('caught-up');
+    expect(events.some((e) => e.kind === 'log' && /copying public\.w_items, public\.w_log again under a new snapshot|copying public\.w_log, public\.w_items again/.test(e.message))).toBe(true);
+    const recorded = (await loadState(dir))!.databases[db]!.tables;
+    expect(recorded['public.w_log']!.resyncedFrom).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    expect(recorded['public.w_items']!.resyncedFrom).toBe(recorded['public.w_log']!.resyncedFrom);
+    expect(recorded['public.w_docs']!.resyncedFrom).toBeUndefined();
+    const after = writer.commits();
+    await waitFor('more writer commits', async () => writer.commits() >= after + 100);
+    await writer.stop();
+    // A second run copies nothing again and brings the rest.
+    const again: ProgressEvent[] = [];
+    await runClientSync({ source: src.conn(db), target: tgt.conn(db), stateDir: dir, untilCaughtUp: true, signal: new AbortController().signal, progress: (e) => again.push(e) });
+    expect(again.some((e) => e.kind === 'log' && /again under a new snapshot/.test(e.message))).toBe(false);
+    await expectEqual(db);
+    expect(await subscriptions()).toBe(0);
   });
 
   it('after kill -9 between applying a batch and its COMMIT, a rerun applies nothing twice and loses nothing; SIGTERM stops it cleanly (143)', async () => {

@@ -83,14 +83,17 @@ export async function dropSlot(client: pg.Client, name: string, waitMs = 10_000)
   }
 }
 
-/** Create the logical slot with an exported snapshot; the returned holder keeps the snapshot alive. */
-export async function createSlotWithSnapshot(conn: ResolvedConnInfo, slotName: string, sourceMajor: number): Promise<SnapshotHolder> {
+/**
+ * Create the logical slot with an exported snapshot; the returned holder keeps the snapshot alive.
+ * A temporary slot (only its snapshot and consistent point are wanted) goes away with release().
+ */
+export async function createSlotWithSnapshot(conn: ResolvedConnInfo, slotName: string, sourceMajor: number, opts: { temporary?: boolean } = {}): Promise<SnapshotHolder> {
   const repl = await connect(conn, { label: 'the source (replication connection)', replication: true });
   try {
     const how = sourceMajor >= 15 ? "(SNAPSHOT 'export')" : 'EXPORT_SNAPSHOT';
     let res: pg.QueryResult<{ slot_name: string; consistent_point: string; snapshot_name: string }>;
     try {
-      res = await repl.query(`CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL pgoutput ${how}`);
+      res = await repl.query(`CREATE_REPLICATION_SLOT ${quoteIdent(slotName)}${opts.temporary ? ' TEMPORARY' : ''} LOGICAL pgoutput ${how}`);
     } catch (err) {
       const code = sqlstate(err);
       if (code === '42710') {

@@ -42,29 +42,35 @@ export async function nonEmptyTables(client: pg.Client, tables: TargetTable[]): 
  * as the apply worker runs), so the rows that reference them stay.
  */
 export async function emptyTargetTables(client: pg.Client, tables: TargetTable[]): Promise<'truncate' | 'delete' | 'none'> {
+  if (!tables.some((t) => t.oid !== null)) return 'none';
+  await client.query('BEGIN');
+  try {
+    const how = await emptyInTransaction(client, tables);
+    await client.query('COMMIT');
+    return how;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}
+
+/** emptyTargetTables' work inside the caller's open transaction (which it may then fill again). */
+export async function emptyInTransaction(client: pg.Client, tables: TargetTable[]): Promise<'truncate' | 'delete' | 'none'> {
   const present = tables.filter((t): t is TargetTable & { oid: number } => t.oid !== null);
   if (!present.length) return 'none';
-  const oids = present.map((t) => t.oid);
   const { rows } = await client.query<{ referenced: boolean }>(
     `WITH rels AS (SELECT pt.relid FROM unnest($1::oid[]) r(oid), pg_partition_tree(r.oid) pt)
      SELECT EXISTS (SELECT 1 FROM pg_constraint c
                      WHERE c.contype = 'f' AND c.confrelid IN (SELECT relid FROM rels)
                        AND c.conrelid NOT IN (SELECT relid FROM rels)) AS referenced`,
-    [oids],
+    [present.map((t) => t.oid)],
   );
   const names = present.map((t) => qualifiedName(t.schema, t.name));
-  await client.query('BEGIN');
-  try {
-    if (rows[0]!.referenced) {
-      await client.query("SET LOCAL session_replication_role = 'replica'");
-      for (const n of names) await client.query(`DELETE FROM ${n}`);
-    } else {
-      await client.query(`TRUNCATE ${names.join(', ')}`);
-    }
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
+  if (rows[0]!.referenced) {
+    await client.query("SET LOCAL session_replication_role = 'replica'");
+    for (const n of names) await client.query(`DELETE FROM ${n}`);
+    return 'delete';
   }
-  return rows[0]!.referenced ? 'delete' : 'truncate';
+  await client.query(`TRUNCATE ${names.join(', ')}`);
+  return 'truncate';
 }

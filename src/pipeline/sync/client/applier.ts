@@ -47,6 +47,11 @@ export interface ApplierOptions {
   spoolDir: string;
   /** Stop once everything before this source position is committed on the target (--until-caught-up). */
   untilLsn: bigint | null;
+  /**
+   * Tables ("schema.name") copied again under a later snapshot (resync.ts): their changes in source transactions
+   * that committed before this position are in the copy, so they are skipped, as table synchronisation does.
+   */
+  skipBefore?: ReadonlyMap<string, bigint>;
   signal: AbortSignal;
   warn: (message: string) => void;
 }
@@ -145,6 +150,10 @@ class Session {
   private readonly counts: ApplyCounts = { statements: 0, missing: 0 };
   /** The top-level transaction of the open stream block (protocol 2), if any. */
   private streaming: number | null = null;
+  /** Commit position of the source transaction being received (its Begin's final LSN). */
+  private finalLsn = 0n;
+  /** Relations whose changes in the current transaction are skipped (see ApplierOptions.skipBefore). */
+  private readonly skipping = new Set<number>();
 
   constructor(
     private readonly o: ApplierOptions,
@@ -204,6 +213,8 @@ class Session {
       case 'begin':
         this.inSource = true;
         if (this.batchTx === 0 && !this.txOpen) this.batchStarted = Date.now();
+        this.finalLsn = m.finalLsn;
+        this.markSkipped();
         return;
       case 'commit':
         this.inSource = false;
@@ -214,15 +225,22 @@ class Session {
         return;
       case 'relation':
         this.tables.set(m.relation.oid, await describeTarget(this.tgt, m.relation, this.o.warn));
+        this.markSkipped();
         return;
       case 'insert':
+        if (this.skipping.has(m.relid)) return;
         return this.add({ kind: 'insert', t: this.table(m.relid), row: m.row }, tupleBytes(m.row));
       case 'update':
+        if (this.skipping.has(m.relid)) return;
         return this.add({ kind: 'update', t: this.table(m.relid), old: m.old, row: m.row }, tupleBytes(m.row) + tupleBytes(m.old));
       case 'delete':
+        if (this.skipping.has(m.relid)) return;
         return this.add({ kind: 'delete', t: this.table(m.relid), old: m.old }, tupleBytes(m.old));
-      case 'truncate':
-        return this.add({ kind: 'truncate', tables: m.relids.map((r) => this.table(r)), cascade: m.cascade, restartIdentity: m.restartIdentity }, 64);
+      case 'truncate': {
+        const relids = m.relids.filter((r) => !this.skipping.has(r));
+        if (!relids.length) return;
+        return this.add({ kind: 'truncate', tables: relids.map((r) => this.table(r)), cascade: m.cascade, restartIdentity: m.restartIdentity }, 64);
+      }
       default:
         return this.streamMessage(m);
     }
@@ -266,6 +284,17 @@ class Session {
         this.stats.streamed++;
         return this.message({ tag: 'commit', commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime });
       default:
+    }
+  }
+
+  /** Which known relations the current transaction's changes are skipped for: those resynced at a later position. */
+  private markSkipped(): void {
+    this.skipping.clear();
+    const skip = this.o.skipBefore;
+    if (!skip?.size) return;
+    for (const [oid, t] of this.tables) {
+      const from = skip.get(`${t.relation.schema}.${t.relation.name}`);
+      if (from !== undefined && this.finalLsn < from) this.skipping.add(oid);
     }
   }
 

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { changedDataRules, maskedSummary } from '../../../config/data-rules-catalog.js';
-import { resolveTables, rulesFor, scopeHash, type ScopeSpec } from '../../../config/scope.js';
+import { resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../../config/scope.js';
 import { OperationError, UsageError } from '../../../errors.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../../lifecycle.js';
 import { CANONICAL_SETTINGS, connect } from '../../../postgres/connect.js';
@@ -22,14 +22,15 @@ import type { ResolvedConnInfo } from '../../../postgres/conninfo.js';
 import { operationError } from '../../../postgres/errors.js';
 import { displayName } from '../../../postgres/identifiers.js';
 import { WAL_END_SQL, formatLsn, lsnToBigInt } from '../../../postgres/lsn.js';
-import { acquireLock, loadState, tableKey, type DatabaseState } from '../../../state/checkpoint.js';
+import { acquireLock, loadState, saveState, tableKey, type DatabaseState } from '../../../state/checkpoint.js';
 import { removeClientApplier, saveClientApplier, type ClientApplierBeat } from '../../../state/client-applier.js';
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from '../../../state/sync-record.js';
 import { formatBytes } from '../../../units.js';
 import { resolvePairs, type ReplicationPair } from '../../shared/pairs.js';
 import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import type { ClientCatchUp } from '../../shared/final-apply.js';
-import { ensurePublication, publishedTables, slotDecodable } from '../../shared/publication.js';
+import { ensurePublication, publishedTables, slotDecodable, type PublishedTable } from '../../shared/publication.js';
+import { resyncTables } from './resync.js';
 import { readSubscription } from '../../shared/replication-catalog.js';
 import { identityProblems, identityRefusal, setReplicaIdentityFull } from '../../shared/replication-checks.js';
 import { ensureOrigin } from '../../shared/replication-origin.js';
@@ -88,6 +89,8 @@ interface Prepared {
   pair: ReplicationPair;
   slot: string;
   untilLsn: bigint | null;
+  /** See ApplierOptions.skipBefore. */
+  skipBefore: ReadonlyMap<string, bigint>;
 }
 
 export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncReport> {
@@ -113,7 +116,7 @@ export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncRep
     const prepared: Prepared[] = [];
     for (const pair of pairs) {
       throwIfShuttingDown(signal);
-      prepared.push(await prepare(pair, state.databases[pair.sourceDatabase], { scope, initScope: state.scope, major: ids.source.major, o, warn, progress }));
+      prepared.push(await prepare(pair, state.databases[pair.sourceDatabase], { scope, initScope: state.scope, major: ids.source.major, o, warn, progress, saveState: () => saveState(o.stateDir, state) }));
       record.databases[pair.sourceDatabase] = {
         targetDatabase: pair.targetDatabase, applier: 'client', origin: pair.names.origin, subscription: pair.names.subscription, subscriptionOid: 0,
         publication: pair.names.publication, slot: prepared.at(-1)!.slot, tables: record.databases[pair.sourceDatabase]?.tables ?? {},
@@ -154,6 +157,8 @@ export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncRep
 }
 
 interface PrepareCtx {
+  /** Write init's state (the run holds its lock). */
+  saveState: () => Promise<void>;
   scope: ScopeSpec;
   initScope: ScopeSpec;
   major: number;
@@ -176,12 +181,6 @@ async function prepare(pair: ReplicationPair, d: DatabaseState | undefined, x: P
     const { published, unlogged } = publishedTables(resolved.tables, d.filters);
     for (const t of unlogged) x.warn(`${displayName(t.schema, t.name)} is unlogged: logical replication carries none of its changes`);
     const pubScope = published.map((p) => resolved.tables.find((t) => t.oid === p.oid)!);
-    const late = published.filter((p) => !d.tables[tableKey(p.schema, p.name)]?.consistentWithSlot);
-    if (late.length) {
-      throw new UsageError(`init copied ${late.map((t) => displayName(t.schema, t.name)).join(', ')} after a resume, not under the slot's snapshot: the client applier cannot copy tables again`, {
-        hint: 'use the native applier for them (pgferry sync --applier native copies them again through table synchronisation), or start over with pgferry init --restart',
-      });
-    }
     const masked = maskedSummary(pubScope);
     if (masked.length) throw new UsageError(`data masking rules are not supported by the client applier yet: ${masked.join(', ')}`, { hint: 'use pgferry sync --applier native' });
     const rulesChanged = changedDataRules(x.initScope, x.scope, db);
@@ -204,13 +203,45 @@ async function prepare(pair: ReplicationPair, d: DatabaseState | undefined, x: P
     if (problem) throw new UsageError(`replication slot ${d.slot.name} cannot be read with publication ${pair.names.publication}: ${problem}`, { hint: 'start over: pgferry cleanup, then pgferry init --restart' });
     const origin = await ensureOrigin(tgt, pair.names.origin);
     if (origin.created) x.progress({ kind: 'log', level: 'info', message: `replication origin ${pair.names.origin} created in target database "${pair.targetDatabase}"` });
+    await resyncLate(pair, d, published, pubScope, x);
     const untilLsn = x.o.untilCaughtUp ? await sourceWalEnd(src) : null;
-    return { pair, slot: d.slot.name, untilLsn };
+    return { pair, slot: d.slot.name, untilLsn, skipBefore: skipBeforeOf(d) };
   } catch (err) {
     throw operationError(err, `sync of database "${db}"`);
   } finally {
     await Promise.all([src.end().catch(() => {}), tgt.end().catch(() => {})]);
   }
+}
+
+/** Tables init copied after a resume, not under the slot's snapshot: copied again here (resync.ts), then recorded. */
+async function resyncLate(pair: ReplicationPair, d: DatabaseState, published: PublishedTable[], scope: ScopeTable[], x: PrepareCtx): Promise<void> {
+  const unknown = published.filter((p) => !d.tables[tableKey(p.schema, p.name)]);
+  if (unknown.length) {
+    throw new UsageError(`${unknown.map((t) => displayName(t.schema, t.name)).join(', ')} match the scope but init did not copy them (created since?)`, {
+      hint: 'the client applier streams only tables init copied: start over with pgferry init --restart, or use pgferry sync --applier native, which copies new tables',
+    });
+  }
+  const late = published.filter((p) => {
+    const t = d.tables[tableKey(p.schema, p.name)]!;
+    return !t.consistentWithSlot && !t.resyncedFrom;
+  });
+  if (!late.length) return;
+  const names = late.map((t) => displayName(t.schema, t.name)).join(', ');
+  x.progress({ kind: 'log', level: 'info', message: `copying ${names} again under a new snapshot: init copied them after a resume, not under the slot's snapshot` });
+  const r = await resyncTables(pair, x.major, late, scope);
+  for (const p of late) {
+    const t = d.tables[tableKey(p.schema, p.name)];
+    if (t) t.resyncedFrom = r.lsn;
+  }
+  await x.saveState();
+  x.progress({ kind: 'log', level: 'info', message: `${names}: ${r.rows} rows copied; their changes from ${r.lsn} on are applied from the stream` });
+}
+
+/** The tables copied again (resyncedFrom) and the position their stream starts at. */
+function skipBeforeOf(d: DatabaseState): Map<string, bigint> {
+  const m = new Map<string, bigint>();
+  for (const [key, t] of Object.entries(d.tables)) if (t.resyncedFrom) m.set(key, lsnToBigInt(t.resyncedFrom));
+  return m;
 }
 
 async function sourceWalEnd(src: pg.Client): Promise<bigint> {
@@ -230,7 +261,7 @@ async function applyPair(
     try {
       const outcome = await runSession({
         sourceConn: p.pair.sourceConn, targetConn: p.pair.targetConn, slot: p.slot, publication: p.pair.names.publication, origin: p.pair.names.origin,
-        batchBytes, untilLsn: p.untilLsn, signal, warn, spoolDir: path.join(stateDir, 'spool', p.slot),
+        batchBytes, untilLsn: p.untilLsn, skipBefore: p.skipBefore, signal, warn, spoolDir: path.join(stateDir, 'spool', p.slot),
       }, stats);
       progress({ kind: 'end', id, status: 'ok', detail: `${outcome === 'caught-up' ? 'caught up' : 'stopped'} at ${formatLsn(stats.acked)} · ${stats.changes} changes in ${stats.batches} batches` });
       return outcome;
@@ -260,8 +291,9 @@ async function applyPair(
  */
 export const clientCatchUp: ClientCatchUp = async (r) => {
   const stats = newStats();
+  const d = (await loadState(r.stateDir))?.databases[r.pair.sourceDatabase];
   const outcome = await applyPair(
-    { pair: r.pair, slot: r.slot, untilLsn: lsnToBigInt(r.untilLsn) }, DEFAULT_BATCH_BYTES, r.stateDir, r.signal, stats, r.warn, r.progress ?? (() => {}),
+    { pair: r.pair, slot: r.slot, untilLsn: lsnToBigInt(r.untilLsn), skipBefore: d ? skipBeforeOf(d) : new Map() }, DEFAULT_BATCH_BYTES, r.stateDir, r.signal, stats, r.warn, r.progress ?? (() => {}),
   );
   return { reached: outcome === 'caught-up', appliedLsn: formatLsn(stats.acked) };
 };
