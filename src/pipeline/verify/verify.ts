@@ -268,6 +268,8 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
 async function wholeFirstChoice(opts: VerifyOptions, first: SessionPair, catalog: CatalogComparison, jobs: TableJob[]): Promise<(job: TableJob) => WholeFirst | undefined> {
   if (opts.sourceQuiet) return () => 'bisect';
   if (!catalog.writes) return () => 'replan';
+  // Keyless tables are hashed whole anyway: no reason to wait for a second reading.
+  if (!jobs.some((j) => j.table.key)) return () => undefined;
   const wait = catalog.writes.at + QUIET_WINDOW_MS - Date.now();
   if (wait > 0) await sleep(wait, undefined, { signal: opts.signal }).catch(() => throwIfAborted(opts.signal));
   const after = await writeCounters(first.source, jobs.map((j) => j.table));
