@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { ScopeTable } from '../../src/config/scope.js';
 import { UsageError } from '../../src/errors.js';
 import {
-  bpcharSides, bucketHashQuery, bucketRange, chunkHashQuery, hashKind, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
+  batchHashQuery, bpcharSides, bucketHashQuery, bucketRange, chunkHashQuery, hashKind, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
 } from '../../src/pipeline/verify/sql.js';
 import { tableFilter } from '../../src/pipeline/verify/verify.js';
 
@@ -56,6 +56,24 @@ describe('verify SQL', () => {
       `coalesce(timestamp_hash_extended("at"::timestamp, 1), (${nullConstant(0)})::int8) # ` +
         `coalesce(uuid_hash_extended("u"::uuid, 2), (${nullConstant(1)})::int8)`,
     );
+  });
+
+  it('hashes a date as its midnight timestamp, and as text past timestamp’s range', () => {
+    expect([1082].map(hashKind)).toEqual(['date']);
+    expect(rowHashExpr([{ name: 'd', kind: 'date' }])).toBe(
+      `coalesce(CASE WHEN "d"::date < '294277-01-01'::date THEN timestamp_hash_extended("d"::date::timestamp, 1) ` +
+        `ELSE hashtextextended("d"::text COLLATE "C", 1) END, (${nullConstant(0)})::int8)`,
+    );
+  });
+
+  it('hashes several whole tables in one statement, one numbered branch each with its own filter and parameters', () => {
+    const plain: VerifyTable = { ...odd, name: 'plain', filter: null, only: false };
+    const q = batchHashQuery([odd, plain], 'target');
+    const branches = q.text.split(' UNION ALL ');
+    expect(branches).toHaveLength(2);
+    expect(branches[0]).toMatch(/^SELECT 0::int AS i, count\(\*\)::text AS n, coalesce\(sum\(.*\), 0\)::text AS h FROM ONLY "Sales Data"\."Order ""x""" WHERE \(status <> 'x'\)$/);
+    expect(branches[1]).toMatch(/^SELECT 1::int AS i, .* FROM "Sales Data"\."plain"$/);
+    expect(q.values).toEqual([]);
   });
 
   it('passes key bounds as parameters cast to each side’s type, and applies the filter', () => {

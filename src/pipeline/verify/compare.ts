@@ -14,7 +14,7 @@ import { currentLsn, waitForReplay, type ReplicationLink } from './replication.j
 import type { SessionPair, SideSession } from './sessions.js';
 import type { ChunkTask } from './plan.js';
 import {
-  bucketHashQuery, bucketRange, chunkHashQuery, keyValues, leafRowsQuery, lookupRowsQuery, splitPointsQuery, WHOLE_RANGE,
+  batchHashQuery, bucketHashQuery, bucketRange, chunkHashQuery, keyValues, leafRowsQuery, lookupRowsQuery, splitPointsQuery, WHOLE_RANGE,
   type KeyRange, type Query, type Side, type VerifyTable,
 } from './sql.js';
 import type { DiffKind, RowDiff, TableReport } from './types.js';
@@ -26,7 +26,7 @@ export const FANOUT = 16;
 /** A range with at most this many rows (on each side) is compared row by row. */
 export const LEAF_ROWS = 1000;
 
-interface Hash {
+export interface Hash {
   n: number;
   h: string;
 }
@@ -39,6 +39,8 @@ export interface CompareSettings {
   signal?: AbortSignal;
   /** The source database: a keyless table that does not settle is compared once more as of one source position (settle.ts). */
   sourceConn?: ResolvedConnInfo;
+  /** Rows per first-pass chunk: a table found equal by one whole-table hash counts the chunks its rows make. */
+  chunkRows?: number;
   /** Told of every range whose difference was confirmed: a leaf range, a range not located further (--max-diffs), or a whole keyless table. */
   onDifferentRange?: (range: KeyRange) => void;
 }
@@ -57,6 +59,21 @@ async function hashOn(s: SideSession, q: Query): Promise<Hash> {
 }
 
 const same = (a: Hash, b: Hash) => a.n === b.n && a.h === b.h;
+
+/**
+ * Whole-table count and hash of several tables on both sides, one statement
+ * per side: [source, target] per table, in the order given.
+ */
+export async function hashBatch(pair: SessionPair, tables: readonly VerifyTable[]): Promise<[Hash, Hash][]> {
+  await Promise.all([pair.source.planFor('whole'), pair.target.planFor('whole')]);
+  const perTable = async (s: SideSession, q: Query) => {
+    const out: Hash[] = tables.map(() => ({ n: 0, h: '0' }));
+    for (const r of await s.query<{ i: number; n: string; h: string }>(q)) out[Number(r.i)] = { n: Number(r.n), h: r.h };
+    return out;
+  };
+  const [src, tgt] = await both(pair, (side) => batchHashQuery(tables, side), perTable);
+  return tables.map((_t, i) => [src[i]!, tgt[i]!]);
+}
 
 export function emptyTableReport(t: Pick<VerifyTable, 'schema' | 'name' | 'filter'>, method: TableReport['method'], key: string[] | null): TableReport {
   return {
@@ -113,6 +130,30 @@ export class TableComparer {
     );
   }
 
+  /**
+   * A keyed table found equal by one whole-table hash: its rows, and the
+   * chunks they make (the granularity a difference would have been located at).
+   */
+  recordWholeEqual(s: Hash, t: Hash): void {
+    this.report.rowsSource += s.n;
+    this.report.rowsTarget += t.n;
+    const rows = Math.max(s.n, t.n);
+    this.report.chunks += this.table.key && this.settings.chunkRows ? Math.max(1, Math.ceil(rows / this.settings.chunkRows)) : 1;
+  }
+
+  /**
+   * The whole table hashed once on both sides. True (and recorded) when
+   * equal; false, with nothing recorded, when the table must be compared
+   * chunk by chunk.
+   */
+  async wholeEqual(pair: SessionPair): Promise<boolean> {
+    await Promise.all([pair.source.planFor('whole'), pair.target.planFor('whole')]);
+    const [s, t] = await both(pair, (side) => chunkHashQuery(this.table, WHOLE_RANGE, side), hashOn);
+    if (!same(s, t)) return false;
+    this.recordWholeEqual(s, t);
+    return true;
+  }
+
   /** One first-pass task: a chunk, a segment of integer buckets, or a whole keyless table. */
   async compareTask(pair: SessionPair, task: ChunkTask): Promise<void> {
     if (task.buckets) await this.compareBuckets(pair, task);
@@ -147,6 +188,7 @@ export class TableComparer {
     const kind = this.table.key && (range.lo || range.hi) ? 'range' : 'whole';
     await Promise.all([pair.source.planFor(kind), pair.target.planFor(kind)]);
     const [s, t] = await both(pair, (side) => chunkHashQuery(this.table, range, side), hashOn);
+    if (same(s, t) && range === WHOLE_RANGE) return this.recordWholeEqual(s, t);
     this.report.rowsSource += s.n;
     this.report.rowsTarget += t.n;
     this.report.chunks++;

@@ -18,7 +18,16 @@ import {
 export interface ChunkTask {
   range: KeyRange;
   buckets?: IntegerBuckets & { first: number; last: number };
+  /**
+   * The whole table hashed once first (see PlanChunkOptions.wholeFirst), and
+   * what happens when the two sides differ: 'bisect' cuts the table into
+   * pieces at keys read from it; 'replan' compares it chunk by chunk as if it
+   * had not been hashed whole, so differences are located exactly as before.
+   */
+  wholeFirst?: WholeFirst;
 }
+
+export type WholeFirst = 'bisect' | 'replan';
 
 export interface ChunkPlan {
   /** Number of first-pass chunks (buckets count one each). */
@@ -35,12 +44,12 @@ const BUCKETS_PER_SEGMENT = 64;
 const SAMPLES_PER_CHUNK = 16;
 const MAX_SAMPLE_ROWS = 200_000;
 
-function single(): ChunkPlan {
+function single(wholeFirst?: WholeFirst): ChunkPlan {
   return {
     count: 1,
     taskCount: 1,
     *tasks() {
-      yield { range: WHOLE_RANGE };
+      yield wholeFirst ? { range: WHOLE_RANGE, wholeFirst } : { range: WHOLE_RANGE };
     },
   };
 }
@@ -96,18 +105,20 @@ export interface PlanChunkOptions {
    */
   wholeScan?: boolean;
   /**
-   * One whole-table hash per side first, split only where it differs
-   * (cutover's gate: the source is fenced and tables are nearly always
-   * equal). A plain aggregate costs about half a grouped one per row
-   * (0.16 against 0.34 CPU s per million pgbench_accounts rows), and no
-   * plan query runs at all.
+   * One whole-table hash per side first, split only where it differs: for
+   * tables that are not being written to (cutover's gate, where the source is
+   * fenced; verify without replication, or a table whose write counters did
+   * not move), which are nearly always equal. A plain aggregate costs about
+   * half a grouped one per row (0.16 against 0.34 CPU s per million
+   * pgbench_accounts rows), and no plan query runs at all. See ChunkTask.
    */
-  wholeFirst?: boolean;
+  wholeFirst?: WholeFirst;
 }
 
 /** Plan the first pass. `estimatedRows` < 0 means the statistics know nothing. */
 export async function planChunks(source: SideSession, t: VerifyTable, chunkRows: number, jobs = 1, opts: PlanChunkOptions = {}): Promise<ChunkPlan> {
-  if (!t.key || opts.wholeFirst) return single();
+  if (!t.key) return single();
+  if (opts.wholeFirst) return single(opts.wholeFirst);
   await source.planFor('range');
   let rows = t.estimatedRows;
   const k = t.key;

@@ -6,6 +6,9 @@
  *   int2/int4/int8             → hashint8extended(col::int8, seed)
  *   timestamp, timestamptz     → timestamp_hash_extended(col::timestamp, seed) (the µs value; the
  *                                 sessions run with TimeZone=UTC, so the cast shifts nothing)
+ *   date                       → timestamp_hash_extended(col::timestamp, seed): midnight of the day
+ *                                 (one timestamp per date); dates past timestamp's range (after
+ *                                 294276 AD, and +infinity) are hashed as text instead
  *   uuid                       → uuid_hash_extended(col, seed)
  *   anything else              → hashtextextended(col::text COLLATE "C", seed); on a side where
  *                                 the column is char(n), hashbpcharextended(col COLLATE "C", seed),
@@ -33,11 +36,12 @@ import { qualifiedName, quoteIdent } from '../../postgres/identifiers.js';
 const INT_TYPES = new Set([20, 21, 23]); // int8, int2, int4
 const TIMESTAMP_TYPES = new Set([1114, 1184]); // timestamp, timestamptz
 const UUID_TYPE = 2950;
+const DATE_TYPE = 1082;
 
 export interface HashColumn {
   name: string;
   /** Hash path chosen from the source column's type; both sides use the same expression. */
-  kind: 'int' | 'timestamp' | 'uuid' | 'text';
+  kind: 'int' | 'timestamp' | 'date' | 'uuid' | 'text';
   /** A masked column (data rules): the source side hashes this expression, the masked source value, instead of the column. */
   sourceExpr?: string;
   /**
@@ -98,6 +102,7 @@ export function hashKind(typeOid: number): HashColumn['kind'] {
   if (INT_TYPES.has(typeOid)) return 'int';
   if (TIMESTAMP_TYPES.has(typeOid)) return 'timestamp';
   if (typeOid === UUID_TYPE) return 'uuid';
+  if (typeOid === DATE_TYPE) return 'date';
   return 'text';
 }
 
@@ -108,6 +113,9 @@ function columnHash(c: HashColumn, seed: number, side?: Side): string {
       return `hashint8extended(${col}::int8, ${seed})`;
     case 'timestamp':
       return `timestamp_hash_extended(${col}::timestamp, ${seed})`;
+    case 'date':
+      // date → timestamp is exact below 294277 AD and an error above it (there the text form is hashed).
+      return `CASE WHEN ${col}::date < '294277-01-01'::date THEN timestamp_hash_extended(${col}::date::timestamp, ${seed}) ELSE hashtextextended(${col}::text COLLATE "C", ${seed}) END`;
     case 'uuid':
       return `uuid_hash_extended(${col}::uuid, ${seed})`;
     default:
@@ -188,6 +196,21 @@ export function chunkHashQuery(t: VerifyTable, range: KeyRange, side: Side): Que
     text: `SELECT count(*)::text AS n, coalesce(sum(${rowHashExpr(t.columns, side)}), 0)::text AS h FROM ${fromClause(t)}${where}`,
     values: p.values,
   };
+}
+
+/**
+ * count and hash sum of several whole tables in one statement: one branch per
+ * table (with its filter), returning columns i (the table's position), n, h.
+ * Many small tables then cost one round trip and one plan per side instead of
+ * one each.
+ */
+export function batchHashQuery(tables: readonly VerifyTable[], side: Side): Query {
+  const p = new Params();
+  const branches = tables.map((t, i) => {
+    const where = whereClause(t, WHOLE_RANGE, side, p);
+    return `SELECT ${i}::int AS i, count(*)::text AS n, coalesce(sum(${rowHashExpr(t.columns, side)}), 0)::text AS h FROM ${fromClause(t)}${where}`;
+  });
+  return { text: branches.join(' UNION ALL '), values: p.values };
 }
 
 function keyTextColumns(key: readonly KeyColumn[]): string {

@@ -14,8 +14,10 @@ import { displayName } from '../../postgres/identifiers.js';
 import { assertPredicatePlans, timeFilterPredicate } from '../shared/filters.js';
 import { verifyPlan } from '../../config/data-rules.js';
 import { databasePair, probePair, scopePairs, type DatabasePair } from '../shared/pairs.js';
-import { emptyTableReport, TableComparer } from './compare.js';
-import { planChunks, type ChunkPlan, type ChunkTask } from './plan.js';
+import { emptyTableReport, hashBatch, TableComparer } from './compare.js';
+import { planChunks, type ChunkPlan, type ChunkTask, type WholeFirst } from './plan.js';
+import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
 import { compareSequences, compareTableSchemas, targetColumns, targetTables, type TableRef } from './schema.js';
@@ -119,6 +121,8 @@ interface CatalogComparison {
   sequences: Awaited<ReturnType<typeof compareSequences>>;
   targetCols: Awaited<ReturnType<typeof targetColumns>>;
   tablesOnlyOnTarget: string[];
+  /** While replicating: the source's write counters per table and when they were read (activity.ts). */
+  writes: { before: Map<string, string>; at: number } | null;
 }
 
 async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress: ProgressSink): Promise<DatabaseReport> {
@@ -134,8 +138,10 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
     const ctx = await resolveDatabaseScope(opts, sourceDb, pairs[0]!);
     const catalog = await compareCatalogs(opts, pairs, ctx);
     const { jobs, reports } = buildTableJobs(opts, pair, ctx, catalog);
-    await planJobs(opts, pairs, jobs, !catalog.replication.active || !!opts.sourceQuiet);
-    await runChunks(opts, pairs, jobs, scopeLabel(sourceDb, tgtConn.dbname), progress);
+    const wholeScan = !catalog.replication.active || !!opts.sourceQuiet;
+    const wholeFirst = await wholeFirstChoice(opts, pairs[0]!, catalog, jobs);
+    await planJobs(opts, pairs, jobs, wholeScan, wholeFirst);
+    await runChunks(opts, pairs, jobs, scopeLabel(sourceDb, tgtConn.dbname), progress, wholeScan);
     return databaseReport(sourceDb, tgtConn.dbname, catalog, reports, started);
   } catch (err) {
     throwIfAborted(signal);
@@ -167,6 +173,7 @@ async function compareCatalogs(opts: VerifyOptions, pairs: SessionPair[], ctx: D
   const { rules, scope, inScope, wholeDatabase } = ctx;
   const replication = await detectReplication(first.source, first.target);
   const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
+  const writes = replication.active && !opts.sourceQuiet ? { before: await writeCounters(first.source, refs), at: Date.now() } : null;
   const [schemaDiffs, sequences, targetCols, onTarget] = await Promise.all([
     compareTableSchemas(first.source, first.target, refs),
     opts.sequences ? compareSequences(pairs[1]?.source ?? first.source, pairs[1]?.target ?? first.target, refs, wholeDatabase) : [],
@@ -179,7 +186,7 @@ async function compareCatalogs(opts: VerifyOptions, pairs: SessionPair[], ctx: D
   const tablesOnlyOnTarget = onTarget
     .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`) && !isStateTable(t.schema, t.name))
     .map((t) => displayName(t.schema, t.name));
-  return { replication, schemaDiffs, sequences, targetCols, tablesOnlyOnTarget };
+  return { replication, schemaDiffs, sequences, targetCols, tablesOnlyOnTarget, writes };
 }
 
 /** One report per table in scope, and a comparison job for each table whose rows can be compared. */
@@ -241,6 +248,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
       replication,
       signal,
       sourceConn: pair.sourceConn,
+      chunkRows: opts.chunkRows,
       onDifferentRange: opts.onDifference && ((range) => opts.onDifference!({ sourceDatabase: pair.sourceDatabase, source: pair.sourceConn, target: pair.targetConn, table, range })),
     });
     jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
@@ -249,8 +257,28 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
   return { jobs, reports };
 }
 
+/**
+ * Which tables are hashed whole first (plan.ts, ChunkTask.wholeFirst): every
+ * table when the source is fenced (split by bisection where it differs) or
+ * when nothing replicates (nothing moves the target, so a whole hash is as
+ * exact as chunks; compared chunk by chunk where it differs); while
+ * replicating, the tables whose write counters on the source did not move
+ * (activity.ts). The rest are planned in chunks up front.
+ */
+async function wholeFirstChoice(opts: VerifyOptions, first: SessionPair, catalog: CatalogComparison, jobs: TableJob[]): Promise<(job: TableJob) => WholeFirst | undefined> {
+  if (opts.sourceQuiet) return () => 'bisect';
+  if (!catalog.writes) return () => 'replan';
+  // Keyless tables are hashed whole anyway: no reason to wait for a second reading.
+  if (!jobs.some((j) => j.table.key)) return () => undefined;
+  const wait = catalog.writes.at + QUIET_WINDOW_MS - Date.now();
+  if (wait > 0) await sleep(wait, undefined, { signal: opts.signal }).catch(() => throwIfAborted(opts.signal));
+  const after = await writeCounters(first.source, jobs.map((j) => j.table));
+  const quiet = quietTables(catalog.writes.before, after);
+  return (job) => (quiet.has(`${job.table.schema}.${job.table.name}`) ? 'replan' : undefined);
+}
+
 /** Plan every keyed table (source only, cheap), biggest first so that big tables start early. */
-async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[], wholeScan: boolean): Promise<void> {
+async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[], wholeScan: boolean, wholeFirst: (job: TableJob) => WholeFirst | undefined): Promise<void> {
   const signal = opts.signal;
   jobs.sort((a, b) => b.table.estimatedRows - a.table.estimatedRows);
   let next = 0;
@@ -259,58 +287,162 @@ async function planJobs(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJo
       while (next < jobs.length) {
         const job = jobs[next++]!;
         throwIfAborted(signal);
-        try {
-          job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs, { wholeScan, wholeFirst: !!opts.sourceQuiet });
-        } catch (err) {
-          if (fatal(err)) throw err;
-          job.report.error = `cannot plan chunks: ${(err as Error).message}`;
-          job.plan = { count: 0, taskCount: 0, *tasks() {} };
-        }
-        job.remaining = job.plan.taskCount;
+        await planJob(opts, pair, job, { wholeScan, wholeFirst: wholeFirst(job) });
       }
     }),
   );
 }
 
+async function planJob(opts: VerifyOptions, pair: SessionPair, job: TableJob, planOpts: Parameters<typeof planChunks>[4]): Promise<void> {
+  try {
+    job.plan = await planChunks(pair.source, job.table, opts.chunkRows, opts.jobs, planOpts);
+  } catch (err) {
+    if (fatal(err)) throw err;
+    job.report.error = `cannot plan chunks: ${(err as Error).message}`;
+    job.plan = { count: 0, taskCount: 0, *tasks() {} };
+  }
+  job.remaining = job.plan.taskCount;
+}
+
+/** Small tables hashed whole in one statement per side: at most this many tables … */
+const BATCH_TABLES = 100;
+/** … and about this many first-pass chunks' worth of rows (by the statistics). */
+const BATCH_CHUNKS = 10;
+
+type Work = { job: TableJob; task: ChunkTask } | { batch: TableJob[] };
+
+/**
+ * Tables hashed whole in one task that fit one chunk by the statistics, in
+ * batches; the others one task after the other.
+ */
+function* workOf(jobs: TableJob[], chunkRows: number): Generator<Work> {
+  const batchable = (job: TableJob) => {
+    if (job.report.error || job.plan!.taskCount !== 1) return false;
+    const rows = job.table.estimatedRows;
+    return rows >= 0 && rows <= chunkRows;
+  };
+  let batch: TableJob[] = [];
+  let rows = 0;
+  for (const job of jobs) {
+    if (!batchable(job)) {
+      for (const task of job.plan!.tasks()) yield { job, task };
+      continue;
+    }
+    if (batch.length >= BATCH_TABLES || rows + job.table.estimatedRows > BATCH_CHUNKS * chunkRows) {
+      yield batch.length === 1 ? { job: batch[0]!, task: batch[0]!.plan!.tasks().next().value! } : { batch };
+      batch = [];
+      rows = 0;
+    }
+    batch.push(job);
+    rows += job.table.estimatedRows;
+  }
+  if (batch.length) yield batch.length === 1 ? { job: batch[0]!, task: batch[0]!.plan!.tasks().next().value! } : { batch };
+}
+
 /** Hash every planned chunk on both sides, one chunk per session pair at a time; a table ends with its last chunk. */
-async function runChunks(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[], dbLabel: string, progress: ProgressSink): Promise<void> {
+async function runChunks(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJob[], dbLabel: string, progress: ProgressSink, wholeScan: boolean): Promise<void> {
   const signal = opts.signal;
   const finish = (job: TableJob) => {
     job.report.durationMs = job.startedAt ? Date.now() - job.startedAt : 0;
     job.report.status = finishStatus(job.report);
     progress({ kind: 'end', id: `${dbLabel}/${job.report.display}`, status: job.report.status === 'equal' ? 'ok' : 'fail', detail: tableDetail(job.report) });
   };
+  const start = (job: TableJob) => {
+    if (job.startedAt) return;
+    job.startedAt = Date.now();
+    progress({ kind: 'start', id: `${dbLabel}/${job.report.display}`, title: `${dbLabel}${job.report.display}` });
+  };
   for (const job of jobs) if (job.remaining === 0) {
     job.report.status = finishStatus(job.report);
   }
 
-  function* tasks(): Generator<{ job: TableJob; task: ChunkTask }> {
-    for (const job of jobs) for (const task of job.plan!.tasks()) yield { job, task };
-  }
-  const queue = tasks();
+  const queue = workOf(jobs, opts.chunkRows);
+  // Work found on the way (a table that differed as a whole, compared again chunk by chunk) comes first.
+  const found: Iterator<Work>[] = [];
+  // Workers with work that may add more: an idle worker waits for them before it stops.
+  let busy = 0;
+  let wake: () => void = () => {};
+  let woken = new Promise<void>((r) => (wake = r));
+  const settled = () => {
+    wake();
+    woken = new Promise<void>((r) => (wake = r));
+  };
+  const take = (): Work | undefined => {
+    while (found.length) {
+      const n = found[0]!.next();
+      if (!n.done) return n.value;
+      found.shift();
+    }
+    const n = queue.next();
+    return n.done ? undefined : n.value;
+  };
+  const tasksOf = (job: TableJob): Iterator<Work> => (function* () {
+    for (const task of job.plan!.tasks()) yield { job, task };
+  })();
+
+  const runTask = async (pair: SessionPair, job: TableJob, task: ChunkTask) => {
+    start(job);
+    let replanned = false;
+    if (!job.report.error) {
+      try {
+        if (task.wholeFirst === 'replan') {
+          if (!(await job.comparer.wholeEqual(pair))) {
+            // Different as a whole: compared chunk by chunk, as a table without whole-first is.
+            await planJob(opts, pair, job, { wholeScan });
+            job.remaining += 1;
+            job.done = 0;
+            replanned = true;
+            found.push(tasksOf(job));
+          }
+        } else await job.comparer.compareTask(pair, task);
+      } catch (err) {
+        throwIfAborted(signal);
+        if (fatal(err)) throw err;
+        job.report.error = `comparison failed: ${(err as Error).message}`;
+      }
+    }
+    if (!replanned) job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
+    if (job.plan!.taskCount > 1 && !replanned) progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: rateAndEta(job.done, job.plan!.count, Date.now() - job.startedAt, 'chunks'), done: job.done, total: job.plan!.count, unit: 'chunks' });
+    if (--job.remaining === 0) finish(job);
+  };
+
+  const runBatch = async (pair: SessionPair, batch: TableJob[]) => {
+    for (const job of batch) start(job);
+    let hashes: Awaited<ReturnType<typeof hashBatch>> | null = null;
+    try {
+      hashes = await hashBatch(pair, batch.map((j) => j.table));
+    } catch (err) {
+      throwIfAborted(signal);
+      if (fatal(err)) throw err;
+      // One of the tables cannot be hashed this way: each on its own, so that the error names it.
+    }
+    for (const [i, job] of batch.entries()) {
+      const h = hashes?.[i];
+      if (h && h[0].n === h[1].n && h[0].h === h[1].h) {
+        job.comparer.recordWholeEqual(h[0], h[1]);
+        if (--job.remaining === 0) finish(job);
+      } else found.push(tasksOf(job));
+    }
+  };
+
   await Promise.all(
     pairs.map(async (pair: SessionPair) => {
       for (;;) {
         throwIfAborted(signal);
-        const n = queue.next();
-        if (n.done) return;
-        const { job, task } = n.value;
-        if (!job.startedAt) {
-          job.startedAt = Date.now();
-          progress({ kind: 'start', id: `${dbLabel}/${job.report.display}`, title: `${dbLabel}${job.report.display}` });
+        const w = take();
+        if (!w) {
+          if (!busy) return;
+          await woken;
+          continue;
         }
-        if (!job.report.error) {
-          try {
-            await job.comparer.compareTask(pair, task);
-          } catch (err) {
-            throwIfAborted(signal);
-            if (fatal(err)) throw err;
-            job.report.error = `comparison failed: ${(err as Error).message}`;
-          }
+        busy++;
+        try {
+          if ('batch' in w) await runBatch(pair, w.batch);
+          else await runTask(pair, w.job, w.task);
+        } finally {
+          busy--;
+          settled();
         }
-        job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
-        if (job.plan!.taskCount > 1) progress({ kind: 'update', id: `${dbLabel}/${job.report.display}`, detail: rateAndEta(job.done, job.plan!.count, Date.now() - job.startedAt, 'chunks'), done: job.done, total: job.plan!.count, unit: 'chunks' });
-        if (--job.remaining === 0) finish(job);
       }
     }),
   );

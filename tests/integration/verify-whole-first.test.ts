@@ -1,0 +1,90 @@
+/**
+ * verify without replication: each table is hashed whole first (one plain
+ * aggregate per side, no plan query), small tables many to a statement, and a
+ * table that differs is then compared chunk by chunk as before, so its
+ * differing rows are still located by key.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../src/local/cluster.js';
+import { createDatabase, useClusters } from '../support/clusters.js';
+import { waitFor } from '../support/wait.js';
+import { runVerify, table, unequal } from './verify-helpers.js';
+
+const SMALL = 40;
+
+const SQL = `
+CREATE TABLE big (id int PRIMARY KEY, d date, note text);
+INSERT INTO big SELECT i, CASE i % 1000 WHEN 1 THEN 'infinity'::date WHEN 2 THEN '-infinity'::date WHEN 3 THEN '300000-01-01'::date
+                               WHEN 4 THEN NULL ELSE '2020-01-01'::date + i % 3000 END, 'n' || i
+  FROM generate_series(1, 20000) i;
+CREATE TABLE loose (a int, b text);
+INSERT INTO loose SELECT i % 7, 'b' || i FROM generate_series(1, 300) i;
+${Array.from({ length: SMALL }, (_v, i) => `CREATE TABLE s${i} (id int PRIMARY KEY, v text, c int); INSERT INTO s${i} SELECT g, 'v' || g, g FROM generate_series(1, 50) g;`).join('\n')}
+ANALYZE;`;
+
+/** Statements committed in a database, from the statistics, once verify's sessions have gone. */
+async function commits(c: LocalCluster, db: string): Promise<number> {
+  await waitFor('verify sessions to end', async () => {
+    const [r] = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'pgferry verify%'`, [db]);
+    return r!.n === '0';
+  });
+  const [r] = await c.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = $1`, [db]);
+  return Number(r!.n);
+}
+
+async function bigScans(c: LocalCluster, db: string): Promise<{ seq: number; idx: number }> {
+  const [r] = await c.query<{ seq: string; idx: string }>(`SELECT seq_scan::text AS seq, coalesce(idx_scan, 0)::text AS idx FROM pg_stat_user_tables WHERE relname = 'big'`, [], db);
+  return { seq: Number(r!.seq), idx: Number(r!.idx) };
+}
+
+describe('verify hashes quiet tables whole first', () => {
+  const clusters = useClusters();
+  let source: LocalCluster;
+  let target: LocalCluster;
+
+  beforeAll(async () => {
+    [source, target] = await Promise.all([clusters.start({ name: 'vwsrc' }), clusters.start({ name: 'vwtgt' })]);
+  });
+
+  it('reads an equal table once per side with no index scan, and many small tables in a few statements', async () => {
+    const [s, t] = await Promise.all([createDatabase(source, undefined, SQL), createDatabase(target, undefined, SQL)]);
+    const before = { commits: await commits(source, s), scans: await bigScans(source, s) };
+    const report = await runVerify(source, s, target, t, { chunkRows: 500, sequences: false });
+    expect(unequal(report)).toEqual({});
+    expect(report.status).toBe('equal');
+    // Counted as the chunks its rows make: where a difference would have been located.
+    expect(table(report, 'public', 'big')).toMatchObject({ rowsSource: 20000, rowsTarget: 20000, chunks: 40 });
+    expect(table(report, 'public', 's7')).toMatchObject({ rowsSource: 50, chunks: 1 });
+    expect(table(report, 'public', 'loose')).toMatchObject({ rowsSource: 300, chunks: 1, method: 'whole-table' });
+    const after = { commits: await commits(source, s), scans: await bigScans(source, s) };
+    expect(after.scans.seq - before.scans.seq).toBe(1);
+    expect(after.scans.idx - before.scans.idx).toBe(0);
+    // One statement per table would be more than SMALL; the catalog queries are a handful.
+    expect(after.commits - before.commits).toBeLessThan(SMALL / 2);
+  });
+
+  it('locates differences by key in a big table and in batched small ones, and names a table whose hash fails', async () => {
+    const [s, t] = await Promise.all([createDatabase(source, undefined, SQL), createDatabase(target, undefined, SQL)]);
+    await target.query(
+      `UPDATE big SET d = d + 1 WHERE id = 777;
+       UPDATE big SET d = '300001-01-01' WHERE id = 3003;
+       DELETE FROM s7 WHERE id = 3;
+       UPDATE s23 SET v = 'x' WHERE id = 5;
+       ALTER TABLE s31 ALTER COLUMN c TYPE text; UPDATE s31 SET c = 'not a number' WHERE id = 9;
+       ANALYZE;`,
+      [],
+      t,
+    );
+    const report = await runVerify(source, s, target, t, { chunkRows: 500, sequences: false });
+    expect(table(report, 'public', 'big').diffs).toEqual([
+      { kind: 'different', key: { id: '777' } },
+      { kind: 'different', key: { id: '3003' } },
+    ]);
+    expect(table(report, 'public', 'big').chunks).toBe(40);
+    expect(table(report, 'public', 's7').diffs).toEqual([{ kind: 'missing', key: { id: '3' } }]);
+    expect(table(report, 'public', 's23').diffs).toEqual([{ kind: 'different', key: { id: '5' } }]);
+    expect(table(report, 'public', 's31').error).toMatch(/comparison failed/);
+    const others = report.databases[0]!.tables.filter((x) => !['big', 's7', 's23', 's31'].includes(x.name));
+    expect(others.filter((x) => x.status !== 'equal')).toEqual([]);
+  });
+});
