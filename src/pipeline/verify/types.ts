@@ -43,6 +43,11 @@ export interface VerifyOptions {
    * differs (see planChunks' wholeFirst).
    */
   sourceQuiet?: boolean;
+  /**
+   * false: plan every keyed table in chunks up front, never one whole-table hash first (for tests of the chunk
+   * planner and for measuring it). Default true.
+   */
+  wholeFirst?: boolean;
   signal?: AbortSignal;
   progress?: ProgressSink;
   /** Told of every key range (or keyless table) whose difference verify confirmed; `verify --repair` collects them. */

@@ -266,6 +266,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
  * (activity.ts). The rest are planned in chunks up front.
  */
 async function wholeFirstChoice(opts: VerifyOptions, first: SessionPair, catalog: CatalogComparison, jobs: TableJob[]): Promise<(job: TableJob) => WholeFirst | undefined> {
+  if (opts.wholeFirst === false) return () => undefined;
   if (opts.sourceQuiet) return () => 'bisect';
   if (!catalog.writes) return () => 'replan';
   // Keyless tables are hashed whole anyway: no reason to wait for a second reading.
