@@ -18,7 +18,7 @@ import { throwIfShuttingDown } from '../../../lifecycle.js';
 import { quoteIdent } from '../../../postgres/identifiers.js';
 import { columnText, diffKeyedChunk, fromClause, readKeys, type KeyRange, type RowReader, type RowValues } from '../../shared/row-diff.js';
 import type { TsTable } from './tables.js';
-import { deleteKeys, upsertRows } from './writes.js';
+import { applyBatch } from './uniques.js';
 
 /** A widest time-zone offset: a `timestamp without time zone` was written in some writer's zone, unknown here. */
 const NAIVE_TIMESTAMP_WIDENING = "interval '14 hours'";
@@ -83,7 +83,7 @@ export async function upsertChanged(s: Sides, t: TsTable, mark: string | null): 
       if (s.signal) throwIfShuttingDown(s.signal);
       const { rows } = await s.source.query(`FETCH ${Number(s.batchSize)} FROM ${cursor}`);
       if (!rows.length) break;
-      total += await inTransaction(s.writer, () => upsertRows(s.writer, t, rows.map((r) => values(t, r))));
+      total += (await inTransaction(s.writer, () => applyBatch(s.writer, reader(s.source), t, t.uniques, rows.map((r) => values(t, r)), []))).upserted;
       faultPoint('sync.timestamp.mid-round');
       if (rows.length < s.batchSize) break;
     }
@@ -135,10 +135,9 @@ export async function compareAndFix(s: Sides, t: TsTable, keysOnly: boolean): Pr
     }
     const extra = diff.extra.map((r) => r.key);
     if (rows.length || extra.length) {
-      await inTransaction(s.writer, async () => {
-        out.upserted += await upsertRows(s.writer, t, rows);
-        out.deleted += await deleteKeys(s.writer, t, extra);
-      });
+      const done = await inTransaction(s.writer, () => applyBatch(s.writer, reader(s.source), t, t.uniques, rows, extra));
+      out.upserted += done.upserted;
+      out.deleted += done.deleted;
     }
     if (!hi) break;
     lo = hi;

@@ -42,6 +42,7 @@ import { syncSequences } from '../../shared/sequences.js';
 import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../../shared/timestamp-bound.js';
 import { advanceMark, finishRound, readMarks, startRound } from '../../shared/timestamp-state.js';
 import { compareAndFix, upsertChanged, type Sides } from './rows.js';
+import { readUniques } from './uniques.js';
 import { planTables, type TimestampColumns, type TsTable } from './tables.js';
 
 export const TIMESTAMP_DEFAULTS = { column: 'updated_at', batchSize: 10_000, overlapSeconds: DEFAULT_OVERLAP_SECONDS } as const;
@@ -179,7 +180,9 @@ async function closeClients(c: Clients): Promise<void> {
 async function planPair(c: Clients, o: TimestampSyncOptions, scope: ScopeSpec, state: RunState | undefined, pair: ReplicationPair): Promise<TsTable[]> {
   const resolved = await resolveTables(c.source, pair.sourceDatabase, rulesFor(scope, pair.sourceDatabase));
   const targetTables = await listTables(c.target);
-  return planTables(pair.sourceDatabase, resolved.tables, targetTables, state?.databases[pair.sourceDatabase]?.filters ?? {}, o.columns);
+  const tables = planTables(pair.sourceDatabase, resolved.tables, targetTables, state?.databases[pair.sourceDatabase]?.filters ?? {}, o.columns);
+  for (const t of tables) t.uniques = await readUniques(c.writer, t);
+  return tables;
 }
 
 async function roundOfDatabase(
