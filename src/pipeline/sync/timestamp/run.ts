@@ -40,8 +40,8 @@ import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import { ROW_TEXT_SETTINGS } from '../../shared/row-diff.js';
 import { syncSequences } from '../../shared/sequences.js';
 import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../../shared/timestamp-bound.js';
-import { advanceMark, finishRound, readMarks, startRound } from '../../shared/timestamp-state.js';
-import { compareAndFix, upsertChanged, type Sides } from './rows.js';
+import { advanceMark, finishRound, readMarks, startRound, type InitMark } from '../../shared/timestamp-state.js';
+import { compareAndFix, upsertChanged, type ReadFrom, type Sides } from './rows.js';
 import { readUniques } from './uniques.js';
 import { planTables, type TimestampColumns, type TsTable } from './tables.js';
 
@@ -200,12 +200,15 @@ async function roundOfDatabase(
     }
     await refuseFenced(c.source, pair, !!o.finalRound);
     const tables = await planPair(c, o, scope, state, pair);
-    const marks = new Map((await readMarks(c.writer)).map((m) => [`${m.schema}\u0000${m.name}`, m.mark]));
+    const marks = new Map((await readMarks(c.writer)).map((m) => [`${m.schema}\u0000${m.name}`, m]));
     for (const t of tables) {
       if (!marks.has(`${t.schema}\u0000${t.name}`) && t.timestamp) warn(`${displayName(t.schema, t.name)} has no mark yet (not copied by init --method timestamp): every row is read this round`);
     }
     const bound = await readLowerBound(c.source, o.overlapSeconds);
-    if (bound.standby) warn(`the source is a standby: the primary's open transactions are invisible to it, so only --overlap (${o.overlapSeconds}s) covers them; make it longer than the longest write transaction on the primary`);
+    if (bound.standby) {
+      const noXmin = tables.filter((t) => t.timestamp && marks.has(`${t.schema}\u0000${t.name}`) && marks.get(`${t.schema}\u0000${t.name}`)!.xmin === null);
+      if (noXmin.length) warn(`the source is a standby and ${noXmin.length} table(s) have a mark without a transaction ID (state of an older pgferry): every row of them is read this round`);
+    }
     const round = await startRound(c.writer, bound.bound, o.detectDeletes);
     await c.source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     // The snapshot is taken by the first statement: now, after the bound was read.
@@ -214,7 +217,9 @@ async function roundOfDatabase(
     const reports: TimestampTableReport[] = [];
     for (const t of tables) {
       throwIfShuttingDown(signal);
-      reports.push(await roundOfTable(sides, t, marks.get(`${t.schema}\u0000${t.name}`) ?? null, o.detectDeletes, bound.bound, round, id, progress));
+      const m = marks.get(`${t.schema}\u0000${t.name}`);
+      const from: ReadFrom = { mark: m?.mark ?? null, xmin: m?.xmin ?? null, standby: bound.standby, markFromStandby: m?.standby ?? false };
+      reports.push(await roundOfTable(sides, t, from, o.detectDeletes, { mark: bound.bound, xmin: bound.xmin, standby: bound.standby }, round, id, progress));
     }
     await c.source.query('COMMIT');
     const upserted = reports.reduce((n, t) => n + t.upserted, 0);
@@ -261,16 +266,16 @@ export function finalTimestampRound(columns: TimestampColumns, batchSize: number
 }
 
 async function roundOfTable(
-  s: Sides, t: TsTable, mark: string | null, detectDeletes: boolean, nextMark: string, round: number, parent: string, progress: ProgressSink,
+  s: Sides, t: TsTable, from: ReadFrom, detectDeletes: boolean, nextMark: InitMark, round: number, parent: string, progress: ProgressSink,
 ): Promise<TimestampTableReport> {
   const id = `${parent}/${t.schema}.${t.name}`;
   progress({ kind: 'start', id, title: displayName(t.schema, t.name), parent });
   const r: TimestampTableReport = {
     schema: t.schema, name: t.name, mode: t.timestamp ? 'timestamp' : 'compared', column: t.timestamp?.name ?? null, reason: t.compareReason,
-    from: t.timestamp ? mark : null, upserted: 0, deleted: 0, chunks: 0,
+    from: t.timestamp ? from.mark : null, upserted: 0, deleted: 0, chunks: 0,
   };
   if (t.timestamp) {
-    r.upserted = await upsertChanged(s, t, mark);
+    r.upserted = await upsertChanged(s, t, from);
     if (detectDeletes) {
       const d = await compareAndFix(s, t, true);
       Object.assign(r, { chunks: d.chunks, deleted: d.deleted, upserted: r.upserted + d.upserted });
@@ -279,7 +284,7 @@ async function roundOfTable(
     const d = await compareAndFix(s, t, false);
     Object.assign(r, { chunks: d.chunks, deleted: d.deleted, upserted: d.upserted });
   }
-  await advanceMark(s.writer, t, { mark: nextMark, mode: r.mode, column: r.column, round, upserted: r.upserted, deleted: r.deleted });
+  await advanceMark(s.writer, t, { ...nextMark, mode: r.mode, column: r.column, round, upserted: r.upserted, deleted: r.deleted });
   progress({ kind: 'end', id, status: 'ok', detail: `${r.upserted} upserted${r.deleted ? `, ${r.deleted} deleted` : ''}${r.mode === 'compared' ? ` (compared: ${r.reason})` : ''}` });
   return r;
 }
