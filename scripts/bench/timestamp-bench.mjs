@@ -9,6 +9,8 @@
  *   3. CHANGED (1 %) of the rows of orders and events updated (one transaction each), then one
  *      `sync --method timestamp --once` round, then one with `--detect-deletes`: seconds and rows/s
  *   4. the round's result checked: orders and events equal on both sides (md5 of the ordered rows)
+ *   5. unless STANDBY=0: a hot standby of the source (pg_basebackup), CHANGED of the rows changed again on
+ *      the primary, and one round reading the standby (by transaction ID: a full scan per table), checked
  *
  * Usage: npm run build && node scripts/bench/timestamp-bench.mjs
  * Each step's CPU seconds: the CLI process (with the tools it ran), the source and the target cluster.
@@ -29,6 +31,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const { startCluster } = await import(path.join(root, 'dist/local/cluster.js'));
 const { generate } = await import('./generate.mjs');
 
+const STANDBY = process.env.STANDBY !== '0';
 const SCALE = Number(process.env.SCALE ?? 0.2);
 const CHANGED = Number(process.env.CHANGED ?? 0.01);
 const DB = 'bench';
@@ -64,6 +67,7 @@ const STAMP = `
     END LOOP;
   END $$;`;
 
+let standby = null;
 const dir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-bench-ts-'));
 const [src, tgt] = await Promise.all([
   startCluster({ name: 'bench-ts-src', settings: { ...SETTINGS, wal_level: 'replica' } }),
@@ -84,6 +88,11 @@ try {
 
   const env = { ...process.env, PGFERRY_SOURCE: src.url(DB), PGFERRY_TARGET: tgt.url(DB) };
   const run = (...args) => execa(process.execPath, [path.join(root, 'dist/cli/main.js'), ...args, '--state-dir', dir, '--exclude-tables', 'public.audit_log'], { env, reject: false });
+  if (STANDBY) {
+    t0 = performance.now();
+    standby = await startCluster({ name: 'bench-ts-standby', standbyOf: src, settings: { ...SETTINGS, hot_standby_feedback: 'on' } });
+    log(`standby started (pg_basebackup) in ${secs(t0).toFixed(0)} s`);
+  }
   /** Run the CLI; `cpu` is the CPU seconds of the CLI process, the source cluster and the target cluster meanwhile. */
   const cli = async (...args) => {
     const c0 = [childrenCpuSeconds(), clusterCpuSeconds(src), clusterCpuSeconds(tgt)];
@@ -128,15 +137,31 @@ try {
   for (const t of ['public.orders', 'public.events']) {
     if ((await digest(src, t)) !== (await digest(tgt, t))) throw new Error(`${t} differs after the round`);
   }
+  let standbyRound = null;
+  if (standby) {
+    await src.query(`UPDATE public.orders SET total = total + 1 WHERE id % ${every} = 1`, [], DB);
+    await src.query(`UPDATE public.events SET id = id WHERE id % ${every} = 1`, [], DB);
+    const lsn = (await src.query('SELECT pg_current_wal_lsn()::text AS l'))[0].l;
+    while (!(await standby.query('SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok', [lsn]))[0].ok) await new Promise((res) => setTimeout(res, 200));
+    env.PGFERRY_SOURCE = standby.url(DB);
+    const sb0 = clusterCpuSeconds(standby);
+    const x = await round();
+    standbyRound = { ...x, cpu: { ...x.cpu, standby: +(clusterCpuSeconds(standby) - sb0).toFixed(2) } };
+    log(`round on the standby: ${x.seconds.toFixed(2)} s, ${x.upserted} upserted, CPU ${JSON.stringify(standbyRound.cpu)}`);
+    for (const t of ['public.orders', 'public.events']) {
+      if ((await digest(src, t)) !== (await digest(tgt, t))) throw new Error(`${t} differs after the round on the standby`);
+    }
+  }
   const result = {
     scale: SCALE, sizeMb: Math.round(size / 2 ** 20), rowsInScope: Number(totalRows), changedRows: changed,
     init: { seconds: +initSeconds.toFixed(2), rowsPerSecond: Math.round(Number(totalRows) / initSeconds), cpu: initCpu },
     round: { seconds: +plain.seconds.toFixed(2), upserted: plain.upserted, changedRowsPerSecond: Math.round(changed / plain.seconds), cpu: plain.cpu },
     idleRound: { seconds: +idle.seconds.toFixed(2), upserted: idle.upserted, cpu: idle.cpu },
+    ...(standbyRound ? { standbyRound: { seconds: +standbyRound.seconds.toFixed(2), upserted: standbyRound.upserted, changedRowsPerSecond: Math.round(changed / standbyRound.seconds), cpu: standbyRound.cpu } } : {}),
     detectDeletesRound: { seconds: +deletes.seconds.toFixed(2), rowsComparedPerSecond: Math.round(Number(totalRows) / deletes.seconds), cpu: deletes.cpu },
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 } finally {
-  await Promise.allSettled([src.stop(), tgt.stop()]);
+  await Promise.allSettled([src.stop(), tgt.stop(), standby?.stop()]);
   rmSync(dir, { recursive: true, force: true });
 }
