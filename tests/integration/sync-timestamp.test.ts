@@ -267,6 +267,14 @@ describe('sync --method timestamp', () => {
     expect((err as PgferryError).exitCode).toBe(2);
     expect((err as Error).message).toMatch(/ts_nokey/);
     expect((err as PgferryError).hint).toMatch(/exclude.*primary key.*logical replication/);
+
+    // An exclusion constraint cannot be closed over like a unique index: refused by name too.
+    const db2 = await createDatabase(src, undefined, `${SCHEMA} CREATE TABLE ts_slots (id int PRIMARY KEY, during int4range, EXCLUDE USING gist (during WITH &&));`);
+    const dir2 = await stateDir();
+    await runInit(initOptions(db2, dir2));
+    const err2 = await runTimestampSync(roundOptions(db2, dir2)).catch((e: unknown) => e);
+    expect((err2 as PgferryError).exitCode).toBe(2);
+    expect((err2 as Error).message).toMatch(/ts_slots_during_excl \(an exclusion constraint\)/);
   });
 
   it('a round killed with kill -9 midway is completed by the next round', async () => {

@@ -235,6 +235,13 @@ async function roundOfDatabase(
   } catch (err) {
     progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
     if (err instanceof UsageError || err instanceof OperationError || sqlstate(err) === undefined) throw err;
+    if (sqlstate(err) === '40001' && /conflict with recovery/i.test((err as Error).message)) {
+      // A standby cancels a snapshot that replay would invalidate (rows vacuumed away on the primary).
+      throw new OperationError(`a timestamp round of "${pair.sourceDatabase}": the standby cancelled the round's snapshot: ${(err as Error).message}`, {
+        hint: 'on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf(); (or raise max_standby_streaming_delay), then run the round again (unfinished tables kept their marks)',
+        cause: err,
+      });
+    }
     throw operationError(err, `a timestamp round of "${pair.sourceDatabase}"`);
   } finally {
     await closeClients(c);
