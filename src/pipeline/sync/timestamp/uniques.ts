@@ -111,7 +111,9 @@ function collisionSql(t: TsTable, u: TsUnique): string {
     `WITH n AS (SELECT ${casts.join(', ')} FROM unnest(${arrays.join(', ')}) AS u(${t.columns.map((_, i) => `c${i}`).join(', ')})), ` +
     `nv AS (SELECT ${[...keyOut, ...exprOut].join(', ')} FROM n${pred}) ` +
     `SELECT DISTINCT x.* FROM nv, LATERAL (SELECT ${keyText.join(', ')} FROM ${fromClause(t)} ` +
-    `WHERE ${eq.join(' AND ')}${u.predicate ? ` AND (${u.predicate})` : ''} AND ${keyTuple} IS DISTINCT FROM ${batchKey}) AS x`
+    // OFFSET 0 keeps the subquery from being flattened into a join, which the planner would hash over a
+    // sequential scan of the whole table (it guesses few rows from unnest): one index probe per row instead.
+    `WHERE ${eq.join(' AND ')}${u.predicate ? ` AND (${u.predicate})` : ''} AND ${keyTuple} IS DISTINCT FROM ${batchKey} OFFSET 0) AS x`
   );
 }
 
