@@ -19,6 +19,7 @@ import { InterruptedError, PgferryError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
 import { runTimestampSync, type TimestampSyncOptions } from '../../src/pipeline/sync/timestamp/index.js';
+import { runValidate } from '../../src/pipeline/validate/run.js';
 import { readMarks } from '../../src/pipeline/shared/timestamp-state.js';
 import { withClient } from '../../src/postgres/connect.js';
 import { runCliProcess } from '../support/cli.js';
@@ -270,6 +271,8 @@ describe('sync --method timestamp', () => {
 
     // An exclusion constraint cannot be closed over like a unique index: refused by name too.
     const db2 = await createDatabase(src, undefined, `${SCHEMA} CREATE TABLE ts_slots (id int PRIMARY KEY, during int4range, EXCLUDE USING gist (during WITH &&));`);
+    const v = await runValidate({ source: src.conn(db2), target: tgt.conn(db2), scope: emptyScope(), method: 'timestamp' });
+    expect(v.checks.find((c) => c.id === 'timestamp.exclusion')).toMatchObject({ status: 'fail', details: ['public.ts_slots (ts_slots_during_excl)'] });
     const dir2 = await stateDir();
     await runInit(initOptions(db2, dir2));
     const err2 = await runTimestampSync(roundOptions(db2, dir2)).catch((e: unknown) => e);

@@ -96,6 +96,17 @@ export async function checkTimestampTables(c: pg.Client, scope: readonly ScopeTa
     out.push(warn('timestamp.triggers', 'source', `${untriggered.length} table${untriggered.length > 1 ? 's have' : ' has'} no BEFORE UPDATE row trigger: "${column}" changes only when the application sets it`,
       `CREATE TRIGGER … BEFORE INSERT OR UPDATE … FOR EACH ROW EXECUTE FUNCTION a function setting NEW.${quoteIdent(column)} := now(); or give sync a larger --overlap`, { details: untriggered }));
   }
+  // Rounds close each batch over the other unique indexes (sync/timestamp/uniques.ts); exclusion constraints cannot be.
+  const { rows: excl } = await c.query<{ oid: number; name: string }>(
+    `SELECT i.indrelid::int AS oid, c.relname AS name FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+      WHERE i.indisexclusion AND i.indrelid = ANY($1::oid[]) ORDER BY 2`,
+    [tables.map((t) => t.oid)],
+  );
+  if (excl.length) {
+    const byOid = new Map(tables.map((t) => [t.oid, displayName(t.schema, t.name)]));
+    out.push(fail('timestamp.exclusion', 'source', `${excl.length} exclusion constraint${excl.length > 1 ? 's' : ''}: a round cannot keep ${excl.length > 1 ? 'them' : 'it'} consistent while rows change`,
+      'exclude those tables (--exclude-tables), or use logical replication', { details: excl.map((e) => `${byOid.get(e.oid) ?? '?'} (${e.name})`) }));
+  }
   const nullable = stamped.filter((f) => !f.notNull).map((f) => f.table);
   if (nullable.length) {
     out.push(warn('timestamp.nullable', 'source', `"${column}" may be NULL in ${nullable.length} table${nullable.length > 1 ? 's' : ''}: such rows are read again every round`,
