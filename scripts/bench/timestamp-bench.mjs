@@ -9,8 +9,11 @@
  *   3. CHANGED (1 %) of the rows of orders and events updated (one transaction each), then one
  *      `sync --method timestamp --once` round, then one with `--detect-deletes`: seconds and rows/s
  *   4. the round's result checked: orders and events equal on both sides (md5 of the ordered rows)
+ *   5. unless STANDBY=0: a hot standby of the source (pg_basebackup), CHANGED of the rows changed again on
+ *      the primary, and one round reading the standby (by transaction ID: a full scan per table), checked
  *
  * Usage: npm run build && node scripts/bench/timestamp-bench.mjs
+ * Each step's CPU seconds: the CLI process (with the tools it ran), the source and the target cluster.
  * Environment: SCALE (0.2), CHANGED (0.01); the system PostgreSQL. Passwords go through PGFERRY_SOURCE /
  * PGFERRY_TARGET, never argv.
  */
@@ -21,11 +24,14 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { readFileSync } from 'node:fs';
+import { clusterCpuSeconds } from './cpu.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { startCluster } = await import(path.join(root, 'dist/local/cluster.js'));
 const { generate } = await import('./generate.mjs');
 
+const STANDBY = process.env.STANDBY !== '0';
 const SCALE = Number(process.env.SCALE ?? 0.2);
 const CHANGED = Number(process.env.CHANGED ?? 0.01);
 const DB = 'bench';
@@ -33,6 +39,12 @@ const SETTINGS = { shared_buffers: "'512MB'", max_wal_size: "'8GB'", checkpoint_
 
 const log = (m) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${m}\n`);
 const secs = (t0) => (performance.now() - t0) / 1000;
+/** CPU seconds of this process's reaped children (each CLI run, with the pg_dump/pg_restore it waited for). */
+function childrenCpuSeconds() {
+  const text = readFileSync('/proc/self/stat', 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) / 100;
+}
 
 async function client(cluster, db) {
   const c = new pg.Client({ host: cluster.host, port: cluster.port, user: 'postgres', password: cluster.password, database: db });
@@ -55,6 +67,7 @@ const STAMP = `
     END LOOP;
   END $$;`;
 
+let standby = null;
 const dir = mkdtempSync(path.join(os.tmpdir(), 'pgferry-bench-ts-'));
 const [src, tgt] = await Promise.all([
   startCluster({ name: 'bench-ts-src', settings: { ...SETTINGS, wal_level: 'replica' } }),
@@ -74,13 +87,27 @@ try {
   log(`generated ${(size / 2 ** 20).toFixed(0)} MB (scale ${SCALE}) in ${secs(t0).toFixed(0)} s`);
 
   const env = { ...process.env, PGFERRY_SOURCE: src.url(DB), PGFERRY_TARGET: tgt.url(DB) };
-  const cli = (...args) => execa(process.execPath, [path.join(root, 'dist/cli/main.js'), ...args, '--state-dir', dir, '--exclude-tables', 'public.audit_log'], { env, reject: false });
+  const run = (...args) => execa(process.execPath, [path.join(root, 'dist/cli/main.js'), ...args, '--state-dir', dir, '--exclude-tables', 'public.audit_log'], { env, reject: false });
+  if (STANDBY) {
+    t0 = performance.now();
+    standby = await startCluster({ name: 'bench-ts-standby', standbyOf: src, settings: { ...SETTINGS, hot_standby_feedback: 'on' } });
+    log(`standby started (pg_basebackup) in ${secs(t0).toFixed(0)} s`);
+  }
+  /** Run the CLI; `cpu` is the CPU seconds of the CLI process, the source cluster and the target cluster meanwhile. */
+  const cli = async (...args) => {
+    const c0 = [childrenCpuSeconds(), clusterCpuSeconds(src), clusterCpuSeconds(tgt)];
+    const x = await run(...args);
+    const c1 = [childrenCpuSeconds(), clusterCpuSeconds(src), clusterCpuSeconds(tgt)];
+    x.cpu = { cli: +(c1[0] - c0[0]).toFixed(2), source: +(c1[1] - c0[1]).toFixed(2), target: +(c1[2] - c0[2]).toFixed(2) };
+    return x;
+  };
 
   t0 = performance.now();
   let r = await cli('init', '--method', 'timestamp', '--yes', '--no-roles', '--jobs', '2');
   const initSeconds = secs(t0);
   if (r.exitCode !== 0) throw new Error(`init failed: ${r.stderr}`);
-  log(`init --method timestamp: ${initSeconds.toFixed(1)} s`);
+  const initCpu = r.cpu;
+  log(`init --method timestamp: ${initSeconds.toFixed(1)} s, CPU ${JSON.stringify(initCpu)}`);
 
   const orders = await rowsOf('public.orders');
   const events = await rowsOf('public.events');
@@ -97,10 +124,10 @@ try {
     const s = secs(t);
     if (x.exitCode !== 0) throw new Error(`round failed: ${x.stderr}`);
     const doc = JSON.parse(x.stdout);
-    return { seconds: s, upserted: doc.databases[0].upserted, deleted: doc.databases[0].deleted };
+    return { seconds: s, upserted: doc.databases[0].upserted, deleted: doc.databases[0].deleted, cpu: x.cpu };
   };
   const plain = await round();
-  log(`round: ${plain.seconds.toFixed(2)} s, ${plain.upserted} upserted`);
+  log(`round: ${plain.seconds.toFixed(2)} s, ${plain.upserted} upserted, CPU ${JSON.stringify(plain.cpu)}`);
   const idle = await round();
   log(`idle round: ${idle.seconds.toFixed(2)} s, ${idle.upserted} upserted`);
   const deletes = await round('--detect-deletes');
@@ -110,15 +137,31 @@ try {
   for (const t of ['public.orders', 'public.events']) {
     if ((await digest(src, t)) !== (await digest(tgt, t))) throw new Error(`${t} differs after the round`);
   }
+  let standbyRound = null;
+  if (standby) {
+    await src.query(`UPDATE public.orders SET total = total + 1 WHERE id % ${every} = 1`, [], DB);
+    await src.query(`UPDATE public.events SET id = id WHERE id % ${every} = 1`, [], DB);
+    const lsn = (await src.query('SELECT pg_current_wal_lsn()::text AS l'))[0].l;
+    while (!(await standby.query('SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok', [lsn]))[0].ok) await new Promise((res) => setTimeout(res, 200));
+    env.PGFERRY_SOURCE = standby.url(DB);
+    const sb0 = clusterCpuSeconds(standby);
+    const x = await round();
+    standbyRound = { ...x, cpu: { ...x.cpu, standby: +(clusterCpuSeconds(standby) - sb0).toFixed(2) } };
+    log(`round on the standby: ${x.seconds.toFixed(2)} s, ${x.upserted} upserted, CPU ${JSON.stringify(standbyRound.cpu)}`);
+    for (const t of ['public.orders', 'public.events']) {
+      if ((await digest(src, t)) !== (await digest(tgt, t))) throw new Error(`${t} differs after the round on the standby`);
+    }
+  }
   const result = {
     scale: SCALE, sizeMb: Math.round(size / 2 ** 20), rowsInScope: Number(totalRows), changedRows: changed,
-    init: { seconds: +initSeconds.toFixed(2), rowsPerSecond: Math.round(Number(totalRows) / initSeconds) },
-    round: { seconds: +plain.seconds.toFixed(2), upserted: plain.upserted, changedRowsPerSecond: Math.round(changed / plain.seconds) },
-    idleRound: { seconds: +idle.seconds.toFixed(2), upserted: idle.upserted },
-    detectDeletesRound: { seconds: +deletes.seconds.toFixed(2), rowsComparedPerSecond: Math.round(Number(totalRows) / deletes.seconds) },
+    init: { seconds: +initSeconds.toFixed(2), rowsPerSecond: Math.round(Number(totalRows) / initSeconds), cpu: initCpu },
+    round: { seconds: +plain.seconds.toFixed(2), upserted: plain.upserted, changedRowsPerSecond: Math.round(changed / plain.seconds), cpu: plain.cpu },
+    idleRound: { seconds: +idle.seconds.toFixed(2), upserted: idle.upserted, cpu: idle.cpu },
+    ...(standbyRound ? { standbyRound: { seconds: +standbyRound.seconds.toFixed(2), upserted: standbyRound.upserted, changedRowsPerSecond: Math.round(changed / standbyRound.seconds), cpu: standbyRound.cpu } } : {}),
+    detectDeletesRound: { seconds: +deletes.seconds.toFixed(2), rowsComparedPerSecond: Math.round(Number(totalRows) / deletes.seconds), cpu: deletes.cpu },
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 } finally {
-  await Promise.allSettled([src.stop(), tgt.stop()]);
+  await Promise.allSettled([src.stop(), tgt.stop(), standby?.stop()]);
   rmSync(dir, { recursive: true, force: true });
 }

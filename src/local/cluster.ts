@@ -32,6 +32,11 @@ export interface ClusterOptions {
   hba?: string[];
   /** Password of the bootstrap superuser "postgres". Random by default. */
   password?: string;
+  /**
+   * Start a hot standby of this (running) cluster instead of a new one: pg_basebackup of it,
+   * streaming from it. Same binaries, the primary's password and pg_hba.conf.
+   */
+  standbyOf?: LocalCluster;
 }
 
 export interface LocalCluster {
@@ -209,10 +214,18 @@ interface ClusterLife {
 
 /** Start a throwaway cluster. Always call stop() (in finally / afterAll). */
 export async function startCluster(options: ClusterOptions = {}): Promise<LocalCluster> {
+  const primary = options.standbyOf;
+  if (primary) {
+    options = {
+      ...options, binDir: options.binDir ?? primary.binDir, password: primary.password,
+      settings: { hot_standby: 'on', ...options.settings, primary_conninfo: `'host=${primary.socketDir} port=${primary.port} user=postgres application_name=standby'` },
+    };
+  }
   const setup = prepareCluster(options);
   const life = trackCluster(setup);
   try {
-    await initDataDir(setup, options);
+    if (primary) await baseBackup(setup, primary);
+    else await initDataDir(setup, options);
     const port = await startServer(setup, options);
     return clusterObject(setup, life, port);
   } catch (err) {
@@ -280,6 +293,18 @@ function trackCluster(setup: ClusterSetup): ClusterLife {
   live.add(life.handle);
   installExitHook();
   return life;
+}
+
+/** A standby's data directory: pg_basebackup of the primary (over its socket) and standby.signal. */
+async function baseBackup(setup: ClusterSetup, primary: LocalCluster): Promise<void> {
+  const { binDir, dataDir, spawnOpts } = setup;
+  const r = await run(
+    path.join(binDir, 'pg_basebackup'),
+    ['-D', dataDir, '-h', primary.socketDir, '-p', String(primary.port), '-U', 'postgres', '-X', 'stream', '-c', 'fast', '--no-sync'],
+    spawnOpts,
+  );
+  if (r.code !== 0) throw new Error(`pg_basebackup failed:\n${r.out}`);
+  writeFileSync(path.join(dataDir, 'standby.signal'), '');
 }
 
 /** initdb (superuser "postgres" with the password) and the pg_hba.conf rules. */

@@ -319,4 +319,40 @@ describe('cutover with --method timestamp', () => {
     expect(await tgt.query("SELECT 1 FROM pg_namespace WHERE nspname = 'pgferry'", [], s.db)).toEqual([]);
     await expect(s.source.query('DELETE FROM ts_plain', [], s.db)).rejects.toThrow(/fenced by pgferry/);
   });
+  it('kill -9 in the final round, after sequences and after the gate: each rerun continues, the last hands over; exact equality', async () => {
+    const s = await setup(tsSrc, 'cutts2', STAMPED);
+    const init = await s.cli('init', '--method', 'timestamp', '--yes');
+    expect(init.exitCode, init.stderr).toBe(0);
+    const writer = startLoad(s.source.conn(s.db, s.app, APP_PASSWORD), async (c, i) => {
+      await c.query('INSERT INTO ts_orders (customer, total) VALUES ($1, $2)', [1 + rnd(200), rnd(1000)]);
+      await c.query('UPDATE ts_orders SET total = total + 1 WHERE id = (SELECT max(id) - $1 FROM ts_orders)', [rnd(40)]);
+      if (i % 2 === 0) await c.query('DELETE FROM ts_orders WHERE id = (SELECT min(id) + $1 FROM ts_orders)', [rnd(30)]);
+      await c.query('UPDATE ts_plain SET v = v + 1 WHERE id = $1', [1 + rnd(500)]);
+      await c.query("SELECT nextval('ts_tickets')");
+    }, { pauseMs: 3 });
+    await waitFor('some commits', async () => writer.commits() > 50);
+
+    // In the final round (a batch committed on the target, the table's mark not moved), with the writer still going.
+    const midRound = await runCliProcess(['cutover', '--yes', ...s.args], { env: { PGFERRY_FAULT_POINT: 'sync.timestamp.mid-round' } });
+    const commits = await stopWriter(writer);
+    expect(midRound.exitCode, midRound.stderr).toBe(-1);
+    expect(commits).toBeGreaterThan(50);
+    // The fence is recorded; the round's phase is not (a rerun runs the whole round again: upserts are idempotent).
+    expect(cutoverState(s.dir)?.phase).toBe('fence');
+    await expect(s.source.query('DELETE FROM ts_plain', [], s.db)).rejects.toThrow(/fenced by pgferry/);
+
+    for (const point of ['cutover.after-sequences', 'cutover.after-gate']) {
+      const killed = await runCliProcess(['cutover', '--yes', ...s.args], { env: { PGFERRY_FAULT_POINT: point } });
+      expect(killed.exitCode, `${point}: ${killed.stderr}`).toBe(-1);
+      expect(cutoverState(s.dir)?.phase, point).toBe(point === 'cutover.after-gate' ? 'gate' : 'fence');
+    }
+
+    const r = await s.cli('cutover', '--yes', '--json', '--verify', 'full');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, method: 'timestamp', outcome: 'handed-over', sourceFenced: true });
+    expect(cutoverState(s.dir)?.phase).toBe('done');
+    await expectEqual(s, TS_TABLES);
+    const value = async (c: LocalCluster) => BigInt((await c.query<{ v: string }>('SELECT last_value::text AS v FROM ts_tickets', [], s.db))[0]!.v);
+    expect(await value(tgt)).toBeGreaterThanOrEqual(await value(s.source));
+  });
 });

@@ -19,6 +19,7 @@ import { InterruptedError, PgferryError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
 import { runTimestampSync, type TimestampSyncOptions } from '../../src/pipeline/sync/timestamp/index.js';
+import { runValidate } from '../../src/pipeline/validate/run.js';
 import { readMarks } from '../../src/pipeline/shared/timestamp-state.js';
 import { withClient } from '../../src/postgres/connect.js';
 import { runCliProcess } from '../support/cli.js';
@@ -153,6 +154,79 @@ describe('sync --method timestamp', () => {
     expect(after.find((m) => m.name === 'ts_orders')!.round).toBe(withDeletes.databases[0]!.round);
   });
 
+  it('unique values that swap or change hands between rows across rounds converge (with the writer), partial and expression indexes too', async () => {
+    // ts_users: e-mails unique, handles unique case-insensitively where set; ts_tags (compared): codes unique.
+    const db = await createDatabase(src, undefined, `${STAMP}
+      CREATE TABLE ts_users (id int PRIMARY KEY, email text NOT NULL UNIQUE, handle text, updated_at timestamptz NOT NULL DEFAULT now());
+      CREATE UNIQUE INDEX ts_users_handle ON ts_users (lower(handle)) WHERE handle IS NOT NULL;
+      CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON ts_users FOR EACH ROW EXECUTE FUNCTION stamp();
+      INSERT INTO ts_users SELECT g, 'u' || g || '@x', CASE WHEN g % 4 <> 0 THEN 'H' || g END FROM generate_series(1, 300) g;
+      CREATE TABLE ts_tags (id int PRIMARY KEY, code text NOT NULL UNIQUE);
+      INSERT INTO ts_tags SELECT g, 'code' || g FROM generate_series(1, 100) g;
+    `);
+    const dir = await stateDir();
+    await runInit(initOptions(db, dir));
+    /** Swap the unique values of two rows (through a temporary value: a unique index checks each row). */
+    const swap = async (c: pg.Client, table: string, col: string, a: number, b: number) => {
+      if (a === b) return;
+      const value = async (id: number) => (await c.query<{ v: string }>(`SELECT ${col} AS v FROM ${table} WHERE id = $1`, [id])).rows[0]!.v;
+      const [va, vb] = [await value(a), await value(b)];
+      await c.query(`UPDATE ${table} SET ${col} = 'swap-tmp' WHERE id = $1`, [a]);
+      await c.query(`UPDATE ${table} SET ${col} = $1 WHERE id = $2`, [va, b]);
+      await c.query(`UPDATE ${table} SET ${col} = $1 WHERE id = $2`, [vb, a]);
+    };
+    // First, certain collisions: a swap (in one batch and across batches), a hand-over to a row in a later batch, a
+    // case-changing hand-over of a handle, and a hand-over whose giver is deleted.
+    await src.query(`
+      BEGIN;
+      UPDATE ts_users SET email = 'tmp' WHERE id = 1; UPDATE ts_users SET email = 'u1@x' WHERE id = 2; UPDATE ts_users SET email = 'u2@x' WHERE id = 1;
+      UPDATE ts_users SET email = 'tmp' WHERE id = 3; UPDATE ts_users SET email = 'u3@x' WHERE id = 250; UPDATE ts_users SET email = 'u250@x' WHERE id = 3;
+      UPDATE ts_users SET email = 'gone@x' WHERE id = 200; UPDATE ts_users SET email = 'u200@x' WHERE id = 10;
+      UPDATE ts_users SET handle = 'other' WHERE id = 5; UPDATE ts_users SET handle = 'h5' WHERE id = 250;
+      DELETE FROM ts_users WHERE id = 7; UPDATE ts_users SET email = 'u7@x' WHERE id = 299;
+      UPDATE ts_tags SET code = 'tmp' WHERE id = 1; UPDATE ts_tags SET code = 'code1' WHERE id = 90; UPDATE ts_tags SET code = 'code90' WHERE id = 1;
+      COMMIT;`, [], db);
+    await runTimestampSync(roundOptions(db, dir, { batchSize: 7 }));
+    const [s0, t0] = await hashes(db, ['ts_tags']);
+    expect(t0).toEqual(s0);
+
+    let next = 1000;
+    const writer = startLoad(src.conn(db), async (c, i) => {
+      const q = (text: string, values: unknown[]) => c.query(text, values);
+      const n = next++;
+      const ids = (await c.query<{ id: number }>('SELECT id FROM ts_users ORDER BY random() LIMIT 2')).rows.map((r) => r.id);
+      const [a, b] = [ids[0]!, ids[1]!];
+      switch (i % 5) {
+        case 0: await swap(c, 'ts_users', 'email', a, b); break;
+        case 1: { // a hands its e-mail to b; b's old one is abandoned
+          const given = (await c.query<{ e: string }>('SELECT email AS e FROM ts_users WHERE id = $1', [a])).rows[0]!.e;
+          await q("UPDATE ts_users SET email = 'n' || $2::int || '@x' WHERE id = $1", [a, n]);
+          await q('UPDATE ts_users SET email = $1 WHERE id = $2', [given, b]);
+          break;
+        }
+        case 2: // a new row takes a deleted row's e-mail and (differently cased) handle
+          await q('WITH d AS (DELETE FROM ts_users WHERE id = $1 RETURNING email, handle) INSERT INTO ts_users (id, email, handle) SELECT $2, email, upper(handle) FROM d', [a, n]);
+          break;
+        case 3: // b takes a's handle in another case, a takes a new one
+          {
+            const h = (await c.query<{ h: string | null }>('SELECT handle AS h FROM ts_users WHERE id = $1', [a])).rows[0]!.h;
+            await q("UPDATE ts_users SET handle = 'h-' || $2::int WHERE id = $1", [a, n]);
+            await q('UPDATE ts_users SET handle = upper($1) WHERE id = $2', [h, b]);
+          }
+          break;
+        default: await swap(c, 'ts_tags', 'code', 1 + rnd(100), 1 + rnd(100));
+      }
+    }, { pauseMs: 2 });
+    for (let r = 0; r < 3; r++) {
+      await new Promise((res) => setTimeout(res, 250));
+      await runTimestampSync(roundOptions(db, dir, { batchSize: 7, detectDeletes: r === 1 }));
+    }
+    expect(await writer.stop()).toBeGreaterThan(20);
+    await runTimestampSync(roundOptions(db, dir, { batchSize: 7, detectDeletes: true }));
+    const [s, t] = await hashes(db, ['ts_users', 'ts_tags']);
+    expect(t).toEqual(s);
+  });
+
   it('rows sharing one timestamp across batch boundaries all arrive', async () => {
     const db = await createDatabase(src, undefined, SCHEMA);
     const dir = await stateDir();
@@ -194,6 +268,16 @@ describe('sync --method timestamp', () => {
     expect((err as PgferryError).exitCode).toBe(2);
     expect((err as Error).message).toMatch(/ts_nokey/);
     expect((err as PgferryError).hint).toMatch(/exclude.*primary key.*logical replication/);
+
+    // An exclusion constraint cannot be closed over like a unique index: refused by name too.
+    const db2 = await createDatabase(src, undefined, `${SCHEMA} CREATE TABLE ts_slots (id int PRIMARY KEY, during int4range, EXCLUDE USING gist (during WITH &&));`);
+    const v = await runValidate({ source: src.conn(db2), target: tgt.conn(db2), scope: emptyScope(), method: 'timestamp' });
+    expect(v.checks.find((c) => c.id === 'timestamp.exclusion')).toMatchObject({ status: 'fail', details: ['public.ts_slots (ts_slots_during_excl)'] });
+    const dir2 = await stateDir();
+    await runInit(initOptions(db2, dir2));
+    const err2 = await runTimestampSync(roundOptions(db2, dir2)).catch((e: unknown) => e);
+    expect((err2 as PgferryError).exitCode).toBe(2);
+    expect((err2 as Error).message).toMatch(/ts_slots_during_excl \(an exclusion constraint\)/);
   });
 
   it('a round killed with kill -9 midway is completed by the next round', async () => {

@@ -41,7 +41,7 @@ export function withTimestampOptions(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     })
     .option('overlap', {
       type: 'string', default: `${TIMESTAMP_DEFAULTS.overlapSeconds}s`, group: GROUP,
-      describe: 'Read this much further back than the safe bound: raise it when the application sets timestamps itself or clocks differ',
+      describe: 'Read this much further back than the safe bound: raise it when the application sets timestamps itself or clocks differ (a standby source is read by transaction ID instead)',
     }) as unknown as Argv<GlobalArgs>;
 }
 

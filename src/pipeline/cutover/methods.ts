@@ -59,6 +59,26 @@ export function refuseReverse(method: SyncMethod): void {
   );
 }
 
+/**
+ * Rounds may read a hot standby, but the fence (revoking CONNECT, ending sessions, the triggers) must be set
+ * where the application writes: a standby refuses all of it, and fencing a standby would stop nothing.
+ */
+async function refuseStandby(p: ReplicationPair): Promise<void> {
+  const r = await withClient(
+    p.sourceConn,
+    async (c) => (await c.query<{ standby: boolean; primary: string | null }>(
+      `SELECT pg_catalog.pg_is_in_recovery() AS standby,
+              (SELECT coalesce(sender_host, '?') || ':' || coalesce(sender_port::text, '?') FROM pg_catalog.pg_stat_wal_receiver WHERE sender_host IS NOT NULL LIMIT 1) AS primary`,
+    )).rows[0]!,
+    { label: 'the source', applicationName: 'pgferry cutover' },
+  );
+  if (!r.standby) return;
+  const primary = r.primary ? `its primary (it streams from ${r.primary})` : 'its primary';
+  throw new UsageError(`source database "${p.sourceDatabase}" is on a standby (in recovery): cutover must fence ${primary}, where the application writes; nothing was fenced`, {
+    hint: 'run pgferry cutover with --source pointing at the primary (same database, same role); the rounds may keep reading the standby until then',
+  });
+}
+
 /** The timestamp method's precondition: init finished for every database, and the round state is in each target database. */
 export async function timestampReady(init: RunState | undefined, pairs: ReplicationPair[]): Promise<string> {
   const unfinished = pairs.filter((p) => init?.databases[p.sourceDatabase]?.phase !== 'done').map((p) => p.sourceDatabase);
@@ -67,6 +87,7 @@ export async function timestampReady(init: RunState | undefined, pairs: Replicat
       hint: 'run the same pgferry init command again to finish it, then pgferry sync --method timestamp, then cutover',
     });
   }
+  for (const p of pairs) await refuseStandby(p);
   for (const p of pairs) {
     const ok = await withClient(p.targetConn, (c) => hasState(c), { label: 'the target', applicationName: 'pgferry cutover' });
     if (!ok) {

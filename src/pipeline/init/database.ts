@@ -55,7 +55,7 @@ import { createSlotWithSnapshot, dropSlot, exportSnapshot, findSlot, type Snapsh
 import { preparePublication } from './publication.js';
 import { prepareTargetDatabase } from './target-db.js';
 import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../shared/timestamp-bound.js';
-import { writeInitMarks } from '../shared/timestamp-state.js';
+import { writeInitMarks, type InitMark } from '../shared/timestamp-state.js';
 
 export interface DatabaseReport {
   source: string;
@@ -111,7 +111,7 @@ interface PhaseRun {
   toolOpts: SchemaToolOptions;
   archive: string;
   /** --method timestamp: the safe lower bound read just before this run's snapshot (shared/timestamp-bound.ts). */
-  mark: string | null;
+  mark: InitMark | null;
   /** Run one phase as a progress task, adding its seconds to this run and to the checkpoint. */
   timed: (phase: string, title: string, fn: () => Promise<string | void>) => Promise<void>;
   setPhase: (phase: InitPhase) => Promise<void>;
@@ -456,9 +456,9 @@ async function preDataAlreadyRestored(x: DatabaseRunContext): Promise<boolean> {
 }
 
 /** --method timestamp: where incremental sync of the tables copied under this run's snapshot starts. */
-async function readInitMark(x: DatabaseRunContext): Promise<string> {
+async function readInitMark(x: DatabaseRunContext): Promise<InitMark> {
   const b = await withClient(x.source.conn, (c) => readLowerBound(c, DEFAULT_OVERLAP_SECONDS), { label: 'the source', settings: { ...CANONICAL_SETTINGS } });
-  return b.bound;
+  return { mark: b.bound, xmin: b.xmin, standby: b.standby };
 }
 
 /**
@@ -513,7 +513,7 @@ async function copyData(
   x: DatabaseRunContext,
   holder: SnapshotHolder,
   copiedThisRun: Set<string>,
-  mark: string | null,
+  mark: InitMark | null,
   early: { budget: Budget; post?: TablePostData },
 ): Promise<string> {
   const { d, store, options: o } = x;

@@ -28,8 +28,13 @@ export interface LowerBound {
   oldestOpen: string | null;
   /** least(clock, oldestOpen) - overlap: the next round reads rows stamped at or after it. */
   bound: string;
-  /** A standby: the primary's open transactions are not in its pg_stat_activity; only the overlap covers them. */
+  /**
+   * A standby: the primary's open transactions are not in its pg_stat_activity, so the bound does not cover
+   * them; rounds read by `xmin` instead (rows written by transactions at or above it).
+   */
   standby: boolean;
+  /** The oldest transaction ID still running (64-bit, text): txid_snapshot_xmin of a snapshot taken now. */
+  xmin: string;
 }
 
 const BOUND_SQL = `
@@ -46,6 +51,7 @@ WITH open AS (
          (SELECT count(*) FROM pg_catalog.pg_prepared_xacts WHERE database = current_database())::int AS prepared
 )
 SELECT clock::text AS clock, oldest::text AS oldest, hidden, prepared, pg_catalog.pg_is_in_recovery() AS standby,
+       pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())::text AS xmin,
        (LEAST(clock, oldest) - $1::float8 * interval '1 second')::text AS bound
   FROM facts`;
 
@@ -54,8 +60,12 @@ SELECT clock::text AS clock, oldest::text AS oldest, hidden, prepared, pg_catalo
  * outside the transaction whose snapshot it bounds, and before that snapshot.
  */
 export async function readLowerBound(c: pg.Client, overlapSeconds: number): Promise<LowerBound> {
-  const { rows } = await c.query<{ clock: string; oldest: string | null; hidden: number; prepared: number; bound: string; standby: boolean }>(BOUND_SQL, [overlapSeconds]);
+  const { rows } = await c.query<{ clock: string; oldest: string | null; hidden: number; prepared: number; bound: string; standby: boolean; xmin: string }>(
+    BOUND_SQL, [overlapSeconds],
+  );
   const r = rows[0]!;
+  // A standby's own sessions cannot write, and the primary's transactions (prepared ones too) are covered by xmin.
+  if (r.standby) return { clock: r.clock, oldestOpen: r.oldest, bound: r.bound, standby: true, xmin: r.xmin };
   if (r.hidden > 0) {
     throw new UsageError(
       `the source role cannot see when ${r.hidden} other session${r.hidden > 1 ? 's\'' : '\'s'} transaction started (pg_stat_activity), so a round could miss their rows`,
@@ -68,7 +78,7 @@ export async function readLowerBound(c: pg.Client, overlapSeconds: number): Prom
       { hint: 'COMMIT PREPARED or ROLLBACK PREPARED them (pg_prepared_xacts), then run the round again' },
     );
   }
-  return { clock: r.clock, oldestOpen: r.oldest, bound: r.bound, standby: r.standby };
+  return { clock: r.clock, oldestOpen: r.oldest, bound: r.bound, standby: false, xmin: r.xmin };
 }
 
 /** Whether the current role sees every session's transaction start (superuser or pg_read_all_stats). */

@@ -31,6 +31,9 @@ const CREATE_SQL = [
      upserted bigint NOT NULL DEFAULT 0,
      deleted bigint NOT NULL DEFAULT 0,
      PRIMARY KEY (schema_name, table_name))`,
+  // The oldest transaction ID still running when the mark was read (see InitMark.xmin); added after the first release.
+  `ALTER TABLE ${TABLES} ADD COLUMN IF NOT EXISTS snapshot_xmin bigint`,
+  `ALTER TABLE ${TABLES} ADD COLUMN IF NOT EXISTS read_on_standby boolean NOT NULL DEFAULT false`,
   `CREATE TABLE IF NOT EXISTS ${ROUNDS} (
      round bigint PRIMARY KEY,
      started_at timestamptz NOT NULL DEFAULT now(),
@@ -58,31 +61,50 @@ export interface TableMark {
   deleted: number;
   /** Seconds between the mark and now() on the target. */
   ageSeconds: number;
+  /** InitMark.xmin of the read that gave the mark, or null (state written before it was recorded). */
+  xmin: string | null;
+  /** The mark was read on a standby: its timestamp does not cover the primary's open transactions, its xmin does. */
+  standby: boolean;
+}
+
+/** Where the next read of a table starts. */
+export interface InitMark {
+  /** The safe lower bound by timestamp (shared/timestamp-bound.ts). */
+  mark: string;
+  /**
+   * The oldest transaction ID (64-bit, as text) still running on the primary when the bound was read: every row a
+   * later snapshot sees and this one did not was written by a transaction at or above it (what a standby uses).
+   */
+  xmin: string;
+  /** Read on a standby (see TableMark.standby). */
+  standby: boolean;
 }
 
 /** init: the first mark of tables copied under one snapshot (a resume overwrites the marks of the tables it copies again). */
-export async function writeInitMarks(c: pg.Client, tables: readonly { schema: string; name: string }[], mark: string): Promise<void> {
+export async function writeInitMarks(c: pg.Client, tables: readonly { schema: string; name: string }[], mark: InitMark): Promise<void> {
   await ensureStateSchema(c);
   await c.query(
-    `INSERT INTO ${TABLES} (schema_name, table_name, mark, mode)
-     SELECT s, t, $3::timestamptz, 'init' FROM unnest($1::text[], $2::text[]) u(s, t)
+    `INSERT INTO ${TABLES} (schema_name, table_name, mark, mode, snapshot_xmin, read_on_standby)
+     SELECT s, t, $3::timestamptz, 'init', $4::bigint, $5 FROM unnest($1::text[], $2::text[]) u(s, t)
      ON CONFLICT (schema_name, table_name) DO UPDATE
-       SET mark = EXCLUDED.mark, mode = 'init', round = 0, round_finished_at = NULL, upserted = 0, deleted = 0`,
-    [tables.map((t) => t.schema), tables.map((t) => t.name), mark],
+       SET mark = EXCLUDED.mark, snapshot_xmin = EXCLUDED.snapshot_xmin, read_on_standby = EXCLUDED.read_on_standby, mode = 'init', round = 0, round_finished_at = NULL, upserted = 0, deleted = 0`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name), mark.mark, mark.xmin, mark.standby],
   );
 }
 
 /** After a table's last batch of a round: its next mark and this round's counts. */
 export async function advanceMark(
-  c: pg.Client, t: { schema: string; name: string }, m: { mark: string; mode: string; column: string | null; round: number; upserted: number; deleted: number },
+  c: pg.Client, t: { schema: string; name: string },
+  m: InitMark & { mode: string; column: string | null; round: number; upserted: number; deleted: number },
 ): Promise<void> {
   await c.query(
-    `INSERT INTO ${TABLES} AS x (schema_name, table_name, mark, mode, timestamp_column, round, round_finished_at, upserted, deleted)
-     VALUES ($1, $2, $3::timestamptz, $4, $5, $6, now(), $7, $8)
+    `INSERT INTO ${TABLES} AS x (schema_name, table_name, mark, mode, timestamp_column, round, round_finished_at, upserted, deleted, snapshot_xmin, read_on_standby)
+     VALUES ($1, $2, $3::timestamptz, $4, $5, $6, now(), $7, $8, $9::bigint, $10)
      ON CONFLICT (schema_name, table_name) DO UPDATE
        SET mark = EXCLUDED.mark, mode = EXCLUDED.mode, timestamp_column = EXCLUDED.timestamp_column, round = EXCLUDED.round,
-           round_finished_at = EXCLUDED.round_finished_at, upserted = EXCLUDED.upserted, deleted = EXCLUDED.deleted`,
-    [t.schema, t.name, m.mark, m.mode, m.column, m.round, m.upserted, m.deleted],
+           round_finished_at = EXCLUDED.round_finished_at, upserted = EXCLUDED.upserted, deleted = EXCLUDED.deleted,
+           snapshot_xmin = EXCLUDED.snapshot_xmin, read_on_standby = EXCLUDED.read_on_standby`,
+    [t.schema, t.name, m.mark, m.mode, m.column, m.round, m.upserted, m.deleted, m.xmin, m.standby],
   );
 }
 
@@ -91,16 +113,18 @@ export async function readMarks(c: pg.Client): Promise<TableMark[]> {
   if (!(await hasState(c))) return [];
   const { rows } = await c.query<{
     schema_name: string; table_name: string; mark: string; mode: string; timestamp_column: string | null; round: string;
-    round_finished_at: string | null; upserted: string; deleted: string; age: number;
+    round_finished_at: string | null; upserted: string; deleted: string; age: number; xmin: string | null; standby: string | null;
   }>(
     `SELECT schema_name, table_name, mark::text AS mark, mode, timestamp_column, round::text AS round,
             round_finished_at::text AS round_finished_at, upserted::text AS upserted, deleted::text AS deleted,
-            EXTRACT(EPOCH FROM (now() - mark))::float8 AS age
-       FROM ${TABLES} ORDER BY schema_name, table_name`,
+            EXTRACT(EPOCH FROM (now() - mark))::float8 AS age, to_jsonb(x) ->> 'snapshot_xmin' AS xmin,
+            to_jsonb(x) ->> 'read_on_standby' AS standby
+       FROM ${TABLES} x ORDER BY schema_name, table_name`,
   );
   return rows.map((r) => ({
     schema: r.schema_name, name: r.table_name, mark: r.mark, mode: r.mode, timestampColumn: r.timestamp_column, round: Number(r.round),
     roundFinishedAt: r.round_finished_at, upserted: Number(r.upserted), deleted: Number(r.deleted), ageSeconds: r.age,
+    xmin: r.xmin, standby: r.standby === 'true',
   }));
 }
 

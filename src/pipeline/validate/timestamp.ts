@@ -23,15 +23,26 @@ export const LOGICAL_ONLY_CHECKS = new Set([
 /** The source role sees every session's xact_start; on a standby the primary's transactions are not visible at all. */
 export async function checkActivity(c: pg.Client, user: string, inRecovery: boolean): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
-  out.push(
+  // On a standby pg_stat_activity shows only its own read-only sessions: rounds do not use it there (below).
+  if (!inRecovery) out.push(
     (await canReadAllActivity(c))
       ? ok('timestamp.activity', 'source', `${user} sees when every session's transaction started (pg_stat_activity)`)
       : fail('timestamp.activity', 'source', `${user} cannot see other roles' transactions in pg_stat_activity: a round could not know how far back to read`,
         `GRANT pg_read_all_stats TO ${quoteIdent(user)};`),
   );
   if (inRecovery) {
-    out.push(warn('timestamp.standby', 'source', 'the source is a standby: the primary\'s open transactions are not visible here, so rounds rely on --overlap alone',
-      'point --source at the primary, or give sync --overlap longer than the longest write transaction on the primary'));
+    // The primary's transactions are invisible in a standby's pg_stat_activity: rounds read by transaction ID
+    // instead (every row written since the previous round's oldest running transaction), which scans each table.
+    const { rows } = await c.query<{ feedback: string; delay: string }>(
+      "SELECT current_setting('hot_standby_feedback') AS feedback, current_setting('max_standby_streaming_delay') AS delay",
+    );
+    const f = rows[0]!;
+    out.push(
+      f.feedback === 'on' || f.delay === '-1'
+        ? ok('timestamp.standby', 'source', 'the source is a standby: rounds read rows by transaction ID (a full scan of each table per round); cutover must be run against the primary')
+        : warn('timestamp.standby', 'source', `the source is a standby with hot_standby_feedback off (max_standby_streaming_delay ${f.delay}): a round's snapshot can be cancelled by replay ("conflict with recovery")`,
+          'ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf(); on the standby'),
+    );
   }
   return out;
 }
@@ -84,6 +95,17 @@ export async function checkTimestampTables(c: pg.Client, scope: readonly ScopeTa
   if (untriggered.length) {
     out.push(warn('timestamp.triggers', 'source', `${untriggered.length} table${untriggered.length > 1 ? 's have' : ' has'} no BEFORE UPDATE row trigger: "${column}" changes only when the application sets it`,
       `CREATE TRIGGER … BEFORE INSERT OR UPDATE … FOR EACH ROW EXECUTE FUNCTION a function setting NEW.${quoteIdent(column)} := now(); or give sync a larger --overlap`, { details: untriggered }));
+  }
+  // Rounds close each batch over the other unique indexes (sync/timestamp/uniques.ts); exclusion constraints cannot be.
+  const { rows: excl } = await c.query<{ oid: number; name: string }>(
+    `SELECT i.indrelid::int AS oid, c.relname AS name FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+      WHERE i.indisexclusion AND i.indrelid = ANY($1::oid[]) ORDER BY 2`,
+    [tables.map((t) => t.oid)],
+  );
+  if (excl.length) {
+    const byOid = new Map(tables.map((t) => [t.oid, displayName(t.schema, t.name)]));
+    out.push(fail('timestamp.exclusion', 'source', `${excl.length} exclusion constraint${excl.length > 1 ? 's' : ''}: a round cannot keep ${excl.length > 1 ? 'them' : 'it'} consistent while rows change`,
+      'exclude those tables (--exclude-tables), or use logical replication', { details: excl.map((e) => `${byOid.get(e.oid) ?? '?'} (${e.name})`) }));
   }
   const nullable = stamped.filter((f) => !f.notNull).map((f) => f.table);
   if (nullable.length) {

@@ -18,7 +18,7 @@ import { throwIfShuttingDown } from '../../../lifecycle.js';
 import { quoteIdent } from '../../../postgres/identifiers.js';
 import { columnText, diffKeyedChunk, fromClause, readKeys, type KeyRange, type RowReader, type RowValues } from '../../shared/row-diff.js';
 import type { TsTable } from './tables.js';
-import { deleteKeys, upsertRows } from './writes.js';
+import { applyBatch } from './uniques.js';
 
 /** A widest time-zone offset: a `timestamp without time zone` was written in some writer's zone, unknown here. */
 const NAIVE_TIMESTAMP_WIDENING = "interval '14 hours'";
@@ -42,16 +42,52 @@ function keyOrder(t: TsTable): string {
   return t.key.map((k) => quoteIdent(k.name)).join(', ');
 }
 
-function changedRowsSql(t: TsTable, withMark: boolean): string {
+/**
+ * Rows written by a transaction whose 64-bit ID is at or above $1: `xmin` holds the low 32 bits, placed in the
+ * 2^32 IDs below the snapshot's xmax (rows frozen long ago can alias to a recent ID: read again, never missed).
+ * IDs 0-2 are the bootstrap and frozen ones.
+ */
+const WRITTEN_SINCE_XMIN =
+  '(xmin::text::bigint >= 3 AND ((pgferry_snap.pgferry_xmax - xmin::text::bigint) % 4294967296 + 4294967296) % 4294967296 <= pgferry_snap.pgferry_xmax - $1::bigint)';
+const SNAPSHOT_XMAX = '(SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS pgferry_xmax) AS pgferry_snap';
+
+/**
+ * Where a table's read starts: by timestamp (`mark`), and by transaction ID (`xmin`) where the timestamp
+ * cannot be trusted: on a standby (the primary's open transactions are invisible there), and on the
+ * primary after a mark read on a standby. A missing mark or xmin where one is needed: every row.
+ */
+export interface ReadFrom {
+  mark: string | null;
+  xmin: string | null;
+  /** The source is a standby. */
+  standby: boolean;
+  /** The mark was read on a standby. */
+  markFromStandby: boolean;
+}
+
+function changedRowsSql(t: TsTable, from: ReadFrom): { text: string; values: unknown[] } {
   const conds: string[] = [];
-  if (withMark && t.timestamp) {
-    const col = quoteIdent(t.timestamp.name);
-    const bound = t.timestamp.withTimeZone ? '$1::timestamptz' : `($1::timestamptz AT TIME ZONE 'UTC') - ${NAIVE_TIMESTAMP_WIDENING}`;
-    conds.push(`(${col} >= ${bound} OR ${col} IS NULL)`);
+  const values: unknown[] = [];
+  let extraFrom = '';
+  const needXmin = from.standby || from.markFromStandby;
+  if (t.timestamp && from.mark !== null && !(needXmin && from.xmin === null)) {
+    const either: string[] = [];
+    if (needXmin) {
+      values.push(from.xmin);
+      either.push(WRITTEN_SINCE_XMIN);
+      extraFrom = `, ${SNAPSHOT_XMAX}`;
+    }
+    if (!from.standby) {
+      values.push(from.mark);
+      const p = `$${values.length}::timestamptz`;
+      const col = quoteIdent(t.timestamp.name);
+      either.push(`${col} >= ${t.timestamp.withTimeZone ? p : `(${p} AT TIME ZONE 'UTC') - ${NAIVE_TIMESTAMP_WIDENING}`}`, `${col} IS NULL`);
+    }
+    conds.push(`(${either.join(' OR ')})`);
   }
   if (t.filter) conds.push(`(${t.filter})`);
   const cols = t.columns.map((c, i) => `${columnText(c.name)} AS c${i}`).join(', ');
-  return `SELECT ${cols} FROM ${fromClause(t)}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''} ORDER BY ${keyOrder(t)}`;
+  return { text: `SELECT ${cols} FROM ${fromClause(t)}${extraFrom}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''} ORDER BY ${keyOrder(t)}`, values };
 }
 
 function values(t: TsTable, r: Record<string, unknown>): RowValues {
@@ -73,17 +109,21 @@ async function inTransaction<T>(c: pg.Client, fn: () => Promise<T>): Promise<T> 
   }
 }
 
-/** Upsert the rows stamped at or after `mark` (every row without a mark), batch by batch. Returns rows upserted. */
-export async function upsertChanged(s: Sides, t: TsTable, mark: string | null): Promise<number> {
+/**
+ * Upsert the rows stamped at or after the mark (on a standby: written since the mark's xmin; every row without
+ * one), batch by batch. Returns rows upserted.
+ */
+export async function upsertChanged(s: Sides, t: TsTable, from: ReadFrom): Promise<number> {
   const cursor = 'pgferry_changed';
-  await s.source.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR ${changedRowsSql(t, mark !== null)}`, mark !== null ? [mark] : []);
+  const q = changedRowsSql(t, from);
+  await s.source.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR ${q.text}`, q.values);
   let total = 0;
   try {
     for (;;) {
       if (s.signal) throwIfShuttingDown(s.signal);
       const { rows } = await s.source.query(`FETCH ${Number(s.batchSize)} FROM ${cursor}`);
       if (!rows.length) break;
-      total += await inTransaction(s.writer, () => upsertRows(s.writer, t, rows.map((r) => values(t, r))));
+      total += (await inTransaction(s.writer, () => applyBatch(s.writer, reader(s.source), t, t.uniques, rows.map((r) => values(t, r)), []))).upserted;
       faultPoint('sync.timestamp.mid-round');
       if (rows.length < s.batchSize) break;
     }
@@ -135,10 +175,9 @@ export async function compareAndFix(s: Sides, t: TsTable, keysOnly: boolean): Pr
     }
     const extra = diff.extra.map((r) => r.key);
     if (rows.length || extra.length) {
-      await inTransaction(s.writer, async () => {
-        out.upserted += await upsertRows(s.writer, t, rows);
-        out.deleted += await deleteKeys(s.writer, t, extra);
-      });
+      const done = await inTransaction(s.writer, () => applyBatch(s.writer, reader(s.source), t, t.uniques, rows, extra));
+      out.upserted += done.upserted;
+      out.deleted += done.deleted;
     }
     if (!hi) break;
     lo = hi;

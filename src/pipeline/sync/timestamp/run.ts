@@ -40,8 +40,9 @@ import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import { ROW_TEXT_SETTINGS } from '../../shared/row-diff.js';
 import { syncSequences } from '../../shared/sequences.js';
 import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../../shared/timestamp-bound.js';
-import { advanceMark, finishRound, readMarks, startRound } from '../../shared/timestamp-state.js';
-import { compareAndFix, upsertChanged, type Sides } from './rows.js';
+import { advanceMark, finishRound, readMarks, startRound, type InitMark } from '../../shared/timestamp-state.js';
+import { compareAndFix, upsertChanged, type ReadFrom, type Sides } from './rows.js';
+import { readUniques } from './uniques.js';
 import { planTables, type TimestampColumns, type TsTable } from './tables.js';
 
 export const TIMESTAMP_DEFAULTS = { column: 'updated_at', batchSize: 10_000, overlapSeconds: DEFAULT_OVERLAP_SECONDS } as const;
@@ -179,7 +180,9 @@ async function closeClients(c: Clients): Promise<void> {
 async function planPair(c: Clients, o: TimestampSyncOptions, scope: ScopeSpec, state: RunState | undefined, pair: ReplicationPair): Promise<TsTable[]> {
   const resolved = await resolveTables(c.source, pair.sourceDatabase, rulesFor(scope, pair.sourceDatabase));
   const targetTables = await listTables(c.target);
-  return planTables(pair.sourceDatabase, resolved.tables, targetTables, state?.databases[pair.sourceDatabase]?.filters ?? {}, o.columns);
+  const tables = planTables(pair.sourceDatabase, resolved.tables, targetTables, state?.databases[pair.sourceDatabase]?.filters ?? {}, o.columns);
+  for (const t of tables) t.uniques = await readUniques(c.writer, t);
+  return tables;
 }
 
 async function roundOfDatabase(
@@ -197,12 +200,15 @@ async function roundOfDatabase(
     }
     await refuseFenced(c.source, pair, !!o.finalRound);
     const tables = await planPair(c, o, scope, state, pair);
-    const marks = new Map((await readMarks(c.writer)).map((m) => [`${m.schema}\u0000${m.name}`, m.mark]));
+    const marks = new Map((await readMarks(c.writer)).map((m) => [`${m.schema}\u0000${m.name}`, m]));
     for (const t of tables) {
       if (!marks.has(`${t.schema}\u0000${t.name}`) && t.timestamp) warn(`${displayName(t.schema, t.name)} has no mark yet (not copied by init --method timestamp): every row is read this round`);
     }
     const bound = await readLowerBound(c.source, o.overlapSeconds);
-    if (bound.standby) warn(`the source is a standby: the primary's open transactions are invisible to it, so only --overlap (${o.overlapSeconds}s) covers them; make it longer than the longest write transaction on the primary`);
+    if (bound.standby) {
+      const noXmin = tables.filter((t) => t.timestamp && marks.has(`${t.schema}\u0000${t.name}`) && marks.get(`${t.schema}\u0000${t.name}`)!.xmin === null);
+      if (noXmin.length) warn(`the source is a standby and ${noXmin.length} table(s) have a mark without a transaction ID (state of an older pgferry): every row of them is read this round`);
+    }
     const round = await startRound(c.writer, bound.bound, o.detectDeletes);
     await c.source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     // The snapshot is taken by the first statement: now, after the bound was read.
@@ -211,7 +217,9 @@ async function roundOfDatabase(
     const reports: TimestampTableReport[] = [];
     for (const t of tables) {
       throwIfShuttingDown(signal);
-      reports.push(await roundOfTable(sides, t, marks.get(`${t.schema}\u0000${t.name}`) ?? null, o.detectDeletes, bound.bound, round, id, progress));
+      const m = marks.get(`${t.schema}\u0000${t.name}`);
+      const from: ReadFrom = { mark: m?.mark ?? null, xmin: m?.xmin ?? null, standby: bound.standby, markFromStandby: m?.standby ?? false };
+      reports.push(await roundOfTable(sides, t, from, o.detectDeletes, { mark: bound.bound, xmin: bound.xmin, standby: bound.standby }, round, id, progress));
     }
     await c.source.query('COMMIT');
     const upserted = reports.reduce((n, t) => n + t.upserted, 0);
@@ -227,6 +235,13 @@ async function roundOfDatabase(
   } catch (err) {
     progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
     if (err instanceof UsageError || err instanceof OperationError || sqlstate(err) === undefined) throw err;
+    if (sqlstate(err) === '40001' && /conflict with recovery/i.test((err as Error).message)) {
+      // A standby cancels a snapshot that replay would invalidate (rows vacuumed away on the primary).
+      throw new OperationError(`a timestamp round of "${pair.sourceDatabase}": the standby cancelled the round's snapshot: ${(err as Error).message}`, {
+        hint: 'on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf(); (or raise max_standby_streaming_delay), then run the round again (unfinished tables kept their marks)',
+        cause: err,
+      });
+    }
     throw operationError(err, `a timestamp round of "${pair.sourceDatabase}"`);
   } finally {
     await closeClients(c);
@@ -258,16 +273,16 @@ export function finalTimestampRound(columns: TimestampColumns, batchSize: number
 }
 
 async function roundOfTable(
-  s: Sides, t: TsTable, mark: string | null, detectDeletes: boolean, nextMark: string, round: number, parent: string, progress: ProgressSink,
+  s: Sides, t: TsTable, from: ReadFrom, detectDeletes: boolean, nextMark: InitMark, round: number, parent: string, progress: ProgressSink,
 ): Promise<TimestampTableReport> {
   const id = `${parent}/${t.schema}.${t.name}`;
   progress({ kind: 'start', id, title: displayName(t.schema, t.name), parent });
   const r: TimestampTableReport = {
     schema: t.schema, name: t.name, mode: t.timestamp ? 'timestamp' : 'compared', column: t.timestamp?.name ?? null, reason: t.compareReason,
-    from: t.timestamp ? mark : null, upserted: 0, deleted: 0, chunks: 0,
+    from: t.timestamp ? from.mark : null, upserted: 0, deleted: 0, chunks: 0,
   };
   if (t.timestamp) {
-    r.upserted = await upsertChanged(s, t, mark);
+    r.upserted = await upsertChanged(s, t, from);
     if (detectDeletes) {
       const d = await compareAndFix(s, t, true);
       Object.assign(r, { chunks: d.chunks, deleted: d.deleted, upserted: r.upserted + d.upserted });
@@ -276,7 +291,7 @@ async function roundOfTable(
     const d = await compareAndFix(s, t, false);
     Object.assign(r, { chunks: d.chunks, deleted: d.deleted, upserted: d.upserted });
   }
-  await advanceMark(s.writer, t, { mark: nextMark, mode: r.mode, column: r.column, round, upserted: r.upserted, deleted: r.deleted });
+  await advanceMark(s.writer, t, { ...nextMark, mode: r.mode, column: r.column, round, upserted: r.upserted, deleted: r.deleted });
   progress({ kind: 'end', id, status: 'ok', detail: `${r.upserted} upserted${r.deleted ? `, ${r.deleted} deleted` : ''}${r.mode === 'compared' ? ` (compared: ${r.reason})` : ''}` });
   return r;
 }

@@ -9,6 +9,7 @@ import { UsageError } from '../../../errors.js';
 import type { CatalogTable } from '../../../postgres/catalog/tables.js';
 import { displayName } from '../../../postgres/identifiers.js';
 import type { RowTable } from '../../shared/row-diff.js';
+import type { TsUnique } from './uniques.js';
 
 export interface TsColumn {
   name: string;
@@ -24,6 +25,8 @@ export interface TsTable extends RowTable {
   timestamp: { name: string; withTimeZone: boolean } | null;
   /** Why the table is compared rather than read by timestamp. */
   compareReason: string | null;
+  /** Unique indexes of the target other than the key (filled by the round: uniques.ts). */
+  uniques: TsUnique[];
 }
 
 export interface TimestampColumns {
@@ -82,7 +85,7 @@ export function planTables(
     else timestamp = { name: wanted, withTimeZone: ts.type.includes('with time zone') };
     return {
       schema: t.schema, name: t.name, key, columns, filter: filters[`${t.schema}.${t.name}`] ?? t.filter ?? null,
-      only: t.hasInheritanceChildren, timestamp, compareReason,
+      only: t.hasInheritanceChildren, timestamp, compareReason, uniques: [],
     };
   });
 }
