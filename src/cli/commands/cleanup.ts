@@ -1,6 +1,6 @@
 /** `pgferry cleanup`: list what pgferry created for the migration, confirm, drop it on both sides. */
 import type { Argv } from 'yargs';
-import { runCleanup, type CleanupItem, type CleanupReport } from '../../pipeline/cleanup/index.js';
+import type { CleanupItem, CleanupReport } from '../../pipeline/cleanup/index.js';
 import { confirm } from '../confirm.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
@@ -51,6 +51,7 @@ export const cleanupCommand = defineCommand<CleanupArgs>({
     'Objects are recognised by the names pgferry gives them, so nothing else is touched. The subscription is disabled and detached from ' +
     'its slot before it is dropped; then the publication and the slots go. Without a terminal, add --yes.',
   async run(ctx: CommandContext, argv) {
+    const { runCleanup } = await import('../../pipeline/cleanup/index.js');
     const scope = await explicitScope(argv, ctx.config);
     const progress = createProgress(ctx);
     let report: CleanupReport;

@@ -1,7 +1,8 @@
 /** `pgferry cutover`: flags → runCutover (or abortCutover) → the plan, the timeline and the verdict, or one JSON document. */
 import type { Argv } from 'yargs';
 import { ExitCode, UsageError } from '../../errors.js';
-import { abortCutover, GATE_MODES, runCutover, type CutoverPlan, type CutoverReport, type GateMode } from '../../pipeline/cutover/index.js';
+import type { CutoverPlan, CutoverReport, GateMode } from '../../pipeline/cutover/index.js';
+import { GATE_MODES } from '../../pipeline/shared/gate.js';
 import { confirm } from '../confirm.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
@@ -9,9 +10,8 @@ import type { Output } from '../render/output.js';
 import { createProgress } from '../render/tasks.js';
 import { explicitScope, withDatabaseScopeOptions, type ScopeArgs } from '../scope-options.js';
 import { renderVerify } from './verify.js';
-import { runGate, type GateResult } from '../../pipeline/verify/index.js';
-import { clientCatchUp } from '../../pipeline/sync/index.js';
-import { finalTimestampRound, TIMESTAMP_DEFAULTS } from '../../pipeline/sync/timestamp/index.js';
+import type { GateResult } from '../../pipeline/verify/index.js';
+import { TIMESTAMP_DEFAULTS } from '../../pipeline/sync/timestamp/defaults.js';
 
 const GROUP = 'Cutover:';
 
@@ -129,6 +129,7 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
     'Exit codes: 0 handed over · 1 the gate found differences or the target did not catch up (source unfenced) · 2 bad flags, replication not healthy, or refused · ' +
     '3 a side cannot be reached · 4 failed part-way (the message says whether to rerun or --abort)',
   async run(ctx, argv) {
+    const { abortCutover, runCutover } = await import('../../pipeline/cutover/index.js');
     const mode = argv.verify as GateMode;
     if (!(GATE_MODES as readonly string[]).includes(mode)) throw new UsageError(`--verify must be one of ${GATE_MODES.join(', ')}`);
     if (!(Number(argv.maxWait) >= 0)) throw new UsageError(`--max-wait must be a number of seconds ≥ 0 (got ${argv.maxWait})`);
@@ -149,6 +150,9 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
     }
     let report: CutoverReport;
     try {
+      const [{ runGate }, { clientCatchUp }, { finalTimestampRound }] = await Promise.all([
+        import('../../pipeline/verify/index.js'), import('../../pipeline/sync/index.js'), import('../../pipeline/sync/timestamp/index.js'),
+      ]);
       report = await runCutover({
         source: ctx.conn('source'),
         target: ctx.conn('target'),

@@ -4,7 +4,7 @@ import { ExitCode, UsageError } from '../../errors.js';
 import { parseSize } from '../../config/precedence.js';
 import { formatBytes, formatDuration } from '../../units.js';
 import type { InitPlan } from '../../pipeline/init/plan.js';
-import { runInit, type InitReport } from '../../pipeline/init/run.js';
+import type { InitReport } from '../../pipeline/init/run.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { confirm } from '../confirm.js';
 import type { CommandContext } from '../context.js';
@@ -229,6 +229,7 @@ export const initCommand = defineCommand<InitArgs>({
     };
     let report: InitReport;
     try {
+      const { runInit } = await import('../../pipeline/init/run.js');
       report = await runInit({
         source,
         target,

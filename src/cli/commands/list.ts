@@ -3,7 +3,7 @@ import { scopeHash } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { formatColumns, formatRows } from '../render/format.js';
 import { formatBytes } from '../../units.js';
-import { listDatabases, listDatabaseTables, type DatabaseListing, type TableEntry, type TableListing } from '../../pipeline/list/index.js';
+import type { DatabaseListing, TableEntry, TableListing } from '../../pipeline/list/index.js';
 import { displayName } from '../../postgres/identifiers.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
@@ -80,6 +80,7 @@ export const listCommand = defineCommand<ListArgs>({
     ['pgferry list shop --config replication.toml', 'what the file puts in scope'],
   ],
   async run(ctx: CommandContext, argv) {
+    const { listDatabases, listDatabaseTables } = await import('../../pipeline/list/index.js');
     const spec = await scopeSpecFromArgs(argv, undefined, ctx.config);
     // The fingerprint init records: the same choices made by flags, a file or the interactive mode give the same one.
     const scopeFingerprint = scopeHash(spec);

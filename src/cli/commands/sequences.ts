@@ -1,7 +1,6 @@
 /** `pgferry sequences`: set the target's sequences to the source's values (a cutover step). */
 import type { Argv } from 'yargs';
 import { ExitCode } from '../../errors.js';
-import { runSequences } from '../../pipeline/sequences/index.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
@@ -25,6 +24,7 @@ export const sequencesCommand = defineCommand<SequencesArgs>({
     'Logical replication does not carry sequences. A target sequence is only ever moved forward, so running this again is harmless. ' +
     'Exit 0 when every source sequence exists on the target, 1 when some are missing there.',
   async run(ctx, argv) {
+    const { runSequences } = await import('../../pipeline/sequences/index.js');
     const spec = await scopeSpecFromArgs(argv, undefined, ctx.config);
     const { databases: report, missing } = await runSequences({ source: ctx.conn('source'), target: ctx.conn('target'), scope: spec, dryRun: argv.dryRun });
     if (ctx.out.json) {

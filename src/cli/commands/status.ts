@@ -4,9 +4,8 @@ import { parseMaxLag } from '../../config/precedence.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { formatBytes, formatLag } from '../../units.js';
-import {
-  DEFAULT_MAX_LAG, runStatus, runTimestampStatus, stateMethod, TIMESTAMP_DEFAULT_MAX_LAG_SECONDS, type MaxLagLimits, type StatusReport, type TimestampStatusReport,
-} from '../../pipeline/status/index.js';
+import type { MaxLagLimits, StatusReport, TimestampStatusReport } from '../../pipeline/status/index.js';
+import { DEFAULT_MAX_LAG, TIMESTAMP_DEFAULT_MAX_LAG_SECONDS } from '../../pipeline/status/defaults.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
@@ -103,6 +102,8 @@ export const statusCommand = defineCommand<StatusArgs>({
     'Lag in bytes is the source\'s WAL position minus what the subscription confirmed; lag in seconds is the walsender\'s replay lag ' +
     '(none while idle and caught up: that is 0 s). Without a state directory, give --source and --target: pgferry finds its objects by name.',
   async run(ctx: CommandContext, argv) {
+    // Loaded here, not at start-up: every command's definition is read on every run.
+    const { runStatus, runTimestampStatus, stateMethod } = await import('../../pipeline/status/index.js');
     const maxLag = limits(argv);
     const scope = await explicitScope(argv, ctx.config);
     if (argv.watch !== undefined && !(argv.watch > 0)) throw new UsageError(`--watch takes a number of seconds above 0 (got ${argv.watch})`);

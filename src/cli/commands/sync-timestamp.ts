@@ -3,7 +3,8 @@ import type { Argv } from 'yargs';
 import { parseMaxLag } from '../../config/precedence.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
-import { runTimestampSync, TIMESTAMP_DEFAULTS, type TimestampSyncReport } from '../../pipeline/sync/timestamp/index.js';
+import type { TimestampSyncReport } from '../../pipeline/sync/timestamp/index.js';
+import { TIMESTAMP_DEFAULTS } from '../../pipeline/sync/timestamp/defaults.js';
 import type { ScopeSpec } from '../../config/scope.js';
 import type { CommandContext } from '../context.js';
 import type { GlobalArgs } from '../options.js';
@@ -84,6 +85,7 @@ export async function runTimestampCommand(
   const progress = createProgress(ctx);
   let report: TimestampSyncReport;
   try {
+    const { runTimestampSync } = await import('../../pipeline/sync/timestamp/index.js');
     report = await runTimestampSync({
       source: ctx.conn('source'),
       target: ctx.conn('target'),

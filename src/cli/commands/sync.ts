@@ -4,8 +4,8 @@ import { APPLIERS, parseApplier, parseMaxLag, parseSize, type Applier } from '..
 import { InterruptedError, UsageError } from '../../errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { loadState } from '../../state/checkpoint.js';
-import { runClientSync, runSync, type ClientSyncReport, type SyncReport } from '../../pipeline/sync/index.js';
-import { DEFAULT_MAX_LAG } from '../../pipeline/status/index.js';
+import type { ClientSyncReport, SyncReport } from '../../pipeline/sync/index.js';
+import { DEFAULT_MAX_LAG } from '../../pipeline/status/defaults.js';
 import type { CommandContext } from '../context.js';
 import { defineCommand } from '../define.js';
 import type { GlobalArgs } from '../options.js';
@@ -130,6 +130,7 @@ export const syncCommand = defineCommand<SyncArgs>({
     const progress = createProgress(ctx);
     let report: SyncReport;
     try {
+      const { runSync } = await import('../../pipeline/sync/index.js');
       report = await runSync({
         source: ctx.conn('source'),
         target: ctx.conn('target'),
@@ -163,6 +164,7 @@ async function runClient(ctx: CommandContext, argv: SyncArgs, scope: Awaited<Ret
   const progress = createProgress(ctx);
   let report: ClientSyncReport;
   try {
+    const { runClientSync } = await import('../../pipeline/sync/index.js');
     report = await runClientSync({
       source: ctx.conn('source'),
       target: ctx.conn('target'),

@@ -2,7 +2,8 @@
 import type { Argv } from 'yargs';
 import { UsageError } from '../../errors.js';
 import { describeConn } from '../../postgres/conninfo.js';
-import { DEFAULT_MAX_TRANSACTION_AGE_SECONDS, runValidate, type CheckResult, type ValidateReport } from '../../pipeline/validate/index.js';
+import type { CheckResult, ValidateReport } from '../../pipeline/validate/index.js';
+import { DEFAULT_MAX_TRANSACTION_AGE_SECONDS } from '../../pipeline/validate/long-transactions.js';
 import { defineCommand } from '../define.js';
 import type { CommandContext } from '../context.js';
 import type { GlobalArgs } from '../options.js';
@@ -102,6 +103,7 @@ export const validateCommand = defineCommand<ValidateArgs>({
     const source = ctx.conn('source');
     const target = ctx.conn('target');
     const scope = await resolveRunScope(ctx, argv, 'validate');
+    const { runValidate } = await import('../../pipeline/validate/index.js');
     const report = await runValidate({
       source,
       target,

@@ -2,7 +2,8 @@
 import type { Argv } from 'yargs';
 import { splitList } from '../../config/names.js';
 import { ExitCode, UsageError } from '../../errors.js';
-import { loadStoredInputs, verify, verifyAndRepair, VERIFY_DEFAULTS, type RowDiff, type TableReport, type VerifyOptions, type VerifyReport } from '../../pipeline/verify/index.js';
+import type { RowDiff, TableReport, verifyAndRepair, VerifyOptions, VerifyReport } from '../../pipeline/verify/index.js';
+import { VERIFY_DEFAULTS } from '../../pipeline/verify/defaults.js';
 import { formatDuration, plural } from '../../units.js';
 import { confirm } from '../confirm.js';
 import { defineCommand } from '../define.js';
@@ -156,6 +157,7 @@ export const verifyCommand = defineCommand<VerifyArgs>({
         hint: 'add --yes to confirm, or --dry-run to list the changes without writing',
       });
     }
+    const { loadStoredInputs, verify } = await import('../../pipeline/verify/index.js');
     const stored = await loadStoredInputs(ctx.stateDir);
     if (stored) ctx.out.debug(`filters and cutoffs from ${stored.stateFile}`);
     const scope = await scopeSpecFromArgs(argv, stored?.scope, ctx.config);
@@ -205,6 +207,7 @@ async function runRepair(ctx: CommandContext, argv: GlobalArgs & VerifyArgs, opt
   };
   let result: Awaited<ReturnType<typeof verifyAndRepair>>;
   try {
+    const { verifyAndRepair } = await import('../../pipeline/verify/index.js');
     result = await verifyAndRepair(
       { ...options, progress: (e) => (renderer ??= createProgress(ctx))(e) },
       {

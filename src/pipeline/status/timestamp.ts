@@ -15,7 +15,9 @@ import { HEALTH_EXIT, type Health } from '../shared/health-verdict.js';
 import { lastRound, readMarks, type RoundRecord, type TableMark } from '../shared/timestamp-state.js';
 
 /** Marks older than this are lagging when --max-lag gives no time: a few rounds of a typical --interval. */
-export const TIMESTAMP_DEFAULT_MAX_LAG_SECONDS = 300;
+import { TIMESTAMP_DEFAULT_MAX_LAG_SECONDS } from './defaults.js';
+
+export { TIMESTAMP_DEFAULT_MAX_LAG_SECONDS };
 
 export interface TimestampStatusOptions {
   source: ResolvedConnInfo;

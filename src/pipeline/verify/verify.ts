@@ -26,13 +26,7 @@ import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
 import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
 
-export const VERIFY_DEFAULTS = {
-  jobs: 2,
-  chunkRows: 10_000,
-  maxDiffs: 20,
-  recheck: 3,
-  lagTimeoutMs: 60_000,
-} as const;
+export { VERIFY_DEFAULTS } from './defaults.js';
 
 function checkOptions(o: VerifyOptions): void {
   const whole = (v: number, name: string, min: number) => {

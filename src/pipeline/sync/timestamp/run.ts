@@ -39,13 +39,15 @@ import { resolvePairs, type ReplicationPair } from '../../shared/pairs.js';
 import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import { ROW_TEXT_SETTINGS } from '../../shared/row-diff.js';
 import { syncSequences } from '../../shared/sequences.js';
-import { DEFAULT_OVERLAP_SECONDS, readLowerBound } from '../../shared/timestamp-bound.js';
+import { readLowerBound } from '../../shared/timestamp-bound.js';
 import { advanceMark, finishRound, readMarks, startRound, type InitMark } from '../../shared/timestamp-state.js';
 import { compareAndFix, upsertChanged, type ReadFrom, type Sides } from './rows.js';
 import { readUniques } from './uniques.js';
 import { planTables, type TimestampColumns, type TsTable } from './tables.js';
 
-export const TIMESTAMP_DEFAULTS = { column: 'updated_at', batchSize: 10_000, overlapSeconds: DEFAULT_OVERLAP_SECONDS } as const;
+import { TIMESTAMP_DEFAULTS } from './defaults.js';
+
+export { TIMESTAMP_DEFAULTS };
 
 export interface TimestampSyncOptions {
   source: ResolvedConnInfo;
