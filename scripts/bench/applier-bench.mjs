@@ -23,7 +23,8 @@
  * (pgoutput, proto_version 1) to /dev/null, i.e. the walsender decoding and sending the backlog with no applier.
  *
  * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client"), PROFILE (a directory:
- * V8 CPU profile of the client applier);
+ * V8 CPU profile of the client applier); NO_CEILING=1 skips the decode peek and the pg_recvlogical ceiling (for the
+ * memory modes, where decoding a multi-GB transaction twice more only costs time);
  * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
  * Memory (peak RSS against the size of what is drained): BULK_MB=n, a backlog of about n MB of WAL made of
  * transactions of 1000 inserted rows (~420 bytes each) into a table "bulk"; BIG_TX_MB=n, one transaction
@@ -168,10 +169,11 @@ async function runOnce(applier) {
     const backlog = (await src.query('SELECT pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::bigint AS b FROM pg_replication_slots WHERE slot_name = $2', [lsn, names.slot]))[0].b;
 
     // The floor under either applier: the source decoding the backlog through pgoutput, read by nobody (nothing consumed).
+    const NO_CEILING = process.env.NO_CEILING === '1';
     const d0 = performance.now();
-    await src.query(`SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)`, [names.slot, `"${names.publication}"`], DB);
+    if (!NO_CEILING) await src.query(`SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)`, [names.slot, `"${names.publication}"`], DB);
     const decodeSeconds = (performance.now() - d0) / 1000;
-    const ceiling = await recvlogicalCeiling(src, names, lsn);
+    const ceiling = NO_CEILING ? { seconds: 0, cpu: 0, walsender: 0 } : await recvlogicalCeiling(src, names, lsn);
     log(`${applier}: pg_recvlogical ceiling ${ceiling.seconds.toFixed(2)} s, source ${ceiling.cpu.toFixed(2)} CPU s`);
     const [srcCpu0, tgtCpu0] = [clusterCpuSeconds(src), clusterCpuSeconds(tgt)];
     log(`${applier}: draining ${(Number(backlog) / 1024 / 1024).toFixed(0)} MB of WAL`);

@@ -20,7 +20,8 @@ import { resolveTables, rulesFor, type ScopeSpec } from '../../src/config/scope.
 import { ExitCode, PgferryError, UsageError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit, type InitOptions } from '../../src/pipeline/init/run.js';
-import { runSync } from '../../src/pipeline/sync/index.js';
+import { runClientSync, runSync } from '../../src/pipeline/sync/index.js';
+import type { ProgressEvent } from '../../src/pipeline/shared/progress.js';
 import { runStatus } from '../../src/pipeline/status/index.js';
 import { runCleanup } from '../../src/pipeline/cleanup/index.js';
 import { runCliProcess } from '../support/cli.js';
@@ -244,6 +245,106 @@ describe('masking during init and sync', () => {
     expect(cleaned.items).toContainEqual({ side: 'target', kind: 'mask-trigger', database: db, name: 'public.customers' });
     expect(await count(tgt, db, "SELECT 1 FROM pg_trigger WHERE tgname = 'pgferry_mask'")).toBe(0);
     expect(await count(tgt, db, "SELECT 1 FROM pg_proc WHERE proname LIKE 'pgferry\\_mask\\_%'")).toBe(0);
+  });
+});
+
+/**
+ * The client applier (sync --applier client) writes the stream itself: the same target trigger masks what it
+ * applies on both of its paths (set-based INSERT … ON CONFLICT / UPDATE … FROM for a table whose key is its only
+ * unique index, one statement per row for customers, which also has a unique e-mail), also for a transaction
+ * bigger than logical_decoding_work_mem (streamed by the source, spooled by pgferry, applied at its commit).
+ * The target is polled all along: no raw value is ever visible there.
+ */
+describe('masking with the client applier', () => {
+  const CLIENT_RULES = (db: string) => `${rulesToml(db)}
+"profiles.email" = "unique_email"
+"profiles.phone" = "null"
+"tokens.secret" = { value = "hidden" }
+`;
+  const EXTRA_SQL = `
+    CREATE TABLE profiles (id int PRIMARY KEY, email text, phone text, score int NOT NULL);
+    INSERT INTO profiles SELECT g, 'p' || g || '@corp.example', '+49' || g, g FROM generate_series(1, 300) g;
+    -- no primary key: a unique NOT NULL index is the replica identity
+    CREATE TABLE tokens (code int NOT NULL, secret text, n int NOT NULL);
+    CREATE UNIQUE INDEX tokens_code ON tokens (code);
+    ALTER TABLE tokens REPLICA IDENTITY USING INDEX tokens_code;
+    INSERT INTO tokens SELECT g, 'key-' || g, 0 FROM generate_series(1, 100) g;
+  `;
+  const rawMarkers = `t::text LIKE '%corp.example%' OR t::text LIKE '%+49%' OR t::text LIKE '%Name %' OR t::text LIKE '%tok-%' OR t::text LIKE '%key-%' OR t::text LIKE '%1900-%'`;
+  const leakSql = `SELECT 'customers: ' || t::text AS r FROM customers t WHERE ${rawMarkers}
+    UNION ALL SELECT 'profiles: ' || t::text FROM profiles t WHERE ${rawMarkers}
+    UNION ALL SELECT 'tokens: ' || t::text FROM tokens t WHERE ${rawMarkers} LIMIT 5`;
+
+  it('no raw value ever shows on the target, streamed transactions included; verify exits 0', async () => {
+    const db = await createDatabase(src, uniqueDbName('maskc'), writerSchemaSql(200) + CUSTOMERS_SQL + EXTRA_SQL);
+    const dir = await tempDir();
+    const configFile = path.join(dir, 'rules.toml');
+    await writeFile(configFile, CLIENT_RULES(db), { mode: 0o600 });
+    const scope = parseConfigText(CLIENT_RULES(db), configFile).scope;
+    // Transactions above 64 kB arrive streamed before their commit (protocol 2) and go through the spool.
+    await src.query("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'");
+    await src.query('SELECT pg_reload_conf()');
+
+    const leaks: string[] = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        for (const r of await tgt.query<{ r: string }>(leakSql, [], db).catch(() => [])) leaks.push(r.r);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const writer = startWriter(src.conn(db), { pauseMs: 10 });
+    const customers = startCustomerWriter(src.conn(db));
+    const ac = new AbortController();
+    const events: ProgressEvent[] = [];
+    try {
+      await waitFor('the writers to start', async () => writer.commits() > 3 && customers.commits() > 3);
+      const init = await runInit(initOptions(db, dir, scope));
+      expect(init.databases[0]!.phase).toBe('done');
+      const run = runClientSync({ source: src.conn(db), target: tgt.conn(db), scope, stateDir: dir, signal: ac.signal, progress: (e) => events.push(e) });
+      run.catch(() => {});
+      const before = customers.commits();
+      // Set-based and per-row statements, and one big transaction (streamed), all with raw values in masked columns.
+      await src.query(`UPDATE profiles SET email = 'u' || id || '@corp.example', phone = '+49' || (id * 7), score = score + 1 WHERE id % 3 = 0`, [], db);
+      await src.query(`INSERT INTO profiles SELECT g, 'n' || g || '@corp.example', '+49' || g, g FROM generate_series(301, 400) g`, [], db);
+      await src.query(`UPDATE tokens SET secret = 'key-upd-' || code, n = n + 1`, [], db);
+      await src.query(`INSERT INTO tokens SELECT g, 'key-' || g, 0 FROM generate_series(101, 150) g`, [], db);
+      await waitFor('more writes while the client applier runs', async () => customers.commits() > before + 30);
+      await customers.stop();
+      // With the other writer still running (after the customer writer, whose row locks it would deadlock with).
+      await src.query(`UPDATE customers SET email = 'big' || id || '@corp.example', phone = '+49' || id, name = 'Name big ' || id, api_token = 'tok-big', api_key = 'key-big', born = date '1900-03-03'`, [], db);
+      await writer.stop();
+      ac.abort();
+      const stopped = await run;
+      expect(stopped.outcome).toBe('stopped');
+      // What is left, in a second run (from the committed position), until caught up.
+      const r = await runClientSync({ source: src.conn(db), target: tgt.conn(db), scope, stateDir: dir, untilCaughtUp: true, signal: new AbortController().signal });
+      expect(r.outcome).toBe('caught-up');
+      expect(stopped.databases[0]!.streamedTransactions + r.databases[0]!.streamedTransactions).toBeGreaterThan(0);
+    } finally {
+      ac.abort();
+      await customers.stop().catch(() => {});
+      await writer.stop().catch(() => {});
+      polling = false;
+      await poller;
+      await src.query('ALTER SYSTEM RESET logical_decoding_work_mem');
+      await src.query('SELECT pg_reload_conf()');
+    }
+    expect(leaks).toEqual([]);
+    // The masked tables' extra target columns are expected: no warning about them.
+    expect(events.filter((e) => e.kind === 'log' && e.level === 'warn').map((e) => (e as { message: string }).message).join('\n')).not.toContain('columns the source does not send');
+    expect(await count(src, db, `SELECT 1 FROM customers t WHERE ${rawMarkers}`)).toBeGreaterThan(1000); // the check can fail
+    expect(await count(tgt, db, 'SELECT 1 FROM pg_subscription')).toBe(0);
+    expect(await count(tgt, db, 'SELECT 1 FROM customers')).toBe(await count(src, db, 'SELECT 1 FROM customers'));
+    expect(await count(tgt, db, "SELECT 1 FROM customers WHERE email <> md5('(' || id || ')') || '@example.com' OR api_token IS NOT NULL OR api_key <> 'secret'")).toBe(0);
+    expect(await count(tgt, db, "SELECT 1 FROM profiles WHERE email <> md5('(' || id || ')') || '@example.com' OR phone IS NOT NULL")).toBe(0);
+    expect(await count(tgt, db, 'SELECT 1 FROM profiles')).toBe(400);
+    expect(await count(tgt, db, "SELECT 1 FROM tokens WHERE secret = 'hidden' AND n = CASE WHEN code <= 100 THEN 1 ELSE 0 END")).toBe(150);
+    const hashes = await writerTableHashes(src, tgt, db, false);
+    for (const name of WRITER_TABLES) expect(hashes.target[`public.${name}`], name).toEqual(hashes.source[`public.${name}`]);
+
+    const ok = await runCliProcess(['verify', '--source', src.url(db), '--target', tgt.url(db), '--config', configFile, '--state-dir', dir, '--no-sequences', '--json']);
+    expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
   });
 });
 

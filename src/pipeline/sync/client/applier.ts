@@ -63,8 +63,10 @@ export interface ApplierStats {
   lastBatchChanges: number;
   /** Position acknowledged to the source (everything before it is on the target). */
   acked: bigint;
-  /** The source's WAL end as last heard. */
+  /** The source's WAL end as last heard on the stream (the walsender's sent position). */
   walEnd: bigint;
+  /** The source's WAL end as last polled over an ordinary connection (0n: not known yet), for the lag and its ETA. */
+  sourceEnd: bigint;
   missing: number;
   statements: number;
   /** Transactions that arrived streamed (protocol 2) and were committed, and those aborted. */
@@ -75,7 +77,7 @@ export interface ApplierStats {
 }
 
 export function newStats(): ApplierStats {
-  return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, missing: 0, statements: 0, streamed: 0, streamedAborted: 0, spooledBytes: 0 };
+  return { changes: 0, transactions: 0, batches: 0, lastBatchChanges: 0, acked: 0n, walEnd: 0n, sourceEnd: 0n, missing: 0, statements: 0, streamed: 0, streamedAborted: 0, spooledBytes: 0 };
 }
 
 const STATUS_EVERY_MS = 10_000;

@@ -13,7 +13,7 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
-import { changedDataRules, maskedSummary } from '../../../config/data-rules-catalog.js';
+import { changedDataRules, maskedSummary, streamingRefusal } from '../../../config/data-rules-catalog.js';
 import { resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../../config/scope.js';
 import { OperationError, UsageError } from '../../../errors.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../../lifecycle.js';
@@ -25,10 +25,11 @@ import { WAL_END_SQL, formatLsn, lsnToBigInt } from '../../../postgres/lsn.js';
 import { acquireLock, loadState, saveState, tableKey, type DatabaseState } from '../../../state/checkpoint.js';
 import { removeClientApplier, saveClientApplier, type ClientApplierBeat } from '../../../state/client-applier.js';
 import { loadSyncRecord, saveSyncRecord, type SyncRecord } from '../../../state/sync-record.js';
-import { formatBytes } from '../../../units.js';
+import { DrainEstimate, formatBytes } from '../../../units.js';
 import { resolvePairs, type ReplicationPair } from '../../shared/pairs.js';
 import { warningCollector, type ProgressSink } from '../../shared/progress.js';
 import type { ClientCatchUp } from '../../shared/final-apply.js';
+import { installMaskTriggers } from '../../shared/masking-target.js';
 import { ensurePublication, publishedTables, slotDecodable, type PublishedTable } from '../../shared/publication.js';
 import { resyncTables } from './resync.js';
 import { readSubscription } from '../../shared/replication-catalog.js';
@@ -128,11 +129,12 @@ export async function runClientSync(o: ClientSyncOptions): Promise<ClientSyncRep
     const stats = new Map(prepared.map((p) => [p.pair.sourceDatabase, newStats()]));
     const beat: ClientApplierBeat = { version: 1, pid: process.pid, startedAt: new Date().toISOString(), updatedAt: '', applied: {} };
     const stopBeat = heartbeat(o.stateDir, beat, stats, progress);
+    const stopPolls = prepared.map((p) => pollSourceEnd(p.pair.sourceConn, stats.get(p.pair.sourceDatabase)!));
     let outcomes: ('caught-up' | 'stopped')[];
     try {
       outcomes = await Promise.all(prepared.map((p) => applyPair(p, o.batchBytes ?? DEFAULT_BATCH_BYTES, o.stateDir, signal, stats.get(p.pair.sourceDatabase)!, warn, progress)));
     } finally {
-      await stopBeat();
+      await Promise.all([stopBeat(), ...stopPolls.map((stop) => stop())]);
     }
     return {
       command: 'sync', applier: 'client',
@@ -181,10 +183,10 @@ async function prepare(pair: ReplicationPair, d: DatabaseState | undefined, x: P
     const { published, unlogged } = publishedTables(resolved.tables, d.filters);
     for (const t of unlogged) x.warn(`${displayName(t.schema, t.name)} is unlogged: logical replication carries none of its changes`);
     const pubScope = published.map((p) => resolved.tables.find((t) => t.oid === p.oid)!);
-    const masked = maskedSummary(pubScope);
-    if (masked.length) throw new UsageError(`data masking rules are not supported by the client applier yet: ${masked.join(', ')}`, { hint: 'use pgferry sync --applier native' });
-    const rulesChanged = changedDataRules(x.initScope, x.scope, db);
-    if (rulesChanged) throw rulesChanged;
+    // Masking as under the native applier: the publication's column list keeps masked columns on the source (15+), and
+    // the target's ENABLE ALWAYS trigger computes them on every INSERT and UPDATE the applier runs (masking-target.ts).
+    const maskRefusal = streamingRefusal(x.major, pubScope) ?? changedDataRules(x.initScope, x.scope, db);
+    if (maskRefusal) throw maskRefusal;
     const sub = await readSubscription(tgt, pair.names.subscription);
     if (sub) {
       throw new UsageError(`target database "${pair.targetDatabase}" has the native applier's subscription ${sub.name}: two appliers on one slot would apply changes twice`, {
@@ -196,6 +198,9 @@ async function prepare(pair: ReplicationPair, d: DatabaseState | undefined, x: P
     if (idProblems.length) await setReplicaIdentityFull(src, idProblems.map((p) => ({ schema: p.schema, name: p.name })));
     const slot = await findSlot(src, d.slot.name);
     if (!slot) throw new UsageError(`replication slot ${d.slot.name} that init created is gone from the source`, { hint: 'start over: pgferry cleanup, then pgferry init --restart' });
+    // Before the publication is brought to the scope and before anything streams: no row is applied unmasked.
+    const masked = await installMaskTriggers(tgt, pubScope);
+    if (masked.length) x.progress({ kind: 'log', level: 'info', message: `masked columns computed on the target for ${maskedSummary(pubScope).join(', ')}` });
     const change = await ensurePublication(src, pair.names.publication, published, x.major);
     // Only a publication made or changed now can be unreadable for the slot (init makes it before the slot). The check
     // is not free: its peek decodes the slot up to the end of the first transaction, all of it when that one is huge.
@@ -298,8 +303,52 @@ export const clientCatchUp: ClientCatchUp = async (r) => {
   return { reached: outcome === 'caught-up', appliedLsn: formatLsn(stats.acked) };
 };
 
+/** How often the source's WAL end is read for the progress line's lag and time left. */
+const SOURCE_END_POLL_MS = 2000;
+/** Below this lag the applier counts as caught up in the progress line (no time-left estimate). */
+const CAUGHT_UP_BYTES = 64 * 1024;
+
+/**
+ * The source's WAL end every SOURCE_END_POLL_MS over one ordinary connection, into stats.sourceEnd: the stream
+ * alone does not tell it (the walsender reports the position it has decoded up to, and while the applier is behind
+ * that is just ahead of what it applied). Best effort: an error closes the connection and the next tick opens one.
+ */
+function pollSourceEnd(conn: ResolvedConnInfo, stats: ApplierStats): () => Promise<void> {
+  let client: pg.Client | null = null;
+  let stopped = false;
+  let running: Promise<void> = Promise.resolve();
+  const tick = async () => {
+    try {
+      client ??= await connect(conn, { label: 'the source', applicationName: 'pgferry sync (client applier, lag)' });
+      if (stopped) return;
+      stats.sourceEnd = lsnToBigInt((await client.query<{ lsn: string }>(`SELECT ${WAL_END_SQL}::text AS lsn`)).rows[0]!.lsn);
+    } catch {
+      const c = client;
+      client = null;
+      await c?.end().catch(() => {});
+    }
+  };
+  running = tick();
+  const timer = setInterval(() => {
+    running = running.then(tick);
+  }, SOURCE_END_POLL_MS);
+  return async () => {
+    stopped = true;
+    clearInterval(timer);
+    await running;
+    await client?.end().catch(() => {});
+  };
+}
+
+/** Behind the source: its WAL end (polled, or as last heard on the stream) minus what the target has committed. */
+export function clientLagBytes(s: Pick<ApplierStats, 'acked' | 'walEnd' | 'sourceEnd'>): number {
+  const end = s.sourceEnd > s.walEnd ? s.sourceEnd : s.walEnd;
+  return end > s.acked ? Number(end - s.acked) : 0;
+}
+
 /** Progress every second and the heartbeat file every two; returns a function that stops both and removes the file. */
 function heartbeat(stateDir: string, beat: ClientApplierBeat, stats: Map<string, ApplierStats>, progress: ProgressSink): () => Promise<void> {
+  const drains = new Map([...stats.keys()].map((db) => [db, new DrainEstimate()]));
   let last = { at: Date.now(), changes: 0 };
   let tick = 0;
   let writing: Promise<void> = Promise.resolve();
@@ -315,8 +364,10 @@ function heartbeat(stateDir: string, beat: ClientApplierBeat, stats: Map<string,
     const rate = Math.round(((changes - last.changes) * 1000) / Math.max(1, now - last.at));
     last = { at: now, changes };
     for (const [db, s] of stats) {
-      const lag = s.walEnd > s.acked ? Number(s.walEnd - s.acked) : 0;
-      progress({ kind: 'update', id: `sync/client/${db}`, detail: `${s.changes} changes · ${rate}/s · lag ${formatBytes(lag)} · last batch ${s.lastBatchChanges} changes · applied ${formatLsn(s.acked)}${s.spooledBytes ? ` · spooled ${formatBytes(s.spooledBytes)} of open streamed transactions` : ''}` });
+      const lag = clientLagBytes(s);
+      // Time left from how fast the lag shrank lately, as native sync's wait shows it; none once caught up.
+      const eta = drains.get(db)!.add(now, lag < CAUGHT_UP_BYTES ? 0 : lag);
+      progress({ kind: 'update', id: `sync/client/${db}`, detail: `${s.changes} changes · ${rate}/s · lag ${formatBytes(lag)}${eta ? ` (${eta})` : ''} · last batch ${s.lastBatchChanges} changes · applied ${formatLsn(s.acked)}${s.spooledBytes ? ` · spooled ${formatBytes(s.spooledBytes)} of open streamed transactions` : ''}` });
     }
     if (++tick % 2 === 0) write();
   }, 1000);

@@ -9,6 +9,7 @@
 import type pg from 'pg';
 import { OperationError } from '../../../errors.js';
 import { displayName, qualifiedName } from '../../../postgres/identifiers.js';
+import { MASK_TRIGGER } from '../../shared/masking-target.js';
 import type { Relation } from './pgoutput.js';
 
 /** Types without an equality operator: a full-row match compares their text. */
@@ -42,6 +43,8 @@ export interface ApplyTable {
 interface CatalogRow {
   cols: { name: string; type: string; base: string; generated: boolean }[] | null;
   uniques: string[][] | null;
+  /** pgferry's masking trigger is on the table (ENABLE ALWAYS): the columns the source does not send are masked ones. */
+  masked: boolean;
 }
 
 async function readCatalog(client: pg.Client, schema: string, name: string): Promise<CatalogRow | undefined> {
@@ -51,10 +54,11 @@ async function readCatalog(client: pg.Client, schema: string, name: string): Pro
                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typlen = -1 AND t.typelem <> 0
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS cols,
             (SELECT json_agg((SELECT json_agg(a.attname ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey)))
-               FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL) AS uniques
+               FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL) AS uniques,
+            EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = c.oid AND tg.tgname = $3 AND tg.tgenabled = 'A') AS masked
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
-    [schema, name],
+    [schema, name, MASK_TRIGGER],
   );
   return rows[0];
 }
@@ -81,7 +85,8 @@ export async function describeTarget(client: pg.Client, rel: Relation, warn: (m:
     types.push({ type: t.type, textCompare: NO_EQUALITY.has(t.base) });
   }
   const extra = cols.filter((c) => !rel.columns.some((r) => r.name === c.name));
-  if (extra.length) warn(`${display}: the target has columns the source does not send (${extra.map((c) => c.name).join(', ')}); they keep their default or computed values`);
+  // A masked table's left-out columns are computed by its trigger (masking-target.ts): nothing to warn about.
+  if (extra.length && !cat.masked) warn(`${display}: the target has columns the source does not send (${extra.map((c) => c.name).join(', ')}); they keep their default or computed values`);
 
   const key = rel.identity === 'f' ? [] : rel.columns.flatMap((c, i) => (c.key ? [i] : []));
   const keyNames = key.map((i) => rel.columns[i]!.name).sort();
