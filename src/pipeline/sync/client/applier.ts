@@ -236,6 +236,8 @@ class Session {
   }
 
   private async relation(r: Relation): Promise<void> {
+    // The piece in flight first: a failure of it is reported as itself, not as the next statement's "aborted".
+    await this.settle();
     this.tables.set(r.oid, await describeTarget(this.tgt, r, this.o.warn));
   }
 
