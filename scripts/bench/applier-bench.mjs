@@ -24,7 +24,8 @@
  *
  * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client"), PROFILE (a directory:
  * V8 CPU profile of the client applier); NO_CEILING=1 skips the decode peek and the pg_recvlogical ceiling (for the
- * memory modes, where decoding a multi-GB transaction twice more only costs time);
+ * memory modes, where decoding a multi-GB transaction twice more only costs time); BATCH_BYTES (the client's
+ * --batch-bytes); NODE_FLAGS (node flags for the pgferry process, e.g. "--trace-gc");
  * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
  * Memory (peak RSS against the size of what is drained): BULK_MB=n, a backlog of about n MB of WAL made of
  * transactions of 1000 inserted rows (~420 bytes each) into a table "bulk"; BIG_TX_MB=n, one transaction
@@ -178,9 +179,10 @@ async function runOnce(applier) {
     const [srcCpu0, tgtCpu0] = [clusterCpuSeconds(src), clusterCpuSeconds(tgt)];
     log(`${applier}: draining ${(Number(backlog) / 1024 / 1024).toFixed(0)} MB of WAL`);
     const t0 = performance.now();
-    const args = applier === 'client' ? cliArgs('sync', '--applier', 'client', '--until-caught-up') : cliArgs('sync', '--no-wait');
+    const batch = process.env.BATCH_BYTES ? ['--batch-bytes', process.env.BATCH_BYTES] : [];
+    const args = applier === 'client' ? cliArgs('sync', '--applier', 'client', '--until-caught-up', ...batch) : cliArgs('sync', '--no-wait');
     // PROFILE=dir: a V8 CPU profile of the pgferry process (client) in dir.
-    const nodeArgs = process.env.PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE}`] : [];
+    const nodeArgs = [...(process.env.PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE}`] : []), ...(process.env.NODE_FLAGS?.split(' ').filter(Boolean) ?? [])];
     const child = execa(process.execPath, [...nodeArgs, ...args], { reject: false });
     // SHOW=1: the applier's progress lines with the time since the drain started.
     if (process.env.SHOW) child.stderr.on('data', (d) => process.stderr.write(String(d).split('\n').filter(Boolean).map((l) => `  +${((performance.now() - t0) / 1000).toFixed(2)} s ${l}\n`).join('')));

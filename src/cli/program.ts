@@ -85,6 +85,17 @@ export function usageFromYargs(msg: string | undefined, args: string[]): UsageEr
   return new UsageError(text, { hint: `see pgferry ${cmd && known.includes(cmd) ? cmd : '<command>'} --help` });
 }
 
+/**
+ * yargs renders a command's whole help text right after starting its handler, synchronously, only to keep it
+ * for a failure message with help, which showHelpOnFail(false) never prints: 100–250 ms of every command's
+ * start-up (sync's help is long). `--help` itself renders it afresh. Skipped when yargs' internals differ.
+ */
+function skipHelpCache(parser: unknown): void {
+  type Internals = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: unknown } | undefined } };
+  const usage = (parser as Internals).getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
+}
+
 export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   installSignalHandlers();
   let exitCode: number = ExitCode.ok;
@@ -115,6 +126,7 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.en
     })
     .epilog('Exit codes: 0 ok · 1 problems found · 2 usage/configuration · 3 cannot connect · 4 failed midway · 130 interrupted');
   for (const def of commands) register(parser, def as CommandDefinition<never>, (c) => (exitCode = c), env);
+  skipHelpCache(parser);
   try {
     await parser.parseAsync();
   } catch (err) {

@@ -345,6 +345,10 @@ describe('masking with the client applier', () => {
 
     const ok = await runCliProcess(['verify', '--source', src.url(db), '--target', tgt.url(db), '--config', configFile, '--state-dir', dir, '--no-sequences', '--json']);
     expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
+
+    // cleanup drops the slot (later tests count the cluster's slots), the origin and the masking triggers.
+    await runCleanup({ source: src.conn(db), target: tgt.conn(db), stateDir: dir });
+    expect(await count(tgt, db, "SELECT 1 FROM pg_trigger WHERE tgname = 'pgferry_mask'")).toBe(0);
   });
 });
 

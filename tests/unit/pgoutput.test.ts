@@ -31,6 +31,8 @@ describe('decodePgoutput', () => {
   it('keeps values as text, nulls as null and unchanged TOAST values as UNCHANGED', () => {
     const ins = Buffer.concat([ch('I'), i32(16384), ch('N'), i16(3), text('2026-01-01 00:00:00.123456+00'), ch('n'), text('ünï')]);
     expect(decodePgoutput(ins)).toEqual({ tag: 'insert', relid: 16384, row: ['2026-01-01 00:00:00.123456+00', null, 'ünï'] });
+    // In place, after the XLogData header (25 bytes), as the stream decodes it.
+    expect(decodePgoutput(Buffer.concat([Buffer.alloc(25, 0x77), ins]), false, 25)).toEqual(decodePgoutput(ins));
     const upd = Buffer.concat([ch('U'), i32(1), ch('K'), i16(2), text('7'), ch('n'), ch('N'), i16(2), text('8'), ch('u')]);
     expect(decodePgoutput(upd)).toEqual({ tag: 'update', relid: 1, old: ['7', null], row: ['8', UNCHANGED] });
     const updNoOld = Buffer.concat([ch('U'), i32(1), ch('N'), i16(1), text('9')]);

@@ -27,7 +27,7 @@ import { sqlstate } from '../../../postgres/errors.js';
 import { formatLsn, lsnToBigInt } from '../../../postgres/lsn.js';
 import { ensureOrigin, originRefusal } from '../../shared/replication-origin.js';
 import { applyChanges, type ApplyCounts, type Change } from './apply.js';
-import { decodePgoutput, tupleBytes, type PgoutputMessage } from './pgoutput.js';
+import { decodePgoutput, tupleBytes, type PgoutputMessage, type Relation } from './pgoutput.js';
 import { Spools } from './spool.js';
 import { ReplicationStream, type StreamItem } from './stream.js';
 import { describeTarget, type ApplyTable } from './tables.js';
@@ -150,6 +150,8 @@ class Session {
   private lastCommit: { end: bigint; time: bigint } | null = null;
   private lastStatus = 0;
   private readonly counts: ApplyCounts = { statements: 0, missing: 0 };
+  /** The piece of changes sent to the target and not yet done (flushBuffer). */
+  private inFlight: Promise<void> | null = null;
   /** The top-level transaction of the open stream block (protocol 2), if any. */
   private streaming: number | null = null;
   /** Commit position of the source transaction being received (its Begin's final LSN). */
@@ -169,10 +171,13 @@ class Session {
     const { o, stream } = this;
     for (;;) {
       if (o.signal.aborted) return this.stop();
-      // Nothing more within 20 ms: the backlog is drained, commit what is complete.
-      const item = await stream.next(this.batchTx > 0 ? 20 : 1000);
-      if (item) await this.handle(item);
-      else if (this.batchTx > 0 && !this.inSource) await this.commit();
+      // Messages already received are handled without a promise each; nothing more within 20 ms: the backlog is
+      // drained, commit what is complete.
+      const item = stream.take() ?? (await stream.next(this.batchTx > 0 ? 20 : 1000));
+      if (item) {
+        const pending = this.handle(item);
+        if (pending) await pending;
+      } else if (this.batchTx > 0 && !this.inSource) await this.commit();
       if (this.batchTx > 0 && !this.inSource && Date.now() - this.batchStarted > BATCH_MAX_MS) await this.commit();
       if (o.untilLsn !== null && this.stats.acked >= o.untilLsn && this.idle()) {
         stream.sendStatus(this.stats.acked);
@@ -193,7 +198,8 @@ class Session {
     this.lastStatus = Date.now();
   }
 
-  private async handle(item: StreamItem): Promise<void> {
+  /** Handle one item; a promise only when it has to wait for the target or the spool. */
+  private handle(item: StreamItem): Promise<void> | undefined {
     const { stats } = this;
     if (item.kind === 'keepalive') {
       if (item.walEnd > stats.walEnd) stats.walEnd = item.walEnd;
@@ -209,7 +215,7 @@ class Session {
     return this.message(item.message);
   }
 
-  private async message(m: PgoutputMessage): Promise<void> {
+  private message(m: PgoutputMessage): Promise<void> | undefined {
     const { stats } = this;
     switch (m.tag) {
       case 'begin':
@@ -223,12 +229,10 @@ class Session {
         this.lastCommit = { end: m.endLsn, time: m.commitTime };
         this.batchTx++;
         stats.transactions++;
-        if (this.bufferBytes >= this.o.batchBytes) await this.commit();
+        if (this.bufferBytes >= this.o.batchBytes) return this.commit();
         return;
       case 'relation':
-        this.tables.set(m.relation.oid, await describeTarget(this.tgt, m.relation, this.o.warn));
-        this.markSkipped();
-        return;
+        return this.relation(m.relation);
       case 'insert':
         if (this.skipping.has(m.relid)) return;
         return this.add({ kind: 'insert', t: this.table(m.relid), row: m.row }, tupleBytes(m.row));
@@ -246,6 +250,13 @@ class Session {
       default:
         return this.streamMessage(m);
     }
+  }
+
+  private async relation(r: Relation): Promise<void> {
+    // The piece in flight first: a failure of it is reported as itself, not as the next statement's "aborted".
+    await this.settle();
+    this.tables.set(r.oid, await describeTarget(this.tgt, r, this.o.warn));
+    this.markSkipped();
   }
 
   /**
@@ -306,24 +317,42 @@ class Session {
     return t;
   }
 
-  private async add(c: Change, bytes: number): Promise<void> {
+  private add(c: Change, bytes: number): Promise<void> | undefined {
     this.buffer.push(c);
     this.bufferBytes += bytes;
     this.batchChanges++;
     this.stats.changes++;
     // Over budget: into the open target transaction with it, also in the middle of a source transaction.
-    if (this.bufferBytes >= this.o.batchBytes) await this.flushBuffer();
+    if (this.bufferBytes >= this.o.batchBytes) return this.flushBuffer();
+    return undefined;
   }
 
+  /**
+   * Send the buffered changes into the open target transaction (opening it first) without waiting for them: the
+   * stream goes on filling the next piece meanwhile. At most one piece is in flight: the next flush, the commit,
+   * and a stop wait for it (and fail with its error). Statements go over the one target connection in order.
+   */
   private async flushBuffer(): Promise<void> {
     if (!this.buffer.length) return;
-    if (!this.txOpen) {
-      await this.tgt.query('BEGIN');
-      this.txOpen = true;
-    }
-    await applyChanges(this.tgt, this.buffer, this.counts);
+    await this.settle();
+    const changes = this.buffer;
     this.buffer = [];
     this.bufferBytes = 0;
+    const begin = !this.txOpen;
+    this.txOpen = true;
+    const piece = (async () => {
+      if (begin) await this.tgt.query('BEGIN');
+      await applyChanges(this.tgt, changes, this.counts);
+    })();
+    piece.catch(() => {}); // awaited (and its error thrown) by settle()
+    this.inFlight = piece;
+  }
+
+  /** Wait for the piece in flight, if any. */
+  private async settle(): Promise<void> {
+    const piece = this.inFlight;
+    this.inFlight = null;
+    if (piece) await piece;
   }
 
   /** Commit the batch (at a source transaction boundary) with its position, then acknowledge it. */
@@ -331,6 +360,7 @@ class Session {
     const last = this.lastCommit!;
     if (this.buffer.length || this.txOpen) {
       await this.flushBuffer();
+      await this.settle();
       // Crash-test points, reached after two committed batches.
       if (this.stats.batches >= 2) faultPoint('sync.client.mid-batch');
       const at = new Date(Number(last.time / 1000n) + 946_684_800_000).toISOString();
@@ -353,7 +383,10 @@ class Session {
   /** Signal: commit what is complete, roll back a partial transaction (it is streamed again next time). */
   private async stop(): Promise<'stopped'> {
     if (this.batchTx > 0 && !this.inSource) await this.commit();
-    else if (this.txOpen) await this.tgt.query('ROLLBACK').catch(() => {});
+    else if (this.txOpen) {
+      await this.settle().catch(() => {});
+      await this.tgt.query('ROLLBACK').catch(() => {});
+    }
     this.status();
     return 'stopped';
   }

@@ -63,6 +63,11 @@ export async function applyChanges(client: pg.Client, changes: Change[], counts:
 }
 
 function keyOf(t: ApplyTable, tuple: Tuple): string {
+  if (t.key.length === 1) {
+    // One key column (NOT NULL): its text is the key.
+    const v = tuple[t.key[0]!];
+    if (typeof v === 'string') return v;
+  }
   return JSON.stringify(t.key.map((i) => {
     const v = tuple[i];
     if (v === UNCHANGED) throw new Error(`${t.display}: a key column arrived as an unchanged TOAST value; this cannot be applied`);
@@ -107,9 +112,28 @@ async function applySetBased(client: pg.Client, t: ApplyTable, list: Row[], coun
   await writeState(client, t, state, counts);
 }
 
-/** Columns as text arrays for unnest(), one array per column index. */
-function columnArrays(tuples: Tuple[], cols: number[]): (string | null)[][] {
-  return cols.map((i) => tuples.map((tu) => tu[i] as string | null));
+/**
+ * Columns as text[] literals for unnest(), one per column index, built here rather than by pg's array
+ * serialisation (which escapes every element with two regular expressions and wraps each in a call): a column
+ * without NULLs or characters to escape is one join of its values.
+ */
+function columnArrays(tuples: Tuple[], cols: number[]): string[] {
+  const n = tuples.length;
+  const values = new Array<string>(n);
+  return cols.map((c) => {
+    let plain = true;
+    for (let r = 0; r < n; r++) {
+      const v = tuples[r]![c] as string | null;
+      if (v === null || v.indexOf('"') >= 0 || v.indexOf('\\') >= 0) plain = false;
+      values[r] = v!;
+    }
+    if (plain) return n ? `{"${values.join('","')}"}` : '{}';
+    for (let r = 0; r < n; r++) {
+      const v = values[r] as string | null;
+      values[r] = v === null ? 'NULL' : `"${v.replace(/[\\"]/g, '\\$&')}"`;
+    }
+    return `{${values.join(',')}}`;
+  });
 }
 
 function unnestFrom(cols: number[]): string {

@@ -49,73 +49,73 @@ export type PgoutputMessage =
   | { tag: 'streamed'; xid: number; payload: Buffer }
   | { tag: 'other'; code: string };
 
-/** The protocol messages that frame streamed transactions (they carry no xid prefix of their own). */
-const STREAM_FRAMES = new Set(['S', 'E', 'c', 'A']);
+/**
+ * The decoder's cursor: one buffer and position at a time, in module state rather than a reader object per
+ * message (the decoder runs for every message of the stream; it is synchronous and never re-entered).
+ */
+let buf: Buffer = Buffer.alloc(0);
+let pos = 0;
 
-class Reader {
-  pos = 0;
-  constructor(private readonly buf: Buffer) {}
-  u8(): number {
-    return this.buf.readUInt8(this.pos++);
-  }
-  i16(): number {
-    const v = this.buf.readInt16BE(this.pos);
-    this.pos += 2;
-    return v;
-  }
-  i32(): number {
-    const v = this.buf.readInt32BE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  u32(): number {
-    const v = this.buf.readUInt32BE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  u64(): bigint {
-    const v = this.buf.readBigUInt64BE(this.pos);
-    this.pos += 8;
-    return v;
-  }
-  cstring(): string {
-    const end = this.buf.indexOf(0, this.pos);
-    const s = this.buf.toString('utf8', this.pos, end);
-    this.pos = end + 1;
-    return s;
-  }
-  text(len: number): string {
-    const s = this.buf.toString('utf8', this.pos, this.pos + len);
-    this.pos += len;
-    return s;
-  }
+function u8(): number {
+  return buf[pos++]!;
+}
+function i16(): number {
+  const v = buf.readInt16BE(pos);
+  pos += 2;
+  return v;
+}
+function i32(): number {
+  const v = buf.readInt32BE(pos);
+  pos += 4;
+  return v;
+}
+function u32(): number {
+  const v = buf.readUInt32BE(pos);
+  pos += 4;
+  return v;
+}
+function u64(): bigint {
+  const v = buf.readBigUInt64BE(pos);
+  pos += 8;
+  return v;
+}
+function cstring(): string {
+  const end = buf.indexOf(0, pos);
+  const s = buf.toString('utf8', pos, end);
+  pos = end + 1;
+  return s;
 }
 
-function tuple(r: Reader): Tuple {
-  const n = r.i16();
+function tuple(): Tuple {
+  const n = i16();
   const out: Tuple = new Array<Value>(n);
   for (let i = 0; i < n; i++) {
-    const kind = r.u8();
-    if (kind === 0x6e) out[i] = null; // n
+    const kind = buf[pos++];
+    if (kind === 0x74) {
+      // t: text
+      const len = buf.readInt32BE(pos);
+      pos += 4;
+      out[i] = buf.toString('utf8', pos, pos + len);
+      pos += len;
+    } else if (kind === 0x6e) out[i] = null; // n
     else if (kind === 0x75) out[i] = UNCHANGED; // u
-    else if (kind === 0x74) out[i] = r.text(r.i32()); // t
-    else throw new Error(`pgoutput: unexpected tuple value kind 0x${kind.toString(16)} (binary mode is not used)`);
+    else throw new Error(`pgoutput: unexpected tuple value kind 0x${(kind ?? 0).toString(16)} (binary mode is not used)`);
   }
   return out;
 }
 
-function relation(r: Reader): Relation {
-  const oid = r.u32();
-  const schema = r.cstring();
-  const name = r.cstring();
-  const identity = String.fromCharCode(r.u8());
-  const n = r.i16();
+function relation(): Relation {
+  const oid = u32();
+  const schema = cstring();
+  const name = cstring();
+  const identity = String.fromCharCode(u8());
+  const n = i16();
   const columns: RelationColumn[] = [];
   for (let i = 0; i < n; i++) {
-    const flags = r.u8();
-    const colName = r.cstring();
-    const typeOid = r.u32();
-    r.i32(); // typmod
+    const flags = u8();
+    const colName = cstring();
+    const typeOid = u32();
+    i32(); // typmod
     columns.push({ name: colName, key: (flags & 1) === 1, typeOid });
   }
   return { oid, schema, name, identity, columns };
@@ -124,61 +124,81 @@ function relation(r: Reader): Relation {
 /**
  * Decode one pgoutput message (the payload of an XLogData message); `streamed`: a message from inside a
  * stream block (protocol 2), whose data messages carry the xid of their transaction after the tag.
+ * Text values are decoded straight from `payload`, the message starting at `offset` (no copy or view of it is made).
  */
-export function decodePgoutput(buf: Buffer, streamed = false): PgoutputMessage {
-  const r = new Reader(buf);
-  const code = String.fromCharCode(r.u8());
-  if (streamed && !STREAM_FRAMES.has(code)) r.u32(); // xid
+export function decodePgoutput(payload: Buffer, streamed = false, offset = 0): PgoutputMessage {
+  buf = payload;
+  pos = offset + 1;
+  const code = payload[offset]!;
+  // S, E, c, A: the frames of streamed transactions carry no xid prefix of their own.
+  if (streamed && code !== 0x53 && code !== 0x45 && code !== 0x63 && code !== 0x41) pos += 4;
+  try {
+    return decode(code);
+  } finally {
+    buf = EMPTY;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function decode(code: number): PgoutputMessage {
   switch (code) {
-    case 'S':
-      return { tag: 'stream-start', xid: r.u32(), first: r.u8() === 1 };
-    case 'E':
-      return { tag: 'stream-stop' };
-    case 'c': {
-      const xid = r.u32();
-      r.u8(); // flags
-      return { tag: 'stream-commit', xid, commitLsn: r.u64(), endLsn: r.u64(), commitTime: r.u64() };
+    case 0x49: {
+      // I
+      const relid = u32();
+      pos++; // 'N'
+      return { tag: 'insert', relid, row: tuple() };
     }
-    case 'A':
-      return { tag: 'stream-abort', xid: r.u32(), subxid: r.u32() };
-    case 'B':
-      return { tag: 'begin', finalLsn: r.u64(), commitTime: r.u64(), xid: r.u32() };
-    case 'C': {
-      r.u8(); // flags
-      return { tag: 'commit', commitLsn: r.u64(), endLsn: r.u64(), commitTime: r.u64() };
-    }
-    case 'R':
-      return { tag: 'relation', relation: relation(r) };
-    case 'I': {
-      const relid = r.u32();
-      r.u8(); // 'N'
-      return { tag: 'insert', relid, row: tuple(r) };
-    }
-    case 'U': {
-      const relid = r.u32();
-      let kind = String.fromCharCode(r.u8());
+    case 0x55: {
+      // U
+      const relid = u32();
+      let kind = u8();
       let old: Tuple | null = null;
-      if (kind === 'K' || kind === 'O') {
-        old = tuple(r);
-        kind = String.fromCharCode(r.u8());
+      if (kind === 0x4b || kind === 0x4f) {
+        // K, O
+        old = tuple();
+        kind = u8();
       }
-      return { tag: 'update', relid, old, row: tuple(r) };
+      return { tag: 'update', relid, old, row: tuple() };
     }
-    case 'D': {
-      const relid = r.u32();
-      r.u8(); // 'K' or 'O'
-      return { tag: 'delete', relid, old: tuple(r) };
+    case 0x44: {
+      // D
+      const relid = u32();
+      pos++; // 'K' or 'O'
+      return { tag: 'delete', relid, old: tuple() };
     }
-    case 'T': {
-      const n = r.i32();
-      const options = r.u8();
+    case 0x42: // B
+      return { tag: 'begin', finalLsn: u64(), commitTime: u64(), xid: u32() };
+    case 0x43: {
+      // C
+      pos++; // flags
+      return { tag: 'commit', commitLsn: u64(), endLsn: u64(), commitTime: u64() };
+    }
+    case 0x52: // R
+      return { tag: 'relation', relation: relation() };
+    case 0x53: // S
+      return { tag: 'stream-start', xid: u32(), first: u8() === 1 };
+    case 0x45: // E
+      return { tag: 'stream-stop' };
+    case 0x63: {
+      // c
+      const xid = u32();
+      pos++; // flags
+      return { tag: 'stream-commit', xid, commitLsn: u64(), endLsn: u64(), commitTime: u64() };
+    }
+    case 0x41: // A
+      return { tag: 'stream-abort', xid: u32(), subxid: u32() };
+    case 0x54: {
+      // T
+      const n = i32();
+      const options = u8();
       const relids: number[] = [];
-      for (let i = 0; i < n; i++) relids.push(r.u32());
+      for (let i = 0; i < n; i++) relids.push(u32());
       return { tag: 'truncate', relids, cascade: (options & 1) === 1, restartIdentity: (options & 2) === 2 };
     }
     default:
       // 'O' origin, 'Y' type, 'M' message: nothing to apply.
-      return { tag: 'other', code };
+      return { tag: 'other', code: String.fromCharCode(code) };
   }
 }
 

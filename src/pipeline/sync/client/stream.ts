@@ -86,17 +86,18 @@ export class ReplicationStream {
     const type = chunk[0];
     if (type === 0x77) {
       // 'w': walStart, walEnd, sendTime, then one pgoutput message.
-      const payload = chunk.subarray(25);
-      const walStart = chunk.readBigUInt64BE(1);
-      if (this.inStreamBlock && payload[0] !== 0x45 /* E: Stream Stop */) {
+      const bytes = chunk.length - 25;
+      // Only a transaction's last message carries its position (the others send 0): no BigInt for those.
+      const walStart = chunk.readUInt32BE(1) === 0 && chunk.readUInt32BE(5) === 0 ? 0n : chunk.readBigUInt64BE(1);
+      if (this.inStreamBlock && chunk[25] !== 0x45 /* E: Stream Stop */) {
         // The socket's buffer is reused: the spooled message needs its own copy.
-        this.push({ kind: 'data', walStart, message: { tag: 'streamed', xid: payload.readUInt32BE(1), payload: Buffer.from(payload) }, bytes: payload.length });
+        this.push({ kind: 'data', walStart, message: { tag: 'streamed', xid: chunk.readUInt32BE(26), payload: Buffer.from(chunk.subarray(25)) }, bytes });
         return;
       }
-      const message = decodePgoutput(payload);
+      const message = decodePgoutput(chunk, false, 25);
       if (message.tag === 'stream-start') this.inStreamBlock = true;
       else if (message.tag === 'stream-stop') this.inStreamBlock = false;
-      this.push({ kind: 'data', walStart, message, bytes: payload.length });
+      this.push({ kind: 'data', walStart, message, bytes });
     } else if (type === 0x6b) {
       // 'k': walEnd, sendTime, replyRequested.
       this.push({ kind: 'keepalive', walEnd: chunk.readBigUInt64BE(1), replyRequested: chunk[17] === 1 });
@@ -118,6 +119,25 @@ export class ReplicationStream {
     return this.queue.length - this.head;
   }
 
+  /** The next message already received, without waiting (undefined when there is none). */
+  take(): StreamItem | undefined {
+    if (this.head === this.queue.length) return undefined;
+    const item = this.queue[this.head++]!;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    if (item.kind === 'data') this.queuedBytes -= item.bytes;
+    if (this.paused && this.queuedBytes <= this.maxQueuedBytes / 2) {
+      this.paused = false;
+      this.conn.stream.resume();
+    }
+    return item;
+  }
+
   /** The next message; waits up to `timeoutMs` (null when none came). Throws once the stream has ended. */
   async next(timeoutMs: number): Promise<StreamItem | null> {
     if (!this.pending) {
@@ -137,20 +157,7 @@ export class ReplicationStream {
         return null;
       }
     }
-    const item = this.queue[this.head++]!;
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
-    if (item.kind === 'data') this.queuedBytes -= item.bytes;
-    if (this.paused && this.queuedBytes <= this.maxQueuedBytes / 2) {
-      this.paused = false;
-      this.conn.stream.resume();
-    }
-    return item;
+    return this.take()!;
   }
 
   /**
