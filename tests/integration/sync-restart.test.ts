@@ -24,7 +24,10 @@ let tgt: LocalCluster;
 let dir: string;
 
 beforeAll(async () => {
-  [src, tgt] = await Promise.all([clusters.start({ name: 'restart-src' }), clusters.start({ name: 'restart-tgt' })]);
+  // Commits must survive the immediate stops below (the test clusters default to synchronous_commit = off,
+  // which can lose a commit made just before a crash, such as the subscription sync has just created).
+  const settings = { synchronous_commit: 'on' };
+  [src, tgt] = await Promise.all([clusters.start({ name: 'restart-src', settings }), clusters.start({ name: 'restart-tgt', settings })]);
   dir = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-sync-restart-'));
 });
 afterAll(async () => {
