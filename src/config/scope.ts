@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { UsageError } from '../errors.js';
-import { listTables, type CatalogTable } from '../postgres/catalog/tables.js';
+import { listTables, type CatalogTable, type ListTablesOptions } from '../postgres/catalog/tables.js';
 import { matches, parseTableAndRest, parseTablePattern, splitList, type NamePattern } from './names.js';
 import type { DataRuleSpec, TableMasking } from './data-rules.js';
 import { resolveMasking } from './data-rules-catalog.js';
@@ -280,8 +280,8 @@ export function tableSelector(rules: Pick<TableRules, 'include' | 'exclude'>): (
  * Resolve the table rules of one database against its catalog. Exact names
  * that match no table are errors (a typo must not silently copy nothing).
  */
-export async function resolveTables(client: pg.Client, database: string, rules: TableRules): Promise<DatabaseScope> {
-  const all = await listTables(client);
+export async function resolveTables(client: pg.Client, database: string, rules: TableRules, opts: ListTablesOptions = {}): Promise<DatabaseScope> {
+  const all = await listTables(client, opts);
   const inc = compile(rules.include);
   const exc = compile(rules.exclude);
   const so = compile(rules.schemaOnly);
