@@ -71,13 +71,23 @@ function describeColumnChange(a: ColumnDef, b: ColumnDef): string {
   return parts.join('; ');
 }
 
-/** Differences per table, keyed "schema.table". A missing table is one 'table' difference. */
-export async function compareTableSchemas(
-  source: SideSession,
-  target: SideSession,
-  tables: readonly TableRef[],
-): Promise<Map<string, SchemaDifference[]>> {
+export interface SchemaComparison {
+  /** Differences per table, keyed "schema.table". A missing table is one 'table' difference. */
+  differences: Map<string, SchemaDifference[]>;
+  /** Columns of each table as the target sees them ("schema.table" → column → format_type); missing tables are absent. */
+  targetColumns: Map<string, Map<string, string>>;
+}
+
+/** The schemas of the tables on both sides, compared; and the target's columns, read by the same query. */
+export async function compareTableSchemas(source: SideSession, target: SideSession, tables: readonly TableRef[]): Promise<SchemaComparison> {
   const [src, tgt] = await Promise.all([catalog(source, tables), catalog(target, tables)]);
+  const targetColumns = new Map<string, Map<string, string>>();
+  for (const i of tgt.values()) {
+    if (i.kind !== 'column') continue;
+    const key = `${i.schema}.${i.table}`;
+    if (!targetColumns.has(key)) targetColumns.set(key, new Map());
+    targetColumns.get(key)!.set(i.name, (JSON.parse(i.def) as ColumnDef).type);
+  }
   const out = new Map<string, SchemaDifference[]>();
   for (const t of tables) out.set(`${t.schema}.${t.name}`, []);
   const push = (i: CatalogItem, d: Omit<SchemaDifference, 'kind'> & { kind?: SchemaDifference['kind'] }) =>
@@ -112,27 +122,7 @@ export async function compareTableSchemas(
     const object = b.kind === 'column' ? `${tableName}.${b.name}` : `${b.name} on ${tableName}`;
     push(b, { object, message: `${b.kind} exists only on the target` });
   }
-  return out;
-}
-
-/** Columns of each table as the target sees them ("schema.table" → column → format_type); missing tables are absent. */
-export async function targetColumns(target: SideSession, tables: readonly TableRef[]): Promise<Map<string, Map<string, string>>> {
-  const rows = await target.query<{ schema: string; table: string; name: string; type: string }>({
-    text: `SELECT n.nspname AS schema, c.relname AS "table", a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
-             FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN unnest($1::text[], $2::text[]) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-            WHERE c.relkind IN ('r', 'p')`,
-    values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
-  });
-  const out = new Map<string, Map<string, string>>();
-  for (const r of rows) {
-    const key = `${r.schema}.${r.table}`;
-    if (!out.has(key)) out.set(key, new Map());
-    out.get(key)!.set(r.name, r.type);
-  }
-  return out;
+  return { differences: out, targetColumns };
 }
 
 /**

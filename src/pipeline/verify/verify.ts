@@ -21,11 +21,11 @@ import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
-import { compareSequences, compareTableSchemas, targetColumns, targetTables, type TableRef } from './schema.js';
+import { compareSequences, compareTableSchemas, targetTables, type TableRef } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
-import type { DatabaseReport, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
+import type { DatabaseReport, SchemaDifference, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
 
 export { VERIFY_DEFAULTS } from './defaults.js';
 
@@ -61,14 +61,19 @@ export function tableFilter(t: ScopeTable, stored: Record<string, string> | unde
 function narrow(tables: ScopeTable[], patterns: readonly string[], database: string): ScopeTable[] {
   if (!patterns.length) return tables;
   const compiled = patterns.map((p) => parseTablePattern(p, '--tables'));
+  const id = (schema: string, name: string) => JSON.stringify([schema, name]);
+  const inScope = new Set(tables.map((t) => id(t.schema, t.name)));
   for (const p of compiled) {
-    if (p.exact && !tables.some((t) => t.schema === p.schemaName && t.name === p.tableName)) {
+    if (p.exact && !inScope.has(id(p.schemaName, p.tableName))) {
       throw new UsageError(`--tables: ${p.schemaName}.${p.tableName} is not a table in scope in database "${database}"`, {
         hint: 'names fold to lower case unless quoted: write "MixedCase" in double quotes',
       });
     }
   }
-  return tables.filter((t) => compiled.some((p) => matches(p, t.schema, t.name)));
+  // Exact names by lookup: --tables may name hundreds of tables (cutover's gate names every one).
+  const exact = new Set(compiled.filter((p) => p.exact).map((p) => id(p.schemaName, p.tableName)));
+  const wild = compiled.filter((p) => !p.exact);
+  return tables.filter((t) => exact.has(id(t.schema, t.name)) || wild.some((p) => matches(p, t.schema, t.name)));
 }
 
 interface TableJob {
@@ -112,9 +117,9 @@ interface DatabaseScope {
 /** Schema, sequences and table lists compared on both sides before any row is hashed. */
 interface CatalogComparison {
   replication: Awaited<ReturnType<typeof detectReplication>>;
-  schemaDiffs: Awaited<ReturnType<typeof compareTableSchemas>>;
+  schemaDiffs: Map<string, SchemaDifference[]>;
   sequences: Awaited<ReturnType<typeof compareSequences>>;
-  targetCols: Awaited<ReturnType<typeof targetColumns>>;
+  targetCols: Map<string, Map<string, string>>;
   tablesOnlyOnTarget: string[];
   /** While replicating: the source's write counters per table and when they were read (activity.ts). */
   writes: { before: Map<string, string>; at: number } | null;
@@ -199,10 +204,9 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const replication = await detectReplication(first.source, first.target);
   const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
   const writes = replication.active && !opts.sourceQuiet ? { before: await writeCounters(first.source, refs), at: Date.now() } : null;
-  const [schemaDiffs, sequences, targetCols, onTarget] = await Promise.all([
+  const [schemas, sequences, onTarget] = await Promise.all([
     compareTableSchemas(first.source, first.target, refs),
     opts.sequences ? compareSequences(first.source, first.target, refs, wholeDatabase) : [],
-    targetColumns(first.target, refs),
     // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
     (opts.tables ?? []).length ? ([] as TableRef[]) : targetTables(first.target),
   ]);
@@ -211,7 +215,7 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const tablesOnlyOnTarget = onTarget
     .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`) && !isStateTable(t.schema, t.name))
     .map((t) => displayName(t.schema, t.name));
-  return { replication, schemaDiffs, sequences, targetCols, tablesOnlyOnTarget, writes };
+  return { replication, schemaDiffs: schemas.differences, sequences, targetCols: schemas.targetColumns, tablesOnlyOnTarget, writes };
 }
 
 /** One report per table in scope, and a comparison job for each table whose rows can be compared. */
