@@ -124,8 +124,15 @@ function columnHash(c: HashColumn, seed: number, side?: Side): string {
   }
 }
 
+const nullConstants: string[] = [];
+
 /** splitmix64: fixed, well-spread 64-bit constants for NULLs, one per column position. */
 export function nullConstant(position: number): string {
+  // Computed once per position: every statement for every table spells them out.
+  return (nullConstants[position] ??= splitmix64(position));
+}
+
+function splitmix64(position: number): string {
   const mask = (1n << 64n) - 1n;
   let z = (BigInt(position + 1) * 0x9e3779b97f4a7c15n) & mask;
   z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & mask;
