@@ -65,7 +65,7 @@ const same = (a: Hash, b: Hash) => a.n === b.n && a.h === b.h;
  * per side: [source, target] per table, in the order given.
  */
 export async function hashBatch(pair: SessionPair, tables: readonly VerifyTable[]): Promise<[Hash, Hash][]> {
-  await Promise.all([pair.source.planFor('whole'), pair.target.planFor('whole')]);
+  await Promise.all([pair.source.planFor('batch'), pair.target.planFor('batch')]);
   const perTable = async (s: SideSession, q: Query) => {
     const out: Hash[] = tables.map(() => ({ n: 0, h: '0' }));
     for (const r of await s.query<{ i: number; n: string; h: string }>(q)) out[Number(r.i)] = { n: Number(r.n), h: r.h };

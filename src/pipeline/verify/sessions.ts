@@ -22,6 +22,8 @@ export const VERIFY_SETTINGS: Readonly<Record<string, string>> = {
 export class SideSession {
   /** Chunk queries should follow the key index, never scan the whole table per chunk. */
   private seqscan = true;
+  /** Parallel plans allowed (the server's setting); off for batches of small tables. */
+  private parallel = true;
   /** The last query handed to the connection: the next one starts after it. */
   private tail: Promise<unknown> = Promise.resolve();
   constructor(
@@ -44,12 +46,23 @@ export class SideSession {
     return this.serial(async () => (await this.client.query<R>(q.text, q.values)).rows);
   }
 
-  /** Range queries run with enable_seqscan off; whole-table queries with it on. */
-  async planFor(kind: 'range' | 'whole'): Promise<void> {
-    const want = kind === 'whole';
-    if (want === this.seqscan) return;
-    await this.serial(() => this.client.query(`SET enable_seqscan = ${want ? 'on' : 'off'}`));
-    this.seqscan = want;
+  /**
+   * Range queries run with enable_seqscan off; whole-table queries with it on;
+   * batches of small tables (one UNION ALL) also without parallel workers. The
+   * planner gives a batch of more than about 60 tables a Gather over a Parallel
+   * Append, and each worker it starts opens every table again: measured on 200
+   * tables of 1 000 rows, 0.085 CPU s a side against 0.045 without workers.
+   */
+  async planFor(kind: 'range' | 'whole' | 'batch'): Promise<void> {
+    const seqscan = kind !== 'range';
+    const parallel = kind !== 'batch';
+    const sets: string[] = [];
+    if (seqscan !== this.seqscan) sets.push(`SET enable_seqscan = ${seqscan ? 'on' : 'off'}`);
+    if (parallel !== this.parallel) sets.push(parallel ? 'RESET max_parallel_workers_per_gather' : 'SET max_parallel_workers_per_gather = 0');
+    if (!sets.length) return;
+    await this.serial(() => this.client.query(sets.join('; ')));
+    this.seqscan = seqscan;
+    this.parallel = parallel;
   }
 }
 
