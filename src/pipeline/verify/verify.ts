@@ -282,7 +282,8 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
     });
     jobs.push({ table, report, comparer, remaining: 0, startedAt: 0, done: 0 });
   }
-  for (const r of reports) if (r.method === 'schema-only' || !jobs.some((j) => j.report === r)) r.status = finishStatus(r);
+  const compared = new Set(jobs.map((j) => j.report));
+  for (const r of reports) if (r.method === 'schema-only' || !compared.has(r)) r.status = finishStatus(r);
   return { jobs, reports };
 }
 
