@@ -48,7 +48,7 @@ import {
 import { createBudget, type Budget } from './budget.js';
 import { DEFAULT_SPLIT_THRESHOLD_BYTES } from './parts.js';
 import { EARLY_POST_DATA_MIN_BYTES, earlyLeaves, earlyTables, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
-import { analyzeTables } from './analyze.js';
+import { ANALYZE_ONLY_MAJOR, analyzeTables } from './analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
 import { syncSequences } from '../shared/sequences.js';
@@ -275,7 +275,7 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
   await timed('analyze', 'ANALYZE', async () => {
     const copied = x.tables.filter((t) => !t.schemaOnly);
     const left = copied.filter((t) => !r.analyzedThisRun.has(tableKey(t.schema, t.name)));
-    await analyzeTables(x.target.conn, left, o.jobs, x.signal);
+    await analyzeTables(x.target.conn, analyzeItems(left, x.target.identity.major, r.analyzedThisRun), o.jobs, x.signal);
     faultPoint('init.analyze');
     return left.length < copied.length ? `${left.length} tables (${copied.length - left.length} as their copy finished)` : `${copied.length} tables`;
   });
@@ -283,6 +283,20 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
     d.phase = 'done';
     d.finishedAt = new Date().toISOString();
   });
+}
+
+/**
+ * What the ANALYZE phase runs. ANALYZE of a partitioned table samples the
+ * root and then analyses every partition again, one after the other in one
+ * session. From PostgreSQL 18 the partitions are analysed as tables of their
+ * own (in parallel, or already as they were copied) and the root with ANALYZE
+ * ONLY; before 18 the root's ANALYZE is the only way to give it statistics
+ * (see docs/architecture.md, "Statistics").
+ */
+function analyzeItems(tables: ScopeTable[], targetMajor: number, analyzed: ReadonlySet<string>): { schema: string; name: string; only?: boolean }[] {
+  if (targetMajor < ANALYZE_ONLY_MAJOR) return tables;
+  const leavesFirst = tables.flatMap((t) => (t.relkind === 'p' ? t.partitions.filter((p) => !analyzed.has(tableKey(p.schema, p.name))) : []));
+  return [...leavesFirst, ...tables.map((t) => (t.relkind === 'p' ? { schema: t.schema, name: t.name, only: true } : t))];
 }
 
 function databaseReport(r: PhaseRun): DatabaseReport {
@@ -507,7 +521,8 @@ async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: Tabl
   const post = tablePostData({
     target: x.target.conn, archive, workDir: statePaths(o.stateDir).work, base: encodeURIComponent(d.sourceDatabase), items, tables: todo, budget,
     toolOpts, progress: x.progress, progressParent: `init/${d.sourceDatabase}/data`, analyzed: r.analyzedThisRun,
-    notAnalyzed: new Set(leaves.map((l) => tableKey(l.schema, l.name))),
+    // Before 18 the root's ANALYZE analyses its partitions again: theirs is left to it.
+    notAnalyzed: new Set(x.target.identity.major < ANALYZE_ONLY_MAJOR ? leaves.map((l) => tableKey(l.schema, l.name)) : []),
   });
   return { budget, post };
 }
