@@ -2,8 +2,8 @@
  * Statistics of a partitioned table after init: every partition analysed
  * exactly once and the root given its own (inherited) statistics — before
  * PostgreSQL 18 through the root's ANALYZE, which analyses every partition
- * again (so init leaves theirs to it), from 18 through ANALYZE ONLY of the root
- * after the partitions were analysed on their own.
+ * again (so init leaves theirs to it), from 18 through ANALYZE ONLY of the root,
+ * the partitions analysed on their own.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -54,7 +54,7 @@ describe('ANALYZE of a partitioned table', () => {
         source: src.conn(db), target: tgt.conn(db), scope: emptyScope(), stateDir, jobs: 2, noSync: true, noOwner: false,
         noPrivileges: false, noRoles: true, fkNotValid: false, dropExisting: false, restart: false, dryRun: false,
         signal: new AbortController().signal,
-        // Small enough that each partition counts as large: its primary key is built as soon as it is in.
+        // Small parts: the partitions are copied in several parts each.
         splitThresholdBytes: 256 * 1024,
       });
       expect(report.databases[0]!.phase).toBe('done');

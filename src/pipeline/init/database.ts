@@ -37,8 +37,7 @@ import { isPgferryName, type ObjectNames } from '../../state/object-names.js';
 import { phaseBefore, statePaths, tableKey, type DatabaseState, type InitPhase, type StateStore } from '../../state/checkpoint.js';
 import { formatBytes } from '../../units.js';
 import { copyTables, type CopyTablesOptions } from './copy.js';
-import { planCopy, type TableCopyPlan } from './copy-plan.js';
-import type { TablePart } from './parts.js';
+import { planCopy } from './copy-plan.js';
 import { createForeignKeys, fkKey } from './constraints.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
@@ -47,7 +46,7 @@ import {
 } from './schema.js';
 import { createBudget, type Budget } from './budget.js';
 import { DEFAULT_SPLIT_THRESHOLD_BYTES } from './parts.js';
-import { EARLY_POST_DATA_MIN_BYTES, earlyLeaves, earlyTables, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
+import { EARLY_POST_DATA_MIN_BYTES, earlyTables, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
 import { ANALYZE_ONLY_MAJOR, analyzeTables } from './analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
@@ -302,8 +301,7 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
  * What the ANALYZE phase runs. ANALYZE of a partitioned table samples the
  * root and then analyses every partition again, one after the other in one
  * session. From PostgreSQL 18 the partitions are analysed as tables of their
- * own (in parallel, or already as they were copied) and the root with ANALYZE
- * ONLY; before 18 the root's ANALYZE is the only way to give it statistics
+ * own (in parallel) and the root with ANALYZE ONLY; before 18 the root's ANALYZE is the only way to give it statistics
  * (see docs/architecture.md, "Statistics").
  */
 function analyzeItems(tables: ScopeTable[], targetMajor: number, analyzed: ReadonlySet<string>): { schema: string; name: string; only?: boolean }[] {
@@ -525,8 +523,7 @@ async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: Tabl
   const budget = createBudget(o.jobs);
   if (!archiveExists(archive)) return { budget };
   const minBytes = Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
-  const leaves = earlyLeaves(x.tables, minBytes).filter((l) => d.tables[l.root]?.status !== 'done').map((l) => l.leaf);
-  const todo = [...earlyTables(x.tables, minBytes).filter((t) => d.tables[tableKey(t.schema, t.name)]?.status !== 'done'), ...leaves];
+  const todo = earlyTables(x.tables, minBytes).filter((t) => d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
   if (!todo.length) return { budget };
   const entries = await r.postDataList.get();
   // A table copied again after a resume that lost its slot may still have the items built for its first copy.
@@ -534,8 +531,6 @@ async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: Tabl
   const post = tablePostData({
     target: x.target.conn, archive, workDir: statePaths(o.stateDir).work, base: encodeURIComponent(d.sourceDatabase), items, tables: todo, budget,
     toolOpts, progress: x.progress, progressParent: `init/${d.sourceDatabase}/data`, analyzed: r.analyzedThisRun,
-    // Before 18 the root's ANALYZE analyses its partitions again: theirs is left to it.
-    notAnalyzed: new Set(x.target.identity.major < ANALYZE_ONLY_MAJOR ? leaves.map((l) => tableKey(l.schema, l.name)) : []),
   });
   return { budget, post };
 }
@@ -627,16 +622,6 @@ function checkpointCallbacks(
   const { d, store } = x;
   const pending = new Set<Promise<void>>();
   let failure: { err: unknown } | undefined;
-  /** Committed parts per leaf partition: a leaf whose parts are all in gets its own indexes (earlyLeaves). */
-  const leafParts = new Map<string, number>();
-  const leafDone = (plan: TableCopyPlan, part: TablePart): string | undefined => {
-    const rel = part.relation;
-    if (rel.schema === plan.table.schema && rel.name === plan.table.name) return undefined;
-    const key = tableKey(rel.schema, rel.name);
-    const n = (leafParts.get(key) ?? 0) + 1;
-    leafParts.set(key, n);
-    return n === part.count ? key : undefined;
-  };
   return {
     recorded: async () => {
       while (pending.size) await Promise.all([...pending]);
@@ -652,12 +637,7 @@ function checkpointCallbacks(
       // resume copies an unfinished table whole anyway, so this one is not saved.
       if (t.parts.length <= 1) return undefined;
       const partial = t.parts.some((q) => q.status !== 'done');
-      const leaf = leafDone(plan, part);
-      return store.save().then(() => {
-        // Once its parts are recorded: a resume copies this table again whole, into a leaf that may then have its indexes (slower, still right).
-        if (leaf) post?.tableDone(leaf);
-        return partial ? faultPoint('init.copy.mid-split') : undefined;
-      });
+      return store.save().then(() => (partial ? faultPoint('init.copy.mid-split') : undefined));
     },
     onTableDone: (plan, r) => {
       copiedThisRun.add(plan.key);

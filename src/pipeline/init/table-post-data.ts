@@ -79,8 +79,6 @@ export interface TablePostDataOptions {
   progressParent: string;
   /** Keys of the tables analysed here (the ANALYZE phase leaves them out). */
   analyzed: Set<string>;
-  /** Keys of tables (leaf partitions) whose indexes are built here but whose ANALYZE is left to their root's. */
-  notAnalyzed?: ReadonlySet<string>;
 }
 
 export interface TablePostData {
@@ -105,26 +103,6 @@ export function earlyTables(tables: ScopeTable[], minBytes: number): ScopeTable[
   return tables.filter((t) => t.relkind === 'r' && !t.schemaOnly && t.bytes >= minBytes);
 }
 
-/**
- * The leaf partitions of partitioned tables whose own items (a partition's
- * primary key, unique constraints and indexes, dumped apart from the parent's
- * and attached to it later) are worth building as soon as the leaf is in: the
- * leaves of a root whose average leaf is at least `minBytes`. Each is given
- * as a plain table (its own OID and name) with the key of its root. Their
- * ANALYZE stays with the root's, which before PostgreSQL 18 analyses every
- * partition again anyway.
- */
-export function earlyLeaves(tables: ScopeTable[], minBytes: number): { leaf: ScopeTable; root: string }[] {
-  return tables
-    .filter((t) => t.relkind === 'p' && !t.schemaOnly && t.partitions.length > 0 && t.bytes / t.partitions.length >= minBytes)
-    .flatMap((t) =>
-      t.partitions.map((p) => ({
-        leaf: { ...t, oid: p.oid, schema: p.schema, name: p.name, relkind: 'r' as const, partitions: [], bytes: t.bytes / t.partitions.length },
-        root: tableKey(t.schema, t.name),
-      })),
-    );
-}
-
 export function tablePostData(o: TablePostDataOptions): TablePostData {
   const plain = new Map(o.tables.map((t) => [tableKey(t.schema, t.name), t]));
   const signal = o.toolOpts.signal;
@@ -144,8 +122,7 @@ export function tablePostData(o: TablePostDataOptions): TablePostData {
     const id = (k: string) => `${o.progressParent}/${k}/post-data`;
     for (const t of tables) {
       const key = tableKey(t.schema, t.name);
-      const what = [o.items.get(key)?.length ? 'indexes' : '', o.notAnalyzed?.has(key) ? '' : 'ANALYZE'].filter(Boolean).join(', ');
-      const title = `${displayName(t.schema, t.name)}: ${what || 'nothing'}`;
+      const title = `${displayName(t.schema, t.name)}: ${o.items.get(key)?.length ? 'indexes, ANALYZE' : 'ANALYZE'}`;
       o.progress({ kind: 'start', id: id(key), title, parent: o.progressParent });
     }
     const listFile = path.join(o.workDir, `${o.base}.post-data.table-${++batchNo}.list`);
@@ -155,10 +132,9 @@ export function tablePostData(o: TablePostDataOptions): TablePostData {
       built += entries.length;
       await rm(listFile, { force: true });
       // After the indexes: ANALYZE also samples expression indexes. Done here, autovacuum rarely gets to it first (and twice).
-      const analyse = keys.filter((k) => !o.notAnalyzed?.has(k));
-      await analyzeTables(o.target, analyse.map((k) => plain.get(k)!), 1, signal);
+      await analyzeTables(o.target, tables, 1, signal);
       for (const k of keys) {
-        if (!o.notAnalyzed?.has(k)) o.analyzed.add(k);
+        o.analyzed.add(k);
         o.progress({ kind: 'end', id: id(k), status: 'ok', detail: `${o.items.get(k)?.length ?? 0} indexes and constraints` });
       }
       faultPoint('init.post-data.table');
