@@ -1,5 +1,5 @@
 /** Files of the state directory: written so that a crash leaves either the old or the new content, never half. */
-import { fsyncSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -16,12 +16,14 @@ export async function writeJsonAtomic(file: string, value: unknown): Promise<voi
     await fh.close();
   }
   await rename(tmp, file);
+  // Asynchronous, like the file's own fsync: a synchronous one blocks every copy worker of the process
+  // for the length of a disk flush, once per record (hundreds on a database of many small tables).
   try {
-    const dfd = openSync(dir, 'r');
+    const dh = await open(dir, 'r');
     try {
-      fsyncSync(dfd);
+      await dh.sync();
     } finally {
-      closeSync(dfd);
+      await dh.close();
     }
   } catch {
     // Some file systems cannot fsync a directory; the rename is still atomic.

@@ -249,6 +249,51 @@ describe('copy engine (15 → 17)', () => {
     expect(await copyBackends(tgt)).toBe(0);
   });
 
+  it('copies small tables in groups, one target transaction each, still FROZEN; a failure rolls back its whole group', async () => {
+    const names = ['g1', 'g2', 'g3', 'g4', 'g5', 'g6'];
+    const ddl = names.map((n) => `CREATE TABLE ${n} (id int PRIMARY KEY, v int);`).join('\n');
+    // g4 refuses every row on the target: with one job and six small tables, the groups are (g1 g2) (g3 g4) (g5 g6).
+    const { s, t } = await pair(ddl, ddl.replace('CREATE TABLE g4 (id int PRIMARY KEY, v int)', 'CREATE TABLE g4 (id int PRIMARY KEY, v int CHECK (v < 0))'));
+    await src.query(names.map((n, i) => `INSERT INTO ${n} SELECT g, g FROM generate_series(1, ${100 + i}) g;`).join('\n'), undefined, s.dbname);
+    await tgt.query('CREATE EXTENSION pageinspect', undefined, t.dbname);
+    const h = await exportSnapshot(s);
+    const tables = await scopeTables(s);
+    const done: string[] = [];
+    const err = await copyTables({
+      source: s, target: t, snapshot: h.snapshot, jobs: 1, sourceMajor: src.major, targetMajor: tgt.major,
+      tables: names.map((n) => input(tables, n)),
+      onTableDone: (p) => {
+        done.push(p.table.name);
+      },
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OperationError);
+    expect((err as Error).message).toMatch(/copying public\.g4 \(target, SQLSTATE 23514\)/);
+    // The first group committed and was reported; g3, copied before g4 in the same transaction, was rolled back with it.
+    expect(done).toEqual(['g1', 'g2']);
+    expect((await targetRows(t, 'g1')).length).toBe(100);
+    expect((await targetRows(t, 'g2')).length).toBe(101);
+    expect(await targetRows(t, 'g3')).toEqual([]);
+    expect(await targetRows(t, 'g5')).toEqual([]);
+    // One transaction for the group (the same inserting xid on both tables), and COPY FREEZE within it.
+    const xmins = async (table: string) =>
+      (await tgt.query<{ x: string }>(`SELECT DISTINCT t_xmin::text AS x FROM heap_page_items(get_raw_page($1, 0)) WHERE lp_flags = 1`, [table], t.dbname)).map((r) => r.x);
+    expect(await xmins('g1')).toHaveLength(1);
+    expect(await xmins('g1')).toEqual(await xmins('g2'));
+    expect(await unfrozen(t.dbname, 'g2')).toEqual({ tuples: 101, unfrozen: 0 });
+
+    // Without the failing constraint every group commits, and a run over a partly loaded target replaces, not adds.
+    await tgt.query('ALTER TABLE g4 DROP CONSTRAINT g4_v_check', undefined, t.dbname);
+    const report = await copyTables({
+      source: s, target: t, snapshot: h.snapshot, jobs: 1, sourceMajor: src.major, targetMajor: tgt.major,
+      tables: names.map((n) => input(tables, n)),
+    });
+    expect(report.tables.map((r) => r.rows)).toEqual([100, 101, 102, 103, 104, 105]);
+    for (const [i, n] of names.entries()) expect((await targetRows(t, n)).length).toBe(100 + i);
+    expect(await xmins('g5')).toEqual(await xmins('g6'));
+    expect(await xmins('g5')).not.toEqual(await xmins('g3'));
+    expect(await copyBackends(tgt)).toBe(0);
+  });
+
   it('splits by CTID and by integer key: the parts together are exactly the table, under concurrent writes', async () => {
     const ddl = 'CREATE TABLE big (id int PRIMARY KEY, v text)';
     // No key on the target: a row copied twice would show up in the comparison.

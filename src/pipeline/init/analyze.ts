@@ -6,8 +6,13 @@ import { operationError } from '../../postgres/errors.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';
 import { runPool } from './pool.js';
 
-/** ANALYZE the copied tables on the target, `jobs` at a time. */
-export async function analyzeTables(target: ResolvedConnInfo, tables: { schema: string; name: string }[], jobs: number, signal?: AbortSignal): Promise<void> {
+/** First major whose ANALYZE ONLY gives a partitioned table its own statistics without analysing every partition again. */
+export const ANALYZE_ONLY_MAJOR = 18;
+
+/** ANALYZE the copied tables on the target, `jobs` at a time (`only`: ANALYZE ONLY, PostgreSQL 18+). */
+export async function analyzeTables(
+  target: ResolvedConnInfo, tables: { schema: string; name: string; only?: boolean }[], jobs: number, signal?: AbortSignal,
+): Promise<void> {
   const clients: (pg.Client | undefined)[] = [];
   try {
     await runPool(
@@ -16,7 +21,7 @@ export async function analyzeTables(target: ResolvedConnInfo, tables: { schema: 
       async (t, slot) => {
         const c = (clients[slot] ??= await connect(target, { label: 'the target' }));
         try {
-          await c.query(`ANALYZE ${qualifiedName(t.schema, t.name)}`);
+          await c.query(`ANALYZE ${t.only ? 'ONLY ' : ''}${qualifiedName(t.schema, t.name)}`);
         } catch (err) {
           throw operationError(err, `ANALYZE of ${displayName(t.schema, t.name)} on the target`);
         }

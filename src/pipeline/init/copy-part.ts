@@ -75,61 +75,92 @@ function interrupted(signal: AbortSignal | undefined): InterruptedError {
   return signal?.reason instanceof InterruptedError ? signal.reason : new InterruptedError();
 }
 
+/** One part of a group copied in one target transaction (copyParts). */
+export interface GroupMember {
+  part: TablePart;
+  o: CopyPartOptions;
+}
+
 /** Copy one part: source rows under the session's snapshot → one target transaction. */
 export async function copyPart(s: CopySession, part: TablePart, o: CopyPartOptions): Promise<PartResult> {
-  if (o.signal?.aborted) throw interrupted(o.signal);
-  if (isSessionBroken(s)) throw new OperationError(`copying ${describePart(part)}: the copy session is broken; open a new one`);
-  const started = performance.now();
-  const rel = qualifiedName(part.relation.schema, part.relation.name);
+  return (await copyParts(s, [{ part, o }]))[0]!;
+}
+
+/**
+ * Copy parts one after the other into one target transaction, committed once
+ * after the last: a group of small tables then costs one BEGIN and one COMMIT
+ * (with its WAL flush and, after TRUNCATE, its one pass over the buffer pool)
+ * instead of one per table. Each truncateAndFreeze member is truncated in that
+ * transaction, so COPY FREEZE still applies. Any failure rolls back the whole
+ * group; nothing of it is recorded before the COMMIT returns.
+ */
+export async function copyParts(s: CopySession, members: readonly GroupMember[]): Promise<PartResult[]> {
+  const signal = members[0]?.o.signal;
+  if (!members.length) return [];
+  if (signal?.aborted) throw interrupted(signal);
+  let current = members[0]!.part;
+  if (isSessionBroken(s)) throw new OperationError(`copying ${describePart(current)}: the copy session is broken; open a new one`);
   let side: 'source' | 'target' = 'target';
   let committing = false;
   const onAbort = () => killSession(s);
-  o.signal?.addEventListener('abort', onAbort, { once: true });
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const done: { rows: number; bytes: number; started: number }[] = [];
   try {
-    await s.target.query('BEGIN');
-    if (o.truncateAndFreeze) await s.target.query(`TRUNCATE ONLY ${rel}`);
-    const sink = s.target.query(copyInFrames(copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
-    const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }));
-    const srcDone = readyForQuery(s.source, src);
-    let firstFailure: 'source' | 'target' | undefined;
-    // Persistent listeners: a stream may report the connection's death after the pipeline settled.
-    src.on('error', () => (firstFailure ??= 'source'));
-    sink.on('error', () => (firstFailure ??= 'target'));
-    let bytes = 0;
-    const counter = new Transform({
-      highWaterMark: HIGH_WATER_MARK,
-      transform(chunk: Buffer, _enc, cb) {
-        bytes += chunk.length;
-        o.onBytes?.(chunk.length);
-        cb(null, chunk);
-      },
-    });
-    try {
-      await pipeline(src, counter, sink);
-    } catch (err) {
-      side = firstFailure ?? 'target';
-      throw err;
-    }
-    // The source's CommandComplete (its row count) may trail the last data byte.
-    side = 'source';
-    await srcDone;
-    side = 'target';
-    if (src.rowCount !== sink.rowCount) {
-      throw new OperationError(`the source sent ${src.rowCount} rows but the target received ${sink.rowCount}`);
+    for (const [i, { part, o }] of members.entries()) {
+      current = part;
+      const started = performance.now();
+      const rel = qualifiedName(part.relation.schema, part.relation.name);
+      // BEGIN, TRUNCATE and COPY go as one simple query (one message, no round trip before the rows flow):
+      // on a database of many small tables the round trips were a good part of each table's cost.
+      // The copy stream takes its row count from the COPY's own CommandComplete only.
+      const prelude = `${i === 0 ? 'BEGIN; ' : ''}${o.truncateAndFreeze ? `TRUNCATE ONLY ${rel}; ` : ''}`;
+      const sink = s.target.query(copyInFrames(prelude + copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
+      const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }));
+      const srcDone = readyForQuery(s.source, src);
+      let firstFailure: 'source' | 'target' | undefined;
+      // Persistent listeners: a stream may report the connection's death after the pipeline settled.
+      src.on('error', () => (firstFailure ??= 'source'));
+      sink.on('error', () => (firstFailure ??= 'target'));
+      let bytes = 0;
+      const counter = new Transform({
+        highWaterMark: HIGH_WATER_MARK,
+        transform(chunk: Buffer, _enc, cb) {
+          bytes += chunk.length;
+          o.onBytes?.(chunk.length);
+          cb(null, chunk);
+        },
+      });
+      side = 'target';
+      try {
+        await pipeline(src, counter, sink);
+      } catch (err) {
+        side = firstFailure ?? 'target';
+        throw err;
+      }
+      // The source's CommandComplete (its row count) may trail the last data byte.
+      side = 'source';
+      await srcDone;
+      side = 'target';
+      if (src.rowCount !== sink.rowCount) {
+        throw new OperationError(`the source sent ${src.rowCount} rows but the target received ${sink.rowCount}`);
+      }
+      done.push({ rows: sink.rowCount, bytes, started });
     }
     committing = true;
     await s.target.query('COMMIT');
-    return { rows: sink.rowCount, bytes, ms: performance.now() - started };
+    const end = performance.now();
+    return done.map((d) => ({ rows: d.rows, bytes: d.bytes, ms: end - d.started }));
   } catch (err) {
     killSession(s);
-    if (o.signal?.aborted) throw interrupted(o.signal);
+    if (signal?.aborted) throw interrupted(signal);
     const code = sqlstate(err);
-    const where = `copying ${describePart(part)}${describeRange(part.range)} (${side}${code ? `, SQLSTATE ${code}` : ''})`;
+    const what = committing && members.length > 1 ? `${members.length} tables ending with ${describePart(current)}` : `${describePart(current)}${describeRange(current.range)}`;
+    const where = `copying ${what} (${side}${code ? `, SQLSTATE ${code}` : ''})`;
     const wrapped = err instanceof PgferryError ? new OperationError(`${where}: ${err.message}`, { cause: err }) : operationError(err, where);
     if (committing) notRetryable.add(wrapped);
     throw wrapped;
   } finally {
-    o.signal?.removeEventListener('abort', onAbort);
+    signal?.removeEventListener('abort', onAbort);
   }
 }
 
@@ -166,42 +197,39 @@ export function partRetryable(err: unknown): boolean {
   return isRetryable(cause);
 }
 
-/** What copyPartWithRetries reports besides the result. */
-export interface PartRetryHooks {
-  /** A failed attempt had relayed this many bytes (already passed to onBytes): take them back. */
-  onFailedAttempt: (bytes: number) => void;
-  /** A retryable failure, and the part is tried again. */
-  onRetry: (message: string) => void;
-}
-
 /**
- * Copy one part, trying again on a fresh session (same snapshot) after a
- * retryable failure, up to `retries` times, with a growing pause.
+ * Copy parts (copyParts: one target transaction), trying the whole group again on a fresh session (same
+ * snapshot) after a retryable failure, up to `retries` times, with a growing pause. onFailedAttempt gets
+ * the bytes each member had relayed (already passed to its onBytes), to take them back.
  */
-export async function copyPartWithRetries(
+export async function copyPartsWithRetries(
   session: () => Promise<CopySession>,
-  part: TablePart,
-  o: CopyPartOptions,
+  members: readonly GroupMember[],
   retries: number,
-  hooks: PartRetryHooks,
-): Promise<PartResult> {
-  let attemptBytes = 0;
-  const onBytes = (n: number) => {
-    attemptBytes += n;
-    o.onBytes?.(n);
-  };
-  let result: PartResult | undefined;
-  for (let attempt = 0; !result; attempt++) {
+  hooks: { onFailedAttempt: (bytesPerMember: number[]) => void; onRetry: (message: string) => void },
+): Promise<PartResult[]> {
+  const attemptBytes = members.map(() => 0);
+  const counted = members.map((m, i) => ({
+    part: m.part,
+    o: {
+      ...m.o,
+      onBytes: (n: number) => {
+        attemptBytes[i]! += n;
+        m.o.onBytes?.(n);
+      },
+    },
+  }));
+  const signal = members[0]?.o.signal;
+  for (let attempt = 0; ; attempt++) {
     const s = await session();
-    attemptBytes = 0;
+    attemptBytes.fill(0);
     try {
-      result = await copyPart(s, part, { ...o, onBytes });
+      return await copyParts(s, counted);
     } catch (err) {
-      hooks.onFailedAttempt(attemptBytes);
-      if (o.signal?.aborted || attempt >= retries || !partRetryable(err)) throw err;
+      hooks.onFailedAttempt([...attemptBytes]);
+      if (signal?.aborted || attempt >= retries || !partRetryable(err)) throw err;
       hooks.onRetry(`${(err as Error).message} — retrying (${attempt + 1}/${retries})`);
       await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
     }
   }
-  return result;
 }

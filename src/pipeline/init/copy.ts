@@ -41,7 +41,7 @@ import type { TablePart } from './parts.js';
 import { runPool } from './pool.js';
 import type { Budget } from './budget.js';
 import { formatBytes, rateAndEta } from '../../units.js';
-import { copyPartWithRetries, type PartResult } from './copy-part.js';
+import { copyPartsWithRetries, type GroupMember, type PartResult } from './copy-part.js';
 import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
 import { killSession, openCopySession, type OpenedCopySession } from './copy-session.js';
 
@@ -158,7 +158,7 @@ export async function copyTables(opts: CopyTablesOptions): Promise<CopyTablesRep
       .flatMap((plan) => plan.parts.map((part) => ({ plan, part })))
       .sort((a, b) => b.part.estimatedBytes - a.part.estimatedBytes);
     await finishEmptyTables(c);
-    await runPool(items, opts.jobs, ({ plan, part }, slot, signal) => copyItem(c, plan, part, slot, signal), opts.signal);
+    await runPool(groupSmallParts(items, opts.jobs), opts.jobs, (group, slot, signal) => copyGroup(c, group, slot, signal), opts.signal);
     return tablesReport(plans, c.reports, started);
   } catch (err) {
     failUnfinishedTables(c, err);
@@ -208,45 +208,97 @@ async function finishEmptyTables(c: CopyRun): Promise<void> {
   }
 }
 
-/** One worker's job: one part, with progress, retries and the table's completion. */
-async function copyItem(c: CopyRun, plan: TableCopyPlan, part: TablePart, slot: number, signal: AbortSignal): Promise<void> {
-  const run = c.runs.get(plan.key)!;
-  const onBytes = (n: number) => {
-    run.bytes += n;
-    c.overall.bytes += n;
-    const now = performance.now();
-    if (now - c.overall.lastUpdate >= 1000) {
-      c.overall.lastUpdate = now;
-      const o = c.overall;
-      c.progress({ kind: 'update', id: c.pid, detail: rateAndEta(o.bytes, o.estimated, now - o.started), done: o.bytes, total: o.estimated, unit: 'bytes' });
+interface WorkPart {
+  plan: TableCopyPlan;
+  part: TablePart;
+}
+
+/** A part below this joins a group of small parts (one target transaction for the group). */
+export const GROUP_PART_MAX_BYTES = 8 * 1024 ** 2;
+/** A group holds at most this many parts and this many estimated bytes. */
+export const GROUP_MAX_PARTS = 20;
+export const GROUP_MAX_BYTES = 32 * 1024 ** 2;
+
+function truncatesAndFreezes(plan: TableCopyPlan, part: TablePart): boolean {
+  return !plan.splitRelations.some((r) => r.schema === part.relation.schema && r.name === part.relation.name);
+}
+
+/**
+ * The workers' items: every part alone, except that consecutive small whole
+ * relations (in the largest-first order, so they come last) go in groups,
+ * each group one target transaction (copy-part.ts, copyParts). Groups stay
+ * small enough that each worker gets several of them, so that the workers
+ * finish together.
+ */
+export function groupSmallParts(items: readonly WorkPart[], jobs: number): WorkPart[][] {
+  const groupable = (w: WorkPart) => w.part.count === 1 && w.part.estimatedBytes <= GROUP_PART_MAX_BYTES && truncatesAndFreezes(w.plan, w.part);
+  const small = items.filter(groupable).length;
+  const maxParts = Math.max(1, Math.min(GROUP_MAX_PARTS, Math.ceil(small / (Math.max(1, jobs) * 4))));
+  const out: WorkPart[][] = [];
+  let group: WorkPart[] = [];
+  let bytes = 0;
+  for (const w of items) {
+    if (!groupable(w)) {
+      out.push([w]);
+      continue;
     }
-    if (now - run.lastUpdate < 250) return;
-    run.lastUpdate = now;
-    c.progress({ kind: 'update', id: `${c.pid}/${plan.key}`, detail: rateDetail(run, now), done: run.bytes, total: plan.estimatedBytes, unit: 'bytes' });
-  };
-  const truncateAndFreeze = !plan.splitRelations.some((r) => r.schema === part.relation.schema && r.name === part.relation.name);
+    if (group.length && (group.length >= maxParts || bytes + w.part.estimatedBytes > GROUP_MAX_BYTES)) {
+      out.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(w);
+    bytes += w.part.estimatedBytes;
+  }
+  if (group.length) out.push(group);
+  return out;
+}
+
+/** One worker's job: one part (or a group of small ones), with progress, retries and the tables' completion. */
+async function copyGroup(c: CopyRun, group: WorkPart[], slot: number, signal: AbortSignal): Promise<void> {
+  const members: GroupMember[] = group.map(({ plan, part }) => {
+    const run = c.runs.get(plan.key)!;
+    const onBytes = (n: number) => {
+      run.bytes += n;
+      c.overall.bytes += n;
+      const now = performance.now();
+      if (now - c.overall.lastUpdate >= 1000) {
+        c.overall.lastUpdate = now;
+        const o = c.overall;
+        c.progress({ kind: 'update', id: c.pid, detail: rateAndEta(o.bytes, o.estimated, now - o.started), done: o.bytes, total: o.estimated, unit: 'bytes' });
+      }
+      if (now - run.lastUpdate < 250) return;
+      run.lastUpdate = now;
+      c.progress({ kind: 'update', id: `${c.pid}/${plan.key}`, detail: rateDetail(run, now), done: run.bytes, total: plan.estimatedBytes, unit: 'bytes' });
+    };
+    const truncateAndFreeze = truncatesAndFreezes(plan, part);
+    return { part, o: { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes } };
+  });
   const copy = () => {
     // Started once it holds a permit: a part waiting for one is not being copied.
-    if (run.startedAt === undefined) startTable(c, run);
-    return copyPartWithRetries(
-      () => c.sessionFor(slot),
-      part,
-      { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes },
-      c.retries,
-      {
-        onFailedAttempt: (bytes) => {
-          run.bytes -= bytes;
-          c.overall.bytes -= bytes;
-        },
-        onRetry: (message) => c.progress({ kind: 'log', level: 'warn', message }),
+    for (const { plan } of group) {
+      const run = c.runs.get(plan.key)!;
+      if (run.startedAt === undefined) startTable(c, run);
+    }
+    return copyPartsWithRetries(() => c.sessionFor(slot), members, c.retries, {
+      onFailedAttempt: (bytes) => {
+        group.forEach(({ plan }, i) => {
+          c.runs.get(plan.key)!.bytes -= bytes[i]!;
+          c.overall.bytes -= bytes[i]!;
+        });
       },
-    );
+      onRetry: (message) => c.progress({ kind: 'log', level: 'warn', message }),
+    });
   };
-  const result = c.opts.budget ? await c.opts.budget.run(copy, signal) : await copy();
-  run.rows += result.rows;
-  run.parts.push({ id: part.id, ...result });
-  await c.opts.onPartDone?.(plan, part, result);
-  if (--run.remaining === 0) c.reports.push(await finishTable(c, run));
+  const results = c.opts.budget ? await c.opts.budget.run(copy, signal) : await copy();
+  for (const [i, { plan, part }] of group.entries()) {
+    const run = c.runs.get(plan.key)!;
+    const result = results[i]!;
+    run.rows += result.rows;
+    run.parts.push({ id: part.id, ...result });
+    await c.opts.onPartDone?.(plan, part, result);
+    if (--run.remaining === 0) c.reports.push(await finishTable(c, run));
+  }
 }
 
 /** The tables in plan order, with totals. */

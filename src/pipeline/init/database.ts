@@ -42,12 +42,12 @@ import { createForeignKeys, fkKey } from './constraints.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
 import {
-  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, stopStrayRestores, type SchemaToolOptions,
+  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, stopStrayRestores, type SchemaToolOptions, type TocEntry,
 } from './schema.js';
 import { createBudget, type Budget } from './budget.js';
 import { DEFAULT_SPLIT_THRESHOLD_BYTES } from './parts.js';
 import { EARLY_POST_DATA_MIN_BYTES, earlyTables, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
-import { analyzeTables } from './analyze.js';
+import { ANALYZE_ONLY_MAJOR, analyzeTables } from './analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
 import { syncSequences } from '../shared/sequences.js';
@@ -112,6 +112,8 @@ interface PhaseRun {
   archive: string;
   /** --method timestamp: the safe lower bound read just before this run's snapshot (shared/timestamp-bound.ts). */
   mark: InitMark | null;
+  /** The archive's post-data entries, listed once per run (one pg_restore --list); forget() after the archive is dumped again. */
+  postDataList: { get: () => Promise<TocEntry[]>; forget: () => void };
   /** Run one phase as a progress task, adding its seconds to this run and to the checkpoint. */
   timed: (phase: string, title: string, fn: () => Promise<string | void>) => Promise<void>;
   setPhase: (phase: InitPhase) => Promise<void>;
@@ -137,10 +139,20 @@ function phaseRun(x: DatabaseRunContext): PhaseRun {
       d.phaseSeconds[phase as InitPhase] = (d.phaseSeconds[phase as InitPhase] ?? 0) + secs;
     }
   };
+  const toolOpts = { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges };
+  const archive = archiveFile(o.stateDir, d.sourceDatabase);
+  let list: Promise<TocEntry[]> | undefined;
   return {
     x, pid, runPhaseSeconds, copiedThisRun: new Set<string>(), analyzedThisRun: new Set<string>(), largeObjects: 0, sequences: 0, mark: null,
-    toolOpts: { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges },
-    archive: archiveFile(o.stateDir, d.sourceDatabase),
+    toolOpts,
+    archive,
+    postDataList: {
+      get: () => (list ??= listPostData(archive, toolOpts)).catch((err: unknown) => {
+        list = undefined;
+        throw err;
+      }),
+      forget: () => (list = undefined),
+    },
     timed,
     setPhase: (phase: InitPhase) => store.update(() => (d.phase = phase)),
   };
@@ -252,8 +264,9 @@ async function postDataPhase(r: PhaseRun): Promise<void> {
       const inScope = new Set(x.tables.map((t) => t.oid));
       const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
       await dumpSchema(x.source.conn, archive, { ...toolOpts, exclude });
+      r.postDataList.forget();
     }
-    return restorePostData(x, archive, toolOpts);
+    return restorePostData(x, archive, toolOpts, await r.postDataList.get());
   });
   await setPhase('sequences');
 }
@@ -274,7 +287,7 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
   await timed('analyze', 'ANALYZE', async () => {
     const copied = x.tables.filter((t) => !t.schemaOnly);
     const left = copied.filter((t) => !r.analyzedThisRun.has(tableKey(t.schema, t.name)));
-    await analyzeTables(x.target.conn, left, o.jobs, x.signal);
+    await analyzeTables(x.target.conn, analyzeItems(left, x.target.identity.major, r.analyzedThisRun), o.jobs, x.signal);
     faultPoint('init.analyze');
     return left.length < copied.length ? `${left.length} tables (${copied.length - left.length} as their copy finished)` : `${copied.length} tables`;
   });
@@ -282,6 +295,19 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
     d.phase = 'done';
     d.finishedAt = new Date().toISOString();
   });
+}
+
+/**
+ * What the ANALYZE phase runs. ANALYZE of a partitioned table samples the
+ * root and then analyses every partition again, one after the other in one
+ * session. From PostgreSQL 18 the partitions are analysed as tables of their
+ * own (in parallel) and the root with ANALYZE ONLY; before 18 the root's ANALYZE is the only way to give it statistics
+ * (see docs/architecture.md, "Statistics").
+ */
+function analyzeItems(tables: ScopeTable[], targetMajor: number, analyzed: ReadonlySet<string>): { schema: string; name: string; only?: boolean }[] {
+  if (targetMajor < ANALYZE_ONLY_MAJOR) return tables;
+  const leavesFirst = tables.flatMap((t) => (t.relkind === 'p' ? t.partitions.filter((p) => !analyzed.has(tableKey(p.schema, p.name))) : []));
+  return [...leavesFirst, ...tables.map((t) => (t.relkind === 'p' ? { schema: t.schema, name: t.name, only: true } : t))];
 }
 
 function databaseReport(r: PhaseRun): DatabaseReport {
@@ -499,7 +525,7 @@ async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: Tabl
   const minBytes = Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
   const todo = earlyTables(x.tables, minBytes).filter((t) => d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
   if (!todo.length) return { budget };
-  const entries = await listPostData(archive, toolOpts);
+  const entries = await r.postDataList.get();
   // A table copied again after a resume that lost its slot may still have the items built for its first copy.
   const items = await withPresentPostData(x, entries, (s, present) => ownPostDataItems(s, entries.filter((e) => !present.has(e.dumpId)), todo));
   const post = tablePostData({
@@ -661,9 +687,8 @@ function withPresentPostData<T>(
   );
 }
 
-async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions): Promise<string> {
+async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions, entries: TocEntry[]): Promise<string> {
   const { d, options: o } = x;
-  const entries = await listPostData(archive, toolOpts);
   const present = await withPresentPostData(x, entries, (_s, p) => Promise.resolve(p));
   // pgferry's own publication belongs to the source side of this migration, not to the copy.
   const own = (e: { desc: string; line: string }) => e.desc.startsWith('PUBLICATION') && e.line.split(' ').some((w) => isPgferryName(w));

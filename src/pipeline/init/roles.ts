@@ -72,9 +72,12 @@ export interface CopyRolesOptions {
   sourceMajor: number;
   pgBinDir?: string | undefined;
   signal?: AbortSignal;
+  /** The script of dumpRoles when it was started earlier. */
+  script?: Promise<string>;
 }
 
-export async function copyRoles(o: CopyRolesOptions): Promise<RolesReport> {
+/** The source's roles as a pg_dumpall script (read only: init starts it early, alongside its checks). */
+export async function dumpRoles(o: Pick<CopyRolesOptions, 'source' | 'sourceMajor' | 'pgBinDir' | 'signal'>): Promise<string> {
   const tool = requireTool('pg_dumpall', o.pgBinDir);
   assertToolCanDump(tool, o.sourceMajor);
   const { stdout } = await runTool('pg_dumpall', ['--roles-only', '--no-role-passwords'], {
@@ -83,7 +86,11 @@ export async function copyRoles(o: CopyRolesOptions): Promise<RolesReport> {
     label: 'pg_dumpall --roles-only of the source',
     signal: o.signal,
   });
-  const statements = splitRoleScript(stdout);
+  return stdout;
+}
+
+export async function copyRoles(o: CopyRolesOptions): Promise<RolesReport> {
+  const statements = splitRoleScript(await (o.script ?? dumpRoles(o)));
   const report: RolesReport = { created: [], existing: [], statements: 0, skipped: [] };
   await withClient(
     o.target,

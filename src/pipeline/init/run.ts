@@ -40,7 +40,7 @@ import { ESTIMATE_BYTES_PER_SECOND_PER_JOB, estimateSeconds, plannedTables, type
 import { SAMPLE_MIN_TOTAL_BYTES, sampleReadRate } from './sample-rate.js';
 import type { TableCopyPlan } from './copy-plan.js';
 import { checkReplication, type ReplicationCheck } from './publication.js';
-import { copyRoles, type RolesReport } from './roles.js';
+import { copyRoles, dumpRoles, type RolesReport } from './roles.js';
 import { dropSlot, findSlot } from '../shared/slot.js';
 import { inspectTargetDatabase } from './target-db.js';
 import { assertScopeAccepted, assertTargetsEmpty, blocksInit, planRefusals } from './refusals.js';
@@ -167,6 +167,11 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     const { identity } = run;
     let state = run.state;
     const resumed = !!state;
+    // pg_dumpall (a process start and a source session) runs while the scope is resolved and checked; the roles phase then only applies its script.
+    const roleScript = !o.dryRun && !o.noRoles && state?.roles !== 'done'
+      ? dumpRoles({ source: o.source, sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal })
+      : undefined;
+    roleScript?.catch(() => {}); // awaited by the roles phase; a run that stops before it has nothing to report about it
     const scopes = await resolveScopes(o, ids, pairs, state, warn);
 
     const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
@@ -187,7 +192,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
     const store = new StateStore(o.stateDir, state);
 
     const phaseSeconds: Record<string, number> = {};
-    const roles = await rolesPhase(o, ids, state, store, signal, progress, warn, phaseSeconds);
+    const roles = await rolesPhase(o, ids, state, store, signal, progress, warn, phaseSeconds, roleScript);
     const reports: DatabaseReport[] = [];
     for (const ctx of scopes.contexts) {
       const report = await initDatabase(databaseRunContext(dbOptions, ids, ctx, state.databases[ctx.source]!, store, signal, progress, warn));
@@ -351,13 +356,13 @@ async function confirmDrops(o: InitOptions, ids: ServerIds, scopes: ResolvedScop
 /** Roles, once per target server (unless --no-roles or done by an earlier run). */
 async function rolesPhase(
   o: InitOptions, ids: ServerIds, state: RunState, store: StateStore, signal: AbortSignal, progress: ProgressSink,
-  warn: (message: string) => void, phaseSeconds: Record<string, number>,
+  warn: (message: string) => void, phaseSeconds: Record<string, number>, script: Promise<string> | undefined,
 ): Promise<RolesReport | null> {
   let roles: RolesReport | null = null;
   if (!o.noRoles && state.roles !== 'done') {
     const t0 = performance.now();
     progress({ kind: 'start', id: 'init/roles', title: 'roles' });
-    roles = await copyRoles({ source: o.source, target: forDatabase(o.target, ids.target.database), sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal });
+    roles = await copyRoles({ source: o.source, target: forDatabase(o.target, ids.target.database), sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal, script });
     for (const s of roles.skipped) warn(`role statement skipped: ${s.reason}`);
     faultPoint('init.roles');
     await store.update((s) => (s.roles = 'done'));
