@@ -113,25 +113,32 @@ async function openTarget(o: ApplierOptions): Promise<pg.Client> {
 
 /** Run until the signal aborts, the target has caught up with untilLsn, or an error (the caller decides whether to retry). */
 export async function runSession(o: ApplierOptions, stats: ApplierStats): Promise<'caught-up' | 'stopped'> {
-  const tgt = await openTarget(o);
-  let stream: ReplicationStream | undefined;
+  // Both connections at once (start-up is part of every drain); a failure of one closes the other.
+  const [target, replication] = await Promise.allSettled([
+    openTarget(o),
+    connect(o.sourceConn, { label: 'the source (replication connection)', replication: true, settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync (client applier)' }),
+  ]);
+  if (target.status === 'rejected' || replication.status === 'rejected') {
+    if (target.status === 'fulfilled') await target.value.end().catch(() => {});
+    if (replication.status === 'fulfilled') await replication.value.end().catch(() => {});
+    throw target.status === 'rejected' ? target.reason : (replication as PromiseRejectedResult).reason;
+  }
+  const tgt = target.value;
+  const repl = replication.value;
+  // 2 MB of pgoutput payload queued (several times that once decoded); beyond it the socket waits.
+  const stream = new ReplicationStream(repl, 2 * 1024 * 1024);
   const spools = new Spools(o.spoolDir);
   try {
     await spools.reset();
     const { rows } = await tgt.query<{ lsn: string }>('SELECT pg_replication_origin_session_progress(true)::text AS lsn');
     const start = lsnToBigInt(rows[0]?.lsn ?? '0/0');
     if (start > stats.acked) stats.acked = start;
-    const repl = await connect(o.sourceConn, {
-      label: 'the source (replication connection)', replication: true, settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync (client applier)',
-    });
-    // 2 MB of pgoutput payload queued (several times that once decoded); beyond it the socket waits.
-    stream = new ReplicationStream(repl, 2 * 1024 * 1024);
     // Streamed in-progress transactions (protocol 2) exist from PostgreSQL 14 on.
     const { rows: v } = await repl.query<{ server_version_num: string }>('SHOW server_version_num');
     stream.start(o.slot, o.publication, start, Number(v[0]?.server_version_num) >= 140000);
     return await new Session(o, stats, tgt, stream, spools).run();
   } finally {
-    await stream?.close();
+    await stream.close();
     await spools.close().catch(() => {});
     await tgt.end().catch(() => {});
   }
@@ -229,7 +236,8 @@ class Session {
         this.lastCommit = { end: m.endLsn, time: m.commitTime };
         this.batchTx++;
         stats.transactions++;
-        if (this.bufferBytes >= this.o.batchBytes) return this.commit();
+        // Over budget, or the position --until-caught-up waits for: commit now rather than after the idle wait.
+        if (this.bufferBytes >= this.o.batchBytes || (this.o.untilLsn !== null && m.endLsn >= this.o.untilLsn)) return this.commit();
         return;
       case 'relation':
         return this.relation(m.relation);

@@ -196,8 +196,11 @@ function tuple(): Tuple {
   }
   const len = pos - start;
   const at = reserve(len);
-  buf.copy(chunk, at, start, pos);
-  return { buf: chunk, pos: at, end: at + len, n, unchanged };
+  const dst = chunk;
+  // A short row byte by byte: Buffer.copy's own checks cost more than copying a hundred bytes.
+  if (len < 512) for (let i = 0; i < len; i++) dst[at + i] = buf[start + i]!;
+  else buf.copy(dst, at, start, pos);
+  return { buf: dst, pos: at, end: at + len, n, unchanged };
 }
 
 function relation(): Relation {
