@@ -157,8 +157,10 @@ class Session {
   private lastCommit: { end: bigint; time: bigint } | null = null;
   private lastStatus = 0;
   private readonly counts: ApplyCounts = { statements: 0, missing: 0 };
-  /** The piece of changes sent to the target and not yet done (flushBuffer). */
+  /** The piece of changes, or the batch's COMMIT, sent to the target and not yet done (flushBuffer, commit). */
   private inFlight: Promise<void> | null = null;
+  /** inFlight is a COMMIT (its acknowledgement follows it). */
+  private committing = false;
   /** The top-level transaction of the open stream block (protocol 2), if any. */
   private streaming: number | null = null;
   /** Commit position of the source transaction being received (its Begin's final LSN). */
@@ -180,7 +182,8 @@ class Session {
       if (o.signal.aborted) return this.stop();
       // Messages already received are handled without a promise each; nothing more within 20 ms: the backlog is
       // drained, commit what is complete.
-      const item = stream.take() ?? (await stream.next(this.batchTx > 0 ? 20 : 1000));
+      // Nothing received while a COMMIT is in flight: its acknowledgement first (--until-caught-up may end with it).
+      const item = stream.take() ?? (this.committing ? await this.settle().then(() => null) : await stream.next(this.batchTx > 0 ? 20 : 1000));
       if (item) {
         const pending = this.handle(item);
         if (pending) await pending;
@@ -197,7 +200,7 @@ class Session {
   }
 
   private idle(): boolean {
-    return !this.inSource && !this.txOpen && this.batchTx === 0 && this.buffer.length === 0;
+    return !this.inSource && !this.txOpen && this.batchTx === 0 && this.buffer.length === 0 && this.inFlight === null;
   }
 
   private status(replyRequested = false): void {
@@ -356,36 +359,57 @@ class Session {
     this.inFlight = piece;
   }
 
-  /** Wait for the piece in flight, if any. */
+  /** Wait for the piece or COMMIT in flight, if any. */
   private async settle(): Promise<void> {
     const piece = this.inFlight;
     this.inFlight = null;
+    this.committing = false;
     if (piece) await piece;
   }
 
-  /** Commit the batch (at a source transaction boundary) with its position, then acknowledge it. */
+  /**
+   * Commit the batch (at a source transaction boundary) with its position, then acknowledge it. The COMMIT goes
+   * in flight like a piece: the stream goes on filling the next piece meanwhile (the target is the slower side,
+   * and a commit waited for left it idle until the next piece was gathered). The next piece's BEGIN waits for it
+   * (settle), and the position is acknowledged only once COMMIT has returned: until then the session is not idle,
+   * so no keepalive is acknowledged either.
+   */
   private async commit(): Promise<void> {
     const last = this.lastCommit!;
-    if (this.buffer.length || this.txOpen) {
-      await this.flushBuffer();
-      await this.settle();
+    const changes = this.batchChanges;
+    this.batchChanges = 0;
+    this.batchTx = 0;
+    const acknowledge = () => {
+      // A batch without changes (transactions of other tables) needs no target transaction: nothing to replay.
+      this.stats.lastBatchChanges = changes;
+      this.stats.statements = this.counts.statements;
+      this.stats.missing = this.counts.missing;
+      if (last.end > this.stats.acked) this.stats.acked = last.end;
+      this.status();
+    };
+    if (!this.buffer.length && !this.txOpen) {
+      // Never ahead of a COMMIT still in flight.
+      if (this.inFlight) await this.settle();
+      acknowledge();
+      return;
+    }
+    await this.flushBuffer();
+    const piece = this.inFlight;
+    this.txOpen = false;
+    const done = (async () => {
+      await piece;
       // Crash-test points, reached after two committed batches.
       if (this.stats.batches >= 2) faultPoint('sync.client.mid-batch');
       const at = new Date(Number(last.time / 1000n) + 946_684_800_000).toISOString();
       await this.tgt.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [formatLsn(last.end), at]);
       await this.tgt.query('COMMIT');
       if (this.stats.batches >= 2) faultPoint('sync.client.after-commit');
-      this.txOpen = false;
       this.stats.batches++;
-    }
-    // A batch without changes (transactions of other tables) needs no target transaction: nothing to replay.
-    this.stats.lastBatchChanges = this.batchChanges;
-    this.stats.statements = this.counts.statements;
-    this.stats.missing = this.counts.missing;
-    this.batchChanges = 0;
-    this.batchTx = 0;
-    if (last.end > this.stats.acked) this.stats.acked = last.end;
-    this.status();
+      acknowledge();
+    })();
+    done.catch(() => {}); // awaited (and its error thrown) by settle()
+    this.inFlight = done;
+    this.committing = true;
   }
 
   /** Signal: commit what is complete, roll back a partial transaction (it is streamed again next time). */
@@ -395,6 +419,7 @@ class Session {
       await this.settle().catch(() => {});
       await this.tgt.query('ROLLBACK').catch(() => {});
     }
+    await this.settle(); // a COMMIT in flight, and its acknowledgement
     this.status();
     return 'stopped';
   }
