@@ -23,7 +23,7 @@
  * (pgoutput, proto_version 1) to /dev/null, i.e. the walsender decoding and sending the backlog with no applier.
  *
  * Environment: SCALE (10), TX (100000), PG_BIN (system 15), APPLIERS ("native,client"), PROFILE (a directory:
- * V8 CPU profile of the client applier); NO_CEILING=1 skips the decode peek and the pg_recvlogical ceiling (for the
+ * V8 CPU profile of the client applier), PERF (a file: perf profile of the client's target backend); NO_CEILING=1 skips the decode peek and the pg_recvlogical ceiling (for the
  * memory modes, where decoding a multi-GB transaction twice more only costs time); BATCH_BYTES (the client's
  * --batch-bytes); NODE_FLAGS (node flags for the pgferry process, e.g. "--trace-gc");
  * BIG_TX=1: instead of the pgbench backlog, one transaction updating every row of pgbench_accounts.
@@ -191,6 +191,7 @@ async function runOnce(applier) {
     let nodeCpu = 0;
     const cpuOf = new CpuTracker();
     let exitedAt = null;
+    let perf = null;
     child.finally(() => (exitedAt = performance.now())).catch(() => {});
     for (;;) {
       if (applier === 'client' && exitedAt !== null && performance.now() - exitedAt > 30_000) {
@@ -200,7 +201,11 @@ async function runOnce(applier) {
       cpuOf.note('walsender', await activePid(src, names.slot));
       if (applier === 'client') {
         const rows = await tgt.query("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgferry sync (client applier)%'", [], DB).catch(() => []);
-        for (const row of rows) cpuOf.note('backend', row.pid);
+        for (const row of rows) {
+          cpuOf.note('backend', row.pid);
+          // PERF=file: a perf profile of the client's target backend (perf record -p), for where its CPU goes.
+          if (process.env.PERF && !perf) perf = execa('perf', ['record', '-q', '-F', '999', '-o', process.env.PERF, '-p', String(row.pid)], { reject: false });
+        }
       } else cpuOf.note('backend', workerPid);
       if (applier === 'client') {
         peak = Math.max(peak, peakRssMb(child.pid));
@@ -215,6 +220,10 @@ async function runOnce(applier) {
       await sleep(100);
     }
     const seconds = (performance.now() - t0) / 1000;
+    if (perf) {
+      perf.kill('SIGINT');
+      await perf;
+    }
     const [srcCpu, tgtCpu] = [clusterCpuSeconds(src) - srcCpu0, clusterCpuSeconds(tgt) - tgtCpu0];
     const r = await child;
     if (r.exitCode !== 0) throw new Error(`sync (${applier}) exited ${r.exitCode}: ${r.stderr}`);

@@ -246,6 +246,35 @@ describe('sync --applier client', () => {
     await expectEqual(db);
   });
 
+  it('carries values byte for byte: quotes, backslashes, braces, empty strings, NULLs, non-ASCII, arrays, bytea; two-column and no key', async () => {
+    const db = await createDatabase(src, uniqueDbName('clientodd'), `${writerSchemaSql(10)}
+      CREATE TABLE odd (a text NOT NULL, b int NOT NULL, t text, arr text[], raw bytea, j jsonb, PRIMARY KEY (a, b));
+      CREATE TABLE odd_log (t text, arr int[], n numeric);
+      ALTER TABLE odd_log REPLICA IDENTITY FULL;`);
+    const dir = await stateDir();
+    await init(db, dir);
+    const nasty = ['', '"', '\\', '{}', '{"a",b}', 'a,b', 'NULL', 'null', ' lead', 'trail ', 'ünï €𝄞', 'tab\tnl\ncr\r', "it's", '\\.', '.', '\\N'];
+    await src.query(`INSERT INTO odd SELECT v, i, v || v, ARRAY[v, NULL, 'x'], convert_to(v, 'UTF8'), jsonb_build_object('k', v)
+      FROM unnest($1::text[]) WITH ORDINALITY AS u(v, i)`, [nasty], db);
+    await src.query(`INSERT INTO odd VALUES ('k', 0, NULL, NULL, NULL, NULL)`, undefined, db);
+    await src.query(`INSERT INTO odd_log SELECT v, ARRAY[i, NULL], i / 3.0 FROM unnest($1::text[]) WITH ORDINALITY AS u(v, i)`, [nasty], db);
+    await src.query(`INSERT INTO odd_log VALUES (NULL, NULL, NULL)`, undefined, db);
+    // Updates (also one moving a key), deletes, in several source transactions.
+    await src.query(`UPDATE odd SET t = t || '\\"', arr = arr || '{}'::text WHERE b % 2 = 0`, undefined, db);
+    await src.query(`UPDATE odd SET a = a || 'ü' WHERE b = 3`, undefined, db);
+    await src.query(`DELETE FROM odd WHERE b = 5`, undefined, db);
+    await src.query(`UPDATE odd_log SET t = coalesce(t, '') || '\\' WHERE n > 2`, undefined, db);
+    await src.query(`DELETE FROM odd_log WHERE t = '"'`, undefined, db);
+    await untilCaughtUp(db, dir);
+    const dump = async (c: LocalCluster) => [
+      ...(await c.query<{ r: string }>('SELECT row_to_json(o)::text AS r FROM odd o ORDER BY a, b', [], db)).map((x) => x.r),
+      ...(await c.query<{ r: string }>('SELECT row_to_json(o)::text AS r FROM odd_log o ORDER BY t NULLS FIRST, n', [], db)).map((x) => x.r),
+    ];
+    const want = await dump(src);
+    expect(want.length).toBe(2 * nasty.length); // one row added and one deleted in each table; odd_log's rows go by COPY
+    expect(await dump(tgt)).toEqual(want);
+  });
+
   it('after kill -9 between COMMIT and the acknowledgement, the native applier takes over without applying anything twice', async () => {
     const db = await createDatabase(src, uniqueDbName('clientswitch'), writerSchemaSql(1000));
     const dir = await stateDir();

@@ -83,6 +83,8 @@ export function newStats(): ApplierStats {
 const STATUS_EVERY_MS = 10_000;
 /** While a spooled transaction is applied the stream is not read (keepalives wait): a status update this often. */
 const REPLAY_STATUS_MS = 1_000;
+/** Messages handled in a row while a piece is in flight before the event loop gets a turn. */
+const YIELD_EVERY = 256;
 /** Commit a batch at the latest this long after its first transaction, even while more keeps arriving. */
 const BATCH_MAX_MS = 1_000;
 
@@ -113,25 +115,32 @@ async function openTarget(o: ApplierOptions): Promise<pg.Client> {
 
 /** Run until the signal aborts, the target has caught up with untilLsn, or an error (the caller decides whether to retry). */
 export async function runSession(o: ApplierOptions, stats: ApplierStats): Promise<'caught-up' | 'stopped'> {
-  const tgt = await openTarget(o);
-  let stream: ReplicationStream | undefined;
+  // Both connections at once (start-up is part of every drain); a failure of one closes the other.
+  const [target, replication] = await Promise.allSettled([
+    openTarget(o),
+    connect(o.sourceConn, { label: 'the source (replication connection)', replication: true, settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync (client applier)' }),
+  ]);
+  if (target.status === 'rejected' || replication.status === 'rejected') {
+    if (target.status === 'fulfilled') await target.value.end().catch(() => {});
+    if (replication.status === 'fulfilled') await replication.value.end().catch(() => {});
+    throw target.status === 'rejected' ? target.reason : (replication as PromiseRejectedResult).reason;
+  }
+  const tgt = target.value;
+  const repl = replication.value;
+  // 2 MB of pgoutput payload queued (several times that once decoded); beyond it the socket waits.
+  const stream = new ReplicationStream(repl, 2 * 1024 * 1024);
   const spools = new Spools(o.spoolDir);
   try {
     await spools.reset();
     const { rows } = await tgt.query<{ lsn: string }>('SELECT pg_replication_origin_session_progress(true)::text AS lsn');
     const start = lsnToBigInt(rows[0]?.lsn ?? '0/0');
     if (start > stats.acked) stats.acked = start;
-    const repl = await connect(o.sourceConn, {
-      label: 'the source (replication connection)', replication: true, settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync (client applier)',
-    });
-    // 2 MB of pgoutput payload queued (several times that once decoded); beyond it the socket waits.
-    stream = new ReplicationStream(repl, 2 * 1024 * 1024);
     // Streamed in-progress transactions (protocol 2) exist from PostgreSQL 14 on.
     const { rows: v } = await repl.query<{ server_version_num: string }>('SHOW server_version_num');
     stream.start(o.slot, o.publication, start, Number(v[0]?.server_version_num) >= 140000);
     return await new Session(o, stats, tgt, stream, spools).run();
   } finally {
-    await stream?.close();
+    await stream.close();
     await spools.close().catch(() => {});
     await tgt.end().catch(() => {});
   }
@@ -150,8 +159,10 @@ class Session {
   private lastCommit: { end: bigint; time: bigint } | null = null;
   private lastStatus = 0;
   private readonly counts: ApplyCounts = { statements: 0, missing: 0 };
-  /** The piece of changes sent to the target and not yet done (flushBuffer). */
+  /** The piece of changes, or the batch's COMMIT, sent to the target and not yet done (flushBuffer, commit). */
   private inFlight: Promise<void> | null = null;
+  /** inFlight is a COMMIT (its acknowledgement follows it). */
+  private committing = false;
   /** The top-level transaction of the open stream block (protocol 2), if any. */
   private streaming: number | null = null;
   /** Commit position of the source transaction being received (its Begin's final LSN). */
@@ -169,14 +180,19 @@ class Session {
 
   async run(): Promise<'caught-up' | 'stopped'> {
     const { o, stream } = this;
+    let handled = 0;
     for (;;) {
       if (o.signal.aborted) return this.stop();
       // Messages already received are handled without a promise each; nothing more within 20 ms: the backlog is
       // drained, commit what is complete.
-      const item = stream.take() ?? (await stream.next(this.batchTx > 0 ? 20 : 1000));
+      // Nothing received while a COMMIT is in flight: its acknowledgement first (--until-caught-up may end with it).
+      const item = stream.take() ?? (this.committing ? await this.settle().then(() => null) : await stream.next(this.batchTx > 0 ? 20 : 1000));
       if (item) {
         const pending = this.handle(item);
         if (pending) await pending;
+        // The piece in flight sends its next statement when the previous one's result has been read, which needs the
+        // event loop: handling a full queue without a pause left the target idle for tens of milliseconds at a time.
+        else if (this.inFlight && ++handled % YIELD_EVERY === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       } else if (this.batchTx > 0 && !this.inSource) await this.commit();
       if (this.batchTx > 0 && !this.inSource && Date.now() - this.batchStarted > BATCH_MAX_MS) await this.commit();
       if (o.untilLsn !== null && this.stats.acked >= o.untilLsn && this.idle()) {
@@ -190,7 +206,7 @@ class Session {
   }
 
   private idle(): boolean {
-    return !this.inSource && !this.txOpen && this.batchTx === 0 && this.buffer.length === 0;
+    return !this.inSource && !this.txOpen && this.batchTx === 0 && this.buffer.length === 0 && this.inFlight === null;
   }
 
   private status(replyRequested = false): void {
@@ -229,7 +245,8 @@ class Session {
         this.lastCommit = { end: m.endLsn, time: m.commitTime };
         this.batchTx++;
         stats.transactions++;
-        if (this.bufferBytes >= this.o.batchBytes) return this.commit();
+        // Over budget, or the position --until-caught-up waits for: commit now rather than after the idle wait.
+        if (this.bufferBytes >= this.o.batchBytes || (this.o.untilLsn !== null && m.endLsn >= this.o.untilLsn)) return this.commit();
         return;
       case 'relation':
         return this.relation(m.relation);
@@ -348,36 +365,57 @@ class Session {
     this.inFlight = piece;
   }
 
-  /** Wait for the piece in flight, if any. */
+  /** Wait for the piece or COMMIT in flight, if any. */
   private async settle(): Promise<void> {
     const piece = this.inFlight;
     this.inFlight = null;
+    this.committing = false;
     if (piece) await piece;
   }
 
-  /** Commit the batch (at a source transaction boundary) with its position, then acknowledge it. */
+  /**
+   * Commit the batch (at a source transaction boundary) with its position, then acknowledge it. The COMMIT goes
+   * in flight like a piece: the stream goes on filling the next piece meanwhile (the target is the slower side,
+   * and a commit waited for left it idle until the next piece was gathered). The next piece's BEGIN waits for it
+   * (settle), and the position is acknowledged only once COMMIT has returned: until then the session is not idle,
+   * so no keepalive is acknowledged either.
+   */
   private async commit(): Promise<void> {
     const last = this.lastCommit!;
-    if (this.buffer.length || this.txOpen) {
-      await this.flushBuffer();
-      await this.settle();
+    const changes = this.batchChanges;
+    this.batchChanges = 0;
+    this.batchTx = 0;
+    const acknowledge = () => {
+      // A batch without changes (transactions of other tables) needs no target transaction: nothing to replay.
+      this.stats.lastBatchChanges = changes;
+      this.stats.statements = this.counts.statements;
+      this.stats.missing = this.counts.missing;
+      if (last.end > this.stats.acked) this.stats.acked = last.end;
+      this.status();
+    };
+    if (!this.buffer.length && !this.txOpen) {
+      // Never ahead of a COMMIT still in flight.
+      if (this.inFlight) await this.settle();
+      acknowledge();
+      return;
+    }
+    await this.flushBuffer();
+    const piece = this.inFlight;
+    this.txOpen = false;
+    const done = (async () => {
+      await piece;
       // Crash-test points, reached after two committed batches.
       if (this.stats.batches >= 2) faultPoint('sync.client.mid-batch');
       const at = new Date(Number(last.time / 1000n) + 946_684_800_000).toISOString();
       await this.tgt.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [formatLsn(last.end), at]);
       await this.tgt.query('COMMIT');
       if (this.stats.batches >= 2) faultPoint('sync.client.after-commit');
-      this.txOpen = false;
       this.stats.batches++;
-    }
-    // A batch without changes (transactions of other tables) needs no target transaction: nothing to replay.
-    this.stats.lastBatchChanges = this.batchChanges;
-    this.stats.statements = this.counts.statements;
-    this.stats.missing = this.counts.missing;
-    this.batchChanges = 0;
-    this.batchTx = 0;
-    if (last.end > this.stats.acked) this.stats.acked = last.end;
-    this.status();
+      acknowledge();
+    })();
+    done.catch(() => {}); // awaited (and its error thrown) by settle()
+    this.inFlight = done;
+    this.committing = true;
   }
 
   /** Signal: commit what is complete, roll back a partial transaction (it is streamed again next time). */
@@ -387,6 +425,7 @@ class Session {
       await this.settle().catch(() => {});
       await this.tgt.query('ROLLBACK').catch(() => {});
     }
+    await this.settle(); // a COMMIT in flight, and its acknowledgement
     this.status();
     return 'stopped';
   }

@@ -14,13 +14,18 @@
  * break the key; no other unique index exists to be broken midway.
  *
  * In order (REPLICA IDENTITY FULL, no identity, or another unique index):
- * one statement per update or delete, consecutive inserts as one INSERT.
+ * one statement per update or delete, consecutive inserts as one INSERT, or
+ * as one COPY when there are COPY_MIN_ROWS or more (the target then inserts
+ * them in bulk, with no statement to plan and no cast per value).
  * Rows are found by key, or by the whole old row, taking one match
  * (tableoid, ctid … LIMIT 1) so that duplicate rows lose one copy each.
  */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { quoteIdent, quoteIdentList } from '../../../postgres/identifiers.js';
-import { UNCHANGED, type Tuple, type Value } from './pgoutput.js';
+import { columnsKey, entries, tupleOf, UNCHANGED, values as tupleValues, type Tuple, type Value } from './pgoutput.js';
 import type { ApplyTable } from './tables.js';
 
 export type Change =
@@ -63,22 +68,16 @@ export async function applyChanges(client: pg.Client, changes: Change[], counts:
 }
 
 function keyOf(t: ApplyTable, tuple: Tuple): string {
-  if (t.key.length === 1) {
-    // One key column (NOT NULL): its text is the key.
-    const v = tuple[t.key[0]!];
-    if (typeof v === 'string') return v;
-  }
-  return JSON.stringify(t.key.map((i) => {
-    const v = tuple[i];
-    if (v === UNCHANGED) throw new Error(`${t.display}: a key column arrived as an unchanged TOAST value; this cannot be applied`);
-    return v;
-  }));
+  const key = columnsKey(tuple, t.key);
+  if (key === undefined) throw new Error(`${t.display}: a key column arrived as an unchanged TOAST value; this cannot be applied`);
+  return key;
 }
 
 /** Fill unchanged TOAST values from an earlier full row of the same key, where there is one. */
 function merge(row: Tuple, base: Tuple | null | undefined): Tuple {
-  if (!base || !row.includes(UNCHANGED)) return row;
-  return row.map((v, i) => (v === UNCHANGED ? base[i]! : v));
+  if (!base || !row.unchanged) return row;
+  const from = entries(base);
+  return tupleOf(entries(row).map((e, i) => (e[0][e[1]] === 0x75 ? (from[i] ?? e) : e)));
 }
 
 interface Entry {
@@ -98,7 +97,7 @@ async function applySetBased(client: pg.Client, t: ApplyTable, list: Row[], coun
       const oldKey = c.old ? keyOf(t, c.old) : newKey;
       const prev = state.get(oldKey);
       const row = merge(c.row, prev && !prev.deleted ? prev.tuple : null);
-      if (oldKey !== newKey && row.includes(UNCHANGED)) {
+      if (oldKey !== newKey && row.unchanged) {
         // The key moved and a TOAST value stayed behind on the old row: apply what came before, then this one as it is.
         await writeState(client, t, state, counts);
         state = new Map();
@@ -112,28 +111,75 @@ async function applySetBased(client: pg.Client, t: ApplyTable, list: Row[], coun
   await writeState(client, t, state, counts);
 }
 
+const TEXT_OID = 25;
+
 /**
- * Columns as text[] literals for unnest(), one per column index, built here rather than by pg's array
- * serialisation (which escapes every element with two regular expressions and wraps each in a call): a column
- * without NULLs or characters to escape is one join of its values.
+ * Columns as text[] parameters in binary form (array_recv), one per column index, built straight from the
+ * tuples' bytes: a pgoutput text entry after its kind byte (int32 length, then the text) is exactly a binary
+ * array element, so each value is one copy, with no JavaScript string, no escaping, and no array literal for
+ * the target to parse. The text is in the replication connection's client encoding (UTF8, as the target
+ * session's), and the target checks it as it would a literal.
  */
-function columnArrays(tuples: Tuple[], cols: number[]): string[] {
+function columnArrays(tuples: Tuple[], cols: number[]): Buffer[] {
   const n = tuples.length;
-  const values = new Array<string>(n);
-  return cols.map((c) => {
-    let plain = true;
-    for (let r = 0; r < n; r++) {
-      const v = tuples[r]![c] as string | null;
-      if (v === null || v.indexOf('"') >= 0 || v.indexOf('\\') >= 0) plain = false;
-      values[r] = v!;
+  const k = cols.length;
+  const slot = new Int32Array(Math.max(0, ...cols) + 1).fill(-1);
+  cols.forEach((c, j) => (slot[c] = j));
+  // Where each wanted entry starts (-1: the tuple has no such column), and each array's size.
+  const starts = new Int32Array(n * k).fill(-1);
+  const sizes = new Array<number>(k).fill(20);
+  const nulls = new Array<boolean>(k).fill(false);
+  for (let r = 0; r < n; r++) {
+    const t = tuples[r]!;
+    const b = t.buf;
+    let p = t.pos + 2;
+    const last = Math.min(t.n, slot.length);
+    for (let i = 0; i < last; i++) {
+      const s = p;
+      const kind = b[p];
+      const len = kind === 0x74 ? b.readInt32BE(p + 1) : 0;
+      p += kind === 0x74 ? 5 + len : 1;
+      const j = slot[i]!;
+      if (j < 0) continue;
+      if (kind === 0x75) throw new Error('an unchanged TOAST value cannot be written as a column value');
+      starts[r * k + j] = s;
+      sizes[j]! += 4 + len;
     }
-    if (plain) return n ? `{"${values.join('","')}"}` : '{}';
+  }
+  const out: Buffer[] = [];
+  for (let j = 0; j < k; j++) {
     for (let r = 0; r < n; r++) {
-      const v = values[r] as string | null;
-      values[r] = v === null ? 'NULL' : `"${v.replace(/[\\"]/g, '\\$&')}"`;
+      const s = starts[r * k + j]!;
+      if (s < 0 || tuples[r]!.buf[s] !== 0x74) {
+        nulls[j] = true;
+        break;
+      }
     }
-    return `{${values.join(',')}}`;
-  });
+    const a = Buffer.allocUnsafe(n ? sizes[j]! : 12);
+    a.writeInt32BE(n ? 1 : 0, 0); // dimensions
+    a.writeInt32BE(nulls[j] ? 1 : 0, 4);
+    a.writeInt32BE(TEXT_OID, 8);
+    if (n) {
+      a.writeInt32BE(n, 12);
+      a.writeInt32BE(1, 16); // lower bound
+    }
+    let w = 20;
+    for (let r = 0; r < n; r++) {
+      const s = starts[r * k + j]!;
+      const b = tuples[r]!.buf;
+      if (s < 0 || b[s] !== 0x74) {
+        a.writeInt32BE(-1, w);
+        w += 4;
+        continue;
+      }
+      // Length and text as they are; short values byte by byte (a copy() call costs more than a few bytes).
+      const e = s + 5 + b.readInt32BE(s + 1);
+      if (e - s < 48) for (let q = s + 1; q < e; q++) a[w++] = b[q]!;
+      else w += b.copy(a, w, s + 1, e);
+    }
+    out.push(a);
+  }
+  return out;
 }
 
 function unnestFrom(cols: number[]): string {
@@ -154,9 +200,9 @@ async function writeState(client: pg.Client, t: ApplyTable, state: Map<string, E
   const patches = new Map<string, Tuple[]>();
   for (const e of state.values()) {
     if (e.deleted) deletes.push(e.tuple);
-    else if (!e.tuple.includes(UNCHANGED)) upserts.push(e.tuple);
+    else if (!e.tuple.unchanged) upserts.push(e.tuple);
     else {
-      const shape = e.tuple.map((v) => (v === UNCHANGED ? 'u' : '.')).join('');
+      const shape = entries(e.tuple).map(([b, s]) => (b[s] === 0x75 ? 'u' : '.')).join('');
       let l = patches.get(shape);
       if (!l) patches.set(shape, (l = []));
       l.push(e.tuple);
@@ -168,7 +214,7 @@ async function writeState(client: pg.Client, t: ApplyTable, state: Map<string, E
     counts.statements++;
   }
   for (const rows of patches.values()) {
-    const present = rows[0]!.flatMap((v, i) => (v === UNCHANGED ? [] : [i]));
+    const present = entries(rows[0]!).flatMap(([b, s], i) => (b[s] === 0x75 ? [] : [i]));
     const set = present.filter((i) => !t.key.includes(i)).map((i) => `${quoteIdent(names[i]!)} = ${cast(t, i)}`);
     if (!set.length) continue;
     const r = await client.query(`UPDATE ${t.sql} t SET ${set.join(', ')} FROM ${unnestFrom(present)} WHERE ${keyMatch(t)}`, columnArrays(rows, present));
@@ -188,11 +234,78 @@ async function writeState(client: pg.Client, t: ApplyTable, state: Map<string, E
   }
 }
 
+/** Consecutive inserts of the in-order path from this many rows on go by COPY (below it, the INSERT's one round trip is cheaper). */
+const COPY_MIN_ROWS = 8;
+
+/**
+ * Rows in COPY's text format, straight from the tuples' bytes: columns separated by tabs, NULL as \N, and
+ * backslash, newline, carriage return and tab escaped (no other byte needs it, and UTF8's multibyte sequences
+ * never contain these). Every backslash of a value is escaped, so no line can read as the end marker.
+ */
+function copyText(tuples: Tuple[], width: number): Buffer {
+  let size = 0;
+  for (const t of tuples) {
+    const b = t.buf;
+    let p = t.pos + 2;
+    for (let i = 0; i < width; i++) {
+      const kind = i < t.n ? b[p] : 0x6e;
+      if (kind === 0x74) {
+        const e = p + 5 + b.readInt32BE(p + 1);
+        size += e - p - 4; // the text and its separator
+        for (let q = p + 5; q < e; q++) {
+          const c = b[q];
+          if (c === 0x5c || c === 0x0a || c === 0x0d || c === 0x09) size++;
+        }
+        p = e;
+      } else {
+        if (kind === 0x75) throw new Error('an unchanged TOAST value cannot be written as a column value');
+        size += 3;
+        if (i < t.n) p++;
+      }
+    }
+  }
+  const out = Buffer.allocUnsafe(size);
+  let w = 0;
+  for (const t of tuples) {
+    const b = t.buf;
+    let p = t.pos + 2;
+    for (let i = 0; i < width; i++) {
+      if (i < t.n && b[p] === 0x74) {
+        const e = p + 5 + b.readInt32BE(p + 1);
+        for (let q = p + 5; q < e; q++) {
+          const c = b[q]!;
+          if (c === 0x5c) {
+            out[w++] = 0x5c;
+            out[w++] = 0x5c;
+          } else if (c === 0x0a || c === 0x0d || c === 0x09) {
+            out[w++] = 0x5c;
+            out[w++] = c === 0x0a ? 0x6e : c === 0x0d ? 0x72 : 0x74; // n, r, t
+          } else out[w++] = c;
+        }
+        p = e;
+      } else {
+        out[w++] = 0x5c;
+        out[w++] = 0x4e; // \N
+        if (i < t.n) p++;
+      }
+      out[w++] = i === width - 1 ? 0x0a : 0x09;
+    }
+  }
+  return out;
+}
+
 async function applyOrdered(client: pg.Client, t: ApplyTable, list: Row[], counts: ApplyCounts): Promise<void> {
   let inserts: Tuple[] = [];
   const insertAll = async () => {
     if (!inserts.length) return;
     const all = t.relation.columns.map((_, i) => i);
+    if (inserts.length >= COPY_MIN_ROWS) {
+      const copy = client.query(copyFrom(`COPY ${t.sql} (${quoteIdentList(t.relation.columns.map((c) => c.name))}) FROM STDIN`));
+      await pipeline(Readable.from([copyText(inserts, all.length)]), copy);
+      counts.statements++;
+      inserts = [];
+      return;
+    }
     await client.query(
       `INSERT INTO ${t.sql} (${quoteIdentList(t.relation.columns.map((c) => c.name))}) SELECT ${all.map((i) => cast(t, i)).join(', ')} FROM ${unnestFrom(all)}`,
       columnArrays(inserts, all),
@@ -213,7 +326,8 @@ async function applyOrdered(client: pg.Client, t: ApplyTable, list: Row[], count
 }
 
 /** WHERE clause finding one row: by key, or by every column of the old row (one match of several identical rows). */
-function locate(t: ApplyTable, old: Tuple, values: unknown[]): string {
+function locate(t: ApplyTable, oldTuple: Tuple, values: unknown[]): string {
+  const old = tupleValues(oldTuple);
   const cols = t.key.length ? t.key : old.map((_, i) => i);
   const conds: string[] = [];
   for (const i of cols) {
@@ -234,7 +348,7 @@ function locate(t: ApplyTable, old: Tuple, values: unknown[]): string {
 async function updateOne(client: pg.Client, t: ApplyTable, old: Tuple, row: Tuple, counts: ApplyCounts): Promise<void> {
   const values: unknown[] = [];
   const set: string[] = [];
-  row.forEach((v, i) => {
+  tupleValues(row).forEach((v, i) => {
     if (v === UNCHANGED) return;
     values.push(v);
     set.push(`${quoteIdent(t.relation.columns[i]!.name)} = $${values.length}::${t.types[i]!.type}`);

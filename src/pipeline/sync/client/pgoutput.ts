@@ -11,10 +11,108 @@
  * are decoded with `streamed` set, which skips that xid.
  */
 
-/** A column value: text, null, or UNCHANGED (a TOASTed value the update did not touch). */
+/** A column value as text: text, null, or UNCHANGED (a TOASTed value the update did not touch). */
 export const UNCHANGED = Symbol('unchanged-toast');
 export type Value = string | null | typeof UNCHANGED;
-export type Tuple = Value[];
+
+/**
+ * A row as pgoutput's TupleData bytes (int16 column count, then per column 't' + int32 length + text, 'n' or
+ * 'u'), copied out of the socket's buffer into a shared chunk. Values are not turned into JavaScript strings:
+ * the set-based statements take them as binary text[] parameters built from these bytes (apply.ts), so a
+ * buffered row is one small object and its bytes live outside the JavaScript heap (the garbage collector
+ * neither scans nor copies them). `values()` decodes them where a statement needs them one by one.
+ */
+export interface Tuple {
+  readonly buf: Buffer;
+  /** Where the column count starts; `end` is one past the last column. */
+  readonly pos: number;
+  readonly end: number;
+  readonly n: number;
+  /** Some column is UNCHANGED. */
+  readonly unchanged: boolean;
+}
+
+const CHUNK_BYTES = 1024 * 1024;
+/** The chunk tuples are copied into; a new one when it is full (the old ones live while a tuple refers to them). */
+let chunk: Buffer = Buffer.allocUnsafeSlow(0);
+let chunkPos = 0;
+
+function reserve(len: number): number {
+  if (chunkPos + len > chunk.length) {
+    chunk = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, len));
+    chunkPos = 0;
+  }
+  const at = chunkPos;
+  chunkPos += len;
+  return at;
+}
+
+/** A tuple from its column entries, each [buffer, start, end) of one entry's bytes (kind byte included). */
+export function tupleOf(entries: [Buffer, number, number][]): Tuple {
+  let len = 2;
+  let unchanged = false;
+  for (const [b, s, e] of entries) {
+    len += e - s;
+    if (b[s] === 0x75) unchanged = true;
+  }
+  const at = reserve(len);
+  const dst = chunk;
+  dst.writeInt16BE(entries.length, at);
+  let w = at + 2;
+  for (const [b, s, e] of entries) w += b.copy(dst, w, s, e);
+  return { buf: dst, pos: at, end: at + len, n: entries.length, unchanged };
+}
+
+/** The column entries of a tuple: [buffer, start, end) per column. */
+export function entries(t: Tuple): [Buffer, number, number][] {
+  const out: [Buffer, number, number][] = [];
+  const b = t.buf;
+  let p = t.pos + 2;
+  for (let i = 0; i < t.n; i++) {
+    const s = p;
+    p += b[p] === 0x74 ? 5 + b.readInt32BE(p + 1) : 1;
+    out.push([b, s, p]);
+  }
+  return out;
+}
+
+function entryValue(b: Buffer, s: number): Value {
+  const kind = b[s];
+  if (kind === 0x74) return b.toString('utf8', s + 5, s + 5 + b.readInt32BE(s + 1));
+  return kind === 0x6e ? null : UNCHANGED;
+}
+
+/** The values as text (for statements that take them one by one, and for tests). */
+export function values(t: Tuple): Value[] {
+  return entries(t).map(([b, s]) => entryValue(b, s));
+}
+
+/** Column i's kind: 0x74 text, 0x6e null, 0x75 unchanged. */
+export function kindAt(t: Tuple, i: number): number {
+  const [b, s] = entries(t)[i]!;
+  return b[s]!;
+}
+
+/**
+ * A string that is equal for two tuples exactly when the given columns' bytes are (length-prefixed entries as
+ * latin1, one character per byte), for collapsing changes per key; `undefined` when one of them is UNCHANGED.
+ */
+export function columnsKey(t: Tuple, cols: readonly number[]): string | undefined {
+  const b = t.buf;
+  let p = t.pos + 2;
+  let key = '';
+  let found = 0;
+  for (let i = 0; i < t.n && found < cols.length; i++) {
+    const s = p;
+    const kind = b[p];
+    p += kind === 0x74 ? 5 + b.readInt32BE(p + 1) : 1;
+    if (!cols.includes(i)) continue;
+    if (kind === 0x75) return undefined;
+    found++;
+    key += cols.length === 1 ? b.toString('latin1', s, p) : `${i}:${b.toString('latin1', s, p)}`;
+  }
+  return key;
+}
 
 export interface RelationColumn {
   name: string;
@@ -87,21 +185,22 @@ function cstring(): string {
 }
 
 function tuple(): Tuple {
+  const start = pos;
   const n = i16();
-  const out: Tuple = new Array<Value>(n);
+  let unchanged = false;
   for (let i = 0; i < n; i++) {
     const kind = buf[pos++];
-    if (kind === 0x74) {
-      // t: text
-      const len = buf.readInt32BE(pos);
-      pos += 4;
-      out[i] = buf.toString('utf8', pos, pos + len);
-      pos += len;
-    } else if (kind === 0x6e) out[i] = null; // n
-    else if (kind === 0x75) out[i] = UNCHANGED; // u
-    else throw new Error(`pgoutput: unexpected tuple value kind 0x${(kind ?? 0).toString(16)} (binary mode is not used)`);
+    if (kind === 0x74) pos += 4 + buf.readInt32BE(pos); // t: text
+    else if (kind === 0x75) unchanged = true; // u
+    else if (kind !== 0x6e) throw new Error(`pgoutput: unexpected tuple value kind 0x${(kind ?? 0).toString(16)} (binary mode is not used)`);
   }
-  return out;
+  const len = pos - start;
+  const at = reserve(len);
+  const dst = chunk;
+  // A short row byte by byte: Buffer.copy's own checks cost more than copying a hundred bytes.
+  if (len < 512) for (let i = 0; i < len; i++) dst[at + i] = buf[start + i]!;
+  else buf.copy(dst, at, start, pos);
+  return { buf: dst, pos: at, end: at + len, n, unchanged };
 }
 
 function relation(): Relation {
@@ -124,7 +223,7 @@ function relation(): Relation {
 /**
  * Decode one pgoutput message (the payload of an XLogData message); `streamed`: a message from inside a
  * stream block (protocol 2), whose data messages carry the xid of their transaction after the tag.
- * Text values are decoded straight from `payload`, the message starting at `offset` (no copy or view of it is made).
+ * The message starts at `offset` of `payload`; a tuple's bytes are copied out (the socket's buffer is reused).
  */
 export function decodePgoutput(payload: Buffer, streamed = false, offset = 0): PgoutputMessage {
   buf = payload;
@@ -202,10 +301,7 @@ function decode(code: number): PgoutputMessage {
   }
 }
 
-/** Rough size in memory of a tuple's values, for the batch budget. */
+/** Rough size in memory of a tuple, for the batch budget: its bytes and the object. */
 export function tupleBytes(t: Tuple | null): number {
-  if (!t) return 0;
-  let n = 16;
-  for (const v of t) n += typeof v === 'string' ? 2 * v.length + 16 : 8;
-  return n;
+  return t ? t.end - t.pos + 64 : 0;
 }
