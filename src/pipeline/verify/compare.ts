@@ -39,7 +39,7 @@ export interface CompareSettings {
   signal?: AbortSignal;
   /** The source database: a keyless table that does not settle is compared once more as of one source position (settle.ts). */
   sourceConn?: ResolvedConnInfo;
-  /** Rows per first-pass chunk: a table found equal by one whole-table hash counts the chunks its rows make. */
+  /** Rows per first-pass chunk (a table found equal by one whole-table hash counts as 1 chunk). */
   chunkRows?: number;
   /** Told of every range whose difference was confirmed: a leaf range, a range not located further (--max-diffs), or a whole keyless table. */
   onDifferentRange?: (range: KeyRange) => void;
