@@ -1,13 +1,13 @@
 /**
  * What verify takes from the checkpoint that `init` leaves in the state
  * directory: the scope of the run, and per source database the filters as
- * actually applied and the fixed time-filter cutoffs. The checkpoint module is
- * loaded lazily and read structurally, so verify also runs where there is no
- * state at all (then filters come from the flags).
+ * actually applied and the fixed time-filter cutoffs. Verify also runs where
+ * there is no state at all (then filters come from the flags).
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { ScopeSpec } from '../../config/scope.js';
+import { loadState } from '../../state/checkpoint.js';
 
 export interface StoredInputs {
   stateFile: string;
@@ -36,28 +36,10 @@ interface StoredState {
   databases?: Record<string, StoredDatabase>;
 }
 
-type LoadState = (stateDir: string) => Promise<StoredState | undefined>;
-
-// A variable specifier keeps the checkpoint module out of the static import graph.
-const CHECKPOINT_MODULE = '../../state/checkpoint.js';
-
-async function checkpointLoader(): Promise<LoadState | undefined> {
-  try {
-    const mod = (await import(CHECKPOINT_MODULE)) as { loadState?: LoadState };
-    return mod.loadState;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') return undefined;
-    throw err;
-  }
-}
-
 /** The stored inputs of the migration in `stateDir`, or undefined when there is no state. */
 export async function loadStoredInputs(stateDir: string): Promise<StoredInputs | undefined> {
   if (!existsSync(path.join(stateDir, 'state.json'))) return undefined;
-  const load = await checkpointLoader();
-  if (!load) return undefined;
-  const s = await load(stateDir);
+  const s: StoredState | undefined = await loadState(stateDir);
   if (!s) return undefined;
   const out: StoredInputs = {
     stateFile: path.join(stateDir, 'state.json'),
