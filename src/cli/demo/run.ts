@@ -9,8 +9,8 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { cliEntryPath } from '../entry-path.js';
 import type { Output } from '../render/output.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { withClient } from '../../postgres/connect.js';
@@ -35,10 +35,6 @@ export interface DemoOptions {
 
 const DB = 'shop';
 
-function cliEntry(): string {
-  // dist/cli/demo/run.js → dist/cli/main.js
-  return fileURLToPath(new URL('../main.js', import.meta.url));
-}
 
 function fmt(n: number): string {
   return n.toLocaleString('en-US');
@@ -194,7 +190,7 @@ function demoCommands(o: DemoOptions, files: DemoFiles): Pick<DemoRun, 'pgferry'
     const env = { ...process.env };
     delete env.PGFERRY_SOURCE;
     delete env.PGFERRY_TARGET;
-    const r = await execa(process.execPath, [cliEntry(), ...full], {
+    const r = await execa(process.execPath, [cliEntryPath(), ...full], {
       env,
       stdin: 'ignore',
       stdout: opts.quiet ? 'ignore' : 'inherit',
