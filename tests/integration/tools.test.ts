@@ -290,8 +290,18 @@ describe('runTool', () => {
     const ac = new AbortController();
     const t0 = Date.now();
     const p = runTool('psql', ['-X', '-c', 'SELECT pg_sleep(20)'], { conn: awk, signal: ac.signal });
-    const psql = await waitFor('psql', () => childrenOf(process.pid).find((c) => c.comm === 'psql'));
-    const passfile = readFileSync(`/proc/${psql.pid}/environ`, 'utf8').split('\0').find((e) => e.startsWith('PGPASSFILE='))!.slice(11);
+    // This run's psql: one with a password file (a psql of an earlier test may still be exiting, its environ empty).
+    const passfile = await waitFor('psql', () => {
+      for (const c of childrenOf(process.pid).filter((c) => c.comm === 'psql')) {
+        try {
+          const e = readFileSync(`/proc/${c.pid}/environ`, 'utf8').split('\0').find((v) => v.startsWith('PGPASSFILE='));
+          if (e) return e.slice('PGPASSFILE='.length);
+        } catch {
+          // gone meanwhile
+        }
+      }
+      return undefined;
+    });
     expect(existsSync(passfile)).toBe(true);
     ac.abort();
     const err = await rejection(p);
