@@ -5,6 +5,7 @@
  * from the state directory when init left one (its databases, and a check that
  * the servers are still the same), else from the connections and the scope.
  */
+import type pg from 'pg';
 import { resolveDatabases, type DatabaseSelection, type ScopeSpec } from '../../config/scope.js';
 import { UsageError } from '../../errors.js';
 import { withClient } from '../../postgres/connect.js';
@@ -19,12 +20,20 @@ export async function probeSide(conn: ResolvedConnInfo, side: SideName): Promise
   return withClient(conn, (c) => probeServer(c, conn, side), { label: side });
 }
 
-/** Probe both sides at once; exits 2 when they are the same database, 3 when one cannot be reached. */
+/**
+ * Probe both sides at once; exits 2 when they are the same database, 3 when one cannot be reached.
+ * `sessions`: sessions already open to the two sides, used instead of new ones.
+ */
 export async function probePair(
   source: ResolvedConnInfo,
   target: ResolvedConnInfo,
+  sessions?: { source: pg.Client; target: pg.Client },
 ): Promise<{ source: ServerIdentity; target: ServerIdentity }> {
-  const [s, t] = await Promise.all([probeSide(source, 'source'), probeSide(target, 'target')]);
+  const [s, t] = await Promise.all(
+    sessions
+      ? [probeServer(sessions.source, source, 'source'), probeServer(sessions.target, target, 'target')]
+      : [probeSide(source, 'source'), probeSide(target, 'target')],
+  );
   assertDistinct(s, t);
   return { source: s, target: t };
 }
@@ -68,9 +77,17 @@ export function databasePair(
 }
 
 /** The pairs of a database scope, its databases resolved on the source. */
-export async function scopePairs(source: ResolvedConnInfo, target: ResolvedConnInfo, sel: DatabaseSelection): Promise<DatabasePair[]> {
-  const dbs = await withClient(source, (c) => resolveDatabases(c, sel, source.dbname), { label: 'the source' });
-  return dbs.map((db) => databasePair(source, target, db, sel));
+/**
+ * The database pairs of the selection. `sourceSession`: a session already open to the source database,
+ * used instead of a new one; `targetDatabases`: target names that differ (from the state directory).
+ */
+export async function scopePairs(
+  source: ResolvedConnInfo, target: ResolvedConnInfo, sel: DatabaseSelection,
+  sourceSession?: pg.Client, targetDatabases?: Record<string, string>,
+): Promise<DatabasePair[]> {
+  const list = (c: pg.Client) => resolveDatabases(c, sel, source.dbname);
+  const dbs = sourceSession ? await list(sourceSession) : await withClient(source, list, { label: 'the source' });
+  return dbs.map((db) => databasePair(source, target, db, sel, targetDatabases?.[db]));
 }
 
 export interface ReplicationPair extends DatabasePair {

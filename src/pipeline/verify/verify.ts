@@ -4,7 +4,7 @@
  * chunked checksums — and return a report. Plain async function; the CLI only
  * parses flags and renders.
  */
-import { resolveDatabases, rulesFor, resolveTables, tableSelector, type ScopeTable } from '../../config/scope.js';
+import { rulesFor, resolveTables, tableSelector, type ScopeTable } from '../../config/scope.js';
 import { matches, parseTablePattern } from '../../config/names.js';
 import { InterruptedError, PgferryError, UsageError } from '../../errors.js';
 import { parseJobs } from '../../config/jobs.js';
@@ -13,8 +13,7 @@ import { isConnectFailure, operationError } from '../../postgres/errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { assertPredicatePlans, timeFilterPredicate } from '../shared/filters.js';
 import { verifyPlan } from '../../config/data-rules.js';
-import { databasePair, type DatabasePair } from '../shared/pairs.js';
-import { assertDistinct, probeServer } from '../../postgres/probe.js';
+import { probePair, scopePairs, type DatabasePair } from '../shared/pairs.js';
 import { emptyTableReport, hashBatch, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask, type WholeFirst } from './plan.js';
 import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
@@ -540,11 +539,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   const first = (await openPairs(opts.source, opts.target, 1))[0]!;
   let reports: DatabaseReport[];
   try {
-    const [source, target] = await Promise.all([
-      probeServer(first.source.client, opts.source, 'source'),
-      probeServer(first.target.client, opts.target, 'target'),
-    ]);
-    assertDistinct(source, target);
+    const { source, target } = await probePair(opts.source, opts.target, { source: first.source.client, target: first.target.client });
     const state = opts.stateIdentity;
     if (state && (state.sourceSystemIdentifier !== source.systemIdentifier || state.targetSystemIdentifier !== target.systemIdentifier)) {
       throw new UsageError(
@@ -553,10 +548,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         { hint: 'point --state-dir at the state of this migration (its filters and cutoffs decide which rows are compared)' },
       );
     }
-    const sel = opts.scope.databases;
-    const pairs = (await resolveDatabases(first.source.client, sel, opts.source.dbname)).map((db) =>
-      databasePair(opts.source, opts.target, db, sel, opts.targetDatabases?.[db]),
-    );
+    const pairs = await scopePairs(opts.source, opts.target, opts.scope.databases, first.source.client, opts.targetDatabases);
     reports = [];
     for (const pair of pairs) {
       throwIfAborted(opts.signal);
