@@ -19,7 +19,7 @@ import {
 } from './sql.js';
 import type { DiffKind, RowDiff, TableReport } from './types.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { settleUnderLock } from './settle.js';
+import { settleRowsUnderLock, settleUnderLock } from './settle.js';
 
 /** Pieces a differing range is cut into per level. */
 export const FANOUT = 16;
@@ -304,15 +304,32 @@ export class TableComparer {
     let pending = candidates;
     let verdicts = new Map<string, DiffKind>();
     const rounds = rep.active ? Math.max(1, this.settings.recheck) : 1;
+    // Keys whose source row changed between two of our reads: a row rewritten
+    // faster than a round lasts, which only a locked read can settle.
+    const seen = new Map<string, string>();
+    const moving = new Set<string>();
+    const watch = (keys: string[][], rows: Record<string, string>[]) => {
+      const h = new Map(rows.map((r) => [keyId(keyValues(r, width)), r.h!]));
+      for (const k of keys) {
+        const id = keyId(k);
+        const now = h.get(id) ?? '';
+        const before = seen.get(id);
+        if (before !== undefined && before !== now) moving.add(id);
+        seen.set(id, now);
+      }
+    };
+    let lagged = false;
     await Promise.all([pair.source.planFor('range'), pair.target.planFor('range')]);
     for (let round = 0; round < rounds && pending.length; round++) {
       let srows: Record<string, string>[];
       let trows: Record<string, string>[];
       if (rep.active) {
         srows = await pair.source.query<Record<string, string>>(lookupRowsQuery(this.table, pending, 'source'));
+        watch(pending, srows);
         const lsn = await currentLsn(pair.source);
         if (!(await waitForReplay(pair.source, rep, lsn, this.settings.lagTimeoutMs, this.settings.signal))) {
           this.noteLag(lsn);
+          lagged = true;
           trows = await pair.target.query<Record<string, string>>(lookupRowsQuery(this.table, pending, 'target'));
           verdicts = this.judge(pending, srows, trows, width);
           break;
@@ -324,6 +341,7 @@ export class TableComparer {
         const differing = pending.filter((k) => verdicts.has(keyId(k)));
         if (differing.length) {
           const now = await pair.source.query<Record<string, string>>(lookupRowsQuery(this.table, differing, 'source'));
+          watch(differing, now);
           verdicts = this.judge(differing, now, trows, width);
         }
       } else {
@@ -334,6 +352,8 @@ export class TableComparer {
       }
       pending = pending.filter((k) => verdicts.has(keyId(k)));
     }
+    const hot = pending.filter((k) => moving.has(keyId(k)));
+    if (hot.length && !lagged && !this.settings.signal?.aborted) verdicts = await this.settleRows(pair, hot, verdicts);
     let n = 0;
     for (const k of pending) {
       const kind = verdicts.get(keyId(k));
@@ -342,6 +362,31 @@ export class TableComparer {
       n++;
     }
     return n;
+  }
+
+  /**
+   * Rows still differing that changed on the source while rechecked: read
+   * both sides as of one source position with those rows locked (settle.ts).
+   * Returns the verdicts with theirs replaced; unchanged if that is not possible.
+   */
+  private async settleRows(pair: SessionPair, hot: string[][], verdicts: Map<string, DiffKind>): Promise<Map<string, DiffKind>> {
+    const s = this.settings;
+    if (!s.sourceConn || hot.length > LEAF_ROWS) return verdicts;
+    const r = await settleRowsUnderLock({ sourceConn: s.sourceConn, pair, table: this.table, keys: hot, replication: s.replication, lagTimeoutMs: s.lagTimeoutMs, signal: s.signal });
+    if (r.outcome === 'unsettled') {
+      this.report.notes.push(`${hot.length} row(s) kept changing while compared, and could not be read as of one source position: ${r.reason}`);
+      return verdicts;
+    }
+    this.report.notes.push(`${hot.length} row(s) kept changing while compared: read as of one source position, with the rows locked FOR SHARE for ${r.heldMs} ms on the source`);
+    const settled = this.judge(hot, r.source, r.target, this.table.key!.length);
+    const out = new Map(verdicts);
+    for (const k of hot) {
+      const id = keyId(k);
+      const kind = settled.get(id);
+      if (kind) out.set(id, kind);
+      else out.delete(id);
+    }
+    return out;
   }
 
   private judge(keys: string[][], srows: Record<string, string>[], trows: Record<string, string>[], width: number): Map<string, DiffKind> {

@@ -305,6 +305,20 @@ export function lookupRowsQuery(t: VerifyTable, keys: readonly string[][], side:
   };
 }
 
+/**
+ * The source rows of these keys locked FOR SHARE, so their writers wait
+ * (settle.ts). No filter: a row about to move out of it is held too.
+ */
+export function rowShareLockQuery(t: VerifyTable, keys: readonly string[][]): Query {
+  const key = t.key!;
+  const p = new Params();
+  const arrays = key.map((k, i) => `${p.add(keys.map((row) => row[i]))}::${keyType(k, 'source')}[]`);
+  return {
+    text: `SELECT 1 FROM ${fromClause(t)} WHERE ${keyTuple(key)} IN (SELECT * FROM unnest(${arrays.join(', ')})) FOR SHARE`,
+    values: p.values,
+  };
+}
+
 /** Smallest and largest value of a single integer key (no filter: planning only). */
 export function integerBoundsQuery(t: VerifyTable): Query {
   const k = quoteIdent(t.key![0]!.name);
