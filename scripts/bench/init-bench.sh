@@ -5,5 +5,7 @@
 #   scripts/bench/init-bench.sh --rss-check           # pgferry's memory at 1× and with the biggest table 10×
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The same build as `npm run build` (tsc, then the bundled CLI): a tsc-only build would time an unbundled CLI.
 npx tsc -p tsconfig.build.json >/dev/null || echo "warning: the build reported errors; using what it emitted" >&2
+node scripts/bundle.mjs
 exec node scripts/bench/init-bench.mjs "$@"

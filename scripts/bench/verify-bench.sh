@@ -4,5 +4,7 @@
 #   scripts/bench/verify-bench.sh --source postgresql://… --target postgresql://… [--inject]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The same build as `npm run build` (tsc, then the bundled CLI): a tsc-only build would time an unbundled CLI.
 npx tsc -p tsconfig.build.json >/dev/null || echo "warning: the build reported errors; using what it emitted" >&2
+node scripts/bundle.mjs
 exec node scripts/bench/verify-bench.mjs "$@"

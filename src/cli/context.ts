@@ -12,6 +12,7 @@ import { shutdownSignal } from '../lifecycle.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../postgres/conninfo.js';
 import { defaultedOptions, type GlobalArgs } from './options.js';
 import { Output } from './render/output.js';
+import { preloadProgress } from './render/tasks.js';
 
 export type Side = 'source' | 'target';
 
@@ -122,5 +123,6 @@ export async function createContext(argv: GlobalArgs, env: NodeJS.ProcessEnv = p
       return r;
     },
   };
+  await preloadProgress(ctx);
   return ctx;
 }

@@ -18,8 +18,9 @@ const dist = (p: string) => pathToFileURL(path.join(repoRoot, 'dist', p)).href;
 const DRIVER = `
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Output } from '${dist('cli/render/output.js')}';
-import { createProgress } from '${dist('cli/render/tasks.js')}';
+import { createProgress, preloadProgress } from '${dist('cli/render/tasks.js')}';
 const out = new Output({ env: process.env, json: process.argv.includes('--json') });
+await preloadProgress({ out, env: process.env });
 const p = createProgress({ out, env: process.env });
 const pause = Number(process.env.PAUSE_MS ?? 0);
 p({ kind: 'start', id: 'db', title: 'Database shop' });
