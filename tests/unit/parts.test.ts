@@ -109,7 +109,7 @@ describe('predicates and statements', () => {
 });
 
 describe('relations and keys', () => {
-  const col = (name: string, typeOid: number) => ({ name, type: '', typeOid, notNull: true, generated: false, identity: false });
+  const col = (name: string, typeOid: number) => ({ name, type: '', typeOid, notNull: true, notNullValid: true, generated: false, identity: false });
   it('copies partitioned tables through their leaves', () => {
     expect(relationsOf({ schema: 's', name: 't', relkind: 'r', partitions: [] })).toEqual([{ schema: 's', name: 't' }]);
     expect(relationsOf({

@@ -6,7 +6,7 @@ import { planTables, type TimestampColumns } from '../../src/pipeline/sync/times
 import type { PgferryError } from '../../src/errors.js';
 
 function col(name: string, type: string, extra: Partial<CatalogColumn> = {}): CatalogColumn {
-  return { name, type, typeOid: 0, notNull: false, generated: false, identity: false, ...extra };
+  return { name, type, typeOid: 0, notNull: false, notNullValid: false, generated: false, identity: false, ...extra };
 }
 
 function table(name: string, columns: CatalogColumn[], key: string[] | null, extra: Partial<ScopeTable> = {}): ScopeTable {

@@ -5,7 +5,7 @@
  * (sequences are not replicated, so a target behind the source would hand out
  * used values after cutover).
  */
-import { USER_TABLE } from '../../postgres/catalog/tables.js';
+import { notNullValidSql, USER_TABLE } from '../../postgres/catalog/tables.js';
 import { displayName } from '../../postgres/identifiers.js';
 import type { SideSession } from './sessions.js';
 import type { SchemaDifference, SequenceReport } from './types.js';
@@ -35,7 +35,7 @@ WITH t AS (
 SELECT 'table' AS kind, t.nspname AS schema, t.relname AS "table", '' AS name, '' AS def FROM t
 UNION ALL
 SELECT 'column', t.nspname, t.relname, a.attname,
-       json_build_object('type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull,
+       json_build_object('type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull, 'notNullValid', ${notNullValidSql('a')},
                          'generated', a.attgenerated::text, 'identity', a.attidentity::text)::text
   FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
 UNION ALL
@@ -58,6 +58,7 @@ async function catalog(s: SideSession, tables: readonly TableRef[]): Promise<Map
 interface ColumnDef {
   type: string;
   notNull: boolean;
+  notNullValid: boolean;
   generated: string;
   identity: string;
 }
@@ -66,6 +67,7 @@ function describeColumnChange(a: ColumnDef, b: ColumnDef): string {
   const parts: string[] = [];
   if (a.type !== b.type) parts.push(`type ${a.type} on the source, ${b.type} on the target`);
   if (a.notNull !== b.notNull) parts.push(a.notNull ? 'NOT NULL on the source only' : 'NOT NULL on the target only');
+  else if (a.notNull && a.notNullValid !== b.notNullValid) parts.push(`NOT NULL not validated on the ${a.notNullValid ? 'target' : 'source'}`);
   if (a.generated !== b.generated) parts.push(a.generated ? 'generated on the source only' : 'generated on the target only');
   if (a.identity !== b.identity) parts.push(`identity "${a.identity || 'none'}" on the source, "${b.identity || 'none'}" on the target`);
   return parts.join('; ');
@@ -76,17 +78,23 @@ export interface SchemaComparison {
   differences: Map<string, SchemaDifference[]>;
   /** Columns of each table as the target sees them ("schema.table" → column → format_type); missing tables are absent. */
   targetColumns: Map<string, Map<string, string>>;
+  /** Columns the target holds no NULL in (validated NOT NULL), per "schema.table". */
+  targetNotNull: Map<string, Set<string>>;
 }
 
 /** The schemas of the tables on both sides, compared; and the target's columns, read by the same query. */
 export async function compareTableSchemas(source: SideSession, target: SideSession, tables: readonly TableRef[]): Promise<SchemaComparison> {
   const [src, tgt] = await Promise.all([catalog(source, tables), catalog(target, tables)]);
   const targetColumns = new Map<string, Map<string, string>>();
+  const targetNotNull = new Map<string, Set<string>>();
   for (const i of tgt.values()) {
     if (i.kind !== 'column') continue;
     const key = `${i.schema}.${i.table}`;
     if (!targetColumns.has(key)) targetColumns.set(key, new Map());
-    targetColumns.get(key)!.set(i.name, (JSON.parse(i.def) as ColumnDef).type);
+    if (!targetNotNull.has(key)) targetNotNull.set(key, new Set());
+    const def = JSON.parse(i.def) as ColumnDef;
+    targetColumns.get(key)!.set(i.name, def.type);
+    if (def.notNullValid) targetNotNull.get(key)!.add(i.name);
   }
   const out = new Map<string, SchemaDifference[]>();
   for (const t of tables) out.set(`${t.schema}.${t.name}`, []);
@@ -122,7 +130,7 @@ export async function compareTableSchemas(source: SideSession, target: SideSessi
     const object = b.kind === 'column' ? `${tableName}.${b.name}` : `${b.name} on ${tableName}`;
     push(b, { object, message: `${b.kind} exists only on the target` });
   }
-  return { differences: out, targetColumns };
+  return { differences: out, targetColumns, targetNotNull };
 }
 
 /**

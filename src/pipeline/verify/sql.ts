@@ -50,6 +50,12 @@ export interface HashColumn {
    * costs 4× the hash): it gives exactly hashtextextended of that text.
    */
   bpchar?: { source: boolean; target: boolean };
+  /**
+   * The sides that hold no NULL in this column (a validated NOT NULL): there the
+   * hash needs no coalesce (~5 % of the row hash on narrow tables). Equal values
+   * hash the same either way; a NULL can only occur on a side that keeps it.
+   */
+  notNull?: { source: boolean; target: boolean };
 }
 
 export interface KeyColumn {
@@ -145,7 +151,7 @@ function splitmix64(position: number): string {
 export function rowHashExpr(columns: readonly HashColumn[], side?: Side): string {
   if (columns.length === 0) return '0::int8';
   return columns
-    .map((c, i) => `coalesce(${columnHash(c, i + 1, side)}, (${nullConstant(i)})::int8)`)
+    .map((c, i) => (side && c.notNull?.[side] && !(side === 'source' && c.sourceExpr) ? columnHash(c, i + 1, side) : `coalesce(${columnHash(c, i + 1, side)}, (${nullConstant(i)})::int8)`))
     .join(' # ');
 }
 

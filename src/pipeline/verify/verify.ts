@@ -119,6 +119,7 @@ interface CatalogComparison {
   schemaDiffs: Map<string, SchemaDifference[]>;
   sequences: Awaited<ReturnType<typeof compareSequences>>;
   targetCols: Map<string, Map<string, string>>;
+  targetNotNull: Map<string, Set<string>>;
   tablesOnlyOnTarget: string[];
   /** While replicating: the source's write counters per table and when they were read (activity.ts). */
   writes: { before: Map<string, string>; at: number } | null;
@@ -214,13 +215,13 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const tablesOnlyOnTarget = onTarget
     .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`) && !isStateTable(t.schema, t.name))
     .map((t) => displayName(t.schema, t.name));
-  return { replication, schemaDiffs: schemas.differences, sequences, targetCols: schemas.targetColumns, tablesOnlyOnTarget, writes };
+  return { replication, schemaDiffs: schemas.differences, sequences, targetCols: schemas.targetColumns, targetNotNull: schemas.targetNotNull, tablesOnlyOnTarget, writes };
 }
 
 /** One report per table in scope, and a comparison job for each table whose rows can be compared. */
 function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseScope, catalog: CatalogComparison): { jobs: TableJob[]; reports: TableReport[] } {
   const { inScope, filters } = ctx;
-  const { replication, schemaDiffs, targetCols } = catalog;
+  const { replication, schemaDiffs, targetCols, targetNotNull } = catalog;
   const signal = opts.signal;
   const jobs: TableJob[] = [];
   const reports: TableReport[] = [];
@@ -233,6 +234,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
     reports.push(report);
     if (t.schemaOnly) continue;
     const tcols = targetCols.get(`${t.schema}.${t.name}`);
+    const tnotnull = targetNotNull.get(`${t.schema}.${t.name}`);
     if (!tcols) {
       report.notes.push('rows not compared: the table is missing on the target');
       continue;
@@ -263,7 +265,11 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
           .filter((c) => !masked.skipped.includes(c.name))
           .map((c) => {
             const bpchar = bpcharSides(c.typeOid, tcols.get(c.name)!);
-            return { name: c.name, kind: hashKind(c.typeOid), ...(bpchar ? { bpchar } : {}), ...(masked.sourceExpr.has(c.name) ? { sourceExpr: masked.sourceExpr.get(c.name)! } : {}) };
+            const notNull = { source: c.notNullValid, target: !!tnotnull?.has(c.name) };
+            return {
+              name: c.name, kind: hashKind(c.typeOid), ...(bpchar ? { bpchar } : {}), ...(notNull.source || notNull.target ? { notNull } : {}),
+              ...(masked.sourceExpr.has(c.name) ? { sourceExpr: masked.sourceExpr.get(c.name)! } : {}),
+            };
           }),
       filter,
       only: t.relkind === 'r' && t.hasInheritanceChildren,

@@ -10,7 +10,10 @@ export interface CatalogColumn {
   /** format_type(), e.g. "numeric(12,2)". */
   type: string;
   typeOid: number;
+  /** A NOT NULL constraint exists (on PostgreSQL 18 it may be NOT VALID: old rows can still hold NULLs). */
   notNull: boolean;
+  /** NOT NULL and validated: no row holds a NULL here. */
+  notNullValid: boolean;
   /** Generated columns are computed on the target and left out of COPY column lists. */
   generated: boolean;
   identity: boolean;
@@ -65,6 +68,16 @@ export const USER_TABLE = `c.relkind IN ('r', 'p')
      AND NOT EXISTS (SELECT 1 FROM pg_depend d
                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
+/**
+ * SQL: the column of pg_attribute row `a` is NOT NULL with a validated
+ * constraint. PostgreSQL 18 can add NOT NULL … NOT VALID (attnotnull is true,
+ * its pg_constraint row of contype 'n' has convalidated false); before 18
+ * attnotnull always means no NULLs, and contype 'n' does not exist.
+ */
+export function notNullValidSql(a: string): string {
+  return `(${a}.attnotnull AND NOT EXISTS (SELECT 1 FROM pg_constraint nn WHERE nn.conrelid = ${a}.attrelid AND nn.contype = 'n' AND NOT nn.convalidated AND nn.conkey[1] = ${a}.attnum))`;
+}
+
 const TABLES_SQL_TEMPLATE = `
 WITH tables AS (
   SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relreplident,
@@ -87,6 +100,7 @@ SELECT t.oid::int AS oid, t.nspname AS schema, t.relname AS name, t.relkind, t.o
                   WHERE t.relkind = 'p' AND pt.isleaf), '[]'::json) AS partitions,
        (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
                                           'typeOid', a.atttypid::int, 'notNull', a.attnotnull,
+                                          'notNullValid', ${notNullValidSql('a')},
                                           'generated', a.attgenerated <> '', 'identity', a.attidentity <> '')
                         ORDER BY a.attnum)
           FROM pg_attribute a
@@ -102,7 +116,7 @@ SELECT t.oid::int AS oid, t.nspname AS schema, t.relname AS name, t.relkind, t.o
                    AND i.indpred IS NULL AND i.indexprs IS NULL
                    AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) x(attnum)
                                      JOIN pg_attribute xa ON xa.attrelid = i.indrelid AND xa.attnum = x.attnum
-                                    WHERE NOT xa.attnotnull)
+                                    WHERE NOT ${notNullValidSql('xa')})
                  ORDER BY i.indnatts, i.indexrelid LIMIT 1) u
           CROSS JOIN LATERAL unnest(u.indkey) WITH ORDINALITY AS k(attnum, ord)
           JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum) AS unique_key,
