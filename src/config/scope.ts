@@ -241,6 +241,8 @@ export interface DatabaseScope {
   tables: ScopeTable[];
   /** Tables that exist but were left out, schema-qualified (for messages and `list`). */
   excluded: string[];
+  /** Every table of the database, as the one catalog read found them (in scope or not). */
+  all: CatalogTable[];
 }
 
 /** Which databases of the source are in scope. `urlDatabase` is the one named in the connection. */
@@ -324,5 +326,5 @@ export async function resolveTables(client: pg.Client, database: string, rules: 
     }
   }
   await resolveMasking(client, database, tables, all, rules.dataRules ?? []);
-  return { database, tables, excluded };
+  return { database, tables, excluded, all };
 }

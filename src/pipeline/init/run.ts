@@ -19,7 +19,7 @@ import { shutdownSignal } from '../../lifecycle.js';
 import { warningCollector, type ProgressSink } from '../shared/progress.js';
 import { describeObjectCounts } from '../../postgres/catalog/databases.js';
 import { listForeignKeys, type ForeignKey } from '../../postgres/catalog/foreign-keys.js';
-import { listTables, type CatalogTable } from '../../postgres/catalog/tables.js';
+import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import { CANONICAL_SETTINGS, withClient } from '../../postgres/connect.js';
 import { describeConn, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { displayName } from '../../postgres/identifiers.js';
@@ -260,7 +260,7 @@ async function resolveScopes(
       p.sourceConn,
       async (c) => {
         const scope = await resolveTables(c, p.source, rulesFor(o.scope, p.source));
-        const allTables = await listTables(c);
+        const allTables = scope.all;
         // Empty search_path: constraint definitions come out schema-qualified.
         await c.query("SELECT pg_catalog.set_config('search_path', '', false)");
         const fks = await listForeignKeys(c);

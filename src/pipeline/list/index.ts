@@ -9,7 +9,7 @@ import { resolveDatabases, resolveTables, rulesFor, type ScopeSpec } from '../..
 import { describeMasks } from '../../config/data-rules.js';
 import { withClient } from '../../postgres/connect.js';
 import { describeConn, forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { hasUsableReplicaIdentity, isDateTimeType, listTables } from '../../postgres/catalog/tables.js';
+import { hasUsableReplicaIdentity, isDateTimeType } from '../../postgres/catalog/tables.js';
 
 export interface DatabaseEntry {
   name: string;
@@ -113,11 +113,9 @@ export async function listDatabaseTables(conn: ResolvedConnInfo, database: strin
   return withClient(
     dbConn,
     async (client) => {
-      const [catalog, resolved, dbs] = [
-        await listTables(client),
-        await resolveTables(client, database, rulesFor(spec, database)),
-        await databasesInScope(client, spec, conn.dbname),
-      ];
+      const resolved = await resolveTables(client, database, rulesFor(spec, database));
+      const catalog = resolved.all;
+      const dbs = await databasesInScope(client, spec, conn.dbname);
       const inScope = new Map(resolved.tables.map((t) => [`${t.schema}\u0000${t.name}`, t]));
       const tables: TableEntry[] = catalog.map((t) => {
         const s = inScope.get(`${t.schema}\u0000${t.name}`);
