@@ -1,8 +1,8 @@
 /**
- * The task tree drawn by listr2 on a terminal (see tasks.ts). Its own module:
- * listr2 and what it pulls in (string-width builds ICU segmenters and Unicode
- * property regexes as it loads) cost ~50 ms of every start, and a run without
- * a terminal (--json, a pipe, CI, `watch pgferry status`) never draws it.
+ * The task tree drawn by listr2 on a terminal (see tasks.ts). Its own module,
+ * loaded only to draw: listr2, ora and what they pull in are 190 KB of the
+ * bundle that a run without a terminal (--json, a pipe, CI, `watch pgferry
+ * status`) never uses (measured: `--version` 232 → 222 ms of CPU).
  */
 import { DefaultRenderer, Listr, ListrLogger, ListrTaskState, ProcessOutput } from 'listr2';
 import { registerCleanup } from '../../lifecycle.js';
