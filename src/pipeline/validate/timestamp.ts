@@ -51,6 +51,7 @@ interface ColumnFacts {
   table: string;
   column: string | null;
   type: string | null;
+  /** No row can hold a NULL here (a validated NOT NULL; PostgreSQL 18 can add one NOT VALID). */
   notNull: boolean;
   trigger: boolean;
 }
@@ -67,7 +68,7 @@ async function columnFacts(c: pg.Client, tables: readonly ScopeTable[], column: 
   const trig = new Map(rows.map((r) => [r.oid, r.trigger]));
   return tables.map((t) => {
     const col = t.columns.find((x) => x.name === column);
-    return { table: displayName(t.schema, t.name), column: col?.name ?? null, type: col?.type ?? null, notNull: !!col?.notNull, trigger: !!trig.get(t.oid) };
+    return { table: displayName(t.schema, t.name), column: col?.name ?? null, type: col?.type ?? null, notNull: !!col?.notNullValid, trigger: !!trig.get(t.oid) };
   });
 }
 
