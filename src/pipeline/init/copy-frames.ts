@@ -112,6 +112,15 @@ const CopyFromBase = (copyFrom('SELECT 1') as CopyStreamQuery).constructor as ne
 class FrameReader extends CopyToBase {
   private readonly relay = new CopyOutRelay();
 
+  constructor(
+    text: string,
+    options: ReadableOptions | undefined,
+    /** Told the size of every run of frames passed on (progress; no stream stage of its own). */
+    private readonly onFrames?: (bytes: number) => void,
+  ) {
+    super(text, options);
+  }
+
   /** Replaces the library's per-message parser; same contract (returns whether to keep reading). */
   _parse(chunk: Buffer): boolean | undefined {
     const self = this as unknown as CopyToInternals;
@@ -122,6 +131,7 @@ class FrameReader extends CopyToBase {
       self._detach();
       return undefined;
     }
+    if (step.frames) this.onFrames?.(step.frames.length);
     const drained = step.frames ? this.push(step.frames) : true;
     if (step.done) {
       self._buffer.push(step.rest);
@@ -141,8 +151,8 @@ class FrameWriter extends CopyFromBase {
 }
 
 /** COPY … TO STDOUT as a stream of CopyData frames (for copyInFrames only). */
-export function copyOutFrames(sql: string, options?: ReadableOptions): CopyToStreamQuery {
-  return new FrameReader(sql, options);
+export function copyOutFrames(sql: string, options?: ReadableOptions, onFrames?: (bytes: number) => void): CopyToStreamQuery {
+  return new FrameReader(sql, options, onFrames);
 }
 
 /** COPY … FROM STDIN fed with CopyData frames from copyOutFrames. */

@@ -3,7 +3,6 @@
  * transaction, relayed as CopyData frames (copy-frames.ts), and the retries of
  * a part on a fresh session after a retryable failure.
  */
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { InterruptedError, OperationError, PgferryError } from '../../errors.js';
@@ -115,24 +114,20 @@ export async function copyParts(s: CopySession, members: readonly GroupMember[])
       // The copy stream takes its row count from the COPY's own CommandComplete only.
       const prelude = `${i === 0 ? 'BEGIN; ' : ''}${o.truncateAndFreeze ? `TRUNCATE ONLY ${rel}; ` : ''}`;
       const sink = s.target.query(copyInFrames(prelude + copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
-      const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }));
+      let bytes = 0;
+      const onFrames = (n: number) => {
+        bytes += n;
+        o.onBytes?.(n);
+      };
+      const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }, onFrames));
       const srcDone = readyForQuery(s.source, src);
       let firstFailure: 'source' | 'target' | undefined;
       // Persistent listeners: a stream may report the connection's death after the pipeline settled.
       src.on('error', () => (firstFailure ??= 'source'));
       sink.on('error', () => (firstFailure ??= 'target'));
-      let bytes = 0;
-      const counter = new Transform({
-        highWaterMark: HIGH_WATER_MARK,
-        transform(chunk: Buffer, _enc, cb) {
-          bytes += chunk.length;
-          o.onBytes?.(chunk.length);
-          cb(null, chunk);
-        },
-      });
       side = 'target';
       try {
-        await pipeline(src, counter, sink);
+        await pipeline(src, sink);
       } catch (err) {
         side = firstFailure ?? 'target';
         throw err;
