@@ -69,10 +69,17 @@ export class CopyOutRelay {
         this.unread -= n;
         if (this.unread > 0) break;
         this.inMessage = false;
-        if (!MSG_CONTINUES.has(this.code)) {
+        if (this.code !== MSG_COPY_DATA && !MSG_CONTINUES.has(this.code)) {
           done = true;
           break;
         }
+      }
+      // Whole CopyData frames, the common case (one per row): skipped by their length alone.
+      while (end - pos >= 5 && buf[pos] === MSG_COPY_DATA) {
+        const next = pos + 1 + buf.readUInt32BE(pos + 1);
+        if (next > end) break;
+        if (spanStart < 0) spanStart = pos;
+        pos = next;
       }
       if (end - pos < 5) break;
       const code = buf[pos]!;
