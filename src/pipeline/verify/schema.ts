@@ -73,28 +73,31 @@ function describeColumnChange(a: ColumnDef, b: ColumnDef): string {
   return parts.join('; ');
 }
 
+export interface TargetColumn {
+  type: string;
+  notNullValid: boolean;
+}
+
 export interface SchemaComparison {
   /** Differences per table, keyed "schema.table". A missing table is one 'table' difference. */
   differences: Map<string, SchemaDifference[]>;
-  /** Columns of each table as the target sees them ("schema.table" → column → format_type); missing tables are absent. */
-  targetColumns: Map<string, Map<string, string>>;
-  /** Columns the target holds no NULL in (validated NOT NULL), per "schema.table". */
-  targetNotNull: Map<string, Set<string>>;
+  /**
+   * Columns of each table as the target sees them ("schema.table" → column → its format_type, and whether
+   * it holds no NULL: a validated NOT NULL); missing tables are absent.
+   */
+  targetColumns: Map<string, Map<string, TargetColumn>>;
 }
 
 /** The schemas of the tables on both sides, compared; and the target's columns, read by the same query. */
 export async function compareTableSchemas(source: SideSession, target: SideSession, tables: readonly TableRef[]): Promise<SchemaComparison> {
   const [src, tgt] = await Promise.all([catalog(source, tables), catalog(target, tables)]);
-  const targetColumns = new Map<string, Map<string, string>>();
-  const targetNotNull = new Map<string, Set<string>>();
+  const targetColumns = new Map<string, Map<string, TargetColumn>>();
   for (const i of tgt.values()) {
     if (i.kind !== 'column') continue;
     const key = `${i.schema}.${i.table}`;
     if (!targetColumns.has(key)) targetColumns.set(key, new Map());
-    if (!targetNotNull.has(key)) targetNotNull.set(key, new Set());
-    const def = JSON.parse(i.def) as ColumnDef;
-    targetColumns.get(key)!.set(i.name, def.type);
-    if (def.notNullValid) targetNotNull.get(key)!.add(i.name);
+    const { type, notNullValid } = JSON.parse(i.def) as ColumnDef;
+    targetColumns.get(key)!.set(i.name, { type, notNullValid });
   }
   const out = new Map<string, SchemaDifference[]>();
   for (const t of tables) out.set(`${t.schema}.${t.name}`, []);
@@ -130,7 +133,7 @@ export async function compareTableSchemas(source: SideSession, target: SideSessi
     const object = b.kind === 'column' ? `${tableName}.${b.name}` : `${b.name} on ${tableName}`;
     push(b, { object, message: `${b.kind} exists only on the target` });
   }
-  return { differences: out, targetColumns, targetNotNull };
+  return { differences: out, targetColumns };
 }
 
 /**

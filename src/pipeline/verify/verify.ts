@@ -20,7 +20,7 @@ import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
-import { compareSequences, compareTableSchemas, targetTables, type TableRef } from './schema.js';
+import { compareSequences, compareTableSchemas, targetTables, type TableRef, type TargetColumn } from './schema.js';
 import { closePairs, openPairs, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
@@ -118,8 +118,7 @@ interface CatalogComparison {
   replication: Awaited<ReturnType<typeof detectReplication>>;
   schemaDiffs: Map<string, SchemaDifference[]>;
   sequences: Awaited<ReturnType<typeof compareSequences>>;
-  targetCols: Map<string, Map<string, string>>;
-  targetNotNull: Map<string, Set<string>>;
+  targetCols: Map<string, Map<string, TargetColumn>>;
   tablesOnlyOnTarget: string[];
   /** While replicating: the source's write counters per table and when they were read (activity.ts). */
   writes: { before: Map<string, string>; at: number } | null;
@@ -215,13 +214,13 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const tablesOnlyOnTarget = onTarget
     .filter((t) => selected(t.schema, t.name) && !onSource.has(`${t.schema}.${t.name}`) && !isStateTable(t.schema, t.name))
     .map((t) => displayName(t.schema, t.name));
-  return { replication, schemaDiffs: schemas.differences, sequences, targetCols: schemas.targetColumns, targetNotNull: schemas.targetNotNull, tablesOnlyOnTarget, writes };
+  return { replication, schemaDiffs: schemas.differences, sequences, targetCols: schemas.targetColumns, tablesOnlyOnTarget, writes };
 }
 
 /** One report per table in scope, and a comparison job for each table whose rows can be compared. */
 function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseScope, catalog: CatalogComparison): { jobs: TableJob[]; reports: TableReport[] } {
   const { inScope, filters } = ctx;
-  const { replication, schemaDiffs, targetCols, targetNotNull } = catalog;
+  const { replication, schemaDiffs, targetCols } = catalog;
   const signal = opts.signal;
   const jobs: TableJob[] = [];
   const reports: TableReport[] = [];
@@ -234,7 +233,6 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
     reports.push(report);
     if (t.schemaOnly) continue;
     const tcols = targetCols.get(`${t.schema}.${t.name}`);
-    const tnotnull = targetNotNull.get(`${t.schema}.${t.name}`);
     if (!tcols) {
       report.notes.push('rows not compared: the table is missing on the target');
       continue;
@@ -253,7 +251,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
       }
       keyCols = key.map((k) => {
         const c = t.columns.find((x) => x.name === k)!;
-        return { name: k, sourceType: c.type, targetType: tcols.get(k)!, integer: hashKind(c.typeOid) === 'int' };
+        return { name: k, sourceType: c.type, targetType: tcols.get(k)!.type, integer: hashKind(c.typeOid) === 'int' };
       });
     }
     const table: VerifyTable = {
@@ -264,8 +262,9 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
         columns: common
           .filter((c) => !masked.skipped.includes(c.name))
           .map((c) => {
-            const bpchar = bpcharSides(c.typeOid, tcols.get(c.name)!);
-            const notNull = { source: c.notNullValid, target: !!tnotnull?.has(c.name) };
+            const tc = tcols.get(c.name)!;
+            const bpchar = bpcharSides(c.typeOid, tc.type);
+            const notNull = { source: c.notNullValid, target: tc.notNullValid };
             return {
               name: c.name, kind: hashKind(c.typeOid), ...(bpchar ? { bpchar } : {}), ...(notNull.source || notNull.target ? { notNull } : {}),
               ...(masked.sourceExpr.has(c.name) ? { sourceExpr: masked.sourceExpr.get(c.name)! } : {}),
