@@ -2,7 +2,8 @@
  * init of one source database, phase by phase, each recorded in the
  * checkpoint before the next starts:
  *
- *   pending    target database created (or found empty, or re-created with --drop-existing)
+ *   pending    target database created (or found empty, or re-created with --drop-existing), while
+ *              the snapshot is taken and the schema dumped
  *   schema     snapshot taken (slot + exported snapshot), schema archive dumped under it, pre-data restored
  *   data       rows copied under the snapshot (parts recorded as they commit), large objects;
  *              each table's own indexes and constraints as soon as it is in (table-post-data.ts)
@@ -165,8 +166,10 @@ export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseRepor
 
   progress({ kind: 'start', id: pid, title: `database ${d.sourceDatabase} → ${d.targetDatabase}` });
   try {
-    if (!d.targetPrepared) await targetPhase(r);
-    await snapshotPhases(r);
+    // The target database is created while the source's snapshot is taken and its schema dumped; only the restore needs it.
+    const target = d.targetPrepared ? undefined : targetPhase(r);
+    target?.catch(() => {}); // awaited in snapshotPhases, on every path
+    await snapshotPhases(r, target);
     if (d.phase === 'post-data') await postDataPhase(r);
     if (d.phase === 'sequences') await sequencesPhase(r);
     if (d.phase === 'analyze') await analyzePhase(r);
@@ -198,8 +201,11 @@ async function targetPhase(r: PhaseRun): Promise<void> {
   });
 }
 
-/** The phases that need the snapshot (schema, data), with the snapshot held open around them. */
-async function snapshotPhases(r: PhaseRun): Promise<void> {
+/**
+ * The phases that need the snapshot (schema, data), with the snapshot held open around them.
+ * `target`: the target database being prepared (targetPhase), awaited before anything is restored into it.
+ */
+async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): Promise<void> {
   const { x, timed, setPhase, toolOpts, archive } = r;
   const { d, options: o } = x;
   let holder: SnapshotHolder | undefined;
@@ -213,11 +219,12 @@ async function snapshotPhases(r: PhaseRun): Promise<void> {
       });
     }
 
-    if (d.phase === 'schema') {
+    if (d.phase === 'schema' || d.phase === 'pending') {
       await timed('schema', 'schema (pre-data)', async () => {
         const inScope = new Set(x.tables.map((t) => t.oid));
         const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
         await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
+        await target;
         if (await preDataAlreadyRestored(x)) return 'already restored';
         await restorePreData(x.target.conn, archive, toolOpts);
         faultPoint('init.pre-data');
@@ -227,8 +234,11 @@ async function snapshotPhases(r: PhaseRun): Promise<void> {
 
     if (d.phase === 'data') await dataPhase(r, holder!);
   } finally {
+    // A failed snapshot or dump does not leave the target's CREATE DATABASE running behind the error.
+    await Promise.allSettled([target]);
     await holder?.release();
   }
+  await target;
 }
 
 /** Rows, then large objects, under the snapshot. */
