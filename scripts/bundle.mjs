@@ -6,7 +6,7 @@
  * tsc's per-module output stays in dist/ for the tests and benchmarks that import it.
  * Chunks stay in dist/cli/ so that paths relative to a module (package.json, main.js) resolve as in tsc's layout.
  */
-import { readdirSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -14,6 +14,23 @@ import { build } from 'esbuild';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = path.join(root, 'dist/cli');
 for (const f of readdirSync(outdir)) if (/^chunk-.*\.js$/.test(f)) rmSync(path.join(outdir, f));
+
+/**
+ * pg asks at load time whether it runs in a Cloudflare Worker; on Node 20 the question touches the `Response`
+ * global, which loads undici and builds a Response (12–14 ms of every start). pgferry runs on Node only.
+ * The build fails if pg's code no longer has the function, so that a pg upgrade cannot drop this silently.
+ */
+const nodeOnlyPg = {
+  name: 'pg-node-only',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]node_modules[\\/]pg[\\/]lib[\\/]stream\.js$/ }, (args) => {
+      const src = readFileSync(args.path, 'utf8');
+      const head = 'function isCloudflareRuntime() {';
+      if (!src.includes(head)) throw new Error(`${args.path}: isCloudflareRuntime() not found; review the pg-node-only step of scripts/bundle.mjs`);
+      return { contents: src.replace(head, `${head}\n  return false;`), loader: 'js' };
+    });
+  },
+};
 
 await build({
   entryPoints: { main: path.join(root, 'src/cli/main.ts') },
@@ -25,9 +42,11 @@ await build({
   target: 'node20',
   chunkNames: 'chunk-[hash]',
   allowOverwrite: true,
-  // yargs finds its locale files relative to its own module; pg-native is an optional addon pg never needs here.
-  external: ['yargs', 'pg-native'],
+  // yargs is bundled too (its ~40 files took 40–50 ms of every start); its locale files are then not found, which
+  // only matters for locales other than the English that program.ts fixes. pg-native is an optional addon pg never needs here.
+  external: ['pg-native'],
   // CommonJS dependencies bundled into ESM call require() for node's built-ins.
   banner: { js: "import { createRequire as __pgferryRequire } from 'node:module';\nconst require = __pgferryRequire(import.meta.url);" },
+  plugins: [nodeOnlyPg],
   logLevel: 'warning',
 });

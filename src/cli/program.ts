@@ -104,6 +104,8 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = process.en
   const width = Math.min(110, process.stdout.columns || 100);
   const parser = withGlobalOptions(yargs(args) as unknown as Argv<GlobalArgs>)
     .scriptName('pgferry')
+    // Every message of pgferry is English: yargs' own words (headings, [default: …]) too, whatever LANG says.
+    .locale('en')
     .usage(
       'pgferry <command> [options]\n\n' +
         'Move a live PostgreSQL database to another server with zero downtime, and prove the copy is right.\n' +
