@@ -38,7 +38,7 @@ import { isPgferryName, type ObjectNames } from '../../state/object-names.js';
 import { phaseBefore, statePaths, tableKey, type DatabaseState, type InitPhase, type StateStore } from '../../state/checkpoint.js';
 import { formatBytes } from '../../units.js';
 import { copyTables, type CopyTablesOptions } from './copy.js';
-import { planCopy } from './copy-plan.js';
+import { planCopy, type TableCopyPlan } from './copy-plan.js';
 import { createForeignKeys, fkKey } from './constraints.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
@@ -46,8 +46,8 @@ import {
   archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, stopStrayRestores, type SchemaToolOptions, type TocEntry,
 } from './schema.js';
 import { createBudget, type Budget } from './budget.js';
-import { DEFAULT_SPLIT_THRESHOLD_BYTES } from './parts.js';
-import { EARLY_POST_DATA_MIN_BYTES, earlyTables, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
+import { DEFAULT_SPLIT_THRESHOLD_BYTES, type TablePart } from './parts.js';
+import { EARLY_POST_DATA_MIN_BYTES, earlyUnits, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
 import { ANALYZE_ONLY_MAJOR, analyzeTables } from './analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
@@ -522,7 +522,7 @@ async function recheckForeignKeys(x: DatabaseRunContext, src: pg.Client): Promis
 }
 
 /**
- * The per-table post-data of the larger tables this run copies
+ * The per-table post-data of the larger tables (and leaf partitions) this run copies
  * (table-post-data.ts; at least 16 MB, or the split threshold when that is
  * lower), sharing the --jobs budget with the copy; none when the archive is
  * gone (the post-data phase then dumps it again and builds everything).
@@ -533,13 +533,13 @@ async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: Tabl
   const budget = createBudget(o.jobs);
   if (!archiveExists(archive)) return { budget };
   const minBytes = Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
-  const todo = earlyTables(x.tables, minBytes).filter((t) => d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
+  const todo = earlyUnits(x.tables, minBytes, x.target.identity.major).filter((u) => d.tables[u.root]?.status !== 'done');
   if (!todo.length) return { budget };
   const entries = await r.postDataList.get();
   // A table copied again after a resume that lost its slot may still have the items built for its first copy.
   const items = await withPresentPostData(x, entries, (s, present) => ownPostDataItems(s, entries.filter((e) => !present.has(e.dumpId)), todo));
   const post = tablePostData({
-    target: x.target.conn, archive, workDir: statePaths(o.stateDir).work, base: encodeURIComponent(d.sourceDatabase), items, tables: todo, budget,
+    target: x.target.conn, archive, workDir: statePaths(o.stateDir).work, base: encodeURIComponent(d.sourceDatabase), items, units: todo, budget,
     toolOpts, progress: x.progress, progressParent: `init/${d.sourceDatabase}/data`, analyzed: r.analyzedThisRun,
   });
   return { budget, post };
@@ -632,6 +632,15 @@ function checkpointCallbacks(
   const { d, store } = x;
   const pending = new Set<Promise<void>>();
   let failure: { err: unknown } | undefined;
+  // Parts committed per leaf partition: a leaf whose parts are all in gets its own post-data (table-post-data.ts).
+  const leafParts = new Map<string, number>();
+  const leafDone = (plan: TableCopyPlan, part: TablePart): string | undefined => {
+    if (plan.table.relkind !== 'p') return undefined;
+    const key = tableKey(part.relation.schema, part.relation.name);
+    const n = (leafParts.get(key) ?? 0) + 1;
+    leafParts.set(key, n);
+    return n === part.count ? key : undefined;
+  };
   return {
     recorded: async () => {
       while (pending.size) await Promise.all([...pending]);
@@ -643,6 +652,10 @@ function checkpointCallbacks(
       if (p) Object.assign(p, { status: 'done', rows: r.rows, bytes: r.bytes });
       t.rows += r.rows;
       t.bytes += r.bytes;
+      // A resume copies an unfinished table whole, leaves included: a leaf's items may then already exist,
+      // which the post-data phase allows for (entriesPresentOnTarget), so a leaf's need not wait for its table.
+      const leaf = leafDone(plan, part);
+      if (leaf) post?.tableDone(leaf);
       // The only part of a table: the table-done write follows at once, and a
       // resume copies an unfinished table whole anyway, so this one is not saved.
       if (t.parts.length <= 1) return undefined;
