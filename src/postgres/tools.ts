@@ -61,13 +61,15 @@ function pgConfigBindir(): string | null {
   return bindirCache.get(key)!;
 }
 
-function candidates(tool: PgTool, pgBinDir?: string): string[] {
-  const list: string[] = [];
-  if (pgBinDir) return [path.join(pgBinDir, tool)];
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir) list.push(path.join(dir, tool));
+/** Where to look, in order; `pg_config --bindir` (a process start) only once PATH has no such file. */
+function* candidates(tool: PgTool, pgBinDir?: string): Generator<string> {
+  if (pgBinDir) {
+    yield path.join(pgBinDir, tool);
+    return;
+  }
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir) yield path.join(dir, tool);
   const bindir = pgConfigBindir();
-  if (bindir) list.push(path.join(bindir, tool));
-  return list;
+  if (bindir) yield path.join(bindir, tool);
 }
 
 const cache = new Map<string, ToolLocation | undefined>();
@@ -103,7 +105,12 @@ export async function prefetchTools(tools: readonly PgTool[], pgBinDir?: string)
   await Promise.all(tools.map(async (tool) => {
     const key = cacheKey(tool, pgBinDir);
     if (cache.has(key)) return;
-    const file = candidates(tool, pgBinDir).find((f) => existsSync(f));
+    let file: string | undefined;
+    for (const f of candidates(tool, pgBinDir)) {
+      if (!existsSync(f)) continue;
+      file = f;
+      break;
+    }
     if (!file) return;
     const v = await versionOfAsync(file);
     if (v && !cache.has(key)) cache.set(key, { tool, path: file, ...v });
