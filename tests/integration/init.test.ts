@@ -327,6 +327,28 @@ describe('init', () => {
     expect((await tableHashes(tgt.conn(db)))['public.t']).toEqual((await tableHashes(src.conn(db)))['public.t']);
   });
 
+  it('a target database that cannot be created leaves no slot on the source (the snapshot is taken beside it)', async () => {
+    await tgt.query(`DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgf_nocreate') THEN CREATE ROLE pgf_nocreate LOGIN NOCREATEDB PASSWORD 'nocreate-secret'; END IF;
+    END $$`);
+    const db = await createDatabase(src, uniqueDbName('nocreate'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000);');
+    const o = await options(db, {}, { noRoles: true, noOwner: true, target: tgt.conn(db, 'pgf_nocreate', 'nocreate-secret') });
+    await expect(runInit(o)).rejects.toThrow(/permission denied to create database/);
+    expect(await src.query(`SELECT slot_name FROM pg_replication_slots WHERE database = $1`, [db])).toEqual([]);
+    const { state } = await readState(o.stateDir);
+    expect(state.databases[db]).toMatchObject({ slot: null, targetPrepared: false, phase: 'pending' });
+    // Once the role may create databases, the same command goes through from the start.
+    await tgt.query('ALTER ROLE pgf_nocreate CREATEDB');
+    try {
+      const report = await runInit(o);
+      expect(report.databases[0]!.phase).toBe('done');
+      expect(await tgt.query('SELECT count(*)::int AS n FROM t', [], db)).toEqual([{ n: 1000 }]);
+      await src.query('SELECT pg_drop_replication_slot($1)', [report.databases[0]!.slot!.name]);
+    } finally {
+      await tgt.query('ALTER ROLE pgf_nocreate NOCREATEDB');
+    }
+  });
+
   it('copies roles, skipping what a non-superuser target refuses, as warnings', async () => {
     await src.query(`DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgf_power') THEN CREATE ROLE pgf_power SUPERUSER; END IF;

@@ -235,10 +235,29 @@ async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): P
     if (d.phase === 'data') await dataPhase(r, holder!);
   } finally {
     // A failed snapshot or dump does not leave the target's CREATE DATABASE running behind the error.
-    await Promise.allSettled([target]);
+    const [prepared] = await Promise.allSettled([target]);
     await holder?.release();
+    if (prepared.status === 'rejected' && holder?.slot) await takeBackSlot(x, holder.slot.name);
   }
   await target;
+}
+
+/**
+ * The target database could not be prepared, while the snapshot beside it
+ * created a slot: drop that slot again (and forget it), so that a failed
+ * first step leaves no slot holding WAL on the source, as when the target
+ * came first. The publication stays (it holds nothing; cleanup removes it).
+ */
+async function takeBackSlot(x: DatabaseRunContext, name: string): Promise<void> {
+  try {
+    await withClient(x.source.conn, (c) => dropSlot(c, name), { label: 'the source' });
+    await x.store.update(() => {
+      x.d.slot = null;
+      x.d.snapshotsUsed = 0;
+    });
+  } catch (err) {
+    x.warn(`replication slot ${name} was created before the target database failed and could not be dropped (${(err as Error).message.split('\n')[0]}); run pgferry cleanup, or init again to reuse it`);
+  }
 }
 
 /** Rows, then large objects, under the snapshot. */
