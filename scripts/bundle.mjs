@@ -32,6 +32,29 @@ const nodeOnlyPg = {
   },
 };
 
+/**
+ * yargs and its layout library import string-width and wrap-ansi at load time, whose Unicode tables and
+ * Intl.Segmenter cost ~20 ms of every start; they are needed only to lay out help and error text. Those
+ * imports get a stand-in that loads the real module at its first call (esbuild wraps a require()d ESM
+ * module so that it runs then).
+ */
+const lazyLayout = {
+  name: 'lazy-layout',
+  setup(b) {
+    b.onResolve({ filter: /^(string-width|wrap-ansi)$/ }, async (args) => {
+      if (args.pluginData === 'real' || !/node_modules[\\/](yargs|cliui)[\\/]/.test(args.importer)) return undefined;
+      const real = await b.resolve(args.path, { resolveDir: args.resolveDir, kind: args.kind, importer: args.importer, pluginData: 'real' });
+      if (real.errors.length) return { errors: real.errors };
+      return { path: real.path, namespace: 'lazy-layout' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'lazy-layout' }, (args) => ({
+      contents: `let real;\nexport default function lazy(...a) { return (real ??= require(${JSON.stringify(args.path)}).default)(...a); }\n`,
+      resolveDir: path.dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
 await build({
   entryPoints: { main: path.join(root, 'src/cli/main.ts') },
   outdir,
@@ -47,6 +70,6 @@ await build({
   external: ['pg-native'],
   // CommonJS dependencies bundled into ESM call require() for node's built-ins.
   banner: { js: "import { createRequire as __pgferryRequire } from 'node:module';\nconst require = __pgferryRequire(import.meta.url);" },
-  plugins: [nodeOnlyPg],
+  plugins: [nodeOnlyPg, lazyLayout],
   logLevel: 'warning',
 });
