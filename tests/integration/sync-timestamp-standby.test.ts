@@ -19,6 +19,7 @@ import type { LocalCluster } from '../../src/local/cluster.js';
 import { runInit } from '../../src/pipeline/init/run.js';
 import { runTimestampSync, type TimestampSyncOptions } from '../../src/pipeline/sync/timestamp/index.js';
 import { runValidate } from '../../src/pipeline/validate/run.js';
+import { WAL_END_SQL } from '../../src/postgres/lsn.js';
 import { runCliProcess } from '../support/cli.js';
 import { tableHashes } from '../support/compare.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
@@ -51,9 +52,13 @@ const SCHEMA = `
 `;
 const TABLES = ['sb_items', 'sb_orders'].map((name) => ({ schema: 'public', name }));
 
-/** Until the standby has replayed everything the primary had written when called. */
+/**
+ * Until the standby has replayed everything the primary had written when called. The end of inserted WAL, not
+ * pg_current_wal_lsn(): with synchronous_commit = off (the test clusters) the last commits can still sit in WAL
+ * buffers, past the written position, and a round would then run without them.
+ */
 async function caughtUp(): Promise<void> {
-  const lsn = (await primary.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn;
+  const lsn = (await primary.query<{ lsn: string }>(`SELECT ${WAL_END_SQL}::text AS lsn`))[0]!.lsn;
   await waitFor('the standby to replay', async () =>
     (await standby.query<{ ok: boolean }>('SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok', [lsn]))[0]!.ok);
 }
