@@ -249,13 +249,17 @@ describe('copy engine (15 → 17)', () => {
     expect(await copyBackends(tgt)).toBe(0);
   });
 
-  it('copies small tables in groups, one target transaction each, still FROZEN; a failure rolls back its whole group', async () => {
+  it('copies small tables in groups, one target transaction each, FROZEN where truncated; a failure rolls back its whole group', async () => {
     const names = ['g1', 'g2', 'g3', 'g4', 'g5', 'g6'];
     const ddl = names.map((n) => `CREATE TABLE ${n} (id int PRIMARY KEY, v int);`).join('\n');
     // g4 refuses every row on the target: with one job and six small tables, the groups are (g1 g2) (g3 g4) (g5 g6).
     const { s, t } = await pair(ddl, ddl.replace('CREATE TABLE g4 (id int PRIMARY KEY, v int)', 'CREATE TABLE g4 (id int PRIMARY KEY, v int CHECK (v < 0))'));
     await src.query(names.map((n, i) => `INSERT INTO ${n} SELECT g, g FROM generate_series(1, ${100 + i}) g;`).join('\n'), undefined, s.dbname);
-    await tgt.query('CREATE EXTENSION pageinspect', undefined, t.dbname);
+    // g1 and g2 hold a stale row on the target, so they are truncated (and loaded frozen); the others have no
+    // page yet, as init's schema step leaves them, and are loaded without TRUNCATE.
+    await tgt.query('CREATE EXTENSION pageinspect; INSERT INTO g1 VALUES (-1, -1); INSERT INTO g2 VALUES (-1, -1)', undefined, t.dbname);
+    const filenode = async (table: string) => (await tgt.query<{ f: string }>('SELECT pg_relation_filenode($1::regclass)::text AS f', [table], t.dbname))[0]!.f;
+    const initialFiles = { g1: await filenode('g1'), g3: await filenode('g3'), g5: await filenode('g5') };
     const h = await exportSnapshot(s);
     const tables = await scopeTables(s);
     const done: string[] = [];
@@ -280,6 +284,8 @@ describe('copy engine (15 → 17)', () => {
     expect(await xmins('g1')).toHaveLength(1);
     expect(await xmins('g1')).toEqual(await xmins('g2'));
     expect(await unfrozen(t.dbname, 'g2')).toEqual({ tuples: 101, unfrozen: 0 });
+    expect(await filenode('g1')).not.toBe(initialFiles.g1);
+    expect(await filenode('g3')).toBe(initialFiles.g3); // loaded without TRUNCATE, then rolled back: dead rows only
 
     // Without the failing constraint every group commits, and a run over a partly loaded target replaces, not adds.
     await tgt.query('ALTER TABLE g4 DROP CONSTRAINT g4_v_check', undefined, t.dbname);
@@ -291,6 +297,11 @@ describe('copy engine (15 → 17)', () => {
     for (const [i, n] of names.entries()) expect((await targetRows(t, n)).length).toBe(100 + i);
     expect(await xmins('g5')).toEqual(await xmins('g6'));
     expect(await xmins('g5')).not.toEqual(await xmins('g3'));
+    // g5 never had a page: loaded in place, not frozen. g3 held the dead rows of the rolled-back attempt: truncated first.
+    expect(await filenode('g5')).toBe(initialFiles.g5);
+    expect(await unfrozen(t.dbname, 'g5')).toEqual({ tuples: 104, unfrozen: 104 });
+    expect(await filenode('g3')).not.toBe(initialFiles.g3);
+    expect(await unfrozen(t.dbname, 'g3')).toEqual({ tuples: 102, unfrozen: 0 });
     expect(await copyBackends(tgt)).toBe(0);
   });
 

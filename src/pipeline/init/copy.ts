@@ -8,7 +8,8 @@
  * transaction that imported the snapshot, and a target connection on which
  * every part is one transaction. An unsplit relation is loaded with TRUNCATE +
  * COPY … FREEZE in that one transaction (no later freezing vacuum; a rerun
- * simply replaces it); the relations of a split table are truncated once
+ * simply replaces it), except a small one that has no page at all on the
+ * target (freshLoads); the relations of a split table are truncated once
  * before any of their parts starts.
  *
  * Both sides use the canonical session settings so that text COPY is
@@ -135,6 +136,8 @@ interface CopyRun {
   reports: TableCopyReport[];
   /** Bytes over every table, for the run's rate and time left (measured, unlike the plan's nominal estimate). */
   overall: { started: number; bytes: number; estimated: number; lastUpdate: number };
+  /** Ids of the parts loaded without TRUNCATE (freshLoads). */
+  fresh: Set<string>;
 }
 
 /**
@@ -146,12 +149,13 @@ export async function copyTables(opts: CopyTablesOptions): Promise<CopyTablesRep
   const { sessions, sessionFor } = sessionPool(opts);
   const c: CopyRun = {
     opts, progress: opts.progress ?? (() => {}), pid: opts.progressId ?? 'copy', retries: opts.retries ?? 2, sessionFor, runs: new Map(), reports: [],
-    overall: { started, bytes: 0, estimated: 0, lastUpdate: 0 },
+    fresh: new Set(), overall: { started, bytes: 0, estimated: 0, lastUpdate: 0 },
   };
   try {
     const first = await sessionFor(0);
     const plans = opts.plan ?? (await planCopy(first.source, opts.tables, opts));
     await truncateSplitRelations(first.target, plans);
+    c.fresh = await freshLoads(first.target, plans);
     for (const plan of plans) c.runs.set(plan.key, { plan, remaining: plan.parts.length, bytes: 0, rows: 0, lastUpdate: 0, parts: [] });
     c.overall.estimated = plans.reduce((n, p) => n + p.estimatedBytes, 0);
     const items = plans
@@ -219,8 +223,37 @@ export const GROUP_PART_MAX_BYTES = 8 * 1024 ** 2;
 export const GROUP_MAX_PARTS = 20;
 export const GROUP_MAX_BYTES = 32 * 1024 ** 2;
 
-function truncatesAndFreezes(plan: TableCopyPlan, part: TablePart): boolean {
+function unsplit(plan: TableCopyPlan, part: TablePart): boolean {
   return !plan.splitRelations.some((r) => r.schema === part.relation.schema && r.name === part.relation.name);
+}
+
+/** An unsplit relation up to this size that is empty on the target is loaded without TRUNCATE (freshLoads). */
+export const FRESH_LOAD_MAX_BYTES = 1024 ** 2;
+
+/**
+ * The small unsplit relations that have no page at all on the target (made by
+ * this run's schema step and never written), by part id: their COPY needs no
+ * TRUNCATE, whose new files (heap, TOAST, its index, and the visibility map
+ * FREEZE writes) cost a small table more than its rows — 200 tables of 1 000
+ * rows: 1.15 s of copying with TRUNCATE + FREEZE, 0.78 s without. Such a table
+ * is not frozen on load; below 1 MB a later freezing vacuum costs little.
+ * No row can arrive twice: a failed attempt rolls back, and a relation with
+ * any page (rows a killed run committed, or dead ones) is truncated as before.
+ */
+async function freshLoads(target: pg.Client, plans: TableCopyPlan[]): Promise<Set<string>> {
+  const small = plans.flatMap((plan) => plan.parts.filter((part) => part.count === 1 && part.estimatedBytes <= FRESH_LOAD_MAX_BYTES && unsplit(plan, part)));
+  if (!small.length) return new Set();
+  try {
+    // A relation missing on the target is not "empty": its TRUNCATE then fails with the usual message.
+    const { rows } = await target.query<{ ord: number }>(
+      `SELECT r.ord::int AS ord FROM unnest($1::text[]) WITH ORDINALITY AS r(name, ord)
+        WHERE pg_relation_size(to_regclass(r.name)) = 0`,
+      [small.map((p) => qualifiedName(p.relation.schema, p.relation.name))],
+    );
+    return new Set(rows.map((r) => small[r.ord - 1]!.id));
+  } catch (err) {
+    throw operationError(err, 'checking which tables are still empty on the target');
+  }
 }
 
 /**
@@ -231,7 +264,7 @@ function truncatesAndFreezes(plan: TableCopyPlan, part: TablePart): boolean {
  * finish together.
  */
 export function groupSmallParts(items: readonly WorkPart[], jobs: number): WorkPart[][] {
-  const groupable = (w: WorkPart) => w.part.count === 1 && w.part.estimatedBytes <= GROUP_PART_MAX_BYTES && truncatesAndFreezes(w.plan, w.part);
+  const groupable = (w: WorkPart) => w.part.count === 1 && w.part.estimatedBytes <= GROUP_PART_MAX_BYTES && unsplit(w.plan, w.part);
   const small = items.filter(groupable).length;
   const maxParts = Math.max(1, Math.min(GROUP_MAX_PARTS, Math.ceil(small / (Math.max(1, jobs) * 4))));
   const out: WorkPart[][] = [];
@@ -271,7 +304,7 @@ async function copyGroup(c: CopyRun, group: WorkPart[], slot: number, signal: Ab
       run.lastUpdate = now;
       c.progress({ kind: 'update', id: `${c.pid}/${plan.key}`, detail: rateDetail(run, now), done: run.bytes, total: plan.estimatedBytes, unit: 'bytes' });
     };
-    const truncateAndFreeze = truncatesAndFreezes(plan, part);
+    const truncateAndFreeze = unsplit(plan, part) && !c.fresh.has(part.id);
     return { part, o: { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes } };
   });
   const copy = () => {
