@@ -7,7 +7,7 @@
  * secret is ever placed in argv or in the child's environment.
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -72,6 +72,26 @@ function* candidates(tool: PgTool, pgBinDir?: string): Generator<string> {
   if (bindir) yield path.join(bindir, tool);
 }
 
+/** Where Debian's pg_wrapper finds the programs of each major (`$PgCommon::binroot`). */
+export const DEBIAN_BINROOT = '/usr/lib/postgresql';
+
+/**
+ * The program itself when `file` is Debian's pg_wrapper (/usr/bin/pg_dump and the rest are links to it):
+ * the wrapper is a Perl script that picks /usr/lib/postgresql/<major>/bin/<tool> at every call, about 40 ms
+ * of every run of a tool. Its choice depends on the environment, the local clusters and --host/--port/
+ * --cluster arguments, never on the others; pgferry names the server in --dbname, so every call gets the
+ * program that answered `--version`, and that program is run directly.
+ */
+export function unwrapDebian(file: string, tool: PgTool, major: number, binroot = DEBIAN_BINROOT): string {
+  try {
+    if (path.basename(realpathSync(file)) !== 'pg_wrapper') return file;
+  } catch {
+    return file;
+  }
+  const direct = path.join(binroot, String(major), 'bin', tool);
+  return existsSync(direct) ? direct : file;
+}
+
 const cache = new Map<string, ToolLocation | undefined>();
 
 // PATH is part of the key: what is found depends on it (tests and wrappers change it).
@@ -87,7 +107,7 @@ export function findTool(tool: PgTool, pgBinDir?: string): ToolLocation | undefi
     const v = versionOf(file);
     if (v) {
       // Not realpath: Debian's /usr/bin/psql is a link to pg_wrapper, which picks the program by argv[0].
-      found = { tool, path: file, ...v };
+      found = { tool, path: unwrapDebian(file, tool, v.major), ...v };
       break;
     }
   }
@@ -113,7 +133,7 @@ export async function prefetchTools(tools: readonly PgTool[], pgBinDir?: string)
     }
     if (!file) return;
     const v = await versionOfAsync(file);
-    if (v && !cache.has(key)) cache.set(key, { tool, path: file, ...v });
+    if (v && !cache.has(key)) cache.set(key, { tool, path: unwrapDebian(file, tool, v.major), ...v });
   }));
 }
 

@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -10,7 +10,7 @@ import { withClient } from '../../src/postgres/connect.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../../src/postgres/conninfo.js';
 import { quoteIdent, quoteLiteral } from '../../src/postgres/identifiers.js';
 import { probeServer } from '../../src/postgres/probe.js';
-import { assertToolCanDump, createTempPassfile, findTool, prefetchTools, requireTool, runTool, PG_TOOLS } from '../../src/postgres/tools.js';
+import { assertToolCanDump, createTempPassfile, DEBIAN_BINROOT, findTool, prefetchTools, requireTool, runTool, unwrapDebian, PG_TOOLS } from '../../src/postgres/tools.js';
 import { repoRoot } from '../support/cli.js';
 import { useClusters } from '../support/clusters.js';
 import { waitFor as poll } from '../support/wait.js';
@@ -153,6 +153,32 @@ describe('finding the client tools', () => {
       expect(findTool('pg_dump')).toMatchObject({ major: 14, path: path.join(bin14, 'pg_dump') });
       expect(findTool('psql')).toBeUndefined();
     });
+  });
+
+  it("runs the program behind Debian's pg_wrapper directly, the one that answered --version", async () => {
+    const root = mkdtempSync(path.join(tmp, 'debian-'));
+    mkdirSync(path.join(root, 'share'));
+    mkdirSync(path.join(root, 'bin'));
+    writeFileSync(path.join(root, 'share/pg_wrapper'), '#!/bin/sh\necho "$(basename "$0") (PostgreSQL) 16.22"\n');
+    chmodSync(path.join(root, 'share/pg_wrapper'), 0o755);
+    symlinkSync('../share/pg_wrapper', path.join(root, 'bin/pg_dump'));
+    symlinkSync('../share/pg_wrapper', path.join(root, 'bin/psql'));
+    const lib = path.join(root, 'lib');
+    mkdirSync(path.join(lib, '16/bin'), { recursive: true });
+    writeFileSync(path.join(lib, '16/bin/pg_dump'), '#!/bin/sh\n');
+    expect(unwrapDebian(path.join(root, 'bin/pg_dump'), 'pg_dump', 16, lib)).toBe(path.join(lib, '16/bin/pg_dump'));
+    // No such program where the wrapper would look, or not the wrapper at all: the file as found.
+    expect(unwrapDebian(path.join(root, 'bin/psql'), 'psql', 16, lib)).toBe(path.join(root, 'bin/psql'));
+    expect(unwrapDebian(path.join(root, 'bin/pg_dump'), 'pg_dump', 15, lib)).toBe(path.join(root, 'bin/pg_dump'));
+    const plain = fakeBinDir(16, ['pg_dump']);
+    expect(unwrapDebian(path.join(plain, 'pg_dump'), 'pg_dump', 16, lib)).toBe(path.join(plain, 'pg_dump'));
+    // This machine's own tools, where they come through the wrapper (Debian and Ubuntu packages).
+    if (existsSync('/usr/bin/pg_dump') && realpathSync('/usr/bin/pg_dump').endsWith('/pg_wrapper')) {
+      await withPath('/usr/bin', () => {
+        const t = findTool('pg_dump')!;
+        expect(t.path).toBe(`${DEBIAN_BINROOT}/${t.major}/bin/pg_dump`);
+      });
+    }
   });
 
   it('says what to do when a tool is nowhere', async () => {
