@@ -7,16 +7,17 @@ export default class SummaryReporter implements Reporter {
     let failed = 0;
     let skipped = 0;
     for (const mod of testModules) {
-      let cases = 0;
+      let failedHere = 0;
       for (const test of mod.children.allTests()) {
-        cases++;
         const state = test.result().state;
         if (state === 'passed') passed++;
-        else if (state === 'failed') failed++;
+        else if (state === 'failed') failedHere++;
         else skipped++;
       }
-      // A file that fails before any test runs (import error, failing beforeAll) counts as a failure.
-      if (mod.state() === 'failed' && cases === 0) failed++;
+      // A file that failed outside its tests (import error, a failing beforeAll or afterAll, whose tests then
+      // show as skipped or passed) counts as one failure.
+      if (mod.state() === 'failed' && failedHere === 0) failedHere = 1;
+      failed += failedHere;
     }
     failed += unhandledErrors.length;
     process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
