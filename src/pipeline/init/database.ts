@@ -222,10 +222,15 @@ async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): P
     if (d.phase === 'schema' || d.phase === 'pending') {
       await timed('schema', 'schema (pre-data)', async () => {
         const inScope = new Set(x.tables.map((t) => t.oid));
+        // Whether an earlier run already restored the schema is asked on the target while pg_dump runs.
+        const restored = (async () => {
+          await target;
+          return preDataAlreadyRestored(x);
+        })();
+        restored.catch(() => {}); // awaited below, unless the dump fails first
         const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
         await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
-        await target;
-        if (await preDataAlreadyRestored(x)) return 'already restored';
+        if (await restored) return 'already restored';
         await restorePreData(x.target.conn, archive, toolOpts);
         faultPoint('init.pre-data');
       });
@@ -264,13 +269,18 @@ async function takeBackSlot(x: DatabaseRunContext, name: string): Promise<void> 
 async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
   const { x, timed, setPhase } = r;
   const { d, store, options: o } = x;
+  // Asked while the rows are copied, off the path between the phases: the post-data list (a pg_restore run)
+  // and whether there are large objects at all (a source session).
+  r.postDataList.get().catch(() => {}); // the post-data phase asks again, and reports a failure then
+  const largeObjects = d.largeObjects === 'pending' ? withClient(x.source.conn, countLargeObjects, { label: 'the source' }) : undefined;
+  largeObjects?.catch(() => {});
   await timed('data', 'data', async () => {
     const post = await earlyPostData(r);
     return copyData(x, holder, r.copiedThisRun, r.mark, post);
   });
-  if (d.largeObjects === 'pending') {
+  if (largeObjects) {
     await timed('large-objects', 'large objects', async () => {
-      const n = await withClient(x.source.conn, countLargeObjects, { label: 'the source' });
+      const n = await largeObjects;
       if (n > 0) {
         const res = await copyLargeObjects({
           source: x.source.conn, target: x.target.conn, snapshot: holder.snapshotName, noOwner: o.noOwner,
@@ -714,19 +724,22 @@ function withPresentPostData<T>(
   entries: Parameters<typeof entriesPresentOnTarget>[2],
   fn: (source: pg.Client, present: Awaited<ReturnType<typeof entriesPresentOnTarget>>) => Promise<T>,
 ): Promise<T> {
-  return withClient(
-    x.source.conn,
-    (s) =>
-      withClient(
-        x.target.conn,
-        async (t) => {
-          await stopStrayRestores(t);
-          return fn(s, await entriesPresentOnTarget(s, t, entries));
-        },
-        { label: 'the target' },
-      ),
-    { label: 'the source' },
-  );
+  return withClients(x, async (s, t) => {
+    await stopStrayRestores(t);
+    return fn(s, await entriesPresentOnTarget(s, t, entries));
+  });
+}
+
+/** A source and a target session, opened side by side, both closed after `fn`. */
+async function withClients<T>(x: DatabaseRunContext, fn: (source: pg.Client, target: pg.Client) => Promise<T>): Promise<T> {
+  const [s, t] = await Promise.allSettled([connect(x.source.conn, { label: 'the source' }), connect(x.target.conn, { label: 'the target' })]);
+  try {
+    if (s.status === 'rejected') throw s.reason;
+    if (t.status === 'rejected') throw t.reason;
+    return await fn(s.value, t.value);
+  } finally {
+    await Promise.all([s, t].map((c) => (c.status === 'fulfilled' ? c.value.end().catch(() => {}) : undefined)));
+  }
 }
 
 async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions, entries: TocEntry[]): Promise<string> {
