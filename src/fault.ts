@@ -19,6 +19,8 @@ export const FAULT_POINTS = [
   'init.pre-data',
   // init: a split table with some parts committed and recorded, others not
   'init.copy.mid-split',
+  // init: small tables loaded without TRUNCATE (they had no page on the target) committed, not yet recorded
+  'init.copy.fresh-committed',
   // init: the first table recorded as done, others pending or in flight
   'init.between-tables',
   // init: a finished table's own indexes and constraints built while other tables may still be copying

@@ -33,6 +33,7 @@
  */
 import type pg from 'pg';
 import { InterruptedError } from '../../errors.js';
+import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
@@ -324,6 +325,8 @@ async function copyGroup(c: CopyRun, group: WorkPart[], slot: number, signal: Ab
     });
   };
   const results = c.opts.budget ? await c.opts.budget.run(copy, signal) : await copy();
+  // The window freshLoads must survive: rows on the target that no checkpoint knows of.
+  if (group.some(({ part }) => c.fresh.has(part.id))) faultPoint('init.copy.fresh-committed');
   for (const [i, { plan, part }] of group.entries()) {
     const run = c.runs.get(plan.key)!;
     const result = results[i]!;
