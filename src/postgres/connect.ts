@@ -12,6 +12,7 @@ import pg from 'pg';
 import { ConnectError, UsageError } from '../errors.js';
 import { describeConn, type ResolvedConnInfo } from './conninfo.js';
 import { connectError, sqlstate } from './errors.js';
+import { sessionKeeper } from './session-keeper.js';
 
 export const APPLICATION_NAME = 'pgferry';
 
@@ -232,17 +233,50 @@ export async function connect(r: ResolvedConnInfo, opts: ConnectOptions = {}): P
   }
 }
 
-/** Run fn with a fresh client, always closing it. */
+/** What a kept session must match to serve a request (session-keeper.ts): the server, database, user and startup settings. */
+function sessionKey(r: ResolvedConnInfo, opts: ConnectOptions): string {
+  return JSON.stringify([r.host, r.port, r.user, r.dbname, r.params, opts.applicationName ?? '', opts.settings ?? {}, opts.statementTimeoutMs ?? 0]);
+}
+
+/** A session from the keeper of the running command (session-keeper.ts), or a new one; `release(ok)` gives it back or closes it. */
+export async function acquireClient(
+  r: ResolvedConnInfo,
+  opts: ConnectOptions = {},
+): Promise<{ client: pg.Client; release: (ok: boolean) => Promise<void> }> {
+  const keeper = opts.replication ? undefined : sessionKeeper();
+  const key = keeper ? sessionKey(r, opts) : '';
+  let client = await keeper?.take(key);
+  if (!client) {
+    client = await connect(r, opts);
+    keeper?.opened(client);
+  }
+  const c = client;
+  return {
+    client: c,
+    release: async (ok) => {
+      if (ok && keeper) keeper.give(key, c);
+      else await c.end().catch(() => {});
+    },
+  };
+}
+
+/**
+ * Run fn with a client, always releasing it: closed, or, inside keepingSessions
+ * (session-keeper.ts), kept for the next withClient of the same server, database and settings.
+ */
 export async function withClient<T>(
   r: ResolvedConnInfo,
   fn: (client: pg.Client) => Promise<T>,
   opts: ConnectOptions = {},
 ): Promise<T> {
-  const client = await connect(r, opts);
+  const { client, release } = await acquireClient(r, opts);
+  let ok = false;
   try {
-    return await fn(client);
+    const result = await fn(client);
+    ok = true;
+    return result;
   } finally {
-    await client.end().catch(() => {});
+    await release(ok);
   }
 }
 

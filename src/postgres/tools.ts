@@ -135,6 +135,8 @@ export async function prefetchTools(tools: readonly PgTool[], pgBinDir?: string)
     const v = await versionOfAsync(file);
     if (v && !cache.has(key)) cache.set(key, { tool, path: unwrapDebian(file, tool, v.major), ...v });
   }));
+  // The runner's module (runTool) is compiled now, while the caller waits on the network, not when the first tool starts.
+  void import('execa').catch(() => {});
 }
 
 function installHint(major: number): string {

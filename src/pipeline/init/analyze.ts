@@ -1,6 +1,5 @@
 /** Statistics on the target once the copy is in (pg_restore leaves that to the user; init does not). */
-import type pg from 'pg';
-import { connect } from '../../postgres/connect.js';
+import { acquireClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';
@@ -13,13 +12,14 @@ export const ANALYZE_ONLY_MAJOR = 18;
 export async function analyzeTables(
   target: ResolvedConnInfo, tables: { schema: string; name: string; only?: boolean }[], jobs: number, signal?: AbortSignal,
 ): Promise<void> {
-  const clients: (pg.Client | undefined)[] = [];
+  const sessions: (Awaited<ReturnType<typeof acquireClient>> | undefined)[] = [];
+  let ok = false;
   try {
     await runPool(
       tables,
       Math.max(1, Math.min(jobs, tables.length || 1)),
       async (t, slot) => {
-        const c = (clients[slot] ??= await connect(target, { label: 'the target' }));
+        const c = (sessions[slot] ??= await acquireClient(target, { label: 'the target' })).client;
         try {
           await c.query(`ANALYZE ${t.only ? 'ONLY ' : ''}${qualifiedName(t.schema, t.name)}`);
         } catch (err) {
@@ -28,7 +28,8 @@ export async function analyzeTables(
       },
       signal,
     );
+    ok = true;
   } finally {
-    await Promise.all(clients.map((c) => c?.end().catch(() => {})));
+    await Promise.all(sessions.map((s) => s?.release(ok)));
   }
 }

@@ -30,7 +30,7 @@ import type { ProgressSink } from '../shared/progress.js';
 import { databaseProperties, userObjectCounts } from '../../postgres/catalog/databases.js';
 import type { ForeignKey } from '../../postgres/catalog/foreign-keys.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
-import { CANONICAL_SETTINGS, connect, withClient } from '../../postgres/connect.js';
+import { acquireClient, CANONICAL_SETTINGS, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { quoteLiteral } from '../../postgres/identifiers.js';
 import type { ServerIdentity } from '../../postgres/probe.js';
@@ -228,7 +228,7 @@ async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): P
           return preDataAlreadyRestored(x);
         })();
         restored.catch(() => {}); // awaited below, unless the dump fails first
-        const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
+        const exclude = await excludedRelations(x.source.conn, x.allTables, inScope);
         await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
         if (await restored) return 'already restored';
         await restorePreData(x.target.conn, archive, toolOpts);
@@ -301,7 +301,7 @@ async function postDataPhase(r: PhaseRun): Promise<void> {
     if (!archiveExists(archive)) {
       // The work files were removed: the schema has not changed since (DDL during a migration is not supported).
       const inScope = new Set(x.tables.map((t) => t.oid));
-      const exclude = await withClient(x.source.conn, (c) => excludedRelations(c, x.allTables, inScope), { label: 'the source' });
+      const exclude = await excludedRelations(x.source.conn, x.allTables, inScope);
       await dumpSchema(x.source.conn, archive, { ...toolOpts, exclude });
       r.postDataList.forget();
     }
@@ -592,18 +592,19 @@ async function copyData(
     maxParts: o.maxParts,
   };
   // Plan inside the snapshot, so that parts are recorded before any of them is copied.
-  const src = await connect(x.source.conn, { label: 'the source', settings: { ...CANONICAL_SETTINGS } });
-  let plans;
-  try {
-    await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(holder.snapshotName)}`);
-    // With jobs, a table larger than one worker's share is split too, so that one table cannot keep a worker busy alone.
-    plans = await planCopy(src, inputs, { ...planOpts, jobs: o.jobs });
-    await recheckForeignKeys(x, src);
-    await src.query('COMMIT');
-  } finally {
-    await src.end().catch(() => {});
-  }
+  const plans = await withClient(
+    x.source.conn,
+    async (src) => {
+      await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(holder.snapshotName)}`);
+      // With jobs, a table larger than one worker's share is split too, so that one table cannot keep a worker busy alone.
+      const planned = await planCopy(src, inputs, { ...planOpts, jobs: o.jobs });
+      await recheckForeignKeys(x, src);
+      await src.query('COMMIT');
+      return planned;
+    },
+    { label: 'the source', settings: { ...CANONICAL_SETTINGS } },
+  );
   await store.update(() => {
     for (const p of plans) {
       const t = d.tables[p.key]!;
@@ -732,13 +733,16 @@ function withPresentPostData<T>(
 
 /** A source and a target session, opened side by side, both closed after `fn`. */
 async function withClients<T>(x: DatabaseRunContext, fn: (source: pg.Client, target: pg.Client) => Promise<T>): Promise<T> {
-  const [s, t] = await Promise.allSettled([connect(x.source.conn, { label: 'the source' }), connect(x.target.conn, { label: 'the target' })]);
+  const [s, t] = await Promise.allSettled([acquireClient(x.source.conn, { label: 'the source' }), acquireClient(x.target.conn, { label: 'the target' })]);
+  let ok = false;
   try {
     if (s.status === 'rejected') throw s.reason;
     if (t.status === 'rejected') throw t.reason;
-    return await fn(s.value, t.value);
+    const result = await fn(s.value.client, t.value.client);
+    ok = true;
+    return result;
   } finally {
-    await Promise.all([s, t].map((c) => (c.status === 'fulfilled' ? c.value.end().catch(() => {}) : undefined)));
+    await Promise.all([s, t].map((c) => (c.status === 'fulfilled' ? c.value.release(ok) : undefined)));
   }
 }
 

@@ -21,6 +21,7 @@ import { describeObjectCounts } from '../../postgres/catalog/databases.js';
 import { listForeignKeys, type ForeignKey } from '../../postgres/catalog/foreign-keys.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import { CANONICAL_SETTINGS, withClient } from '../../postgres/connect.js';
+import { keepingSessions } from '../../postgres/session-keeper.js';
 import { describeConn, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { sameServer, type ServerIdentity } from '../../postgres/probe.js';
@@ -149,7 +150,12 @@ interface ResolvedScopes {
   replication: Record<string, ReplicationCheck>;
 }
 
-export async function runInit(o: InitOptions): Promise<InitReport> {
+/** init: its steps hand each other their sessions (session-keeper.ts); all are closed when it ends. */
+export function runInit(o: InitOptions): Promise<InitReport> {
+  return keepingSessions(() => initRun(o));
+}
+
+async function initRun(o: InitOptions): Promise<InitReport> {
   const started = performance.now();
   const signal = o.signal ?? shutdownSignal;
   const progress: ProgressSink = o.progress ?? (() => {});
@@ -172,6 +178,9 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
       ? dumpRoles({ source: o.source, sourceMajor: ids.source.major, pgBinDir: o.pgBinDir, signal })
       : undefined;
     roleScript?.catch(() => {}); // awaited by the roles phase; a run that stops before it has nothing to report about it
+    // A fresh run needs empty target databases: asked while the scope is resolved, reported after the scope's own refusals.
+    const targetsEmpty = resumed || o.dryRun ? undefined : assertTargetsEmpty(o.target, pairs.map((p) => p.target), ids.target.major, o.dropExisting);
+    targetsEmpty?.catch(() => {}); // awaited by refuseOrConfirm
     const scopes = await resolveScopes(o, ids, pairs, state, warn);
 
     const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
@@ -182,7 +191,7 @@ export async function runInit(o: InitOptions): Promise<InitReport> {
         databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings, refusals: planRefusals(plan!.databases, o.dropExisting),
       };
     }
-    await refuseOrConfirm(o, ids, scopes, resumed, plan, warn);
+    await refuseOrConfirm(o, scopes, resumed, plan, warn, targetsEmpty);
     const dbOptions = await confirmDrops(o, ids, scopes, resumed);
 
     if (!state) {
@@ -317,11 +326,11 @@ async function checkNewScope(
 
 /** Stop on refusals, warn about what is accepted, then (interactively, on a fresh run) ask before copying. */
 async function refuseOrConfirm(
-  o: InitOptions, ids: ServerIds, scopes: ResolvedScopes, resumed: boolean, plan: InitPlan | null, warn: (message: string) => void,
+  o: InitOptions, scopes: ResolvedScopes, resumed: boolean, plan: InitPlan | null, warn: (message: string) => void, targetsEmpty: Promise<void> | undefined,
 ): Promise<void> {
   const allProblems = Object.values(scopes.problems).flat();
   assertScopeAccepted(allProblems, scopes.replication, o.fkNotValid);
-  if (!resumed) await assertTargetsEmpty(o.target, scopes.contexts.map((ctx) => ctx.target), ids.target.major, o.dropExisting);
+  await targetsEmpty;
   for (const p of allProblems) warn(`${p.message}; it is created NOT VALID (--fk-not-valid)`);
   for (const t of Object.values(scopes.replication).flatMap((r) => r.unlogged)) {
     warn(`${displayName(t.schema, t.name)} is unlogged: init copies it, but logical replication carries none of its later changes`);

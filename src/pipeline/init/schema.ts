@@ -25,6 +25,7 @@ import path from 'node:path';
 import type pg from 'pg';
 import { UsageError } from '../../errors.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
+import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { qualifiedName } from '../../postgres/identifiers.js';
 import { runTool } from '../../postgres/tools.js';
@@ -41,20 +42,32 @@ export function exactPattern(schema: string, name: string): string {
   return qualifiedName(schema, name);
 }
 
-/** Relations to leave out of the dump: excluded tables and, for partitioned ones, all their partitions. */
-export async function excludedRelations(client: pg.Client, allTables: CatalogTable[], inScope: Set<number>): Promise<{ schema: string; name: string }[]> {
+/**
+ * Relations to leave out of the dump: excluded tables and, for partitioned ones, every relation of
+ * their partition trees (read on the source; no session at all when no partitioned table is excluded).
+ */
+export async function excludedRelations(source: ResolvedConnInfo, allTables: CatalogTable[], inScope: Set<number>): Promise<{ schema: string; name: string }[]> {
   const excluded = allTables.filter((t) => !inScope.has(t.oid));
-  if (!excluded.length) return [];
-  const { rows } = await client.query<{ schema: string; name: string }>(
-    `SELECT n.nspname AS schema, c.relname AS name
-       FROM unnest($1::oid[]) x(oid)
-       CROSS JOIN LATERAL (SELECT x.oid AS relid UNION SELECT relid FROM pg_partition_tree(x.oid)) t
-       JOIN pg_class c ON c.oid = t.relid
-       JOIN pg_namespace n ON n.oid = c.relnamespace
-      ORDER BY 1, 2`,
-    [excluded.map((t) => t.oid)],
-  );
-  return rows;
+  const partitioned = excluded.filter((t) => t.relkind === 'p').map((t) => t.oid);
+  const out = excluded.filter((t) => t.relkind !== 'p').map((t) => ({ schema: t.schema, name: t.name }));
+  if (partitioned.length) {
+    const { rows } = await withClient(
+      source,
+      (c) =>
+        c.query<{ schema: string; name: string }>(
+          `SELECT n.nspname AS schema, c.relname AS name
+             FROM unnest($1::oid[]) x(oid)
+             CROSS JOIN LATERAL (SELECT x.oid AS relid UNION SELECT relid FROM pg_partition_tree(x.oid)) t
+             JOIN pg_class c ON c.oid = t.relid
+             JOIN pg_namespace n ON n.oid = c.relnamespace`,
+          [partitioned],
+        ),
+      { label: 'the source' },
+    );
+    out.push(...rows);
+  }
+  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return out.sort((a, b) => cmp(a.schema, b.schema) || cmp(a.name, b.name));
 }
 
 /** Dump the schema-only archive under the snapshot (written to a temporary name, then renamed: a file that exists is complete). */

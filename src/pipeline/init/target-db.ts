@@ -8,7 +8,8 @@
 import type pg from 'pg';
 import { OperationError, UsageError } from '../../errors.js';
 import { databaseProperties, describeObjectCounts, userObjectCounts, type DatabaseProperties } from '../../postgres/catalog/databases.js';
-import { connect, withClient } from '../../postgres/connect.js';
+import { acquireClient, withClient } from '../../postgres/connect.js';
+import { sessionKeeper } from '../../postgres/session-keeper.js';
 import { forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError, sqlstate } from '../../postgres/errors.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
@@ -26,17 +27,20 @@ export async function withMaintenanceClient<T>(target: ResolvedConnInfo, avoid: 
   const candidates = [target.dbname, 'postgres', 'template1'].filter((d, i, a) => d !== avoid && a.indexOf(d) === i);
   let lastErr: unknown;
   for (const db of candidates) {
-    let client: pg.Client;
+    let session: Awaited<ReturnType<typeof acquireClient>>;
     try {
-      client = await connect(forDatabase(target, db), { label: 'the target' });
+      session = await acquireClient(forDatabase(target, db), { label: 'the target' });
     } catch (err) {
       lastErr = err;
       continue;
     }
+    let ok = false;
     try {
-      return await fn(client);
+      const result = await fn(session.client);
+      ok = true;
+      return result;
     } finally {
-      await client.end().catch(() => {});
+      await session.release(ok);
     }
   }
   throw lastErr ?? new OperationError('no maintenance database to connect to on the target');
@@ -107,6 +111,8 @@ export async function prepareTargetDatabase(o: PrepareTargetOptions): Promise<'c
     if (!(await o.confirmDrop(o.name, contents))) {
       throw new UsageError(`not dropping the target database "${o.name}"`);
     }
+    // Sessions this run keeps open on that database would hold the DROP up (before PostgreSQL 13) or be cut by it.
+    await sessionKeeper()?.closeIdle();
     await withMaintenanceClient(o.target, o.name, async (c) => {
       await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [o.name]);
       try {
