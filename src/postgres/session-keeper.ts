@@ -76,7 +76,12 @@ export class SessionKeeper {
       key,
       client,
       reset: client.query('DISCARD ALL').then(
-        () => true,
+        () => {
+          // DISCARD ALL dropped the server's prepared statements: pg must not think them still parsed.
+          const conn = (client as unknown as { connection?: { parsedStatements?: Record<string, string> } }).connection;
+          if (conn?.parsedStatements) conn.parsedStatements = {};
+          return true;
+        },
         () => false,
       ),
       onEnd: () => {

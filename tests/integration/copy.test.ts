@@ -398,9 +398,9 @@ describe('copy engine (15 → 17)', () => {
   });
 
   it('names the table, part, side and SQLSTATE of a failure and leaves no session or transaction behind', async () => {
-    const { s, t } = await pair('CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int)',
-      'CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int CHECK (v < 50))');
-    await src.query('INSERT INTO a SELECT g, g FROM generate_series(1, 100) g; INSERT INTO b SELECT g, g FROM generate_series(1, 100) g', undefined, s.dbname);
+    const { s, t } = await pair('CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int); CREATE TABLE c (id int PRIMARY KEY, v int)',
+      'CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int CHECK (v < 50)); CREATE TABLE c (id int PRIMARY KEY)');
+    await src.query('INSERT INTO a SELECT g, g FROM generate_series(1, 100) g; INSERT INTO b SELECT g, g FROM generate_series(1, 100) g; INSERT INTO c SELECT g, g FROM generate_series(1, 100) g', undefined, s.dbname);
     const h = await exportSnapshot(s);
     const tables = await scopeTables(s);
     const base = { source: s, target: t, snapshot: h.snapshot, jobs: 2, sourceMajor: src.major, targetMajor: tgt.major };
@@ -410,6 +410,9 @@ describe('copy engine (15 → 17)', () => {
     expect(((bad as Error).cause as { code?: string }).code).toBe('42703');
     const bad2 = await copyTables({ ...base, tables: [input(tables, 'b')] }).catch((e: unknown) => e);
     expect((bad2 as Error).message).toMatch(/copying public\.b \(target, SQLSTATE 23514\)/);
+    // The rows go out right behind the COPY statement: when the statement itself fails, the server skips them.
+    const bad3 = await copyTables({ ...base, tables: [input(tables, 'c')] }).catch((e: unknown) => e);
+    expect((bad3 as Error).message).toMatch(/copying public\.c \(target, SQLSTATE 42703\): column "v" of relation "c" does not exist/);
     expect(await eventually(async () => (await copyBackends(src)) === 0 && (await copyBackends(tgt)) === 0)).toBe(true);
     expect(await targetRows(t, 'b')).toEqual([]);
   });
