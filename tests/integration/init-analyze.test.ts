@@ -11,7 +11,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyScope } from '../../src/config/scope.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
+import { earlyAnalyzer, tablesWithPostDataStatistics } from '../../src/pipeline/init/early-analyze.js';
 import { runInit } from '../../src/pipeline/init/run.js';
+import { withClient } from '../../src/postgres/connect.js';
+import type { ProgressEvent } from '../../src/pipeline/shared/progress.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 import { tableHashes } from '../support/compare.js';
 
@@ -73,4 +76,61 @@ describe('ANALYZE of a partitioned table', () => {
       expect(tgtRows).toEqual(srcRows);
     });
   }
+});
+
+const SMALL = `
+  CREATE TABLE s1 (id int PRIMARY KEY, v int);
+  CREATE TABLE s2 (id int PRIMARY KEY, v text);
+  CREATE TABLE ex (id int PRIMARY KEY, v text);
+  CREATE INDEX ex_lower ON ex (lower(v));
+  CREATE TABLE xs (a int, b int);
+  CREATE STATISTICS xs_ab (dependencies, ndistinct) ON a, b FROM xs;
+  INSERT INTO s1 SELECT g, g FROM generate_series(1, 2000) g;
+  INSERT INTO s2 SELECT g, md5(g::text) FROM generate_series(1, 2000) g;
+  INSERT INTO ex SELECT g, 'V' || (g % 50) FROM generate_series(1, 2000) g;
+  INSERT INTO xs SELECT g % 10, g % 10 FROM generate_series(1, 2000) g;`;
+
+describe('ANALYZE of small tables as their copy finishes', () => {
+  it('leaves tables with expression indexes or extended statistics to the ANALYZE phase, and analyses the others as they come', async () => {
+    const db = await createDatabase(src, uniqueDbName('ean'), SMALL);
+    const tgt = targets[17]!;
+    await tgt.query(`CREATE DATABASE ${db}`);
+    await tgt.query('CREATE TABLE s1 (id int, v int); CREATE TABLE s2 (id int, v text); INSERT INTO s1 VALUES (1, 1)', [], db);
+    const oids = await src.query<{ relname: string; oid: number }>(`SELECT relname, oid::int FROM pg_class WHERE relname IN ('s1', 's2', 'ex', 'xs')`, [], db);
+    const oid = (n: string) => oids.find((r) => r.relname === n)!.oid;
+    const withStats = await withClient(src.conn(db), (c) => tablesWithPostDataStatistics(c, oids.map((r) => r.oid)));
+    expect([...withStats].sort()).toEqual([oid('ex'), oid('xs')].sort());
+    const analyzed = new Set<string>();
+    const a = earlyAnalyzer(tgt.conn(db), [{ key: 'k1', schema: 'public', name: 's1' }, { key: 'k2', schema: 'public', name: 's2' }], analyzed);
+    a.tableDone('k1');
+    a.tableDone('unknown'); // not a candidate: ignored
+    await new Promise((r) => setTimeout(r, 500));
+    await a.finish();
+    a.tableDone('k2'); // after finish: left to the ANALYZE phase
+    expect([...analyzed]).toEqual(['k1']);
+    const counts = await tgt.query<{ relname: string; n: number }>(`SELECT relname, analyze_count::int AS n FROM pg_stat_user_tables ORDER BY 1`, [], db);
+    expect(counts).toEqual([{ relname: 's1', n: 1 }, { relname: 's2', n: 0 }]);
+  });
+
+  it('init: every table analysed exactly once, with the statistics of its expression index and its extended statistics', async () => {
+    const tgt = targets[17]!;
+    const db = await createDatabase(src, uniqueDbName('ean'), SMALL);
+    const stateDir = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-state-'));
+    dirs.push(stateDir);
+    const events: ProgressEvent[] = [];
+    const report = await runInit({
+      source: src.conn(db), target: tgt.conn(db), scope: emptyScope(), stateDir, jobs: 2, noSync: true, noOwner: false,
+      noPrivileges: false, noRoles: true, fkNotValid: false, dropExisting: false, restart: false, dryRun: false,
+      signal: new AbortController().signal, progress: (e) => events.push(e),
+    });
+    expect(report.databases[0]!.phase).toBe('done');
+    const counts = await tgt.query<{ relname: string; n: number }>(`SELECT relname, analyze_count::int AS n FROM pg_stat_user_tables ORDER BY 1`, [], db);
+    expect(counts).toEqual(['ex', 's1', 's2', 'xs'].map((relname) => ({ relname, n: 1 })));
+    const expr = await tgt.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stats WHERE tablename = 'ex_lower'`, [], db);
+    expect(expr[0]!.n).toBe(1);
+    const ext = await tgt.query<{ ok: boolean }>(`SELECT n_distinct IS NOT NULL AND dependencies IS NOT NULL AS ok FROM pg_stats_ext WHERE statistics_name = 'xs_ab'`, [], db);
+    expect(ext).toEqual([{ ok: true }]);
+    const done = events.find((e) => e.kind === 'end' && e.id.endsWith('/analyze'));
+    expect(done && 'detail' in done ? done.detail : '').toMatch(/^\d+ tables/);
+  });
 });

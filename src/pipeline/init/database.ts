@@ -49,6 +49,7 @@ import { createBudget, type Budget } from './budget.js';
 import { DEFAULT_SPLIT_THRESHOLD_BYTES, type TablePart } from './parts.js';
 import { EARLY_POST_DATA_MIN_BYTES, earlyUnits, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
 import { ANALYZE_ONLY_MAJOR, analyzeTables } from './analyze.js';
+import { earlyAnalyzer, tablesWithPostDataStatistics, type EarlyAnalyzer } from './early-analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
 import { syncSequences } from '../shared/sequences.js';
@@ -276,7 +277,7 @@ async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
   largeObjects?.catch(() => {});
   await timed('data', 'data', async () => {
     const post = await earlyPostData(r);
-    return copyData(x, holder, r.copiedThisRun, r.mark, post);
+    return copyData(x, holder, r.copiedThisRun, r.mark, post, r.analyzedThisRun);
   });
   if (largeObjects) {
     await timed('large-objects', 'large objects', async () => {
@@ -556,12 +557,17 @@ async function recheckForeignKeys(x: DatabaseRunContext, src: pg.Client): Promis
  * lower), sharing the --jobs budget with the copy; none when the archive is
  * gone (the post-data phase then dumps it again and builds everything).
  */
+/** The size from which a table's own post-data items are built during the copy. */
+function earlyPostDataMinBytes(o: DatabaseRunContext['options']): number {
+  return Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
+}
+
 async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: TablePostData }> {
   const { x, toolOpts, archive } = r;
   const { d, options: o } = x;
   const budget = createBudget(o.jobs);
   if (!archiveExists(archive)) return { budget };
-  const minBytes = Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
+  const minBytes = earlyPostDataMinBytes(o);
   const todo = earlyUnits(x.tables, minBytes, x.target.identity.major).filter((u) => d.tables[u.root]?.status !== 'done');
   if (!todo.length) return { budget };
   const entries = await r.postDataList.get();
@@ -580,6 +586,7 @@ async function copyData(
   copiedThisRun: Set<string>,
   mark: InitMark | null,
   early: { budget: Budget; post?: TablePostData },
+  analyzed: Set<string>,
 ): Promise<string> {
   const { d, store, options: o } = x;
   const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
@@ -592,7 +599,9 @@ async function copyData(
     maxParts: o.maxParts,
   };
   // Plan inside the snapshot, so that parts are recorded before any of them is copied.
-  const plans = await withClient(
+  // Small plain tables are analysed as their copy finishes (early-analyze.ts), unless their statistics need post-data objects.
+  const analyzeCandidates = todo.filter((t) => t.relkind === 'r' && t.bytes < earlyPostDataMinBytes(o));
+  const { plans, postDataStats } = await withClient(
     x.source.conn,
     async (src) => {
       await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -600,10 +609,16 @@ async function copyData(
       // With jobs, a table larger than one worker's share is split too, so that one table cannot keep a worker busy alone.
       const planned = await planCopy(src, inputs, { ...planOpts, jobs: o.jobs });
       await recheckForeignKeys(x, src);
+      const withStats = await tablesWithPostDataStatistics(src, analyzeCandidates.map((t) => t.oid));
       await src.query('COMMIT');
-      return planned;
+      return { plans: planned, postDataStats: withStats };
     },
     { label: 'the source', settings: { ...CANONICAL_SETTINGS } },
+  );
+  const analyzer = earlyAnalyzer(
+    x.target.conn,
+    analyzeCandidates.filter((t) => !postDataStats.has(t.oid)).map((t) => ({ key: tableKey(t.schema, t.name), schema: t.schema, name: t.name })),
+    analyzed,
   );
   await store.update(() => {
     for (const p of plans) {
@@ -618,7 +633,7 @@ async function copyData(
   // Before any row is copied: a resume copies these tables again under a new snapshot and writes their marks again.
   if (mark) await withClient(x.target.conn, (c) => writeInitMarks(c, todo, mark), { label: 'the target' });
   const { budget, post } = early;
-  const records = checkpointCallbacks(x, copiedThisRun, post);
+  const records = checkpointCallbacks(x, copiedThisRun, post, analyzer);
   let report;
   try {
     report = await copyTables({
@@ -640,10 +655,10 @@ async function copyData(
   } catch (err) {
     post?.stop();
     await records.recorded().catch(() => {});
-    await post?.settle().catch(() => {});
+    await Promise.all([post?.settle().catch(() => {}), analyzer.finish()]);
     throw err;
   }
-  const built = (await post?.settle()) ?? 0;
+  const [built = 0] = await Promise.all([post?.settle(), analyzer.finish()]);
   return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}${built ? `; ${built} indexes and constraints built as tables finished` : ''}`;
 }
 
@@ -658,6 +673,7 @@ function checkpointCallbacks(
   x: DatabaseRunContext,
   copiedThisRun: Set<string>,
   post: TablePostData | undefined,
+  analyzer: EarlyAnalyzer,
 ): Pick<CopyTablesOptions, 'onPartDone' | 'onTableDone'> & { recorded(): Promise<void> } {
   const { d, store } = x;
   const pending = new Set<Promise<void>>();
@@ -706,6 +722,7 @@ function checkpointCallbacks(
           faultPoint('init.between-tables');
           // Only once the table is recorded done: a resume never copies again a table whose indexes it built.
           post?.tableDone(plan.key);
+          analyzer.tableDone(plan.key);
         })
         .catch((err: unknown) => {
           failure ??= { err };
