@@ -3,6 +3,7 @@ import type { LocalCluster } from '../../src/local/cluster.js';
 import { CANONICAL_SETTINGS, withClient, type Client } from '../../src/postgres/connect.js';
 import { parseConnInfo, resolveConnInfo, type ResolvedConnInfo } from '../../src/postgres/conninfo.js';
 import { keepingSessions, sessionKeeper } from '../../src/postgres/session-keeper.js';
+import { exportSnapshot } from '../../src/pipeline/shared/slot.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 import { waitFor } from '../support/wait.js';
 
@@ -98,6 +99,29 @@ describe('sessions kept for one command', () => {
       await new Promise((r) => setTimeout(r, 100));
       const second = await withClient(conn, pid);
       expect(second).not.toBe(first);
+    });
+  });
+
+  it('a snapshot exported on a kept session outlives the database\'s idle-in-transaction timeout, and the session comes back reset', async () => {
+    const db = await createDatabase(pg);
+    await pg.query(`ALTER DATABASE ${db} SET idle_in_transaction_session_timeout = '300ms'`);
+    const c2 = resolveConnInfo(parseConnInfo(pg.url(db)), { HOME: '/nonexistent' });
+    const setting = (c: Client) => c.query<{ v: string }>("SELECT current_setting('idle_in_transaction_session_timeout') AS v").then((r) => r.rows[0]!.v);
+    await keepingSessions(async () => {
+      const kept = await withClient(c2, pid);
+      const h = await exportSnapshot(c2);
+      await new Promise((r) => setTimeout(r, 1000));
+      const imported = await withClient(c2, async (c) => {
+        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        await c.query(`SET TRANSACTION SNAPSHOT '${h.snapshotName}'`);
+        await c.query('COMMIT');
+        return pid(c);
+      });
+      expect(imported).not.toBe(kept); // the holder has the kept session
+      await h.release();
+      const again = await withClient(c2, async (c) => ({ pid: await pid(c), v: await setting(c) }));
+      expect(again.v).toBe('300ms');
+      expect([kept, imported]).toContain(again.pid);
     });
   });
 

@@ -13,7 +13,7 @@
  */
 import type pg from 'pg';
 import { OperationError, UsageError } from '../../errors.js';
-import { connect } from '../../postgres/connect.js';
+import { acquireClient, connect } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError, sqlstate } from '../../postgres/errors.js';
 import { quoteIdent } from '../../postgres/identifiers.js';
@@ -128,12 +128,12 @@ export async function createSlotWithSnapshot(conn: ResolvedConnInfo, slotName: s
 
 /** Export a snapshot from a REPEATABLE READ transaction on a normal connection (no slot). */
 export async function exportSnapshot(conn: ResolvedConnInfo): Promise<SnapshotHolder> {
-  // The exporting transaction sits idle for the whole data phase: no server timeout may end it.
-  const client = await connect(conn, {
-    label: 'the source',
-    settings: { idle_in_transaction_session_timeout: '0', statement_timeout: '0' },
-  });
+  // A session the command keeps (session-keeper.ts) when there is one: the export is on the path to pg_dump's start.
+  const { client, release } = await acquireClient(conn, { label: 'the source' });
   try {
+    // The exporting transaction sits idle for the whole data phase: no server timeout may end it
+    // (session settings, undone by DISCARD ALL when the session is handed on).
+    await client.query('SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0');
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const { rows } = await client.query<{ snap: string }>('SELECT pg_export_snapshot() AS snap');
     let released = false;
@@ -143,12 +143,15 @@ export async function exportSnapshot(conn: ResolvedConnInfo): Promise<SnapshotHo
       async release() {
         if (released) return;
         released = true;
-        await client.query('COMMIT').catch(() => {});
-        await client.end().catch(() => {});
+        const ok = await client.query('COMMIT').then(
+          () => true,
+          () => false,
+        );
+        await release(ok);
       },
     };
   } catch (err) {
-    await client.end().catch(() => {});
+    await release(false);
     throw operationError(err, 'exporting a snapshot on the source');
   }
 }
