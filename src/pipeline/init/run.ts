@@ -163,7 +163,10 @@ async function initRun(o: InitOptions): Promise<InitReport> {
   parseJobs(o.jobs);
 
   // The tools' --version runs (process starts) overlap with connecting to both sides.
-  const [ids] = await Promise.all([probeSides(o.source, o.target), prefetchTools(o.noRoles ? ['pg_dump', 'pg_restore'] : ['pg_dump', 'pg_restore', 'pg_dumpall'], o.pgBinDir)]);
+  // The probes' connections are opened first: a tool's start blocks this thread for a fork (10 – 15 ms on a small VM).
+  const probing = probeSides(o.source, o.target);
+  const tools = new Promise((r) => setImmediate(r)).then(() => prefetchTools(o.noRoles ? ['pg_dump', 'pg_restore'] : ['pg_dump', 'pg_restore', 'pg_dumpall'], o.pgBinDir));
+  const [ids] = await Promise.all([probing, tools]);
   checkClientTools(o, ids.source.major);
   const pairs = await databasePairs(o, ids);
 
