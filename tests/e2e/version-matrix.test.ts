@@ -108,7 +108,15 @@ async function migrateWithClientApplier(pair: VersionPair): Promise<void> {
       const first = await pgferry('sync', '--applier', 'client', '--until-caught-up');
       expect(first.exitCode, first.stdout + first.stderr).toBe(0);
       const after = writer.commits();
-      await src.query("UPDATE w_items SET note = note || ' (big transaction)'", [], db);
+      // The writer's transactions each touch two w_items rows: this whole-table UPDATE may be a deadlock's victim; again then.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await src.query("UPDATE w_items SET note = note || ' (big transaction)'", [], db);
+          break;
+        } catch (err) {
+          if ((err as { code?: string }).code !== '40P01' || attempt >= 5) throw err;
+        }
+      }
       await waitFor('more writer commits', async () => writer.commits() >= after + 50);
       await writer.stop();
       stopped = true;
