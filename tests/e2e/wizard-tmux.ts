@@ -14,8 +14,15 @@ export function tmuxAvailable(): boolean {
   return spawnSync('tmux', ['-V'], { stdio: 'ignore' }).status === 0;
 }
 
+/**
+ * A tmux server of this test process's own (-L): with the default server shared by every test file, one
+ * file's last kill-session could stop the server while another file's new-session was connecting to it
+ * ("server exited unexpectedly").
+ */
+const SOCKET = ['-L', `pgferry-test-${process.pid}`];
+
 function tmux(...args: string[]): string {
-  return execFileSync('tmux', args, { encoding: 'utf8' });
+  return execFileSync('tmux', [...SOCKET, ...args], { encoding: 'utf8' });
 }
 
 export interface Terminal {
@@ -59,7 +66,7 @@ export function openTerminal(command: string, opts: { cwd?: string; env?: Record
     },
     kill() {
       sessions.delete(name);
-      spawnSync('tmux', ['kill-session', '-t', name], { stdio: 'ignore' });
+      spawnSync('tmux', [...SOCKET, 'kill-session', '-t', name], { stdio: 'ignore' });
     },
   };
   return term;
@@ -68,6 +75,6 @@ export function openTerminal(command: string, opts: { cwd?: string; env?: Record
 export function killAll(): void {
   for (const name of [...sessions]) {
     sessions.delete(name);
-    spawnSync('tmux', ['kill-session', '-t', name], { stdio: 'ignore' });
+    spawnSync('tmux', [...SOCKET, 'kill-session', '-t', name], { stdio: 'ignore' });
   }
 }
