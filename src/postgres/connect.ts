@@ -238,11 +238,14 @@ function sessionKey(r: ResolvedConnInfo, opts: ConnectOptions): string {
   return JSON.stringify([r.host, r.port, r.user, r.dbname, r.params, opts.applicationName ?? '', opts.settings ?? {}, opts.statementTimeoutMs ?? 0]);
 }
 
-/** A session from the keeper of the running command (session-keeper.ts), or a new one; `release(ok)` gives it back or closes it. */
-export async function acquireClient(
-  r: ResolvedConnInfo,
-  opts: ConnectOptions = {},
-): Promise<{ client: pg.Client; release: (ok: boolean) => Promise<void> }> {
+/** A session in use: `release(ok)` gives it back to the keeper (ok) or closes it. */
+export interface AcquiredClient {
+  client: pg.Client;
+  release: (ok: boolean) => Promise<void>;
+}
+
+/** A session from the keeper of the running command (session-keeper.ts), or a new one. */
+export async function acquireClient(r: ResolvedConnInfo, opts: ConnectOptions = {}): Promise<AcquiredClient> {
   const keeper = opts.replication ? undefined : sessionKeeper();
   const key = keeper ? sessionKey(r, opts) : '';
   let client = await keeper?.take(key);
@@ -269,14 +272,18 @@ export async function withClient<T>(
   fn: (client: pg.Client) => Promise<T>,
   opts: ConnectOptions = {},
 ): Promise<T> {
-  const { client, release } = await acquireClient(r, opts);
+  return withAcquired(await acquireClient(r, opts), fn);
+}
+
+/** Run fn with an acquired session, then release it: kept when fn succeeded, closed when it threw. */
+export async function withAcquired<T>(session: AcquiredClient, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   let ok = false;
   try {
-    const result = await fn(client);
+    const result = await fn(session.client);
     ok = true;
     return result;
   } finally {
-    await release(ok);
+    await session.release(ok);
   }
 }
 

@@ -1,5 +1,5 @@
 /** Statistics on the target once the copy is in (pg_restore leaves that to the user; init does not). */
-import { acquireClient } from '../../postgres/connect.js';
+import { acquireClient, type AcquiredClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
 import { displayName, qualifiedName } from '../../postgres/identifiers.js';
@@ -12,7 +12,7 @@ export const ANALYZE_ONLY_MAJOR = 18;
 export async function analyzeTables(
   target: ResolvedConnInfo, tables: { schema: string; name: string; only?: boolean }[], jobs: number, signal?: AbortSignal,
 ): Promise<void> {
-  const sessions: (Awaited<ReturnType<typeof acquireClient>> | undefined)[] = [];
+  const sessions: (AcquiredClient | undefined)[] = [];
   let ok = false;
   try {
     await runPool(

@@ -112,13 +112,8 @@ interface CopyToInternals {
 interface CopyFromInternals {
   connection: { stream: { write(b: Buffer): boolean } };
   _gotCopyInResponse: boolean;
-  chunks: { chunk: Buffer }[];
-  cb_ReadyForQuery: (() => void) | null;
   uncork(): void;
 }
-
-/** CopyDone: the message that ends COPY FROM STDIN. */
-const COPY_DONE = Buffer.from([0x63, 0, 0, 0, 4]);
 
 const CopyToBase = (copyTo('SELECT 1') as CopyToStreamQuery).constructor as new (text: string, options?: ReadableOptions) => CopyToStreamQuery;
 const CopyFromBase = (copyFrom('SELECT 1') as CopyStreamQuery).constructor as new (text: string, options?: WritableOptions) => CopyStreamQuery;
@@ -174,14 +169,6 @@ class FrameWriter extends CopyFromBase {
   /** The bytes are CopyData frames already: write them as they are. */
   flushChunk(chunk: Buffer): boolean {
     return (this as unknown as CopyFromInternals).connection.stream.write(chunk);
-  }
-
-  /** The last frames and CopyDone in one write; finished once the server is ready again (the library's contract). */
-  override _final(cb: (err?: Error | null) => void): void {
-    const self = this as unknown as CopyFromInternals;
-    self.cb_ReadyForQuery = cb;
-    const tail = self.chunks.splice(0).map((c) => c.chunk);
-    self.connection.stream.write(tail.length ? Buffer.concat([...tail, COPY_DONE]) : COPY_DONE);
   }
 }
 

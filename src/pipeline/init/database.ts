@@ -551,17 +551,17 @@ async function recheckForeignKeys(x: DatabaseRunContext, src: pg.Client): Promis
   for (const p of fresh) x.warn(`${p.message} (rows written since the pre-check): created NOT VALID`);
 }
 
+/** The size from which a table's own post-data items are built during the copy. */
+function earlyPostDataMinBytes(o: DatabaseRunContext['options']): number {
+  return Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
+}
+
 /**
  * The per-table post-data of the larger tables (and leaf partitions) this run copies
  * (table-post-data.ts; at least 16 MB, or the split threshold when that is
  * lower), sharing the --jobs budget with the copy; none when the archive is
  * gone (the post-data phase then dumps it again and builds everything).
  */
-/** The size from which a table's own post-data items are built during the copy. */
-function earlyPostDataMinBytes(o: DatabaseRunContext['options']): number {
-  return Math.min(EARLY_POST_DATA_MIN_BYTES, o.splitThresholdBytes ?? DEFAULT_SPLIT_THRESHOLD_BYTES);
-}
-
 async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: TablePostData }> {
   const { x, toolOpts, archive } = r;
   const { d, options: o } = x;

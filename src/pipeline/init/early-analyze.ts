@@ -14,7 +14,7 @@
  * failure here only leaves more to it.
  */
 import type pg from 'pg';
-import { acquireClient } from '../../postgres/connect.js';
+import { acquireClient, type AcquiredClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { qualifiedName } from '../../postgres/identifiers.js';
 
@@ -46,7 +46,7 @@ export async function tablesWithPostDataStatistics(source: pg.Client, oids: numb
 export function earlyAnalyzer(target: ResolvedConnInfo, tables: EarlyAnalyzeTable[], analyzed: Set<string>): EarlyAnalyzer {
   const byKey = new Map(tables.map((t) => [t.key, t]));
   const queue: EarlyAnalyzeTable[] = [];
-  let session: Awaited<ReturnType<typeof acquireClient>> | undefined;
+  let session: AcquiredClient | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;
   let failed = false;

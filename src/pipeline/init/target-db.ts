@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import { OperationError, UsageError } from '../../errors.js';
 import { databaseProperties, describeObjectCounts, userObjectCounts, type DatabaseProperties } from '../../postgres/catalog/databases.js';
-import { acquireClient, withClient } from '../../postgres/connect.js';
+import { acquireClient, withAcquired, withClient, type AcquiredClient } from '../../postgres/connect.js';
 import { sessionKeeper } from '../../postgres/session-keeper.js';
 import { forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError, sqlstate } from '../../postgres/errors.js';
@@ -27,21 +27,14 @@ export async function withMaintenanceClient<T>(target: ResolvedConnInfo, avoid: 
   const candidates = [target.dbname, 'postgres', 'template1'].filter((d, i, a) => d !== avoid && a.indexOf(d) === i);
   let lastErr: unknown;
   for (const db of candidates) {
-    let session: Awaited<ReturnType<typeof acquireClient>>;
+    let session: AcquiredClient;
     try {
       session = await acquireClient(forDatabase(target, db), { label: 'the target' });
     } catch (err) {
       lastErr = err;
       continue;
     }
-    let ok = false;
-    try {
-      const result = await fn(session.client);
-      ok = true;
-      return result;
-    } finally {
-      await session.release(ok);
-    }
+    return withAcquired(session, fn);
   }
   throw lastErr ?? new OperationError('no maintenance database to connect to on the target');
 }
