@@ -398,9 +398,9 @@ describe('copy engine (15 → 17)', () => {
   });
 
   it('names the table, part, side and SQLSTATE of a failure and leaves no session or transaction behind', async () => {
-    const { s, t } = await pair('CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int); CREATE TABLE c (id int PRIMARY KEY, v int)',
-      'CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int CHECK (v < 50)); CREATE TABLE c (id int PRIMARY KEY)');
-    await src.query('INSERT INTO a SELECT g, g FROM generate_series(1, 100) g; INSERT INTO b SELECT g, g FROM generate_series(1, 100) g; INSERT INTO c SELECT g, g FROM generate_series(1, 100) g', undefined, s.dbname);
+    const { s, t } = await pair('CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int); CREATE TABLE c (id int PRIMARY KEY, v int); CREATE TABLE d (id int PRIMARY KEY, v int)',
+      'CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int CHECK (v < 50)); CREATE TABLE c (id int PRIMARY KEY); CREATE TABLE d (id int PRIMARY KEY, v int)');
+    await src.query('INSERT INTO a SELECT g, g FROM generate_series(1, 100) g; INSERT INTO b SELECT g, g FROM generate_series(1, 100) g; INSERT INTO c SELECT g, g FROM generate_series(1, 100) g; INSERT INTO d SELECT g, g FROM generate_series(1, 20000) g', undefined, s.dbname);
     const h = await exportSnapshot(s);
     const tables = await scopeTables(s);
     const base = { source: s, target: t, snapshot: h.snapshot, jobs: 2, sourceMajor: src.major, targetMajor: tgt.major };
@@ -413,8 +413,12 @@ describe('copy engine (15 → 17)', () => {
     // The rows go out right behind the COPY statement: when the statement itself fails, the server skips them.
     const bad3 = await copyTables({ ...base, tables: [input(tables, 'c')] }).catch((e: unknown) => e);
     expect((bad3 as Error).message).toMatch(/copying public\.c \(target, SQLSTATE 42703\): column "v" of relation "c" does not exist/);
+    // The source fails after thousands of rows were relayed (and held with the statement, below HOLD_BYTES): the copy is failed, nothing committed.
+    const bad4 = await copyTables({ ...base, tables: [input(tables, 'd', '100 / (6000 - id) IS NOT NULL')] }).catch((e: unknown) => e);
+    expect((bad4 as Error).message).toMatch(/copying public\.d \(source, SQLSTATE 22012\): division by zero/);
     expect(await eventually(async () => (await copyBackends(src)) === 0 && (await copyBackends(tgt)) === 0)).toBe(true);
     expect(await targetRows(t, 'b')).toEqual([]);
+    expect(await targetRows(t, 'd')).toEqual([]);
   });
 
   it('refuses to copy fewer rows than exist when row-level security would hide some', async () => {

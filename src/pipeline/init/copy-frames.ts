@@ -110,10 +110,20 @@ interface CopyToInternals {
   _cleanup(): void;
 }
 interface CopyFromInternals {
-  connection: { stream: { write(b: Buffer): boolean } };
+  connection: { stream: WritableSocket } | null;
   _gotCopyInResponse: boolean;
   uncork(): void;
 }
+interface WritableSocket {
+  write(b: Buffer): boolean;
+  cork(): void;
+  uncork(): void;
+  readonly writableLength: number;
+  readonly writableNeedDrain: boolean;
+}
+
+/** A table's rows held back with its COPY statement up to this size, so that a small table goes out in one write. */
+const HOLD_BYTES = 256 * 1024;
 
 const CopyToBase = (copyTo('SELECT 1') as CopyToStreamQuery).constructor as new (text: string, options?: ReadableOptions) => CopyToStreamQuery;
 const CopyFromBase = (copyFrom('SELECT 1') as CopyStreamQuery).constructor as new (text: string, options?: WritableOptions) => CopyStreamQuery;
@@ -153,22 +163,57 @@ class FrameReader extends CopyToBase {
 }
 
 class FrameWriter extends CopyFromBase {
+  /** The socket is corked by this copy (from the statement until the rows pass HOLD_BYTES or end). */
+  private held: WritableSocket | null = null;
+
   /**
    * Rows go out right behind the COPY statement, without waiting for the server's CopyInResponse:
    * the server reads them once it is in COPY mode, and if the statement fails first it skips
    * CopyData and CopyDone by protocol (PostgresMain ignores them outside COPY). On many small
    * tables that wait was a round trip per table on the critical path.
+   *
+   * The statement is also held in the socket (corked) until the rows pass HOLD_BYTES or end, so a
+   * small table's statement, rows and CopyDone reach the target in one write: every write on a
+   * local socket wakes the backend, and on many small tables those wake-ups were most of the
+   * relay's CPU. The target's session waits in its transaction meanwhile (copy sessions run
+   * without idle_in_transaction_session_timeout).
    */
   override submit(connection: unknown): void {
+    const stream = (connection as { stream: WritableSocket }).stream;
+    stream.cork();
+    this.held = stream;
     super.submit(connection as Parameters<CopyStreamQuery['submit']>[0]);
     const self = this as unknown as CopyFromInternals;
     self._gotCopyInResponse = true;
     self.uncork();
   }
 
+  private release(): void {
+    const stream = this.held;
+    this.held = null;
+    stream?.uncork();
+  }
+
   /** The bytes are CopyData frames already: write them as they are. */
   flushChunk(chunk: Buffer): boolean {
-    return (this as unknown as CopyFromInternals).connection.stream.write(chunk);
+    const stream = (this as unknown as CopyFromInternals).connection!.stream;
+    const ok = stream.write(chunk);
+    if (!this.held) return ok;
+    // While held, a full buffer is expected: report room until the limit (the 'drain' a false would wait for never comes while corked).
+    if (stream.writableLength < HOLD_BYTES) return true;
+    this.release();
+    return !stream.writableNeedDrain;
+  }
+
+  // CopyDone (or CopyFail) is written synchronously by the library's _final (_destroy) once the stream is ready; then let it all go.
+  override _final(callback: (error?: Error | null) => void): void {
+    super._final(callback);
+    this.release();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    super._destroy(error, callback);
+    this.release();
   }
 }
 
