@@ -32,6 +32,16 @@ async function commits(c: LocalCluster, db: string): Promise<number> {
   return Number(r!.n);
 }
 
+/** Sessions ever opened to a database (pg_stat_database.sessions, PostgreSQL 14+), once all have gone (a session's count is flushed as it exits). */
+async function sessions(c: LocalCluster, db: string): Promise<number> {
+  await waitFor('sessions to end', async () => {
+    const [r] = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM pg_stat_activity WHERE datname = $1`, [db]);
+    return r!.n === '0';
+  });
+  const [r] = await c.query<{ n: string }>(`SELECT sessions::text AS n FROM pg_stat_database WHERE datname = $1`, [db]);
+  return Number(r!.n);
+}
+
 async function bigScans(c: LocalCluster, db: string): Promise<{ seq: number; idx: number }> {
   const [r] = await c.query<{ seq: string; idx: string }>(`SELECT seq_scan::text AS seq, coalesce(idx_scan, 0)::text AS idx FROM pg_stat_user_tables WHERE relname = 'big'`, [], db);
   return { seq: Number(r!.seq), idx: Number(r!.idx) };
@@ -61,6 +71,17 @@ describe('verify hashes quiet tables whole first', () => {
     expect(after.scans.idx - before.scans.idx).toBe(0);
     // One statement per table would be more than SMALL; the catalog queries are a handful.
     expect(after.commits - before.commits).toBeLessThan(SMALL / 2);
+  });
+
+  it('opens one session a side when the only table has no key (it is hashed whole, one unit of work)', async () => {
+    const [s, t] = await Promise.all([createDatabase(source, undefined, SQL), createDatabase(target, undefined, SQL)]);
+    const before = await Promise.all([sessions(source, s), sessions(target, t)]);
+    // 300 rows at 100 to a chunk would count as three units of work if the table had a key.
+    const report = await runVerify(source, s, target, t, { chunkRows: 100, sequences: false, tables: ['public.loose'] });
+    expect(table(report, 'public', 'loose')).toMatchObject({ rowsSource: 300, chunks: 1, method: 'whole-table' });
+    expect(report.status).toBe('equal');
+    const after = await Promise.all([sessions(source, s), sessions(target, t)]);
+    expect([after[0] - before[0], after[1] - before[1]]).toEqual([1, 1]);
   });
 
   it('locates differences by key in a big table and in batched small ones, and names a table whose hash fails', async () => {

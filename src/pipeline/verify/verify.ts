@@ -177,6 +177,8 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
   for (const t of tables) {
     if (t.schemaOnly) continue;
     if (t.estimatedRows >= 0 && t.estimatedRows <= chunkRows) small++;
+    // A table without a key is hashed whole, one unit however big (planChunks).
+    else if (!(t.primaryKey ?? t.uniqueKey)) units++;
     else units += t.estimatedRows < 0 ? 1 : Math.ceil(t.estimatedRows / chunkRows);
   }
   return units + Math.ceil(small / BATCH_TABLES);
