@@ -235,6 +235,16 @@ export function withDatabase(ci: ConnInfo, dbname: string): ConnInfo {
 }
 
 /**
+ * The server runs on this machine: a Unix socket directory, `localhost` or a
+ * loopback address (one host; a list of hosts is not known to be local).
+ */
+export function isThisMachine(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (!h || h.includes(',')) return false;
+  return h.startsWith('/') || h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+/**
  * libpq's compiled-in default is a Unix socket directory (/var/run/postgresql on
  * Debian, /tmp upstream). We use one only when a server's socket is there for
  * this port, and TCP localhost otherwise (libpq would fail on the missing socket).

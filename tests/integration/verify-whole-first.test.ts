@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 import { waitFor } from '../support/wait.js';
+import { closeSessions, openSession, type SideSession } from '../../src/pipeline/verify/sessions.js';
 import { runVerify, table, unequal } from './verify-helpers.js';
 
 const SMALL = 40;
@@ -82,6 +83,26 @@ describe('verify hashes quiet tables whole first', () => {
     expect(report.status).toBe('equal');
     const after = await Promise.all([sessions(source, s), sessions(target, t)]);
     expect([after[0] - before[0], after[1] - before[1]]).toEqual([1, 1]);
+  });
+
+  it('runs a session without parallel workers when told so; otherwise leaves them out of batches only', async () => {
+    const s = await createDatabase(source, undefined, 'CREATE TABLE x (id int)');
+    const [on, off] = await Promise.all([openSession(source.conn(s), 'source'), openSession(source.conn(s), 'source', false)]);
+    const workers = async (x: SideSession) => (await x.client.query<{ w: string }>(`SELECT current_setting('max_parallel_workers_per_gather') AS w`)).rows[0]!.w;
+    try {
+      const server = await workers(on);
+      expect(server).not.toBe('0');
+      await on.planFor('batch');
+      expect(await workers(on)).toBe('0');
+      await on.planFor('whole');
+      expect(await workers(on)).toBe(server);
+      for (const kind of ['whole', 'batch', 'whole', 'range'] as const) {
+        await off.planFor(kind);
+        expect(await workers(off), kind).toBe('0');
+      }
+    } finally {
+      await closeSessions([on, off]);
+    }
   });
 
   it('locates differences by key in a big table and in batched small ones, and names a table whose hash fails', async () => {

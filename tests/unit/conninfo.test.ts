@@ -4,8 +4,9 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ExitCode, UsageError } from '../../src/errors.js';
 import {
-  describeConn, forDatabase, parseConnInfo, resolveConnInfo, resolvedParams, toKeywordString, withDatabase, type ConnInfo,
+  describeConn, forDatabase, isThisMachine, parseConnInfo, resolveConnInfo, resolvedParams, toKeywordString, withDatabase, type ConnInfo,
 } from '../../src/postgres/conninfo.js';
+import { parallelQueryFits } from '../../src/pipeline/verify/sessions.js';
 import { redact } from '../../src/postgres/redact.js';
 
 const AWKWARD = `p@ss:w/o#rd?%&'"\\ ünï`;
@@ -308,5 +309,25 @@ describe('resolveConnInfo', () => {
     expect([other.dbname, other.params.dbname, other.password]).toEqual(['other', 'other', 'pw1234']);
     expect(withDatabase({ host: 'h', dbname: 'a' }, 'b')).toEqual({ host: 'h', dbname: 'b' });
     expect(resolvedParams(r)).toMatchObject({ host: '::1', port: '5433', user: 'u', dbname: 'db', sslmode: 'prefer' });
+  });
+});
+
+describe('servers on this machine', () => {
+  it('knows a socket directory, localhost and loopback addresses, and nothing else', () => {
+    for (const h of ['/var/run/postgresql', '/tmp', 'localhost', 'LOCALHOST', '127.0.0.1', '127.1.2.3', '::1', '[::1]']) expect(isThisMachine(h), h).toBe(true);
+    for (const h of ['', 'db.example.com', '10.0.0.5', '127.0.0.1.example.com', 'localhost,db2', '::ffff:10.0.0.1', '1270.0.0.1']) expect(isThisMachine(h), h).toBe(false);
+  });
+
+  it('leaves parallel workers to servers elsewhere, and on this machine to as many cores as the pairs leave free', () => {
+    const here = { host: '127.0.0.1' };
+    const there = { host: 'db.example.com' };
+    expect(parallelQueryFits(there, there, 8, 2)).toBe(true);
+    expect(parallelQueryFits(here, there, 8, 2)).toBe(true);
+    // jobs pairs × 2 sides × (a backend + one worker) against the cores.
+    expect(parallelQueryFits(here, { host: '/tmp' }, 2, 2)).toBe(false);
+    expect(parallelQueryFits(here, here, 1, 2)).toBe(false);
+    expect(parallelQueryFits(here, here, 1, 4)).toBe(true);
+    expect(parallelQueryFits(here, here, 2, 8)).toBe(true);
+    expect(parallelQueryFits(here, here, 4, 8)).toBe(false);
   });
 });

@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
 import { compareSequences, compareTableSchemas, targetTables, type TableRef, type TargetColumn } from './schema.js';
-import { closePairs, openPairs, type SessionPair } from './sessions.js';
+import { closePairs, openPairs, parallelQueryFits, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
 import type { DatabaseReport, SchemaDifference, TableReport, TableStatus, VerifyOptions, VerifyReport, VerifySummary } from './types.js';
@@ -130,7 +130,8 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   const srcConn = pair.sourceConn;
   const tgtConn = pair.targetConn;
   // The sessions opened here; `reuse` belongs to the caller (it closes it).
-  const opened: SessionPair[] = reuse ? [] : await openPairs(srcConn, tgtConn, 1);
+  const parallel = parallelQueryFits(srcConn, tgtConn, opts.jobs);
+  const opened: SessionPair[] = reuse ? [] : await openPairs(srcConn, tgtConn, 1, parallel);
   const pairs = reuse ? [reuse] : [...opened];
   const signal = opts.signal;
   const abort = () => void closePairs([...pairs]);
@@ -141,7 +142,7 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
     // The other pairs open while the catalogs are read, and only as many as there is work for.
     const wanted = Math.min(opts.jobs, estimatedWork(ctx.inScope, opts.chunkRows)) - 1;
     if (wanted > 0) {
-      more = openPairs(srcConn, tgtConn, wanted).then((p) => {
+      more = openPairs(srcConn, tgtConn, wanted, parallel).then((p) => {
         opened.push(...p);
         pairs.push(...p);
       });
@@ -543,7 +544,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   // One session per side serves the probe, the database list and the first pair of the database the
   // connections name: a session costs about 4 ms of server and 3 ms of client CPU to open, as much
   // as hashing 20 000 narrow rows, and verify of a few small tables needs no more than one pair.
-  const first = (await openPairs(opts.source, opts.target, 1))[0]!;
+  const first = (await openPairs(opts.source, opts.target, 1, parallelQueryFits(opts.source, opts.target, opts.jobs)))[0]!;
   let reports: DatabaseReport[];
   try {
     const { source, target } = await probePair(opts.source, opts.target, { source: first.source.client, target: first.target.client });
