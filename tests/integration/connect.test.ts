@@ -14,6 +14,7 @@ import { escapePassfileField } from '../../src/postgres/pgpass.js';
 import { redact } from '../../src/postgres/redact.js';
 import { runTool } from '../../src/postgres/tools.js';
 import { enableTls, makeCertificates, type Certificates } from '../fixtures/tls.js';
+import { runCliProcess } from '../support/cli.js';
 import { createDatabase, useClusters } from '../support/clusters.js';
 
 const AWKWARD = `p@ss:w/o#rd?%&'"\\ ünï`;
@@ -464,6 +465,27 @@ describe('TLS', () => {
     // With a root certificate present, require verifies the CA like verify-ca (libpq).
     writeFileSync(path.join(home, '.postgresql', 'root.crt'), readFileSync(otherCa.caCert));
     expect((await connectFailure(resolve(tcp('localhost', 'sslmode=require'), { HOME: home }))).exitCode).toBe(ExitCode.connect);
+  });
+
+  it('init copies into a server that takes TLS only: small tables (each sent in one write) and a big one, rows intact', async () => {
+    const tables = ['small_a', 'small_b', 'big'];
+    const src = await createDatabase(plain, undefined, `
+      CREATE TABLE small_a (id int PRIMARY KEY, v text); INSERT INTO small_a SELECT g, md5(g::text) FROM generate_series(1, 500) g;
+      CREATE TABLE small_b (id int PRIMARY KEY, v text); INSERT INTO small_b SELECT g, NULL FROM generate_series(1, 3) g;
+      CREATE TABLE big (id int PRIMARY KEY, v text); INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 20000) g;`);
+    const dst = `tlscopy_${process.pid}`;
+    const target = tcp('127.0.0.1', 'sslmode=require').replace('dbname=postgres', `dbname=${dst}`);
+    await withClient(resolve(tcp('127.0.0.1', 'sslmode=require')), (c) => c.query(`CREATE DATABASE ${dst}`));
+    const r = await runCliProcess(['init', '--no-sync', '--yes', '--no-interactive', '--no-roles', '--jobs', '2', '--state-dir', mkdtempSync(path.join(tmp, 'state-'))], {
+      env: { HOME: tmp, PGFERRY_SOURCE: plain.url(src), PGFERRY_TARGET: target },
+    });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const digest = (q: (sql: string) => Promise<{ d: string }[]>) => Promise.all(tables.map(async (t) => (await q(`SELECT count(*) || ':' || md5(string_agg(x::text, ',' ORDER BY id)) AS d FROM ${t} x`))[0]!.d));
+    const copied = await withClient(resolve(target), async (c) => {
+      expect((await whoAmI(resolve(target))).ssl).toBe(true);
+      return digest(async (sql) => (await c.query<{ d: string }>(sql)).rows);
+    });
+    expect(copied).toEqual(await digest((sql) => plain.query<{ d: string }>(sql, [], src)));
   });
 
   it('require succeeds without a CA, and also through PGSSLMODE', async () => {
