@@ -166,6 +166,11 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   }
 }
 
+/** The key rows are compared by: the primary key, else a unique key over NOT NULL columns; null: the table is hashed whole. */
+function comparisonKey(t: ScopeTable): string[] | null {
+  return t.primaryKey ?? t.uniqueKey;
+}
+
 /**
  * About how many units of work the tables make (workOf): small tables count
  * together, BATCH_TABLES to a statement; any other table counts as many as
@@ -179,7 +184,7 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
     if (t.schemaOnly) continue;
     if (t.estimatedRows >= 0 && t.estimatedRows <= chunkRows) small++;
     // A table without a key is hashed whole, one unit however big (planChunks).
-    else if (!(t.primaryKey ?? t.uniqueKey)) units++;
+    else if (!comparisonKey(t)) units++;
     else units += t.estimatedRows < 0 ? 1 : Math.ceil(t.estimatedRows / chunkRows);
   }
   return units + Math.ceil(small / BATCH_TABLES);
@@ -228,7 +233,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
   const jobs: TableJob[] = [];
   const reports: TableReport[] = [];
   for (const [i, t] of inScope.entries()) {
-    const key = t.primaryKey ?? t.uniqueKey;
+    const key = comparisonKey(t);
     const filter = filters[i]!;
     const method = t.schemaOnly ? 'schema-only' : key ? 'chunked' : 'whole-table';
     const report = emptyTableReport({ schema: t.schema, name: t.name, filter: t.schemaOnly ? null : filter }, method, t.schemaOnly ? null : key);
