@@ -305,6 +305,38 @@ describe('copy engine (15 → 17)', () => {
     expect(await copyBackends(tgt)).toBe(0);
   });
 
+  it('reads the next table of a group on the source while the target loads this one; a failure of that read is the source\'s', async () => {
+    const names = ['q1', 'q2', 'q3', 'q4', 'q5', 'q6'];
+    const ddl = names.map((n) => `CREATE TABLE ${n} (id int PRIMARY KEY, v int);`).join('\n');
+    const { s, t } = await pair(ddl, ddl);
+    await src.query(names.map((n) => `INSERT INTO ${n} SELECT g, g FROM generate_series(1, 3000) g;`).join('\n'), undefined, s.dbname);
+    const h = await exportSnapshot(s);
+    const tables = await scopeTables(s);
+    const base = { source: s, target: t, snapshot: h.snapshot, jobs: 1, sourceMajor: src.major, targetMajor: tgt.major };
+    // Groups (q1 q2) (q3 q4) (q5 q6). q4's read is queued behind q3's and runs while q3's rows go into the
+    // target: a read that fails at once (an unknown column) has failed before it is piped, one that fails after
+    // some rows (division by zero) while it is. Either way the failure is the source's.
+    for (const [filter, code] of [['no_such_column > 0', '42703'], ['100 / (2000 - id) IS NOT NULL', '22012']] as const) {
+      const err = await copyTables({ ...base, tables: names.map((n) => input(tables, n, n === 'q4' ? filter : undefined)) }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperationError);
+      expect((err as Error).message).toMatch(new RegExp(`copying public\\.q4 \\(source, SQLSTATE ${code}\\)`));
+      expect((await targetRows(t, 'q2')).length).toBe(3000);
+      expect(await targetRows(t, 'q3')).toEqual([]); // its group was rolled back
+      expect(await eventually(async () => (await copyBackends(src)) === 0 && (await copyBackends(tgt)) === 0)).toBe(true);
+    }
+    // Every table of a group read ahead arrives whole, each into its own table.
+    const report = await copyTables({ ...base, tables: names.map((n) => input(tables, n, n === 'q5' ? 'id % 2 = 0' : undefined)) });
+    expect(report.tables.map((r) => r.rows)).toEqual([3000, 3000, 3000, 3000, 1500, 3000]);
+    for (const n of names) {
+      const [a, b] = await Promise.all([
+        src.query<{ h: string }>(`SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM ${n}${n === 'q5' ? ' WHERE id % 2 = 0' : ''}`, [], s.dbname),
+        tgt.query<{ h: string }>(`SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM ${n}`, [], t.dbname),
+      ]);
+      expect(b[0]!.h).toBe(a[0]!.h);
+    }
+    expect(await copyBackends(tgt)).toBe(0);
+  });
+
   it('splits by CTID and by integer key: the parts together are exactly the table, under concurrent writes', async () => {
     const ddl = 'CREATE TABLE big (id int PRIMARY KEY, v text)';
     // No key on the target: a row copied twice would show up in the comparison.

@@ -5,6 +5,7 @@
  */
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import type { CopyToStreamQuery } from 'pg-copy-streams';
 import { InterruptedError, OperationError, PgferryError } from '../../errors.js';
 import { isRetryable, operationError, sqlstate } from '../../postgres/errors.js';
 import { displayName, qualifiedName, quoteIdentList } from '../../postgres/identifiers.js';
@@ -104,42 +105,46 @@ export async function copyParts(s: CopySession, members: readonly GroupMember[])
   const onAbort = () => killSession(s);
   signal?.addEventListener('abort', onAbort, { once: true });
   const done: { rows: number; bytes: number; started: number }[] = [];
+  // The next member's source COPY is queued on the source session while this one's rows go to the target:
+  // pg sends it as soon as the source is ready, so the source reads the next table while the target loads
+  // this one (its rows wait in the socket until they are piped; nothing is buffered here).
+  const reads: SourceRead[] = [];
+  const readFor = (i: number): SourceRead | undefined => {
+    const m = members[i];
+    if (!m) return undefined;
+    return (reads[i] ??= startSourceRead(s.source, m));
+  };
   try {
     for (const [i, { part, o }] of members.entries()) {
       current = part;
-      const started = performance.now();
       const rel = qualifiedName(part.relation.schema, part.relation.name);
       // BEGIN, TRUNCATE and COPY go as one simple query (one message, no round trip before the rows flow):
       // on a database of many small tables the round trips were a good part of each table's cost.
       // The copy stream takes its row count from the COPY's own CommandComplete only.
       const prelude = `${i === 0 ? 'BEGIN; ' : ''}${o.truncateAndFreeze ? `TRUNCATE ONLY ${rel}; ` : ''}`;
       const sink = s.target.query(copyInFrames(prelude + copyInSql(part.relation, o.columns, o.format, o.truncateAndFreeze), { highWaterMark: HIGH_WATER_MARK }));
-      let bytes = 0;
-      const onFrames = (n: number) => {
-        bytes += n;
-        o.onBytes?.(n);
-      };
-      const src = s.source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }, onFrames));
-      const srcDone = readyForQuery(s.source, src);
-      let firstFailure: 'source' | 'target' | undefined;
+      const read = readFor(i)!;
+      readFor(i + 1);
+      // A queued read may have failed before it was piped; then the source failed first.
+      let firstFailure: 'source' | 'target' | undefined = read.failed ? 'source' : undefined;
       // Persistent listeners: a stream may report the connection's death after the pipeline settled.
-      src.on('error', () => (firstFailure ??= 'source'));
+      read.src.on('error', () => (firstFailure ??= 'source'));
       sink.on('error', () => (firstFailure ??= 'target'));
       side = 'target';
       try {
-        await pipeline(src, sink);
+        await pipeline(read.src, sink);
       } catch (err) {
         side = firstFailure ?? 'target';
         throw err;
       }
       // The source's CommandComplete (its row count) may trail the last data byte.
       side = 'source';
-      await srcDone;
+      await read.done;
       side = 'target';
-      if (src.rowCount !== sink.rowCount) {
-        throw new OperationError(`the source sent ${src.rowCount} rows but the target received ${sink.rowCount}`);
+      if (read.src.rowCount !== sink.rowCount) {
+        throw new OperationError(`the source sent ${read.src.rowCount} rows but the target received ${sink.rowCount}`);
       }
-      done.push({ rows: sink.rowCount, bytes, started });
+      done.push({ rows: sink.rowCount, bytes: read.bytes, started: read.started });
     }
     committing = true;
     await s.target.query('COMMIT');
@@ -157,6 +162,30 @@ export async function copyParts(s: CopySession, members: readonly GroupMember[])
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** A member's source COPY, started (or queued on the session) before its target COPY. */
+interface SourceRead {
+  src: CopyToStreamQuery;
+  /** The source's ReadyForQuery after this COPY (its row count is known). */
+  done: Promise<void>;
+  /** The source stream failed (possibly before it was piped). */
+  failed: boolean;
+  bytes: number;
+  started: number;
+}
+
+function startSourceRead(source: pg.Client, { part, o }: GroupMember): SourceRead {
+  const read: SourceRead = { src: undefined as never, done: undefined as never, failed: false, bytes: 0, started: performance.now() };
+  const onFrames = (n: number) => {
+    read.bytes += n;
+    o.onBytes?.(n);
+  };
+  read.src = source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }, onFrames));
+  // Listened to from the start: a queued read may fail before it is piped (a killed session, an aborted transaction).
+  read.src.on('error', () => (read.failed = true));
+  read.done = readyForQuery(source, read.src);
+  return read;
 }
 
 /**
