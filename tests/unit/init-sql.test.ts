@@ -8,7 +8,7 @@ import { timeFilterPredicate } from '../../src/pipeline/shared/filters.js';
 import { violationQuery } from '../../src/pipeline/shared/foreign-key-check.js';
 import { estimateSeconds, ESTIMATE_BYTES_PER_SECOND_PER_JOB, type PlannedTable } from '../../src/pipeline/init/plan.js';
 import { splitRoleScript } from '../../src/pipeline/init/roles.js';
-import { exactPattern, parseToc } from '../../src/pipeline/init/schema.js';
+import { exactPattern, executableScript, parseToc } from '../../src/pipeline/init/schema.js';
 import { createDatabaseSql } from '../../src/pipeline/init/target-db.js';
 
 const fk: ForeignKey = {
@@ -37,6 +37,30 @@ describe('init helpers', () => {
       "COMMENT ON ROLE app IS 'line one;\nline two';",
       'GRANT pg_read_all_data TO app GRANTED BY postgres;',
     ]);
+  });
+
+  it('makes a pre-data script one query can run: the \\restrict pair goes, any other meta-command sends it to pg_restore', () => {
+    const script = [
+      '--', '-- PostgreSQL database dump', '--', '',
+      '\\restrict AbC123', '',
+      "SET statement_timeout = 0;", 'SET transaction_timeout = 0;', "SELECT pg_catalog.set_config('search_path', '', false);", '',
+      '--', '-- Name: t; Type: TABLE; Schema: public; Owner: o', '--', '',
+      'CREATE TABLE public.t (', '    id integer', ');', '',
+      "CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$SELECT '", 'SET transaction_timeout = 0;', "'$$;", '',
+      '\\unrestrict AbC123', '',
+    ].join('\n');
+    const for15 = executableScript(script, 15)!;
+    expect(for15).not.toMatch(/restrict/);
+    // Only the header's SET goes (a target before 17 does not know it); the function body keeps its text.
+    expect(for15.split('\n').filter((l) => l === 'SET transaction_timeout = 0;')).toEqual(['SET transaction_timeout = 0;']);
+    expect(for15).toContain('CREATE TABLE public.t (');
+    expect(executableScript(script, 17)!.split('\n').filter((l) => l === 'SET transaction_timeout = 0;')).toHaveLength(2);
+    // Without the pair (an older pg_restore) the script is taken as it is.
+    expect(executableScript('CREATE TABLE a (id int);\n', 15)).toBe('CREATE TABLE a (id int);\n');
+    // A line that psql would take as a meta-command, or a \\restrict without its \\unrestrict: left to pg_restore.
+    expect(executableScript(script.replace('CREATE TABLE public.t (', "CREATE TABLE public.t (\n\\x 'a'"), 15)).toBeNull();
+    expect(executableScript(script.replace('\\unrestrict AbC123', ''), 15)).toBeNull();
+    expect(executableScript('\\connect other\nCREATE TABLE a (id int);\n', 15)).toBeNull();
   });
 
   it('reads a pg_restore listing, multi-word kinds included', () => {

@@ -232,7 +232,7 @@ async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): P
         const exclude = await excludedRelations(x.source.conn, x.allTables, inScope);
         await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
         if (await restored) return 'already restored';
-        await restorePreData(x.target.conn, archive, toolOpts);
+        await restorePreData(x.target.conn, archive, { ...toolOpts, targetMajor: x.target.identity.major });
         faultPoint('init.pre-data');
       });
       await setPhase('data');

@@ -1,0 +1,98 @@
+/**
+ * The pre-data restore (schema.ts restorePreData): one query on the target where the script allows it,
+ * pg_restore where it does not or where that query fails, all or nothing either way.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UsageError } from '../../src/errors.js';
+import type { LocalCluster } from '../../src/local/cluster.js';
+import { dumpSchema, restorePreData } from '../../src/pipeline/init/schema.js';
+import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
+
+const { start } = useClusters();
+let src: LocalCluster;
+let tgt: LocalCluster;
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'pgferry-test-schema-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+beforeAll(async () => {
+  [src, tgt] = await Promise.all([start({ name: 'schema-src' }), start({ name: 'schema-tgt' })]);
+});
+
+const SCHEMA = `
+  CREATE TYPE mood AS ENUM ('sad', 'ok');
+  CREATE TABLE a (id int PRIMARY KEY, m mood, note text DEFAULT 'x');
+  CREATE TABLE b (id bigint GENERATED ALWAYS AS IDENTITY, a_id int REFERENCES a);
+  CREATE VIEW av AS SELECT id, m FROM a;
+  CREATE SCHEMA "Other";
+  CREATE TABLE "Other"."C c" (v jsonb);`;
+
+/** Statements the target logged for database `db` since `from` (log_statement = all). */
+async function loggedStatements(db: string, from: number): Promise<string[]> {
+  const log = (await readFile(path.join(tgt.rootDir, 'server.log'))).subarray(from).toString('utf8');
+  return log.split(/\n(?=\S)/).filter((e) => e.includes('statement: ') && e.includes(`CREATE TABLE`));
+}
+
+async function archiveOf(sql: string): Promise<{ db: string; archive: string }> {
+  const db = await createDatabase(src, uniqueDbName('schema'), sql);
+  await createDatabase(tgt, db);
+  await tgt.query(`ALTER DATABASE "${db}" SET log_statement = 'all'`);
+  const archive = path.join(tmp, `${db}.dump`);
+  await dumpSchema(src.conn(db), archive, { noOwner: false, noPrivileges: false, exclude: [] });
+  return { db, archive };
+}
+
+async function tablesOf(c: LocalCluster, db: string): Promise<string[]> {
+  const rows = await c.query<{ t: string }>(
+    `SELECT format('%I.%I(%s)', table_schema, table_name, string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position)) AS t
+       FROM information_schema.columns WHERE table_schema IN ('public', 'Other') GROUP BY table_schema, table_name ORDER BY 1`,
+    [], db,
+  );
+  return rows.map((r) => r.t);
+}
+
+describe('pre-data restore', () => {
+  it('sends the script as one query: every table, type and view of it in one statement', async () => {
+    const { db, archive } = await archiveOf(SCHEMA);
+    const from = (await stat(path.join(tgt.rootDir, 'server.log'))).size;
+    await restorePreData(tgt.conn(db), archive, { noOwner: false, noPrivileges: false, targetMajor: tgt.major });
+    expect(await tablesOf(tgt, db)).toEqual(await tablesOf(src, db));
+    expect((await tgt.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_views WHERE viewname = 'av'`, [], db))[0]!.n).toBe(1);
+    const creates = await loggedStatements(db, from);
+    expect(creates).toHaveLength(1);
+    expect(creates[0]!.match(/CREATE TABLE/g)).toHaveLength(3);
+  });
+
+  it('leaves a script with a line psql would take as a meta-command to pg_restore, which restores it the same', async () => {
+    // A string literal in a function body whose second line starts with a backslash.
+    const { db, archive } = await archiveOf(`${SCHEMA}\nCREATE FUNCTION f() RETURNS text LANGUAGE sql AS $f$SELECT 'a\n\\b'::text$f$;`);
+    const from = (await stat(path.join(tgt.rootDir, 'server.log'))).size;
+    await restorePreData(tgt.conn(db), archive, { noOwner: false, noPrivileges: false, targetMajor: tgt.major });
+    expect(await tablesOf(tgt, db)).toEqual(await tablesOf(src, db));
+    expect((await tgt.query<{ v: string }>('SELECT f() AS v', [], db))[0]!.v).toBe('a\n\\b');
+    // pg_restore sends one statement per item.
+    expect(await loggedStatements(db, from)).toHaveLength(3);
+  });
+
+  it('a script that fails leaves nothing behind, and the error is pg_restore\'s, with the hint for a missing role', async () => {
+    const role = `schema_owner_${Date.now()}`;
+    await src.query(`CREATE ROLE ${role}`);
+    const { db, archive } = await archiveOf(`${SCHEMA}\nCREATE TABLE owned (id int); ALTER TABLE owned OWNER TO ${role};`);
+    const from = (await stat(path.join(tgt.rootDir, 'server.log'))).size;
+    const err = await restorePreData(tgt.conn(db), archive, { noOwner: false, noPrivileges: false, targetMajor: tgt.major }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as Error).message).toMatch(new RegExp(`role "${role}" does not exist`));
+    expect((err as UsageError).hint).toMatch(/--no-owner/);
+    expect(await tablesOf(tgt, db)).toEqual([]);
+    // Tried as one query first, then by pg_restore (--single-transaction, so that too rolled back).
+    const creates = await loggedStatements(db, from);
+    expect(creates[0]!.match(/CREATE TABLE/g)!.length).toBeGreaterThan(1);
+    expect(creates.length).toBeGreaterThan(1);
+    // With --no-owner it goes through, as one query.
+    await restorePreData(tgt.conn(db), archive, { noOwner: true, noPrivileges: false, targetMajor: tgt.major });
+    expect(await tablesOf(tgt, db)).toEqual(await tablesOf(src, db));
+  });
+});
