@@ -52,6 +52,7 @@ const { values: args } = parseArgs({
     data: { type: 'string', default: 'shared' },
     shape: { type: 'string', multiple: true },
     pin: { type: 'boolean', default: false },
+    latency: { type: 'string', default: '0' },
     'skip-warmup': { type: 'boolean', default: false },
     'wait-quiet': { type: 'string', default: '120' },
     'pgferry-args': { type: 'string', default: '' },
@@ -68,6 +69,8 @@ if (args.help) {
   console.log(`usage: init-bench.sh [--scale S] [--rounds N] [--jobs J] [--only pgferry,pgdump,pgcopydb] [--pin] [--skip-warmup] [--data shared|shapes [--shape NAME…]]
        init-bench.sh --rss-check [--scale S] [--grow F]
          --pin: source server on CPU 0, target server on CPU 1, clients anywhere (a model of two separate servers)
+         --latency MS: every contender reaches both servers through a relay that delays each direction by MS
+                       whole milliseconds (latency-relay.mjs; a network between the client and the servers)
          --pgferry-args="FLAGS": extra flags for pgferry init (e.g. --pgferry-args="--split-tables-larger-than 256MB")
          --dist DIR: the build to measure (default: this repository's dist/), e.g. another branch's
          --wait-quiet S: before each run, wait up to S seconds (120; 0: never) until other processes use < 0.3 core
@@ -82,6 +85,11 @@ const jobs = Number(args.jobs);
 const growFactor = Number(args.grow);
 const sampleMs = Number(args['sample-ms']);
 const waitQuiet = Number(args['wait-quiet']);
+const latencyMs = Number(args.latency);
+if (!(latencyMs === 0 || (Number.isInteger(latencyMs) && latencyMs >= 1))) {
+  console.error('--latency must be 0 or a whole number of milliseconds');
+  process.exit(2);
+}
 for (const [flag, v] of [['--scale', scale], ['--rounds', rounds], ['--jobs', jobs], ['--grow', growFactor], ['--sample-ms', sampleMs]]) {
   if (!(v > 0)) {
     console.error(`${flag} must be a positive number`);
@@ -268,6 +276,7 @@ function cleanup() {
         // already gone
       }
     }
+    for (const r of relays) r.kill();
     await Promise.allSettled(clusters.map((c) => c.stop()));
     rmSync(work, { recursive: true, force: true });
   })();
@@ -288,6 +297,28 @@ async function client(cluster, db) {
   c.on('error', () => {});
   await c.connect();
   return c;
+}
+
+const relays = [];
+
+/**
+ * --latency: how the contenders reach a cluster — through a relay of its own (latency-relay.mjs, a
+ * child process, so its CPU counts as "others", not as any contender's) — or the cluster itself.
+ * Only host, port, password and url() are used by the contenders; CPU is still read from the cluster.
+ */
+async function reachable(cluster) {
+  if (!latencyMs) return cluster;
+  const child = spawn(process.execPath, [path.join(root, 'scripts/bench/latency-relay.mjs'), String(cluster.port), String(latencyMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  relays.push(child);
+  const port = await new Promise((resolve, reject) => {
+    child.stdout.once('data', (b) => resolve(Number(String(b).trim())));
+    child.once('exit', (code) => reject(new Error(`latency relay exited (${code})`)));
+  });
+  const host = '127.0.0.1';
+  return {
+    host, port, password: cluster.password,
+    url: (db) => `postgresql://postgres:${encodeURIComponent(cluster.password)}@${host}:${port}/${db}?sslmode=disable`,
+  };
 }
 
 /** Password file for the client tools; the password never appears in argv or the environment. */
@@ -390,8 +421,8 @@ async function runPgferry(ctx) {
   chmodSync(dir, 0o700);
   const sf = path.join(dir, 'source.conn');
   const tf = path.join(dir, 'target.conn');
-  writeFileSync(sf, ctx.src.url(ctx.db), { mode: 0o600 });
-  writeFileSync(tf, ctx.tgt.url(ctx.targetDb), { mode: 0o600 });
+  writeFileSync(sf, ctx.srcConn.url(ctx.db), { mode: 0o600 });
+  writeFileSync(tf, ctx.tgtConn.url(ctx.targetDb), { mode: 0o600 });
   const r = await runStep(
     'pgferry',
     process.execPath,
@@ -414,12 +445,12 @@ async function runPgdump(ctx) {
   const dir = mkdtempSync(path.join(work, 'dump-'));
   const env = childEnv({ PGPASSFILE: ctx.passfile });
   const conn = (c, db) => ['-h', c.host, '-p', String(c.port), '-U', 'postgres', '-d', db];
-  const dump = await runStep('pg_dump', path.join(pgBin, 'pg_dump'), ['-Fd', `-j${jobs}`, '-Z0', '-f', path.join(dir, 'd'), ...conn(ctx.src, ctx.db)], {
+  const dump = await runStep('pg_dump', path.join(pgBin, 'pg_dump'), ['-Fd', `-j${jobs}`, '-Z0', '-f', path.join(dir, 'd'), ...conn(ctx.srcConn, ctx.db)], {
     env, logFile: ctx.logFile, src: ctx.src, tgt: ctx.tgt,
   });
   let restore;
   if (dump.code === 0) {
-    restore = await runStep('pg_restore', path.join(pgBin, 'pg_restore'), [`-j${jobs}`, ...conn(ctx.tgt, ctx.targetDb), path.join(dir, 'd')], {
+    restore = await runStep('pg_restore', path.join(pgBin, 'pg_restore'), [`-j${jobs}`, ...conn(ctx.tgtConn, ctx.targetDb), path.join(dir, 'd')], {
       env, logFile: ctx.logFile, src: ctx.src, tgt: ctx.tgt,
     });
   }
@@ -443,7 +474,7 @@ async function runPgcopydb(ctx) {
   const r = await runStep(
     'pgcopydb',
     pgcopydbPath,
-    ['clone', '--source', url(ctx.src, ctx.db), '--target', url(ctx.tgt, ctx.targetDb), '--table-jobs', String(jobs), '--index-jobs', String(jobs), '--dir', path.join(dir, 'w')],
+    ['clone', '--source', url(ctx.srcConn, ctx.db), '--target', url(ctx.tgtConn, ctx.targetDb), '--table-jobs', String(jobs), '--index-jobs', String(jobs), '--dir', path.join(dir, 'w')],
     { env: childEnv({ PGPASSFILE: ctx.passfile, TMPDIR: dir, XDG_DATA_HOME: dir }), logFile: ctx.logFile, src: ctx.src, tgt: ctx.tgt },
   );
   rmSync(dir, { recursive: true, force: true });
@@ -633,11 +664,12 @@ async function shapesMain(src, tgt, info) {
     pinCluster(tgt, 1);
     log('pinned: source cluster on CPU 0, target cluster on CPU 1');
   }
-  const passfile = writePassfile([src, tgt]);
+  const [srcConn, tgtConn] = await Promise.all([reachable(src), reachable(tgt)]);
+  const passfile = writePassfile([srcConn, tgtConn]);
   const logFile = path.join(logDir, 'runs.log');
   const results = [];
   for (const name of picked) {
-    const ctx = { src, tgt, passfile, logFile, db: dbs[name].db, sourceInventory: await inventory(src, dbs[name].db) };
+    const ctx = { src, tgt, srcConn, tgtConn, passfile, logFile, db: dbs[name].db, sourceInventory: await inventory(src, dbs[name].db) };
     if (!args['skip-warmup']) await oneRun(ctx, contenders.includes('pgdump') ? 'pgdump' : contenders[0], `${name} warm-up`);
     for (let round = 0; round < rounds; round++) {
       const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]);
@@ -647,7 +679,7 @@ async function shapesMain(src, tgt, info) {
   const of = (shape, c) => results.filter((r) => r.shape === shape && r.name === c);
   const cpu = (rs) => ['client', 'source', 'target'].map((k) => f2(median(rs.map((r) => r.cpu[k])))).join(' / ');
   const lines = [
-    `\npgferry init by data shape — scale ${scale}, ${rounds} round${rounds > 1 ? 's' : ''}, jobs ${jobs}${args.pin ? ', source on CPU 0 and target on CPU 1 (--pin)' : ''}; ${info.date}`,
+    `\npgferry init by data shape — scale ${scale}, ${rounds} round${rounds > 1 ? 's' : ''}, jobs ${jobs}${args.pin ? ', source on CPU 0 and target on CPU 1 (--pin)' : ''}${latencyMs ? `, ${latencyMs} ms each way to both servers (--latency)` : ''}; ${info.date}`,
     `  ${info.machine}; PostgreSQL ${info.postgres}; ${info.pg_dump}; node ${info.node}; pgferry ${info.pgferry}`,
     `  load average at the start of each run: ${results.map((r) => r.load.toFixed(1)).join(' ')}`,
     '',
@@ -687,9 +719,10 @@ async function main() {
   const rows = await generate(connect, scale, { log: (m) => log(`generate: ${m}`) });
   const size = Number((await src.query(`SELECT pg_database_size('${DB}') AS b`))[0].b);
   log(`generated ${mb(size)} MB in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-  const passfile = writePassfile([src, tgt]);
+  const [srcConn, tgtConn] = await Promise.all([reachable(src), reachable(tgt)]);
+  const passfile = writePassfile([srcConn, tgtConn]);
   const logFile = path.join(logDir, 'runs.log');
-  const ctx = { src, tgt, passfile, logFile, db: DB, sourceInventory: await inventory(src, DB) };
+  const ctx = { src, tgt, srcConn, tgtConn, passfile, logFile, db: DB, sourceInventory: await inventory(src, DB) };
   const results = [];
   if (args.pin) {
     if (os.cpus().length < 2) throw new Error('--pin needs at least 2 CPUs');
@@ -748,7 +781,7 @@ async function main() {
   const by = (name) => results.filter((r) => r.name === name);
   const med = (name, fn) => median(by(name).map(fn));
   const lines = [
-    `\npgferry init benchmark — scale ${scale} (${mb(size)} MB), ${rounds} round${rounds > 1 ? 's' : ''}, jobs ${jobs}${args.pin ? ', source on CPU 0 and target on CPU 1 (--pin)' : ''}; ${info.date}`,
+    `\npgferry init benchmark — scale ${scale} (${mb(size)} MB), ${rounds} round${rounds > 1 ? 's' : ''}, jobs ${jobs}${args.pin ? ', source on CPU 0 and target on CPU 1 (--pin)' : ''}${latencyMs ? `, ${latencyMs} ms each way to both servers (--latency)` : ''}; ${info.date}`,
     `  ${info.machine}; PostgreSQL ${info.postgres}; ${info.pg_dump}; ${info.pgcopydb}; node ${info.node}; pgferry ${info.pgferry}`,
     `  load average at the start of each run: ${results.map((r) => r.load.toFixed(1)).join(' ')}`,
     '',
