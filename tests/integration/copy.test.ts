@@ -337,6 +337,20 @@ describe('copy engine (15 → 17)', () => {
     expect(await copyBackends(tgt)).toBe(0);
   });
 
+  it('a snapshot that is gone stops the copy before any row, and neither side keeps a session (both open at once)', async () => {
+    const { s, t } = await pair('CREATE TABLE a (id int PRIMARY KEY)', 'CREATE TABLE a (id int PRIMARY KEY)');
+    await src.query('INSERT INTO a SELECT generate_series(1, 10)', undefined, s.dbname);
+    const h = await exportSnapshot(s);
+    const tables = await scopeTables(s);
+    const snapshot = h.snapshot;
+    await h.release();
+    const err = await copyTables({ source: s, target: t, snapshot, jobs: 2, sourceMajor: src.major, targetMajor: tgt.major, tables: [input(tables, 'a')] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OperationError);
+    expect((err as Error).message).toMatch(new RegExp(`cannot import snapshot ${snapshot} on the source: the connection that exported it is gone`));
+    expect(await eventually(async () => (await copyBackends(src)) === 0 && (await copyBackends(tgt)) === 0)).toBe(true);
+    expect(await targetRows(t, 'a')).toEqual([]);
+  });
+
   it('splits by CTID and by integer key: the parts together are exactly the table, under concurrent writes', async () => {
     const ddl = 'CREATE TABLE big (id int PRIMARY KEY, v text)';
     // No key on the target: a row copied twice would show up in the comparison.

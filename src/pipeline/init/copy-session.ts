@@ -66,15 +66,44 @@ export function isSessionBroken(s: CopySession): boolean {
  * A part is recorded done once its COMMIT returns, so that COMMIT must survive
  * a crash of the target: where the server runs with synchronous_commit = off,
  * this session flushes its commits locally (a stricter setting is left as it is).
+ * One round trip: the setting is changed only where it reads off.
  */
 async function durableCommits(target: pg.Client): Promise<void> {
-  const { rows } = await target.query<{ v: string }>("SELECT current_setting('synchronous_commit') AS v");
-  if (rows[0]?.v === 'off') await target.query('SET synchronous_commit = local');
+  await target.query("SELECT set_config('synchronous_commit', 'local', false) WHERE current_setting('synchronous_commit') = 'off'");
+}
+
+/** The source side of a worker: a transaction under the exported snapshot, BEGIN and the import in one round trip. */
+async function openSource(source: ResolvedConnInfo, snapshot: string): Promise<pg.Client> {
+  const src = await connect(source, {
+    label: 'the source',
+    applicationName: COPY_APPLICATION_NAME,
+    settings: { ...COMMON_SETTINGS, row_security: 'off' },
+  });
+  try {
+    await src.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot)}`);
+  } catch (err) {
+    await src.end().catch(() => {});
+    // The snapshot lives only as long as the connection that exported it: a dropped connection or a restart ends it.
+    throw operationError(err, `cannot import snapshot ${snapshot} on the source: the connection that exported it is gone (dropped, or the server restarted); run init again to resume`);
+  }
+  return src;
+}
+
+async function openTarget(target: ResolvedConnInfo): Promise<pg.Client> {
+  const tgt = await connect(target, { label: 'the target', applicationName: COPY_APPLICATION_NAME, settings: COMMON_SETTINGS });
+  try {
+    await durableCommits(tgt);
+  } catch (err) {
+    await tgt.end().catch(() => {});
+    throw err;
+  }
+  return tgt;
 }
 
 /**
  * Open a worker's connection pair and import the snapshot on the source.
  * The exporting transaction (or replication connection) must still be open.
+ * Both sides open at once: over a network each is a few round trips.
  */
 export async function openCopySession(
   source: ResolvedConnInfo,
@@ -82,26 +111,13 @@ export async function openCopySession(
   snapshot: string,
 ): Promise<OpenedCopySession> {
   assertSnapshotId(snapshot);
-  const src = await connect(source, {
-    label: 'the source',
-    applicationName: COPY_APPLICATION_NAME,
-    settings: { ...COMMON_SETTINGS, row_security: 'off' },
-  });
-  let tgt: pg.Client | undefined;
-  try {
-    await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    try {
-      await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot)}`);
-    } catch (err) {
-      // The snapshot lives only as long as the connection that exported it: a dropped connection or a restart ends it.
-      throw operationError(err, `cannot import snapshot ${snapshot} on the source: the connection that exported it is gone (dropped, or the server restarted); run init again to resume`);
-    }
-    tgt = await connect(target, { label: 'the target', applicationName: COPY_APPLICATION_NAME, settings: COMMON_SETTINGS });
-    await durableCommits(tgt);
-  } catch (err) {
-    await Promise.all([src.end().catch(() => {}), tgt?.end().catch(() => {})]);
-    throw err;
+  const [s, t] = await Promise.allSettled([openSource(source, snapshot), openTarget(target)]);
+  if (s.status === 'rejected' || t.status === 'rejected') {
+    await Promise.all([s, t].map((r) => (r.status === 'fulfilled' ? r.value.end().catch(() => {}) : undefined)));
+    throw s.status === 'rejected' ? s.reason : (t as PromiseRejectedResult).reason;
   }
+  const src = s.value;
+  const tgt = t.value;
   const session: OpenedCopySession = {
     source: src,
     target: tgt,
