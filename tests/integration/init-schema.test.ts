@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
-import { dumpSchema, restorePreData } from '../../src/pipeline/init/schema.js';
+import { dumpSchema, listPostData, restoreEntries, restorePreData, restoreScripted, type TocEntry } from '../../src/pipeline/init/schema.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 
 const { start } = useClusters();
@@ -54,6 +54,14 @@ async function tablesOf(c: LocalCluster, db: string): Promise<string[]> {
   return rows.map((r) => r.t);
 }
 
+/** Statements logged for `db` since `from` that contain `text`. */
+async function loggedWith(from: number, text: string): Promise<string[]> {
+  const log = (await readFile(path.join(tgt.rootDir, 'server.log'))).subarray(from).toString('utf8');
+  return log.split(/\n(?=\S)/).filter((e) => e.includes('statement: ') && e.includes(text));
+}
+
+const logSize = async () => (await stat(path.join(tgt.rootDir, 'server.log'))).size;
+
 describe('pre-data restore', () => {
   it('sends the script as one query: every table, type and view of it in one statement', async () => {
     const { db, archive } = await archiveOf(SCHEMA);
@@ -94,5 +102,38 @@ describe('pre-data restore', () => {
     // With --no-owner it goes through, as one query.
     await restorePreData(tgt.conn(db), archive, { noOwner: true, noPrivileges: false, targetMajor: tgt.major });
     expect(await tablesOf(tgt, db)).toEqual(await tablesOf(src, db));
+  });
+});
+
+describe('post-data items as scripts', () => {
+  it('builds each bin in one query; a run that fails is rolled back whole and left to pg_restore, which names the item', async () => {
+    const tables = Array.from({ length: 6 }, (_, i) => `t${i}`);
+    const { db, archive } = await archiveOf(
+      tables.map((t) => `CREATE TABLE ${t} (id int PRIMARY KEY, v int UNIQUE); CREATE INDEX ${t}_v_id ON ${t} (v, id); INSERT INTO ${t} SELECT g, g FROM generate_series(1, 100) g;`).join('\n'),
+    );
+    const o = { noOwner: false, noPrivileges: false, targetMajor: tgt.major };
+    await restorePreData(tgt.conn(db), archive, o);
+    // The target's t4 holds a duplicate of v: its UNIQUE constraint cannot be built there.
+    await tgt.query(tables.map((t) => `INSERT INTO ${t} SELECT g, ${t === 't4' ? '1' : 'g'} FROM generate_series(1, 100) g;`).join('\n'), [], db);
+    const entries = await listPostData(archive, o);
+    expect(entries).toHaveLength(18);
+    const ofTable = (t: string) => entries.filter((e: TocEntry) => e.line.includes(` ${t}_`)); // its constraints and indexes
+    const bins = [['t0', 't2', 't4'].flatMap(ofTable), ['t1', 't3', 't5'].flatMap(ofTable)];
+    const from = await logSize();
+    const left = await restoreScripted(tgt.conn(db), archive, bins, path.join(tmp, `${db}.scripts`), o);
+    // Each bin went as one statement (the first failed on t4) and left all of its nine items, t0's and t2's too.
+    expect((await loggedWith(from, 'ADD CONSTRAINT')).map((e) => e.match(/ADD CONSTRAINT/g)!.length)).toEqual([6, 6]);
+    expect(left.map((e) => e.dumpId).sort()).toEqual(bins[0]!.map((e) => e.dumpId).sort());
+    const indexes = async () => (await tgt.query<{ n: string }>(`SELECT indexname AS n FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1`, [], db)).map((r) => r.n);
+    expect(await indexes()).toEqual(['t1_pkey', 't1_v_id', 't1_v_key', 't3_pkey', 't3_v_id', 't3_v_key', 't5_pkey', 't5_v_id', 't5_v_key']);
+    // pg_restore, given the failing item, names it.
+    const unique = left.filter((e) => / t4 t4_v_key /.test(e.line));
+    expect(unique).toHaveLength(1);
+    const err = await restoreEntries(tgt.conn(db), archive, unique, path.join(tmp, `${db}.left.list`), 1, o, 'indexes and constraints').catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/could not create unique index "t4_v_key"/);
+    // With the duplicate gone, what was left builds.
+    await tgt.query(`UPDATE t4 SET v = id`, [], db);
+    expect(await restoreScripted(tgt.conn(db), archive, [left], path.join(tmp, `${db}.again`), o)).toEqual([]);
+    expect(await indexes()).toHaveLength(18);
   });
 });

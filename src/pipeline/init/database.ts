@@ -43,7 +43,7 @@ import { createForeignKeys, fkKey } from './constraints.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
 import {
-  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, stopStrayRestores, type SchemaToolOptions, type TocEntry,
+  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, restoreScripted, stopStrayRestores, type SchemaToolOptions, type TocEntry,
 } from './schema.js';
 import { createBudget, type Budget } from './budget.js';
 import { DEFAULT_SPLIT_THRESHOLD_BYTES, type TablePart } from './parts.js';
@@ -767,6 +767,36 @@ async function withClients<T>(x: DatabaseRunContext, fn: (source: pg.Client, tar
   }
 }
 
+/**
+ * The own items (indexes, key and check constraints) of the plain tables below the size whose items
+ * are built during the copy, built as SQL scripts (restoreScripted): one session per job, the tables
+ * spread over them by size. Returns the dump ids built; the rest is left to pg_restore.
+ */
+async function buildAsScripts(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions, entries: TocEntry[], listPrefix: string): Promise<Set<number>> {
+  const small = x.tables.filter((t) => t.relkind === 'r' && t.bytes < EARLY_POST_DATA_MIN_BYTES);
+  const units = earlyUnits(small, 0, x.target.identity.major);
+  if (!units.length || !entries.length) return new Set();
+  const own = await withClient(x.source.conn, (s) => ownPostDataItems(s, entries, units), { label: 'the source' });
+  if (!own.size) return new Set();
+  const bytes = new Map(small.map((t) => [tableKey(t.schema, t.name), t.bytes]));
+  // Largest first onto the lightest bin; a table's items stay together (they lock the same table).
+  const bins = Array.from({ length: Math.max(1, x.options.jobs) }, () => ({ bytes: 0, items: [] as TocEntry[] }));
+  for (const [key, items] of [...own].sort((a, b) => (bytes.get(b[0]) ?? 0) - (bytes.get(a[0]) ?? 0))) {
+    const bin = bins.reduce((m, b) => (b.bytes < m.bytes ? b : m));
+    bin.bytes += (bytes.get(key) ?? 0) + 1;
+    bin.items.push(...items);
+  }
+  const opts = { ...toolOpts, targetMajor: x.target.identity.major };
+  let left = await restoreScripted(x.target.conn, archive, bins.map((b) => b.items), listPrefix, opts);
+  // A script whose outcome is unknown (the connection failed around its COMMIT) may have built its items.
+  if (left.length) {
+    const present = await withPresentPostData(x, left, (_s, p) => Promise.resolve(p));
+    left = left.filter((e) => !present.has(e.dumpId));
+  }
+  const leftIds = new Set(left.map((e) => e.dumpId));
+  return new Set([...own.values()].flat().map((e) => e.dumpId).filter((id) => !leftIds.has(id)));
+}
+
 async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions, entries: TocEntry[]): Promise<string> {
   const { d, options: o } = x;
   const present = await withPresentPostData(x, entries, (_s, p) => Promise.resolve(p));
@@ -777,7 +807,9 @@ async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts:
   const isLate = (desc: string) => desc === 'COMMENT' || desc === 'SECURITY LABEL';
   const work = statePaths(o.stateDir).work;
   const base = encodeURIComponent(d.sourceDatabase);
-  await restoreEntries(x.target.conn, archive, todo.filter((e) => !isFk(e.desc) && !isLate(e.desc)), path.join(work, `${base}.post-data.list`), o.jobs, toolOpts, 'indexes and constraints');
+  const pass1 = todo.filter((e) => !isFk(e.desc) && !isLate(e.desc));
+  const scripted = await buildAsScripts(x, archive, toolOpts, pass1, path.join(work, `${base}.post-data.script`));
+  await restoreEntries(x.target.conn, archive, pass1.filter((e) => !scripted.has(e.dumpId)), path.join(work, `${base}.post-data.list`), o.jobs, toolOpts, 'indexes and constraints');
   faultPoint('init.post-data');
 
   const fkOids = new Set(entries.filter((e) => isFk(e.desc)).map((e) => e.oid));

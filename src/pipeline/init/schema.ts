@@ -142,9 +142,12 @@ const SCRIPT_MAX_CHARS = 64 * 1024 ** 2;
  * `\restrict` pair that pg_restore 15.14+ puts around its output) or too large.
  */
 export async function preDataScript(file: string, o: SchemaToolOptions & { targetMajor: number }): Promise<string | null> {
-  const { stdout } = await runTool('pg_restore', ['--section=pre-data', ...restoreArgs(o), '--file=-', file], {
-    pgBinDir: o.pgBinDir, signal: o.signal, label: 'pg_restore of the schema (pre-data) as SQL',
-  });
+  return archiveScript(file, ['--section=pre-data'], o, 'pg_restore of the schema (pre-data) as SQL');
+}
+
+/** Part of an archive as SQL, ready to run as one query (executableScript), or null. */
+async function archiveScript(file: string, select: string[], o: SchemaToolOptions & { targetMajor: number }, label: string): Promise<string | null> {
+  const { stdout } = await runTool('pg_restore', [...select, ...restoreArgs(o), '--file=-', file], { pgBinDir: o.pgBinDir, signal: o.signal, label });
   return executableScript(stdout, o.targetMajor);
 }
 
@@ -204,21 +207,87 @@ export async function restorePreData(conn: ResolvedConnInfo, file: string, o: Sc
   }
 }
 
-/** One simple query on a session of its own, with pg_restore's session settings (durableRestoreEnv). */
+/** One simple query on a session of its own (scriptSession). */
 async function runScript(conn: ResolvedConnInfo, script: string, o: SchemaToolOptions & { targetMajor: number }): Promise<void> {
+  await withScriptSession(conn, o, (run) => run(script));
+}
+
+/**
+ * A target session with pg_restore's session settings (durableRestoreEnv), no timeouts, and its
+ * application_name, so that a run after a crash finds and stops it (stopStrayRestores). `run`
+ * sends a script as one simple query; an interrupt closes the socket, and the server rolls the
+ * script back once it notices. The session is not handed on: scripts change its search_path.
+ */
+async function withScriptSession<T>(
+  conn: ResolvedConnInfo,
+  o: SchemaToolOptions & { targetMajor: number },
+  fn: (run: (script: string) => Promise<void>) => Promise<T>,
+): Promise<T> {
   const settings: Record<string, string> = { synchronous_commit: 'local', statement_timeout: '0', lock_timeout: '0' };
   if (o.targetMajor >= 17) settings.transaction_timeout = '0';
   const session = await acquireClient(conn, { applicationName: RESTORE_APPLICATION_NAME, settings, label: 'the target' });
-  // Closing the socket is how an interrupt stops the statement: the server rolls back once it notices.
   const onAbort = () => session.client.connection.stream.destroy();
   o.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    await session.client.query(script);
+    return await fn(async (script) => {
+      await session.client.query(script);
+    });
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
-    // Not handed on: the script changed the session's search_path and other settings.
     await session.release(false);
   }
+}
+
+/** Items per script of restoreScripted: one transaction each, whose locks (a few per item) must fit the lock table. */
+export const SCRIPT_ITEMS = 200;
+
+/**
+ * Build post-data items as SQL scripts: one target session per bin, the bins at once, and each
+ * run of up to SCRIPT_ITEMS items of a bin one query (one transaction). For items that need
+ * nothing else built first and touch one table each (indexes and key, check and exclusion
+ * constraints of plain tables), kept in one bin per table: pg_restore --jobs sends each item
+ * as a statement of its own and waits for it, which over a network is a round trip per index.
+ *
+ * Returns what is left to pg_restore: the items of a run that could not be made one query or
+ * whose query failed (rolled back whole), and every later run of its bin. pg_restore then
+ * builds them, or reports the failing item in its own words.
+ */
+export async function restoreScripted(
+  conn: ResolvedConnInfo,
+  file: string,
+  bins: TocEntry[][],
+  listPrefix: string,
+  o: SchemaToolOptions & { targetMajor: number },
+): Promise<TocEntry[]> {
+  const left = await Promise.all(
+    bins.filter((b) => b.length).map(async (bin, b) => {
+      const runs: TocEntry[][] = [];
+      for (let i = 0; i < bin.length; i += SCRIPT_ITEMS) runs.push(bin.slice(i, i + SCRIPT_ITEMS));
+      try {
+        return await withScriptSession(conn, o, async (run) => {
+          for (const [r, items] of runs.entries()) {
+            const listFile = `${listPrefix}.${b + 1}.${r + 1}.list`;
+            await writeFile(listFile, items.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
+            const script = await archiveScript(file, [`--use-list=${listFile}`], o, 'pg_restore of post-data items as SQL').catch(() => null);
+            try {
+              if (script === null) return runs.slice(r).flat();
+              await run(script);
+            } catch (err) {
+              if (o.signal?.aborted) throw err;
+              return runs.slice(r).flat();
+            } finally {
+              await rm(listFile, { force: true });
+            }
+          }
+          return [];
+        });
+      } catch (err) {
+        if (o.signal?.aborted) throw err;
+        return bin; // no session: pg_restore reports why, with the items it builds
+      }
+    }),
+  );
+  return left.flat();
 }
 
 export interface TocEntry {
