@@ -7,9 +7,10 @@
  *
  *   pass 0  during the copy, each table's own indexes and constraints as soon
  *           as its data is in (table-post-data.ts);
- *   pass 1  pg_restore -j N of every other post-data item except foreign keys
- *           and comments (what pass 0 left, triggers, rules, policies,
- *           materialized view data …);
+ *   pass 1  every other post-data item except foreign keys and comments (what
+ *           pass 0 left, triggers, rules, policies, materialized view data …):
+ *           the own items of small tables as SQL scripts on N sessions
+ *           (restoreScripted), the rest with pg_restore -j N;
  *   pass 2  foreign keys, created by pgferry itself (constraints.ts) so that a
  *           key can be made NOT VALID where the scope asks for it;
  *   pass 3  comments and security labels of post-data objects.
