@@ -240,7 +240,7 @@ async function withScriptSession<T>(
 }
 
 /** Items per script of restoreScripted: one transaction each, whose locks (a few per item) must fit the lock table. */
-export const SCRIPT_ITEMS = 200;
+const SCRIPT_ITEMS = 200;
 
 /**
  * Build post-data items as SQL scripts: one target session per bin, the bins at once, and each
