@@ -136,4 +136,19 @@ describe('post-data items as scripts', () => {
     expect(await restoreScripted(tgt.conn(db), archive, [left], path.join(tmp, `${db}.again`), o)).toEqual([]);
     expect(await indexes()).toHaveLength(18);
   });
+
+  it('splits a bin into runs of at most 200 items, one transaction each', async () => {
+    const { db, archive } = await archiveOf(
+      `CREATE TABLE wide (id int PRIMARY KEY, v int); ${Array.from({ length: 249 }, (_, i) => `CREATE INDEX wide_${i} ON wide (v);`).join(' ')}`,
+    );
+    const o = { noOwner: false, noPrivileges: false, targetMajor: tgt.major };
+    await restorePreData(tgt.conn(db), archive, o);
+    const entries = await listPostData(archive, o);
+    expect(entries).toHaveLength(250);
+    const from = await logSize();
+    expect(await restoreScripted(tgt.conn(db), archive, [entries], path.join(tmp, `${db}.runs`), o)).toEqual([]);
+    const runs = (await loggedWith(from, 'CREATE INDEX')).map((e) => (e.match(/CREATE INDEX/g) ?? []).length + (e.match(/ADD CONSTRAINT/g) ?? []).length);
+    expect(runs).toEqual([200, 50]);
+    expect((await tgt.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'wide'`, [], db))[0]!.n).toBe(250);
+  });
 });
