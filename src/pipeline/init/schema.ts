@@ -134,7 +134,7 @@ export async function stopStrayRestores(target: pg.Client, timeoutMs = 30_000): 
   return rows[0]!.n;
 }
 
-/** A pre-data script larger than this is left to pg_restore (it is held in memory and sent as one message). */
+/** A script larger than this is left to pg_restore (it is held in memory and sent as one message). */
 const SCRIPT_MAX_CHARS = 64 * 1024 ** 2;
 
 /**
@@ -186,7 +186,7 @@ export function executableScript(text: string, targetMajor: number): string | nu
  * item in its own words (the failed attempt left nothing behind).
  */
 export async function restorePreData(conn: ResolvedConnInfo, file: string, o: SchemaToolOptions & { targetMajor: number }): Promise<void> {
-  const script = await preDataScript(file, o).catch(() => null);
+  const script = await preDataScript(file, o).catch((err: unknown) => unlessInterrupted(err, o.signal));
   if (script !== null) {
     try {
       await runScript(conn, script, o);
@@ -208,7 +208,13 @@ export async function restorePreData(conn: ResolvedConnInfo, file: string, o: Sc
   }
 }
 
-/** One simple query on a session of its own (scriptSession). */
+/** A script that could not be written is left to pg_restore, unless the run is being interrupted. */
+function unlessInterrupted(err: unknown, signal: AbortSignal | undefined): null {
+  if (signal?.aborted) throw err;
+  return null;
+}
+
+/** One simple query on a session of its own (withScriptSession). */
 async function runScript(conn: ResolvedConnInfo, script: string, o: SchemaToolOptions & { targetMajor: number }): Promise<void> {
   await withScriptSession(conn, o, (run) => run(script));
 }
@@ -269,7 +275,9 @@ export async function restoreScripted(
           for (const [r, items] of runs.entries()) {
             const listFile = `${listPrefix}.${b + 1}.${r + 1}.list`;
             await writeFile(listFile, items.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
-            const script = await archiveScript(file, [`--use-list=${listFile}`], o, 'pg_restore of post-data items as SQL').catch(() => null);
+            const script = await archiveScript(file, [`--use-list=${listFile}`], o, 'pg_restore of post-data items as SQL').catch((err: unknown) =>
+              unlessInterrupted(err, o.signal),
+            );
             try {
               if (script === null) return runs.slice(r).flat();
               await run(script);
