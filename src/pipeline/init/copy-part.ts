@@ -171,20 +171,22 @@ interface SourceRead {
   done: Promise<void>;
   /** The source stream failed (possibly before it was piped). */
   failed: boolean;
-  bytes: number;
+  readonly bytes: number;
   started: number;
 }
 
 function startSourceRead(source: pg.Client, { part, o }: GroupMember): SourceRead {
-  const read: SourceRead = { src: undefined as never, done: undefined as never, failed: false, bytes: 0, started: performance.now() };
-  const onFrames = (n: number) => {
-    read.bytes += n;
-    o.onBytes?.(n);
-  };
-  read.src = source.query(copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }, onFrames));
+  const started = performance.now();
+  let bytes = 0;
+  const src = source.query(
+    copyOutFrames(copyOutSql(part.relation, o.columns, o.format, o.filter, part.range, o.select), { highWaterMark: HIGH_WATER_MARK }, (n) => {
+      bytes += n;
+      o.onBytes?.(n);
+    }),
+  );
+  const read: SourceRead = { src, done: readyForQuery(source, src), failed: false, started, get bytes() { return bytes; } };
   // Listened to from the start: a queued read may fail before it is piped (a killed session, an aborted transaction).
-  read.src.on('error', () => (read.failed = true));
-  read.done = readyForQuery(source, read.src);
+  src.on('error', () => (read.failed = true));
   return read;
 }
 

@@ -106,8 +106,11 @@ export const RESTORE_APPLICATION_NAME = 'pgferry_restore';
  * on a target running with it off: init records a restored schema as done, and
  * a crash must not take back what the state file says exists.
  */
+const RESTORE_SETTINGS: Readonly<Record<string, string>> = { synchronous_commit: 'local' };
+
 function durableRestoreEnv(): Record<string, string> {
-  return { PGOPTIONS: `${process.env.PGOPTIONS ?? ''} -c synchronous_commit=local`.trim(), PGAPPNAME: RESTORE_APPLICATION_NAME };
+  const options = Object.entries(RESTORE_SETTINGS).map(([k, v]) => `-c ${k}=${v}`);
+  return { PGOPTIONS: [process.env.PGOPTIONS ?? '', ...options].join(' ').trim(), PGAPPNAME: RESTORE_APPLICATION_NAME };
 }
 
 /**
@@ -169,8 +172,8 @@ export function executableScript(text: string, targetMajor: number): string | nu
   // Written from the archive's server version, not the target's: a source of 17 or later sets a
   // parameter that an older target does not know (pg_restore --dbname leaves it out there).
   const header = lines.findIndex((l) => l.startsWith('-- Name: '));
-  for (let i = (header < 0 ? lines.length : header) - 1; i >= 0; i--) {
-    if (targetMajor < 17 && lines[i] === 'SET transaction_timeout = 0;') lines.splice(i, 1);
+  if (targetMajor < 17) {
+    for (let i = (header < 0 ? lines.length : header) - 1; i >= 0; i--) if (lines[i] === 'SET transaction_timeout = 0;') lines.splice(i, 1);
   }
   return lines.join('\n');
 }
@@ -230,7 +233,7 @@ async function withScriptSession<T>(
   o: SchemaToolOptions & { targetMajor: number },
   fn: (run: (script: string) => Promise<void>) => Promise<T>,
 ): Promise<T> {
-  const settings: Record<string, string> = { synchronous_commit: 'local', statement_timeout: '0', lock_timeout: '0' };
+  const settings: Record<string, string> = { ...RESTORE_SETTINGS, statement_timeout: '0', lock_timeout: '0' };
   if (o.targetMajor >= 17) settings.transaction_timeout = '0';
   const session = await acquireClient(conn, { applicationName: RESTORE_APPLICATION_NAME, settings, label: 'the target' });
   const onAbort = () => session.client.connection.stream.destroy();
