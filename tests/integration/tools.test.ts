@@ -389,6 +389,8 @@ describe('secrets while a tool runs (separate process)', () => {
           const env = readFileSync(`/proc/${c.pid}/environ`).toString('utf8').split('\0');
           const args = readFileSync(`/proc/${c.pid}/cmdline`).toString('utf8');
           if (c.comm === 'node') continue; // forked, not yet exec'd
+          // Mid-exec the new name shows before the kernel has set up argv and environ (both read empty): look again.
+          if (args === '') continue;
           seen.add(c.pid);
           for (const e of env) if (FRAGMENTS.some((f) => e.includes(f)) || e.startsWith('PGFERRY_SOURCE=')) leaks.push(`${c.comm} env ${e.split('=')[0]}`);
           if (FRAGMENTS.some((f) => args.includes(f))) leaks.push(`${c.comm} argv`);
