@@ -18,7 +18,7 @@ import { emptyTableReport, hashBatch, TableComparer } from './compare.js';
 import { planChunks, type ChunkPlan, type ChunkTask, type WholeFirst } from './plan.js';
 import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { detectReplication } from './replication.js';
+import { detectReplication, type ReplicationLink } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
 import { compareSequences, compareTableSchemas, targetTables, type TableRef, type TargetColumn } from './schema.js';
 import { closePairs, openPairs, parallelQueryFits, type SessionPair } from './sessions.js';
@@ -137,8 +137,12 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   const abort = () => void closePairs([...pairs]);
   signal?.addEventListener('abort', abort, { once: true });
   let more: Promise<void> | undefined;
+  let early: EarlyCatalog | undefined;
   try {
-    const ctx = await resolveDatabaseScope(opts, sourceDb, pairs[0]!);
+    const scoped = resolveDatabaseScope(opts, sourceDb, pairs[0]!);
+    // What needs no table list is read meanwhile: the target session would otherwise wait for the source's.
+    early = earlyCatalog(opts, pairs[0]!);
+    const ctx = await scoped;
     // The other pairs open while the catalogs are read, and only as many as there is work for.
     const wanted = Math.min(opts.jobs, estimatedWork(ctx.inScope, opts.chunkRows)) - 1;
     if (wanted > 0) {
@@ -148,7 +152,7 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
       });
       more.catch(() => {});
     }
-    const catalog = await compareCatalogs(opts, pairs[0]!, ctx);
+    const catalog = await compareCatalogs(opts, pairs[0]!, ctx, early);
     const { jobs, reports } = buildTableJobs(opts, pair, ctx, catalog);
     const wholeScan = !catalog.replication.active || !!opts.sourceQuiet;
     const wholeFirst = await wholeFirstChoice(opts, pairs[0]!, catalog, jobs);
@@ -162,8 +166,25 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   } finally {
     signal?.removeEventListener('abort', abort);
     await more?.catch(() => {});
+    await early?.settled;
     await closePairs(opened);
   }
+}
+
+/** Catalog reads that need no table list, started while the source's scope is resolved. */
+interface EarlyCatalog {
+  replication: Promise<ReplicationLink>;
+  onTarget: Promise<TableRef[]>;
+  /** Resolves when both have ended, either way (nothing left running on a session about to close). */
+  settled: Promise<unknown>;
+}
+
+function earlyCatalog(opts: VerifyOptions, first: SessionPair): EarlyCatalog {
+  const replication = detectReplication(first.source, first.target);
+  // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
+  const onTarget = (opts.tables ?? []).length ? Promise.resolve([] as TableRef[]) : targetTables(first.target);
+  const settled = Promise.allSettled([replication, onTarget]);
+  return { replication, onTarget, settled };
 }
 
 /** The key rows are compared by: the primary key, else a unique key over NOT NULL columns; null: the table is hashed whole. */
@@ -205,17 +226,16 @@ async function resolveDatabaseScope(opts: VerifyOptions, sourceDb: string, first
   return { rules, scope, inScope, wholeDatabase, filters };
 }
 
-/** Replication state, schemas, sequences and the target's table list, read over the first pair (the sessions run them one after the other). */
-async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: DatabaseScope): Promise<CatalogComparison> {
+/** Replication state and the target's table list (started early), schemas and sequences, read over the first pair. */
+async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: DatabaseScope, early: EarlyCatalog): Promise<CatalogComparison> {
   const { rules, scope, inScope, wholeDatabase } = ctx;
-  const replication = await detectReplication(first.source, first.target);
+  const replication = await early.replication;
   const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
   const writes = replication.active && !opts.sourceQuiet ? { before: await writeCounters(first.source, refs), at: Date.now() } : null;
   const [schemas, sequences, onTarget] = await Promise.all([
     compareTableSchemas(first.source, first.target, refs),
     opts.sequences ? compareSequences(first.source, first.target, refs, wholeDatabase) : [],
-    // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
-    (opts.tables ?? []).length ? ([] as TableRef[]) : targetTables(first.target),
+    early.onTarget,
   ]);
   const selected = tableSelector(rules);
   const onSource = new Set(scope.tables.map((t) => `${t.schema}.${t.name}`));
