@@ -15,7 +15,9 @@
  *
  * Usage: npm run build && node scripts/bench/cutover-bench.mjs
  * Environment: SCALE (1 = the ~1.5 GB database), RATES (100,500,2000), GATES (none,quick),
- *              LOAD_SECONDS (10), PG_BIN (system 15).
+ *              LOAD_SECONDS (10), PG_BIN (system 15), LATENCY_MS (0; ≥ 1: pgferry reaches both servers, and
+ *              the target's subscription the source, through relays that delay each direction by that many
+ *              milliseconds — latency-relay.mjs; pgbench, the application, stays next to the source).
  */
 import { execa } from 'execa';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +26,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { generate } from './generate.mjs';
+import { throughRelay } from './latency-relay.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { startCluster } = await import(path.join(root, 'dist/local/cluster.js'));
@@ -33,6 +36,8 @@ const RATES = (process.env.RATES ?? '100,500,2000').split(',').map(Number);
 const GATES = (process.env.GATES ?? 'none,quick').split(',');
 const LOAD = Number(process.env.LOAD_SECONDS ?? 10);
 const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+const LATENCY = Number(process.env.LATENCY_MS ?? 0);
+if (!(LATENCY === 0 || (Number.isInteger(LATENCY) && LATENCY >= 1))) throw new Error('LATENCY_MS must be 0 or a whole number of milliseconds');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (m) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${m}\n`);
@@ -44,7 +49,11 @@ const [src, tgt] = await Promise.all([
 ]);
 let load;
 const results = [];
+const relays = [];
 try {
+  // How pgferry reaches each server: directly, or through a relay of its own (LATENCY_MS).
+  const [srcAt, tgtAt] = LATENCY ? await Promise.all([throughRelay(src, LATENCY), throughRelay(tgt, LATENCY)]) : [src, tgt];
+  if (LATENCY) relays.push(srcAt, tgtAt);
   await src.query('CREATE DATABASE bench_tpl');
   const connect = async () => {
     const c = new pg.Client({ host: '127.0.0.1', port: src.port, user: 'postgres', password: src.password, database: 'bench_tpl' });
@@ -75,7 +84,7 @@ try {
       const dir = path.join(work, `state${n}`);
       await src.query(`CREATE DATABASE ${db} TEMPLATE bench_tpl`);
       const cli = (...args) =>
-        execa(process.execPath, [path.join(root, 'dist/cli/main.js'), ...args, '--source', src.url(db), '--target', tgt.url(db), '--state-dir', dir], { reject: false });
+        execa(process.execPath, [path.join(root, 'dist/cli/main.js'), ...args, '--source', srcAt.url(db), '--target', tgtAt.url(db), '--state-dir', dir], { reject: false });
       log(`[${rate} tx/s, --verify ${gate}] init`);
       let r = await cli('init', '--yes', '--no-roles');
       if (r.exitCode !== 0) throw new Error(`init failed: ${r.stderr}`);
@@ -97,13 +106,14 @@ try {
       await tgt.query(`DROP DATABASE ${db} WITH (FORCE)`).catch(() => {});
     }
   }
-  console.log(`pgferry cutover benchmark — PostgreSQL ${src.version} → ${tgt.version}, scale ${SCALE}, pgbench -c 4 -j 2 -R rate, ${LOAD} s of load before the cutover`);
+  console.log(`pgferry cutover benchmark — PostgreSQL ${src.version} → ${tgt.version}, scale ${SCALE}, pgbench -c 4 -j 2 -R rate, ${LOAD} s of load before the cutover${LATENCY ? `, ${LATENCY} ms each way between pgferry (and the subscription) and the servers` : ''}`);
   console.log('| tx/s | --verify | writeUnavailableMs | gate ms | fence ms | catch-up ms | sequences ms | hand-over ms | sessions ended |');
   console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const x of results) {
     console.log(`| ${x.rate} | ${x.gate} | ${x.writeUnavailableMs} | ${x.gateMs} | ${x.phases.fence} | ${x.phases['catch-up']} | ${x.phases.sequences} | ${x.phases['hand-over']} | ${x.sessions} |`);
   }
 } finally {
+  for (const r of relays) r.kill();
   load?.kill('SIGINT');
   await load?.catch(() => {});
   await Promise.allSettled([src.stop(), tgt.stop()]);

@@ -38,6 +38,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { BIGGEST, generate, grow } from './generate.mjs';
 import { SHAPES, shapeSql } from './shapes.mjs';
+import { throughRelay } from './latency-relay.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CONTENDERS = ['pgferry', 'pgdump', 'pgcopydb'];
@@ -302,23 +303,14 @@ async function client(cluster, db) {
 const relays = [];
 
 /**
- * --latency: how the contenders reach a cluster — through a relay of its own (latency-relay.mjs, a
- * child process, so its CPU counts as "others", not as any contender's) — or the cluster itself.
- * Only host, port, password and url() are used by the contenders; CPU is still read from the cluster.
+ * --latency: how the contenders reach a cluster — through a relay of its own (latency-relay.mjs) — or the
+ * cluster itself. Only host, port, password and url() are used by the contenders; CPU is still read from the cluster.
  */
 async function reachable(cluster) {
   if (!latencyMs) return cluster;
-  const child = spawn(process.execPath, [path.join(root, 'scripts/bench/latency-relay.mjs'), String(cluster.port), String(latencyMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  relays.push(child);
-  const port = await new Promise((resolve, reject) => {
-    child.stdout.once('data', (b) => resolve(Number(String(b).trim())));
-    child.once('exit', (code) => reject(new Error(`latency relay exited (${code})`)));
-  });
-  const host = '127.0.0.1';
-  return {
-    host, port, password: cluster.password,
-    url: (db) => `postgresql://postgres:${encodeURIComponent(cluster.password)}@${host}:${port}/${db}?sslmode=disable`,
-  };
+  const r = await throughRelay(cluster, latencyMs);
+  relays.push(r);
+  return r;
 }
 
 /** Password file for the client tools; the password never appears in argv or the environment. */

@@ -1,5 +1,7 @@
+import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
+import { flushWal } from '../../src/pipeline/cutover/catch-up.js';
 import { lsnToBigInt } from '../../src/postgres/lsn.js';
 import { WAL_END_SQL } from '../../src/postgres/lsn.js';
 import { useClusters } from '../support/clusters.js';
@@ -27,6 +29,25 @@ describe('the end of WAL', () => {
       const [r] = await c.query<{ e: string; blk: string }>(`SELECT ${WAL_END_SQL}::text AS e, current_setting('wal_block_size') AS blk`);
       const off = lsnToBigInt(r!.e) % BigInt(r!.blk);
       expect([24n, 40n]).not.toContain(off);
+    }
+  });
+
+  // cutover's catch-up: the target's apply worker can confirm only what its server has flushed, and the source's
+  // walsender wakes on a flush. A transaction that writes no WAL of its own (SELECT txid_current()) commits
+  // asynchronously whatever synchronous_commit says; here, with the WAL writer asleep for 10 s, nothing else flushes.
+  it('flushWal writes out the WAL at once, asynchronous commits before it included', async () => {
+    const client = new pg.Client({ connectionString: c.url() });
+    await client.connect();
+    try {
+      for (let i = 0; i < 5; i++) {
+        await client.query('INSERT INTO t VALUES (2)');
+        const { rows } = await client.query<{ e: string }>(`SELECT ${WAL_END_SQL}::text AS e`);
+        await flushWal(client);
+        const { rows: after } = await client.query<{ f: string }>('SELECT pg_current_wal_flush_lsn()::text AS f');
+        expect(lsnToBigInt(after[0]!.f)).toBeGreaterThanOrEqual(lsnToBigInt(rows[0]!.e));
+      }
+    } finally {
+      await client.end();
     }
   });
 });

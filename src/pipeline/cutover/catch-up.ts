@@ -52,3 +52,13 @@ export async function waitForApplied(
     await sleep(10);
   }
 }
+
+/**
+ * Flush the server's WAL now, and so wake its walsenders. A commit waits for the flush only if its transaction
+ * wrote WAL (an xid alone writes none): an empty transactional logical message is the smallest record that
+ * counts (callable by any role on 12+; pgoutput passes messages on only to subscribers that ask for them).
+ * `local`: waiting for synchronous standbys would add nothing here and could hang on a missing one.
+ */
+export async function flushWal(c: pg.Client): Promise<void> {
+  await c.query("BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'pgferry', ''); COMMIT");
+}

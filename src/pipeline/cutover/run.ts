@@ -27,7 +27,7 @@ import { readPublication } from '../shared/replication-catalog.js';
 import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
 import { streamHealth } from '../shared/health.js';
 import { mirrorLargeObjects, type MirrorResult } from '../shared/large-objects.js';
-import { waitForApplied } from './catch-up.js';
+import { flushWal, waitForApplied } from './catch-up.js';
 import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, unfence, withSource, type FencePlan } from './fence.js';
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
 import { dropForwardSubscription, dropSourceSlot } from './hand-over.js';
@@ -452,8 +452,13 @@ async function catchUp(x: Ctx, store: CutoverStore, sessions: Sessions, initStat
       const left = Math.max(0, deadline - performance.now());
       const r = x.method === 'client' ? await applyUntilFence(x, p, slotOf(initState, p), d.fenceLsn!, left) : await waitForApplied(sessions[i]!.src, p.names.slot, d.fenceLsn!, left, {
         signal: o.signal,
-        // A synchronous commit flushes the apply worker's asynchronous commits, so it can confirm them sooner.
-        poke: async () => void (await sessions[i]!.tgt.query('BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT')),
+        poke: async () => {
+          // The target's flush makes the apply worker's asynchronous commits confirmable; the worker, idle once it
+          // has applied the fence, reports them only when woken (its own timer runs for a second), so the source's
+          // flush then wakes the walsender, whose keepalive has the worker report at once.
+          await flushWal(sessions[i]!.tgt);
+          await flushWal(sessions[i]!.src);
+        },
       });
       d.appliedLsn = r.appliedLsn;
       if (!r.reached) reached = false;
