@@ -360,13 +360,15 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           catchUp(x, store, sessions, initState, scope),
           phase(x, 'sequences', 'sequences from the source (never lowered)', async () => {
             const out = [];
-            for (const p of pairs) out.push(await moveSequences(p.sourceConn, p.targetConn));
+            // On the fence's sessions (their queries interleave with the catch-up's polls): three new
+            // connections inside the window cost more than the reads.
+            for (const [i] of pairs.entries()) out.push(await moveSequences(sessions[i]!.src, sessions[i]!.tgt));
             return out;
           }, (r) => `${r.reduce((n, q) => n + q.moved, 0)} moved`),
           // Logical replication does not carry large objects: with writers fenced, the target's are made the source's.
           phase(x, 'large-objects', 'large objects changed since init', async () => {
-            const los = await Promise.all(pairs.map((p) => mirrorLargeObjects({
-              source: p.sourceConn, target: p.targetConn, signal: o.signal,
+            const los = await Promise.all(pairs.map((p, i) => mirrorLargeObjects({
+              source: p.sourceConn, target: p.targetConn, sessions: { source: sessions[i]!.src, target: sessions[i]!.tgt }, signal: o.signal,
               noOwner: initState?.options.noOwner ?? false, noPrivileges: initState?.options.noPrivileges ?? false,
             })));
             x.largeObjects = los;

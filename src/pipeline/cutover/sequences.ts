@@ -3,8 +3,7 @@
  * logic is the `sequences` step's (each target sequence set to the source's
  * value, never lowered).
  */
-import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { syncSequences, type SequenceSync } from '../shared/sequences.js';
+import { syncSequences, type SequenceSync, type SyncSequencesOptions } from '../shared/sequences.js';
 
 export interface CutoverSequences {
   /** Sequences moved forward on the target. */
@@ -16,7 +15,7 @@ export interface CutoverSequences {
   list: SequenceSync[];
 }
 
-export async function moveSequences(source: ResolvedConnInfo, target: ResolvedConnInfo, dryRun = false): Promise<CutoverSequences> {
+export async function moveSequences(source: SyncSequencesOptions['source'], target: SyncSequencesOptions['target'], dryRun = false): Promise<CutoverSequences> {
   const list = await syncSequences({ source, target, dryRun });
   return {
     moved: list.filter((s) => s.action === 'set').length,

@@ -119,18 +119,24 @@ export interface MirrorResult {
  * are new or differ, unlink those the source no longer has, in one target
  * transaction. Meant for a source whose writers are fenced.
  */
-export async function mirrorLargeObjects(o: Omit<CopyLargeObjectsOptions, 'snapshot' | 'oids' | 'unlink'>): Promise<MirrorResult> {
-  const read = async (conn: ResolvedConnInfo, label: string) => {
-    const c = await connect(conn, { label, settings: { ...CANONICAL_SETTINGS } });
+export async function mirrorLargeObjects(
+  o: Omit<CopyLargeObjectsOptions, 'snapshot' | 'oids' | 'unlink'> & {
+    /** Sessions the caller holds, for the comparison (cutover's, open before the fence); the copy, if any, opens its own. */
+    sessions?: { source: pg.Client; target: pg.Client };
+  },
+): Promise<MirrorResult> {
+  const read = async (conn: ResolvedConnInfo, held: pg.Client | undefined, label: string) => {
+    // The digests are text built from bytes, names and grants: no session setting changes them.
+    const c = held ?? (await connect(conn, { label, settings: { ...CANONICAL_SETTINGS } }));
     try {
       return await digests(c, !o.noOwner, !o.noPrivileges);
     } catch (err) {
       throw operationError(err, `reading large objects on ${label}`);
     } finally {
-      await c.end().catch(() => {});
+      if (!held) await c.end().catch(() => {});
     }
   };
-  const [src, tgt] = await Promise.all([read(o.source, 'the source'), read(o.target, 'the target')]);
+  const [src, tgt] = await Promise.all([read(o.source, o.sessions?.source, 'the source'), read(o.target, o.sessions?.target, 'the target')]);
   const changed = [...src].filter(([oid, d]) => tgt.get(oid) !== d).map(([oid]) => oid);
   const gone = [...tgt.keys()].filter((oid) => !src.has(oid));
   if (!changed.length && !gone.length) return { copied: 0, removed: 0, bytes: 0 };

@@ -40,16 +40,18 @@ async function sequenceValues(c: pg.Client): Promise<SeqRow[]> {
 }
 
 export interface SyncSequencesOptions {
-  source: ResolvedConnInfo;
-  target: ResolvedConnInfo;
+  /** Where to connect, or a session the caller holds (cutover's, open before the fence: no connection inside the window). */
+  source: ResolvedConnInfo | pg.Client;
+  target: ResolvedConnInfo | pg.Client;
   dryRun?: boolean;
 }
 
+function onSide<T>(side: ResolvedConnInfo | pg.Client, label: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  return 'query' in side ? fn(side) : withClient(side, fn, { label });
+}
+
 export async function syncSequences(o: SyncSequencesOptions): Promise<SequenceSync[]> {
-  const [src, tgt] = await Promise.all([
-    withClient(o.source, sequenceValues, { label: 'the source' }),
-    withClient(o.target, sequenceValues, { label: 'the target' }),
-  ]);
+  const [src, tgt] = await Promise.all([onSide(o.source, 'the source', sequenceValues), onSide(o.target, 'the target', sequenceValues)]);
   const onTarget = new Map(tgt.map((r) => [JSON.stringify([r.schema, r.name]), r.value]));
   const result: SequenceSync[] = [];
   const toSet: SequenceSync[] = [];
@@ -66,8 +68,9 @@ export async function syncSequences(o: SyncSequencesOptions): Promise<SequenceSy
     if (behind) toSet.push(r);
   }
   if (!o.dryRun && toSet.length) {
-    await withClient(
+    await onSide(
       o.target,
+      'the target',
       async (c) => {
         for (const r of toSet) {
           try {
@@ -77,7 +80,6 @@ export async function syncSequences(o: SyncSequencesOptions): Promise<SequenceSy
           }
         }
       },
-      { label: 'the target' },
     );
   }
   return result;
