@@ -2,6 +2,7 @@ import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { flushWal } from '../../src/pipeline/cutover/catch-up.js';
+import { fence, newFenceRecord, planFence, unfence } from '../../src/pipeline/cutover/fence.js';
 import { lsnToBigInt } from '../../src/postgres/lsn.js';
 import { WAL_END_SQL } from '../../src/postgres/lsn.js';
 import { useClusters } from '../support/clusters.js';
@@ -46,6 +47,26 @@ describe('the end of WAL', () => {
         const { rows: after } = await client.query<{ f: string }>('SELECT pg_current_wal_flush_lsn()::text AS f');
         expect(lsnToBigInt(after[0]!.f)).toBeGreaterThanOrEqual(lsnToBigInt(rows[0]!.e));
       }
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("the fence's commit is flushed at once on a server that commits asynchronously", async () => {
+    // A database of its own: the fence ends every other session of its database.
+    await c.query('CREATE DATABASE fenced');
+    await c.query('CREATE TABLE f (v int)', [], 'fenced');
+    const client = new pg.Client({ connectionString: c.url('fenced') });
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ oid: number }>("SELECT 'f'::regclass::oid::int AS oid");
+      const plan = await planFence(client, 'fenced', { relids: [rows[0]!.oid], what: 'table f' }, null);
+      const record = newFenceRecord(plan);
+      await client.query('INSERT INTO f VALUES (1)');
+      const r = await fence(client, plan, record);
+      const { rows: after } = await client.query<{ f: string }>('SELECT pg_current_wal_flush_lsn()::text AS f');
+      expect(lsnToBigInt(after[0]!.f)).toBeGreaterThanOrEqual(lsnToBigInt(r.fenceLsn));
+      await unfence(client, 'fenced', record);
     } finally {
       await client.end();
     }

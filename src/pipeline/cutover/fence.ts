@@ -228,7 +228,9 @@ export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, 
     inTransaction += e.inTransaction;
     try {
       await withTransaction(c, async () => {
-        await c.query("SET LOCAL lock_timeout = '2s'");
+        // The fence's commit is flushed at once even where the server commits asynchronously: the walsender
+        // sends only flushed WAL, and the catch-up waits for the position read right after.
+        await c.query("SET LOCAL lock_timeout = '2s'; SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = 'off'");
         // One round trip for every table (statements without parameters, all quoted by identifiers.ts).
         const statements = plan.tables.flatMap((t) => {
           const table = qualifiedName(t.schema, t.name);
