@@ -206,18 +206,16 @@ export interface FenceResult {
 export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, signal?: AbortSignal): Promise<FenceResult> {
   const db = quoteIdent(plan.database);
   // 1. No new sessions for application roles.
-  await withTransaction(c, async () => {
-    for (const r of record.granted) await c.query(`GRANT CONNECT ON DATABASE ${db} TO ${quoteIdent(r)}`);
-    for (const r of record.revoked) await c.query(`REVOKE CONNECT ON DATABASE ${db} FROM ${grantee(r.grantee)}`);
-    await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(record.schema)}`);
-    await c.query(
-      `CREATE OR REPLACE FUNCTION ${qualifiedName(record.schema, FENCE_FUNCTION)}() RETURNS trigger LANGUAGE plpgsql AS $fence$
+  await oneTransaction(c, [
+    ...record.granted.map((r) => `GRANT CONNECT ON DATABASE ${db} TO ${quoteIdent(r)}`),
+    ...record.revoked.map((r) => `REVOKE CONNECT ON DATABASE ${db} FROM ${grantee(r.grantee)}`),
+    `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(record.schema)}`,
+    `CREATE OR REPLACE FUNCTION ${qualifiedName(record.schema, FENCE_FUNCTION)}() RETURNS trigger LANGUAGE plpgsql AS $fence$
        BEGIN
          RAISE EXCEPTION 'database "%" is fenced by pgferry cutover: it no longer takes writes', current_database()
            USING ERRCODE = 'read_only_sql_transaction', HINT = 'write to the new primary; pgferry cutover --abort lifts the fence';
        END $fence$`,
-    );
-  });
+  ]);
   // 2 and 3. End sessions, then take the tables' locks for the triggers; a session that slipped in is ended again.
   let ended = 0;
   let inTransaction = 0;
@@ -227,21 +225,20 @@ export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, 
     ended += e.ended;
     inTransaction += e.inTransaction;
     try {
-      await withTransaction(c, async () => {
+      await oneTransaction(c, [
+        "SET LOCAL lock_timeout = '2s'",
         // The fence's commit is flushed at once even where the server commits asynchronously: the walsender
         // sends only flushed WAL, and the catch-up waits for the position read right after.
-        await c.query("SET LOCAL lock_timeout = '2s'; SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = 'off'");
-        // One round trip for every table (statements without parameters, all quoted by identifiers.ts).
-        const statements = plan.tables.flatMap((t) => {
+        "SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = 'off'",
+        ...plan.tables.flatMap((t) => {
           const table = qualifiedName(t.schema, t.name);
           const events = t.kind === 'r' ? 'INSERT OR UPDATE OR DELETE OR TRUNCATE' : 'INSERT OR UPDATE OR DELETE';
           return [
             `DROP TRIGGER IF EXISTS ${quoteIdent(FENCE_TRIGGER)} ON ${table}`,
             `CREATE TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE ${events} ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${qualifiedName(record.schema, FENCE_FUNCTION)}()`,
           ];
-        });
-        await c.query(statements.join(';\n'));
-      });
+        }),
+      ]);
       break;
     } catch (err) {
       if (sqlstate(err) !== '55P03' || attempt >= 10) throw err;
@@ -249,6 +246,20 @@ export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, 
   }
   const { rows } = await c.query<{ lsn: string }>(`SELECT ${WAL_END_SQL}::text AS lsn`);
   return { sessionsEnded: ended, sessionsInTransaction: inTransaction, fenceLsn: rows[0]!.lsn };
+}
+
+/**
+ * Statements (no parameters: every name quoted by identifiers.ts) as one transaction in one round trip:
+ * every round trip of the fence lengthens the time writes are refused. An error skips the rest of the
+ * string, COMMIT included, and leaves the block aborted: it is rolled back here.
+ */
+async function oneTransaction(c: pg.Client, statements: string[]): Promise<void> {
+  try {
+    await c.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
 }
 
 /** Take the fence down as recorded (idempotent: what is already gone is skipped). */
