@@ -12,11 +12,11 @@ import { quoteIdent } from '../../postgres/identifiers.js';
 import { readSubscription } from '../shared/replication-catalog.js';
 import { stopSubscription } from '../shared/subscription.js';
 
-/** Disable, wait for the workers, detach from the slot, drop. False when there was no subscription. */
-export async function dropForwardSubscription(target: pg.Client, name: string): Promise<boolean> {
+/** Disable, wait for the workers (`wake`: see stopSubscription), detach from the slot, drop. False when there was no subscription. */
+export async function dropForwardSubscription(target: pg.Client, name: string, wake?: () => Promise<void>): Promise<boolean> {
   const sub = await readSubscription(target, name);
   if (!sub) return false;
-  await stopSubscription(target, sub);
+  await stopSubscription(target, sub, undefined, wake);
   if (sub.slotName !== null) await target.query(`ALTER SUBSCRIPTION ${quoteIdent(sub.name)} SET (slot_name = NONE)`);
   await target.query(`DROP SUBSCRIPTION ${quoteIdent(sub.name)}`);
   return true;

@@ -500,16 +500,19 @@ async function handOver(
         const d = store.db(p.sourceDatabase);
         // The timestamp method has nothing to drop: its round state stays for cleanup (and status) to read.
         if (x.method === 'timestamp') d.handOver = 'done';
-        if (d.handOver === 'none') {
-          await withClient(p.targetConn, (c) => dropForwardSubscription(c, p.names.subscription), { label: 'the target', applicationName: 'pgferry cutover' });
-          d.handOver = 'subscription-dropped';
-          await store.save();
-          faultPoint('cutover.after-subscription-drop');
-        }
-        if (d.handOver === 'subscription-dropped') {
-          await withSource(p.sourceConn, (c) => dropSourceSlot(c, p.names.slot));
-          d.handOver = 'slot-dropped';
-          await store.save();
+        if (d.handOver === 'none' || d.handOver === 'subscription-dropped') {
+          await withSource(p.sourceConn, async (s) => {
+            if (d.handOver === 'none') {
+              // The source's flush wakes the idle apply worker to see that it was disabled (it would wait up to a second).
+              await withClient(p.targetConn, (c) => dropForwardSubscription(c, p.names.subscription, () => flushWal(s)), { label: 'the target', applicationName: 'pgferry cutover' });
+              d.handOver = 'subscription-dropped';
+              await store.save();
+              faultPoint('cutover.after-subscription-drop');
+            }
+            await dropSourceSlot(s, p.names.slot);
+            d.handOver = 'slot-dropped';
+            await store.save();
+          });
         }
         // The client applier's position on the target; dropping is idempotent, so a rerun simply drops again.
         if (d.handOver === 'slot-dropped' && x.method === 'client') {

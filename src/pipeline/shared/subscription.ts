@@ -113,10 +113,25 @@ export async function advanceOrigin(client: pg.Client, subOid: number, lsn: stri
  * (within a second when idle) and applies until then: its origin's position is
  * final only once it is gone.
  */
-export async function stopSubscription(client: pg.Client, sub: { name: string; oid: number }, timeoutMs = 60_000): Promise<void> {
+export async function stopSubscription(
+  client: pg.Client,
+  sub: { name: string; oid: number },
+  timeoutMs = 60_000,
+  /**
+   * Make the publisher send something (cutover: a flush of the fenced source). An idle apply worker sees that it
+   * was disabled only when it wakes: on its own timer, once a second, or on a message from the walsender.
+   */
+  wake?: () => Promise<void>,
+): Promise<void> {
   await client.query(`ALTER SUBSCRIPTION ${quoteIdent(sub.name)} DISABLE`);
-  const deadline = Date.now() + timeoutMs;
+  const started = Date.now();
+  const deadline = started + timeoutMs;
+  let woken = 0;
   for (;;) {
+    if (wake && Date.now() - started >= woken * 200) {
+      woken++;
+      await wake().catch(() => {});
+    }
     const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_subscription WHERE subid = $1 AND pid IS NOT NULL', [sub.oid]);
     if (rows[0]!.n === 0) return;
     if (Date.now() > deadline) {
