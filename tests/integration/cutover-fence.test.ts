@@ -8,7 +8,7 @@ import { useClusters } from '../support/clusters.js';
 
 /** cutover's fence and catch-up on a server that commits asynchronously, their WAL flushed or not. */
 describe('cutover: the fence and the flush', () => {
-  const { start } = useClusters();
+  const { start, startMajor } = useClusters();
   let c: LocalCluster;
   beforeAll(async () => {
     // wal_writer_delay at its maximum: async commits stay unwritten for seconds.
@@ -78,6 +78,57 @@ describe('cutover: the fence and the flush', () => {
       expect(after[0]).toEqual({ connect: true, schema: false });
     } finally {
       await client.end();
+    }
+  });
+
+  // 14+ replaces its triggers (CREATE OR REPLACE TRIGGER), 13 drops and creates them: both on a rerun over a fence
+  // that stands, as after a crash between the fence and its record.
+  it.each([15, 13])('on %i: other sessions but the spared one are ended, writes refused even to a superuser, a rerun replaces the triggers, unfence lifts it', async (major) => {
+    const s = major === 15 ? c : await startMajor(major, { name: `fence${major}` });
+    const db = `fenced_${major}`;
+    await s.query(`CREATE DATABASE ${db}`);
+    await s.query('CREATE TABLE h (v int); CREATE TABLE p (v int) PARTITION BY RANGE (v); CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100)', [], db);
+    const client = new pg.Client({ connectionString: s.url(db) });
+    const writer = new pg.Client({ connectionString: s.url(db), application_name: 'app' });
+    // cutover's catch-up session: spared by the fence.
+    const spared = new pg.Client({ connectionString: s.url(db) });
+    await client.connect();
+    await writer.connect();
+    await spared.connect();
+    writer.on('error', () => {});
+    try {
+      await writer.query('BEGIN; INSERT INTO h VALUES (1)');
+      const { rows } = await client.query<{ oid: number }>("SELECT oid::int FROM pg_class WHERE relname IN ('h', 'p')");
+      const plan = await planFence(client, db, { relids: rows.map((r) => r.oid), what: 'h and p' }, null);
+      expect(plan.serverVersion).toBeGreaterThanOrEqual(major * 10000);
+      expect(plan.tables.map((t) => t.name).sort()).toEqual(['h', 'p', 'p1']);
+      const record = newFenceRecord(plan);
+      const sparedPid = (await spared.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const first = await fence(client, plan, record, undefined, [sparedPid]);
+      expect(first.sessionsEnded).toBe(1);
+      expect(first.sessionsInTransaction).toBe(1);
+      await expect(writer.query('COMMIT')).rejects.toThrow();
+      await expect(spared.query('SELECT 1')).resolves.toBeTruthy();
+      const again = await fence(client, plan, record, undefined, [sparedPid]);
+      expect(lsnToBigInt(again.fenceLsn)).toBeGreaterThanOrEqual(lsnToBigInt(first.fenceLsn));
+      const { rows: triggers } = await client.query<{ relname: string }>(
+        "SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = 'pgferry_fence' ORDER BY 1",
+      );
+      expect(triggers.map((t) => t.relname)).toEqual(['h', 'p', 'p1']);
+      expect(again.sessionsEnded).toBe(0);
+      await expect(spared.query('SELECT 1')).resolves.toBeTruthy();
+      // The fence's own session is a superuser's: the trigger refuses it too.
+      for (const sql of ['INSERT INTO h VALUES (2)', 'INSERT INTO p VALUES (2)', 'UPDATE p1 SET v = 3', 'TRUNCATE h']) {
+        await expect(client.query(sql)).rejects.toMatchObject({ code: '25006' });
+      }
+      await unfence(client, db, record);
+      await client.query('INSERT INTO h VALUES (4); INSERT INTO p VALUES (4)');
+      const { rows: n } = await client.query<{ h: number; p: number }>('SELECT (SELECT count(*)::int FROM h) AS h, (SELECT count(*)::int FROM p) AS p');
+      expect(n[0]).toEqual({ h: 1, p: 1 });
+    } finally {
+      await client.end();
+      await writer.end().catch(() => {});
+      await spared.end();
     }
   });
 });

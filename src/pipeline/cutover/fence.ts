@@ -66,6 +66,8 @@ export interface FencePlan {
   /** The role pgferry connects as. */
   role: string;
   superuser: boolean;
+  /** server_version_num of the source. */
+  serverVersion: number;
   /** Roles that keep CONNECT: pgferry's and the walsender's. */
   keep: string[];
   revoke: RevokedConnect[];
@@ -76,12 +78,17 @@ export interface FencePlan {
   refusal: string | null;
 }
 
-async function sessions(c: pg.Client): Promise<SessionInfo[]> {
+/**
+ * Every other client session of the database but `spare`; `terminate`: ended in the same statement (one round trip
+ * inside the fence).
+ */
+async function sessions(c: pg.Client, terminate = false, spare: number[] = []): Promise<SessionInfo[]> {
   const { rows } = await c.query<{ pid: number; usename: string | null; application_name: string; state: string | null; in_tx: boolean }>(
-    `SELECT pid, usename::text, application_name, state, xact_start IS NOT NULL AS in_tx
+    `SELECT pid, usename::text, application_name, state, xact_start IS NOT NULL AS in_tx${terminate ? ', pg_terminate_backend(pid) AS terminated' : ''}
        FROM pg_stat_activity
-      WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+      WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> ALL($1::int[]) AND backend_type = 'client backend'
       ORDER BY pid`,
+    [spare],
   );
   return rows.map((r) => ({ pid: r.pid, user: r.usename, application: r.application_name, state: r.state, inTransaction: r.in_tx }));
 }
@@ -97,8 +104,8 @@ export async function planFence(c: pg.Client, database: string, which: FenceTabl
   const publication = 'publication' in which ? which.publication : null;
   const relids = 'relids' in which ? which.relids : [];
   const me = (
-    await c.query<{ role: string; superuser: boolean; owner: boolean }>(
-      `SELECT current_user::text AS role, r.rolsuper AS superuser,
+    await c.query<{ role: string; superuser: boolean; owner: boolean; version: number }>(
+      `SELECT current_user::text AS role, r.rolsuper AS superuser, current_setting('server_version_num')::int AS version,
               (SELECT datdba FROM pg_database WHERE datname = current_database()) = r.oid AS owner
          FROM pg_roles r WHERE r.rolname = current_user`,
     )
@@ -150,6 +157,7 @@ export async function planFence(c: pg.Client, database: string, which: FenceTabl
     database,
     role: me.role,
     superuser: me.superuser,
+    serverVersion: me.version,
     keep,
     revoke,
     grant,
@@ -177,17 +185,17 @@ function grantee(g: string | null): string {
   return g === null ? 'PUBLIC' : quoteIdent(g);
 }
 
-/** End every other client session of the database and wait until they are gone. */
-async function endSessions(c: pg.Client, timeoutMs: number): Promise<{ ended: number; inTransaction: number }> {
-  const list = await sessions(c);
+/** End every other client session of the database but `spare` (pgferry's own) and wait until they are gone. */
+async function endSessions(c: pg.Client, timeoutMs: number, spare: number[]): Promise<{ ended: number; inTransaction: number }> {
+  const list = await sessions(c, true, spare);
   if (!list.length) return { ended: 0, inTransaction: 0 };
-  await c.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid', [list.map((s) => s.pid)]);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1::int[])', [list.map((s) => s.pid)]);
     if (rows[0]!.n === 0) break;
     if (Date.now() > deadline) throw new OperationError(`${rows[0]!.n} sessions of the source did not end within ${Math.round(timeoutMs / 1000)} s of pg_terminate_backend`);
-    await sleep(10);
+    // A backend exits within milliseconds of the signal (longer while it rolls back): a short sleep, since the wait is inside the fence.
+    await sleep(2);
   }
   return { ended: list.length, inTransaction: list.filter((s) => s.inTransaction).length };
 }
@@ -201,9 +209,10 @@ export interface FenceResult {
 
 /**
  * Put the fence up in the connected source database. The caller has recorded
- * `newFenceRecord(plan)` (status fencing) before calling this.
+ * `newFenceRecord(plan)` (status fencing) before calling this. `spare`: backend pids of
+ * pgferry's own other sessions, left open (the catch-up's).
  */
-export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, signal?: AbortSignal): Promise<FenceResult> {
+export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, signal?: AbortSignal, spare: number[] = []): Promise<FenceResult> {
   const db = quoteIdent(plan.database);
   // 1. No new sessions for application roles.
   await oneTransaction(c, [
@@ -219,13 +228,14 @@ export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, 
   // 2 and 3. End sessions, then take the tables' locks for the triggers; a session that slipped in is ended again.
   let ended = 0;
   let inTransaction = 0;
+  let lsn: string | undefined;
   for (let attempt = 1; ; attempt++) {
     signal?.throwIfAborted();
-    const e = await endSessions(c, 10_000);
+    const e = await endSessions(c, 10_000, spare);
     ended += e.ended;
     inTransaction += e.inTransaction;
     try {
-      await oneTransaction(c, [
+      lsn = await oneTransaction(c, [
         "SET LOCAL lock_timeout = '2s'",
         // The fence's commit is flushed at once even where the server commits asynchronously: the walsender
         // sends only flushed WAL, and the catch-up waits for the position read right after.
@@ -233,29 +243,31 @@ export async function fence(c: pg.Client, plan: FencePlan, record: FenceRecord, 
         ...plan.tables.flatMap((t) => {
           const table = qualifiedName(t.schema, t.name);
           const events = t.kind === 'r' ? 'INSERT OR UPDATE OR DELETE OR TRUNCATE' : 'INSERT OR UPDATE OR DELETE';
-          return [
-            `DROP TRIGGER IF EXISTS ${quoteIdent(FENCE_TRIGGER)} ON ${table}`,
-            `CREATE TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE ${events} ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${qualifiedName(record.schema, FENCE_FUNCTION)}()`,
-          ];
+          const create = `TRIGGER ${quoteIdent(FENCE_TRIGGER)} BEFORE ${events} ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${qualifiedName(record.schema, FENCE_FUNCTION)}()`;
+          // A rerun meets its own triggers. OR REPLACE (14+) is one catalog change where the drop and create are two.
+          return plan.serverVersion >= 140000 ? [`CREATE OR REPLACE ${create}`] : [`DROP TRIGGER IF EXISTS ${quoteIdent(FENCE_TRIGGER)} ON ${table}`, `CREATE ${create}`];
         }),
-      ]);
+      ], `SELECT ${WAL_END_SQL}::text AS lsn`);
       break;
     } catch (err) {
       if (sqlstate(err) !== '55P03' || attempt >= 10) throw err;
     }
   }
-  const { rows } = await c.query<{ lsn: string }>(`SELECT ${WAL_END_SQL}::text AS lsn`);
-  return { sessionsEnded: ended, sessionsInTransaction: inTransaction, fenceLsn: rows[0]!.lsn };
+  return { sessionsEnded: ended, sessionsInTransaction: inTransaction, fenceLsn: lsn! };
 }
 
 /**
  * Statements (no parameters: every name quoted by identifiers.ts) as one transaction in one round trip:
  * every round trip of the fence lengthens the time writes are refused. An error skips the rest of the
- * string, COMMIT included, and leaves the block aborted: it is rolled back here.
+ * string, COMMIT included, and leaves the block aborted: it is rolled back here. `after`: one query run
+ * once COMMIT has returned, in the same round trip; the first column of its one row is returned.
  */
-async function oneTransaction(c: pg.Client, statements: string[]): Promise<void> {
+async function oneTransaction(c: pg.Client, statements: string[], after?: string): Promise<string | undefined> {
   try {
-    await c.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
+    const res = (await c.query(['BEGIN', ...statements, 'COMMIT', ...(after ? [after] : [])].join(';\n'))) as unknown as pg.QueryResult | pg.QueryResult[];
+    if (!after) return undefined;
+    const last = Array.isArray(res) ? res[res.length - 1]! : res;
+    return Object.values(last.rows[0] as Record<string, string>)[0];
   } catch (err) {
     await c.query('ROLLBACK').catch(() => {});
     throw err;

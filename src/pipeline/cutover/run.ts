@@ -325,14 +325,25 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           cause: err,
         });
       };
-      // One session per side and database for the fence and the catch-up, opened before the first write is refused.
+      // Sessions opened before the first write is refused: one per side and database for the fence, the sequences
+      // and the large objects; under a native subscription a second pair for the catch-up, whose polls and flushes
+      // would otherwise wait in the queue behind the sequences' and large objects' queries (a client's queries run
+      // one at a time). The fence spares the catch-up's source session.
       const sessions: Sessions = [];
       try {
         for (const p of pairs) {
-          sessions.push({
-            src: await connect(p.sourceConn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS } }),
-            tgt: await connect(p.targetConn, { label: 'the target', applicationName: 'pgferry cutover' }),
-          });
+          const src = () => connect(p.sourceConn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS } });
+          const tgt = () => connect(p.targetConn, { label: 'the target', applicationName: 'pgferry cutover' });
+          const opened = await Promise.allSettled([src(), tgt(), ...(method === 'native' ? [src(), tgt()] : [])]);
+          const ok = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+          const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+          if (failed) {
+            await Promise.all(ok.map((c) => c.end().catch(() => {})));
+            throw failed.reason;
+          }
+          const [s, t, ws, wt] = ok;
+          const wait = ws && wt ? { src: ws, tgt: wt, srcPid: (await ws.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid } : undefined;
+          sessions.push({ src: s!, tgt: t!, wait });
         }
         // Fence every database first, then wait for all of them.
         await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {
@@ -344,7 +355,8 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
             d.fence = rec;
             await store.save();
             faultPoint('cutover.fence-recorded');
-            const r = await fence(sessions[i]!.src, plans[i]!, rec, o.signal);
+            const spare = sessions[i]!.wait?.srcPid;
+            const r = await fence(sessions[i]!.src, plans[i]!, rec, o.signal, spare === undefined ? [] : [spare]);
             rec.status = 'fenced';
             rec.fencedAt = new Date().toISOString();
             rec.sessionsEnded += r.sessionsEnded;
@@ -360,8 +372,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
           catchUp(x, store, sessions, initState, scope),
           phase(x, 'sequences', 'sequences from the source (never lowered)', async () => {
             const out = [];
-            // On the fence's sessions (their queries interleave with the catch-up's polls): three new
-            // connections inside the window cost more than the reads.
+            // On the fence's sessions: three new connections inside the window cost more than the reads.
             for (const [i] of pairs.entries()) out.push(await moveSequences(sessions[i]!.src, sessions[i]!.tgt));
             return out;
           }, (r) => `${r.reduce((n, q) => n + q.moved, 0)} moved`),
@@ -409,11 +420,11 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         return await handOver(x, store, ids, gate, plan, seqs);
       } catch (err) {
         if (store.state.phase === 'hand-over' || store.state.phase === 'reverse' || store.state.phase === 'done') throw err;
-        await Promise.all(sessions.flatMap((x2) => [x2.src.end().catch(() => {}), x2.tgt.end().catch(() => {})]));
+        await Promise.all(sessions.flatMap((x2) => [...[x2.src, x2.tgt, x2.wait?.src, x2.wait?.tgt].map((c) => c?.end().catch(() => {}))]));
         sessions.length = 0;
         return await failed(err);
       } finally {
-        await Promise.all(sessions.flatMap((x2) => [x2.src.end().catch(() => {}), x2.tgt.end().catch(() => {})]));
+        await Promise.all(sessions.flatMap((x2) => [...[x2.src, x2.tgt, x2.wait?.src, x2.wait?.tgt].map((c) => c?.end().catch(() => {}))]));
       }
     }
     return await handOver(x, store, ids, gate, plan, []);
@@ -422,7 +433,8 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
   }
 }
 
-type Sessions = { src: pg.Client; tgt: pg.Client }[];
+/** Per database pair: the fence's sessions, and the catch-up's (native subscription only). */
+type Sessions = { src: pg.Client; tgt: pg.Client; wait: { src: pg.Client; tgt: pg.Client; srcPid: number } | undefined }[];
 
 /** init's slot of a pair (the name pgferry gives it when init's state does not say). */
 function slotOf(initState: RunState | undefined, p: ReplicationPair): string {
@@ -452,14 +464,14 @@ async function catchUp(x: Ctx, store: CutoverStore, sessions: Sessions, initStat
     for (const [i, p] of pairs.entries()) {
       const d = store.db(p.sourceDatabase);
       const left = Math.max(0, deadline - performance.now());
-      const r = x.method === 'client' ? await applyUntilFence(x, p, slotOf(initState, p), d.fenceLsn!, left) : await waitForApplied(sessions[i]!.src, p.names.slot, d.fenceLsn!, left, {
+      const r = x.method === 'client' ? await applyUntilFence(x, p, slotOf(initState, p), d.fenceLsn!, left) : await waitForApplied(sessions[i]!.wait!.src, p.names.slot, d.fenceLsn!, left, {
         signal: o.signal,
         poke: async () => {
           // The target's flush makes the apply worker's asynchronous commits confirmable; the worker, idle once it
           // has applied the fence, reports them only when woken (its own timer runs for a second), so the source's
           // flush then wakes the walsender, whose keepalive has the worker report at once.
-          await flushWal(sessions[i]!.tgt);
-          await flushWal(sessions[i]!.src);
+          await flushWal(sessions[i]!.wait!.tgt);
+          await flushWal(sessions[i]!.wait!.src);
         },
       });
       d.appliedLsn = r.appliedLsn;
