@@ -365,7 +365,10 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
             rec.sessionsEnded += r.sessionsEnded;
             rec.sessionsInTransaction += r.sessionsInTransaction;
             d.fenceLsn = r.fenceLsn;
-            await store.save();
+            // Not waited for inside the window: a crash before it lands leaves "fencing", which a rerun and --abort
+            // treat as a fence that may stand (the fence is idempotent). Saves are queued in order, so a failure
+            // here fails the next awaited save.
+            store.save().catch(() => {});
           }
         }, () => pairs.map((p) => `${p.sourceDatabase} at ${store.db(p.sourceDatabase).fenceLsn}`).join(', '));
         faultPoint('cutover.after-fence');
