@@ -426,11 +426,11 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         return await handOver(x, store, ids, gate, plan, seqs);
       } catch (err) {
         if (store.state.phase === 'hand-over' || store.state.phase === 'reverse' || store.state.phase === 'done') throw err;
-        await Promise.all(sessions.flatMap((x2) => [...[x2.src, x2.tgt, x2.wait?.src, x2.wait?.tgt].map((c) => c?.end().catch(() => {}))]));
+        await closeSessions(sessions);
         sessions.length = 0;
         return await failed(err);
       } finally {
-        await Promise.all(sessions.flatMap((x2) => [...[x2.src, x2.tgt, x2.wait?.src, x2.wait?.tgt].map((c) => c?.end().catch(() => {}))]));
+        await closeSessions(sessions);
       }
     }
     return await handOver(x, store, ids, gate, plan, []);
@@ -441,6 +441,10 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
 
 /** Per database pair: the fence's sessions, and the catch-up's (native subscription only). */
 type Sessions = { src: pg.Client; tgt: pg.Client; wait: { src: pg.Client; tgt: pg.Client; srcPid: number } | undefined }[];
+
+async function closeSessions(sessions: Sessions): Promise<void> {
+  await Promise.all(sessions.flatMap((x2) => [x2.src, x2.tgt, x2.wait?.src, x2.wait?.tgt].map((c) => c?.end().catch(() => {}))));
+}
 
 /** init's slot of a pair (the name pgferry gives it when init's state does not say). */
 function slotOf(initState: RunState | undefined, p: ReplicationPair): string {
