@@ -194,6 +194,18 @@ function preferFallsBack(err: unknown): boolean {
   return /does not support SSL|error establishing an SSL connection/i.test(msg) || (err as { code?: string }).code === '28000';
 }
 
+/**
+ * Open sessions side by side: all of them, or none — on a failure those that did open are ended and the first
+ * failure (in the order given) is thrown.
+ */
+export async function connectAll(opening: Promise<pg.Client>[]): Promise<pg.Client[]> {
+  const settled = await Promise.allSettled(opening);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (!failed) return settled.map((r) => (r as PromiseFulfilledResult<pg.Client>).value);
+  await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.end().catch(() => {}) : undefined)));
+  throw failed.reason;
+}
+
 /** Open a client. Connection failures become ConnectError (exit 3) with a hint. */
 export async function connect(r: ResolvedConnInfo, opts: ConnectOptions = {}): Promise<pg.Client> {
   const label = opts.label ?? 'the server';

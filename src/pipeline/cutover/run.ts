@@ -17,7 +17,7 @@ import { InterruptedError, OperationError, PgferryError, UsageError, errorMessag
 import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
 import type pg from 'pg';
-import { connect, withClient } from '../../postgres/connect.js';
+import { connect, connectAll, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { acquireLock, loadState, type RunState } from '../../state/checkpoint.js';
 import { loadSyncRecord } from '../../state/sync-record.js';
@@ -334,16 +334,11 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         for (const p of pairs) {
           const src = () => connect(p.sourceConn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS } });
           const tgt = () => connect(p.targetConn, { label: 'the target', applicationName: 'pgferry cutover' });
-          const opened = await Promise.allSettled([src(), tgt(), ...(method === 'native' ? [src(), tgt()] : [])]);
-          const ok = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-          const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-          if (failed) {
-            await Promise.all(ok.map((c) => c.end().catch(() => {})));
-            throw failed.reason;
-          }
-          const [s, t, ws, wt] = ok;
-          const wait = ws && wt ? { src: ws, tgt: wt, srcPid: (await ws.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid } : undefined;
-          sessions.push({ src: s!, tgt: t!, wait });
+          const [s, t, ws, wt] = await connectAll([src(), tgt(), ...(method === 'native' ? [src(), tgt()] : [])]);
+          // Recorded before the next query, so that a failure still closes all four.
+          const entry: Sessions[number] = { src: s!, tgt: t!, wait: ws && wt ? { src: ws, tgt: wt, srcPid: 0 } : undefined };
+          sessions.push(entry);
+          if (entry.wait) entry.wait.srcPid = (await ws!.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
         }
         // The sequences read once on the fence's sessions before the window (nothing is set): a new backend's first
         // look at 200 sequences (a catalog lookup each) took 30 – 50 ms on each side, inside the window; warm, 20 ms.

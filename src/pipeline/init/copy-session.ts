@@ -7,7 +7,7 @@
  */
 import type pg from 'pg';
 import { OperationError } from '../../errors.js';
-import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
+import { CANONICAL_SETTINGS, connect, connectAll } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
 import { quoteLiteral } from '../../postgres/identifiers.js';
@@ -111,13 +111,7 @@ export async function openCopySession(
   snapshot: string,
 ): Promise<OpenedCopySession> {
   assertSnapshotId(snapshot);
-  const [s, t] = await Promise.allSettled([openSource(source, snapshot), openTarget(target)]);
-  if (s.status === 'rejected' || t.status === 'rejected') {
-    await Promise.all([s, t].map((r) => (r.status === 'fulfilled' ? r.value.end().catch(() => {}) : undefined)));
-    throw s.status === 'rejected' ? s.reason : (t as PromiseRejectedResult).reason;
-  }
-  const src = s.value;
-  const tgt = t.value;
+  const [src, tgt] = (await connectAll([openSource(source, snapshot), openTarget(target)])) as [pg.Client, pg.Client];
   const session: OpenedCopySession = {
     source: src,
     target: tgt,
