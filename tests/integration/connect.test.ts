@@ -110,6 +110,14 @@ describe('connections to a plain server', () => {
     );
   });
 
+  it('opens sessions with JIT off, unless the connection string turns it on', async () => {
+    const jitOf = (url: string) =>
+      withClient(resolve(url), async (c) => (await c.query<{ setting: string; source: string }>("SELECT setting, source FROM pg_settings WHERE name = 'jit'")).rows[0]);
+    expect(await jitOf(plain.url())).toEqual({ setting: 'off', source: 'client' });
+    // Without the startup setting the session would have the server's default, on.
+    expect(await jitOf(`${plain.url()}&options=${encodeURIComponent('-c jit=on')}`)).toEqual({ setting: 'on', source: 'client' });
+  });
+
   describe('a password with every awkward character', () => {
     const base = () => `host=127.0.0.1 port=${plain.port} dbname=postgres sslmode=disable user='${AWK_USER.replace(/'/g, "\\'")}'`;
 
