@@ -13,6 +13,7 @@
  * kill -9 a rerun continues and `--abort` undoes.
  */
 import { emptyScope, resolveTables, rulesFor, type ScopeSpec } from '../../config/scope.js';
+import { NO_SIZES } from '../../postgres/catalog/tables.js';
 import { InterruptedError, OperationError, PgferryError, UsageError, errorMessage } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
@@ -211,7 +212,7 @@ async function lookAtSource(p: ReplicationPair, method: SyncMethod, scope: Scope
   return withSource(p.sourceConn, async (c) => {
     if (method === 'timestamp') {
       // No publication: the fence covers the tables the rounds copy.
-      const copied = (await resolveTables(c, p.sourceDatabase, rulesFor(scope, p.sourceDatabase))).tables.filter((t) => !t.schemaOnly);
+      const copied = (await resolveTables(c, p.sourceDatabase, rulesFor(scope, p.sourceDatabase), NO_SIZES)).tables.filter((t) => !t.schemaOnly);
       const plan = await planFence(c, p.sourceDatabase, { relids: copied.map((t) => t.oid), what: 'the scope' }, null);
       return { plan, tables: copied.map((t) => ({ schema: t.schema, name: t.name })) };
     }

@@ -4,7 +4,7 @@ import type { ScopeTable } from '../../config/scope.js';
 import { tableKey } from '../../state/checkpoint.js';
 import { chooseFormat, loadTypeInfo, type CopyFormat } from './format.js';
 import {
-  DEFAULT_MAX_PARTS, DEFAULT_SPLIT_THRESHOLD_BYTES, effectiveSplitThreshold, planParts, relationSizes, relationsOf, type RelationName, type TablePart,
+  DEFAULT_MAX_PARTS, DEFAULT_SPLIT_THRESHOLD_BYTES, effectiveSplitThreshold, partCount, planParts, relationSizes, relationsOf, type RelationName, type RelationSize, type TablePart,
 } from './parts.js';
 import { maskedSelectList } from '../../config/data-rules.js';
 
@@ -52,7 +52,7 @@ export async function planCopy(client: pg.Client, inputs: readonly CopyTableInpu
     sourceMajor: opts.sourceMajor,
   };
   const relationLists = copied.map((i) => relationsOf(i.table));
-  const allSizes = await relationSizes(client, relationLists.flat());
+  const allSizes = await sizesOf(client, copied, relationLists, partOpts);
   const plans: TableCopyPlan[] = [];
   let offset = 0;
   for (const [n, input] of copied.entries()) {
@@ -75,4 +75,23 @@ export async function planCopy(client: pg.Client, inputs: readonly CopyTableInpu
     });
   }
   return plans;
+}
+
+/**
+ * The size of every relation COPY reads. A plain table whose listed size (the
+ * table list read it a moment ago) does not reach the split threshold is one
+ * part whatever its pages, so only the others are measured again: planning 200
+ * small tables read every file of every table twice before.
+ */
+async function sizesOf(
+  client: pg.Client, copied: readonly CopyTableInput[], relationLists: RelationName[][], partOpts: Parameters<typeof partCount>[1],
+): Promise<RelationSize[]> {
+  const known = copied.map((i) =>
+    i.table.relkind === 'r' && i.table.bytes >= 0 && partCount(i.table.bytes, partOpts) === 1
+      ? { mainBytes: i.table.bytes, totalBytes: i.table.bytes, blockSize: 0 }
+      : null,
+  );
+  const measured = await relationSizes(client, relationLists.flatMap((rels, n) => (known[n] ? [] : rels)));
+  let next = 0;
+  return relationLists.flatMap((rels, n) => (known[n] ? [known[n]] : rels.map(() => measured[next++]!)));
 }

@@ -14,6 +14,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { emptyScope, resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../config/scope.js';
+import { NO_SIZES } from '../../postgres/catalog/tables.js';
 import { OperationError, PgferryError, UsageError } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
@@ -278,7 +279,7 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
 /** The tables of the scope the publication carries (with init's filters when the scope is init's), and the unlogged ones it cannot. */
 async function publishedScope(s: DbSync): Promise<{ published: PublishedTable[]; unlogged: ScopeTable[]; pubScope: ScopeTable[] }> {
   const { x, db, d, src } = s;
-  const scope = await resolveTables(src, db, rulesFor(x.scope, db));
+  const scope = await resolveTables(src, db, rulesFor(x.scope, db), NO_SIZES);
   let filters: Record<string, string>;
   if (d && x.scopeMatches) filters = d.filters;
   else filters = effectiveFilters(scope.tables, await fixTimeCutoffs(src, scope.tables, d?.timeFilterCutoffs ?? {}));

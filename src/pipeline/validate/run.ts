@@ -7,6 +7,7 @@
 import type pg from 'pg';
 import { ExitCode, PgferryError, errorMessage } from '../../errors.js';
 import { resolveDatabases, resolveTables, rulesFor, type DatabaseScope } from '../../config/scope.js';
+import { NO_SIZES } from '../../postgres/catalog/tables.js';
 import { silentProgress, type ProgressSink, type ProgressStatus } from '../shared/progress.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
 import { describeConn, forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
@@ -291,7 +292,7 @@ async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: C
   const { options, source, user } = ctx;
   return withDatabaseClient(source, sourceConnFor(options.source, p.source), 'source', async (client) => {
     const facts = await gatherDatabaseFacts(client, source.identity.major);
-    const scope = await resolveTables(client, p.source, rulesFor(options.scope, p.source));
+    const scope = await resolveTables(client, p.source, rulesFor(options.scope, p.source), NO_SIZES);
     const leaves = await gatherLeafIdentities(client, scope.tables);
     const noUsage = source.identity.superuser ? new Set<string>() : await gatherSchemasWithoutUsage(client);
     const published = publishedTables(scope.tables);

@@ -166,6 +166,9 @@ export interface ListTablesOptions {
   sizes?: boolean;
 }
 
+/** For steps that never read `bytes` (sync, cutover, validate): the sizes cost a look at every file of every table. */
+export const NO_SIZES: Readonly<ListTablesOptions> = { sizes: false };
+
 export async function listTables(client: pg.Client, opts: ListTablesOptions = {}): Promise<CatalogTable[]> {
   const { rows } = await client.query<Row>(opts.sizes === false ? TABLES_SQL_NO_SIZES : TABLES_SQL);
   return rows.map((r) => {

@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { changedDataRules, maskedSummary, streamingRefusal } from '../../../config/data-rules-catalog.js';
 import { resolveTables, rulesFor, scopeHash, type ScopeSpec, type ScopeTable } from '../../../config/scope.js';
+import { NO_SIZES } from '../../../postgres/catalog/tables.js';
 import { OperationError, UsageError } from '../../../errors.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../../lifecycle.js';
 import { CANONICAL_SETTINGS, connect } from '../../../postgres/connect.js';
@@ -179,7 +180,7 @@ async function prepare(pair: ReplicationPair, d: DatabaseState | undefined, x: P
   const src = await connect(pair.sourceConn, { label: 'the source', settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync' });
   const tgt = await connect(pair.targetConn, { label: 'the target', applicationName: 'pgferry sync' });
   try {
-    const resolved = await resolveTables(src, db, rulesFor(x.scope, db));
+    const resolved = await resolveTables(src, db, rulesFor(x.scope, db), NO_SIZES);
     const { published, unlogged } = publishedTables(resolved.tables, d.filters);
     for (const t of unlogged) x.warn(`${displayName(t.schema, t.name)} is unlogged: logical replication carries none of its changes`);
     const pubScope = published.map((p) => resolved.tables.find((t) => t.oid === p.oid)!);

@@ -28,7 +28,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { emptyScope, resolveTables, rulesFor, type ScopeSpec } from '../../../config/scope.js';
 import { OperationError, UsageError } from '../../../errors.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../../lifecycle.js';
-import { listTables } from '../../../postgres/catalog/tables.js';
+import { listTables, NO_SIZES } from '../../../postgres/catalog/tables.js';
 import { connect } from '../../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../../postgres/conninfo.js';
 import { operationError, sqlstate } from '../../../postgres/errors.js';
@@ -180,8 +180,8 @@ async function closeClients(c: Clients): Promise<void> {
 }
 
 async function planPair(c: Clients, o: TimestampSyncOptions, scope: ScopeSpec, state: RunState | undefined, pair: ReplicationPair): Promise<TsTable[]> {
-  const resolved = await resolveTables(c.source, pair.sourceDatabase, rulesFor(scope, pair.sourceDatabase));
-  const targetTables = await listTables(c.target);
+  const resolved = await resolveTables(c.source, pair.sourceDatabase, rulesFor(scope, pair.sourceDatabase), NO_SIZES);
+  const targetTables = await listTables(c.target, NO_SIZES);
   const tables = planTables(pair.sourceDatabase, resolved.tables, targetTables, state?.databases[pair.sourceDatabase]?.filters ?? {}, o.columns);
   for (const t of tables) t.uniques = await readUniques(c.writer, t);
   return tables;
