@@ -48,7 +48,7 @@ import {
 import { createBudget, type Budget } from './budget.js';
 import { DEFAULT_SPLIT_THRESHOLD_BYTES, type TablePart } from './parts.js';
 import { EARLY_POST_DATA_MIN_BYTES, earlyUnits, ownPostDataItems, tablePostData, type TablePostData } from './table-post-data.js';
-import { ANALYZE_ONLY_MAJOR, analyzeTables } from './analyze.js';
+import { analyzeItems, analyzeTables } from './analyze.js';
 import { earlyAnalyzer, tablesWithPostDataStatistics, type EarlyAnalyzer } from './early-analyze.js';
 import { checkForeignKeys } from '../shared/foreign-key-check.js';
 import { blocksInit } from './refusals.js';
@@ -339,19 +339,6 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
     d.phase = 'done';
     d.finishedAt = new Date().toISOString();
   });
-}
-
-/**
- * What the ANALYZE phase runs. ANALYZE of a partitioned table samples the
- * root and then analyses every partition again, one after the other in one
- * session. From PostgreSQL 18 the partitions are analysed as tables of their
- * own (in parallel) and the root with ANALYZE ONLY; before 18 the root's ANALYZE is the only way to give it statistics
- * (see docs/architecture.md, "Statistics").
- */
-function analyzeItems(tables: ScopeTable[], targetMajor: number, analyzed: ReadonlySet<string>): { schema: string; name: string; only?: boolean }[] {
-  if (targetMajor < ANALYZE_ONLY_MAJOR) return tables;
-  const leavesFirst = tables.flatMap((t) => (t.relkind === 'p' ? t.partitions.filter((p) => !analyzed.has(tableKey(p.schema, p.name))) : []));
-  return [...leavesFirst, ...tables.map((t) => (t.relkind === 'p' ? { schema: t.schema, name: t.name, only: true } : t))];
 }
 
 function databaseReport(r: PhaseRun): DatabaseReport {
