@@ -12,7 +12,10 @@ import pg from 'pg';
 import { ConnectError, UsageError } from '../errors.js';
 import { describeConn, type ResolvedConnInfo } from './conninfo.js';
 import { connectError, sqlstate } from './errors.js';
+import { installScram } from './scram.js';
 import { sessionKeeper } from './session-keeper.js';
+
+installScram();
 
 export const APPLICATION_NAME = 'pgferry';
 

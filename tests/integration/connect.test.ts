@@ -170,6 +170,21 @@ describe('connections to a plain server', () => {
       expectNoSecret(fromEnv, 'not-it');
     });
 
+    it('a password changed on the server: the old one is refused, the new one works (salted passwords are cached per salt)', async () => {
+      const url = (pw: string) => `postgresql://${encodeURIComponent(AWK_USER)}:${encodeURIComponent(pw)}@127.0.0.1:${plain.port}/postgres?sslmode=disable`;
+      const changed = `${AWKWARD}-changed`;
+      expect((await whoAmI(resolve(url(AWKWARD)))).user).toBe(AWK_USER);
+      await plain.query(`ALTER ROLE "${AWK_USER.replace(/"/g, '""')}" PASSWORD '${changed.replace(/'/g, "''")}'`);
+      try {
+        const err = await connectFailure(resolve(url(AWKWARD)));
+        expect(err.message).toMatch(/password authentication failed/);
+        expect((await whoAmI(resolve(url(changed)))).user).toBe(AWK_USER);
+      } finally {
+        await plain.query(`ALTER ROLE "${AWK_USER.replace(/"/g, '""')}" PASSWORD '${AWKWARD.replace(/'/g, "''")}'`);
+      }
+      expect((await whoAmI(resolve(url(AWKWARD)))).user).toBe(AWK_USER);
+    });
+
     it('no password at all is a ConnectError that says where to put one', async () => {
       const err = await connectFailure(resolve(base()));
       expect(err.exitCode).toBe(ExitCode.connect);
