@@ -45,7 +45,10 @@ UNION ALL
 SELECT 'index', t.nspname, t.relname, ic.relname, pg_get_indexdef(i.indexrelid)
   FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid`;
 
-async function catalog(s: SideSession, tables: readonly TableRef[]): Promise<Map<string, CatalogItem>> {
+/** A side's columns, constraints and indexes of the given tables, keyed by kind, table and name. */
+export type SchemaCatalog = Map<string, CatalogItem>;
+
+export async function readSchemaCatalog(s: SideSession, tables: readonly TableRef[]): Promise<SchemaCatalog> {
   const rows = await s.query<{ kind: CatalogItem['kind']; schema: string; table: string; name: string; def: string }>({
     text: CATALOG_SQL,
     values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
@@ -88,9 +91,14 @@ export interface SchemaComparison {
   targetColumns: Map<string, Map<string, TargetColumn>>;
 }
 
-/** The schemas of the tables on both sides, compared; and the target's columns, read by the same query. */
-export async function compareTableSchemas(source: SideSession, target: SideSession, tables: readonly TableRef[]): Promise<SchemaComparison> {
-  const [src, tgt] = await Promise.all([catalog(source, tables), catalog(target, tables)]);
+/**
+ * The schemas of the tables on both sides, compared; and the target's columns, read by the same query.
+ * `targetCatalog`: the target's, already being read (of these tables or more: others are left out).
+ */
+export async function compareTableSchemas(
+  source: SideSession, target: SideSession, tables: readonly TableRef[], targetCatalog?: Promise<SchemaCatalog>,
+): Promise<SchemaComparison> {
+  const [src, tgt] = await Promise.all([readSchemaCatalog(source, tables), targetCatalog ?? readSchemaCatalog(target, tables)]);
   const targetColumns = new Map<string, Map<string, TargetColumn>>();
   for (const i of tgt.values()) {
     if (i.kind !== 'column') continue;

@@ -20,7 +20,7 @@ import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication, type ReplicationLink } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
-import { compareSequences, compareTableSchemas, targetTables, type TableRef, type TargetColumn } from './schema.js';
+import { compareSequences, compareTableSchemas, readSchemaCatalog, targetTables, type SchemaCatalog, type TableRef, type TargetColumn } from './schema.js';
 import { closePairs, openPairs, parallelQueryFits, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
@@ -141,7 +141,7 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   try {
     const scoped = resolveDatabaseScope(opts, sourceDb, pairs[0]!);
     // What needs no table list is read meanwhile: the target session would otherwise wait for the source's.
-    early = earlyCatalog(opts, pairs[0]!);
+    early = earlyCatalog(opts, pairs[0]!, sourceDb);
     const ctx = await scoped;
     // The other pairs open while the catalogs are read, and only as many as there is work for.
     const wanted = Math.min(opts.jobs, estimatedWork(ctx.inScope, opts.chunkRows)) - 1;
@@ -175,16 +175,23 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
 interface EarlyCatalog {
   replication: Promise<ReplicationLink>;
   onTarget: Promise<TableRef[]>;
-  /** Resolves when both have ended, either way (nothing left running on a session about to close). */
+  /** The target's schema catalog of all its tables, when the scope is the whole database (else read with the source's). */
+  targetSchema: Promise<SchemaCatalog> | undefined;
+  /** Resolves when all have ended, either way (nothing left running on a session about to close). */
   settled: Promise<unknown>;
 }
 
-function earlyCatalog(opts: VerifyOptions, first: SessionPair): EarlyCatalog {
+function earlyCatalog(opts: VerifyOptions, first: SessionPair, sourceDb: string): EarlyCatalog {
   const replication = detectReplication(first.source, first.target);
   // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
-  const onTarget = (opts.tables ?? []).length ? Promise.resolve([] as TableRef[]) : targetTables(first.target);
-  const settled = Promise.allSettled([replication, onTarget]);
-  return { replication, onTarget, settled };
+  const named = (opts.tables ?? []).length > 0;
+  const onTarget = named ? Promise.resolve([] as TableRef[]) : targetTables(first.target);
+  // Where the scope is every table, the target's schema is read now, on a session that would otherwise wait for the
+  // source's table list (the slower of the two); tables the scope leaves out are ignored by the comparison.
+  const targetSchema = !named && !rulesFor(opts.scope, sourceDb).include.length ? onTarget.then((refs) => readSchemaCatalog(first.target, refs)) : undefined;
+  targetSchema?.catch(() => {}); // awaited by compareCatalogs
+  const settled = Promise.allSettled([replication, onTarget, targetSchema]);
+  return { replication, onTarget, targetSchema, settled };
 }
 
 /** The key rows are compared by: the primary key, else a unique key over NOT NULL columns; null: the table is hashed whole. */
@@ -233,7 +240,7 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
   const writes = replication.active && !opts.sourceQuiet ? { before: await writeCounters(first.source, refs), at: Date.now() } : null;
   const [schemas, sequences, onTarget] = await Promise.all([
-    compareTableSchemas(first.source, first.target, refs),
+    compareTableSchemas(first.source, first.target, refs, early.targetSchema),
     opts.sequences ? compareSequences(first.source, first.target, refs, wholeDatabase) : [],
     early.onTarget,
   ]);
