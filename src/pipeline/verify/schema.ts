@@ -54,7 +54,8 @@ export async function readSchemaCatalog(s: SideSession, tables: readonly TableRe
     values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
   });
   const out = new Map<string, CatalogItem>();
-  for (const r of rows) out.set(JSON.stringify([r.kind, r.schema, r.table, r.name]), r);
+  // Names cannot hold a NUL, so the joined key is unambiguous (and cheaper than JSON over 10 000s of rows).
+  for (const r of rows) out.set(`${r.kind}\0${r.schema}\0${r.table}\0${r.name}`, r);
   return out;
 }
 
@@ -113,8 +114,10 @@ export async function compareTableSchemas(
     out.get(`${i.schema}.${i.table}`)?.push({ kind: d.kind ?? i.kind, object: d.object, message: d.message });
   const missingTables = new Set<string>();
   for (const [id, a] of src) {
-    const tableName = displayName(a.schema, a.table);
     const b = tgt.get(id);
+    // Most items are equal: names are formatted only for a difference.
+    if (b && a.def === b.def) continue;
+    const tableName = displayName(a.schema, a.table);
     if (a.kind === 'table') {
       if (!b) {
         missingTables.add(`${a.schema}.${a.table}`);
@@ -128,7 +131,6 @@ export async function compareTableSchemas(
       push(a, { object, message: `${a.kind} is missing on the target` });
       continue;
     }
-    if (a.def === b.def) continue;
     if (a.kind === 'column') {
       push(a, { object, message: describeColumnChange(JSON.parse(a.def) as ColumnDef, JSON.parse(b.def) as ColumnDef) });
     } else {
