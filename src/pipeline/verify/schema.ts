@@ -5,7 +5,7 @@
  * (sequences are not replicated, so a target behind the source would hand out
  * used values after cutover).
  */
-import { notNullValidSql, USER_TABLE } from '../../postgres/catalog/tables.js';
+import { notNullValidSql, USER_TABLE, type CatalogColumn } from '../../postgres/catalog/tables.js';
 import { displayName } from '../../postgres/identifiers.js';
 import type { SideSession } from './sessions.js';
 import type { SchemaDifference, SequenceReport } from './types.js';
@@ -25,38 +25,68 @@ interface CatalogItem {
 
 // Works on PostgreSQL 12+. NOT NULL constraints (contype 'n', PostgreSQL 18) are
 // covered by the column check.
-const CATALOG_SQL = `
+const TABLES_CTE = `
 WITH t AS (
   SELECT c.oid, n.nspname, c.relname
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN unnest($1::text[], $2::text[]) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
-   WHERE c.relkind IN ('r', 'p'))
-SELECT 'table' AS kind, t.nspname AS schema, t.relname AS "table", '' AS name, '' AS def FROM t
-UNION ALL
-SELECT 'column', t.nspname, t.relname, a.attname,
+   WHERE c.relkind IN ('r', 'p'))`;
+
+/** The columns, constraints and indexes of the tables in t: (oid, nspname, relname, kind, name, def). */
+const ITEMS_SQL = `
+SELECT t.oid, t.nspname, t.relname, 'column' AS kind, a.attname::text AS name,
        json_build_object('type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull, 'notNullValid', ${notNullValidSql('a')},
-                         'generated', a.attgenerated::text, 'identity', a.attidentity::text)::text
+                         'generated', a.attgenerated::text, 'identity', a.attidentity::text)::text AS def
   FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
 UNION ALL
-SELECT 'constraint', t.nspname, t.relname, co.conname, co.contype::text || ' ' || pg_get_constraintdef(co.oid, true)
+SELECT t.oid, t.nspname, t.relname, 'constraint', co.conname::text, co.contype::text || ' ' || pg_get_constraintdef(co.oid, true)
   FROM t JOIN pg_constraint co ON co.conrelid = t.oid AND co.contype <> 'n'
 UNION ALL
-SELECT 'index', t.nspname, t.relname, ic.relname, pg_get_indexdef(i.indexrelid)
+SELECT t.oid, t.nspname, t.relname, 'index', ic.relname::text, pg_get_indexdef(i.indexrelid)
   FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid`;
 
-/** A side's columns, constraints and indexes of the given tables, keyed by kind, table and name. */
-export type SchemaCatalog = Map<string, CatalogItem>;
+const CATALOG_SQL = `${TABLES_CTE}
+SELECT 'table' AS kind, t.nspname AS schema, t.relname AS "table", '' AS name, '' AS def FROM t
+UNION ALL
+SELECT kind, nspname, relname, name, def FROM (${ITEMS_SQL}) i`;
 
-export async function readSchemaCatalog(s: SideSession, tables: readonly TableRef[]): Promise<SchemaCatalog> {
+/**
+ * One digest per table of everything CATALOG_SQL lists for it, in a fixed order: two sides whose digests
+ * match have the same columns, constraints and indexes, and only the others are read item by item. A table
+ * with no item at all has no digest (it is read item by item too); so has one whose digests differ only
+ * because the two servers encode its names differently. The items are grouped as they come: joined back to
+ * t, whose row count the planner cannot know, they were rescanned once per table (0.8 s for 200 tables).
+ */
+const DIGEST_SQL = `${TABLES_CTE}
+SELECT i.nspname AS schema, i.relname AS "table",
+       md5(string_agg(i.kind || chr(1) || i.name || chr(1) || coalesce(i.def, ''), chr(2) ORDER BY i.kind COLLATE "C", i.name COLLATE "C")) AS digest
+  FROM (${ITEMS_SQL}) i
+ GROUP BY i.oid, i.nspname, i.relname`;
+
+/** A side's columns, constraints and indexes of the given tables, keyed by kind, table and name. */
+type SchemaCatalog = Map<string, CatalogItem>;
+
+async function readSchemaCatalog(s: SideSession, tables: readonly TableRef[]): Promise<SchemaCatalog> {
   const rows = await s.query<{ kind: CatalogItem['kind']; schema: string; table: string; name: string; def: string }>({
     text: CATALOG_SQL,
     values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
   });
   const out = new Map<string, CatalogItem>();
-  // Names cannot hold a NUL, so the joined key is unambiguous (and cheaper than JSON over 10 000s of rows).
+  // Names cannot hold a NUL, so the joined key is unambiguous.
   for (const r of rows) out.set(`${r.kind}\0${r.schema}\0${r.table}\0${r.name}`, r);
   return out;
+}
+
+/** A side's schema digest per table ("schema.table" → digest); tables not found are absent. */
+export type SchemaDigests = Map<string, string>;
+
+export async function readSchemaDigests(s: SideSession, tables: readonly TableRef[]): Promise<SchemaDigests> {
+  const rows = await s.query<{ schema: string; table: string; digest: string }>({
+    text: DIGEST_SQL,
+    values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  });
+  return new Map(rows.map((r) => [`${r.schema}.${r.table}`, r.digest]));
 }
 
 interface ColumnDef {
@@ -93,14 +123,31 @@ export interface SchemaComparison {
 }
 
 /**
- * The schemas of the tables on both sides, compared; and the target's columns, read by the same query.
- * `targetCatalog`: the target's, already being read (of these tables or more: others are left out).
+ * The schemas of the tables on both sides, compared; and the target's columns. Each side first sends one
+ * digest per table; only tables whose digests differ (or that one side lacks) are read item by item, and a
+ * table whose digests match has the source's columns on the target too (`sourceColumns`).
+ * `targetDigests`: the target's, already being read (of these tables or more: others are left out).
  */
 export async function compareTableSchemas(
-  source: SideSession, target: SideSession, tables: readonly TableRef[], targetCatalog?: Promise<SchemaCatalog>,
+  source: SideSession, target: SideSession, tables: readonly TableRef[],
+  sourceColumns: ReadonlyMap<string, readonly CatalogColumn[]>, targetDigests?: Promise<SchemaDigests>,
 ): Promise<SchemaComparison> {
-  const [src, tgt] = await Promise.all([readSchemaCatalog(source, tables), targetCatalog ?? readSchemaCatalog(target, tables)]);
+  const [srcDigests, tgtDigests] = await Promise.all([readSchemaDigests(source, tables), targetDigests ?? readSchemaDigests(target, tables)]);
   const targetColumns = new Map<string, Map<string, TargetColumn>>();
+  const differing: TableRef[] = [];
+  for (const t of tables) {
+    const key = `${t.schema}.${t.name}`;
+    const digest = srcDigests.get(key);
+    const cols = sourceColumns.get(key);
+    if (digest !== undefined && digest === tgtDigests.get(key) && cols) {
+      targetColumns.set(key, new Map(cols.map((c) => [c.name, { type: c.type, notNullValid: c.notNullValid }])));
+    } else {
+      differing.push(t);
+    }
+  }
+  const [src, tgt] = differing.length
+    ? await Promise.all([readSchemaCatalog(source, differing), readSchemaCatalog(target, differing)])
+    : [new Map<string, CatalogItem>(), new Map<string, CatalogItem>()];
   for (const i of tgt.values()) {
     if (i.kind !== 'column') continue;
     const key = `${i.schema}.${i.table}`;

@@ -20,7 +20,7 @@ import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication, type ReplicationLink } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
-import { compareSequences, compareTableSchemas, readSchemaCatalog, targetTables, type SchemaCatalog, type TableRef, type TargetColumn } from './schema.js';
+import { compareSequences, compareTableSchemas, readSchemaDigests, targetTables, type SchemaDigests, type TableRef, type TargetColumn } from './schema.js';
 import { closePairs, openPairs, parallelQueryFits, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
@@ -175,8 +175,8 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
 interface EarlyCatalog {
   replication: Promise<ReplicationLink>;
   onTarget: Promise<TableRef[]>;
-  /** The target's schema catalog of all its tables, when the scope is the whole database (else read with the source's). */
-  targetSchema: Promise<SchemaCatalog> | undefined;
+  /** The target's schema digests of all its tables, when the scope is the whole database (else read with the source's). */
+  targetSchema: Promise<SchemaDigests> | undefined;
   /** Resolves when all have ended, either way (nothing left running on a session about to close). */
   settled: Promise<unknown>;
 }
@@ -186,9 +186,9 @@ function earlyCatalog(opts: VerifyOptions, first: SessionPair, sourceDb: string)
   // With --tables only the named tables are checked; otherwise the scope's rules pick the target's tables too.
   const named = (opts.tables ?? []).length > 0;
   const onTarget = named ? Promise.resolve([] as TableRef[]) : targetTables(first.target);
-  // Where the scope is every table, the target's schema is read now, on a session that would otherwise wait for the
+  // Where the scope is every table, the target's schema digests are read now, on a session that would otherwise wait for the
   // source's table list (the slower of the two); tables the scope leaves out are ignored by the comparison.
-  const targetSchema = !named && !rulesFor(opts.scope, sourceDb).include.length ? onTarget.then((refs) => readSchemaCatalog(first.target, refs)) : undefined;
+  const targetSchema = !named && !rulesFor(opts.scope, sourceDb).include.length ? onTarget.then((refs) => readSchemaDigests(first.target, refs)) : undefined;
   targetSchema?.catch(() => {}); // awaited by compareCatalogs
   const settled = Promise.allSettled([replication, onTarget, targetSchema]);
   return { replication, onTarget, targetSchema, settled };
@@ -240,7 +240,7 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
   const writes = replication.active && !opts.sourceQuiet ? { before: await writeCounters(first.source, refs), at: Date.now() } : null;
   const [schemas, sequences, onTarget] = await Promise.all([
-    compareTableSchemas(first.source, first.target, refs, early.targetSchema),
+    compareTableSchemas(first.source, first.target, refs, new Map(inScope.map((t) => [`${t.schema}.${t.name}`, t.columns])), early.targetSchema),
     opts.sequences ? compareSequences(first.source, first.target, refs, wholeDatabase) : [],
     early.onTarget,
   ]);
