@@ -78,15 +78,20 @@ async function readSchemaCatalog(s: SideSession, tables: readonly TableRef[]): P
   return out;
 }
 
-/** A side's schema digest per table ("schema.table" → digest); tables not found are absent. */
+/** A side's schema digest per table (keyed by tableId), tables not found absent. */
 export type SchemaDigests = Map<string, string>;
+
+/** A table's key in SchemaDigests and in compareTableSchemas's `sourceColumns`: unambiguous, as names hold no NUL. */
+export function tableId(schema: string, name: string): string {
+  return `${schema}\0${name}`;
+}
 
 export async function readSchemaDigests(s: SideSession, tables: readonly TableRef[]): Promise<SchemaDigests> {
   const rows = await s.query<{ schema: string; table: string; digest: string }>({
     text: DIGEST_SQL,
     values: [tables.map((t) => t.schema), tables.map((t) => t.name)],
   });
-  return new Map(rows.map((r) => [`${r.schema}.${r.table}`, r.digest]));
+  return new Map(rows.map((r) => [tableId(r.schema, r.table), r.digest]));
 }
 
 interface ColumnDef {
@@ -136,11 +141,11 @@ export async function compareTableSchemas(
   const targetColumns = new Map<string, Map<string, TargetColumn>>();
   const differing: TableRef[] = [];
   for (const t of tables) {
-    const key = `${t.schema}.${t.name}`;
-    const digest = srcDigests.get(key);
-    const cols = sourceColumns.get(key);
-    if (digest !== undefined && digest === tgtDigests.get(key) && cols) {
-      targetColumns.set(key, new Map(cols.map((c) => [c.name, { type: c.type, notNullValid: c.notNullValid }])));
+    const id = tableId(t.schema, t.name);
+    const digest = srcDigests.get(id);
+    const cols = sourceColumns.get(id);
+    if (digest !== undefined && digest === tgtDigests.get(id) && cols) {
+      targetColumns.set(`${t.schema}.${t.name}`, new Map(cols.map((c) => [c.name, { type: c.type, notNullValid: c.notNullValid }])));
     } else {
       differing.push(t);
     }

@@ -20,7 +20,7 @@ import { QUIET_WINDOW_MS, quietTables, writeCounters } from './activity.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication, type ReplicationLink } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
-import { compareSequences, compareTableSchemas, readSchemaDigests, targetTables, type SchemaDigests, type TableRef, type TargetColumn } from './schema.js';
+import { compareSequences, compareTableSchemas, readSchemaDigests, tableId, targetTables, type SchemaDigests, type TableRef, type TargetColumn } from './schema.js';
 import { closePairs, openPairs, parallelQueryFits, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
@@ -240,7 +240,7 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
   const writes = replication.active && !opts.sourceQuiet ? { before: await writeCounters(first.source, refs), at: Date.now() } : null;
   const [schemas, sequences, onTarget] = await Promise.all([
-    compareTableSchemas(first.source, first.target, refs, new Map(inScope.map((t) => [`${t.schema}.${t.name}`, t.columns])), early.targetSchema),
+    compareTableSchemas(first.source, first.target, refs, new Map(inScope.map((t) => [tableId(t.schema, t.name), t.columns])), early.targetSchema),
     opts.sequences ? compareSequences(first.source, first.target, refs, wholeDatabase) : [],
     early.onTarget,
   ]);
