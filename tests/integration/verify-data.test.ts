@@ -285,6 +285,21 @@ describe('verify: data and schema', () => {
     expect(table(report, 'drift', 'same')).toMatchObject({ status: 'equal', rowsSource: 50 });
   });
 
+  it('keeps apart two tables whose schema and name join to the same dotted text', async () => {
+    const sql = `CREATE SCHEMA "a.b"; CREATE SCHEMA a;
+      CREATE TABLE "a.b".c (id int PRIMARY KEY, x text);
+      CREATE TABLE a."b.c" (k bigint PRIMARY KEY, y int, z int);
+      INSERT INTO "a.b".c SELECT g, 'x' || g FROM generate_series(1, 30) g;
+      INSERT INTO a."b.c" SELECT g, g, g FROM generate_series(1, 40) g;`;
+    const [src, tgt] = await Promise.all([createDatabase(source, undefined, sql), createDatabase(target, undefined, sql)]);
+    await target.query(`UPDATE a."b.c" SET z = 0 WHERE k = 7`, [], tgt);
+    const report = await runVerify(source, src, target, tgt, { sequences: false });
+    const dotted = table(report, 'a.b', 'c');
+    const other = table(report, 'a', 'b.c');
+    expect(dotted).toMatchObject({ status: 'equal', rowsSource: 30, notes: [], schemaDifferences: [] });
+    expect(other).toMatchObject({ status: 'different', rowsSource: 40, notes: [], schemaDifferences: [], diffs: [{ kind: 'different', key: { k: '7' } }] });
+  });
+
   it('rejects a --tables name that is not in scope', async () => {
     await expect(runVerify(source, srcDb, target, equalDb, { scope: emptyScope(), tables: ['shop.nope'] })).rejects.toThrow(/shop\.nope/);
   });

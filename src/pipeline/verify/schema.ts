@@ -81,7 +81,7 @@ async function readSchemaCatalog(s: SideSession, tables: readonly TableRef[]): P
 /** A side's schema digest per table (keyed by tableId), tables not found absent. */
 export type SchemaDigests = Map<string, string>;
 
-/** A table's key in SchemaDigests and in compareTableSchemas's `sourceColumns`: unambiguous, as names hold no NUL. */
+/** A table's key in SchemaDigests and in what compareTableSchemas takes and returns: unambiguous, as names hold no NUL. */
 export function tableId(schema: string, name: string): string {
   return `${schema}\0${name}`;
 }
@@ -118,10 +118,10 @@ export interface TargetColumn {
 }
 
 export interface SchemaComparison {
-  /** Differences per table, keyed "schema.table". A missing table is one 'table' difference. */
+  /** Differences per table, keyed by tableId. A missing table is one 'table' difference. */
   differences: Map<string, SchemaDifference[]>;
   /**
-   * Columns of each table as the target sees them ("schema.table" → column → its format_type, and whether
+   * Columns of each table as the target sees them (tableId → column → its format_type, and whether
    * it holds no NULL: a validated NOT NULL); missing tables are absent.
    */
   targetColumns: Map<string, Map<string, TargetColumn>>;
@@ -145,7 +145,7 @@ export async function compareTableSchemas(
     const digest = srcDigests.get(id);
     const cols = sourceColumns.get(id);
     if (digest !== undefined && digest === tgtDigests.get(id) && cols) {
-      targetColumns.set(`${t.schema}.${t.name}`, new Map(cols.map((c) => [c.name, { type: c.type, notNullValid: c.notNullValid }])));
+      targetColumns.set(id, new Map(cols.map((c) => [c.name, { type: c.type, notNullValid: c.notNullValid }])));
     } else {
       differing.push(t);
     }
@@ -155,15 +155,15 @@ export async function compareTableSchemas(
     : [new Map<string, CatalogItem>(), new Map<string, CatalogItem>()];
   for (const i of tgt.values()) {
     if (i.kind !== 'column') continue;
-    const key = `${i.schema}.${i.table}`;
+    const key = tableId(i.schema, i.table);
     if (!targetColumns.has(key)) targetColumns.set(key, new Map());
     const { type, notNullValid } = JSON.parse(i.def) as ColumnDef;
     targetColumns.get(key)!.set(i.name, { type, notNullValid });
   }
   const out = new Map<string, SchemaDifference[]>();
-  for (const t of tables) out.set(`${t.schema}.${t.name}`, []);
+  for (const t of tables) out.set(tableId(t.schema, t.name), []);
   const push = (i: CatalogItem, d: Omit<SchemaDifference, 'kind'> & { kind?: SchemaDifference['kind'] }) =>
-    out.get(`${i.schema}.${i.table}`)?.push({ kind: d.kind ?? i.kind, object: d.object, message: d.message });
+    out.get(tableId(i.schema, i.table))?.push({ kind: d.kind ?? i.kind, object: d.object, message: d.message });
   const missingTables = new Set<string>();
   for (const [id, a] of src) {
     const b = tgt.get(id);
@@ -172,12 +172,12 @@ export async function compareTableSchemas(
     const tableName = displayName(a.schema, a.table);
     if (a.kind === 'table') {
       if (!b) {
-        missingTables.add(`${a.schema}.${a.table}`);
+        missingTables.add(tableId(a.schema, a.table));
         push(a, { object: tableName, message: 'table is missing on the target' });
       }
       continue;
     }
-    if (missingTables.has(`${a.schema}.${a.table}`)) continue;
+    if (missingTables.has(tableId(a.schema, a.table))) continue;
     const object = a.kind === 'column' ? `${tableName}.${a.name}` : `${a.name} on ${tableName}`;
     if (!b) {
       push(a, { object, message: `${a.kind} is missing on the target` });

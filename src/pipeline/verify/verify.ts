@@ -264,10 +264,10 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
     const filter = filters[i]!;
     const method = t.schemaOnly ? 'schema-only' : key ? 'chunked' : 'whole-table';
     const report = emptyTableReport({ schema: t.schema, name: t.name, filter: t.schemaOnly ? null : filter }, method, t.schemaOnly ? null : key);
-    report.schemaDifferences = schemaDiffs.get(`${t.schema}.${t.name}`) ?? [];
+    report.schemaDifferences = schemaDiffs.get(tableId(t.schema, t.name)) ?? [];
     reports.push(report);
     if (t.schemaOnly) continue;
-    const tcols = targetCols.get(`${t.schema}.${t.name}`);
+    const tcols = targetCols.get(tableId(t.schema, t.name));
     if (!tcols) {
       report.notes.push('rows not compared: the table is missing on the target');
       continue;
