@@ -151,7 +151,7 @@ function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: Connection
   // JIT off unless the connection string's options say otherwise (they come after, and the last -c wins). pgferry's
   // catalog queries cost more than the planner's JIT threshold on large schemas and then spent most of their time
   // compiling: the table list of a database with 3 000 tables took 1.2 s with JIT and 0.19 s without; its COPY and
-  // hash statements gain nothing measurable from it (docs/benchmarks.md, "JIT off").
+  // hash statements gain nothing measurable from it (docs/benchmarks.md, "Every command's start: JIT, SCRAM and sizes read twice").
   const optionParts: string[] = ['-c jit=off'];
   if (p.options) optionParts.push(p.options);
   for (const [k, v] of Object.entries(settings)) optionParts.push(`-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);

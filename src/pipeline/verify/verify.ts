@@ -188,10 +188,15 @@ function earlyCatalog(opts: VerifyOptions, first: SessionPair, sourceDb: string)
   const onTarget = named ? Promise.resolve([] as TableRef[]) : targetTables(first.target);
   // Where the scope is every table, the target's schema digests are read now, on a session that would otherwise wait for the
   // source's table list (the slower of the two); tables the scope leaves out are ignored by the comparison.
-  const targetSchema = !named && !rulesFor(opts.scope, sourceDb).include.length ? onTarget.then((refs) => readSchemaDigests(first.target, refs)) : undefined;
+  const targetSchema = coversWholeDatabase(opts, rulesFor(opts.scope, sourceDb)) ? onTarget.then((refs) => readSchemaDigests(first.target, refs)) : undefined;
   targetSchema?.catch(() => {}); // awaited by compareCatalogs
   const settled = Promise.allSettled([replication, onTarget, targetSchema]);
   return { replication, onTarget, targetSchema, settled };
+}
+
+/** No include rule and no --tables: every table of the database is in scope but those excluded. */
+function coversWholeDatabase(opts: VerifyOptions, rules: ReturnType<typeof rulesFor>): boolean {
+  return !rules.include.length && !(opts.tables ?? []).length;
 }
 
 /** The key rows are compared by: the primary key, else a unique key over NOT NULL columns; null: the table is hashed whole. */
@@ -223,7 +228,7 @@ async function resolveDatabaseScope(opts: VerifyOptions, sourceDb: string, first
   const rules = rulesFor(opts.scope, sourceDb);
   const scope = await resolveTables(first.source.client, sourceDb, rules, { sizes: false });
   const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
-  const wholeDatabase = !rules.include.length && !(opts.tables ?? []).length;
+  const wholeDatabase = coversWholeDatabase(opts, rules);
   const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
   for (const [i, t] of inScope.entries()) {
     const filter = filters[i];
