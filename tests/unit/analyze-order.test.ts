@@ -9,16 +9,17 @@ function table(name: string, bytes: number, partitions: string[] = []): ScopeTab
   } as unknown as ScopeTable;
 }
 
-const names = (items: { name: string; only?: boolean }[]) => items.map((i) => (i.only ? `ONLY ${i.name}` : i.name));
+const names = (items: { name: string; leaves?: { name: string }[] }[]) =>
+  items.map((i) => (i.leaves ? `${i.name} (${i.leaves.map((l) => l.name).join(' ')})` : i.name));
 
 describe('what the ANALYZE phase runs', () => {
   const tables = [table('a_small', 10), table('b_parted', 300, ['b1', 'b2']), table('c_large', 500), table('d_unknown', -1)];
 
-  it('before PostgreSQL 18: the longest first, a partitioned table counted twice (its rows sampled, then each partition)', () => {
-    expect(names(analyzeItems(tables, 15, new Set()))).toEqual(['b_parted', 'c_large', 'a_small', 'd_unknown']);
+  it('the plain tables and the partitions largest first (a partition an equal share of its root), then the partitioned tables with their leaves', () => {
+    expect(names(analyzeItems(tables, new Set()))).toEqual(['c_large', 'b1', 'b2', 'a_small', 'd_unknown', 'b_parted (b1 b2)']);
   });
 
-  it('from PostgreSQL 18: the partitions not yet analysed, then every table, a partitioned one with ONLY', () => {
-    expect(names(analyzeItems(tables, 18, new Set(['public.b1'])))).toEqual(['b2', 'a_small', 'ONLY b_parted', 'c_large', 'd_unknown']);
+  it('leaves out the partitions analysed during the copy, but still names them as the root\'s leaves', () => {
+    expect(names(analyzeItems(tables, new Set(['public.b1'])))).toEqual(['c_large', 'b2', 'a_small', 'd_unknown', 'b_parted (b1 b2)']);
   });
 });

@@ -1,4 +1,5 @@
 /** Statistics on the target once the copy is in (pg_restore leaves that to the user; init does not). */
+import type pg from 'pg';
 import { acquireClient, type AcquiredClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError } from '../../postgres/errors.js';
@@ -7,23 +8,27 @@ import { runPool } from './pool.js';
 import type { ScopeTable } from '../../config/scope.js';
 import { tableKey } from '../../state/checkpoint.js';
 
-/** First major whose ANALYZE ONLY gives a partitioned table its own statistics without analysing every partition again. */
-export const ANALYZE_ONLY_MAJOR = 18;
+type Named = { schema: string; name: string };
 
-/** ANALYZE the copied tables on the target, `jobs` at a time (`only`: ANALYZE ONLY, PostgreSQL 18+). */
-export async function analyzeTables(
-  target: ResolvedConnInfo, tables: { schema: string; name: string; only?: boolean }[], jobs: number, signal?: AbortSignal,
-): Promise<void> {
+/** One ANALYZE: a table (a plain table or a partition), or a partitioned table whose leaves are analysed on their own. */
+export interface AnalyzeItem extends Named {
+  /** A partitioned table's leaf partitions: the root's ANALYZE only samples, it does not analyse them again. */
+  leaves?: Named[];
+}
+
+/** ANALYZE the copied tables on the target, `jobs` at a time. */
+export async function analyzeTables(target: ResolvedConnInfo, items: AnalyzeItem[], jobs: number, signal?: AbortSignal): Promise<void> {
   const sessions: (AcquiredClient | undefined)[] = [];
   let ok = false;
   try {
     await runPool(
-      tables,
-      Math.max(1, Math.min(jobs, tables.length || 1)),
+      items,
+      Math.max(1, Math.min(jobs, items.length || 1)),
       async (t, slot) => {
         const c = (sessions[slot] ??= await acquireClient(target, { label: 'the target' })).client;
         try {
-          await c.query(`ANALYZE ${t.only ? 'ONLY ' : ''}${qualifiedName(t.schema, t.name)}`);
+          if (t.leaves?.length) await analyzeRoot(target, c, t, t.leaves);
+          else await c.query(`ANALYZE ${qualifiedName(t.schema, t.name)}`);
         } catch (err) {
           throw operationError(err, `ANALYZE of ${displayName(t.schema, t.name)} on the target`);
         }
@@ -36,22 +41,76 @@ export async function analyzeTables(
   }
 }
 
+/** SQLSTATE lock_not_available: the WARNING of an ANALYZE (SKIP_LOCKED) that skipped a table it was given by name. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
 /**
- * What the ANALYZE phase runs. ANALYZE of a partitioned table samples the
- * root and then analyses every partition again, one after the other in one
- * session. From PostgreSQL 18 the partitions are analysed as tables of their
- * own (in parallel) and the root with ANALYZE ONLY; before 18 the root's ANALYZE is the only way to give it statistics
- * (see docs/architecture.md, "Statistics").
+ * A partitioned table's own (inherited) statistics, without analysing its
+ * leaves again. ANALYZE of a root samples it and then — before PostgreSQL 18
+ * always, from 18 unless ONLY — analyses every partition in turn, in one
+ * session: on 8 × 26 MB partitions 0.8 – 0.9 s where the sample alone takes
+ * 0.15 – 0.2 s. A second session holds the leaves' SHARE UPDATE EXCLUSIVE lock
+ * (ANALYZE's own) while the root's ANALYZE runs with SKIP_LOCKED, which then
+ * passes over every leaf silently; the sample itself only needs ACCESS SHARE on
+ * them. Sub-partitioned tables in between are not locked, so they get their
+ * inherited statistics too (ANALYZE ONLY of the root would leave them none).
+ * Where the leaves cannot be locked (a foreign-table partition, a missing
+ * privilege, the lock table full), the plain ANALYZE analyses them again.
  */
-export function analyzeItems(tables: ScopeTable[], targetMajor: number, analyzed: ReadonlySet<string>): { schema: string; name: string; only?: boolean }[] {
-  // Longest first, so that a partitioned table (its rows sampled, then every partition analysed in turn) does not
-  // start last while the other sessions have nothing left to do.
-  if (targetMajor < ANALYZE_ONLY_MAJOR) return [...tables].sort((a, b) => analyzeWeight(b) - analyzeWeight(a));
-  const leavesFirst = tables.flatMap((t) => (t.relkind === 'p' ? t.partitions.filter((p) => !analyzed.has(tableKey(p.schema, p.name))) : []));
-  return [...leavesFirst, ...tables.map((t) => (t.relkind === 'p' ? { schema: t.schema, name: t.name, only: true } : t))];
+async function analyzeRoot(target: ResolvedConnInfo, c: pg.Client, t: Named, leaves: Named[]): Promise<void> {
+  const root = qualifiedName(t.schema, t.name);
+  const guard = await acquireClient(target, { label: 'the target' });
+  let guarded = false;
+  let ok = false;
+  try {
+    try {
+      await guard.client.query('BEGIN');
+      await guard.client.query(`LOCK TABLE ${leaves.map((l) => `ONLY ${qualifiedName(l.schema, l.name)}`).join(', ')} IN SHARE UPDATE EXCLUSIVE MODE`);
+      guarded = true;
+    } catch {
+      await guard.client.query('ROLLBACK');
+    }
+    let skipped = false;
+    if (guarded) {
+      const onNotice = (n: { code?: string; message?: string }) => {
+        if (n.code === LOCK_NOT_AVAILABLE && n.message?.includes(`"${t.name}"`)) skipped = true;
+      };
+      c.on('notice', onNotice);
+      try {
+        await c.query(`ANALYZE (SKIP_LOCKED) ${root}`);
+      } finally {
+        c.off('notice', onNotice);
+      }
+      await guard.client.query('COMMIT');
+    }
+    // Not guarded, or the root itself was locked by someone else (a user's ANALYZE): the plain ANALYZE waits for it.
+    if (!guarded || skipped) await c.query(`ANALYZE ${root}`);
+    ok = true;
+  } finally {
+    await guard.release(ok);
+  }
 }
 
-/** What an ANALYZE before PostgreSQL 18 reads, roughly: a partitioned table's leaves twice. */
-function analyzeWeight(t: ScopeTable): number {
-  return Math.max(0, t.bytes) * (t.relkind === 'p' ? 2 : 1);
+/**
+ * What the ANALYZE phase runs: the leaf partitions not analysed yet (during
+ * the copy) and the plain tables, largest first, so that a large table does
+ * not start last while the other sessions have nothing left to do; then the
+ * partitioned tables, whose ANALYZE only samples (analyzeRoot).
+ */
+export function analyzeItems(tables: ScopeTable[], analyzed: ReadonlySet<string>): AnalyzeItem[] {
+  const sized: { item: AnalyzeItem; bytes: number }[] = [];
+  const roots: AnalyzeItem[] = [];
+  for (const t of tables) {
+    if (t.relkind !== 'p') {
+      sized.push({ item: { schema: t.schema, name: t.name }, bytes: t.bytes });
+      continue;
+    }
+    // The catalog sums a partitioned table's size over its leaves; each leaf is taken as an equal share.
+    const share = t.bytes / Math.max(1, t.partitions.length);
+    for (const p of t.partitions) {
+      if (!analyzed.has(tableKey(p.schema, p.name))) sized.push({ item: { schema: p.schema, name: p.name }, bytes: share });
+    }
+    roots.push({ schema: t.schema, name: t.name, leaves: t.partitions.map((p) => ({ schema: p.schema, name: p.name })) });
+  }
+  return [...sized.sort((a, b) => b.bytes - a.bytes).map((s) => s.item), ...roots];
 }

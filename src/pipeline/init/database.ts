@@ -331,7 +331,7 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
   await timed('analyze', 'ANALYZE', async () => {
     const copied = x.tables.filter((t) => !t.schemaOnly);
     const left = copied.filter((t) => !r.analyzedThisRun.has(tableKey(t.schema, t.name)));
-    await analyzeTables(x.target.conn, analyzeItems(left, x.target.identity.major, r.analyzedThisRun), o.jobs, x.signal);
+    await analyzeTables(x.target.conn, analyzeItems(left, r.analyzedThisRun), o.jobs, x.signal);
     faultPoint('init.analyze');
     return left.length < copied.length ? `${left.length} tables (${copied.length - left.length} as their copy finished)` : `${copied.length} tables`;
   });
@@ -559,7 +559,7 @@ async function earlyPostData(r: PhaseRun): Promise<{ budget: Budget; post?: Tabl
   const budget = createBudget(o.jobs);
   if (!archiveExists(archive)) return { budget };
   const minBytes = earlyPostDataMinBytes(o);
-  const todo = earlyUnits(x.tables, minBytes, x.target.identity.major).filter((u) => d.tables[u.root]?.status !== 'done');
+  const todo = earlyUnits(x.tables, minBytes).filter((u) => d.tables[u.root]?.status !== 'done');
   if (!todo.length) return { budget };
   const entries = await r.postDataList.get();
   // A table copied again after a resume that lost its slot may still have the items built for its first copy.
@@ -761,7 +761,7 @@ async function withClients<T>(x: DatabaseRunContext, fn: (source: pg.Client, tar
  */
 async function buildAsScripts(x: DatabaseRunContext, archive: string, toolOpts: SchemaToolOptions, entries: TocEntry[], listPrefix: string): Promise<Set<number>> {
   const small = x.tables.filter((t) => t.relkind === 'r' && t.bytes < EARLY_POST_DATA_MIN_BYTES);
-  const units = earlyUnits(small, 0, x.target.identity.major);
+  const units = earlyUnits(small, 0);
   if (!units.length || !entries.length) return new Set();
   const own = await withClient(x.source.conn, (s) => ownPostDataItems(s, entries, units), { label: 'the source' });
   if (!own.size) return new Set();

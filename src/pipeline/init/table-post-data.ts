@@ -29,7 +29,7 @@ import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { tableKey } from '../../state/checkpoint.js';
 import type { ProgressSink } from '../shared/progress.js';
-import { ANALYZE_ONLY_MAJOR, analyzeTables } from './analyze.js';
+import { analyzeTables } from './analyze.js';
 import type { Budget } from './budget.js';
 import { restoreEntries, type SchemaToolOptions, type TocEntry } from './schema.js';
 
@@ -47,8 +47,6 @@ export interface EarlyUnit {
   oid: number;
   /** The scope table it belongs to (itself, or the partitioned root). */
   root: string;
-  /** ANALYZE it here: not for a leaf below PostgreSQL 18, whose root's ANALYZE analyses every leaf again (analyze.ts). */
-  analyze: boolean;
 }
 
 /**
@@ -129,15 +127,14 @@ const LEAF_FACTOR = 4;
  * tables whose leaves hold LEAF_FACTOR times that on average (the catalog
  * sums a partitioned table's size over its leaves).
  */
-export function earlyUnits(tables: ScopeTable[], minBytes: number, targetMajor: number): EarlyUnit[] {
+export function earlyUnits(tables: ScopeTable[], minBytes: number): EarlyUnit[] {
   const units: EarlyUnit[] = [];
   for (const t of tables) {
     if (t.schemaOnly) continue;
     const root = tableKey(t.schema, t.name);
-    if (t.relkind === 'r' && t.bytes >= minBytes) units.push({ key: root, schema: t.schema, name: t.name, oid: t.oid, root, analyze: true });
+    if (t.relkind === 'r' && t.bytes >= minBytes) units.push({ key: root, schema: t.schema, name: t.name, oid: t.oid, root });
     if (t.relkind === 'p' && t.partitions.length && t.bytes / t.partitions.length >= LEAF_FACTOR * minBytes) {
-      const analyze = targetMajor >= ANALYZE_ONLY_MAJOR;
-      for (const p of t.partitions) units.push({ key: tableKey(p.schema, p.name), schema: p.schema, name: p.name, oid: p.oid, root, analyze });
+      for (const p of t.partitions) units.push({ key: tableKey(p.schema, p.name), schema: p.schema, name: p.name, oid: p.oid, root });
     }
   }
   return units;
@@ -161,8 +158,8 @@ export function tablePostData(o: TablePostDataOptions): TablePostData {
     const tables = keys.map((k) => plain.get(k)!);
     const id = (k: string) => `${o.progressParent}/${k}/post-data`;
     for (const t of tables) {
-      const what = [o.items.get(t.key)?.length ? 'indexes' : '', t.analyze ? 'ANALYZE' : ''].filter(Boolean).join(', ');
-      o.progress({ kind: 'start', id: id(t.key), title: `${displayName(t.schema, t.name)}: ${what || 'nothing to build'}`, parent: o.progressParent });
+      const what = o.items.get(t.key)?.length ? 'indexes, ANALYZE' : 'ANALYZE';
+      o.progress({ kind: 'start', id: id(t.key), title: `${displayName(t.schema, t.name)}: ${what}`, parent: o.progressParent });
     }
     const listFile = path.join(o.workDir, `${o.base}.post-data.table-${++batchNo}.list`);
     try {
@@ -171,9 +168,8 @@ export function tablePostData(o: TablePostDataOptions): TablePostData {
       built += entries.length;
       await rm(listFile, { force: true });
       // After the indexes: ANALYZE also samples expression indexes. Done here, autovacuum rarely gets to it first (and twice).
-      const analyzed = tables.filter((t) => t.analyze);
-      await analyzeTables(o.target, analyzed, 1, signal);
-      for (const t of analyzed) o.analyzed.add(t.key);
+      await analyzeTables(o.target, tables, 1, signal);
+      for (const t of tables) o.analyzed.add(t.key);
       for (const k of keys) o.progress({ kind: 'end', id: id(k), status: 'ok', detail: `${o.items.get(k)?.length ?? 0} indexes and constraints` });
       faultPoint('init.post-data.table');
     } catch (err) {
