@@ -28,9 +28,14 @@ const dirs: string[] = [];
 beforeAll(async () => {
   // No autovacuum on the targets: every ANALYZE counted is init's.
   const quiet = { settings: { autovacuum: 'off' } };
+  let t12: LocalCluster;
   let t17: LocalCluster;
   let t18: LocalCluster;
-  [src, t17, t18] = await Promise.all([clusters.start({ name: 'ansrc' }), clusters.startMajor(17, { ...quiet, name: 'an17' }), clusters.startMajor(18, { ...quiet, name: 'an18' })]);
+  [src, t12, t17, t18] = await Promise.all([
+    clusters.start({ name: 'ansrc' }), clusters.startMajor(12, { ...quiet, name: 'an12' }), clusters.startMajor(17, { ...quiet, name: 'an17' }),
+    clusters.startMajor(18, { ...quiet, name: 'an18' }),
+  ]);
+  targets[12] = t12;
   targets[17] = t17;
   targets[18] = t18;
 });
@@ -80,6 +85,17 @@ describe('ANALYZE of a partitioned table', () => {
       expect(tgtRows).toEqual(srcRows);
     });
   }
+  it('gives the root and a sub-partitioned table their statistics without analysing a leaf, on PostgreSQL 12 (the first with SKIP_LOCKED)', async () => {
+    const tgt = targets[12]!;
+    const db = await createDatabase(tgt, uniqueDbName('an12'), SCHEMA.replace('ANALYZE;', ''));
+    const leaves = ['ev_1', 'ev_2', 'ev_3a', 'ev_3b'].map((name) => ({ schema: 'public', name }));
+    await analyzeTables(tgt.conn(db), [{ schema: 'public', name: 'ev', leaves }], 2);
+    // Statistics are committed with the ANALYZE: only the two partitioned tables have any, and those are inherited.
+    const stats = await tgt.query<{ tablename: string; inherited: boolean; n: number }>(
+      `SELECT tablename, inherited, count(*)::int AS n FROM pg_stats WHERE tablename LIKE 'ev%' GROUP BY 1, 2 ORDER BY 1`, [], db);
+    expect(stats).toEqual([{ tablename: 'ev', inherited: true, n: 3 }, { tablename: 'ev_3', inherited: true, n: 3 }]);
+  });
+
   it('analyses the partitions again with the root where they cannot be held locked (here: one does not exist), rather than leave the root without statistics', async () => {
     const tgt = targets[17]!;
     const db = await createDatabase(tgt, uniqueDbName('anfb'), SCHEMA.replace('ANALYZE;', ''));
