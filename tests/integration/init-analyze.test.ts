@@ -96,6 +96,24 @@ describe('ANALYZE of a partitioned table', () => {
     expect(stats).toEqual([{ tablename: 'ev', inherited: true, n: 3 }, { tablename: 'ev_3', inherited: true, n: 3 }]);
   });
 
+  it('waits for the root when another session holds it, instead of leaving it without statistics', async () => {
+    const tgt = targets[17]!;
+    const db = await createDatabase(tgt, uniqueDbName('anrl'), SCHEMA.replace('ANALYZE;', ''));
+    const leaves = ['ev_1', 'ev_2', 'ev_3a', 'ev_3b'].map((name) => ({ schema: 'public', name }));
+    await withClient(tgt.conn(db), async (holder) => {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE ONLY ev IN SHARE UPDATE EXCLUSIVE MODE');
+      let done = false;
+      const analysing = analyzeTables(tgt.conn(db), [{ schema: 'public', name: 'ev', leaves }], 1).finally(() => (done = true));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(done).toBe(false);
+      await holder.query('COMMIT');
+      await analysing;
+    });
+    const stats = await tgt.query<{ tablename: string }>(`SELECT DISTINCT tablename FROM pg_stats WHERE tablename LIKE 'ev%' AND inherited ORDER BY 1`, [], db);
+    expect(stats.map((r) => r.tablename)).toEqual(['ev', 'ev_3']);
+  });
+
   it('analyses the partitions again with the root where they cannot be held locked (here: one does not exist), rather than leave the root without statistics', async () => {
     const tgt = targets[17]!;
     const db = await createDatabase(tgt, uniqueDbName('anfb'), SCHEMA.replace('ANALYZE;', ''));

@@ -72,8 +72,9 @@ async function analyzeRoot(target: ResolvedConnInfo, c: pg.Client, t: Named, lea
     }
     let skipped = false;
     if (guarded) {
-      const onNotice = (n: { code?: string; message?: string }) => {
-        if (n.code === LOCK_NOT_AVAILABLE && n.message?.includes(`"${t.name}"`)) skipped = true;
+      // Leaves and sub-partitioned tables are skipped without a word: a warning can only be the root's.
+      const onNotice = (n: { code?: string }) => {
+        if (n.code === LOCK_NOT_AVAILABLE) skipped = true;
       };
       c.on('notice', onNotice);
       try {
