@@ -72,7 +72,7 @@ async function analyzeRoot(target: ResolvedConnInfo, c: pg.Client, t: Named, lea
     }
     let skipped = false;
     if (guarded) {
-      // Leaves and sub-partitioned tables are skipped without a word: a warning can only be the root's.
+      // Partitions are not named in the command, so they are passed over without a word: a warning can only be the root's.
       const onNotice = (n: { code?: string }) => {
         if (n.code === LOCK_NOT_AVAILABLE) skipped = true;
       };
