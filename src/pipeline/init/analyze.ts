@@ -111,7 +111,7 @@ export function analyzeItems(tables: ScopeTable[], analyzed: ReadonlySet<string>
     for (const p of t.partitions) {
       if (!analyzed.has(tableKey(p.schema, p.name))) sized.push({ item: { schema: p.schema, name: p.name }, bytes: share });
     }
-    roots.push({ schema: t.schema, name: t.name, leaves: t.partitions.map((p) => ({ schema: p.schema, name: p.name })) });
+    roots.push({ schema: t.schema, name: t.name, leaves: t.partitions });
   }
   return [...sized.sort((a, b) => b.bytes - a.bytes).map((s) => s.item), ...roots];
 }

@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication, type ReplicationLink } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
 import { compareSequences, compareTableSchemas, readSchemaDigests, tableId, targetTables, type SchemaDigests, type TableRef, type TargetColumn } from './schema.js';
+import { NO_SIZES } from '../../postgres/catalog/tables.js';
 import { closePairs, openPairs, parallelQueryFits, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
@@ -226,7 +227,7 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
 /** Resolve the scope's tables, narrow them to --tables, and check that every predicate plans on the source. */
 async function resolveDatabaseScope(opts: VerifyOptions, sourceDb: string, first: SessionPair): Promise<DatabaseScope> {
   const rules = rulesFor(opts.scope, sourceDb);
-  const scope = await resolveTables(first.source.client, sourceDb, rules, { sizes: false });
+  const scope = await resolveTables(first.source.client, sourceDb, rules, NO_SIZES);
   const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
   const wholeDatabase = coversWholeDatabase(opts, rules);
   const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
