@@ -8,7 +8,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { emptyScope } from '../../src/config/scope.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { analyzeTables } from '../../src/pipeline/init/analyze.js';
@@ -154,13 +155,56 @@ describe('ANALYZE of small tables as their copy finishes', () => {
     const withStats = await withClient(src.conn(db), (c) => tablesWithPostDataStatistics(c, oids.map((r) => r.oid)));
     expect([...withStats].sort()).toEqual([oid('ex'), oid('xs')].sort());
     const analyzed = new Set<string>();
-    const a = earlyAnalyzer(tgt.conn(db), [{ key: 'k1', schema: 'public', name: 's1' }, { key: 'k2', schema: 'public', name: 's2' }], analyzed);
+    const a = earlyAnalyzer(tgt.conn(db), [{ key: 'k1', schema: 'public', name: 's1', bytes: 1 }, { key: 'k2', schema: 'public', name: 's2', bytes: 1 }], analyzed);
     a.tableDone('k1');
     a.tableDone('unknown'); // not a candidate: ignored
     await new Promise((r) => setTimeout(r, 500));
     await a.finish();
     a.tableDone('k2'); // after finish: left to the ANALYZE phase
     expect([...analyzed]).toEqual(['k1']);
+    const counts = await tgt.query<{ relname: string; n: number }>(`SELECT relname, analyze_count::int AS n FROM pg_stat_user_tables ORDER BY 1`, [], db);
+    expect(counts).toEqual([{ relname: 's1', n: 1 }, { relname: 's2', n: 0 }]);
+  });
+
+  it('analyses the small tables that finished meanwhile in one statement, a larger one alone', async () => {
+    const db = await createDatabase(src, uniqueDbName('ean'), SMALL);
+    const tgt = targets[17]!;
+    await tgt.query(`CREATE DATABASE ${db}`);
+    await tgt.query('CREATE TABLE s1 (id int, v int); CREATE TABLE s2 (id int, v text); CREATE TABLE big (id int); INSERT INTO s1 VALUES (1, 1)', [], db);
+    // The statements the analyzer sends (the servers' own counters below say what they did).
+    const sent: string[] = [];
+    const realQuery = pg.Client.prototype.query;
+    const watch = vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (this: pg.Client, ...args: unknown[]) {
+      if (typeof args[0] === 'string' && args[0].startsWith('ANALYZE')) sent.push(args[0]);
+      return (realQuery as (...a: unknown[]) => unknown).apply(this, args) as never;
+    });
+    try {
+      const analyzed = new Set<string>();
+      const a = earlyAnalyzer(tgt.conn(db), [
+        { key: 'k1', schema: 'public', name: 's1', bytes: 8192 },
+        { key: 'k3', schema: 'public', name: 'big', bytes: 64 * 1024 ** 2 },
+        { key: 'k2', schema: 'public', name: 's2', bytes: 8192 },
+      ], analyzed);
+      // Finished before the analyzer's session is open: all three wait together.
+      a.tableDone('k1');
+      a.tableDone('k3');
+      a.tableDone('k2');
+      await waitFor('the three tables analysed', () => analyzed.size === 3, 10_000, 20);
+      await a.finish();
+    } finally {
+      watch.mockRestore();
+    }
+    expect(sent).toEqual(['ANALYZE "public"."s1", "public"."s2"', 'ANALYZE "public"."big"']);
+    const counts = await tgt.query<{ relname: string; n: number }>(`SELECT relname, analyze_count::int AS n FROM pg_stat_user_tables ORDER BY 1`, [], db);
+    expect(counts).toEqual(['big', 's1', 's2'].map((relname) => ({ relname, n: 1 })));
+  });
+
+  it('names the table whose ANALYZE failed when it went in one statement with others', async () => {
+    const tgt = targets[17]!;
+    const db = await createDatabase(tgt, uniqueDbName('ean'), 'CREATE TABLE s1 (id int); CREATE TABLE s2 (id int)');
+    const err = await analyzeTables(tgt.conn(db), [{ schema: 'public', name: 's1', with: [{ schema: 'public', name: 'gone' }, { schema: 'public', name: 's2' }] }], 1)
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^ANALYZE of public\.gone on the target: .*"public\.gone" does not exist/);
     const counts = await tgt.query<{ relname: string; n: number }>(`SELECT relname, analyze_count::int AS n FROM pg_stat_user_tables ORDER BY 1`, [], db);
     expect(counts).toEqual([{ relname: 's1', n: 1 }, { relname: 's2', n: 0 }]);
   });

@@ -14,6 +14,38 @@ type Named = { schema: string; name: string };
 export interface AnalyzeItem extends Named {
   /** A partitioned table's leaf partitions: the root's ANALYZE only samples, it does not analyse them again. */
   leaves?: Named[];
+  /** Small tables analysed by the same statement (ANALYZE a, b, …), each still in a transaction of its own. */
+  with?: Named[];
+}
+
+/**
+ * Tables below this size are analysed several to a statement, up to
+ * ANALYZE_BATCH_TABLES: the server's work is the same, but a round trip per
+ * table was most of the ANALYZE phase of many small tables over a network
+ * (200 tables of 1 000 rows, 2 ms round trip: 0.2 s).
+ */
+export const ANALYZE_BATCH_MAX_BYTES = 1024 ** 2;
+export const ANALYZE_BATCH_TABLES = 50;
+
+/** The ANALYZE statement of an item without leaves. */
+export function analyzeSql(t: AnalyzeItem): string {
+  return `ANALYZE ${[t, ...(t.with ?? [])].map((x) => qualifiedName(x.schema, x.name)).join(', ')}`;
+}
+
+/** Run a (possibly several-table) ANALYZE; where several fail together, each is tried alone so that the error names its table. */
+async function analyzeTogether(c: pg.Client, t: AnalyzeItem): Promise<void> {
+  try {
+    await c.query(analyzeSql(t));
+  } catch (err) {
+    if (!t.with?.length) throw operationError(err, `ANALYZE of ${displayName(t.schema, t.name)} on the target`);
+    for (const one of [t, ...t.with]) {
+      try {
+        await c.query(analyzeSql({ schema: one.schema, name: one.name }));
+      } catch (e) {
+        throw operationError(e, `ANALYZE of ${displayName(one.schema, one.name)} on the target`);
+      }
+    }
+  }
 }
 
 /** ANALYZE the copied tables on the target, `jobs` at a time. */
@@ -26,9 +58,9 @@ export async function analyzeTables(target: ResolvedConnInfo, items: AnalyzeItem
       Math.max(1, Math.min(jobs, items.length || 1)),
       async (t, slot) => {
         const c = (sessions[slot] ??= await acquireClient(target, { label: 'the target' })).client;
+        if (!t.leaves?.length) return analyzeTogether(c, t);
         try {
-          if (t.leaves?.length) await analyzeRoot(target, c, t, t.leaves);
-          else await c.query(`ANALYZE ${qualifiedName(t.schema, t.name)}`);
+          await analyzeRoot(target, c, t, t.leaves);
         } catch (err) {
           throw operationError(err, `ANALYZE of ${displayName(t.schema, t.name)} on the target`);
         }
@@ -95,10 +127,11 @@ async function analyzeRoot(target: ResolvedConnInfo, c: pg.Client, t: Named, lea
 /**
  * What the ANALYZE phase runs: the leaf partitions not analysed yet (during
  * the copy) and the plain tables, largest first, so that a large table does
- * not start last while the other sessions have nothing left to do; then the
- * partitioned tables, whose ANALYZE only samples (analyzeRoot).
+ * not start last while the other sessions have nothing left to do, the small
+ * ones several to a statement (batchSmall); then the partitioned tables, whose
+ * ANALYZE only samples (analyzeRoot).
  */
-export function analyzeItems(tables: ScopeTable[], analyzed: ReadonlySet<string>): AnalyzeItem[] {
+export function analyzeItems(tables: ScopeTable[], analyzed: ReadonlySet<string>, jobs = 1): AnalyzeItem[] {
   const sized: { item: AnalyzeItem; bytes: number }[] = [];
   const roots: AnalyzeItem[] = [];
   for (const t of tables) {
@@ -113,5 +146,32 @@ export function analyzeItems(tables: ScopeTable[], analyzed: ReadonlySet<string>
     }
     roots.push({ schema: t.schema, name: t.name, leaves: t.partitions });
   }
-  return [...sized.sort((a, b) => b.bytes - a.bytes).map((s) => s.item), ...roots];
+  return [...batchSmall(sized.sort((a, b) => b.bytes - a.bytes), jobs), ...roots];
+}
+
+/**
+ * Consecutive tables below ANALYZE_BATCH_MAX_BYTES (of a known size) go
+ * several to an item: at most ANALYZE_BATCH_TABLES, and few enough that each
+ * of the `jobs` sessions gets about two items, so that they finish together.
+ */
+function batchSmall(sized: { item: AnalyzeItem; bytes: number }[], jobs: number): AnalyzeItem[] {
+  const small = (b: number) => b >= 0 && b < ANALYZE_BATCH_MAX_BYTES;
+  const count = sized.filter((s) => small(s.bytes)).length;
+  const per = Math.max(1, Math.min(ANALYZE_BATCH_TABLES, Math.ceil(count / (Math.max(1, jobs) * 2))));
+  const out: AnalyzeItem[] = [];
+  let batch: AnalyzeItem | undefined;
+  for (const { item, bytes } of sized) {
+    if (!small(bytes)) {
+      out.push(item);
+      batch = undefined;
+      continue;
+    }
+    if (batch && 1 + (batch.with?.length ?? 0) < per) {
+      (batch.with ??= []).push({ schema: item.schema, name: item.name });
+      continue;
+    }
+    batch = { ...item };
+    out.push(batch);
+  }
+  return out;
 }

@@ -331,7 +331,7 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
   await timed('analyze', 'ANALYZE', async () => {
     const copied = x.tables.filter((t) => !t.schemaOnly);
     const left = copied.filter((t) => !r.analyzedThisRun.has(tableKey(t.schema, t.name)));
-    await analyzeTables(x.target.conn, analyzeItems(left, r.analyzedThisRun), o.jobs, x.signal);
+    await analyzeTables(x.target.conn, analyzeItems(left, r.analyzedThisRun, o.jobs), o.jobs, x.signal);
     faultPoint('init.analyze');
     return left.length < copied.length ? `${left.length} tables (${copied.length - left.length} as their copy finished)` : `${copied.length} tables`;
   });
@@ -608,7 +608,7 @@ async function copyData(
   );
   const analyzer = earlyAnalyzer(
     x.target.conn,
-    analyzeCandidates.filter((t) => !postDataStats.has(t.oid)).map((t) => ({ key: tableKey(t.schema, t.name), schema: t.schema, name: t.name })),
+    analyzeCandidates.filter((t) => !postDataStats.has(t.oid)).map((t) => ({ key: tableKey(t.schema, t.name), schema: t.schema, name: t.name, bytes: t.bytes })),
     analyzed,
   );
   await store.update(() => {

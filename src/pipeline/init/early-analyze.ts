@@ -7,21 +7,24 @@
  * (analyze.ts) and the tables whose items are built during the copy
  * (table-post-data.ts analyses those after their items).
  *
- * One target session, one table after another, beside the copy workers: on a
- * database of many small tables the copy leaves the cores idle between round
- * trips, and the ANALYZE phase was a serial tail after the post-data phase.
+ * One target session beside the copy workers, taking the tables that finished
+ * meanwhile in one statement each time: on a database of many small tables the
+ * copy leaves the cores idle between round trips, and the ANALYZE phase was a
+ * serial tail after the post-data phase.
  * What is not analysed when the copy ends is left to the ANALYZE phase; a
  * failure here only leaves more to it.
  */
 import type pg from 'pg';
 import { acquireClient, type AcquiredClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { qualifiedName } from '../../postgres/identifiers.js';
+import { ANALYZE_BATCH_MAX_BYTES, ANALYZE_BATCH_TABLES, analyzeSql } from './analyze.js';
 
 export interface EarlyAnalyzeTable {
   key: string;
   schema: string;
   name: string;
+  /** Size on the source (-1: unknown). */
+  bytes: number;
 }
 
 export interface EarlyAnalyzer {
@@ -54,9 +57,12 @@ export function earlyAnalyzer(target: ResolvedConnInfo, tables: EarlyAnalyzeTabl
   const pump = async () => {
     try {
       session ??= await acquireClient(target, { label: 'the target' });
-      for (let t = queue.shift(); t && !stopped; t = queue.shift()) {
-        await session.client.query(`ANALYZE ${qualifiedName(t.schema, t.name)}`);
-        analyzed.add(t.key);
+      // What finished meanwhile goes in one statement (one round trip; each table is still its own transaction).
+      while (queue.length && !stopped) {
+        const batch = takeBatch(queue);
+        const [first, ...rest] = batch;
+        await session.client.query(analyzeSql({ schema: first!.schema, name: first!.name, with: rest }));
+        for (const t of batch) analyzed.add(t.key);
       }
     } catch {
       // Left to the ANALYZE phase, which reports any failure that persists.
@@ -81,4 +87,21 @@ export function earlyAnalyzer(target: ResolvedConnInfo, tables: EarlyAnalyzeTabl
       await session?.release(!failed);
     },
   };
+}
+
+/**
+ * The next statement's tables: the small ones that are waiting (below
+ * ANALYZE_BATCH_MAX_BYTES, at most ANALYZE_BATCH_TABLES), or one larger table
+ * alone, so that finish() never waits for a long list.
+ */
+function takeBatch(queue: EarlyAnalyzeTable[]): EarlyAnalyzeTable[] {
+  const small = (t: EarlyAnalyzeTable) => t.bytes >= 0 && t.bytes < ANALYZE_BATCH_MAX_BYTES;
+  const first = queue.shift()!;
+  if (!small(first)) return [first];
+  const batch = [first];
+  for (let i = 0; i < queue.length && batch.length < ANALYZE_BATCH_TABLES; ) {
+    if (small(queue[i]!)) batch.push(...queue.splice(i, 1));
+    else i++;
+  }
+  return batch;
 }
