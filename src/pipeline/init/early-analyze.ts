@@ -30,7 +30,7 @@ export interface EarlyAnalyzeTable {
 export interface EarlyAnalyzer {
   /** A table whose rows are committed (and recorded). */
   tableDone(key: string): void;
-  /** Take no more tables, let the one being analysed finish, and give the session back. */
+  /** Take no more tables, let the statement being run finish, and give the session back. */
   finish(): Promise<void>;
 }
 
