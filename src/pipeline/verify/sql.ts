@@ -81,7 +81,10 @@ export interface VerifyTable {
   filter: string | null;
   /** SELECT … FROM ONLY: the table has inheritance children that are compared on their own. */
   only: boolean;
+  /** pg_class.reltuples; -1 when the statistics know nothing. */
   estimatedRows: number;
+  /** Where estimatedRows is -1, the most rows the table's pages hold now (CatalogTable.maxRows), if known. */
+  maxRows?: number | null;
 }
 
 /** A key range: lo inclusive, hi exclusive, values as text; null = unbounded. */

@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { detectReplication, type ReplicationLink } from './replication.js';
 import { isStateTable } from '../shared/timestamp-state.js';
 import { compareSequences, compareTableSchemas, readSchemaDigests, tableId, targetTables, type SchemaDigests, type TableRef, type TargetColumn } from './schema.js';
-import { NO_SIZES } from '../../postgres/catalog/tables.js';
+import { NO_SIZES, type ListTablesOptions } from '../../postgres/catalog/tables.js';
 import { closePairs, openPairs, parallelQueryFits, type SessionPair } from './sessions.js';
 import { bpcharSides, hashKind, type VerifyTable } from './sql.js';
 import { plural, rateAndEta } from '../../units.js';
@@ -216,7 +216,8 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
   let units = 0;
   for (const t of tables) {
     if (t.schemaOnly) continue;
-    if (t.estimatedRows >= 0 && t.estimatedRows <= chunkRows) small++;
+    const rows = rowsAtMost(t);
+    if (rows >= 0 && rows <= chunkRows) small++;
     // A table without a key is hashed whole, one unit however big (planChunks).
     else if (!comparisonKey(t)) units++;
     else units += t.estimatedRows < 0 ? 1 : Math.ceil(t.estimatedRows / chunkRows);
@@ -224,10 +225,22 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
   return units + Math.ceil(small / BATCH_TABLES);
 }
 
+/**
+ * The rows a table is taken to hold when deciding what goes in a batch of
+ * small tables: its statistics, or where they know nothing, the most its
+ * pages hold now; -1 when neither is known.
+ */
+function rowsAtMost(t: { estimatedRows: number; maxRows?: number | null }): number {
+  return t.estimatedRows >= 0 ? t.estimatedRows : (t.maxRows ?? -1);
+}
+
+/** No sizes (verify reads none), but a bound on the rows of never-analysed tables (rowsAtMost). */
+const TABLE_LIST: Readonly<ListTablesOptions> = { ...NO_SIZES, maxRows: true };
+
 /** Resolve the scope's tables, narrow them to --tables, and check that every predicate plans on the source. */
 async function resolveDatabaseScope(opts: VerifyOptions, sourceDb: string, first: SessionPair): Promise<DatabaseScope> {
   const rules = rulesFor(opts.scope, sourceDb);
-  const scope = await resolveTables(first.source.client, sourceDb, rules, NO_SIZES);
+  const scope = await resolveTables(first.source.client, sourceDb, rules, TABLE_LIST);
   const inScope = narrow(scope.tables, opts.tables ?? [], sourceDb);
   const wholeDatabase = coversWholeDatabase(opts, rules);
   const filters = inScope.map((t) => tableFilter(t, opts.filters?.[sourceDb], opts.cutoffs?.[sourceDb]));
@@ -314,6 +327,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
       filter,
       only: t.relkind === 'r' && t.hasInheritanceChildren,
       estimatedRows: t.estimatedRows,
+      maxRows: t.maxRows,
     };
     const comparer = new TableComparer(table, report, {
       maxDiffs: opts.maxDiffs,
@@ -394,7 +408,7 @@ type Work = { job: TableJob; task: ChunkTask } | { batch: TableJob[] };
 function* workOf(jobs: TableJob[], chunkRows: number): Generator<Work> {
   const batchable = (job: TableJob) => {
     if (job.report.error || job.plan!.taskCount !== 1) return false;
-    const rows = job.table.estimatedRows;
+    const rows = rowsAtMost(job.table);
     return rows >= 0 && rows <= chunkRows;
   };
   let batch: TableJob[] = [];
@@ -404,13 +418,13 @@ function* workOf(jobs: TableJob[], chunkRows: number): Generator<Work> {
       for (const task of job.plan!.tasks()) yield { job, task };
       continue;
     }
-    if (batch.length >= BATCH_TABLES || rows + job.table.estimatedRows > BATCH_CHUNKS * chunkRows) {
+    if (batch.length >= BATCH_TABLES || rows + rowsAtMost(job.table) > BATCH_CHUNKS * chunkRows) {
       yield batch.length === 1 ? { job: batch[0]!, task: batch[0]!.plan!.tasks().next().value! } : { batch };
       batch = [];
       rows = 0;
     }
     batch.push(job);
-    rows += job.table.estimatedRows;
+    rows += rowsAtMost(job.table);
   }
   if (batch.length) yield batch.length === 1 ? { job: batch[0]!, task: batch[0]!.plan!.tasks().next().value! } : { batch };
 }
