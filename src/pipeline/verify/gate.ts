@@ -71,13 +71,45 @@ async function writtenSinceInit(c: pg.Client, init: RunState | undefined, source
   return { written };
 }
 
-async function counts(conn: ResolvedConnInfo, tables: { schema: string; name: string }[], settings?: Record<string, string>): Promise<number[]> {
+/**
+ * Tables counted to a statement (a UNION ALL of count(*)): the gate runs while writers wait, and a statement per
+ * table was a round trip per table and side in that window. Only tables init copied COUNT_BATCH_ROWS rows or
+ * fewer into go in batches (and nothing wrote them since, or they would be hashed): those run without parallel
+ * workers, which the planner gives a long UNION ALL and which each open every table again (3 000 tables of 20
+ * rows: 0.47 – 0.50 s for the gate against 0.69 – 0.70 s one by one, and 0.91 – 1.03 s batched with workers).
+ * A larger table is counted alone, as the server would plan it.
+ */
+const COUNT_BATCH = 250;
+const COUNT_BATCH_ROWS = 10_000;
+
+interface CountTable {
+  schema: string;
+  name: string;
+  /** Rows init copied into it, when known. */
+  rows?: number | undefined;
+}
+
+/** Each table's row count, in the order given. */
+async function counts(conn: ResolvedConnInfo, tables: CountTable[], settings?: Record<string, string>): Promise<number[]> {
   if (!tables.length) return [];
+  const small = (t: CountTable) => t.rows !== undefined && t.rows <= COUNT_BATCH_ROWS;
+  const batched = tables.flatMap((t, i) => (small(t) ? [i] : []));
+  const alone = tables.flatMap((t, i) => (small(t) ? [] : [i]));
+  const count = (i: number) => `count(*)::text AS n FROM ${qualifiedName(tables[i]!.schema, tables[i]!.name)}`;
   return withClient(
     conn,
     async (c) => {
       const out: number[] = [];
-      for (const t of tables) out.push(Number((await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${qualifiedName(t.schema, t.name)}`)).rows[0]!.n));
+      if (batched.length) {
+        await c.query('SET max_parallel_workers_per_gather = 0');
+        for (let from = 0; from < batched.length; from += COUNT_BATCH) {
+          const part = batched.slice(from, from + COUNT_BATCH);
+          const sql = part.map((ti, i) => `SELECT ${i} AS i, ${count(ti)}`).join('\nUNION ALL ');
+          for (const r of (await c.query<{ i: number; n: string }>(sql)).rows) out[part[r.i]!] = Number(r.n);
+        }
+        await c.query('RESET max_parallel_workers_per_gather');
+      }
+      for (const i of alone) out[i] = Number((await c.query<{ n: string }>(`SELECT ${count(i)}`)).rows[0]!.n);
       return out;
     },
     { applicationName: 'pgferry cutover', settings },
@@ -94,7 +126,7 @@ export async function runGate(o: GateRequest): Promise<GateResult> {
   const filtered = (db: string, key: string) => !!stored?.filters[db]?.[key] || !!stored?.cutoffs[db]?.[key];
   for (const p of o.pairs) {
     let hashed: { schema: string; name: string }[] | 'all' = 'all';
-    let counted: { schema: string; name: string }[] = [];
+    let counted: CountTable[] = [];
     let fallback: string | null = null;
     if (o.mode === 'quick') {
       const w = await withClient(p.targetConn, (c) => writtenSinceInit(c, o.initState, p.sourceDatabase), { label: 'the target', applicationName: 'pgferry cutover' });
@@ -102,7 +134,8 @@ export async function runGate(o: GateRequest): Promise<GateResult> {
       else {
         const h = p.tables.filter((t) => w.written.has(`${t.schema}.${t.name}`) || filtered(p.sourceDatabase, `${t.schema}.${t.name}`));
         hashed = h;
-        counted = p.tables.filter((t) => !h.includes(t));
+        const copied = o.initState?.databases[p.sourceDatabase]?.tables;
+        counted = p.tables.filter((t) => !h.includes(t)).map((t) => ({ ...t, rows: copied?.[`${t.schema}.${t.name}`]?.rows }));
       }
     }
     const [cs, ct] = await Promise.all([counts(p.sourceConn, counted, { ...SOURCE_SETTINGS }), counts(p.targetConn, counted)]);
