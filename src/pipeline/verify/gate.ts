@@ -76,7 +76,7 @@ async function writtenSinceInit(c: pg.Client, init: RunState | undefined, source
  * table was a round trip per table and side in that window. Only tables init copied COUNT_BATCH_ROWS rows or
  * fewer into go in batches (and nothing wrote them since, or they would be hashed): those run without parallel
  * workers, which the planner gives a long UNION ALL and which each open every table again (3 000 tables of 20
- * rows: 0.47 – 0.50 s for the gate against 0.69 – 0.70 s one by one, and 0.91 – 1.03 s batched with workers).
+ * rows: about 0.5 s for the gate against 0.64 – 0.77 s one by one, and 0.91 – 1.03 s batched with workers).
  * A larger table is counted alone, as the server would plan it.
  */
 const COUNT_BATCH = 250;
