@@ -83,8 +83,8 @@ export interface VerifyTable {
   only: boolean;
   /** pg_class.reltuples; -1 when the statistics know nothing. */
   estimatedRows: number;
-  /** Where estimatedRows is -1, the most rows the table's pages hold now (CatalogTable.maxRows), if known. */
-  maxRows?: number | null;
+  /** Where estimatedRows is -1, the live rows the cumulative statistics count (CatalogTable.liveRows), if read. */
+  liveRows?: number | null;
 }
 
 /** A key range: lo inclusive, hi exclusive, values as text; null = unbounded. */

@@ -216,7 +216,7 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
   let units = 0;
   for (const t of tables) {
     if (t.schemaOnly) continue;
-    const rows = rowsAtMost(t);
+    const rows = batchRows(t);
     if (rows >= 0 && rows <= chunkRows) small++;
     // A table without a key is hashed whole, one unit however big (planChunks).
     else if (!comparisonKey(t)) units++;
@@ -227,15 +227,15 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
 
 /**
  * The rows a table is taken to hold when deciding what goes in a batch of
- * small tables: its statistics, or where they know nothing, the most its
- * pages hold now; -1 when neither is known.
+ * small tables: pg_class's estimate, or where it knows nothing, the live rows
+ * the cumulative statistics count; -1 when neither is known.
  */
-function rowsAtMost(t: { estimatedRows: number; maxRows?: number | null }): number {
-  return t.estimatedRows >= 0 ? t.estimatedRows : (t.maxRows ?? -1);
+function batchRows(t: { estimatedRows: number; liveRows?: number | null }): number {
+  return t.estimatedRows >= 0 ? t.estimatedRows : (t.liveRows ?? -1);
 }
 
-/** No sizes (verify reads none), but a bound on the rows of never-analysed tables (rowsAtMost). */
-const TABLE_LIST: Readonly<ListTablesOptions> = { ...NO_SIZES, maxRows: true };
+/** No sizes (verify reads none), but the live rows of never-analysed tables (batchRows). */
+const TABLE_LIST: Readonly<ListTablesOptions> = { ...NO_SIZES, liveRows: true };
 
 /** Resolve the scope's tables, narrow them to --tables, and check that every predicate plans on the source. */
 async function resolveDatabaseScope(opts: VerifyOptions, sourceDb: string, first: SessionPair): Promise<DatabaseScope> {
@@ -327,7 +327,7 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
       filter,
       only: t.relkind === 'r' && t.hasInheritanceChildren,
       estimatedRows: t.estimatedRows,
-      maxRows: t.maxRows,
+      liveRows: t.liveRows,
     };
     const comparer = new TableComparer(table, report, {
       maxDiffs: opts.maxDiffs,
@@ -408,7 +408,7 @@ type Work = { job: TableJob; task: ChunkTask } | { batch: TableJob[] };
 function* workOf(jobs: TableJob[], chunkRows: number): Generator<Work> {
   const batchable = (job: TableJob) => {
     if (job.report.error || job.plan!.taskCount !== 1) return false;
-    const rows = rowsAtMost(job.table);
+    const rows = batchRows(job.table);
     return rows >= 0 && rows <= chunkRows;
   };
   let batch: TableJob[] = [];
@@ -418,13 +418,13 @@ function* workOf(jobs: TableJob[], chunkRows: number): Generator<Work> {
       for (const task of job.plan!.tasks()) yield { job, task };
       continue;
     }
-    if (batch.length >= BATCH_TABLES || rows + rowsAtMost(job.table) > BATCH_CHUNKS * chunkRows) {
+    if (batch.length >= BATCH_TABLES || rows + batchRows(job.table) > BATCH_CHUNKS * chunkRows) {
       yield batch.length === 1 ? { job: batch[0]!, task: batch[0]!.plan!.tasks().next().value! } : { batch };
       batch = [];
       rows = 0;
     }
     batch.push(job);
-    rows += rowsAtMost(job.table);
+    rows += batchRows(job.table);
   }
   if (batch.length) yield batch.length === 1 ? { job: batch[0]!, task: batch[0]!.plan!.tasks().next().value! } : { batch };
 }

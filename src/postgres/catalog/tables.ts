@@ -41,12 +41,12 @@ export interface CatalogTable {
   /** pg_class.reltuples (summed over partitions); -1 when never analysed. */
   estimatedRows: number;
   /**
-   * With ListTablesOptions.maxRows, where the statistics know nothing (a plain table never vacuumed or
-   * analysed: estimatedRows -1), the most rows its pages can hold now (the main fork's size, read from
-   * disk); null otherwise. Small tables that autovacuum never reaches (under 50 rows written) stay
-   * unanalysed for good.
+   * With ListTablesOptions.liveRows, where pg_class knows nothing (a plain table never vacuumed or
+   * analysed: estimatedRows -1), the live rows the cumulative statistics count (inserts less deletes,
+   * read without touching the table); null otherwise. Small tables that autovacuum never reaches (under
+   * 50 rows written) stay unanalysed for good. 0 after the statistics were reset.
    */
-  maxRows: number | null;
+  liveRows: number | null;
   /** Heap + TOAST bytes (summed over partitions); -1 when not read (ListTablesOptions.sizes). */
   bytes: number;
   /** The current user may SELECT it. */
@@ -136,7 +136,7 @@ SELECT t.oid::int AS oid, t.nspname AS schema, t.relname AS name, t.relkind, t.o
             THEN COALESCE((SELECT sum(GREATEST(lc.reltuples, 0))::float8 FROM pg_partition_tree(t.oid) pt
                              JOIN pg_class lc ON lc.oid = pt.relid WHERE pt.isleaf), 0)
             ELSE (SELECT reltuples::float8 FROM pg_class WHERE oid = t.oid) END AS estimated_rows,
-       \${MAX_ROWS} AS max_rows,
+       \${LIVE_ROWS} AS live_rows,
        \${BYTES} AS bytes
   FROM tables t
  ORDER BY t.nspname, t.relname`;
@@ -145,15 +145,12 @@ const BYTES_SQL = `CASE WHEN t.relkind = 'p'
             THEN COALESCE((SELECT sum(pg_table_size(pt.relid))::float8 FROM pg_partition_tree(t.oid) pt WHERE pt.isleaf), 0)
             ELSE pg_table_size(t.oid)::float8 END`;
 
-// MaxHeapTuplesPerPage: a page holds at most (block size - 24-byte page header) / (24-byte tuple header + 4-byte
-// line pointer) rows. pg_relation_size() opens the table (ACCESS SHARE), hence only where asked and needed.
-const MAX_ROWS_SQL = `CASE WHEN t.relkind = 'r' AND t.reltuples < 0
-            THEN (pg_relation_size(t.oid) / current_setting('block_size')::int) * ((current_setting('block_size')::int - 24) / 28)
-       END::float8`;
+// No lock: pg_relation_size() would open the table, and wait behind anyone's ACCESS EXCLUSIVE on it.
+const LIVE_ROWS_SQL = `CASE WHEN t.relkind = 'r' AND t.reltuples < 0 THEN pg_stat_get_live_tuples(t.oid) END::float8`;
 
 // pg_table_size() looks at every file of every table: half the cost of this query on 200 small tables.
-const tablesSql = (sizes: boolean, maxRows: boolean) =>
-  TABLES_SQL_TEMPLATE.replace('${BYTES}', sizes ? BYTES_SQL : '(-1)::float8').replace('${MAX_ROWS}', maxRows ? MAX_ROWS_SQL : 'NULL::float8');
+const tablesSql = (sizes: boolean, liveRows: boolean) =>
+  TABLES_SQL_TEMPLATE.replace('${BYTES}', sizes ? BYTES_SQL : '(-1)::float8').replace('${LIVE_ROWS}', liveRows ? LIVE_ROWS_SQL : 'NULL::float8');
 const TABLES_SQL = [[tablesSql(false, false), tablesSql(false, true)], [tablesSql(true, false), tablesSql(true, true)]];
 
 interface Row {
@@ -173,22 +170,22 @@ interface Row {
   unique_key: string[] | null;
   replident_index: string[] | null;
   estimated_rows: number;
-  max_rows: number | null;
+  live_rows: number | null;
   bytes: number;
 }
 
 export interface ListTablesOptions {
   /** Read each table's size (default true); a step that does not use `bytes` saves a look at every file. */
   sizes?: boolean;
-  /** Read maxRows (default false): the size of each plain table that was never analysed, which locks it briefly. */
-  maxRows?: boolean;
+  /** Read liveRows (default false), for the plain tables never analysed. */
+  liveRows?: boolean;
 }
 
 /** For steps that never read `bytes` (sync, cutover, validate): the sizes cost a look at every file of every table. */
 export const NO_SIZES: Readonly<ListTablesOptions> = { sizes: false };
 
 export async function listTables(client: pg.Client, opts: ListTablesOptions = {}): Promise<CatalogTable[]> {
-  const { rows } = await client.query<Row>(TABLES_SQL[opts.sizes === false ? 0 : 1]![opts.maxRows ? 1 : 0]!);
+  const { rows } = await client.query<Row>(TABLES_SQL[opts.sizes === false ? 0 : 1]![opts.liveRows ? 1 : 0]!);
   return rows.map((r) => {
     const identityColumns =
       r.replident === 'i' ? (r.replident_index ?? []) : r.replident === 'd' ? (r.primary_key ?? []) : [];
@@ -206,7 +203,7 @@ export async function listTables(client: pg.Client, opts: ListTablesOptions = {}
       replicaIdentity: r.replident,
       replicaIdentityColumns: identityColumns,
       estimatedRows: Number(r.estimated_rows),
-      maxRows: r.max_rows === null ? null : Number(r.max_rows),
+      liveRows: r.live_rows === null ? null : Number(r.live_rows),
       bytes: Number(r.bytes),
       canSelect: r.can_select,
       isOwner: r.is_owner,
