@@ -61,6 +61,16 @@ describe('pgferry list', () => {
     expect(r.stdout + r.stderr).not.toContain('\x1b');
   });
 
+  it('writes a JSON document of several hundred kB whole through a pipe before it exits', async () => {
+    // 2 000 tables: the document is far larger than a pipe holds (64 kB), so most of it is still queued at the end.
+    const many = await createDatabase(c, undefined, Array.from({ length: 2000 }, (_v, i) => `CREATE TABLE wide_list_${i} (a int, b text);`).join('\n'));
+    const r = await runCliProcess(['list', many, '--source', c.url('postgres'), '--include-databases', many, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(256 * 1024);
+    const doc = JSON.parse(r.stdout) as TableListing;
+    expect(doc.tables).toHaveLength(2000);
+  });
+
   it('lists the tables of a database with estimates, keys, identity and scope', async () => {
     const r = await runCliProcess([
       'list', db, '--source', c.url('postgres'), '--include-databases', db, '--json',
