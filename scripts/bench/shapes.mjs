@@ -9,8 +9,11 @@ export const SHAPES = {
   jsonb: { tables: ['public.wide_jsonb'], what: 'bigint key, one jsonb document of ~330 bytes' },
   toast: { tables: ['public.toast_bytea'], what: 'int key, 96 KB incompressible bytea (TOASTed)' },
   keyless: { tables: ['public.keyless_rows'], what: 'no key: int, text, timestamptz' },
-  small: { tables: [], what: '200 tables of 1 000 rows (int key, text)' },
+  small: { tables: [], schema: 'shapes_small', what: '200 tables of 1 000 rows (int key, text)' },
   partitions: { tables: ['public.part_events'], what: '8 range partitions under one root, bigint key, date, int, text' },
+  // Loaded after the others' VACUUM ANALYZE and never vacuumed: under 50 rows written, autovacuum never analyses a
+  // table, so lookup tables like these keep reltuples -1 for good (a cost the analysed shapes cannot show).
+  many: { tables: [], schema: 'shapes_many', analysed: false, what: '3 000 tables of 20 rows (int key, int, text, timestamptz, numeric, boolean), never analysed' },
 };
 
 const n = (x, scale) => Math.max(100, Math.round(x * scale));
@@ -38,6 +41,14 @@ ${Array.from({ length: 200 }, (_, i) => {
     const t = `shapes_small.t${String(i + 1).padStart(3, '0')}`;
     return `CREATE TABLE ${t} (id int PRIMARY KEY, v text NOT NULL); INSERT INTO ${t} SELECT i, md5((i * ${i + 3})::text) FROM generate_series(1, 1000) i;`;
   }).join('\n')}`,
+  // 100 tables to a transaction: a multi-statement query is one transaction, and 3 000 tables' locks overflow the lock table.
+  many: () => `
+CREATE SCHEMA shapes_many;
+${Array.from({ length: 3000 }, (_, i) => {
+    const t = `shapes_many.t${String(i + 1).padStart(4, '0')}`;
+    const table = `CREATE TABLE ${t} (id int PRIMARY KEY, a int, b text, c timestamptz, d numeric, e boolean); INSERT INTO ${t} SELECT g, g * ${i + 7}, md5((g * ${i + 3})::text), '2024-01-01'::timestamptz + g * interval '1 hour', g / 3.0, g % 2 = 0 FROM generate_series(1, 20) g;`;
+    return `${i % 100 === 0 ? 'BEGIN; ' : ''}${table}${i % 100 === 99 ? ' COMMIT;' : ''}`;
+  }).join('\n')}`,
   partitions: (scale) => {
     const step = n(2_000_000, scale) / 8;
     const parts = Array.from({ length: 8 }, (_, i) =>
@@ -56,7 +67,12 @@ export function shapeSql(name, scale) {
   return f(scale);
 }
 
-/** Every shape in one database. */
-export function shapesSql(scale) {
-  return Object.keys(SHAPES).map((name) => shapeSql(name, scale)).join('\n');
+/** Whether a shape is vacuumed and analysed after loading (SHAPES[name].analysed, default true). */
+export function analysedShape(name) {
+  return SHAPES[name]?.analysed !== false;
+}
+
+/** Every shape in one database: `analysed` true, those loaded before the VACUUM ANALYZE; false, those loaded after it. */
+export function shapesSql(scale, analysed = true) {
+  return Object.keys(SHAPES).filter((name) => analysedShape(name) === analysed).map((name) => shapeSql(name, scale)).join('\n');
 }
