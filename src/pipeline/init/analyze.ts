@@ -24,8 +24,13 @@ export interface AnalyzeItem extends Named {
  * table was most of the ANALYZE phase of many small tables over a network
  * (200 tables of 1 000 rows, 2 ms round trip: 0.2 s).
  */
-export const ANALYZE_BATCH_MAX_BYTES = 1024 ** 2;
+const ANALYZE_BATCH_MAX_BYTES = 1024 ** 2;
 export const ANALYZE_BATCH_TABLES = 50;
+
+/** A table of this size (-1: unknown) may share its ANALYZE statement with others. */
+export function analyzedTogether(bytes: number): boolean {
+  return bytes >= 0 && bytes < ANALYZE_BATCH_MAX_BYTES;
+}
 
 /** The ANALYZE statement of an item without leaves. */
 export function analyzeSql(t: AnalyzeItem): string {
@@ -155,13 +160,12 @@ export function analyzeItems(tables: ScopeTable[], analyzed: ReadonlySet<string>
  * of the `jobs` sessions gets about two items, so that they finish together.
  */
 function batchSmall(sized: { item: AnalyzeItem; bytes: number }[], jobs: number): AnalyzeItem[] {
-  const small = (b: number) => b >= 0 && b < ANALYZE_BATCH_MAX_BYTES;
-  const count = sized.filter((s) => small(s.bytes)).length;
+  const count = sized.filter((s) => analyzedTogether(s.bytes)).length;
   const per = Math.max(1, Math.min(ANALYZE_BATCH_TABLES, Math.ceil(count / (Math.max(1, jobs) * 2))));
   const out: AnalyzeItem[] = [];
   let batch: AnalyzeItem | undefined;
   for (const { item, bytes } of sized) {
-    if (!small(bytes)) {
+    if (!analyzedTogether(bytes)) {
       out.push(item);
       batch = undefined;
       continue;

@@ -17,7 +17,7 @@
 import type pg from 'pg';
 import { acquireClient, type AcquiredClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { ANALYZE_BATCH_MAX_BYTES, ANALYZE_BATCH_TABLES, analyzeSql } from './analyze.js';
+import { ANALYZE_BATCH_TABLES, analyzedTogether, analyzeSql } from './analyze.js';
 
 export interface EarlyAnalyzeTable {
   key: string;
@@ -95,12 +95,11 @@ export function earlyAnalyzer(target: ResolvedConnInfo, tables: EarlyAnalyzeTabl
  * alone, so that finish() never waits for a long list.
  */
 function takeBatch(queue: EarlyAnalyzeTable[]): EarlyAnalyzeTable[] {
-  const small = (t: EarlyAnalyzeTable) => t.bytes >= 0 && t.bytes < ANALYZE_BATCH_MAX_BYTES;
   const first = queue.shift()!;
-  if (!small(first)) return [first];
+  if (!analyzedTogether(first.bytes)) return [first];
   const batch = [first];
   for (let i = 0; i < queue.length && batch.length < ANALYZE_BATCH_TABLES; ) {
-    if (small(queue[i]!)) batch.push(...queue.splice(i, 1));
+    if (analyzedTogether(queue[i]!.bytes)) batch.push(...queue.splice(i, 1));
     else i++;
   }
   return batch;

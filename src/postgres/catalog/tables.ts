@@ -135,7 +135,7 @@ SELECT t.oid::int AS oid, t.nspname AS schema, t.relname AS name, t.relkind, t.o
        CASE WHEN t.relkind = 'p'
             THEN COALESCE((SELECT sum(GREATEST(lc.reltuples, 0))::float8 FROM pg_partition_tree(t.oid) pt
                              JOIN pg_class lc ON lc.oid = pt.relid WHERE pt.isleaf), 0)
-            ELSE (SELECT reltuples::float8 FROM pg_class WHERE oid = t.oid) END AS estimated_rows,
+            ELSE t.reltuples::float8 END AS estimated_rows,
        \${LIVE_ROWS} AS live_rows,
        \${BYTES} AS bytes
   FROM tables t
