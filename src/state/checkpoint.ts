@@ -192,27 +192,75 @@ export async function discardState(stateDir: string): Promise<void> {
  * queued write, which serialises the state when it starts. Without that, a
  * database of many small tables would rewrite the whole file (which grows with
  * the table count) once per table, and every worker would wait its turn.
+ *
+ * Records that may wait (`record`: a table finished, which a resume would only
+ * copy again) are also paced: their write starts no sooner than a few times the
+ * last write's duration after it ended. Back to back, rewriting the state of
+ * 3 000 tables (1.4 MB, 6 – 7 ms of JSON.stringify on the one thread that also
+ * relays every table's rows) took 1.2 s of a 13 s init. An `update` (a phase,
+ * anything a caller goes on from) or `flush` ends such a wait at once.
  */
 export class StateStore {
   private inFlight: Promise<void> | undefined;
   private queued: Promise<void> | undefined;
+  /** Ends the queued write's pacing wait. */
+  private hurry: (() => void) | undefined;
+  private last: { end: number; ms: number } | undefined;
   constructor(
     readonly stateDir: string,
     readonly state: RunState,
     private readonly write: (stateDir: string, s: RunState) => Promise<void> = saveState,
+    /** How long a paced write waits after the last write ended, given that write's duration. */
+    private readonly pace: (lastWriteMs: number) => number = (ms) => Math.min(MAX_PACE_MS, PACE_WRITES * ms),
   ) {}
 
-  /** Apply a change and persist it; resolves once a version including it is on disk. */
+  /** Apply a change and persist it now; resolves once a version including it is on disk. */
   update(change: (s: RunState) => void): Promise<void> {
     change(this.state);
-    if (this.queued) return this.queued;
+    return this.enqueue(true);
+  }
+
+  /** Apply a change that may reach the disk a little later (paced, see above); resolves once it is on disk. */
+  record(change: (s: RunState) => void): Promise<void> {
+    change(this.state);
+    return this.enqueue(false);
+  }
+
+  /** Persist the current state now. */
+  save(): Promise<void> {
+    return this.update(() => {});
+  }
+
+  /** Write what is queued without its pacing wait; resolves once everything recorded so far is on disk. */
+  flush(): Promise<void> {
+    this.hurry?.();
+    return this.queued ?? this.inFlight ?? Promise.resolve();
+  }
+
+  private enqueue(now: boolean): Promise<void> {
+    if (this.queued) {
+      if (now) this.hurry?.();
+      return this.queued;
+    }
+    let hurry!: () => void;
+    const hurried = new Promise<void>((resolve) => (hurry = resolve));
+    if (now) hurry();
+    this.hurry = hurry;
     const before = this.inFlight ?? Promise.resolve();
     const write: Promise<void> = before
       .catch(() => {})
-      .then(() => {
+      .then(() => this.paced(hurried))
+      .then(async () => {
         this.queued = undefined;
+        this.hurry = undefined;
         this.inFlight = write;
-        return this.write(this.stateDir, this.state);
+        const start = performance.now();
+        try {
+          await this.write(this.stateDir, this.state);
+        } finally {
+          const end = performance.now();
+          this.last = { end, ms: end - start };
+        }
       })
       .finally(() => {
         if (this.inFlight === write) this.inFlight = undefined;
@@ -221,11 +269,19 @@ export class StateStore {
     return write;
   }
 
-  /** Persist the current state. */
-  save(): Promise<void> {
-    return this.update(() => {});
+  /** Resolves `pace` after the last write ended, or once hurried. */
+  private paced(hurried: Promise<void>): Promise<void> {
+    const wait = this.last ? this.last.end + this.pace(this.last.ms) - performance.now() : 0;
+    if (wait <= 0) return Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    const due = new Promise<void>((resolve) => (timer = setTimeout(resolve, wait)));
+    return Promise.race([hurried, due]).finally(() => clearTimeout(timer));
   }
 }
+
+/** A paced write waits this many times the last write's duration: writes then take at most a fifth of the time. */
+const PACE_WRITES = 4;
+const MAX_PACE_MS = 500;
 
 /** What identifies a run; a resume must match it exactly. */
 export interface RunIdentity {

@@ -104,6 +104,36 @@ describe('checkpoint', () => {
     expect((await loadState(dir))!.roles).toBe('done');
   });
 
+  it('paces records after a write: an update or a flush writes them at once, together', async () => {
+    const dir = await tmp();
+    const written: string[] = [];
+    // A pace no test waits out: a record that is not hurried would time the test out.
+    const store = new StateStore(dir, sample(), async (d, s) => {
+      await saveState(d, s);
+      written.push(Object.keys(s.databases.shop!.tables).join(','));
+    }, () => 60_000);
+    const table = (i: number) => ({ schema: 'public', name: `t${i}`, status: 'done' as const, schemaOnly: false, consistentWithSlot: true, rows: i, bytes: 0, seconds: 0, parts: [] });
+    await store.record((s) => (s.databases.shop!.tables.t0 = table(0))); // nothing written yet: no wait
+    expect(written).toEqual(['t0']);
+
+    let recorded = false;
+    const r1 = store.record((s) => (s.databases.shop!.tables.t1 = table(1))).then(() => (recorded = true));
+    const r2 = store.record((s) => (s.databases.shop!.tables.t2 = table(2)));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(recorded).toBe(false); // paced, not on disk yet
+    expect(written).toHaveLength(1);
+    await Promise.all([r1, r2, store.update((s) => (s.databases.shop!.phase = 'post-data'))]);
+    expect(written).toEqual(['t0', 't0,t1,t2']); // one write for the two records and the update
+    expect((await loadState(dir))!.databases.shop!.phase).toBe('post-data');
+
+    const r3 = store.record((s) => (s.databases.shop!.tables.t3 = table(3)));
+    await store.flush();
+    await r3;
+    expect(written).toEqual(['t0', 't0,t1,t2', 't0,t1,t2,t3']);
+    expect(Object.keys((await loadState(dir))!.databases.shop!.tables)).toEqual(['t0', 't1', 't2', 't3']);
+    await store.flush(); // nothing queued: resolves
+  });
+
   it('refuses a damaged file, a foreign file and another version, with a way out', async () => {
     const dir = await tmp();
     await writeFile(path.join(dir, 'state.json'), '{"version": 1');

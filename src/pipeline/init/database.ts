@@ -657,7 +657,8 @@ async function copyData(
  * What is recorded as parts and tables finish, and each finished table's own post-data queued.
  * A worker does not wait for its table's record to reach the disk (an fsync'd rewrite of the state,
  * ~10 ms here, which dominated databases of many small tables): a crash before the record only
- * means that a resume copies that committed table again, TRUNCATE first. `recorded()` waits for
+ * means that a resume copies that committed table again, TRUNCATE first. For the same reason the
+ * table-done records are paced (StateStore.record). `recorded()` writes what waits at once, waits for
  * every record and reports the first failure.
  */
 function checkpointCallbacks(
@@ -680,6 +681,7 @@ function checkpointCallbacks(
   };
   return {
     recorded: async () => {
+      void store.flush().catch(() => {}); // its failure reaches the records that wait for it
       while (pending.size) await Promise.all([...pending]);
       if (failure) throw failure.err;
     },
@@ -702,7 +704,7 @@ function checkpointCallbacks(
     onTableDone: (plan, r) => {
       copiedThisRun.add(plan.key);
       const record: Promise<void> = store
-        .update(() => {
+        .record(() => {
           const t = d.tables[plan.key]!;
           t.status = 'done';
           t.rows = r.rows;
