@@ -7,7 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UsageError } from '../../src/errors.js';
+import { OperationError, UsageError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { dumpSchema, listPostData, restoreEntries, restorePreData, restoreScripted, type TocEntry } from '../../src/pipeline/init/schema.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
@@ -102,6 +102,53 @@ describe('pre-data restore', () => {
     // With --no-owner it goes through, as one query.
     await restorePreData(tgt.conn(db), archive, { noOwner: true, noPrivileges: false, targetMajor: tgt.major });
     expect(await tablesOf(tgt, db)).toEqual(await tablesOf(src, db));
+  });
+});
+
+describe('pre-data restore on a small lock table', () => {
+  // The smallest lock table the server allows: a transaction fits a few hundred tables with a TOAST table (four locks each).
+  let small: LocalCluster;
+  beforeAll(async () => {
+    small = await start({ name: 'schema-locks', settings: { max_locks_per_transaction: 10 } });
+  });
+  const TABLES = 1200;
+  /** TABLES tables with a text column, created 100 to a transaction (the source has the default lock table). */
+  const manyTables = (extra = '') =>
+    Array.from({ length: TABLES / 100 }, (_, b) =>
+      `BEGIN; ${Array.from({ length: 100 }, (_, i) => `CREATE TABLE m${b * 100 + i} (id int, note text);`).join(' ')} COMMIT;`).join('\n') + extra;
+
+  async function archiveFor(sql: string): Promise<{ db: string; archive: string }> {
+    const db = await createDatabase(src, uniqueDbName('locks'), sql);
+    await createDatabase(small, db);
+    const archive = path.join(tmp, `${db}.dump`);
+    await dumpSchema(src.conn(db), archive, { noOwner: false, noPrivileges: false, exclude: [] });
+    return { db, archive };
+  }
+  const count = async (db: string) => (await small.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'`, [], db))[0]!.n;
+
+  it('restores a schema that does not fit one transaction in parts, and says so', async () => {
+    const { db, archive } = await archiveFor(manyTables());
+    const warnings: string[] = [];
+    await restorePreData(small.conn(db), archive, { noOwner: false, noPrivileges: false, targetMajor: small.major, warn: (m) => warnings.push(m) });
+    expect(await count(db)).toBe(TABLES);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/does not fit the target's lock table in one transaction; restoring it in \d+ transactions \(raise max_locks_per_transaction/);
+  });
+
+  it('a part that fails names the cause and what the parts before it left on the target', async () => {
+    const role = `locks_owner_${Date.now()}`;
+    await src.query(`CREATE ROLE ${role}`);
+    // zz comes last in the archive: the parts before it are in by then.
+    const { db, archive } = await archiveFor(manyTables(`\nCREATE TABLE zz (id int); ALTER TABLE zz OWNER TO ${role};`));
+    const err = await restorePreData(small.conn(db), archive, { noOwner: false, noPrivileges: false, targetMajor: small.major }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OperationError);
+    expect((err as Error).message).toMatch(new RegExp(`role "${role}" does not exist`));
+    expect((err as Error).message).toMatch(/\d+ of \d+ parts of the schema were restored before this one and stay on the target/);
+    expect((err as OperationError).hint).toMatch(/--restart --drop-existing/);
+    const left = await count(db);
+    expect(left).toBeGreaterThan(0);
+    expect(left).toBeLessThanOrEqual(TABLES);
+    expect((await small.query(`SELECT 1 FROM pg_tables WHERE tablename = 'zz'`, [], db))).toHaveLength(0);
   });
 });
 

@@ -232,7 +232,7 @@ async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): P
         const exclude = await excludedRelations(x.source.conn, x.allTables, inScope);
         await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
         if (await restored) return 'already restored';
-        const preData = restorePreData(x.target.conn, archive, { ...toolOpts, targetMajor: x.target.identity.major });
+        const preData = restorePreData(x.target.conn, archive, { ...toolOpts, targetMajor: x.target.identity.major, warn: x.warn });
         // The post-data list (a pg_restore run over the archive) is read beside the pre-data restore, started just
         // after it: the data phase needs it before its first row when large tables get their indexes during the copy.
         r.postDataList.get().catch(() => {}); // asked again where it is needed, which reports a failure

@@ -2,8 +2,8 @@
  * Schema through pg_dump / pg_restore. One schema-only archive per database is
  * dumped under the copy's snapshot (`pg_dump --schema-only -Fc --snapshot`,
  * tables outside the scope left out with -T) into the state directory; its
- * pre-data section is restored in one transaction before the data, its
- * post-data section after it:
+ * pre-data section is restored in one transaction before the data (in parts
+ * where it does not fit the target's lock table), its post-data section after it:
  *
  *   pass 0  during the copy, each table's own indexes and constraints as soon
  *           as its data is in (table-post-data.ts);
@@ -24,7 +24,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
-import { UsageError } from '../../errors.js';
+import { OperationError, UsageError } from '../../errors.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import { acquireClient, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
@@ -186,9 +186,16 @@ export function executableScript(text: string, targetMajor: number): string | nu
  * waits for each of the ~3 statements per table, which over a network is most of the
  * schema's time (200 small tables, 1 ms of latency each way: 1.8 s against 0.3 s). Where
  * that path cannot be taken or fails, pg_restore runs as before and reports the failing
- * item in its own words (the failed attempt left nothing behind).
+ * item in its own words (the failed attempt left nothing behind). A schema whose locks do
+ * not fit the target's lock table in one transaction (thousands of tables) is restored in
+ * parts instead (restorePreDataInParts), with a warning: pg_restore without
+ * --single-transaction restores it, so pgferry must too.
  */
-export async function restorePreData(conn: ResolvedConnInfo, file: string, o: SchemaToolOptions & { targetMajor: number }): Promise<void> {
+export async function restorePreData(
+  conn: ResolvedConnInfo,
+  file: string,
+  o: SchemaToolOptions & { targetMajor: number; warn?: (message: string) => void },
+): Promise<void> {
   const script = await preDataScript(file, o).catch((err: unknown) => unlessInterrupted(err, o.signal));
   if (script !== null) {
     try {
@@ -196,6 +203,8 @@ export async function restorePreData(conn: ResolvedConnInfo, file: string, o: Sc
       return;
     } catch (err) {
       if (o.signal?.aborted) throw err;
+      // Rolled back whole; pg_restore --single-transaction would run out the same way.
+      if (outOfLocks(err)) return restorePreDataInParts(conn, file, o);
     }
   }
   try {
@@ -204,10 +213,64 @@ export async function restorePreData(conn: ResolvedConnInfo, file: string, o: Sc
     });
   } catch (err) {
     const msg = (err as Error).message;
+    if (!o.signal?.aborted && outOfLocks(err)) return restorePreDataInParts(conn, file, o);
     if (/role "[^"]+" does not exist/.test(msg)) {
       throw new UsageError(msg, { hint: 'let pgferry copy the roles (leave out --no-roles), create them on the target, or pass --no-owner and --no-privileges' });
     }
     throw err;
+  }
+}
+
+/**
+ * The target's lock table is full: a transaction keeps a lock on every relation it created (a table with
+ * a TOAST table: four), and all of them must fit the lock table at once, which is sized by
+ * max_locks_per_transaction × the server's connections — a few thousand tables on default settings.
+ */
+function outOfLocks(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === '53200' || /out of shared memory[\s\S]*max_locks_per_transaction/.test(e.message ?? '');
+}
+
+/** Pre-data items per transaction when the whole section does not fit one (PRE_DATA_PART_ITEMS × 4 locks at most). */
+const PRE_DATA_PART_ITEMS = 200;
+
+/**
+ * The pre-data section in parts of PRE_DATA_PART_ITEMS items, in the archive's order (each part's
+ * dependencies are in earlier parts), each part one transaction, on one session. Not all-or-nothing:
+ * a part that fails leaves the parts before it on the target, and the error says so.
+ */
+async function restorePreDataInParts(conn: ResolvedConnInfo, file: string, o: SchemaToolOptions & { targetMajor: number; warn?: (message: string) => void }): Promise<void> {
+  const { stdout } = await runTool('pg_restore', ['--list', '--section=pre-data', file], { pgBinDir: o.pgBinDir, signal: o.signal, label: 'pg_restore --list' });
+  const entries = parseToc(stdout);
+  const parts: TocEntry[][] = [];
+  for (let i = 0; i < entries.length; i += PRE_DATA_PART_ITEMS) parts.push(entries.slice(i, i + PRE_DATA_PART_ITEMS));
+  o.warn?.(
+    `the schema of target database "${conn.dbname}" (${entries.length} items) does not fit the target's lock table in one transaction; ` +
+      `restoring it in ${parts.length} transactions (raise max_locks_per_transaction on the target to restore it all-or-nothing)`,
+  );
+  const listFile = `${file}.pre-data.list`;
+  let done = 0;
+  try {
+    await withScriptSession(conn, o, async (run) => {
+      for (const part of parts) {
+        await writeFile(listFile, part.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
+        const script = await archiveScript(file, [`--use-list=${listFile}`], o, 'pg_restore of the schema (pre-data) as SQL');
+        if (script !== null) await run(script);
+        else {
+          await runTool('pg_restore', [`--use-list=${listFile}`, '--single-transaction', ...restoreArgs(o), file], {
+            conn, pgBinDir: o.pgBinDir, signal: o.signal, env: durableRestoreEnv(), label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
+          });
+        }
+        done++;
+      }
+    });
+  } catch (err) {
+    if (o.signal?.aborted || !done) throw err;
+    throw new OperationError(`${(err as Error).message}\n(${done} of ${parts.length} parts of the schema were restored before this one and stay on the target)`, {
+      hint: 'fix the cause, then start over with --restart --drop-existing',
+    });
+  } finally {
+    await rm(listFile, { force: true });
   }
 }
 
