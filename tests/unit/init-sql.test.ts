@@ -8,7 +8,7 @@ import { timeFilterPredicate } from '../../src/pipeline/shared/filters.js';
 import { violationQuery } from '../../src/pipeline/shared/foreign-key-check.js';
 import { estimateSeconds, ESTIMATE_BYTES_PER_SECOND_PER_JOB, type PlannedTable } from '../../src/pipeline/init/plan.js';
 import { splitRoleScript } from '../../src/pipeline/init/roles.js';
-import { exactPattern, executableScript, parseToc } from '../../src/pipeline/init/schema.js';
+import { exactPattern, executableScript, parseToc, splitScript } from '../../src/pipeline/init/schema.js';
 import { createDatabaseSql } from '../../src/pipeline/init/target-db.js';
 
 const fk: ForeignKey = {
@@ -119,5 +119,28 @@ describe('init helpers', () => {
     expect(estimateSeconds([t(4 * r), t(4 * r)], 4)).toBe(4); // one big table bounds it
     expect(estimateSeconds([t(8 * r, 4), t(8 * r, 4)], 4)).toBe(4);
     expect(estimateSeconds([t(r), t(r), t(r), t(r)], 1)).toBe(4);
+  });
+});
+
+describe('splitScript', () => {
+  const item = (name: string, body: string) => `--\n-- Name: ${name}; Type: TABLE; Schema: public; Owner: app\n--\n\n${body}\n\n\n`;
+  const preamble = "--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\n";
+  const script = preamble + ['a', 'b', 'c', 'd', 'e'].map((n) => item(n, `CREATE TABLE public.${n} (id int);`)).join('') + '--\n-- PostgreSQL database dump complete\n--\n';
+
+  it('cuts at item headers, each part behind the preamble, the tail in the last', () => {
+    const parts = splitScript(script, 5, 2)!;
+    expect(parts).toHaveLength(3);
+    for (const p of parts) expect(p.startsWith(preamble)).toBe(true);
+    expect(parts.map((p) => [...p.matchAll(/CREATE TABLE public\.(\w)/g)].map((m) => m[1]).join(''))).toEqual(['ab', 'cd', 'e']);
+    expect(parts[2]).toMatch(/dump complete\n--\n$/);
+    // Together the parts hold the script once, preambles aside.
+    expect(parts.map((p) => p.slice(preamble.length)).join('')).toBe(script.slice(preamble.length));
+  });
+
+  it('refuses a script whose headers do not match the archive items, as when a function body holds a header line', () => {
+    expect(splitScript(script, 4, 2)).toBeNull();
+    const body = "CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$SELECT '\n--\n-- Name: x; Type: TABLE; Schema: public; Owner: app\n--\n'$$;";
+    expect(splitScript(preamble + item('f', body) + item('a', 'CREATE TABLE public.a (id int);'), 2, 1)).toBeNull();
+    expect(splitScript(preamble, 0, 1)).toBeNull();
   });
 });
