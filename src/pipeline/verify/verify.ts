@@ -207,27 +207,22 @@ function comparisonKey(t: ScopeTable): string[] | null {
 
 /**
  * About how many units of work the tables make (workOf): small tables count
- * together, BATCH_TABLES to a statement, or a unit per chunk's worth of their
- * rows where that is more (workOf spreads them over the pairs); any other table
- * counts as many as the session pairs it could keep busy. More pairs than this
- * would only cost their sessions.
+ * together, BATCH_TABLES to a statement; any other table counts as many as
+ * the session pairs it could keep busy. More pairs than this would only cost
+ * their sessions.
  */
 function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number {
   let small = 0;
-  let smallRows = 0;
   let units = 0;
   for (const t of tables) {
     if (t.schemaOnly) continue;
     const rows = batchRows(t);
-    if (rows >= 0 && rows <= chunkRows) {
-      small++;
-      smallRows += rows;
-    }
+    if (rows >= 0 && rows <= chunkRows) small++;
     // A table without a key is hashed whole, one unit however big (planChunks).
     else if (!comparisonKey(t)) units++;
     else units += t.estimatedRows < 0 ? 1 : Math.ceil(t.estimatedRows / chunkRows);
   }
-  return units + Math.max(Math.ceil(small / BATCH_TABLES), Math.ceil(smallRows / chunkRows));
+  return units + Math.ceil(small / BATCH_TABLES);
 }
 
 /**
@@ -408,18 +403,14 @@ type Work = { job: TableJob; task: ChunkTask } | { batch: TableJob[] };
 
 /**
  * Tables hashed whole in one task that fit one chunk by the statistics, in
- * batches; the others one task after the other. A batch holds no more than
- * its share of all such rows over the session pairs (`workers`): 200 tables of
- * 1 000 rows were one statement per side while the other sessions idled.
+ * batches; the others one task after the other.
  */
-function* workOf(jobs: TableJob[], chunkRows: number, workers: number): Generator<Work> {
+function* workOf(jobs: TableJob[], chunkRows: number): Generator<Work> {
   const batchable = (job: TableJob) => {
     if (job.report.error || job.plan!.taskCount !== 1) return false;
     const rows = batchRows(job.table);
     return rows >= 0 && rows <= chunkRows;
   };
-  const batchableRows = jobs.reduce((n, job) => (batchable(job) ? n + batchRows(job.table) : n), 0);
-  const maxRows = Math.min(BATCH_CHUNKS * chunkRows, Math.max(chunkRows, Math.ceil(batchableRows / Math.max(1, workers))));
   let batch: TableJob[] = [];
   let rows = 0;
   for (const job of jobs) {
@@ -427,7 +418,7 @@ function* workOf(jobs: TableJob[], chunkRows: number, workers: number): Generato
       for (const task of job.plan!.tasks()) yield { job, task };
       continue;
     }
-    if (batch.length >= BATCH_TABLES || rows + batchRows(job.table) > maxRows) {
+    if (batch.length >= BATCH_TABLES || rows + batchRows(job.table) > BATCH_CHUNKS * chunkRows) {
       yield batch.length === 1 ? { job: batch[0]!, task: batch[0]!.plan!.tasks().next().value! } : { batch };
       batch = [];
       rows = 0;
@@ -455,7 +446,7 @@ async function runChunks(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJ
     job.report.status = finishStatus(job.report);
   }
 
-  const queue = workOf(jobs, opts.chunkRows, pairs.length);
+  const queue = workOf(jobs, opts.chunkRows);
   // Work found on the way (a table that differed as a whole, compared again chunk by chunk) comes first.
   const found: Iterator<Work>[] = [];
   // Workers with work that may add more: an idle worker waits for them before it stops.
