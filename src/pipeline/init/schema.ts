@@ -227,8 +227,10 @@ export async function restorePreData(
  * max_locks_per_transaction × the server's connections — a few thousand tables on default settings.
  */
 function outOfLocks(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  return e.code === '53200' || /out of shared memory[\s\S]*max_locks_per_transaction/.test(e.message ?? '');
+  const e = err as { code?: string; message?: string; hint?: string };
+  // 53200 is any out-of-memory error; the lock table's carries this hint (the GUC's name quoted from 17 on).
+  if (e.code === '53200') return /max_locks_per_transaction/.test(e.hint ?? '');
+  return /out of shared memory[\s\S]*max_locks_per_transaction/.test(e.message ?? '');
 }
 
 /** Pre-data items per transaction when the whole section does not fit one (PRE_DATA_PART_ITEMS × 4 locks at most). */
