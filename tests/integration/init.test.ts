@@ -89,7 +89,8 @@ describe('init', () => {
       db,
     );
     // shop.audit_log has no key: with sync it is published, so it needs REPLICA IDENTITY FULL (on both sides).
-    const o = await options(db, {}, { setReplicaIdentityFull: true });
+    const events: ProgressEvent[] = [];
+    const o = await options(db, {}, { setReplicaIdentityFull: true, progress: (e) => events.push(e) });
     const writer = startWriter(db);
     await new Promise((r) => setTimeout(r, 300));
     const report = await runInit(o);
@@ -101,6 +102,9 @@ describe('init', () => {
     expect(dbReport.slot?.name).toMatch(/^pgferry_/);
     expect(dbReport.snapshotsUsed).toBe(1);
     expect(report.phaseSeconds.data).toBeGreaterThan(0);
+    // The small tables (w among them) were read while the schema was restored (read-ahead.ts); what follows checks their rows.
+    const data = events.find((e) => e.kind === 'end' && e.id.endsWith('/data'));
+    expect(data?.kind === 'end' && data.detail).toMatch(/; [1-9]\d* read while the schema was restored/);
 
     // The state: everything consistent with the slot, and never a password.
     const { text, state } = await readState(o.stateDir);

@@ -3,6 +3,7 @@
  * transaction, relayed as CopyData frames (copy-frames.ts), and the retries of
  * a part on a fresh session after a retryable failure.
  */
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import type { CopyToStreamQuery } from 'pg-copy-streams';
@@ -13,6 +14,7 @@ import type { CopyFormat } from './format.js';
 import { rangePredicate, type PartRange, type RelationName, type TablePart } from './parts.js';
 import { copyInFrames, copyOutFrames } from './copy-frames.js';
 import { isSessionBroken, killSession, type CopySession } from './copy-session.js';
+import type { ReadAheadPart } from './read-ahead.js';
 
 export interface CopyPartOptions {
   /** Column names to copy (generated columns already left out); empty = every column. */
@@ -27,6 +29,8 @@ export interface CopyPartOptions {
   signal?: AbortSignal | undefined;
   /** Called with the size of every chunk relayed (for progress). */
   onBytes?: ((bytes: number) => void) | undefined;
+  /** The part's rows, read ahead by the same statement under the same snapshot (read-ahead.ts): written instead of read. */
+  readAhead?: ReadAheadPart | undefined;
 }
 
 export interface PartResult {
@@ -112,7 +116,7 @@ export async function copyParts(s: CopySession, members: readonly GroupMember[])
   const readFor = (i: number): SourceRead | undefined => {
     const m = members[i];
     if (!m) return undefined;
-    return (reads[i] ??= startSourceRead(s.source, m));
+    return (reads[i] ??= m.o.readAhead ? readAheadRead(m) : startSourceRead(s.source, m));
   };
   try {
     for (const [i, { part, o }] of members.entries()) {
@@ -166,7 +170,7 @@ export async function copyParts(s: CopySession, members: readonly GroupMember[])
 
 /** A member's source COPY, started (or queued on the session) before its target COPY. */
 interface SourceRead {
-  src: CopyToStreamQuery;
+  src: Readable & Pick<CopyToStreamQuery, 'rowCount'>;
   /** The source's ReadyForQuery after this COPY (its row count is known). */
   done: Promise<void>;
   /** The source stream failed (possibly before it was piped). */
@@ -190,11 +194,29 @@ function startSourceRead(source: pg.Client, { part, o }: GroupMember): SourceRea
   return read;
 }
 
+/** A member read ahead: its frames from memory, counted for progress as they go. */
+function readAheadRead({ o }: GroupMember): SourceRead {
+  const p = o.readAhead!;
+  const frames = p.frames;
+  const src = Object.assign(
+    Readable.from(
+      (function* () {
+        for (const f of frames) {
+          o.onBytes?.(f.length);
+          yield f;
+        }
+      })(),
+    ),
+    { rowCount: p.rows },
+  );
+  return { src, done: Promise.resolve(), failed: false, started: performance.now(), bytes: p.bytes };
+}
+
 /**
  * Resolves when the server is ready for the next query after `query` (its
  * CommandComplete has arrived); rejects if the connection ends first.
  */
-function readyForQuery(client: pg.Client, query: object): Promise<void> {
+export function readyForQuery(client: pg.Client, query: object): Promise<void> {
   const q = query as { handleReadyForQuery: (con: unknown) => void };
   const p = new Promise<void>((resolve, reject) => {
     const onEnd = () => reject(new Error('Connection terminated unexpectedly'));

@@ -43,7 +43,7 @@ function assertSnapshotId(snapshot: string): void {
 }
 
 /** Close a client's socket now: the server aborts its open transaction when it notices. */
-function killClient(client: pg.Client): void {
+export function killClient(client: pg.Client): void {
   try {
     client.connection.stream.destroy();
   } catch {
@@ -73,7 +73,7 @@ async function durableCommits(target: pg.Client): Promise<void> {
 }
 
 /** The source side of a worker: a transaction under the exported snapshot, BEGIN and the import in one round trip. */
-async function openSource(source: ResolvedConnInfo, snapshot: string): Promise<pg.Client> {
+export async function openSource(source: ResolvedConnInfo, snapshot: string): Promise<pg.Client> {
   const src = await connect(source, {
     label: 'the source',
     applicationName: COPY_APPLICATION_NAME,

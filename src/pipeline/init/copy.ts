@@ -28,8 +28,9 @@
  *
  * The pieces: copy-frames.ts (the CopyData relay), copy-session.ts (a
  * worker's snapshot session), copy-part.ts (one part, with retries),
- * copy-plan.ts (columns, format and parts per table); this file runs them
- * on a pool of workers.
+ * copy-plan.ts (columns, format and parts per table), read-ahead.ts (small
+ * tables' rows read during the pre-data restore); this file runs them on a
+ * pool of workers.
  */
 import type pg from 'pg';
 import { InterruptedError } from '../../errors.js';
@@ -43,9 +44,10 @@ import type { TablePart } from './parts.js';
 import { runPool } from './pool.js';
 import type { Budget } from './budget.js';
 import { formatBytes, rateAndEta } from '../../units.js';
-import { copyPartsWithRetries, type GroupMember, type PartResult } from './copy-part.js';
+import { copyOutSql, copyPartsWithRetries, type GroupMember, type PartResult } from './copy-part.js';
 import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
 import { killSession, openCopySession, type OpenedCopySession } from './copy-session.js';
+import type { ReadAhead } from './read-ahead.js';
 
 export interface PartReport extends PartResult {
   id: string;
@@ -91,6 +93,8 @@ export interface CopyTablesOptions extends CopyPlanOptions {
   onTableDone?: (plan: TableCopyPlan, report: TableCopyReport) => void | Promise<void>;
   /** Shared with other target work (init's per-table post-data): each part's copy holds one permit. */
   budget?: Budget;
+  /** Parts read ahead during the schema restore (read-ahead.ts). */
+  readAhead?: Pick<ReadAhead, 'take'>;
 }
 
 interface TableRun {
@@ -306,7 +310,8 @@ async function copyGroup(c: CopyRun, group: WorkPart[], slot: number, signal: Ab
       c.progress({ kind: 'update', id: `${c.pid}/${plan.key}`, detail: rateDetail(run, now), done: run.bytes, total: plan.estimatedBytes, unit: 'bytes' });
     };
     const truncateAndFreeze = unsplit(plan, part) && !c.fresh.has(part.id);
-    return { part, o: { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes } };
+    const readAhead = c.opts.readAhead?.take(part.id, copyOutSql(part.relation, plan.columns, plan.format, plan.filter, part.range, plan.select));
+    return { part, o: { columns: plan.columns, filter: plan.filter, select: plan.select, format: plan.format, truncateAndFreeze, signal, onBytes, readAhead } };
   });
   const copy = () => {
     // Started once it holds a permit: a part waiting for one is not being copied.

@@ -38,7 +38,8 @@ import { isPgferryName, type ObjectNames } from '../../state/object-names.js';
 import { phaseBefore, statePaths, tableKey, type DatabaseState, type InitPhase, type StateStore } from '../../state/checkpoint.js';
 import { formatBytes } from '../../units.js';
 import { copyTables, type CopyTablesOptions } from './copy.js';
-import { planCopy, type TableCopyPlan } from './copy-plan.js';
+import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
+import { startReadAhead, type ReadAhead } from './read-ahead.js';
 import { createForeignKeys, fkKey } from './constraints.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
@@ -119,6 +120,8 @@ interface PhaseRun {
   /** Run one phase as a progress task, adding its seconds to this run and to the checkpoint. */
   timed: (phase: string, title: string, fn: () => Promise<string | void>) => Promise<void>;
   setPhase: (phase: InitPhase) => Promise<void>;
+  /** Small tables' rows read while this run restores the pre-data section (read-ahead.ts). */
+  readAhead?: ReadAhead;
 }
 
 function phaseRun(x: DatabaseRunContext): PhaseRun {
@@ -232,6 +235,8 @@ async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): P
         const exclude = await excludedRelations(x.source.conn, x.allTables, inScope);
         await dumpSchema(x.source.conn, archive, { ...toolOpts, snapshot: holder!.snapshotName, exclude });
         if (await restored) return 'already restored';
+        // The source is idle while the target creates the tables: read the small ones' rows now.
+        r.readAhead = startReadAhead({ source: x.source.conn, snapshot: holder!.snapshotName, ...copyInputs(x) });
         const preData = restorePreData(x.target.conn, archive, { ...toolOpts, targetMajor: x.target.identity.major, warn: x.warn });
         // The post-data list (a pg_restore run over the archive) is read beside the pre-data restore, started just
         // after it: the data phase needs it before its first row when large tables get their indexes during the copy.
@@ -244,6 +249,8 @@ async function snapshotPhases(r: PhaseRun, target: Promise<void> | undefined): P
 
     if (d.phase === 'data') await dataPhase(r, holder!);
   } finally {
+    // Stopped where the data phase began; here only an error or interrupt finds it still reading.
+    await r.readAhead?.kill();
     // A failed snapshot or dump does not leave the target's CREATE DATABASE running behind the error.
     const [prepared] = await Promise.allSettled([target]);
     await holder?.release();
@@ -281,7 +288,7 @@ async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
   largeObjects?.catch(() => {});
   await timed('data', 'data', async () => {
     const post = await earlyPostData(r);
-    return copyData(x, holder, r.copiedThisRun, r.mark, post, r.analyzedThisRun);
+    return copyData(x, holder, r.copiedThisRun, r.mark, post, r.analyzedThisRun, r.readAhead);
   });
   if (largeObjects) {
     await timed('large-objects', 'large objects', async () => {
@@ -578,17 +585,14 @@ async function copyData(
   mark: InitMark | null,
   early: { budget: Budget; post?: TablePostData },
   analyzed: Set<string>,
+  readAhead?: ReadAhead,
 ): Promise<string> {
   const { d, store, options: o } = x;
-  const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
+  // Reading ahead ends where the copy begins; the part being read is still handed over if it is done in time.
+  void readAhead?.stop();
+  const { tables: inputs, plan: planOpts } = copyInputs(x);
+  const todo = inputs.map((i) => i.table);
   if (!todo.length) return 'nothing left to copy';
-  const inputs = todo.map((t) => ({ table: t, filter: d.filters[tableKey(t.schema, t.name)] }));
-  const planOpts = {
-    sourceMajor: x.source.identity.major,
-    targetMajor: x.target.identity.major,
-    splitThresholdBytes: o.splitThresholdBytes,
-    maxParts: o.maxParts,
-  };
   // Plan inside the snapshot, so that parts are recorded before any of them is copied.
   // Small plain tables are analysed as their copy finishes (early-analyze.ts), unless their statistics need post-data objects.
   const analyzeCandidates = todo.filter((t) => t.relkind === 'r' && t.bytes < earlyPostDataMinBytes(o));
@@ -597,8 +601,7 @@ async function copyData(
     async (src) => {
       await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(holder.snapshotName)}`);
-      // With jobs, a table larger than one worker's share is split too, so that one table cannot keep a worker busy alone.
-      const planned = await planCopy(src, inputs, { ...planOpts, jobs: o.jobs });
+      const planned = await planCopy(src, inputs, planOpts);
       await recheckForeignKeys(x, src);
       const withStats = await tablesWithPostDataStatistics(src, analyzeCandidates.map((t) => t.oid));
       await src.query('COMMIT');
@@ -641,6 +644,7 @@ async function copyData(
       progressId: `init/${d.sourceDatabase}/data`,
       onPartDone: records.onPartDone,
       onTableDone: records.onTableDone,
+      ...(readAhead ? { readAhead } : {}),
     });
     await records.recorded();
   } catch (err) {
@@ -650,7 +654,19 @@ async function copyData(
     throw err;
   }
   const [built = 0] = await Promise.all([post?.settle(), analyzer.finish()]);
-  return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}${built ? `; ${built} indexes and constraints built as tables finished` : ''}`;
+  const ahead = readAhead?.used ? `; ${readAhead.used} read while the schema was restored` : '';
+  return `${report.tables.length} tables, ${report.rows} rows, ${formatBytes(report.bytes)}${built ? `; ${built} indexes and constraints built as tables finished` : ''}${ahead}`;
+}
+
+/** The tables the data phase copies (not schema-only, not done) with their filters, and the plan's options. */
+function copyInputs(x: DatabaseRunContext): { tables: CopyTableInput[]; plan: CopyPlanOptions } {
+  const { d, options: o } = x;
+  const todo = x.tables.filter((t) => !t.schemaOnly && d.tables[tableKey(t.schema, t.name)]?.status !== 'done');
+  return {
+    tables: todo.map((t) => ({ table: t, filter: d.filters[tableKey(t.schema, t.name)] })),
+    // With jobs, a table larger than one worker's share is split too, so that one table cannot keep a worker busy alone.
+    plan: { sourceMajor: x.source.identity.major, targetMajor: x.target.identity.major, splitThresholdBytes: o.splitThresholdBytes, maxParts: o.maxParts, jobs: o.jobs },
+  };
 }
 
 /**
