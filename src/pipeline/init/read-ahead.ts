@@ -32,7 +32,7 @@ export interface ReadAhead {
   take(partId: string, sql: string): ReadAheadPart | undefined;
   /** Stop reading (the part being read finishes first) and close the session. */
   stop(): Promise<void>;
-  /** Stop at once: the session is closed under the part being read (on an error or interrupt). */
+  /** Stop at once (the session is closed under the part being read) and let go of what was not taken. */
   kill(): Promise<void>;
   /** Parts handed out so far. */
   readonly used: number;
@@ -104,6 +104,7 @@ export function startReadAhead(o: ReadAheadOptions): ReadAhead {
       stopping = true;
       if (session) killClient(session);
       await run.catch(() => {});
+      ready.clear(); // what was not taken is let go
     },
     get used() {
       return used;
