@@ -11,22 +11,13 @@ import { emptyScope } from '../../src/config/scope.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { runGate } from '../../src/pipeline/verify/index.js';
 import type { RunState } from '../../src/state/checkpoint.js';
-import { createDatabase, useClusters } from '../support/clusters.js';
-import { waitFor } from '../support/wait.js';
+import { committedTransactions, createDatabase, useClusters } from '../support/clusters.js';
 
 const TABLES = 40;
 const SQL = `${Array.from({ length: TABLES }, (_v, i) => `CREATE TABLE t${i} (id int PRIMARY KEY, v text); INSERT INTO t${i} SELECT g, 'v' || g FROM generate_series(1, 20) g;`).join('\n')}
 CREATE TABLE big (id int PRIMARY KEY); INSERT INTO big SELECT generate_series(1, 12000);`;
 
-/** Transactions committed in a database, once the gate's sessions have gone. */
-async function commits(c: LocalCluster, db: string): Promise<number> {
-  await waitFor('the gate sessions to end', async () => {
-    const [r] = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pgferry cutover'`, [db]);
-    return r!.n === '0';
-  });
-  const [r] = await c.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = $1', [db]);
-  return Number(r!.n);
-}
+const commits = (c: LocalCluster, db: string) => committedTransactions(c, db, 'pgferry cutover');
 
 describe('the quick gate', () => {
   const clusters = useClusters();

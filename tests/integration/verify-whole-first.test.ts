@@ -6,7 +6,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
-import { createDatabase, useClusters } from '../support/clusters.js';
+import { committedTransactions, createDatabase, useClusters } from '../support/clusters.js';
 import { waitFor } from '../support/wait.js';
 import { closeSessions, openSession, type SideSession } from '../../src/pipeline/verify/sessions.js';
 import { connect } from '../../src/postgres/connect.js';
@@ -25,14 +25,7 @@ ${Array.from({ length: SMALL }, (_v, i) => `CREATE TABLE s${i} (id int PRIMARY K
 ANALYZE;`;
 
 /** Statements committed in a database, from the statistics, once verify's sessions have gone. */
-async function commits(c: LocalCluster, db: string): Promise<number> {
-  await waitFor('verify sessions to end', async () => {
-    const [r] = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'pgferry verify%'`, [db]);
-    return r!.n === '0';
-  });
-  const [r] = await c.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = $1`, [db]);
-  return Number(r!.n);
-}
+const commits = (c: LocalCluster, db: string) => committedTransactions(c, db, 'pgferry verify%');
 
 /** Sessions ever opened to a database (pg_stat_database.sessions, PostgreSQL 14+), once all have gone (a session's count is flushed as it exits). */
 async function sessions(c: LocalCluster, db: string): Promise<number> {

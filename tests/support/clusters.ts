@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, afterEach } from 'vitest';
 import { embeddedBinDir } from '../../src/local/binaries.js';
 import { startCluster, type ClusterOptions, type LocalCluster } from '../../src/local/cluster.js';
+import { waitFor } from './wait.js';
 
 /** Start clusters for this test file; they are stopped in afterAll even when tests fail. */
 export function useClusters(): {
@@ -56,4 +57,17 @@ export async function createDatabase(c: LocalCluster, name = uniqueDbName(), sql
   await c.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
   if (sql) await c.query(sql, undefined, name);
   return name;
+}
+
+/**
+ * Transactions committed in database `db` (pg_stat_database.xact_commit), once no session whose
+ * application_name is LIKE `sessions` is left: a session's counts reach the statistics as it exits.
+ */
+export async function committedTransactions(c: LocalCluster, db: string, sessions: string): Promise<number> {
+  await waitFor(`sessions ${sessions} to end`, async () => {
+    const [r] = await c.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE $2', [db, sessions]);
+    return r!.n === '0';
+  });
+  const [r] = await c.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = $1', [db]);
+  return Number(r!.n);
 }
