@@ -5,7 +5,7 @@ import { UsageError } from '../../src/errors.js';
 import {
   batchHashQuery, bpcharSides, bucketHashQuery, bucketRange, chunkHashQuery, hashKind, lookupRowsQuery, nullConstant, rowHashExpr, type VerifyTable,
 } from '../../src/pipeline/verify/sql.js';
-import { tableFilter } from '../../src/pipeline/verify/verify.js';
+import { estimatedWork, tableFilter } from '../../src/pipeline/verify/verify.js';
 
 const odd: VerifyTable = {
   schema: 'Sales Data',
@@ -106,5 +106,25 @@ describe('verify SQL', () => {
     expect(() => tableFilter(t, {}, {})).toThrow(UsageError);
     expect(() => tableFilter(t, {}, {})).toThrow(/pgferry init/);
     expect(tableFilter({ ...t, timeFilter: undefined }, undefined, undefined)).toBe("kind = 'a'");
+  });
+});
+
+describe('verify: session pairs for the work', () => {
+  const table = (estimatedRows: number, liveRows: number | null, key = true) => ({
+    schemaOnly: false, estimatedRows, liveRows, primaryKey: key ? ['id'] : null, uniqueKey: null,
+  });
+
+  it('counts a never-analysed keyed table by its live rows, so that its chunks get every pair', () => {
+    // 50 000 live rows in chunks of 10 000: five units; by pg_class alone (-1) it was one, and verify kept one pair.
+    expect(estimatedWork([table(-1, 50_000)], 10_000)).toBe(5);
+    expect(estimatedWork([table(50_000, null)], 10_000)).toBe(5);
+    // Neither estimate known: one unit, as before.
+    expect(estimatedWork([table(-1, null)], 10_000)).toBe(1);
+  });
+
+  it('counts small tables together and a keyless table as one unit', () => {
+    expect(estimatedWork([table(-1, 20), table(5, null), table(-1, 0)], 10_000)).toBe(1);
+    expect(estimatedWork([table(-1, 90_000, false)], 10_000)).toBe(1);
+    expect(estimatedWork([{ ...table(90_000, null), schemaOnly: true }], 10_000)).toBe(0);
   });
 });

@@ -201,17 +201,19 @@ function coversWholeDatabase(opts: VerifyOptions, rules: ReturnType<typeof rules
 }
 
 /** The key rows are compared by: the primary key, else a unique key over NOT NULL columns; null: the table is hashed whole. */
-function comparisonKey(t: ScopeTable): string[] | null {
+function comparisonKey(t: Pick<ScopeTable, 'primaryKey' | 'uniqueKey'>): string[] | null {
   return t.primaryKey ?? t.uniqueKey;
 }
 
 /**
  * About how many units of work the tables make (workOf): small tables count
  * together, BATCH_TABLES to a statement; any other table counts as many as
- * the session pairs it could keep busy. More pairs than this would only cost
- * their sessions.
+ * the session pairs it could keep busy, by the rows batchRows takes it to hold
+ * (a table never analysed is counted by its live rows: it is chunked by its
+ * real size, so one pair would hash all its chunks alone). More pairs than
+ * this would only cost their sessions.
  */
-function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number {
+export function estimatedWork(tables: readonly Pick<ScopeTable, 'schemaOnly' | 'estimatedRows' | 'liveRows' | 'primaryKey' | 'uniqueKey'>[], chunkRows: number): number {
   let small = 0;
   let units = 0;
   for (const t of tables) {
@@ -220,7 +222,7 @@ function estimatedWork(tables: readonly ScopeTable[], chunkRows: number): number
     if (rows >= 0 && rows <= chunkRows) small++;
     // A table without a key is hashed whole, one unit however big (planChunks).
     else if (!comparisonKey(t)) units++;
-    else units += t.estimatedRows < 0 ? 1 : Math.ceil(t.estimatedRows / chunkRows);
+    else units += rows < 0 ? 1 : Math.ceil(rows / chunkRows);
   }
   return units + Math.ceil(small / BATCH_TABLES);
 }
