@@ -71,6 +71,15 @@ describe('pgferry list', () => {
     expect(doc.tables).toHaveLength(2000);
   });
 
+  it('leaves out the tables that belong to an extension', async () => {
+    // pg_dump leaves an extension's member tables to CREATE EXTENSION; pgferry neither lists nor copies them.
+    const ext = await createDatabase(c, undefined, `CREATE EXTENSION pg_trgm; CREATE TABLE mine (id int PRIMARY KEY); CREATE TABLE ext_owned (id int);
+      ALTER EXTENSION pg_trgm ADD TABLE ext_owned;`);
+    const r = await runCliProcess(['list', ext, '--source', c.url('postgres'), '--include-databases', ext, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as TableListing).tables.map((t) => t.name)).toEqual(['mine']);
+  });
+
   it('lists the tables of a database with estimates, keys, identity and scope', async () => {
     const r = await runCliProcess([
       'list', db, '--source', c.url('postgres'), '--include-databases', db, '--json',

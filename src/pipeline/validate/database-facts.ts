@@ -4,6 +4,7 @@
  * extensions, large objects and sequences.
  */
 import type pg from 'pg';
+import { notExtensionMemberSql } from '../../postgres/catalog/tables.js';
 
 export interface DatabaseLocale {
   encoding: string;
@@ -82,8 +83,7 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
       WHERE c.relkind = 'S'
         AND n.nspname NOT IN ('pg_catalog', 'information_schema')
         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-        AND NOT EXISTS (SELECT 1 FROM pg_depend e
-                         WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
+        AND ${notExtensionMemberSql('c')}
       ORDER BY 1, 2`,
   );
   return {

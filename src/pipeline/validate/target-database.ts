@@ -4,6 +4,7 @@
  * on schema public), and does it already hold tables that init would meet?
  */
 import type pg from 'pg';
+import { notExtensionMemberSql } from '../../postgres/catalog/tables.js';
 import { quoteIdent } from '../../postgres/identifiers.js';
 import { fail, ok, warn, type CheckResult } from './types.js';
 
@@ -30,7 +31,7 @@ export async function gatherTargetDatabase(client: pg.Client): Promise<TargetDat
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
         AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+        AND ${notExtensionMemberSql('c')}
       ORDER BY 1`,
   );
   const r = rows[0]!;

@@ -5,7 +5,7 @@
  * (sequences are not replicated, so a target behind the source would hand out
  * used values after cutover).
  */
-import { notNullValidSql, USER_TABLE, type CatalogColumn } from '../../postgres/catalog/tables.js';
+import { notExtensionMemberSql, notNullValidSql, USER_TABLE, type CatalogColumn } from '../../postgres/catalog/tables.js';
 import { displayName } from '../../postgres/identifiers.js';
 import type { SideSession } from './sessions.js';
 import type { SchemaDifference, SequenceReport } from './types.js';
@@ -33,11 +33,17 @@ WITH t AS (
     JOIN unnest($1::text[], $2::text[]) AS u(s, r) ON u.s = n.nspname AND u.r = c.relname
    WHERE c.relkind IN ('r', 'p'))`;
 
+/** A column's definition as CATALOG_SQL reads it (ColumnDef, as JSON). */
+const COLUMN_JSON = `json_build_object('type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull, 'notNullValid', ${notNullValidSql('a')},
+                         'generated', a.attgenerated::text, 'identity', a.attidentity::text)::text`;
+
+/** The same facts for the digest, which only compares them: a fifth of the digest's cost less than building JSON (3 000 tables). */
+const COLUMN_DIGEST = `concat_ws(chr(1), format_type(a.atttypid, a.atttypmod), a.attnotnull, ${notNullValidSql('a')}, a.attgenerated, a.attidentity)`;
+
 /** The columns, constraints and indexes of the tables in t: (oid, nspname, relname, kind, name, def). */
-const ITEMS_SQL = `
+const itemsSql = (columnDef: string) => `
 SELECT t.oid, t.nspname, t.relname, 'column' AS kind, a.attname::text AS name,
-       json_build_object('type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull, 'notNullValid', ${notNullValidSql('a')},
-                         'generated', a.attgenerated::text, 'identity', a.attidentity::text)::text AS def
+       ${columnDef} AS def
   FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
 UNION ALL
 SELECT t.oid, t.nspname, t.relname, 'constraint', co.conname::text, co.contype::text || ' ' || pg_get_constraintdef(co.oid, true)
@@ -49,7 +55,7 @@ SELECT t.oid, t.nspname, t.relname, 'index', ic.relname::text, pg_get_indexdef(i
 const CATALOG_SQL = `${TABLES_CTE}
 SELECT 'table' AS kind, t.nspname AS schema, t.relname AS "table", '' AS name, '' AS def FROM t
 UNION ALL
-SELECT kind, nspname, relname, name, def FROM (${ITEMS_SQL}) i`;
+SELECT kind, nspname, relname, name, def FROM (${itemsSql(COLUMN_JSON)}) i`;
 
 /**
  * One digest per table of everything CATALOG_SQL lists for it, in a fixed order: two sides whose digests
@@ -61,7 +67,7 @@ SELECT kind, nspname, relname, name, def FROM (${ITEMS_SQL}) i`;
 const DIGEST_SQL = `${TABLES_CTE}
 SELECT i.nspname AS schema, i.relname AS "table",
        md5(string_agg(i.kind || chr(1) || i.name || chr(1) || coalesce(i.def, ''), chr(2) ORDER BY i.kind COLLATE "C", i.name COLLATE "C")) AS digest
-  FROM (${ITEMS_SQL}) i
+  FROM (${itemsSql(COLUMN_DIGEST)}) i
  GROUP BY i.oid, i.nspname, i.relname`;
 
 /** A side's columns, constraints and indexes of the given tables, keyed by kind, table and name. */
@@ -234,7 +240,7 @@ SELECT n.nspname AS schema, c.relname AS name, s.last_value::text AS value, s.in
   LEFT JOIN pg_class tc ON tc.oid = d.refobjid
   LEFT JOIN pg_namespace tn ON tn.oid = tc.relnamespace
  WHERE c.relkind = 'S'
-   AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
+   AND ${notExtensionMemberSql('c')}
  ORDER BY 1, 2`;
 
 /**

@@ -63,6 +63,16 @@ export function isDateTimeType(type: string): boolean {
 }
 
 /**
+ * SQL: the relation `c` (a pg_class row) is not a member of an extension. Membership is a pg_depend row of
+ * type 'e' on the extension, so the few rows that point at pg_extension are read by the reference index
+ * (a test of each relation's own dependencies read all of pg_depend: 3 ms at 3 000 tables, growing with them).
+ */
+export function notExtensionMemberSql(c: string): string {
+  return `${c}.oid NOT IN (SELECT ext.objid FROM pg_depend ext
+                            WHERE ext.refclassid = 'pg_extension'::regclass AND ext.classid = 'pg_class'::regclass AND ext.deptype = 'e')`;
+}
+
+/**
  * The tables pgferry works on, for a query over pg_class c joined to
  * pg_namespace n: ordinary and partitioned tables that are not partitions,
  * outside the system schemas, not owned by an extension.
@@ -72,8 +82,7 @@ export const USER_TABLE = `c.relkind IN ('r', 'p')
      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
      AND n.nspname NOT LIKE 'pg\\_toast%'
      AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+     AND ${notExtensionMemberSql('c')}`;
 
 /**
  * SQL: the column of pg_attribute row `a` is NOT NULL with a validated
