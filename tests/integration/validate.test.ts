@@ -4,7 +4,7 @@
  * Clusters (started once, databases and roles created per test):
  *   src   PostgreSQL 15, healthy source (pg_stat_statements preloaded, max_slot_wal_keep_size set)
  *   tgt   PostgreSQL 17, healthy target (pg_stat_statements preloaded; has no adminpack)
- *   bad   PostgreSQL 15, LATIN1 / C, wal_level = replica, one slot, one WAL sender, one worker
+ *   bad   PostgreSQL 15, LATIN1 / C, wal_level = replica, one slot, one WAL sender, one worker, a lock table of 180
  *   sby   PostgreSQL 17 standby (in recovery)
  *   old   PostgreSQL 13 (the version-dependent catalog queries; becomes a standby in its test)
  */
@@ -39,7 +39,11 @@ beforeAll(async () => {
     start({
       name: 'vbad',
       initdbArgs: ['--encoding=LATIN1', '--locale=C'],
-      settings: { wal_level: 'replica', max_replication_slots: 1, max_wal_senders: 1, max_logical_replication_workers: 1, max_worker_processes: 1 },
+      settings: {
+        wal_level: 'replica', max_replication_slots: 1, max_wal_senders: 1, max_logical_replication_workers: 1, max_worker_processes: 1,
+        // 10 × (12 connections + 3 autovacuum workers + launcher + 1 worker + 1 WAL sender) = 180 locks.
+        max_locks_per_transaction: 10, max_connections: 12,
+      },
     }),
     startMajor(17, { name: 'vsby' }),
     startMajor(13, { name: 'vold' }),
@@ -476,6 +480,23 @@ describe('validate: target', () => {
     expect(w.message).toContain('max_logical_replication_workers = 1: 0 in use, 1 free, 2 needed');
     expect(checks(r, 'target.worker_processes')[0]).toMatchObject({ status: 'fail' });
     expect(checks(r, 'target.worker_processes')[0]!.fix).toMatch(/ALTER SYSTEM SET max_worker_processes = \d+/);
+  });
+
+  it('warns when pg_dump or CREATE SUBSCRIPTION would lock more tables at once than a lock table is sized for', async () => {
+    const tables = Array.from({ length: 200 }, (_v, i) => `CREATE TABLE t${i} (id int PRIMARY KEY);`).join('\n');
+    // Source "bad": pg_dump locks all 200 tables in one transaction, its lock table has 180 entries.
+    const a = await createDatabase(bad, uniqueDbName('locks'), tables);
+    const r = await validate(bad.conn(a), tgt.conn(a));
+    const [s] = checks(r, 'source.lock_table', a);
+    expect(s).toMatchObject({ status: 'warn', side: 'source' });
+    expect(s!.message).toMatch(/^pg_dump \(init\) locks 200 tables in one transaction, more than the source's lock table is sized for: about 180 \(max_locks_per_transaction = 10 × 18 /);
+    expect(s!.fix).toBe('ALTER SYSTEM SET max_locks_per_transaction = 64;  -- then restart the source server');
+    expect(status(r, 'target.lock_table', a)).toBe('ok');
+    // Target "bad": CREATE SUBSCRIPTION locks each of the 200 published tables; a schema-only table is not published.
+    const b = await createDatabase(src, uniqueDbName('locks'), `${tables} CREATE TABLE lookup (id int PRIMARY KEY);`);
+    const t = await validate(src.conn(b), bad.conn(b), { schemaOnlyTables: 'public.lookup' });
+    expect(checks(t, 'target.lock_table', b)[0]!.message).toMatch(/^CREATE SUBSCRIPTION \(sync\) locks 200 tables in one transaction, more than the target's/);
+    expect(checks(t, 'source.lock_table', b)[0]).toMatchObject({ status: 'ok', message: expect.stringMatching(/^pg_dump \(init\) locks 201 tables in one transaction; the lock table holds about \d+/) });
   });
 
   it('compares encoding and locale with an existing target database, and checks a new one can be created', async () => {

@@ -20,6 +20,7 @@ import { checkFilterForeignKeys } from './filter-foreign-keys.js';
 import { checkFilters } from '../shared/row-filter-checks.js';
 import { checkMasking } from './masking.js';
 import { checkLocale } from './locale.js';
+import { checkLockTable, gatherLockTable, type LockTableFacts } from './lock-table.js';
 import { checkLongTransactions, DEFAULT_MAX_TRANSACTION_AGE_SECONDS, gatherLongTransactions } from './long-transactions.js';
 import { checkLargeObjects, checkSequences, checkSize, sequencesInScope } from './objects.js';
 import { checkDistinct, checkPreloadLibraries, checkVersions, type DatabasePair } from './pair.js';
@@ -130,6 +131,8 @@ interface SourceContext {
   tf: TargetServerFacts | null;
   /** The user the source checks speak of (the replication privilege check may name another). */
   user: string;
+  /** Each side's lock table; null when that side is not reached or its settings could not be read. */
+  locks: { source: LockTableFacts | null; target: LockTableFacts | null };
 }
 
 export async function runValidate(options: ValidateOptions): Promise<ValidateReport> {
@@ -172,7 +175,11 @@ export async function runValidate(options: ValidateOptions): Promise<ValidateRep
     }
 
     const user = await checkSourceSide(options, progress, source, target, pairs, checks);
-    const ctx: SourceContext = { options, source, target, tf, user };
+    const [sourceLocks, targetLocks] = await Promise.all([
+      gatherLockTable(source.client).catch(() => null),
+      target ? gatherLockTable(target.client).catch(() => null) : null,
+    ]);
+    const ctx: SourceContext = { options, source, target, tf, user, locks: { source: sourceLocks, target: targetLocks } };
 
     const installed = new Set<string>();
     for (const p of pairs) {
@@ -282,9 +289,19 @@ async function checkDatabase(ctx: SourceContext, p: DatabasePair, report: Databa
     excludedTables: scope.excluded.length,
   } satisfies Partial<DatabaseReport>);
   for (const e of facts.extensions) installed.add(e.name);
+  found.push(...checkLockTables(ctx, scope));
 
   if (ctx.target && ctx.tf) found.push(...(await checkTargetForDatabase(ctx.target, ctx.tf, p, facts, report)));
   return found;
+}
+
+/** The tables pg_dump (every table it dumps, and each leaf partition) and CREATE SUBSCRIPTION (each published table) lock at once. */
+function checkLockTables(ctx: SourceContext, scope: DatabaseScope): CheckResult[] {
+  const out: CheckResult[] = [];
+  const dumped = scope.tables.reduce((n, t) => n + 1 + t.partitions.length, 0);
+  if (ctx.locks.source) out.push(checkLockTable('source', ctx.locks.source, dumped, 'pg_dump', 'init'));
+  if (ctx.target && ctx.locks.target) out.push(checkLockTable('target', ctx.locks.target, publishedTables(scope.tables).length, 'CREATE SUBSCRIPTION', 'sync'));
+  return out;
 }
 
 /** The checks of one source database (size, scope, privileges, row identities, filters, objects); adds them to `found`. */

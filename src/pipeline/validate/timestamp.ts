@@ -17,7 +17,7 @@ import { fail, ok, warn, type CheckResult } from './types.js';
 export const LOGICAL_ONLY_CHECKS = new Set([
   'source.wal_level', 'source.replication_slots', 'source.wal_senders', 'source.max_slot_wal_keep_size', 'source.replication_privilege',
   'source.recovery', 'tables.publication', 'tables.publication_database', 'tables.replica_identity', 'tables.row_filter', 'tables.data_rules_stream',
-  'tables.unlogged', 'target.create_subscription', 'target.logical_replication_workers', 'target.worker_processes',
+  'tables.unlogged', 'target.create_subscription', 'target.lock_table', 'target.logical_replication_workers', 'target.worker_processes',
 ]);
 
 /** The source role sees every session's xact_start; on a standby the primary's transactions are not visible at all. */
