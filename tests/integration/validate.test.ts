@@ -489,14 +489,14 @@ describe('validate: target', () => {
     const r = await validate(bad.conn(a), tgt.conn(a));
     const [s] = checks(r, 'source.lock_table', a);
     expect(s).toMatchObject({ status: 'warn', side: 'source' });
-    expect(s!.message).toMatch(/^pg_dump \(init\) locks 200 tables in one transaction, more than the source's lock table is sized for: about 180 \(max_locks_per_transaction = 10 × 18 /);
+    expect(s!.message).toMatch(/^pg_dump \(init\) locks 200 tables on the source in one transaction, more than its lock table is sized for: about 180 \(max_locks_per_transaction = 10 × 18 /);
     expect(s!.fix).toBe('ALTER SYSTEM SET max_locks_per_transaction = 64;  -- then restart the source server');
     expect(status(r, 'target.lock_table', a)).toBe('ok');
     // Target "bad": CREATE SUBSCRIPTION locks each of the 200 published tables; a schema-only table is not published.
     const b = await createDatabase(src, uniqueDbName('locks'), `${tables} CREATE TABLE lookup (id int PRIMARY KEY);`);
     const t = await validate(src.conn(b), bad.conn(b), { schemaOnlyTables: 'public.lookup' });
-    expect(checks(t, 'target.lock_table', b)[0]!.message).toMatch(/^CREATE SUBSCRIPTION \(sync\) locks 200 tables in one transaction, more than the target's/);
-    expect(checks(t, 'source.lock_table', b)[0]).toMatchObject({ status: 'ok', message: expect.stringMatching(/^pg_dump \(init\) locks 201 tables in one transaction; the lock table holds about \d+/) });
+    expect(checks(t, 'target.lock_table', b)[0]!.message).toMatch(/^CREATE SUBSCRIPTION \(sync\) locks 200 tables on the target in one transaction, more than its lock table/);
+    expect(checks(t, 'source.lock_table', b)[0]).toMatchObject({ status: 'ok', message: expect.stringMatching(/^pg_dump \(init\) locks 201 tables on the source in one transaction; the lock table holds about \d+/) });
   });
 
   it('compares encoding and locale with an existing target database, and checks a new one can be created', async () => {

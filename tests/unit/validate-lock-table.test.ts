@@ -9,7 +9,7 @@ describe('validate: lock table', () => {
     expect(lockTableSize(defaults)).toBe(7808);
     const r = checkLockTable('source', defaults, 7808, 'pg_dump', 'init');
     expect(r).toMatchObject({ id: 'source.lock_table', status: 'ok' });
-    expect(r.message).toBe('pg_dump (init) locks 7808 tables in one transaction; the lock table holds about 7808 (max_locks_per_transaction = 64 × 122 processes and prepared transactions)');
+    expect(r.message).toBe('pg_dump (init) locks 7808 tables on the source in one transaction; the lock table holds about 7808 (max_locks_per_transaction = 64 × 122 processes and prepared transactions)');
   });
 
   it('warns past it, with a setting that leaves a quarter to spare, in steps of 64', () => {

@@ -45,12 +45,12 @@ export function checkLockTable(side: 'source' | 'target', f: LockTableFacts, rel
   const id = `${side}.lock_table`;
   const size = lockTableSize(f);
   const sizing = `max_locks_per_transaction = ${f.maxLocksPerTransaction} × ${f.processes} processes and prepared transactions`;
-  const what = `${statement} (${step}) locks ${plural(relations, 'table')} in one transaction`;
+  const what = `${statement} (${step}) locks ${plural(relations, 'table')} on the ${side} in one transaction`;
   if (relations <= size) return ok(id, side, `${what}; the lock table holds about ${size} (${sizing})`);
   return warn(
     id,
     side,
-    `${what}, more than the ${side}'s lock table is sized for: about ${size} (${sizing}), shared by every session; ` +
+    `${what}, more than its lock table is sized for: about ${size} (${sizing}), shared by every session; ` +
       `if it runs out, ${statement} stops with "out of shared memory"`,
     `ALTER SYSTEM SET max_locks_per_transaction = ${suggestedMaxLocks(relations, f)};  -- then restart the ${side} server`,
   );
