@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { ExitCode, InterruptedError, PgferryError, UsageError } from '../errors.js';
 import { installSignalHandlers, interruptExitCode, runCleanups } from '../lifecycle.js';
+import { sqlstate, type PgLikeError } from '../postgres/errors.js';
 import { redact } from '../postgres/redact.js';
 import { commands } from './commands/index.js';
 import { createContext } from './context.js';
@@ -40,10 +41,13 @@ export function reportError(err: unknown, out: Output): number {
     if (out.json) out.emitJson({ ok: false, error: { message: err.message, hint: err.hint ?? null, exitCode: err.exitCode } });
     return err.exitCode;
   }
-  const message = err instanceof Error ? err.message : String(err);
-  out.error(message);
+  // A server error no step put into words: still PostgreSQL's DETAIL and HINT, which often say what to do.
+  const pgErr = sqlstate(err) ? (err as PgLikeError) : undefined;
+  const message = [err instanceof Error ? err.message : String(err), ...(pgErr?.detail ? [`DETAIL: ${pgErr.detail}`] : [])].join('\n');
+  const hint = pgErr?.hint;
+  out.error(message, hint);
   if (out.verbose && err instanceof Error && err.stack) out.debug(redact(err.stack));
-  if (out.json) out.emitJson({ ok: false, error: { message, hint: null, exitCode: ExitCode.failed } });
+  if (out.json) out.emitJson({ ok: false, error: { message, hint: hint ?? null, exitCode: ExitCode.failed } });
   return ExitCode.failed;
 }
 

@@ -127,6 +127,31 @@ export function connectError(err: unknown, label: string, where: string, passwor
   return new ConnectError(`cannot connect to ${label} (${where}): ${msg}`, { hint, cause: err });
 }
 
+/**
+ * The lock table is full: SQLSTATE 53200 with PostgreSQL's max_locks_per_transaction hint (53200 alone is any
+ * shortage of shared memory; the GUC's name is quoted from 17 on), or a client tool's text saying the same.
+ */
+export function isLockTableFull(err: unknown): boolean {
+  const e = err as PgLikeError | undefined;
+  if (sqlstate(err) === '53200') return /max_locks_per_transaction/.test(e?.hint ?? '');
+  return /out of shared memory[\s\S]*max_locks_per_transaction/.test(e?.message ?? '');
+}
+
+/**
+ * An error for a full lock table: `statement` takes a lock on each of `what` in one transaction on the `side`
+ * server, and the lock table (max_locks_per_transaction × its processes, shared by every session) is too small.
+ * `context` null: the message stays as it is (a client tool's own).
+ */
+export function lockTableError(err: unknown, context: string | null, side: 'source' | 'target', statement: string, what: string): PgferryError {
+  const message = err instanceof Error ? err.message : String(err);
+  return new OperationError(context ? `${context}: ${message}` : message, {
+    hint:
+      `${statement} locks ${what} in one transaction, and the ${side}'s lock table is full: raise max_locks_per_transaction on the ${side} ` +
+      `(ALTER SYSTEM SET max_locks_per_transaction = …; then restart it; pgferry validate compares the tables with the lock table's size) and run this again`,
+    cause: err,
+  });
+}
+
 /** Wrap an error raised during an operation into an OperationError with context. */
 export function operationError(err: unknown, context: string): PgferryError {
   if (err instanceof PgferryError) return err;

@@ -1,15 +1,20 @@
 /**
  * The pre-data restore (schema.ts restorePreData): one query on the target where the script allows it,
- * pg_restore where it does not or where that query fails, all or nothing either way.
+ * pg_restore where it does not or where that query fails, all or nothing either way. And the statements
+ * that lock every table in one transaction (pg_dump, CREATE PUBLICATION, CREATE SUBSCRIPTION) on a side
+ * whose lock table is too small: they stop saying which side and what to raise.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OperationError, UsageError } from '../../src/errors.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { dumpSchema, listPostData, restoreEntries, restorePreData, restoreScripted, type TocEntry } from '../../src/pipeline/init/schema.js';
+import { createSubscription } from '../../src/pipeline/shared/subscription.js';
+import { runCliProcess } from '../support/cli.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
 
 const { start } = useClusters();
@@ -149,6 +154,70 @@ describe('pre-data restore on a small lock table', () => {
     expect(left).toBeGreaterThan(0);
     expect(left).toBeLessThanOrEqual(TABLES);
     expect((await small.query(`SELECT 1 FROM pg_tables WHERE tablename = 'zz'`, [], db))).toHaveLength(0);
+  });
+});
+
+describe('a source whose lock table cannot hold every table at once', () => {
+  // 10 locks × (10 connections + 3 autovacuum workers + launcher + 2 workers + 4 WAL senders) = 200 entries; pg_dump and
+  // CREATE PUBLICATION each lock all 1 000 tables in one transaction.
+  let small: LocalCluster;
+  let db: string;
+  beforeAll(async () => {
+    small = await start({
+      name: 'schema-srclocks',
+      settings: { wal_level: 'logical', max_locks_per_transaction: 10, max_connections: 10, max_worker_processes: 2, max_wal_senders: 4, max_replication_slots: 4 },
+    });
+    db = await createDatabase(small, uniqueDbName('srclocks'));
+    for (let b = 0; b < 50; b++) {
+      await small.query(Array.from({ length: 20 }, (_, i) => `CREATE TABLE s${b * 20 + i} (id int PRIMARY KEY);`).join(' '), [], db);
+    }
+  });
+
+  it('stops with the statement, the side and the setting to raise, and carries on once it is raised', async () => {
+    const state = path.join(tmp, 'srclocks');
+    const init = (...args: string[]) => runCliProcess(['init', ...args, '--yes', '--source', small.url(db), '--target', tgt.url(db), '--state-dir', state]);
+    const viaSlot = await init();
+    expect(viaSlot.exitCode, viaSlot.stderr).toBe(4);
+    expect(viaSlot.stderr).toMatch(/publication pgferry_\S+ on the source: out of shared memory/);
+    expect(viaSlot.stderr).toMatch(/CREATE \/ ALTER PUBLICATION locks each of the 1000 tables it publishes in one transaction, and the source's lock table is full: raise max_locks_per_transaction on the source/);
+    const dumped = await init('--no-sync', '--restart');
+    expect(dumped.exitCode, dumped.stderr).toBe(4);
+    expect(dumped.stderr).toMatch(/pg_dump: error: query failed: ERROR: {2}out of shared memory/);
+    expect(dumped.stderr).toMatch(/pg_dump locks every table it dumps in one transaction, and the source's lock table is full: raise max_locks_per_transaction on the source/);
+    await small.restart({ max_locks_per_transaction: 64 });
+    const after = await init('--no-sync');
+    expect(after.exitCode, after.stderr).toBe(0);
+    expect((await tgt.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'`, [], db))[0]!.n).toBe(1000);
+  });
+});
+
+describe('a target whose lock table cannot hold the publication\'s tables', () => {
+  it('CREATE SUBSCRIPTION stops with the side and the setting to raise', async () => {
+    // 10 locks × (10 connections + 3 autovacuum workers + launcher + 2 workers + 2 WAL senders) = 180 entries.
+    const small = await start({
+      name: 'schema-tgtlocks',
+      settings: { max_locks_per_transaction: 10, max_connections: 10, max_worker_processes: 2, max_wal_senders: 2, max_logical_replication_workers: 1 },
+    });
+    const db = await createDatabase(src, uniqueDbName('sublocks'));
+    await createDatabase(small, db);
+    for (let b = 0; b < 50; b++) {
+      const sql = Array.from({ length: 20 }, (_, i) => `CREATE TABLE u${b * 20 + i} (id int PRIMARY KEY);`).join(' ');
+      await Promise.all([src.query(sql, [], db), small.query(sql, [], db)]);
+    }
+    await src.query('CREATE PUBLICATION p FOR ALL TABLES', [], db);
+    const client = new pg.Client({ connectionString: small.url(db) });
+    await client.connect();
+    try {
+      const err = await createSubscription(client, {
+        name: 'sub', publication: 'p', slot: 'sub', conninfo: src.url(db), createSlot: false, copyData: false, enabled: false,
+        binary: false, streaming: null, passwordNotRequired: false,
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperationError);
+      expect((err as Error).message).toBe('subscription sub on the target: out of shared memory');
+      expect((err as OperationError).hint).toMatch(/^CREATE SUBSCRIPTION locks each table of the publication in one transaction, and the target's lock table is full: raise max_locks_per_transaction on the target/);
+    } finally {
+      await client.end();
+    }
   });
 });
 

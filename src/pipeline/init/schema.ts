@@ -28,6 +28,7 @@ import { OperationError, UsageError } from '../../errors.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import { acquireClient, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { isLockTableFull, lockTableError } from '../../postgres/errors.js';
 import { qualifiedName } from '../../postgres/identifiers.js';
 import { runTool } from '../../postgres/tools.js';
 
@@ -86,6 +87,8 @@ export async function dumpSchema(
     await runTool('pg_dump', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, label: `pg_dump --schema-only of source database "${conn.dbname}"` });
   } catch (err) {
     await rm(tmp, { force: true });
+    // The message is pg_dump's own (with the table it stopped at); the hint says what to change.
+    if (isLockTableFull(err)) throw lockTableError(err, null, 'source', 'pg_dump', 'every table it dumps');
     throw err;
   }
   await rename(tmp, file);
@@ -203,8 +206,9 @@ export async function restorePreData(
       return;
     } catch (err) {
       if (o.signal?.aborted) throw err;
-      // Rolled back whole; pg_restore --single-transaction would run out the same way.
-      if (outOfLocks(err)) return restorePreDataInParts(conn, file, o, script);
+      // Rolled back whole; pg_restore --single-transaction would run out the same way. The transaction keeps a lock on
+      // every relation it creates (a table with a TOAST table: four) until it commits, and all must fit the lock table.
+      if (isLockTableFull(err)) return restorePreDataInParts(conn, file, o, script);
     }
   }
   try {
@@ -213,7 +217,7 @@ export async function restorePreData(
     });
   } catch (err) {
     const msg = (err as Error).message;
-    if (!o.signal?.aborted && outOfLocks(err)) return restorePreDataInParts(conn, file, o, null);
+    if (!o.signal?.aborted && isLockTableFull(err)) return restorePreDataInParts(conn, file, o, null);
     if (/role "[^"]+" does not exist/.test(msg)) {
       throw new UsageError(msg, { hint: 'let pgferry copy the roles (leave out --no-roles), create them on the target, or pass --no-owner and --no-privileges' });
     }
@@ -221,17 +225,6 @@ export async function restorePreData(
   }
 }
 
-/**
- * The target's lock table is full: a transaction keeps a lock on every relation it created (a table with
- * a TOAST table: four), and all of them must fit the lock table at once, which is sized by
- * max_locks_per_transaction × the server's connections — a few thousand tables on default settings.
- */
-function outOfLocks(err: unknown): boolean {
-  const e = err as { code?: string; message?: string; hint?: string };
-  // 53200 is any out-of-memory error; the lock table's carries this hint (the GUC's name quoted from 17 on).
-  if (e.code === '53200') return /max_locks_per_transaction/.test(e.hint ?? '');
-  return /out of shared memory[\s\S]*max_locks_per_transaction/.test(e.message ?? '');
-}
 
 /** Pre-data items per transaction when the whole section does not fit one (PRE_DATA_PART_ITEMS × 4 locks at most). */
 const PRE_DATA_PART_ITEMS = 200;

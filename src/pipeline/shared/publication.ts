@@ -12,7 +12,7 @@
  */
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
-import { sqlstate } from '../../postgres/errors.js';
+import { isLockTableFull, lockTableError, sqlstate } from '../../postgres/errors.js';
 import { displayName, qualifiedName, quoteIdent, quoteIdentList } from '../../postgres/identifiers.js';
 import { singleStatement as single } from '../../postgres/statement.js';
 import { tableKey } from '../../state/checkpoint.js';
@@ -71,6 +71,19 @@ function membership(p: PublicationInfo | undefined): string {
  * filter is unchanged, so it never interrupts the stream of those).
  */
 export async function ensurePublication(client: pg.Client, name: string, tables: PublishedTable[], major: number): Promise<PublicationChange> {
+  try {
+    return await setPublication(client, name, tables, major);
+  } catch (err) {
+    throw publishError(err, name, tables.length);
+  }
+}
+
+/** A full lock table while publishing, said with what to change; any other error as it is. */
+function publishError(err: unknown, name: string, tables: number): unknown {
+  return isLockTableFull(err) ? lockTableError(err, `publication ${name} on the source`, 'source', 'CREATE / ALTER PUBLICATION', `each of the ${tables} tables it publishes`) : err;
+}
+
+async function setPublication(client: pg.Client, name: string, tables: PublishedTable[], major: number): Promise<PublicationChange> {
   if (major < 15 && tables.some((t) => t.filter)) {
     const t = tables.find((x) => x.filter)!;
     throw new Error(`${displayName(t.schema, t.name)} has a row filter, but publications on PostgreSQL ${major} cannot filter rows`);
@@ -117,7 +130,9 @@ export async function addToPublication(client: pg.Client, name: string, tables: 
   const current = await readPublication(client, name, major);
   const missing = tables.filter((t) => !current?.tables.some((c) => c.oid === t.oid));
   if (!missing.length) return;
-  await client.query(single(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${tableList(missing)}`));
+  await client.query(single(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${tableList(missing)}`)).catch((err: unknown) => {
+    throw publishError(err, name, missing.length);
+  });
 }
 
 /**

@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OperationError, UsageError } from '../../errors.js';
+import { isLockTableFull, lockTableError } from '../../postgres/errors.js';
 import { parseConnInfo, resolvedParams, toKeywordString, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { registerSecret } from '../../postgres/redact.js';
@@ -85,7 +86,14 @@ export async function createSubscription(client: pg.Client, s: CreateSubscriptio
   if (s.passwordNotRequired) opts.push('password_required = false');
   await client.query(
     `CREATE SUBSCRIPTION ${quoteIdent(s.name)} CONNECTION ${quoteLiteral(s.conninfo)} PUBLICATION ${quoteIdent(s.publication)} WITH (${opts.join(', ')})`,
-  );
+  ).catch((err: unknown) => {
+    throw subscribeError(err, s.name, 'CREATE SUBSCRIPTION');
+  });
+}
+
+/** A full lock table while subscribing (a lock on each table of the publication), said with what to change; any other error as it is. */
+function subscribeError(err: unknown, name: string, statement: string): unknown {
+  return isLockTableFull(err) ? lockTableError(err, `subscription ${name} on the target`, 'target', statement, 'each table of the publication') : err;
 }
 
 /** Point an existing subscription at another connection string (--subscription-conninfo on a rerun). */
@@ -99,7 +107,9 @@ export async function enableSubscription(client: pg.Client, name: string): Promi
 
 /** Pick up publication changes; copy_data = true copies only the tables new to the subscription. */
 export async function refreshSubscription(client: pg.Client, name: string, copyData: boolean): Promise<void> {
-  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = ${copyData})`);
+  await client.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = ${copyData})`).catch((err: unknown) => {
+    throw subscribeError(err, name, 'ALTER SUBSCRIPTION … REFRESH PUBLICATION');
+  });
 }
 
 /** Make the new subscription's origin start where the old one had applied (so nothing is applied twice). */
