@@ -138,11 +138,13 @@ export function isLockTableFull(err: unknown): boolean {
 }
 
 /**
- * An error for a full lock table: `statement` takes a lock on each of `what` in one transaction on the `side`
- * server, and the lock table (max_locks_per_transaction × its processes, shared by every session) is too small.
- * `context` null: the message stays as it is (a client tool's own).
+ * When the lock table is full (isLockTableFull), an error that says so: `statement` takes a lock on each of
+ * `what` in one transaction on the `side` server, and the lock table (max_locks_per_transaction × its processes,
+ * shared by every session) is too small. Any other error is returned as it is. `context` null: the message
+ * stays as it is (a client tool's own).
  */
-export function lockTableError(err: unknown, context: string | null, side: 'source' | 'target', statement: string, what: string): PgferryError {
+export function lockTableError(err: unknown, context: string | null, side: 'source' | 'target', statement: string, what: string): unknown {
+  if (!isLockTableFull(err)) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new OperationError(context ? `${context}: ${message}` : message, {
     hint:

@@ -44,6 +44,9 @@ describe('reportError', () => {
     const err = lockTableError(serverError('out of shared memory', { code: '53200', hint: 'You might need to increase max_locks_per_transaction.' }),
       'publication pgferry_x on the source', 'source', 'CREATE / ALTER PUBLICATION', 'each of the 1200 tables it publishes');
     expect(err).toBeInstanceOf(OperationError);
+    // Any other error passes unchanged, a shortage of shared memory that is not the lock table's included.
+    const other = serverError('out of shared memory', { code: '53200', hint: 'something else' });
+    expect(lockTableError(other, 'x', 'source', 'CREATE PUBLICATION', 'y')).toBe(other);
     expect(reportError(err, out)).toBe(4);
     expect(text()).toContain('publication pgferry_x on the source: out of shared memory');
     expect(text()).toMatch(/CREATE \/ ALTER PUBLICATION locks each of the 1200 tables it publishes in one transaction, and the source's lock table is full: raise max_locks_per_transaction on the source/);

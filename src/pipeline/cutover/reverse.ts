@@ -12,6 +12,7 @@
  */
 import type pg from 'pg';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { lockTableError } from '../../postgres/errors.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { objectNames } from '../../state/object-names.js';
 import { subscriptionConninfo } from '../shared/subscription.js';
@@ -39,7 +40,9 @@ export async function ensureReversePublication(target: pg.Client, name: string, 
   if (rows.length) return;
   const list = tables.map((t) => qualifiedName(t.schema, t.name)).join(', ');
   const withOpts = viaRoot && targetMajor >= 13 ? ' WITH (publish_via_partition_root = true)' : '';
-  await target.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list}${withOpts}`);
+  await target.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list}${withOpts}`).catch((err: unknown) => {
+    throw lockTableError(err, `reverse publication ${name} on the target`, 'target', 'CREATE PUBLICATION', `each of the ${tables.length} tables it publishes`);
+  });
 }
 
 /** The subscription on the old source (idempotent). Returns a warning when its connection string stores a password. */
@@ -55,7 +58,9 @@ export async function ensureReverseSubscription(
   if (!rows.length) {
     const opts = ['create_slot = true', `slot_name = ${quoteLiteral(names.slot)}`, 'copy_data = false', 'enabled = true'];
     if (sourceMajor >= 16) opts.push('origin = none');
-    await source.query(`CREATE SUBSCRIPTION ${quoteIdent(names.subscription)} CONNECTION ${quoteLiteral(ci.conninfo)} PUBLICATION ${quoteIdent(names.publication)} WITH (${opts.join(', ')})`);
+    await source.query(`CREATE SUBSCRIPTION ${quoteIdent(names.subscription)} CONNECTION ${quoteLiteral(ci.conninfo)} PUBLICATION ${quoteIdent(names.publication)} WITH (${opts.join(', ')})`).catch((err: unknown) => {
+      throw lockTableError(err, `reverse subscription ${names.subscription} on the old source`, 'source', 'CREATE SUBSCRIPTION', 'each table of the publication');
+    });
   }
   return ci.hasPassword
     ? `the reverse subscription ${names.subscription} on the old source stores the target password in its connection string (pg_subscription.subconninfo)`

@@ -88,8 +88,7 @@ export async function dumpSchema(
   } catch (err) {
     await rm(tmp, { force: true });
     // The message is pg_dump's own (with the table it stopped at); the hint says what to change.
-    if (isLockTableFull(err)) throw lockTableError(err, null, 'source', 'pg_dump', 'every table it dumps');
-    throw err;
+    throw lockTableError(err, null, 'source', 'pg_dump', 'every table it dumps');
   }
   await rename(tmp, file);
 }

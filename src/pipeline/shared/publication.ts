@@ -12,7 +12,7 @@
  */
 import type pg from 'pg';
 import type { ScopeTable } from '../../config/scope.js';
-import { isLockTableFull, lockTableError, sqlstate } from '../../postgres/errors.js';
+import { lockTableError, sqlstate } from '../../postgres/errors.js';
 import { displayName, qualifiedName, quoteIdent, quoteIdentList } from '../../postgres/identifiers.js';
 import { singleStatement as single } from '../../postgres/statement.js';
 import { tableKey } from '../../state/checkpoint.js';
@@ -80,7 +80,7 @@ export async function ensurePublication(client: pg.Client, name: string, tables:
 
 /** A full lock table while publishing, said with what to change; any other error as it is. */
 function publishError(err: unknown, name: string, tables: number): unknown {
-  return isLockTableFull(err) ? lockTableError(err, `publication ${name} on the source`, 'source', 'CREATE / ALTER PUBLICATION', `each of the ${tables} tables it publishes`) : err;
+  return lockTableError(err, `publication ${name} on the source`, 'source', 'CREATE / ALTER PUBLICATION', `each of the ${tables} tables it publishes`);
 }
 
 async function setPublication(client: pg.Client, name: string, tables: PublishedTable[], major: number): Promise<PublicationChange> {

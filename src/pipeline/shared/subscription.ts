@@ -5,7 +5,7 @@
 import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OperationError, UsageError } from '../../errors.js';
-import { isLockTableFull, lockTableError } from '../../postgres/errors.js';
+import { lockTableError } from '../../postgres/errors.js';
 import { parseConnInfo, resolvedParams, toKeywordString, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { registerSecret } from '../../postgres/redact.js';
@@ -93,7 +93,7 @@ export async function createSubscription(client: pg.Client, s: CreateSubscriptio
 
 /** A full lock table while subscribing (a lock on each table of the publication), said with what to change; any other error as it is. */
 function subscribeError(err: unknown, name: string, statement: string): unknown {
-  return isLockTableFull(err) ? lockTableError(err, `subscription ${name} on the target`, 'target', statement, 'each table of the publication') : err;
+  return lockTableError(err, `subscription ${name} on the target`, 'target', statement, 'each table of the publication');
 }
 
 /** Point an existing subscription at another connection string (--subscription-conninfo on a rerun). */
