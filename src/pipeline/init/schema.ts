@@ -224,7 +224,6 @@ export async function restorePreData(
   }
 }
 
-
 /** Pre-data items per transaction when the whole section does not fit one (PRE_DATA_PART_ITEMS × 4 locks at most). */
 const PRE_DATA_PART_ITEMS = 200;
 
