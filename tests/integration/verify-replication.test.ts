@@ -3,6 +3,8 @@
  * changing the source: no false alarm from lag, and a real difference made on
  * the target (on rows the writer does not touch) is still found.
  */
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { quoteLiteral } from '../../src/postgres/identifiers.js';
@@ -93,6 +95,26 @@ describe('verify while replicating', () => {
     // The keyless table changes all the time: when the plain rechecks do not settle it, it is read as of one source position.
     const settings = table(report, 'public', 'settings');
     for (const note of settings.notes) expect(note).toMatch(/read as of one source position, under a SHARE lock held \d+ ms/);
+  });
+
+  it('watches only keyed tables larger than a chunk for writes: with none in scope it reads no write counters and waits for nothing', async () => {
+    const log = path.join(source.rootDir, 'server.log');
+    await source.query(`ALTER DATABASE "${srcDb}" SET log_statement = 'all'`);
+    try {
+      /** The statements verify ran that read the source's write counters (activity.ts). */
+      const readings = async (tables: string[]) => {
+        const from = (await stat(log)).size;
+        const report = await runVerify(source, srcDb, target, tgtDb, { chunkRows: 1000, sequences: false, tables });
+        expect(report.status).toBe('equal');
+        return (await readFile(log)).subarray(from).toString('utf8').split('\n').filter((l) => l.includes('sum(st.n_tup_ins + st.n_tup_upd + st.n_tup_del)')).length;
+      };
+      // hot (3 rows) is hashed whole in a batch either way, settings has no key: no second reading to wait a moment for.
+      expect(await readings(['public.hot', 'public.settings'])).toBe(0);
+      // quiet (6 000 rows) is more than a chunk of 1 000: whether it moved decides its method, so two readings.
+      expect(await readings(['public.hot', 'public.quiet'])).toBe(2);
+    } finally {
+      await source.query(`ALTER DATABASE "${srcDb}" RESET log_statement`);
+    }
   });
 
   it('reports equal rows rewritten faster than a recheck round (read as of one source position, the rows locked)', async () => {

@@ -121,7 +121,10 @@ interface CatalogComparison {
   sequences: Awaited<ReturnType<typeof compareSequences>>;
   targetCols: Map<string, Map<string, TargetColumn>>;
   tablesOnlyOnTarget: string[];
-  /** While replicating: the source's write counters per table and when they were read (activity.ts). */
+  /**
+   * While replicating: the source's write counters of the tables watchedForWrites, and when they were read
+   * (activity.ts); null when not replicating or no table is watched.
+   */
   writes: { before: Map<string, string>; at: number } | null;
 }
 
@@ -139,6 +142,7 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
   signal?.addEventListener('abort', abort, { once: true });
   let more: Promise<void> | undefined;
   let early: EarlyCatalog | undefined;
+  let choice: ReturnType<typeof wholeFirstChoice> | undefined;
   try {
     const scoped = resolveDatabaseScope(opts, sourceDb, pairs[0]!);
     // What needs no table list is read meanwhile: the target session would otherwise wait for the source's.
@@ -156,10 +160,20 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
     const catalog = await compareCatalogs(opts, pairs[0]!, ctx, early);
     const { jobs, reports } = buildTableJobs(opts, pair, ctx, catalog);
     const wholeScan = !catalog.replication.active || !!opts.sourceQuiet;
-    const wholeFirst = await wholeFirstChoice(opts, pairs[0]!, catalog, jobs);
+    const label = scopeLabel(sourceDb, tgtConn.dbname);
+    const watched = catalog.writes && opts.wholeFirst !== false && !opts.sourceQuiet ? jobs.filter((j) => j.table.key && !fitsOneChunk(j.table, opts.chunkRows)) : [];
+    choice = wholeFirstChoice(opts, pairs[0]!, catalog, watched);
+    choice.catch(() => {});
     await more;
-    await planJobs(opts, pairs, jobs, wholeScan, wholeFirst);
-    await runChunks(opts, pairs, jobs, scopeLabel(sourceDb, tgtConn.dbname), progress, wholeScan);
+    if (watched.length) {
+      // The tables that fit one chunk (batches, whatever the choice) are hashed while the write counters' window runs.
+      const small = jobs.filter((j) => fitsOneChunk(j.table, opts.chunkRows));
+      await planJobs(opts, pairs, small, wholeScan, () => 'replan');
+      await runChunks(opts, pairs, small, label, progress, wholeScan);
+    }
+    const rest = watched.length ? jobs.filter((j) => !fitsOneChunk(j.table, opts.chunkRows)) : jobs;
+    await planJobs(opts, pairs, rest, wholeScan, await choice);
+    await runChunks(opts, pairs, rest, label, progress, wholeScan);
     return databaseReport(sourceDb, tgtConn.dbname, catalog, reports, started);
   } catch (err) {
     throwIfAborted(signal);
@@ -168,6 +182,7 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
     signal?.removeEventListener('abort', abort);
     await more?.catch(() => {});
     await early?.settled;
+    await choice?.catch(() => {});
     await closePairs(opened);
   }
 }
@@ -219,7 +234,7 @@ export function estimatedWork(tables: readonly Pick<ScopeTable, 'schemaOnly' | '
   for (const t of tables) {
     if (t.schemaOnly) continue;
     const rows = batchRows(t);
-    if (rows >= 0 && rows <= chunkRows) small++;
+    if (fitsOneChunk(t, chunkRows)) small++;
     // A table without a key is hashed whole, one unit however big (planChunks).
     else if (!comparisonKey(t)) units++;
     else units += rows < 0 ? 1 : Math.ceil(rows / chunkRows);
@@ -234,6 +249,21 @@ export function estimatedWork(tables: readonly Pick<ScopeTable, 'schemaOnly' | '
  */
 function batchRows(t: { estimatedRows: number; liveRows?: number | null }): number {
   return t.estimatedRows >= 0 ? t.estimatedRows : (t.liveRows ?? -1);
+}
+
+/** Known to fit one chunk (batchRows): such a table is hashed whole in a batch of small tables (workOf). */
+function fitsOneChunk(t: { estimatedRows: number; liveRows?: number | null }, chunkRows: number): boolean {
+  const rows = batchRows(t);
+  return rows >= 0 && rows <= chunkRows;
+}
+
+/**
+ * The tables whose method depends on whether they are being written (wholeFirstChoice): keyed tables not known
+ * to fit one chunk. One that fits is hashed whole in a batch whatever is chosen and compared by key only if it
+ * differs, so neither it nor a keyless table (always hashed whole) needs the second reading of the counters.
+ */
+function watchedForWrites<T extends Pick<ScopeTable, 'schemaOnly' | 'estimatedRows' | 'liveRows' | 'primaryKey' | 'uniqueKey'>>(tables: readonly T[], chunkRows: number): T[] {
+  return tables.filter((t) => !t.schemaOnly && comparisonKey(t) && !fitsOneChunk(t, chunkRows));
 }
 
 /** No sizes (verify reads none), but the live rows of never-analysed tables (batchRows). */
@@ -259,7 +289,8 @@ async function compareCatalogs(opts: VerifyOptions, first: SessionPair, ctx: Dat
   const { rules, scope, inScope, wholeDatabase } = ctx;
   const replication = await early.replication;
   const refs = inScope.map((t) => ({ schema: t.schema, name: t.name }));
-  const writes = replication.active && !opts.sourceQuiet ? { before: await writeCounters(first.source, refs), at: Date.now() } : null;
+  const watched = replication.active && !opts.sourceQuiet ? watchedForWrites(inScope, opts.chunkRows) : [];
+  const writes = watched.length ? { before: await writeCounters(first.source, watched), at: Date.now() } : null;
   const [schemas, sequences, onTarget] = await Promise.all([
     compareTableSchemas(first.source, first.target, refs, new Map(inScope.map((t) => [tableId(t.schema, t.name), t.columns])), early.targetSchema),
     opts.sequences ? compareSequences(first.source, first.target, refs, wholeDatabase) : [],
@@ -353,20 +384,20 @@ function buildTableJobs(opts: VerifyOptions, pair: DatabasePair, ctx: DatabaseSc
  * table when the source is fenced (split by bisection where it differs) or
  * when nothing replicates (nothing moves the target, so a whole hash is as
  * exact as chunks; compared chunk by chunk where it differs); while
- * replicating, the tables whose write counters on the source did not move
- * (activity.ts). The rest are planned in chunks up front.
+ * replicating, the tables that fit one chunk and those whose write counters
+ * on the source did not move (activity.ts; a second reading a moment after
+ * the first, waited for only when some table is watchedForWrites). The rest
+ * are planned in chunks up front.
  */
-async function wholeFirstChoice(opts: VerifyOptions, first: SessionPair, catalog: CatalogComparison, jobs: TableJob[]): Promise<(job: TableJob) => WholeFirst | undefined> {
+async function wholeFirstChoice(opts: VerifyOptions, first: SessionPair, catalog: CatalogComparison, watched: TableJob[]): Promise<(job: TableJob) => WholeFirst | undefined> {
   if (opts.wholeFirst === false) return () => undefined;
   if (opts.sourceQuiet) return () => 'bisect';
-  if (!catalog.writes) return () => 'replan';
-  // Keyless tables are hashed whole anyway: no reason to wait for a second reading.
-  if (!jobs.some((j) => j.table.key)) return () => undefined;
+  if (!catalog.writes || !watched.length) return () => 'replan';
   const wait = catalog.writes.at + QUIET_WINDOW_MS - Date.now();
   if (wait > 0) await sleep(wait, undefined, { signal: opts.signal }).catch(() => throwIfAborted(opts.signal));
-  const after = await writeCounters(first.source, jobs.map((j) => j.table));
+  const after = await writeCounters(first.source, watched.map((j) => j.table));
   const quiet = quietTables(catalog.writes.before, after);
-  return (job) => (quiet.has(`${job.table.schema}.${job.table.name}`) ? 'replan' : undefined);
+  return (job) => (fitsOneChunk(job.table, opts.chunkRows) || quiet.has(`${job.table.schema}.${job.table.name}`) ? 'replan' : undefined);
 }
 
 /** Plan every keyed table (source only, cheap), biggest first so that big tables start early. */
@@ -408,11 +439,7 @@ type Work = { job: TableJob; task: ChunkTask } | { batch: TableJob[] };
  * batches; the others one task after the other.
  */
 function* workOf(jobs: TableJob[], chunkRows: number): Generator<Work> {
-  const batchable = (job: TableJob) => {
-    if (job.report.error || job.plan!.taskCount !== 1) return false;
-    const rows = batchRows(job.table);
-    return rows >= 0 && rows <= chunkRows;
-  };
+  const batchable = (job: TableJob) => !job.report.error && job.plan!.taskCount === 1 && fitsOneChunk(job.table, chunkRows);
   let batch: TableJob[] = [];
   let rows = 0;
   for (const job of jobs) {
