@@ -346,6 +346,26 @@ describe('validate: tables', () => {
     for (const id of ['tables.unlogged', 'tables.large_objects', 'tables.sequences']) expect(status(p, id, plain), id).toBe('absent');
   });
 
+  it("warns about rows in an extension's configuration tables, which pg_dump copies and pgferry does not", async () => {
+    // No contrib extension marks a configuration table; this one is made so by hand, as pg_extension_config_dump would.
+    const db = await createDatabase(src, uniqueDbName('extcfg'), `CREATE EXTENSION pg_trgm; CREATE TABLE cfg (id int PRIMARY KEY, v text);
+      INSERT INTO cfg VALUES (1, 'shipped with the extension');
+      ALTER EXTENSION pg_trgm ADD TABLE cfg;
+      UPDATE pg_extension SET extconfig = ARRAY['cfg'::regclass::oid], extcondition = ARRAY['WHERE id > 1'] WHERE extname = 'pg_trgm';`);
+    // Only the extension's own row: nothing pg_dump would copy.
+    expect(checks(await validate(src.conn(db), tgt.conn(db)), 'database.extension_data', db)[0]).toMatchObject({ status: 'ok' });
+    await src.query(`INSERT INTO cfg VALUES (2, 'the user''s')`, [], db);
+    const r = await validate(src.conn(db), tgt.conn(db));
+    const c = checks(r, 'database.extension_data', db)[0]!;
+    expect(c).toMatchObject({ status: 'warn', details: ['public.cfg: WHERE id > 1'] });
+    expect(c.message).toMatch(/^an extension keeps rows in public\.cfg \(pg_trgm\): pg_dump copies them with the extension, pgferry neither copies nor replicates/);
+    expect(c.fix).toContain(`\\copy (SELECT * FROM ONLY "public"."cfg" WHERE id > 1) TO 'rows.csv' on the source`);
+    expect(r.exitCode).toBe(0);
+    // A database without such tables has no such check.
+    const plain = await createDatabase(src, uniqueDbName('plain'), 'CREATE EXTENSION pg_trgm; CREATE TABLE t (id int PRIMARY KEY)');
+    expect(status(await validate(src.conn(plain), tgt.conn(plain)), 'database.extension_data', plain)).toBe('absent');
+  });
+
   it('checks row filters: immutable, replica identity columns only, and a date column for time filters', async () => {
     const db = await createDatabase(
       src,

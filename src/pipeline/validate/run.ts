@@ -15,6 +15,7 @@ import { quoteIdent } from '../../postgres/identifiers.js';
 import { objectNames } from '../../state/object-names.js';
 import { sourceConnFor, targetDatabaseName } from '../shared/pairs.js';
 import { gatherDatabaseFacts, type DatabaseFacts } from './database-facts.js';
+import { checkExtensionData, gatherExtensionData } from './extension-data.js';
 import { checkExtensions } from './extensions.js';
 import { checkFilterForeignKeys } from './filter-foreign-keys.js';
 import { checkFilters } from '../shared/row-filter-checks.js';
@@ -329,6 +330,8 @@ async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: C
     if (unlogged) found.push(unlogged);
     const lo = checkLargeObjects(facts);
     if (lo) found.push(lo);
+    const extData = checkExtensionData(await gatherExtensionData(client));
+    if (extData) found.push(extData);
     found.push(...checkSequences(sequencesInScope(facts.sequences, scope.tables), user));
     if (options.method === 'timestamp') found.push(...(await checkTimestampTables(client, scope.tables, options.timestampColumn ?? 'updated_at')));
     return { facts, scope };
