@@ -161,7 +161,8 @@ async function verifyDatabase(opts: VerifyOptions, pair: DatabasePair, progress:
     const { jobs, reports } = buildTableJobs(opts, pair, ctx, catalog);
     const wholeScan = !catalog.replication.active || !!opts.sourceQuiet;
     const label = scopeLabel(sourceDb, tgtConn.dbname);
-    const watched = catalog.writes && opts.wholeFirst !== false && !opts.sourceQuiet ? jobs.filter((j) => j.table.key && !fitsOneChunk(j.table, opts.chunkRows)) : [];
+    // The tables compareCatalogs read the write counters of (watchedForWrites); none when not replicating or fenced.
+    const watched = catalog.writes && opts.wholeFirst !== false ? jobs.filter((j) => catalog.writes!.before.has(`${j.table.schema}.${j.table.name}`)) : [];
     choice = wholeFirstChoice(opts, pairs[0]!, catalog, watched);
     choice.catch(() => {});
     await more;
@@ -397,7 +398,8 @@ async function wholeFirstChoice(opts: VerifyOptions, first: SessionPair, catalog
   if (wait > 0) await sleep(wait, undefined, { signal: opts.signal }).catch(() => throwIfAborted(opts.signal));
   const after = await writeCounters(first.source, watched.map((j) => j.table));
   const quiet = quietTables(catalog.writes.before, after);
-  return (job) => (fitsOneChunk(job.table, opts.chunkRows) || quiet.has(`${job.table.schema}.${job.table.name}`) ? 'replan' : undefined);
+  // Applied to the tables that do not fit one chunk only (verifyDatabase hashes the others during the window).
+  return (job) => (quiet.has(`${job.table.schema}.${job.table.name}`) ? 'replan' : undefined);
 }
 
 /** Plan every keyed table (source only, cheap), biggest first so that big tables start early. */
