@@ -346,21 +346,28 @@ describe('validate: tables', () => {
     for (const id of ['tables.unlogged', 'tables.large_objects', 'tables.sequences']) expect(status(p, id, plain), id).toBe('absent');
   });
 
-  it("warns about rows in an extension's configuration tables, which pg_dump copies and pgferry does not", async () => {
+  it("names the rows in an extension's configuration tables, which init and cutover copy, and warns when they cannot be read", async () => {
     // No contrib extension marks a configuration table; this one is made so by hand, as pg_extension_config_dump would.
     const db = await createDatabase(src, uniqueDbName('extcfg'), `CREATE EXTENSION pg_trgm; CREATE TABLE cfg (id int PRIMARY KEY, v text);
       INSERT INTO cfg VALUES (1, 'shipped with the extension');
       ALTER EXTENSION pg_trgm ADD TABLE cfg;
       UPDATE pg_extension SET extconfig = ARRAY['cfg'::regclass::oid], extcondition = ARRAY['WHERE id > 1'] WHERE extname = 'pg_trgm';`);
     // Only the extension's own row: nothing pg_dump would copy.
-    expect(checks(await validate(src.conn(db), tgt.conn(db)), 'database.extension_data', db)[0]).toMatchObject({ status: 'ok' });
+    const none = checks(await validate(src.conn(db), tgt.conn(db)), 'database.extension_data', db)[0]!;
+    expect(none).toMatchObject({ status: 'ok', message: expect.stringMatching(/hold no rows of their own/) });
     await src.query(`INSERT INTO cfg VALUES (2, 'the user''s')`, [], db);
     const r = await validate(src.conn(db), tgt.conn(db));
     const c = checks(r, 'database.extension_data', db)[0]!;
-    expect(c).toMatchObject({ status: 'warn', details: ['public.cfg: WHERE id > 1'] });
-    expect(c.message).toMatch(/^an extension keeps rows in public\.cfg \(pg_trgm\): pg_dump copies them with the extension, pgferry neither copies nor replicates/);
-    expect(c.fix).toContain(`\\copy (SELECT * FROM ONLY "public"."cfg" WHERE id > 1) TO 'rows.csv' on the source`);
+    expect(c).toMatchObject({ status: 'ok', details: ['public.cfg: WHERE id > 1'] });
+    expect(c.message).toMatch(/^an extension keeps rows in public\.cfg \(pg_trgm\): init copies them under its snapshot, as pg_dump does, and cutover again/);
     expect(r.exitCode).toBe(0);
+    // A role that cannot read the table: init would leave its rows behind.
+    const reader = `reader_${db}`.slice(0, 60);
+    await src.query(`CREATE ROLE ${reader} LOGIN PASSWORD 'reader-pw'`);
+    const u = checks(await validate(src.conn(db, reader, 'reader-pw'), tgt.conn(db)), 'database.extension_data', db)[0]!;
+    expect(u).toMatchObject({ status: 'warn', details: ['public.cfg: WHERE id > 1'] });
+    expect(u.message).toMatch(/public\.cfg \(pg_trgm\) cannot be read here/);
+    expect(u.fix).toMatch(/^GRANT SELECT ON "public"\."cfg" TO the role pgferry connects as/);
     // A database without such tables has no such check.
     const plain = await createDatabase(src, uniqueDbName('plain'), 'CREATE EXTENSION pg_trgm; CREATE TABLE t (id int PRIMARY KEY)');
     expect(status(await validate(src.conn(plain), tgt.conn(plain)), 'database.extension_data', plain)).toBe('absent');

@@ -13,6 +13,7 @@
  * kill -9 a rerun continues and `--abort` undoes.
  */
 import { emptyScope, resolveTables, rulesFor, type ScopeSpec } from '../../config/scope.js';
+import { extensionConfigRelations } from '../../postgres/catalog/extensions.js';
 import { NO_SIZES } from '../../postgres/catalog/tables.js';
 import { InterruptedError, OperationError, PgferryError, UsageError, errorMessage } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
@@ -27,6 +28,7 @@ import { dropOrigin } from '../shared/replication-origin.js';
 import { readPublication } from '../shared/replication-catalog.js';
 import { resolvePairs, type ReplicationPair } from '../shared/pairs.js';
 import { streamHealth } from '../shared/health.js';
+import { copyExtensionData, describeExtensionData, type ExtensionDataResult } from '../shared/extension-data.js';
 import { mirrorLargeObjects, type MirrorResult } from '../shared/large-objects.js';
 import { flushWal, waitForApplied } from './catch-up.js';
 import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, unfence, withSource, type FencePlan } from './fence.js';
@@ -344,6 +346,8 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         // The sequences read once on the fence's sessions before the window (nothing is set): a new backend's first
         // look at 200 sequences (a catalog lookup each) took 30 – 50 ms on each side, inside the window; warm, 20 ms.
         await Promise.all(sessions.map((x2) => moveSequences(x2.src, x2.tgt, true)));
+        // Which databases have extensions' configuration tables to copy again in the window (most have none).
+        const configs = await Promise.all(sessions.map((x2) => extensionConfigRelations(x2.src)));
         // Fence every database first, then wait for all of them.
         await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {
           store.state.phase = 'fence';
@@ -395,6 +399,20 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
             await removeCutoverState(o.stateDir);
           });
           return finish(x, store.state, 'catch-up-timeout', plan, null, false);
+        }
+        // Nor does it carry an extension's configuration tables: the target's rows are made the source's again.
+        if (configs.some((c) => c.length)) {
+          await phase(x, 'extension-data', "extensions' configuration rows", async () => {
+            const out: ExtensionDataResult[] = [];
+            for (const [i, p] of pairs.entries()) {
+              if (!configs[i]!.length) continue;
+              out.push(await copyExtensionData({
+                source: p.sourceConn, target: p.targetConn, sessions: { source: sessions[i]!.src, target: sessions[i]!.tgt },
+                rules: rulesFor(scope, p.sourceDatabase), warn: (m) => warn(x, `database ${p.sourceDatabase}: ${m}`), signal: o.signal,
+              }));
+            }
+            return out;
+          }, (rs) => rs.map(describeExtensionData).join('; '));
         }
         faultPoint('cutover.after-catch-up');
         for (const [i, q] of seqs.entries()) {

@@ -23,12 +23,13 @@
  */
 import path from 'node:path';
 import type pg from 'pg';
-import type { ScopeTable } from '../../config/scope.js';
+import { rulesFor, type ScopeTable } from '../../config/scope.js';
 import { OperationError, UsageError } from '../../errors.js';
 import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
 import { databaseProperties, userObjectCounts } from '../../postgres/catalog/databases.js';
 import type { ForeignKey } from '../../postgres/catalog/foreign-keys.js';
+import { extensionConfigRelations } from '../../postgres/catalog/extensions.js';
 import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import { acquireClient, CANONICAL_SETTINGS, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
@@ -41,6 +42,7 @@ import { copyTables, type CopyTablesOptions } from './copy.js';
 import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
 import { startReadAhead, type ReadAhead } from './read-ahead.js';
 import { createForeignKeys, fkKey } from './constraints.js';
+import { copyExtensionData, describeExtensionData } from '../shared/extension-data.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
 import {
@@ -286,6 +288,8 @@ async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
   r.postDataList.get().catch(() => {}); // the post-data phase asks again, and reports a failure then
   const largeObjects = d.largeObjects === 'pending' ? withClient(x.source.conn, countLargeObjects, { label: 'the source' }) : undefined;
   largeObjects?.catch(() => {});
+  const extensionConfig = withClient(x.source.conn, extensionConfigRelations, { label: 'the source' });
+  extensionConfig.catch(() => {});
   await timed('data', 'data', async () => {
     const post = await earlyPostData(r);
     return copyData(x, holder, r.copiedThisRun, r.mark, post, r.analyzedThisRun, r.readAhead);
@@ -303,6 +307,13 @@ async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
       await store.update(() => (d.largeObjects = n > 0 ? 'done' : 'none'));
       return `${n} copied`;
     });
+  }
+  // Not recorded: a rerun of the data phase copies them again, which replaces what an earlier run wrote.
+  if ((await extensionConfig).length) {
+    await timed('extension-data', "extensions' configuration rows", async () =>
+      describeExtensionData(await copyExtensionData({
+        source: x.source.conn, target: x.target.conn, snapshot: holder.snapshotName, rules: rulesFor(o.scope, d.sourceDatabase), warn: x.warn, signal: x.signal,
+      })));
   }
   await setPhase('post-data');
 }
