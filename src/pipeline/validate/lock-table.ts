@@ -16,11 +16,16 @@ export interface LockTableFacts {
   processes: number;
 }
 
-/** What PostgreSQL sizes the lock table by (12 to 18: MaxBackends counts connections, autovacuum workers and launcher, background workers, WAL senders). */
+/**
+ * What PostgreSQL sizes the lock table by: MaxBackends (connections, autovacuum workers and launcher, background
+ * workers, WAL senders) plus prepared transactions. PostgreSQL 18 counts autovacuum_worker_slots instead of
+ * autovacuum_max_workers, and two special workers (the launcher and the slot sync worker) instead of one.
+ */
 export async function gatherLockTable(client: pg.Client): Promise<LockTableFacts> {
   const { rows } = await client.query<{ per: number; processes: number }>(
     `SELECT current_setting('max_locks_per_transaction')::int AS per,
-            current_setting('max_connections')::int + current_setting('autovacuum_max_workers')::int + 1
+            current_setting('max_connections')::int
+              + coalesce(current_setting('autovacuum_worker_slots', true)::int + 2, current_setting('autovacuum_max_workers')::int + 1)
               + current_setting('max_worker_processes')::int + current_setting('max_wal_senders')::int
               + current_setting('max_prepared_transactions')::int AS processes`,
   );
