@@ -28,13 +28,16 @@ const dirs: string[] = [];
 const CONFIG = `
   CREATE EXTENSION IF NOT EXISTS pg_trgm;
   CREATE TABLE cfg (id int PRIMARY KEY, note text NOT NULL);
+  CREATE TABLE cfg_child (id int PRIMARY KEY, cfg_id int NOT NULL REFERENCES cfg);
   CREATE SEQUENCE cfg_seq;
   INSERT INTO cfg VALUES (1, 'the extension''s');
   ALTER EXTENSION pg_trgm ADD TABLE cfg;
+  ALTER EXTENSION pg_trgm ADD TABLE cfg_child;
   ALTER EXTENSION pg_trgm ADD SEQUENCE cfg_seq;
-  UPDATE pg_extension SET extconfig = ARRAY['cfg'::regclass::oid, 'cfg_seq'::regclass::oid], extcondition = ARRAY['WHERE id > 1', '']
-   WHERE extname = 'pg_trgm';`;
-const USER_ROWS = `INSERT INTO cfg VALUES (2, 'job a'), (3, 'job b'); SELECT setval('cfg_seq', 42);`;
+  UPDATE pg_extension SET extconfig = ARRAY['cfg'::regclass::oid, 'cfg_seq'::regclass::oid, 'cfg_child'::regclass::oid],
+                          extcondition = ARRAY['WHERE id > 1', '', ''] WHERE extname = 'pg_trgm';`;
+/** cfg_child's row references cfg's: written after it, and on the target deleted before it. */
+const USER_ROWS = `INSERT INTO cfg VALUES (2, 'job a'), (3, 'job b'); INSERT INTO cfg_child VALUES (1, 3); SELECT setval('cfg_seq', 42);`;
 
 beforeAll(async () => {
   [src, tgt] = await Promise.all([clusters.start({ name: 'extdata-src' }), clusters.start({ name: 'extdata-tgt' })]);
@@ -60,8 +63,8 @@ describe('copyExtensionData', () => {
       INSERT INTO only_here VALUES (7);
       ALTER EXTENSION pg_trgm ADD TABLE only_here;
       UPDATE pg_extension SET extconfig = extconfig || 'only_here'::regclass::oid, extcondition = extcondition || ''::text WHERE extname = 'pg_trgm';`);
-    // The target as CREATE EXTENSION would leave it, plus a row an interrupted earlier copy left behind.
-    await createDatabase(tgt, db, `${CONFIG} INSERT INTO cfg VALUES (2, 'stale');`);
+    // The target as CREATE EXTENSION would leave it, plus rows an interrupted earlier copy left behind.
+    await createDatabase(tgt, db, `${CONFIG} INSERT INTO cfg VALUES (2, 'stale'); INSERT INTO cfg_child VALUES (9, 2);`);
 
     const holder = await connect(src.conn(db));
     try {
@@ -73,15 +76,16 @@ describe('copyExtensionData', () => {
       const opts = { source: src.conn(db), target: tgt.conn(db), snapshot, rules: emptyScope().rules, warn: (m: string) => warnings.push(m) };
 
       const r = await copyExtensionData(opts);
-      expect(r).toEqual({ tables: 1, rows: 2, sequences: 1, skipped: ['public.only_here'] });
+      expect(r).toEqual({ tables: 2, rows: 3, sequences: 1, skipped: ['public.only_here'] });
       expect(await cfgRows(tgt, db)).toEqual([{ id: 1, note: 'the extension\'s' }, { id: 2, note: 'job a' }, { id: 3, note: 'job b' }]);
+      expect(await tgt.query('SELECT id, cfg_id FROM cfg_child', [], db)).toEqual([{ id: 1, cfg_id: 3 }]);
       expect(await seqValue(tgt, db)).toBe('99');
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toMatch(/^public\.only_here \(configuration of extension pg_trgm\) was not copied: the table does not exist on the target/);
       expect(warnings[0]).toContain(`\\copy (SELECT "id" FROM ONLY "public"."only_here") TO 'rows.csv' on the source`);
 
       // Again (a rerun of init's data phase): the same rows, not twice as many.
-      expect(await copyExtensionData(opts)).toMatchObject({ tables: 1, rows: 2 });
+      expect(await copyExtensionData(opts)).toMatchObject({ tables: 2, rows: 3 });
       expect(await cfgRows(tgt, db)).toHaveLength(3);
 
       // Left out of the scope by a pattern, or under a data rule: not copied.
@@ -89,7 +93,7 @@ describe('copyExtensionData', () => {
       expect(none).toEqual({ tables: 0, rows: 0, sequences: 0, skipped: [] });
       warnings.length = 0;
       const masked = await copyExtensionData({
-        ...opts, rules: { ...emptyScope().rules, exclude: ['public.only_here'], dataRules: [{ key: 'cfg.note', rule: { kind: 'null' } }] },
+        ...opts, rules: { ...emptyScope().rules, exclude: ['public.only_here', 'public.cfg_child'], dataRules: [{ key: 'cfg.note', rule: { kind: 'null' } }] },
       });
       expect(masked).toMatchObject({ tables: 0, sequences: 1, skipped: ['public.cfg'] });
       expect(warnings[0]).toMatch(/^public\.cfg .* not copied: a data rule names its column note/);
@@ -114,8 +118,10 @@ describe('copyExtensionData', () => {
       const snapshot = (await holder.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
       const warnings: string[] = [];
       const r = await copyExtensionData({ source: src.conn(db), target: tgt.conn(db), snapshot, rules: emptyScope().rules, warn: (m) => warnings.push(m) });
-      expect(r).toEqual({ tables: 1, rows: 2, sequences: 1, skipped: ['public.cfg'] });
+      // cfg_child's row references a row of cfg that is not there: refused too.
+      expect(r).toEqual({ tables: 1, rows: 2, sequences: 1, skipped: ['public.cfg', 'public.cfg_child'] });
       expect(warnings[0]).toMatch(/^public\.cfg .* not copied: the target refused it: .*check constraint/);
+      expect(warnings[1]).toMatch(/^public\.cfg_child .* not copied: the target refused it: .*foreign key constraint/);
       expect(await cfgRows(tgt, db)).toEqual([{ id: 1, note: 'the extension\'s' }]);
       expect(await tgt.query('SELECT id FROM later_cfg ORDER BY id', [], db)).toEqual([{ id: 1 }, { id: 2 }]);
     } finally {
@@ -139,7 +145,7 @@ describe('init and the configuration rows', () => {
 
     const r = await runCliProcess(args);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/extensions' configuration rows: 1 table, 2 rows, 1 sequence/);
+    expect(r.stderr).toMatch(/extensions' configuration rows: 2 tables, 3 rows, 1 sequence/);
     expect(await cfgRows(tgt, db)).toEqual([{ id: 1, note: 'the extension\'s' }, { id: 2, note: 'job a' }, { id: 3, note: 'job b' }]);
     expect(await seqValue(tgt, db)).toBe('42');
     expect(await tgt.query('SELECT count(*)::int AS n FROM t', [], db)).toEqual([{ n: 100 }]);
@@ -161,7 +167,7 @@ describe('init and the configuration rows', () => {
       expect(r.exitCode, r.stderr).toBe(0);
     }
     // Changed after init: replication does not carry them.
-    await src.query(`INSERT INTO cfg VALUES (5, 'job c'); DELETE FROM cfg WHERE id = 2; SELECT setval('cfg_seq', 77); INSERT INTO t VALUES (101, 'new')`, [], db);
+    await src.query(`INSERT INTO cfg VALUES (5, 'job c'); DELETE FROM cfg WHERE id = 2; INSERT INTO cfg_child VALUES (2, 5); SELECT setval('cfg_seq', 77); INSERT INTO t VALUES (101, 'new')`, [], db);
     expect(await cfgRows(tgt, db)).toHaveLength(3);
 
     const r = await cli('cutover', '--yes', '--json');
@@ -169,6 +175,7 @@ describe('init and the configuration rows', () => {
     const report = JSON.parse(r.stdout) as { phases: { name: string }[] };
     expect(report.phases.map((p) => p.name)).toContain('extension-data');
     expect(await cfgRows(tgt, db)).toEqual([{ id: 1, note: 'the extension\'s' }, { id: 3, note: 'job b' }, { id: 5, note: 'job c' }]);
+    expect(await tgt.query('SELECT id, cfg_id FROM cfg_child ORDER BY id', [], db)).toEqual([{ id: 1, cfg_id: 3 }, { id: 2, cfg_id: 5 }]);
     expect(await seqValue(tgt, db)).toBe('77');
     expect(await tgt.query('SELECT count(*)::int AS n FROM t', [], db)).toEqual([{ n: 101 }]);
   });

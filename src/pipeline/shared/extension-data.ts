@@ -4,11 +4,12 @@
  * copied under init's snapshot as pg_dump copies them with the extension.
  *
  * The target's CREATE EXTENSION (pre-data) made the tables with the
- * extension's own rows, which the extension's condition leaves out. Each table
- * is written in one target transaction that first deletes the rows the same
- * condition selects there, then copies the source's: a rerun after an
- * interrupted init writes the same rows again instead of doubling them, and
- * cutover (with writers fenced) makes the target's the source's once more.
+ * extension's own rows, which the extension's condition leaves out. The rows
+ * are written in one target transaction that first deletes those the same
+ * condition selects there (children of a foreign key first), then copies the
+ * source's (parents first): a rerun after an interrupted init writes the same
+ * rows again instead of doubling them, and cutover (with writers fenced) makes
+ * the target's the source's once more.
  *
  * What cannot be copied as it is (the table or a column missing on the target,
  * an extension at another version there, a data rule on one of its columns:
@@ -23,7 +24,7 @@ import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { parseRules, ruleFor } from '../../config/data-rules.js';
 import { tableSelector, type TableRules } from '../../config/scope.js';
-import { extensionConfigRelations, type ExtensionConfigRelation } from '../../postgres/catalog/extensions.js';
+import { extensionConfigRelations, foreignKeysAmong, type ExtensionConfigRelation } from '../../postgres/catalog/extensions.js';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { operationError, sqlstate } from '../../postgres/errors.js';
@@ -86,6 +87,7 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
   let src: pg.Client | undefined;
   let tgt: pg.Client | undefined;
   let open = false;
+  let writing = false;
   try {
     src = o.sessions?.source ?? (await opened(connect(o.source, { label: 'the source', settings: { ...CANONICAL_SETTINGS } })));
     await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -97,7 +99,10 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
     const relations = (await extensionConfigRelations(src)).filter((r) => selected(r.schema, r.name) && !schemaOnly(o.rules, r));
     if (!relations.length) return result;
     tgt = o.sessions?.target ?? (await opened(connect(o.target, { label: 'the target' })));
-    for (const r of relations) {
+    const ready: { r: ExtensionConfigRelation; rel: string; columns: string[]; rows: Buffer[] }[] = [];
+    const tables = relations.filter((r) => r.relkind === 'r');
+    const order = parentsFirst(tables.map((r) => r.oid), await foreignKeysAmong(src, tables.map((r) => r.oid)));
+    for (const r of [...relations.filter((x) => x.relkind === 'S'), ...order.map((oid) => tables.find((t) => t.oid === oid)!)]) {
       if (o.signal?.aborted) throw o.signal.reason;
       const rel = qualifiedName(r.schema, r.name);
       if (r.relkind === 'S') {
@@ -135,39 +140,70 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
         skip(r, `the target's table has no column ${missing.join(', ')} (is the extension at another version there?)`, `copy the rows by hand: ${handCopy(r)}`);
         continue;
       }
-      const list = quoteIdentList(columns);
-      let rows: Buffer[];
       try {
         await src.query('SAVEPOINT config_table');
-        rows = await readAll(src.query(copyTo(`COPY (SELECT ${list} FROM ONLY ${rel} ${r.condition}) TO STDOUT`)));
+        const rows = await readAll(src.query(copyTo(`COPY (SELECT ${quoteIdentList(columns)} FROM ONLY ${rel} ${r.condition}) TO STDOUT`)));
         await src.query('RELEASE SAVEPOINT config_table');
+        ready.push({ r, rel, columns, rows });
       } catch (err) {
         if (!tableLevel(err)) throw err;
         await src.query('ROLLBACK TO SAVEPOINT config_table');
         skip(r, `the source refused to read it: ${(err as Error).message}`, `copy the rows by hand: ${handCopy(r, columns)}`);
-        continue;
-      }
-      try {
-        await tgt.query('BEGIN');
-        await tgt.query(`DELETE FROM ONLY ${rel} ${r.condition}`);
-        const into = tgt.query(copyFrom(`COPY ${rel} (${list}) FROM STDIN`));
-        await pipeline(Readable.from(rows), into);
-        await tgt.query('COMMIT');
-        result.tables++;
-        result.rows += into.rowCount ?? 0;
-      } catch (err) {
-        if (!tableLevel(err)) throw err;
-        await tgt.query('ROLLBACK');
-        skip(r, `the target refused it: ${(err as Error).message}`, `copy the rows by hand: ${handCopy(r, columns)}`);
       }
     }
+    if (!ready.length) return result;
+    // One target transaction: the rows a foreign key between two such tables ties are deleted children first and
+    // written parents first, and what one table's failure leaves undone is that table's alone (a savepoint each).
+    const refused = new Set<string>();
+    const attempt = async (t: (typeof ready)[number], sql: () => Promise<void>) => {
+      try {
+        await tgt!.query('SAVEPOINT config_table');
+        await sql();
+        await tgt!.query('RELEASE SAVEPOINT config_table');
+      } catch (err) {
+        if (!tableLevel(err)) throw err;
+        await tgt!.query('ROLLBACK TO SAVEPOINT config_table');
+        refused.add(t.r.oid);
+        skip(t.r, `the target refused it: ${(err as Error).message}`, `copy the rows by hand: ${handCopy(t.r, t.columns)}`);
+      }
+    };
+    await tgt.query('BEGIN');
+    writing = true;
+    for (const t of [...ready].reverse()) await attempt(t, async () => void (await tgt!.query(`DELETE FROM ONLY ${t.rel} ${t.r.condition}`)));
+    for (const t of ready.filter((x) => !refused.has(x.r.oid))) {
+      await attempt(t, async () => {
+        const into = tgt!.query(copyFrom(`COPY ${t.rel} (${quoteIdentList(t.columns)}) FROM STDIN`));
+        await pipeline(Readable.from(t.rows), into);
+        result.tables++;
+        result.rows += into.rowCount ?? 0;
+      });
+    }
+    await tgt.query('COMMIT');
+    writing = false;
     return result;
   } catch (err) {
     throw operationError(err, "copying the rows of the extensions' configuration tables");
   } finally {
+    // Borrowed sessions are handed back outside any transaction.
     if (open && !own.includes(src!)) await src!.query('ROLLBACK').catch(() => {});
+    if (writing && !own.includes(tgt!)) await tgt!.query('ROLLBACK').catch(() => {});
     await Promise.all(own.map((c) => c.end().catch(() => {})));
   }
+}
+
+/**
+ * The tables in an order where each comes after those it references (pg_dump orders the configuration tables'
+ * data so); the given order otherwise, and among the tables of a reference cycle.
+ */
+export function parentsFirst(oids: readonly string[], fks: readonly { child: string; parent: string }[]): string[] {
+  const out: string[] = [];
+  const left = new Set(oids);
+  while (left.size) {
+    const next = [...left].find((o) => !fks.some((f) => f.child === o && f.parent !== o && left.has(f.parent))) ?? [...left][0]!;
+    out.push(next);
+    left.delete(next);
+  }
+  return out;
 }
 
 /** Every chunk of a COPY TO, in order. */
