@@ -353,6 +353,51 @@ describe('init', () => {
     }
   });
 
+  it('refuses up front when the source has no room for its replication slot, and writes nothing', async () => {
+    const db = await createDatabase(src, uniqueDbName('noslot'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);');
+    const [room] = await src.query<{ max: number; used: number }>(
+      "SELECT current_setting('max_replication_slots')::int AS max, (SELECT count(*)::int FROM pg_replication_slots) AS used",
+    );
+    const hogs = Array.from({ length: room!.max - room!.used }, (_, i) => `hog${i}_${db}`.slice(0, 63));
+    for (const h of hogs) await src.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [h], db);
+    try {
+      const o = await options(db, {}, { noRoles: true });
+      const err = (await runInit(o).catch((e: unknown) => e)) as UsageError;
+      expect(err).toBeInstanceOf(UsageError);
+      expect(err.message).toMatch(/^the source has room for 0 more replication slots and init creates 1 \(one per database\): max_replication_slots = \d+, \d+ in use \(/);
+      expect(err.hint).toMatch(/^ALTER SYSTEM SET max_replication_slots = \d+ on the source, then restart it; or drop slots nobody uses: SELECT pg_drop_replication_slot\('hog/);
+      // Nothing written: no publication, no target database, no state.
+      expect(await src.query('SELECT pubname FROM pg_publication', [], db)).toEqual([]);
+      expect(await tgt.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).toEqual([]);
+      await expect(readFile(path.join(o.stateDir, 'state.json'))).rejects.toThrow(/ENOENT/);
+      // --dry-run lists it among its refusals; --no-sync needs no slot.
+      expect((await runInit({ ...o, dryRun: true })).refusals.join('\n')).toContain('the source has room for 0 more replication slots');
+      expect((await runInit({ ...o, noSync: true })).databases[0]!.phase).toBe('done');
+    } finally {
+      for (const h of hogs) await src.query('SELECT pg_drop_replication_slot($1)', [h]);
+    }
+  });
+
+  it('names the step that failed, not only the phase: the snapshot, with every WAL sender taken', async () => {
+    const db = await createDatabase(src, uniqueDbName('nosender'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);');
+    const [room] = await src.query<{ free: number }>(
+      "SELECT current_setting('max_wal_senders')::int - (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'walsender') AS free",
+    );
+    const c = src.conn(db);
+    // Replication connections (pg passes `replication` through; its types do not list it): each holds a WAL sender.
+    const senders = Array.from({ length: room!.free }, () => new pg.Client({ host: c.host, port: c.port, user: c.user, password: c.password, database: db, replication: 'database' } as pg.ClientConfig));
+    try {
+      for (const s of senders) await s.connect();
+      const events: ProgressEvent[] = [];
+      const o = await options(db, {}, { noRoles: true, progress: (e) => events.push(e) });
+      await expect(runInit(o)).rejects.toThrow(/max_wal_senders/);
+      const end = events.find((e) => e.kind === 'end' && e.id === `init/${db}`);
+      expect(end).toMatchObject({ status: 'fail', detail: 'stopped at snapshot; run init again to resume' });
+    } finally {
+      await Promise.all(senders.map((s) => s.end().catch(() => {})));
+    }
+  });
+
   it('copies roles, skipping what a non-superuser target refuses, as warnings', async () => {
     await src.query(`DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgf_power') THEN CREATE ROLE pgf_power SUPERUSER; END IF;

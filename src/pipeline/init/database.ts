@@ -122,6 +122,8 @@ interface PhaseRun {
   /** Run one phase as a progress task, adding its seconds to this run and to the checkpoint. */
   timed: (phase: string, title: string, fn: () => Promise<string | void>) => Promise<void>;
   setPhase: (phase: InitPhase) => Promise<void>;
+  /** The title of the first step that failed (the state's phase can be an earlier one: the snapshot belongs to phase schema). */
+  failedStep?: string;
   /** Small tables' rows read while this run restores the pre-data section (read-ahead.ts). */
   readAhead?: ReadAhead;
 }
@@ -139,6 +141,7 @@ function phaseRun(x: DatabaseRunContext): PhaseRun {
       progress({ kind: 'end', id, status: 'ok', ...(detail ? { detail } : {}) });
     } catch (err) {
       progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });
+      run.failedStep ??= title;
       throw err;
     } finally {
       const secs = (performance.now() - t0) / 1000;
@@ -149,7 +152,7 @@ function phaseRun(x: DatabaseRunContext): PhaseRun {
   const toolOpts = { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges };
   const archive = archiveFile(o.stateDir, d.sourceDatabase);
   let list: Promise<TocEntry[]> | undefined;
-  return {
+  const run: PhaseRun = {
     x, pid, runPhaseSeconds, copiedThisRun: new Set<string>(), analyzedThisRun: new Set<string>(), largeObjects: 0, sequences: 0, mark: null,
     toolOpts,
     archive,
@@ -163,6 +166,7 @@ function phaseRun(x: DatabaseRunContext): PhaseRun {
     timed,
     setPhase: (phase: InitPhase) => store.update(() => (d.phase = phase)),
   };
+  return run;
 }
 
 export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseReport> {
@@ -181,7 +185,7 @@ export async function initDatabase(x: DatabaseRunContext): Promise<DatabaseRepor
     if (d.phase === 'analyze') await analyzePhase(r);
     progress({ kind: 'end', id: pid, status: 'ok', detail: d.phase === 'done' ? 'done' : d.phase });
   } catch (err) {
-    progress({ kind: 'end', id: pid, status: 'fail', detail: `stopped in phase ${d.phase}; run init again to resume` });
+    progress({ kind: 'end', id: pid, status: 'fail', detail: `stopped ${r.failedStep ? `at ${r.failedStep}` : `in phase ${d.phase}`}; run init again to resume` });
     throw err;
   }
   return databaseReport(r);

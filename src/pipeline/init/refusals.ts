@@ -1,13 +1,17 @@
 /**
  * What init refuses before it writes anything, in one place: foreign keys the
  * scope breaks (unless --fk-not-valid helps), replication problems of the
- * scope (unless --no-sync), and a target database that is not empty (unless
+ * scope and no room for its replication slots on the source (unless
+ * --no-sync), and a target database that is not empty (unless
  * --drop-existing). runInit stops on them (exit 2); the plan lists them, for
  * --dry-run to show and to exit 2 with.
  */
 import { UsageError } from '../../errors.js';
 import { describeObjectCounts } from '../../postgres/catalog/databases.js';
+import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
+import { quoteLiteral } from '../../postgres/identifiers.js';
+import { plural } from '../../units.js';
 import { fkProblemHint, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
 import type { PlannedDatabase } from './plan.js';
 import type { ReplicationCheck } from './publication.js';
@@ -62,4 +66,36 @@ export async function assertTargetsEmpty(target: ResolvedConnInfo, databases: re
       });
     }
   }
+}
+
+export interface SlotRefusal {
+  message: string;
+  hint: string;
+}
+
+/**
+ * init creates a replication slot for each database it takes a snapshot of (its own slots, kept from an earlier
+ * run, are reused): with no room for them on the source, it would stop at the first snapshot, after the
+ * publication and the target database were made. Null when there is room.
+ */
+export async function slotRefusal(source: ResolvedConnInfo, wanted: readonly string[]): Promise<SlotRefusal | null> {
+  if (!wanted.length) return null;
+  const { max, slots } = await withClient(source, async (c) => {
+    const { rows } = await c.query<{ max: number; slots: { name: string; active: boolean }[] }>(
+      `SELECT current_setting('max_replication_slots')::int AS max,
+              coalesce(json_agg(json_build_object('name', slot_name, 'active', active) ORDER BY slot_name) FILTER (WHERE slot_name IS NOT NULL), '[]') AS slots
+         FROM pg_replication_slots`,
+    );
+    return rows[0]!;
+  }, { label: 'the source' });
+  const needed = wanted.filter((n) => !slots.some((s) => s.name === n)).length;
+  const free = Math.max(0, max - slots.length);
+  if (free >= needed) return null;
+  const idle = slots.filter((s) => !s.active && !wanted.includes(s.name));
+  return {
+    message: `the source has room for ${plural(free, 'more replication slot')} and init creates ${needed} (one per database): ` +
+      `max_replication_slots = ${max}, ${slots.length} in use${slots.length ? ` (${slots.map((s) => `${s.name}${s.active ? '' : ', inactive'}`).join('; ')})` : ''}`,
+    hint: `ALTER SYSTEM SET max_replication_slots = ${slots.length + needed} on the source, then restart it` +
+      (idle.length ? `; or drop slots nobody uses: ${idle.map((s) => `SELECT pg_drop_replication_slot(${quoteLiteral(s.name)});`).join(' ')}` : ''),
+  };
 }

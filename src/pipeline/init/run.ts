@@ -29,7 +29,7 @@ import { forDatabase } from '../../postgres/conninfo.js';
 import { sqlstate } from '../../postgres/errors.js';
 import { assertToolCanDump, prefetchTools, requireTool } from '../../postgres/tools.js';
 import {
-  acquireLock, assertSameRun, discardState, loadState, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunIdentity, type RunState,
+  acquireLock, assertSameRun, discardState, loadState, phaseBefore, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunIdentity, type RunState,
 } from '../../state/checkpoint.js';
 import { objectNames } from '../../state/object-names.js';
 import { probeSide, scopePairs, sourceConnFor } from '../shared/pairs.js';
@@ -44,7 +44,7 @@ import { checkReplication, type ReplicationCheck } from './publication.js';
 import { copyRoles, dumpRoles, type RolesReport } from './roles.js';
 import { dropSlot, findSlot } from '../shared/slot.js';
 import { inspectTargetDatabase } from './target-db.js';
-import { assertScopeAccepted, assertTargetsEmpty, blocksInit, planRefusals } from './refusals.js';
+import { assertScopeAccepted, assertTargetsEmpty, blocksInit, planRefusals, slotRefusal } from './refusals.js';
 
 export interface InitConfirmations {
   /** Before copying, on a fresh run: the plan with its size estimate. false stops (exit 2). */
@@ -184,6 +184,8 @@ async function initRun(o: InitOptions): Promise<InitReport> {
     // A fresh run needs empty target databases: asked while the scope is resolved, reported after the scope's own refusals.
     const targetsEmpty = resumed || o.dryRun ? undefined : assertTargetsEmpty(o.target, pairs.map((p) => p.target), ids.target.major, o.dropExisting);
     targetsEmpty?.catch(() => {}); // awaited by refuseOrConfirm
+    const slots = o.noSync ? Promise.resolve(null) : slotRefusal(o.source, slotsWanted(ids, pairs, state));
+    slots.catch(() => {}); // awaited below
     const scopes = await resolveScopes(o, ids, pairs, state, warn);
 
     const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
@@ -191,9 +193,12 @@ async function initRun(o: InitOptions): Promise<InitReport> {
     if (o.dryRun) {
       return {
         dryRun: true, method: o.method ?? 'logical', resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
-        databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings, refusals: planRefusals(plan!.databases, o.dropExisting),
+        databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings,
+        refusals: [...planRefusals(plan!.databases, o.dropExisting), ...[await slots].flatMap((r) => (r ? [`${r.message}; ${r.hint}`] : []))],
       };
     }
+    const noRoom = await slots;
+    if (noRoom) throw new UsageError(noRoom.message, { hint: noRoom.hint });
     await refuseOrConfirm(o, scopes, resumed, plan, warn, targetsEmpty);
     const dbOptions = await confirmDrops(o, ids, scopes, resumed);
 
@@ -218,6 +223,16 @@ async function initRun(o: InitOptions): Promise<InitReport> {
   } finally {
     await release?.();
   }
+}
+
+/** The slots init would use: one per database that still takes a snapshot (an earlier run's are reused when they exist). */
+function slotsWanted(ids: ServerIds, pairs: DatabasePair[], state: RunState | undefined): string[] {
+  return pairs
+    .filter((p) => phaseBefore(state?.databases[p.source]?.phase ?? 'pending', 'post-data'))
+    .map((p) => objectNames({
+      sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: p.source,
+      targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: p.target,
+    }).slot);
 }
 
 /** The client tools init runs, and that they can dump the source's major. */
