@@ -95,7 +95,7 @@ export interface DatabaseState {
   largeObjects: 'pending' | 'done' | 'none';
   notValidForeignKeys: NotValidForeignKey[];
   /** Seconds spent per phase, summed over runs. */
-  phaseSeconds: Partial<Record<InitPhase | 'roles' | 'large-objects' | 'extension-data', number>>;
+  phaseSeconds: Partial<Record<InitPhase | 'roles' | 'large-objects' | 'extension-data' | 'properties', number>>;
   finishedAt: string | null;
 }
 

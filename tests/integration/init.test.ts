@@ -398,6 +398,30 @@ describe('init', () => {
     }
   });
 
+  it("carries the database's settings, privileges, comment and connection limit over, last (a read-only default reaches no copy)", async () => {
+    const db = await createDatabase(src, uniqueDbName('dbprops'), 'CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY); INSERT INTO app.t SELECT generate_series(1, 100);');
+    const role = `dbp_${db}`.slice(0, 60);
+    await src.query(`CREATE ROLE ${role} NOLOGIN`);
+    await src.query(`ALTER DATABASE ${db} SET search_path = "$user", app, public;
+      ALTER DATABASE ${db} SET default_transaction_read_only = on;
+      ALTER ROLE ${role} IN DATABASE ${db} SET work_mem = '64MB';
+      COMMENT ON DATABASE ${db} IS 'carried over';
+      REVOKE CONNECT, TEMPORARY ON DATABASE ${db} FROM PUBLIC;
+      GRANT CONNECT ON DATABASE ${db} TO ${role};
+      ALTER DATABASE ${db} CONNECTION LIMIT 40;`);
+    const report = await runInit(await options(db, {}, { noSync: true }));
+    expect(report.databases[0]!.phase).toBe('done');
+    expect(await tgt.query('SELECT count(*)::int AS n FROM app.t', [], db)).toEqual([{ n: 100 }]);
+    const settings = `SELECT coalesce(s.setrole::regrole::text, '-') AS role, s.setconfig FROM pg_db_role_setting s
+                       WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY 1`;
+    expect(await tgt.query(settings, [db])).toEqual(await src.query(settings, [db]));
+    expect(await tgt.query(settings, [db])).toHaveLength(2);
+    const props = `SELECT d.datconnlimit, shobj_description(d.oid, 'pg_database') AS comment,
+                          has_database_privilege('public', d.oid, 'CONNECT') AS public_connect, has_database_privilege($2, d.oid, 'CONNECT') AS role_connect
+                     FROM pg_database d WHERE d.datname = $1`;
+    expect(await tgt.query(props, [db, role])).toEqual([{ datconnlimit: 40, comment: 'carried over', public_connect: false, role_connect: true }]);
+  });
+
   it('copies roles, skipping what a non-superuser target refuses, as warnings', async () => {
     await src.query(`DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgf_power') THEN CREATE ROLE pgf_power SUPERUSER; END IF;

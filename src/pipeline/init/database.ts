@@ -42,6 +42,7 @@ import { copyTables, type CopyTablesOptions } from './copy.js';
 import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
 import { startReadAhead, type ReadAhead } from './read-ahead.js';
 import { createForeignKeys, fkKey } from './constraints.js';
+import { applyDatabaseProperties, describeProperties, propertyStatements, readDatabaseExtras } from './database-properties.js';
 import { copyExtensionData, describeExtensionData } from '../shared/extension-data.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
@@ -350,6 +351,8 @@ async function sequencesPhase(r: PhaseRun): Promise<void> {
 async function analyzePhase(r: PhaseRun): Promise<void> {
   const { x, timed } = r;
   const { d, store, options: o } = x;
+  const extras = readDatabaseExtras(x.source.conn, d.sourceDatabase);
+  extras.catch(() => {}); // awaited below
   await timed('analyze', 'ANALYZE', async () => {
     const copied = x.tables.filter((t) => !t.schemaOnly);
     const left = copied.filter((t) => !r.analyzedThisRun.has(tableKey(t.schema, t.name)));
@@ -357,6 +360,13 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
     faultPoint('init.analyze');
     return left.length < copied.length ? `${left.length} tables (${copied.length - left.length} as their copy finished)` : `${copied.length} tables`;
   });
+  // Last, so that a statement_timeout or a read-only default of the database never reaches init's own sessions.
+  const e = await extras;
+  if (e && propertyStatements(d.targetDatabase, e, o).length) {
+    await timed('properties', 'database settings, privileges and comment', async () => describeProperties(await applyDatabaseProperties({
+      source: x.source.conn, target: x.target.conn, sourceDatabase: d.sourceDatabase, targetDatabase: d.targetDatabase, noPrivileges: o.noPrivileges, warn: x.warn,
+    }, e)));
+  }
   await store.update(() => {
     d.phase = 'done';
     d.finishedAt = new Date().toISOString();

@@ -61,3 +61,36 @@ export function describeObjectCounts(counts: Record<string, number>): string {
     .map(([k, n]) => `${n} ${k.replace('_', ' ')}`)
     .join(', ');
 }
+
+/**
+ * What a database carries besides its contents, which pg_dump writes only with --create (and pgferry creates the
+ * target database itself): per-database settings (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE … SET), its
+ * privileges, comment and connection limit.
+ */
+export interface DatabaseExtras {
+  owner: string;
+  connectionLimit: number;
+  comment: string | null;
+  /** null: the default privileges (datacl NULL). */
+  privileges: { grantee: string; privilege: string; grantable: boolean }[] | null;
+  /** Each `name=value` as pg_db_role_setting keeps it; role null for the database's own. */
+  settings: { role: string | null; setting: string }[];
+}
+
+export async function databaseExtras(client: pg.Client, name: string): Promise<DatabaseExtras | undefined> {
+  const { rows } = await client.query<DatabaseExtras>(
+    `SELECT pg_get_userbyid(d.datdba) AS owner, d.datconnlimit AS "connectionLimit", shobj_description(d.oid, 'pg_database') AS comment,
+            CASE WHEN d.datacl IS NULL THEN NULL ELSE
+              coalesce((SELECT json_agg(json_build_object('grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                                                          'privilege', a.privilege_type, 'grantable', a.is_grantable)
+                                        ORDER BY a.grantee, a.privilege_type)
+                          FROM aclexplode(d.datacl) a), '[]') END AS privileges,
+            coalesce((SELECT json_agg(json_build_object('role', CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, 'setting', c.setting)
+                                      ORDER BY s.setrole, c.n)
+                        FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS c(setting, n)
+                       WHERE s.setdatabase = d.oid), '[]') AS settings
+       FROM pg_database d WHERE d.datname = $1`,
+    [name],
+  );
+  return rows[0];
+}
