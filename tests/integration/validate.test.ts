@@ -8,7 +8,7 @@
  *   sby   PostgreSQL 17 standby (in recovery)
  *   old   PostgreSQL 13 (the version-dependent catalog queries; becomes a standby in its test)
  */
-import { chownSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -371,6 +371,36 @@ describe('validate: tables', () => {
     // A database without such tables has no such check.
     const plain = await createDatabase(src, uniqueDbName('plain'), 'CREATE EXTENSION pg_trgm; CREATE TABLE t (id int PRIMARY KEY)');
     expect(status(await validate(src.conn(plain), tgt.conn(plain)), 'database.extension_data', plain)).toBe('absent');
+  });
+
+  it("names what of the scope lives outside the database's default tablespace, which init creates in the target's", async () => {
+    const db = uniqueDbName('tbsp');
+    const space = `ts_${db}`.slice(0, 60);
+    // A tablespace's directory belongs to the server's user.
+    const dir = path.join(src.rootDir, space);
+    mkdirSync(dir);
+    const owner = statSync(src.rootDir);
+    chownSync(dir, owner.uid, owner.gid);
+    await src.query(`CREATE TABLESPACE ${space} LOCATION '${dir}'`);
+    try {
+      await createDatabase(src, db, `CREATE TABLE hot (id int, v text, CONSTRAINT hot_pkey PRIMARY KEY (id) USING INDEX TABLESPACE ${space});
+        CREATE TABLE cold (id int) TABLESPACE ${space}; CREATE TABLE plain (id int PRIMARY KEY);`);
+      const c = checks(await validate(src.conn(db), tgt.conn(db)), 'tables.tablespaces', db)[0]!;
+      expect(c).toMatchObject({ status: 'warn', details: [`public.cold (table): ${space}`, `public.hot_pkey (index): ${space}`] });
+      expect(c.message).toBe(
+        `2 relations of the scope live outside the database's default tablespace (${space}: 1 table, 1 index): ` +
+          "init creates everything in the target database's default tablespace (as pg_dump --no-tablespaces)",
+      );
+      expect(c.fix).toContain(`ALTER TABLE "public"."cold" SET TABLESPACE "${space}";`);
+      // Out of the scope, out of the check.
+      const only = checks(await validate(src.conn(db), tgt.conn(db), { excludeTables: 'public.cold' }), 'tables.tablespaces', db)[0]!;
+      expect(only.details).toEqual([`public.hot_pkey (index): ${space}`]);
+      const plain = await createDatabase(src, uniqueDbName('plain'), 'CREATE TABLE t (id int PRIMARY KEY)');
+      expect(status(await validate(src.conn(plain), tgt.conn(plain)), 'tables.tablespaces', plain)).toBe('absent');
+    } finally {
+      await src.query(`DROP DATABASE IF EXISTS ${db}`);
+      await src.query(`DROP TABLESPACE IF EXISTS ${space}`);
+    }
   });
 
   it('checks row filters: immutable, replica identity columns only, and a date column for time filters', async () => {

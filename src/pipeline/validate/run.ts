@@ -32,6 +32,7 @@ import {
   publishedTables,
 } from './source-privileges.js';
 import { checkReplicaIdentity, checkScopeNotEmpty, checkUnlogged, gatherLeafIdentities } from './tables.js';
+import { checkTablespaces, gatherTablespaces } from './tablespaces.js';
 import { checkTargetDatabase, gatherTargetDatabase } from './target-database.js';
 import { checkTargetServer, gatherTargetServer, readPreloadLibraries, type TargetServerFacts } from './target-server.js';
 import { checkTools } from './tools.js';
@@ -332,6 +333,8 @@ async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: C
     if (lo) found.push(lo);
     const extData = checkExtensionData(await gatherExtensionData(client));
     if (extData) found.push(extData);
+    const spaces = checkTablespaces(await gatherTablespaces(client, scope.tables));
+    if (spaces) found.push(spaces);
     found.push(...checkSequences(sequencesInScope(facts.sequences, scope.tables), user));
     if (options.method === 'timestamp') found.push(...(await checkTimestampTables(client, scope.tables, options.timestampColumn ?? 'updated_at')));
     return { facts, scope };
