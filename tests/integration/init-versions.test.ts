@@ -32,6 +32,9 @@ afterAll(async () => {
 describe('init across majors', () => {
   it('copies the rich schema from PostgreSQL 13 to 17 with a slot', async () => {
     const db = await createDatabase(src, uniqueDbName('rich13'), RICH);
+    // The database's own settings, comment and privileges, which pg_dump writes only with --create.
+    await src.query(`ALTER DATABASE ${db} SET search_path = "$user", shop, public; COMMENT ON DATABASE ${db} IS 'from 13';
+      REVOKE TEMPORARY ON DATABASE ${db} FROM PUBLIC`);
     const report = await runInit({
       source: src.conn(db), target: tgt.conn(db), scope: emptyScope(), stateDir, jobs: 2, noSync: false, noOwner: false,
       noPrivileges: false, noRoles: false, fkNotValid: false, setReplicaIdentityFull: true, dropExisting: false, restart: false,
@@ -57,6 +60,10 @@ describe('init across majors', () => {
     expect(tgtRows).toEqual(srcRows);
     expect(await largeObjects(tgt.conn(db))).toEqual(await largeObjects(src.conn(db)));
     expect(await sequenceValues(tgt.conn(db))).toEqual(await sequenceValues(src.conn(db)));
+    const props = `SELECT shobj_description(d.oid, 'pg_database') AS comment, has_database_privilege('public', d.oid, 'TEMPORARY') AS temp,
+                          (SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = 0) AS settings
+                     FROM pg_database d WHERE d.datname = $1`;
+    expect(await tgt.query(props, [db])).toEqual([{ comment: 'from 13', temp: false, settings: ['search_path="$user", shop, public'] }]);
     await src.query('SELECT pg_drop_replication_slot($1)', [d.slot!.name]);
   });
 });
