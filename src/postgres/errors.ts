@@ -45,6 +45,15 @@ export function isRetryable(err: unknown): boolean {
   return typeof e?.code === 'string' && NETWORK_CODES.has(e.code);
 }
 
+/**
+ * The server's refusal of one statement (a missing role or column, a constraint, a privilege), after which the
+ * session goes on; not a lost or broken session (classes 08, 57, 53, 58, XX), nor an error without a SQLSTATE.
+ */
+export function isStatementRefusal(err: unknown): boolean {
+  const code = sqlstate(err);
+  return !!code && !/^(08|57|53|58|XX)/.test(code);
+}
+
 /** True when the error means the connection itself could not be made or was refused. */
 export function isConnectFailure(err: unknown): boolean {
   const code = sqlstate(err);

@@ -14,7 +14,7 @@ import type pg from 'pg';
 import { databaseExtras, type DatabaseExtras } from '../../postgres/catalog/databases.js';
 import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { sqlstate } from '../../postgres/errors.js';
+import { isStatementRefusal } from '../../postgres/errors.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { plural } from '../../units.js';
 import { withMaintenanceClient } from './target-db.js';
@@ -102,12 +102,6 @@ export function propertyStatements(database: string, e: DatabaseExtras, o: { noP
   return out;
 }
 
-/** A refusal about one statement (a missing role, an unknown setting); a lost session is not one. */
-function refused(err: unknown): boolean {
-  const code = sqlstate(err);
-  return !!code && !/^(08|57|53|58|XX)/.test(code);
-}
-
 export interface DatabasePropertiesOptions {
   source: ResolvedConnInfo;
   target: ResolvedConnInfo;
@@ -135,7 +129,7 @@ export async function applyDatabaseProperties(o: DatabasePropertiesOptions, extr
         await c.query(s.sql);
         applied++;
       } catch (err) {
-        if (!refused(err)) throw err;
+        if (!isStatementRefusal(err)) throw err;
         skipped++;
         o.warn(`database "${o.targetDatabase}": ${s.what} was not carried over: ${(err as Error).message} (${s.sql})`);
       }

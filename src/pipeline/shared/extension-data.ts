@@ -27,7 +27,7 @@ import { tableSelector, type TableRules } from '../../config/scope.js';
 import { extensionConfigRelations, foreignKeysAmong, type ExtensionConfigRelation } from '../../postgres/catalog/extensions.js';
 import { CANONICAL_SETTINGS, connect } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { operationError, sqlstate } from '../../postgres/errors.js';
+import { isStatementRefusal, operationError } from '../../postgres/errors.js';
 import { displayName, qualifiedName, quoteIdentList, quoteLiteral } from '../../postgres/identifiers.js';
 import { formatBytes, plural } from '../../units.js';
 
@@ -66,12 +66,6 @@ function handCopy(r: ExtensionConfigRelation, columns?: readonly string[]): stri
   return `\\copy (SELECT ${cols} FROM ONLY ${rel}${where}) TO 'rows.csv' on the source, then on the target DELETE FROM ONLY ${rel}${where} and \\copy ${rel}${columns ? ` (${cols})` : ''} FROM 'rows.csv'`;
 }
 
-/** A server's answer about one table (no such column, a condition it rejects); a lost session is not one. */
-function tableLevel(err: unknown): boolean {
-  const code = sqlstate(err);
-  return !!code && !/^(08|57|53|58|XX)/.test(code);
-}
-
 export async function copyExtensionData(o: ExtensionDataOptions): Promise<ExtensionDataResult> {
   const result: ExtensionDataResult = { tables: 0, rows: 0, sequences: 0, skipped: [] };
   const skip = (r: ExtensionConfigRelation, why: string, fix: string) => {
@@ -106,15 +100,31 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
       if (o.signal?.aborted) throw o.signal.reason;
       const rel = qualifiedName(r.schema, r.name);
       if (r.relkind === 'S') {
-        // Read outside any snapshot, as pg_dump reads it: a sequence's latest value.
-        const { rows } = await src.query<{ value: string; called: boolean }>(`SELECT last_value::text AS value, is_called AS called FROM ${rel}`);
-        const there = await tgt.query('SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = $2', [rel, 'S']);
-        if (!there.rowCount) {
-          skip(r, 'the sequence does not exist on the target', `set it there by hand: SELECT setval('${rel}', ${rows[0]!.value}, ${rows[0]!.called})`);
+        let value: { value: string; called: boolean };
+        try {
+          // Read outside any snapshot, as pg_dump reads it: a sequence's latest value.
+          await src.query('SAVEPOINT config_table');
+          value = (await src.query<{ value: string; called: boolean }>(`SELECT last_value::text AS value, is_called AS called FROM ${rel}`)).rows[0]!;
+          await src.query('RELEASE SAVEPOINT config_table');
+        } catch (err) {
+          if (!isStatementRefusal(err)) throw err;
+          await src.query('ROLLBACK TO SAVEPOINT config_table');
+          skip(r, `the source refused to read it: ${(err as Error).message}`, 'set it on the target by hand (setval)');
           continue;
         }
-        await tgt.query('SELECT setval($1::regclass, $2::bigint, $3)', [rel, rows[0]!.value, rows[0]!.called]);
-        result.sequences++;
+        const setval = `SELECT setval(${quoteLiteral(rel)}, ${value.value}, ${value.called})`;
+        const there = await tgt.query('SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = $2', [rel, 'S']);
+        if (!there.rowCount) {
+          skip(r, 'the sequence does not exist on the target', `set it there by hand: ${setval}`);
+          continue;
+        }
+        try {
+          await tgt.query('SELECT setval($1::regclass, $2::bigint, $3)', [rel, value.value, value.called]);
+          result.sequences++;
+        } catch (err) {
+          if (!isStatementRefusal(err)) throw err;
+          skip(r, `the target refused it: ${(err as Error).message}`, `set it there by hand: ${setval}`);
+        }
         continue;
       }
       const { columns, bytes } = await sourceTable(src, rel);
@@ -146,7 +156,7 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
         await src.query('RELEASE SAVEPOINT config_table');
         ready.push({ r, rel, columns, rows });
       } catch (err) {
-        if (!tableLevel(err)) throw err;
+        if (!isStatementRefusal(err)) throw err;
         await src.query('ROLLBACK TO SAVEPOINT config_table');
         skip(r, `the source refused to read it: ${(err as Error).message}`, `copy the rows by hand: ${handCopy(r, columns)}`);
       }
@@ -161,7 +171,7 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
         await sql();
         await tgt!.query('RELEASE SAVEPOINT config_table');
       } catch (err) {
-        if (!tableLevel(err)) throw err;
+        if (!isStatementRefusal(err)) throw err;
         await tgt!.query('ROLLBACK TO SAVEPOINT config_table');
         refused.add(t.r.oid);
         skip(t.r, `the target refused it: ${(err as Error).message}`, `copy the rows by hand: ${handCopy(t.r, t.columns)}`);
