@@ -155,6 +155,23 @@ describe('cutover', () => {
     expect(await fenceSchemaExists(s.db)).toBe(true);
   });
 
+  it('--reverse is refused before anything is fenced when the target has no room for the reverse slot', async () => {
+    const s = await prepare('revroom');
+    const [room] = await tgt.query<{ free: number }>("SELECT current_setting('max_replication_slots')::int - (SELECT count(*)::int FROM pg_replication_slots) AS free");
+    const hogs = Array.from({ length: room!.free }, (_, i) => `hog${i}_${s.db}`.slice(0, 63));
+    for (const h of hogs) await tgt.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [h], s.db);
+    try {
+      const r = await s.cli('cutover', '--yes', '--reverse', '--verify', 'none');
+      expect(r.exitCode, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/--reverse replicates from the target back to the old source after the hand-over, and the target cannot: max_replication_slots = \d+ with \d+ in use, and 1 more needed \(one per database\); nothing was fenced/);
+      expect(r.stderr).toMatch(/hint: on the target: ALTER SYSTEM SET max_replication_slots = \d+; then restart it and run cutover again \(or leave out --reverse\)/);
+      expect(await fenceSchemaExists(s.db)).toBe(false);
+      expect(await appCan(src, s)).toMatch(/^inserted \d+$/);
+    } finally {
+      for (const h of hogs) await tgt.query('SELECT pg_drop_replication_slot($1)', [h]);
+    }
+  });
+
   it('--reverse: a row written on the new primary reaches the old source', async () => {
     const s = await prepare('rev');
     const writer = appWriter(s);

@@ -11,11 +11,13 @@
  * refuse every application write.
  */
 import type pg from 'pg';
+import { UsageError } from '../../errors.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { lockTableError } from '../../postgres/errors.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { objectNames } from '../../state/object-names.js';
 import { subscriptionConninfo } from '../shared/subscription.js';
+import { plural } from '../../units.js';
 
 export interface ReverseNames {
   publication: string;
@@ -65,4 +67,43 @@ export async function ensureReverseSubscription(
   return ci.hasPassword
     ? `the reverse subscription ${names.subscription} on the old source stores the target password in its connection string (pg_subscription.subconninfo)`
     : null;
+}
+
+/**
+ * What --reverse needs of the target before anything is fenced: the reverse subscription creates a slot there and
+ * streams from a WAL sender, after the hand-over, when a missing wal_level = logical (a restart) could not be fixed
+ * in passing. A slot of an earlier, interrupted reverse replication counts as there. Throws with the fix, or
+ * returns a line for the preconditions' report.
+ */
+export async function assertReverseRoom(target: pg.Client, slots: readonly string[]): Promise<string> {
+  const { rows } = await target.query<{ level: string; max_slots: number; used: number; ours: number; max_senders: number; senders: number }>(
+    `SELECT current_setting('wal_level') AS level, current_setting('max_replication_slots')::int AS max_slots,
+            (SELECT count(*)::int FROM pg_replication_slots) AS used,
+            (SELECT count(*)::int FROM pg_replication_slots WHERE slot_name = ANY($1)) AS ours,
+            current_setting('max_wal_senders')::int AS max_senders,
+            (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'walsender') AS senders`,
+    [slots],
+  );
+  const r = rows[0]!;
+  const needed = slots.length - r.ours;
+  const problems: string[] = [];
+  const fixes: string[] = [];
+  if (r.level !== 'logical') {
+    problems.push(`wal_level = ${r.level} (logical replication needs logical)`);
+    fixes.push('ALTER SYSTEM SET wal_level = logical');
+  }
+  if (r.max_slots - r.used < needed) {
+    problems.push(`max_replication_slots = ${r.max_slots} with ${r.used} in use, and ${needed} more needed (one per database)`);
+    fixes.push(`ALTER SYSTEM SET max_replication_slots = ${r.used + needed}`);
+  }
+  if (r.max_senders - r.senders < needed) {
+    problems.push(`max_wal_senders = ${r.max_senders} with ${r.senders} in use, and ${needed} more needed`);
+    fixes.push(`ALTER SYSTEM SET max_wal_senders = ${r.senders + needed}`);
+  }
+  if (problems.length) {
+    throw new UsageError(`--reverse replicates from the target back to the old source after the hand-over, and the target cannot: ${problems.join('; ')}; nothing was fenced`, {
+      hint: `on the target: ${fixes.join('; ')}; then restart it and run cutover again (or leave out --reverse)`,
+    });
+  }
+  return `the target can replicate back (${plural(needed, 'slot')} to create, ${r.max_slots - r.used} free)`;
 }

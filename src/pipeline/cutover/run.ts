@@ -35,7 +35,7 @@ import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, u
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
 import { dropForwardSubscription, dropSourceSlot } from './hand-over.js';
 import { afterUnfence, refuseReverse, runningApplier, stopApplier, timestampReady } from './methods.js';
-import { ensureReversePublication, ensureReverseSubscription, reverseNames } from './reverse.js';
+import { assertReverseRoom, ensureReversePublication, ensureReverseSubscription, reverseNames } from './reverse.js';
 import { moveSequences } from './sequences.js';
 import {
   CUTOVER_STATE_VERSION,
@@ -263,13 +263,18 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
     if (!handingOver && method === 'timestamp') {
       await phase(x, 'preconditions', 'init and round state are there', () => timestampReady(initState, pairs), (t) => t);
     } else if (!handingOver) {
-      await phase(x, 'preconditions', 'replication is healthy', async () => {
+      // --reverse (not yet begun): the target must be able to replicate back, or the fallback would fail after the hand-over.
+      const reverseSlots = o.reverse && !resuming
+        ? pairs.map((p) => reverseNames({ sourceSystemIdentifier: ids.source.systemIdentifier, targetSystemIdentifier: ids.target.systemIdentifier }, p.sourceDatabase, p.targetDatabase).slot)
+        : null;
+      await phase(x, 'preconditions', `replication is healthy${reverseSlots ? ', and the target can replicate back' : ''}`, async () => {
         const st = await streamHealth({ source: o.source, target: o.target, stateDir: o.stateDir, scope });
         if (st.verdict.health !== 'healthy') {
           throw new UsageError(`replication is not healthy, so nothing was fenced: ${st.verdict.text}`, { hint: 'fix what pgferry status reports, then run cutover again' });
         }
-        return st;
-      }, (st) => st.verdict.text);
+        const back = reverseSlots ? await withClient(o.target, (c) => assertReverseRoom(c, reverseSlots), { label: 'the target', applicationName: 'pgferry cutover' }) : null;
+        return { st, back };
+      }, ({ st, back }) => (back ? `${st.verdict.text}; ${back}` : st.verdict.text));
     }
 
     // The plan: what the fence will do, per database (reads only).
