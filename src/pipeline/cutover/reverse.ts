@@ -107,3 +107,24 @@ export async function assertReverseRoom(target: pg.Client, slots: readonly strin
   }
   return `the target can replicate back (${plural(needed, 'slot')} to create, ${r.max_slots - r.used} free)`;
 }
+
+/**
+ * The reverse subscription is created on the old source by pgferry's role there: before PostgreSQL 16 only a
+ * superuser may create a subscription, from 16 also a member of pg_create_subscription (with CREATE on the
+ * database). Null when it may; otherwise what is missing.
+ */
+export function reverseRightsProblem(r: { superuser: boolean; major: number; canCreateSubscription: boolean }): string | null {
+  if (r.superuser || (r.major >= 16 && r.canCreateSubscription)) return null;
+  return r.major >= 16
+    ? "pgferry's role on the source may not create the reverse subscription (it needs pg_create_subscription and CREATE on the database)"
+    : `pgferry's role on the source may not create the reverse subscription (PostgreSQL ${r.major} allows it to superusers only)`;
+}
+
+/** Whether pgferry's role on the source may create a subscription in this database (16+: pg_create_subscription and CREATE). */
+export async function canCreateSubscription(source: pg.Client, major: number): Promise<boolean> {
+  if (major < 16) return false;
+  const { rows } = await source.query<{ ok: boolean }>(
+    "SELECT pg_has_role(current_user, 'pg_create_subscription', 'USAGE') AND has_database_privilege(current_database(), 'CREATE') AS ok",
+  );
+  return rows[0]!.ok;
+}

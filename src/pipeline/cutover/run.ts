@@ -35,7 +35,7 @@ import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, u
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
 import { dropForwardSubscription, dropSourceSlot } from './hand-over.js';
 import { afterUnfence, refuseReverse, runningApplier, stopApplier, timestampReady } from './methods.js';
-import { assertReverseRoom, ensureReversePublication, ensureReverseSubscription, reverseNames } from './reverse.js';
+import { assertReverseRoom, canCreateSubscription, ensureReversePublication, ensureReverseSubscription, reverseNames, reverseRightsProblem } from './reverse.js';
 import { moveSequences } from './sequences.js';
 import {
   CUTOVER_STATE_VERSION,
@@ -271,6 +271,11 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         const st = await streamHealth({ source: o.source, target: o.target, stateDir: o.stateDir, scope });
         if (st.verdict.health !== 'healthy') {
           throw new UsageError(`replication is not healthy, so nothing was fenced: ${st.verdict.text}`, { hint: 'fix what pgferry status reports, then run cutover again' });
+        }
+        for (const p of reverseSlots && !ids.source.superuser ? pairs : []) {
+          const may = await withClient(p.sourceConn, (c) => canCreateSubscription(c, ids.source.major), { label: 'the source', applicationName: 'pgferry cutover' });
+          const problem = reverseRightsProblem({ superuser: false, major: ids.source.major, canCreateSubscription: may });
+          if (problem) throw new UsageError(`--reverse: ${problem} in database "${p.sourceDatabase}"; nothing was fenced`, { hint: 'run cutover as a role that may (or leave out --reverse)' });
         }
         const back = reverseSlots ? await withClient(o.target, (c) => assertReverseRoom(c, reverseSlots), { label: 'the target', applicationName: 'pgferry cutover' }) : null;
         return { st, back };
