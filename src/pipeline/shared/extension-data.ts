@@ -161,35 +161,47 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
         skip(r, `the source refused to read it: ${(err as Error).message}`, `copy the rows by hand: ${handCopy(r, columns)}`);
       }
     }
-    if (!ready.length) return result;
     // One target transaction: the rows a foreign key between two such tables ties are deleted children first and
-    // written parents first, and what one table's failure leaves undone is that table's alone (a savepoint each).
-    const refused = new Set<string>();
-    const attempt = async (t: (typeof ready)[number], sql: () => Promise<void>) => {
-      try {
-        await tgt!.query('SAVEPOINT config_table');
-        await sql();
-        await tgt!.query('RELEASE SAVEPOINT config_table');
-      } catch (err) {
-        if (!isStatementRefusal(err)) throw err;
-        await tgt!.query('ROLLBACK TO SAVEPOINT config_table');
-        refused.add(t.r.oid);
-        skip(t.r, `the target refused it: ${(err as Error).message}`, `copy the rows by hand: ${handCopy(t.r, t.columns)}`);
+    // written parents first. A table the target refuses undoes the whole transaction, and it is tried again without
+    // that table, so that every table's rows are either all replaced or left as they were.
+    let pending = ready;
+    while (pending.length) {
+      await tgt.query('BEGIN');
+      writing = true;
+      let failed: (typeof ready)[number] | undefined;
+      let failure: unknown;
+      let rows = 0;
+      for (const t of [...pending].reverse()) {
+        try {
+          await tgt.query(`DELETE FROM ONLY ${t.rel} ${t.r.condition}`);
+        } catch (err) {
+          [failed, failure] = [t, err];
+          break;
+        }
       }
-    };
-    await tgt.query('BEGIN');
-    writing = true;
-    for (const t of [...ready].reverse()) await attempt(t, async () => void (await tgt!.query(`DELETE FROM ONLY ${t.rel} ${t.r.condition}`)));
-    for (const t of ready.filter((x) => !refused.has(x.r.oid))) {
-      await attempt(t, async () => {
-        const into = tgt!.query(copyFrom(`COPY ${t.rel} (${quoteIdentList(t.columns)}) FROM STDIN`));
-        await pipeline(Readable.from(t.rows), into);
-        result.tables++;
-        result.rows += into.rowCount ?? 0;
-      });
+      for (const t of failed ? [] : pending) {
+        try {
+          const into = tgt.query(copyFrom(`COPY ${t.rel} (${quoteIdentList(t.columns)}) FROM STDIN`));
+          await pipeline(Readable.from(t.rows), into);
+          rows += into.rowCount ?? 0;
+        } catch (err) {
+          [failed, failure] = [t, err];
+          break;
+        }
+      }
+      if (!failed) {
+        await tgt.query('COMMIT');
+        writing = false;
+        result.tables += pending.length;
+        result.rows += rows;
+        break;
+      }
+      await tgt.query('ROLLBACK');
+      writing = false;
+      if (!isStatementRefusal(failure)) throw failure;
+      skip(failed.r, `the target refused it: ${(failure as Error).message}`, `copy the rows by hand: ${handCopy(failed.r, failed.columns)}`);
+      pending = pending.filter((t) => t !== failed);
     }
-    await tgt.query('COMMIT');
-    writing = false;
     return result;
   } catch (err) {
     throw operationError(err, "copying the rows of the extensions' configuration tables");
