@@ -9,7 +9,8 @@
  * condition selects there (children of a foreign key first), then copies the
  * source's (parents first): a rerun after an interrupted init writes the same
  * rows again instead of doubling them, and cutover (with writers fenced) makes
- * the target's the source's once more.
+ * the target's the source's once more. A table the target refuses is left as
+ * it was: the transaction is rolled back and tried again without it.
  *
  * What cannot be copied as it is (the table or a column missing on the target,
  * an extension at another version there, a data rule on one of its columns:
