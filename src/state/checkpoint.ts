@@ -37,6 +37,8 @@ export interface RunOptionsRecord {
   noPrivileges: boolean;
   noRoles: boolean;
   fkNotValid: boolean;
+  /** init --keep-tablespaces (absent: false). */
+  keepTablespaces?: boolean;
   /** init --method timestamp (absent: logical). */
   method?: 'timestamp';
   /** May change between runs. */
@@ -311,7 +313,7 @@ export function assertSameRun(s: RunState, now: RunIdentity, stateDir: string): 
   if (s.scopeHash !== now.scopeHash) {
     changes.push(`the scope (tables, filters) changed (scope hash ${s.scopeHash} → ${now.scopeHash})`);
   }
-  for (const k of ['noSync', 'noOwner', 'noPrivileges', 'noRoles', 'fkNotValid'] as const) {
+  for (const k of ['noSync', 'noOwner', 'noPrivileges', 'noRoles', 'fkNotValid', 'keepTablespaces'] as const) {
     if (!!s.options[k] !== !!now.options[k]) changes.push(`option ${optionFlag(k, !!now.options[k])} differs from the first run`);
   }
   if ((s.options.method ?? 'logical') !== (now.options.method ?? 'logical')) {
@@ -331,6 +333,7 @@ function optionFlag(k: keyof RunOptionsRecord, value: boolean): string {
     noPrivileges: '--no-privileges',
     noRoles: '--no-roles',
     fkNotValid: '--fk-not-valid',
+    keepTablespaces: '--keep-tablespaces',
   };
   return `${names[k] ?? k} (${value ? 'given now' : 'given before'})`;
 }

@@ -8,7 +8,7 @@
  * schema-only tables, foreign keys the scope breaks, an existing target
  * database, --dry-run.
  */
-import { readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -420,6 +420,46 @@ describe('init', () => {
                           has_database_privilege('public', d.oid, 'CONNECT') AS public_connect, has_database_privilege($2, d.oid, 'CONNECT') AS role_connect
                      FROM pg_database d WHERE d.datname = $1`;
     expect(await tgt.query(props, [db, role])).toEqual([{ datconnlimit: 40, comment: 'carried over', public_connect: false, role_connect: true }]);
+  });
+
+  it('--keep-tablespaces puts each table and index where the source has it, and is refused while the target lacks one', async () => {
+    const db = uniqueDbName('keepts');
+    const hotSpace = `tsh_${db}`.slice(0, 60);
+    const coldSpace = `tsc_${db}`.slice(0, 60);
+    const made: [LocalCluster, string][] = [];
+    // A tablespace's directory belongs to the server's user.
+    const tablespace = async (c: LocalCluster, name: string) => {
+      const dir = path.join(c.rootDir, name);
+      mkdirSync(dir);
+      const owner = statSync(c.rootDir);
+      chownSync(dir, owner.uid, owner.gid);
+      await c.query(`CREATE TABLESPACE ${name} LOCATION '${dir}'`);
+      made.push([c, name]);
+    };
+    await tablespace(src, hotSpace);
+    await tablespace(src, coldSpace);
+    await tablespace(tgt, hotSpace);
+    try {
+      await createDatabase(src, db, `CREATE TABLE hot (id int, v text, CONSTRAINT hot_pkey PRIMARY KEY (id) USING INDEX TABLESPACE ${hotSpace});
+        INSERT INTO hot SELECT g, 'v' || g FROM generate_series(1, 500) g;
+        CREATE TABLE cold (id int PRIMARY KEY) TABLESPACE ${coldSpace}; INSERT INTO cold SELECT generate_series(1, 10);`);
+      const o = await options(db, {}, { noSync: true, noRoles: true, keepTablespaces: true });
+      await expect(runInit(o)).rejects.toThrow(`--keep-tablespaces: the target has no tablespace ${coldSpace}, which the source's relations use; nothing was written`);
+      expect(await tgt.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).toEqual([]);
+      // Once the target has it too, each relation lands where it is on the source.
+      await tablespace(tgt, coldSpace);
+      expect((await runInit(o)).databases[0]!.phase).toBe('done');
+      const where = `SELECT c.relname AS name, coalesce(t.spcname, '-') AS space FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace
+                      WHERE c.relname IN ('hot', 'hot_pkey', 'cold', 'cold_pkey') ORDER BY 1`;
+      expect(await tgt.query(where, [], db)).toEqual([
+        { name: 'cold', space: coldSpace }, { name: 'cold_pkey', space: '-' }, { name: 'hot', space: '-' }, { name: 'hot_pkey', space: hotSpace },
+      ]);
+      expect(await tgt.query(where, [], db)).toEqual(await src.query(where, [], db));
+      expect(await tgt.query('SELECT count(*)::int AS n FROM hot', [], db)).toEqual([{ n: 500 }]);
+    } finally {
+      await Promise.all([src, tgt].map((c) => c.query(`DROP DATABASE IF EXISTS ${db}`)));
+      for (const [c, name] of made) await c.query(`DROP TABLESPACE IF EXISTS ${name}`);
+    }
   });
 
   it('copies roles, skipping what a non-superuser target refuses, as warnings', async () => {

@@ -22,6 +22,7 @@ interface InitArgs extends ScopeArgs {
   method: 'logical' | 'timestamp';
   owner: boolean;
   privileges: boolean;
+  keepTablespaces: boolean;
   roles: boolean;
   fkNotValid: boolean;
   setReplicaIdentityFull: boolean;
@@ -166,6 +167,10 @@ export const initCommand = defineCommand<InitArgs>({
       })
       .option('owner', { type: 'boolean', default: true, group: INIT_GROUP, describe: '--no-owner: objects on the target are owned by the connecting user' })
       .option('privileges', { type: 'boolean', default: true, group: INIT_GROUP, describe: '--no-privileges: leave out GRANTs' })
+      .option('keep-tablespaces', {
+        type: 'boolean', default: false, group: INIT_GROUP,
+        describe: 'create each table, index and materialized view in the tablespace it uses on the source (each must exist on the target); without it, all go to the target database\'s default tablespace',
+      })
       .option('roles', {
         type: 'boolean',
         default: true,
@@ -241,6 +246,7 @@ export const initCommand = defineCommand<InitArgs>({
         method: argv.method,
         noOwner: !argv.owner,
         noPrivileges: !argv.privileges,
+        keepTablespaces: argv.keepTablespaces,
         noRoles: !argv.roles,
         fkNotValid: argv.fkNotValid,
         setReplicaIdentityFull: argv.setReplicaIdentityFull || !!wizardRunOptions(ctx).setReplicaIdentityFull,

@@ -23,10 +23,11 @@ import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import { CANONICAL_SETTINGS, withClient } from '../../postgres/connect.js';
 import { keepingSessions } from '../../postgres/session-keeper.js';
 import { describeConn, type ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { displayName } from '../../postgres/identifiers.js';
+import { displayName, quoteIdent } from '../../postgres/identifiers.js';
 import { sameServer, type ServerIdentity } from '../../postgres/probe.js';
 import { forDatabase } from '../../postgres/conninfo.js';
 import { sqlstate } from '../../postgres/errors.js';
+import { gatherTablespaces } from '../../postgres/catalog/tablespaces.js';
 import { assertToolCanDump, prefetchTools, requireTool } from '../../postgres/tools.js';
 import {
   acquireLock, assertSameRun, discardState, loadState, phaseBefore, saveState, StateStore, STATE_VERSION, tableKey, type DatabaseState, type RunIdentity, type RunState,
@@ -69,6 +70,8 @@ export interface InitOptions {
   noPrivileges: boolean;
   noRoles: boolean;
   fkNotValid: boolean;
+  /** Restore each relation into the tablespace it uses on the source (each must exist on the target). */
+  keepTablespaces?: boolean;
   /** ALTER TABLE … REPLICA IDENTITY FULL on streamed tables without a row identity (instead of refusing them). */
   setReplicaIdentityFull?: boolean;
   dropExisting: boolean;
@@ -148,6 +151,8 @@ interface ResolvedScopes {
   filters: Record<string, Record<string, string>>;
   problems: Record<string, ForeignKeyProblem[]>;
   replication: Record<string, ReplicationCheck>;
+  /** --keep-tablespaces: the tablespaces each database's relations use on the source. */
+  tablespaces: Record<string, string[]>;
 }
 
 /** init: its steps hand each other their sessions (session-keeper.ts); all are closed when it ends. */
@@ -190,15 +195,20 @@ async function initRun(o: InitOptions): Promise<InitReport> {
 
     const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
     const plan = needPlan ? await makePlan(o, ids, scopes.contexts, scopes.filters, scopes.problems, scopes.replication, state) : null;
+    const spaces = await tablespaceRefusal(o, ids, scopes.tablespaces);
     if (o.dryRun) {
       return {
         dryRun: true, method: o.method ?? 'logical', resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
         databases: [], phaseSeconds: {}, seconds: (performance.now() - started) / 1000, warnings,
-        refusals: [...planRefusals(plan!.databases, o.dropExisting), ...[await slots].flatMap((r) => (r ? [`${r.message}; ${r.hint}`] : []))],
+        refusals: [
+          ...planRefusals(plan!.databases, o.dropExisting), ...[await slots].flatMap((r) => (r ? [`${r.message}; ${r.hint}`] : [])),
+          ...(spaces ? [`${spaces.message}; ${spaces.hint}`] : []),
+        ],
       };
     }
     const noRoom = await slots;
     if (noRoom) throw new UsageError(noRoom.message, { hint: noRoom.hint });
+    if (spaces) throw spaces;
     await refuseOrConfirm(o, scopes, resumed, plan, warn, targetsEmpty);
     const dbOptions = await confirmDrops(o, ids, scopes, resumed);
 
@@ -235,6 +245,18 @@ function slotsWanted(ids: ServerIds, pairs: DatabasePair[], state: RunState | un
     }).slot);
 }
 
+/** --keep-tablespaces: every tablespace the scope's relations use on the source must exist on the target (pg_restore would stop at the first one missing). Null when they do. */
+async function tablespaceRefusal(o: InitOptions, ids: ServerIds, used: Record<string, string[]>): Promise<UsageError | null> {
+  const wanted = [...new Set(Object.values(used).flat())].sort();
+  if (!wanted.length) return null;
+  const there = await withClient(forDatabase(o.target, ids.target.database), async (c) => (await c.query<{ spcname: string }>('SELECT spcname FROM pg_tablespace')).rows.map((r) => r.spcname), { label: 'the target' });
+  const missing = wanted.filter((t) => !there.includes(t));
+  if (!missing.length) return null;
+  return new UsageError(`--keep-tablespaces: the target has no tablespace ${missing.join(', ')}, which the source's relations use; nothing was written`, {
+    hint: `create ${missing.length > 1 ? 'them' : 'it'} on the target (CREATE TABLESPACE ${quoteIdent(missing[0]!)} LOCATION '…'), or leave out --keep-tablespaces (everything then goes to the target database's default tablespace)`,
+  });
+}
+
 /** The client tools init runs, and that they can dump the source's major. */
 function checkClientTools(o: InitOptions, sourceMajor: number): void {
   const dump = requireTool('pg_dump', o.pgBinDir);
@@ -268,6 +290,7 @@ async function loadRun(o: InitOptions, ids: ServerIds, pairs: DatabasePair[], pr
     scopeHash: scopeHash(o.scope),
     options: {
       noSync: o.noSync, noOwner: o.noOwner, noPrivileges: o.noPrivileges, noRoles: o.noRoles, fkNotValid: o.fkNotValid, jobs: o.jobs,
+      ...(o.keepTablespaces ? { keepTablespaces: true } : {}),
       ...(o.method === 'timestamp' ? { method: 'timestamp' as const } : {}),
     },
     databases: Object.fromEntries(pairs.map((p) => [p.source, p.target])),
@@ -281,7 +304,7 @@ async function loadRun(o: InitOptions, ids: ServerIds, pairs: DatabasePair[], pr
 async function resolveScopes(
   o: InitOptions, ids: ServerIds, pairs: DatabasePair[], state: RunState | undefined, warn: (message: string) => void,
 ): Promise<ResolvedScopes> {
-  const scopes: ResolvedScopes = { contexts: [], cutoffs: {}, filters: {}, problems: {}, replication: {} };
+  const scopes: ResolvedScopes = { contexts: [], cutoffs: {}, filters: {}, problems: {}, replication: {}, tablespaces: {} };
   for (const p of pairs) {
     await withClient(
       p.sourceConn,
@@ -300,6 +323,7 @@ async function resolveScopes(
         } else {
           await checkNewScope(c, o, ids, p.source, tables, fks, scopes);
         }
+        if (o.keepTablespaces) scopes.tablespaces[p.source] = [...new Set((await gatherTablespaces(c, tables)).relations.map((r) => r.tablespace))];
         scopes.contexts.push({ ...p, tables, allTables, excluded: scope.excluded, fks });
       },
       { label: 'the source', settings: { ...CANONICAL_SETTINGS } },

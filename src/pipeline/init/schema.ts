@@ -37,6 +37,8 @@ export interface SchemaToolOptions {
   signal?: AbortSignal;
   noOwner: boolean;
   noPrivileges: boolean;
+  /** Keep each relation's tablespace (--keep-tablespaces); else all go to the target database's default. */
+  keepTablespaces?: boolean;
 }
 
 /** pg_dump pattern for exactly one relation: both parts quoted, so nothing in them is a wildcard. */
@@ -94,7 +96,7 @@ export async function dumpSchema(
 }
 
 function restoreArgs(o: SchemaToolOptions): string[] {
-  const args = ['--no-tablespaces', '--exit-on-error'];
+  const args = o.keepTablespaces ? ['--exit-on-error'] : ['--no-tablespaces', '--exit-on-error'];
   if (o.noOwner) args.push('--no-owner');
   if (o.noPrivileges) args.push('--no-privileges');
   return args;

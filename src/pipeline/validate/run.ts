@@ -7,6 +7,7 @@
 import type pg from 'pg';
 import { ExitCode, PgferryError, errorMessage } from '../../errors.js';
 import { resolveDatabases, resolveTables, rulesFor, type DatabaseScope } from '../../config/scope.js';
+import { gatherTablespaces } from '../../postgres/catalog/tablespaces.js';
 import { NO_SIZES } from '../../postgres/catalog/tables.js';
 import { silentProgress, type ProgressSink, type ProgressStatus } from '../shared/progress.js';
 import { shutdownSignal, throwIfShuttingDown } from '../../lifecycle.js';
@@ -32,7 +33,7 @@ import {
   publishedTables,
 } from './source-privileges.js';
 import { checkReplicaIdentity, checkScopeNotEmpty, checkUnlogged, gatherLeafIdentities } from './tables.js';
-import { checkTablespaces, gatherTablespaces } from './tablespaces.js';
+import { checkTablespaces } from './tablespaces.js';
 import { checkTargetDatabase, gatherTargetDatabase } from './target-database.js';
 import { checkTargetServer, gatherTargetServer, readPreloadLibraries, type TargetServerFacts } from './target-server.js';
 import { checkTools } from './tools.js';
