@@ -193,6 +193,16 @@ describe('run lock', () => {
     await release();
   });
 
+  it('takes over an empty or torn lock file (a crash while it was written; it is not fsynced)', async () => {
+    const dir = await tmp();
+    for (const text of ['', '{"pid": 12']) {
+      await writeFile(path.join(dir, 'lock'), text);
+      const release = await acquireLock(dir);
+      expect(JSON.parse(await readFile(path.join(dir, 'lock'), 'utf8')).pid).toBe(process.pid);
+      await release();
+    }
+  });
+
   it('tells a recycled pid from the owner by its start time, and never takes a lock from another host', async () => {
     const dir = await tmp();
     await writeFile(path.join(dir, 'lock'), JSON.stringify({ pid: process.pid, host: os.hostname(), processStart: '1', startedAt: 'then' }));
