@@ -418,7 +418,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
               if (!configs[i]!.length) continue;
               out.push(await copyExtensionData({
                 source: p.sourceConn, target: p.targetConn, sessions: { source: sessions[i]!.src, target: sessions[i]!.tgt },
-                rules: rulesFor(scope, p.sourceDatabase), warn: (m) => warn(x, `database ${p.sourceDatabase}: ${m}`), signal: o.signal,
+                rules: rulesFor(scope, p.sourceDatabase), relations: configs[i]!, warn: (m) => warn(x, `database ${p.sourceDatabase}: ${m}`), signal: o.signal,
               }));
             }
             return out;

@@ -103,11 +103,8 @@ export function propertyStatements(database: string, e: DatabaseExtras, o: { noP
 }
 
 export interface DatabasePropertiesOptions {
-  source: ResolvedConnInfo;
   target: ResolvedConnInfo;
-  sourceDatabase: string;
   targetDatabase: string;
-  noPrivileges: boolean;
   warn: (message: string) => void;
 }
 
@@ -116,9 +113,8 @@ export function readDatabaseExtras(source: ResolvedConnInfo, name: string): Prom
   return withClient(source, (c) => databaseExtras(c, name), { label: 'the source' });
 }
 
-/** Apply them to the target database; returns how many statements were applied and how many refused. */
-export async function applyDatabaseProperties(o: DatabasePropertiesOptions, extras: DatabaseExtras): Promise<{ applied: number; refused: number }> {
-  const statements = propertyStatements(o.targetDatabase, extras, o);
+/** Apply propertyStatements' statements to the target database; returns how many were applied and how many refused. */
+export async function applyDatabaseProperties(o: DatabasePropertiesOptions, statements: readonly PropertyStatement[]): Promise<{ applied: number; refused: number }> {
   let applied = 0;
   let skipped = 0;
   if (!statements.length) return { applied, refused: skipped };

@@ -314,10 +314,12 @@ async function dataPhase(r: PhaseRun, holder: SnapshotHolder): Promise<void> {
     });
   }
   // Not recorded: a rerun of the data phase copies them again, which replaces what an earlier run wrote.
-  if ((await extensionConfig).length) {
+  const relations = await extensionConfig;
+  if (relations.length) {
     await timed('extension-data', "extensions' configuration rows", async () =>
       describeExtensionData(await copyExtensionData({
-        source: x.source.conn, target: x.target.conn, snapshot: holder.snapshotName, rules: rulesFor(o.scope, d.sourceDatabase), warn: x.warn, signal: x.signal,
+        source: x.source.conn, target: x.target.conn, snapshot: holder.snapshotName, rules: rulesFor(o.scope, d.sourceDatabase), relations,
+        warn: x.warn, signal: x.signal,
       })));
   }
   await setPhase('post-data');
@@ -362,10 +364,10 @@ async function analyzePhase(r: PhaseRun): Promise<void> {
   });
   // Last, so that a statement_timeout or a read-only default of the database never reaches init's own sessions.
   const e = await extras;
-  if (e && propertyStatements(d.targetDatabase, e, o).length) {
-    await timed('properties', 'database settings, privileges and comment', async () => describeProperties(await applyDatabaseProperties({
-      source: x.source.conn, target: x.target.conn, sourceDatabase: d.sourceDatabase, targetDatabase: d.targetDatabase, noPrivileges: o.noPrivileges, warn: x.warn,
-    }, e)));
+  const statements = e ? propertyStatements(d.targetDatabase, e, o) : [];
+  if (statements.length) {
+    await timed('properties', 'database settings, privileges and comment', async () =>
+      describeProperties(await applyDatabaseProperties({ target: x.target.conn, targetDatabase: d.targetDatabase, warn: x.warn }, statements)));
   }
   await store.update(() => {
     d.phase = 'done';

@@ -2,15 +2,16 @@
  * What init refuses before it writes anything, in one place: foreign keys the
  * scope breaks (unless --fk-not-valid helps), replication problems of the
  * scope and no room for its replication slots on the source (unless
- * --no-sync), and a target database that is not empty (unless
- * --drop-existing). runInit stops on them (exit 2); the plan lists them, for
+ * --no-sync), a target database that is not empty (unless
+ * --drop-existing), and a tablespace the target lacks (with
+ * --keep-tablespaces). runInit stops on them (exit 2); the plan lists them, for
  * --dry-run to show and to exit 2 with.
  */
 import { UsageError } from '../../errors.js';
 import { describeObjectCounts } from '../../postgres/catalog/databases.js';
 import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { quoteLiteral } from '../../postgres/identifiers.js';
+import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { plural } from '../../units.js';
 import { fkProblemHint, type ForeignKeyProblem } from '../shared/foreign-key-check.js';
 import type { PlannedDatabase } from './plan.js';
@@ -98,4 +99,16 @@ export async function slotRefusal(source: ResolvedConnInfo, wanted: readonly str
     hint: `ALTER SYSTEM SET max_replication_slots = ${slots.length + needed} on the source, then restart it` +
       (idle.length ? `; or drop slots nobody uses: ${idle.map((s) => `SELECT pg_drop_replication_slot(${quoteLiteral(s.name)});`).join(' ')}` : ''),
   };
+}
+
+/** --keep-tablespaces: every tablespace the scope's relations use on the source must exist on the target (pg_restore would stop at the first one missing). Null when they do. */
+export async function tablespaceRefusal(target: ResolvedConnInfo, used: Record<string, string[]>): Promise<UsageError | null> {
+  const wanted = [...new Set(Object.values(used).flat())].sort();
+  if (!wanted.length) return null;
+  const there = await withClient(target, async (c) => (await c.query<{ spcname: string }>('SELECT spcname FROM pg_tablespace')).rows.map((r) => r.spcname), { label: 'the target' });
+  const missing = wanted.filter((t) => !there.includes(t));
+  if (!missing.length) return null;
+  return new UsageError(`--keep-tablespaces: the target has no tablespace ${missing.join(', ')}, which the source's relations use; nothing was written`, {
+    hint: `create ${missing.length > 1 ? 'them' : 'it'} on the target (CREATE TABLESPACE ${quoteIdent(missing[0]!)} LOCATION '…'), or leave out --keep-tablespaces (everything then goes to the target database's default tablespace)`,
+  });
 }

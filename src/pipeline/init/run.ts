@@ -23,7 +23,7 @@ import type { CatalogTable } from '../../postgres/catalog/tables.js';
 import { CANONICAL_SETTINGS, withClient } from '../../postgres/connect.js';
 import { keepingSessions } from '../../postgres/session-keeper.js';
 import { describeConn, type ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { displayName, quoteIdent } from '../../postgres/identifiers.js';
+import { displayName } from '../../postgres/identifiers.js';
 import { sameServer, type ServerIdentity } from '../../postgres/probe.js';
 import { forDatabase } from '../../postgres/conninfo.js';
 import { sqlstate } from '../../postgres/errors.js';
@@ -45,7 +45,7 @@ import { checkReplication, type ReplicationCheck } from './publication.js';
 import { copyRoles, dumpRoles, type RolesReport } from './roles.js';
 import { dropSlot, findSlot } from '../shared/slot.js';
 import { inspectTargetDatabase } from './target-db.js';
-import { assertScopeAccepted, assertTargetsEmpty, blocksInit, planRefusals, slotRefusal } from './refusals.js';
+import { assertScopeAccepted, assertTargetsEmpty, blocksInit, planRefusals, slotRefusal, tablespaceRefusal } from './refusals.js';
 
 export interface InitConfirmations {
   /** Before copying, on a fresh run: the plan with its size estimate. false stops (exit 2). */
@@ -195,7 +195,7 @@ async function initRun(o: InitOptions): Promise<InitReport> {
 
     const needPlan = o.dryRun || (!resumed && !!o.confirm?.startCopy);
     const plan = needPlan ? await makePlan(o, ids, scopes.contexts, scopes.filters, scopes.problems, scopes.replication, state) : null;
-    const spaces = await tablespaceRefusal(o, ids, scopes.tablespaces);
+    const spaces = await tablespaceRefusal(forDatabase(o.target, ids.target.database), scopes.tablespaces);
     if (o.dryRun) {
       return {
         dryRun: true, method: o.method ?? 'logical', resumed, stateDir: o.stateDir, source: identity.source, target: identity.target, plan, roles: null,
@@ -235,26 +235,19 @@ async function initRun(o: InitOptions): Promise<InitReport> {
   }
 }
 
+/** The names of pgferry's objects for one database pair (slot, publication, subscription, origin). */
+function pairNames(ids: ServerIds, source: string, target: string): ReturnType<typeof objectNames> {
+  return objectNames({
+    sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: source,
+    targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: target,
+  });
+}
+
 /** The slots init would use: one per database that still takes a snapshot (an earlier run's are reused when they exist). */
 function slotsWanted(ids: ServerIds, pairs: DatabasePair[], state: RunState | undefined): string[] {
   return pairs
     .filter((p) => phaseBefore(state?.databases[p.source]?.phase ?? 'pending', 'post-data'))
-    .map((p) => objectNames({
-      sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: p.source,
-      targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: p.target,
-    }).slot);
-}
-
-/** --keep-tablespaces: every tablespace the scope's relations use on the source must exist on the target (pg_restore would stop at the first one missing). Null when they do. */
-async function tablespaceRefusal(o: InitOptions, ids: ServerIds, used: Record<string, string[]>): Promise<UsageError | null> {
-  const wanted = [...new Set(Object.values(used).flat())].sort();
-  if (!wanted.length) return null;
-  const there = await withClient(forDatabase(o.target, ids.target.database), async (c) => (await c.query<{ spcname: string }>('SELECT spcname FROM pg_tablespace')).rows.map((r) => r.spcname), { label: 'the target' });
-  const missing = wanted.filter((t) => !there.includes(t));
-  if (!missing.length) return null;
-  return new UsageError(`--keep-tablespaces: the target has no tablespace ${missing.join(', ')}, which the source's relations use; nothing was written`, {
-    hint: `create ${missing.length > 1 ? 'them' : 'it'} on the target (CREATE TABLESPACE ${quoteIdent(missing[0]!)} LOCATION '…'), or leave out --keep-tablespaces (everything then goes to the target database's default tablespace)`,
-  });
+    .map((p) => pairNames(ids, p.source, p.target).slot);
 }
 
 /** The client tools init runs, and that they can dump the source's major. */
@@ -432,10 +425,7 @@ function databaseRunContext(
     source: { conn: ctx.sourceConn, identity: ids.source },
     target: { conn: ctx.targetConn, identity: ids.target },
     tables: ctx.tables, allTables: ctx.allTables, fks: ctx.fks,
-    names: objectNames({
-      sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: ctx.source,
-      targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: ctx.target,
-    }),
+    names: pairNames(ids, ctx.source, ctx.target),
   };
 }
 
@@ -545,10 +535,7 @@ async function makePlan(
       target: ctx.target,
       targetStatus,
       targetContents,
-      slot: o.noSync ? null : objectNames({
-        sourceSystemIdentifier: ids.source.systemIdentifier, sourceDatabase: ctx.source,
-        targetSystemIdentifier: ids.target.systemIdentifier, targetDatabase: ctx.target,
-      }).slot,
+      slot: o.noSync ? null : pairNames(ids, ctx.source, ctx.target).slot,
       tables,
       excluded: ctx.excluded,
       estimatedBytes: tables.filter((t) => !t.done).reduce((n, t) => n + t.estimatedBytes, 0),

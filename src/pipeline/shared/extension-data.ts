@@ -40,6 +40,8 @@ export interface ExtensionDataOptions {
   /** init's snapshot, so that the rows are those of the same instant as every other table's; without one, a fresh one (a fenced source). */
   snapshot?: string;
   rules: TableRules;
+  /** The source's configuration relations when the caller has read them already (the catalog does not change meanwhile). */
+  relations?: readonly ExtensionConfigRelation[];
   warn: (message: string) => void;
   signal?: AbortSignal;
 }
@@ -91,7 +93,7 @@ export async function copyExtensionData(o: ExtensionDataOptions): Promise<Extens
     const selected = tableSelector(o.rules);
     const dataRules = parseRules(o.rules.dataRules ?? []);
     // Left out of the scope by a pattern (an exact name cannot name an extension's table), or schema only: not copied, as any table.
-    const relations = (await extensionConfigRelations(src)).filter((r) => selected(r.schema, r.name) && !schemaOnly(o.rules, r));
+    const relations = (o.relations ?? (await extensionConfigRelations(src))).filter((r) => selected(r.schema, r.name) && !schemaOnly(o.rules, r));
     if (!relations.length) return result;
     tgt = o.sessions?.target ?? (await opened(connect(o.target, { label: 'the target' })));
     const ready: { r: ExtensionConfigRelation; rel: string; columns: string[]; rows: Buffer[] }[] = [];
