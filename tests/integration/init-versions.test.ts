@@ -66,4 +66,27 @@ describe('init across majors', () => {
     expect(await tgt.query(props, [db])).toEqual([{ comment: 'from 13', temp: false, settings: ['search_path="$user", shop, public'] }]);
     await src.query('SELECT pg_drop_replication_slot($1)', [d.slot!.name]);
   });
+
+  it('leaves out a preload setting naming a library the target cannot load (every login to the copy would fail), with a warning', async () => {
+    const db = await createDatabase(src, uniqueDbName('preload13'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 50);');
+    const role = `pl_${db}`.slice(0, 60);
+    await src.query(`CREATE ROLE ${role} NOLOGIN`);
+    // adminpack is in PostgreSQL 13's library folder and gone from 17's; auto_explain is in both.
+    await src.query(`ALTER DATABASE ${db} SET session_preload_libraries = 'adminpack';
+      ALTER ROLE ${role} IN DATABASE ${db} SET session_preload_libraries = 'auto_explain'`);
+    const warnings: string[] = [];
+    const report = await runInit({
+      source: src.conn(db), target: tgt.conn(db), scope: emptyScope(), stateDir: path.join(stateDir, db), jobs: 2, noSync: true, noOwner: false,
+      noPrivileges: false, noRoles: false, fkNotValid: false, setReplicaIdentityFull: true, dropExisting: false, restart: false,
+      dryRun: false, signal: new AbortController().signal,
+      progress: (e) => void (e.kind === 'log' && e.level === 'warn' && warnings.push(e.message)),
+    });
+    expect(report.databases[0]!.phase).toBe('done');
+    expect(warnings.join('\n')).toContain(`database "${db}": session_preload_libraries was not carried over: the target cannot load library "adminpack"`);
+    // The copy still takes connections (with the setting, each would fail: could not access file "adminpack").
+    expect(await tgt.query('SELECT count(*)::int AS n FROM t', [], db)).toEqual([{ n: 50 }]);
+    const settings = `SELECT coalesce(s.setrole::regrole::text, '-') AS role, s.setconfig FROM pg_db_role_setting s
+                       WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY 1`;
+    expect(await tgt.query(settings, [db])).toEqual([{ role, setconfig: ['session_preload_libraries=auto_explain'] }]);
+  });
 });

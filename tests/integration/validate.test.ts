@@ -500,6 +500,25 @@ describe('validate: target', () => {
     expect(status(ok, 'pair.shared_preload_libraries')).toBe('ok');
   });
 
+  it("warns when the database's settings preload a library the target cannot load (every login to the copy would fail); ok once it can", async () => {
+    const db = await createDatabase(src, uniqueDbName('dbpreload'), 'CREATE TABLE t (id int PRIMARY KEY)');
+    const role = `dpl_${db}`.slice(0, 60);
+    await src.query(`CREATE ROLE ${role} NOLOGIN`);
+    // adminpack is in PostgreSQL 15's library folder and gone from 17's; local_preload_libraries loads from $libdir/plugins.
+    await src.query(`ALTER DATABASE ${db} SET session_preload_libraries = 'adminpack';
+      ALTER ROLE ${role} IN DATABASE ${db} SET local_preload_libraries = 'pgferry_nowhere'`);
+    const r = await validate(src.conn(db), tgt.conn(db));
+    const c = checks(r, 'database.preload_libraries', db)[0]!;
+    expect(c).toMatchObject({ status: 'warn', side: 'target' });
+    expect(c.message).toContain(`session_preload_libraries: "adminpack"; local_preload_libraries for role ${role}: "pgferry_nowhere"`);
+    expect(c.message).toContain('every new connection to the copy would fail');
+    expect(c.fix).toContain(`ALTER DATABASE "${db}" RESET session_preload_libraries`);
+    expect(c.fix).toContain(`ALTER ROLE "${role}" IN DATABASE "${db}" RESET local_preload_libraries`);
+    await src.query(`ALTER DATABASE ${db} SET session_preload_libraries = 'auto_explain'; ALTER ROLE ${role} IN DATABASE ${db} RESET local_preload_libraries`);
+    const fixed = await validate(src.conn(db), tgt.conn(db));
+    expect(checks(fixed, 'database.preload_libraries', db)[0]).toMatchObject({ status: 'ok', message: expect.stringContaining('(auto_explain)') });
+  });
+
   it('fails a target user that cannot create databases, subscriptions or objects; passes once granted', async () => {
     const db = await createDatabase(src, uniqueDbName('tgtpriv'), 'CREATE TABLE t (id int PRIMARY KEY)');
     const existing = await createDatabase(tgt, uniqueDbName('tgtexists'));

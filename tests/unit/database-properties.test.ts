@@ -1,6 +1,7 @@
 /** The statements that carry a database's settings, privileges and comment (pure); tests/integration/init.test.ts applies them. */
 import { describe, expect, it } from 'vitest';
-import { propertyStatements, settingStatement, splitSettingList } from '../../src/pipeline/init/database-properties.js';
+import { propertyStatements, settingStatement } from '../../src/pipeline/init/database-properties.js';
+import { splitSettingList } from '../../src/postgres/setting-lists.js';
 
 describe('database properties', () => {
   it('splits a list setting as PostgreSQL stores it', () => {

@@ -16,51 +16,13 @@ import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isStatementRefusal } from '../../postgres/errors.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
+import { checkLibraries, type PreloadSetting, preloadSetting } from '../../postgres/libraries.js';
+import { LIST_SETTINGS, splitSettingList } from '../../postgres/setting-lists.js';
 import { plural } from '../../units.js';
 import { withMaintenanceClient } from './target-db.js';
 
-/** Settings whose value is a list of names, each quoted on its own (pg_dump's variable_is_guc_list_quote). */
-const LIST_SETTINGS = new Set(['local_preload_libraries', 'search_path', 'session_preload_libraries', 'shared_preload_libraries', 'temp_tablespaces', 'unix_socket_directories']);
-
 /** PUBLIC's privileges on a database that has none recorded (acldefault('d', owner)). */
 const PUBLIC_DEFAULTS = ['CONNECT', 'TEMPORARY'];
-
-/**
- * The elements of a list setting as PostgreSQL stores it (`"$user", public`): split at commas outside double
- * quotes, blanks around them dropped, quotes removed and `""` read as one quote (SplitGUCList).
- */
-export function splitSettingList(value: string): string[] {
-  const out: string[] = [];
-  let i = 0;
-  const blank = (c: string | undefined) => c === ' ' || c === '\t' || c === '\n' || c === '\r';
-  while (i < value.length) {
-    while (blank(value[i])) i++;
-    if (i >= value.length) break;
-    let item = '';
-    if (value[i] === '"') {
-      i++;
-      for (;;) {
-        if (i >= value.length) break;
-        if (value[i] === '"') {
-          if (value[i + 1] === '"') {
-            item += '"';
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        item += value[i++];
-      }
-    } else {
-      while (i < value.length && value[i] !== ',' && !blank(value[i])) item += value[i++];
-    }
-    out.push(item);
-    while (blank(value[i])) i++;
-    if (value[i] === ',') i++;
-  }
-  return out;
-}
 
 /** The statement that sets one `name=value` of pg_db_role_setting on the target database. */
 export function settingStatement(database: string, role: string | null, setting: string): string {
@@ -76,6 +38,8 @@ export interface PropertyStatement {
   sql: string;
   /** For a warning: what it carries. */
   what: string;
+  /** A setting that loads libraries at every login: applied only when the target can load them all. */
+  preload?: PreloadSetting;
 }
 
 /** Everything to run on the target for the source database's extras. */
@@ -97,7 +61,8 @@ export function propertyStatements(database: string, e: DatabaseExtras, o: { noP
     }
   }
   for (const s of e.settings) {
-    out.push({ sql: settingStatement(database, s.role, s.setting), what: `${s.setting.split('=')[0]}${s.role === null ? '' : ` for role ${s.role}`}` });
+    const preload = preloadSetting(s.setting) ?? undefined;
+    out.push({ sql: settingStatement(database, s.role, s.setting), what: `${s.setting.split('=')[0]}${s.role === null ? '' : ` for role ${s.role}`}`, ...(preload && { preload }) });
   }
   return out;
 }
@@ -118,9 +83,20 @@ export async function applyDatabaseProperties(o: DatabasePropertiesOptions, stat
   let applied = 0;
   let skipped = 0;
   if (!statements.length) return { applied, refused: skipped };
+  // Checked before anything is applied (a CONNECT revoked below could refuse a new session to the database).
+  const lacking = await missingLibraries(o.target, statements);
   // Not on the target database itself: a CONNECT revoked there must not lock pgferry out of applying the rest.
   await withMaintenanceClient(o.target, o.targetDatabase, async (c: pg.Client) => {
     for (const s of statements) {
+      const missing = lacking.get(s);
+      if (missing) {
+        skipped++;
+        o.warn(
+          `database "${o.targetDatabase}": ${s.what} was not carried over: the target cannot load ${missing} (every new connection to the database would fail); ` +
+            `install it on the target, then run: ${s.sql}`,
+        );
+        continue;
+      }
       try {
         await c.query(s.sql);
         applied++;
@@ -132,6 +108,22 @@ export async function applyDatabaseProperties(o: DatabasePropertiesOptions, stat
     }
   });
   return { applied, refused: skipped };
+}
+
+/** The preload settings among the statements whose libraries the target lacks, each with those libraries in words. */
+async function missingLibraries(target: ResolvedConnInfo, statements: readonly PropertyStatement[]): Promise<Map<PropertyStatement, string>> {
+  const out = new Map<PropertyStatement, string>();
+  const preloads = statements.filter((s) => s.preload);
+  if (!preloads.length) return out;
+  const wanted = preloads.flatMap((s) => s.preload!.libraries.map((library) => ({ library, restricted: s.preload!.restricted })));
+  const checks = await checkLibraries(target, wanted, 'the target');
+  let i = 0;
+  for (const s of preloads) {
+    // A LOAD refused for want of privilege proves nothing either way: the statement is tried, as pg_restore would.
+    const missing = checks.slice(i, (i += s.preload!.libraries.length)).filter((x) => x.status === 'missing').map((x) => `"${x.library}"`);
+    if (missing.length) out.set(s, `${missing.length > 1 ? 'libraries' : 'library'} ${missing.join(', ')}`);
+  }
+  return out;
 }
 
 export function describeProperties(r: { applied: number; refused: number }): string {

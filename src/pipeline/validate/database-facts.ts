@@ -1,7 +1,7 @@
 /**
  * Facts about one database (source or target) that several checks share:
  * encoding and locale, size, the current user's rights in it, installed
- * extensions, large objects and sequences.
+ * extensions, large objects, sequences and the settings that load libraries at login.
  */
 import type pg from 'pg';
 import { notExtensionMemberSql } from '../../postgres/catalog/tables.js';
@@ -37,6 +37,8 @@ export interface DatabaseFacts extends DatabaseLocale {
   extensions: InstalledExtension[];
   largeObjects: number;
   sequences: SequenceInfo[];
+  /** The database's session_ and local_preload_libraries settings (its own and per role), `name=value`. */
+  preloadSettings: { role: string | null; setting: string }[];
 }
 
 const PROVIDERS: Record<string, DatabaseLocale['provider']> = { c: 'libc', i: 'icu', b: 'builtin' };
@@ -86,6 +88,14 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
         AND ${notExtensionMemberSql('c')}
       ORDER BY 1, 2`,
   );
+  const { rows: preloadSettings } = await client.query<{ role: string | null; setting: string }>(
+    `SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END AS role, c.setting
+       FROM pg_db_role_setting s
+      CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS c(setting, n)
+      WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND lower(split_part(c.setting, '=', 1)) IN ('session_preload_libraries', 'local_preload_libraries')
+      ORDER BY s.setrole, c.n`,
+  );
   return {
     name: r.name,
     ...toLocale(r),
@@ -94,5 +104,6 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
     extensions,
     largeObjects: r.large_objects,
     sequences,
+    preloadSettings,
   };
 }

@@ -17,6 +17,7 @@ import { objectNames } from '../../state/object-names.js';
 import { sourceConnFor, targetDatabaseName } from '../shared/pairs.js';
 import { gatherDatabaseFacts, type DatabaseFacts } from './database-facts.js';
 import { checkExtensionData, gatherExtensionData } from './extension-data.js';
+import { checkDatabasePreloadLibraries } from './database-preload.js';
 import { checkExtensions } from './extensions.js';
 import { checkFilterForeignKeys } from './filter-foreign-keys.js';
 import { checkFilters } from '../shared/row-filter-checks.js';
@@ -347,6 +348,8 @@ async function checkTargetForDatabase(target: Session, tf: TargetServerFacts, p:
   const found: CheckResult[] = [];
   found.push(...checkExtensions(facts.extensions, tf.availableExtensions, tf.major));
   found.push(...checkLocale(p.source, facts, p.target, tf));
+  const preload = await checkDatabasePreloadLibraries(target.conn, p.source, facts.preloadSettings);
+  if (preload) found.push(preload);
   if (report.targetExists) {
     try {
       const td = await withDatabaseClient(target, forDatabase(target.conn, p.target), 'target', gatherTargetDatabase);
