@@ -152,7 +152,10 @@ function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: Connection
   // catalog queries cost more than the planner's JIT threshold on large schemas and then spent most of their time
   // compiling: the table list of a database with 3 000 tables took 1.2 s with JIT and 0.19 s without; its COPY and
   // hash statements gain nothing measurable from it (docs/benchmarks.md, "Every command's start: JIT, SCRAM and sizes read twice").
-  const optionParts: string[] = ['-c jit=off'];
+  // And read-write by default: a read-only default on a database or role guards it against applications' writes,
+  // while pgferry's own (its publication, the fence, sequences, repairs, cleanup) are meant. Options of the
+  // connection string and the caller's settings come after and win.
+  const optionParts: string[] = ['-c jit=off', '-c default_transaction_read_only=off'];
   if (p.options) optionParts.push(p.options);
   for (const [k, v] of Object.entries(settings)) optionParts.push(`-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);
   // PGCONNECT_TIMEOUT was merged into params by resolveConnInfo (with the caller's environment).

@@ -398,7 +398,7 @@ describe('init', () => {
     }
   });
 
-  it("carries the database's settings, privileges, comment and connection limit over, last (a read-only default reaches no copy)", async () => {
+  it("carries the database's settings, privileges, comment and connection limit over, last (a read-only default stops neither the copy nor the publication)", async () => {
     const db = await createDatabase(src, uniqueDbName('dbprops'), 'CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY); INSERT INTO app.t SELECT generate_series(1, 100);');
     const role = `dbp_${db}`.slice(0, 60);
     await src.query(`CREATE ROLE ${role} NOLOGIN`);
@@ -409,8 +409,12 @@ describe('init', () => {
       REVOKE CONNECT, TEMPORARY ON DATABASE ${db} FROM PUBLIC;
       GRANT CONNECT ON DATABASE ${db} TO ${role};
       ALTER DATABASE ${db} CONNECTION LIMIT 40;`);
-    const report = await runInit(await options(db, {}, { noSync: true }));
-    expect(report.databases[0]!.phase).toBe('done');
+    // With the slot and publication for sync: pgferry's own statements on the source are read-write whatever its default.
+    const report = await runInit(await options(db));
+    const d = report.databases[0]!;
+    expect(d.phase).toBe('done');
+    expect(await src.query('SELECT count(*)::int AS n FROM pg_publication', [], db)).toEqual([{ n: 1 }]);
+    await src.query('SELECT pg_drop_replication_slot($1)', [d.slot!.name]);
     expect(await tgt.query('SELECT count(*)::int AS n FROM app.t', [], db)).toEqual([{ n: 100 }]);
     const settings = `SELECT coalesce(s.setrole::regrole::text, '-') AS role, s.setconfig FROM pg_db_role_setting s
                        WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY 1`;

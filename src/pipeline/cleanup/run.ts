@@ -203,7 +203,7 @@ async function dropPair(p: PairPlan, items: CleanupItem[], progress: ProgressSin
       if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
       // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.
       for (const s of [...p.slots, ...p.tablesyncSlots]) await dropSlot(c, s, 30_000);
-      // A source fenced for cutover (ALTER DATABASE … SET default_transaction_read_only = on) must still let us drop our objects.
+      // A source whose database or roles default to read-only must still let us drop our objects (every session is read-write by default; said again here).
     }, { label: 'the source', settings: { default_transaction_read_only: 'off' } });
     progress({ kind: 'end', id, status: 'ok', detail: `${items.filter((i) => i.database === p.pair.sourceDatabase || i.database === p.pair.targetDatabase).length} objects dropped` });
   } catch (err) {
