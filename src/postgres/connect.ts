@@ -13,6 +13,7 @@ import { ConnectError, UsageError } from '../errors.js';
 import { describeConn, type ResolvedConnInfo } from './conninfo.js';
 import { connectError, sqlstate } from './errors.js';
 import { installScram } from './scram.js';
+import { applyAfterLogin, SESSION_DEFAULTS } from './session-defaults.js';
 import { sessionKeeper } from './session-keeper.js';
 
 installScram();
@@ -152,10 +153,8 @@ function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: Connection
   // catalog queries cost more than the planner's JIT threshold on large schemas and then spent most of their time
   // compiling: the table list of a database with 3 000 tables took 1.2 s with JIT and 0.19 s without; its COPY and
   // hash statements gain nothing measurable from it (docs/benchmarks.md, "Every command's start: JIT, SCRAM and sizes read twice").
-  // And read-write by default: a read-only default on a database or role guards it against applications' writes,
-  // while pgferry's own (its publication, the fence, sequences, repairs, cleanup) are meant. Options of the
-  // connection string and the caller's settings come after and win.
-  const optionParts: string[] = ['-c jit=off', '-c default_transaction_read_only=off'];
+  // And SESSION_DEFAULTS (session-defaults.ts): none of the limits a database or role sets for applications.
+  const optionParts: string[] = ['-c jit=off', ...Object.entries(SESSION_DEFAULTS).map(([k, v]) => `-c ${k}=${v}`)];
   if (p.options) optionParts.push(p.options);
   for (const [k, v] of Object.entries(settings)) optionParts.push(`-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);
   // PGCONNECT_TIMEOUT was merged into params by resolveConnInfo (with the caller's environment).
@@ -188,8 +187,13 @@ async function tryConnect(config: pg.ClientConfig): Promise<pg.Client> {
   const client = new pg.Client(config);
   // An idle client whose server goes away emits 'error'; without a listener Node would crash.
   client.on('error', () => {});
+  let serverVersion = '';
+  const onStatus = (m: { parameterName: string; parameterValue: string }) => void (m.parameterName === 'server_version' && (serverVersion = m.parameterValue));
+  client.connection.on('parameterStatus', onStatus);
   try {
     await client.connect();
+    client.connection.removeListener('parameterStatus', onStatus);
+    await applyAfterLogin(client, serverVersion, String(config.options ?? ''));
     return client;
   } catch (err) {
     await client.end().catch(() => {});

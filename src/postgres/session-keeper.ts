@@ -9,13 +9,14 @@
  * error, left no transaction open, nothing queued and no listener behind;
  * it is then reset with DISCARD ALL (temporary tables, settings made with
  * SET, prepared statements, advisory locks, LISTEN) before anyone else gets
- * it. Settings sent at connection start survive DISCARD ALL, so they are
+ * it, and what session-defaults.ts sets after login is set again. Settings sent at connection start survive DISCARD ALL, so they are
  * part of the key a session is kept under. A session idle for MAX_IDLE_MS
  * is closed: nothing holds a server session through a long phase, and a
  * firewall or idle_session_timeout cannot have cut one that is handed out.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type pg from 'pg';
+import { resetSession } from './session-defaults.js';
 
 const MAX_IDLE_MS = 10_000;
 const MAX_KEPT = 8;
@@ -75,7 +76,7 @@ export class SessionKeeper {
     const s: Shelved = {
       key,
       client,
-      reset: client.query('DISCARD ALL').then(
+      reset: resetSession(client).then(
         () => {
           // DISCARD ALL dropped the server's prepared statements: pg must not think them still parsed.
           const conn = (client as unknown as { connection?: { parsedStatements?: Record<string, string> } }).connection;

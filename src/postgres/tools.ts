@@ -16,6 +16,7 @@ import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import { processAlive, registerCleanup, shutdownSignal } from '../lifecycle.js';
 import { resolvedParams, toKeywordString, type ConnInfo, type ResolvedConnInfo } from './conninfo.js';
 import { APPLICATION_NAME } from './connect.js';
+import { SESSION_DEFAULTS } from './session-defaults.js';
 import { passfileLine } from './pgpass.js';
 import { redact } from './redact.js';
 
@@ -232,6 +233,10 @@ export interface RunToolOptions {
   signal?: AbortSignal;
   /** Extra environment (no secrets). */
   env?: Record<string, string>;
+  /** Settings for the tool's sessions, after SESSION_DEFAULTS and before the connection string's own options. */
+  settings?: Readonly<Record<string, string>>;
+  /** application_name of the tool's sessions (default: pgferry's). */
+  applicationName?: string;
   /**
    * Major version of the server a pg_dump / pg_dumpall reads: refuse (exit 2, saying what to
    * install) when the tool is older, before running it.
@@ -265,8 +270,13 @@ function childEnv(extra: Record<string, string> | undefined, passfile: string | 
  * Arguments naming the connection: a libpq keyword string without password.
  * passfile is left out so that the private password file (PGPASSFILE) is the one used.
  */
-function connArgs(r: ResolvedConnInfo): string[] {
-  const params: ConnInfo = { ...resolvedParams(r), application_name: APPLICATION_NAME };
+function connArgs(r: ResolvedConnInfo, settings: Readonly<Record<string, string>> = {}, applicationName = APPLICATION_NAME): string[] {
+  const params: ConnInfo = { ...resolvedParams(r), application_name: applicationName };
+  // As our own sessions (connect.ts): SESSION_DEFAULTS, then the connection string's options (which hold PGOPTIONS when it
+  // has none: libpq would not read PGOPTIONS beside them), then the caller's settings. pg_restore into a database whose
+  // role or database defaults to read-only, pg_dumpall's queries under a statement_timeout.
+  const own = (o: Readonly<Record<string, string>>) => Object.entries(o).map(([k, v]) => `-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);
+  params.options = [...own(SESSION_DEFAULTS), ...(params.options ? [params.options] : []), ...own(settings)].join(' ');
   delete params.passfile;
   delete params.password;
   delete params.sslpassword;
@@ -291,7 +301,7 @@ export async function runTool(tool: PgTool, args: string[], options: RunToolOpti
   const signal = options.signal && options.signal !== shutdownSignal ? AbortSignal.any([options.signal, shutdownSignal]) : shutdownSignal;
   if (signal.aborted) throw new InterruptedError(`${options.label ?? tool} interrupted`);
   const pass = options.conn ? createTempPassfile(options.conn) : undefined;
-  const fullArgs = options.conn ? [...args, ...connArgs(options.conn)] : args;
+  const fullArgs = options.conn ? [...args, ...connArgs(options.conn, options.settings, options.applicationName)] : args;
   try {
     const stdinOption =
       typeof options.input === 'string' ? { input: options.input } : options.input ? { stdin: options.input } : { stdin: 'ignore' as const };

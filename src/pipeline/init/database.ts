@@ -150,7 +150,7 @@ function phaseRun(x: DatabaseRunContext): PhaseRun {
       d.phaseSeconds[phase as InitPhase] = (d.phaseSeconds[phase as InitPhase] ?? 0) + secs;
     }
   };
-  const toolOpts = { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges, keepTablespaces: !!o.keepTablespaces };
+  const toolOpts = { pgBinDir: o.pgBinDir, signal: x.signal, noOwner: o.noOwner, noPrivileges: o.noPrivileges, keepTablespaces: !!o.keepTablespaces, targetMajor: x.target.identity.major };
   const archive = archiveFile(o.stateDir, d.sourceDatabase);
   let list: Promise<TocEntry[]> | undefined;
   const run: PhaseRun = {

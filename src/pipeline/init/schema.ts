@@ -39,6 +39,8 @@ export interface SchemaToolOptions {
   noPrivileges: boolean;
   /** Keep each relation's tablespace (--keep-tablespaces); else all go to the target database's default. */
   keepTablespaces?: boolean;
+  /** The target's major version, where known (its pg_restore sessions then clear a transaction_timeout, 17 on). */
+  targetMajor?: number;
 }
 
 /** pg_dump pattern for exactly one relation: both parts quoted, so nothing in them is a wildcard. */
@@ -112,9 +114,12 @@ export const RESTORE_APPLICATION_NAME = 'pgferry_restore';
  */
 const RESTORE_SETTINGS: Readonly<Record<string, string>> = { synchronous_commit: 'local' };
 
-function durableRestoreEnv(): Record<string, string> {
-  const options = Object.entries(RESTORE_SETTINGS).map(([k, v]) => `-c ${k}=${v}`);
-  return { PGOPTIONS: [process.env.PGOPTIONS ?? '', ...options].join(' ').trim(), PGAPPNAME: RESTORE_APPLICATION_NAME };
+/**
+ * How init's pg_restore runs connect: named RESTORE_APPLICATION_NAME (stopStrayRestores finds what a killed run left), with
+ * RESTORE_SETTINGS, and no transaction_timeout where the target has one (pg_restore before 17 does not clear it itself).
+ */
+function restoreTool(o: SchemaToolOptions & { targetMajor?: number }): { applicationName: string; settings: Record<string, string> } {
+  return { applicationName: RESTORE_APPLICATION_NAME, settings: { ...RESTORE_SETTINGS, ...((o.targetMajor ?? 0) >= 17 ? { transaction_timeout: '0' } : {}) } };
 }
 
 /**
@@ -214,7 +219,7 @@ export async function restorePreData(
   }
   try {
     await runTool('pg_restore', ['--section=pre-data', '--single-transaction', ...restoreArgs(o), file], {
-      conn, pgBinDir: o.pgBinDir, signal: o.signal, env: durableRestoreEnv(), label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
+      conn, pgBinDir: o.pgBinDir, signal: o.signal, ...restoreTool(o), label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
     });
   } catch (err) {
     const msg = (err as Error).message;
@@ -265,7 +270,7 @@ async function restorePreDataInParts(
         if (sql !== null) await run(sql);
         else {
           await runTool('pg_restore', [`--use-list=${listFile}`, '--single-transaction', ...restoreArgs(o), file], {
-            conn, pgBinDir: o.pgBinDir, signal: o.signal, env: durableRestoreEnv(), label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
+            conn, pgBinDir: o.pgBinDir, signal: o.signal, ...restoreTool(o), label: `pg_restore of the schema (pre-data) into target database "${conn.dbname}"`,
           });
         }
         done++;
@@ -310,7 +315,7 @@ async function runScript(conn: ResolvedConnInfo, script: string, o: SchemaToolOp
 }
 
 /**
- * A target session with pg_restore's session settings (durableRestoreEnv), no timeouts, and its
+ * A target session with pg_restore's session settings (restoreTool), no timeouts, and its
  * application_name, so that a run after a crash finds and stops it (stopStrayRestores). `run`
  * sends a script as one simple query; an interrupt closes the socket, and the server rolls the
  * script back once it notices. The session is not handed on: scripts change its search_path.
@@ -490,7 +495,7 @@ export async function restoreEntries(
   const workers = Math.min(jobs, entries.length);
   if (workers > 1) args.push(`--jobs=${workers}`);
   args.push(file);
-  await runTool('pg_restore', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, env: durableRestoreEnv(), label: `pg_restore of ${what} into target database "${conn.dbname}"` });
+  await runTool('pg_restore', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, ...restoreTool(o), label: `pg_restore of ${what} into target database "${conn.dbname}"` });
 }
 
 export function archiveExists(file: string): boolean {

@@ -1,0 +1,97 @@
+/**
+ * The limits a database or role sets for its applications (a statement_timeout, a lock_timeout, an idle-in-
+ * transaction timeout, a read-only default) must not stop pgferry's own sessions, nor the tools it runs: pg_dump
+ * ignores them too. Here the role pgferry connects as carries all four, with limits no statement meets.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { emptyScope } from '../../src/config/scope.js';
+import type { LocalCluster } from '../../src/local/cluster.js';
+import { runInit } from '../../src/pipeline/init/run.js';
+import { verify, VERIFY_DEFAULTS } from '../../src/pipeline/verify/index.js';
+import { runTool } from '../../src/postgres/tools.js';
+import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
+
+const clusters = useClusters();
+let src: LocalCluster;
+let tgt: LocalCluster;
+const dirs: string[] = [];
+const ROLE = 'pgf_limited';
+const PASSWORD = 'limited-pw-1';
+
+beforeAll(async () => {
+  [src, tgt] = await Promise.all([clusters.start({ name: 'limits-src' }), clusters.start({ name: 'limits-tgt' })]);
+  await Promise.all([src, tgt].map(limit));
+});
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+/** The role pgferry connects as, with limits no statement meets. */
+async function limit(c: LocalCluster): Promise<void> {
+  await c.query(`CREATE ROLE ${ROLE} SUPERUSER LOGIN PASSWORD '${PASSWORD}';
+    ALTER ROLE ${ROLE} SET statement_timeout = '1ms';
+    ALTER ROLE ${ROLE} SET lock_timeout = '1ms';
+    ALTER ROLE ${ROLE} SET idle_in_transaction_session_timeout = '1ms';
+    ALTER ROLE ${ROLE} SET default_transaction_read_only = on;`);
+}
+
+/** init (with its slot) and verify of a new database, connecting as the limited role on both sides. */
+async function initAndVerify(tgt: LocalCluster): Promise<void> {
+  const db = await createDatabase(src, uniqueDbName('limits'), `CREATE TABLE t (id int PRIMARY KEY, v text);
+    INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g; CREATE INDEX t_v ON t (v);`);
+  const [source, target] = [src.conn(db, ROLE, PASSWORD), tgt.conn(db, ROLE, PASSWORD)];
+  // The role's settings hold for a session that does not override them.
+  const plain = new pg.Client({ host: source.host, port: source.port, user: ROLE, password: PASSWORD, database: db });
+  await plain.connect();
+  try {
+    expect((await plain.query('SHOW statement_timeout')).rows).toEqual([{ statement_timeout: '1ms' }]);
+    expect((await plain.query('SHOW transaction_read_only')).rows).toEqual([{ transaction_read_only: 'on' }]);
+  } finally {
+    await plain.end();
+  }
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'pgferry-test-state-'));
+  dirs.push(stateDir);
+  const report = await runInit({
+    source, target, scope: emptyScope(), stateDir, jobs: 2, noSync: false, noOwner: true, noPrivileges: false, noRoles: true,
+    fkNotValid: false, dropExisting: false, restart: false, dryRun: false, signal: new AbortController().signal,
+  });
+  const d = report.databases[0]!;
+  expect(d.phase).toBe('done');
+  expect(await tgt.query('SELECT count(*)::int AS n FROM t', [], db)).toEqual([{ n: 20000 }]);
+  const v = await verify({
+    source, target, scope: emptyScope(), jobs: 2, chunkRows: 2000, maxDiffs: VERIFY_DEFAULTS.maxDiffs, recheck: VERIFY_DEFAULTS.recheck,
+    lagTimeoutMs: 20_000, sequences: true,
+  });
+  expect(v.databases[0]!.tables.map((t) => [t.name, t.status])).toEqual([['t', 'equal']]);
+  await src.query('SELECT pg_drop_replication_slot($1)', [d.slot!.name]);
+}
+
+describe('limits a role sets for applications', () => {
+  it('stop neither init (its publication, slot, copy and restore) nor verify', async () => {
+    await initAndVerify(tgt);
+  });
+
+  it('nor, on PostgreSQL 17, a transaction_timeout (which older servers refuse at login)', async () => {
+    const tgt17 = await clusters.startMajor(17, { name: 'limits-tgt17' });
+    await limit(tgt17);
+    await tgt17.query(`ALTER ROLE ${ROLE} SET transaction_timeout = '1ms'`);
+    await initAndVerify(tgt17);
+  });
+
+  it("reach the tools pgferry runs too, with the connection string's own options and a caller's settings and name", async () => {
+    const db = await createDatabase(src, uniqueDbName('limtool'));
+    const show = "SELECT current_setting('application_name'), current_setting('statement_timeout'), current_setting('transaction_read_only'), current_setting('synchronous_commit')";
+    const conn = src.conn(db, ROLE, PASSWORD);
+    const plain = await runTool('psql', ['-XAtc', show], { conn });
+    expect(plain.stdout.trim()).toMatch(/^pgferry\|0\|off\|(on|off)$/); // the server's own synchronous_commit
+    const named = await runTool('psql', ['-XAtc', show], { conn, applicationName: 'pgferry_restore', settings: { synchronous_commit: 'local' } });
+    expect(named.stdout.trim()).toBe('pgferry_restore|0|off|local');
+    // The connection string's options come after the defaults, the caller's settings after them (in PGOPTIONS, libpq dropped them).
+    const own = await runTool('psql', ['-XAtc', show], { conn: { ...conn, params: { ...conn.params, options: '-c statement_timeout=5s' } }, settings: { synchronous_commit: 'local' } });
+    expect(own.stdout.trim()).toBe('pgferry|5s|off|local');
+  });
+});
