@@ -41,6 +41,8 @@ export interface ConnectOptions {
   settings?: Record<string, string>;
   /** Abort statements after this many milliseconds (0 = no limit). */
   statementTimeoutMs?: number;
+  /** pgferry's own DDL on the source: the database's event triggers do not fire, where the role may say so (session-defaults.ts). */
+  quietDdl?: boolean;
 }
 
 export type Client = pg.Client;
@@ -183,7 +185,7 @@ function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: Connection
   return config;
 }
 
-async function tryConnect(config: pg.ClientConfig): Promise<pg.Client> {
+async function tryConnect(config: pg.ClientConfig, opts: ConnectOptions): Promise<pg.Client> {
   const client = new pg.Client(config);
   // An idle client whose server goes away emits 'error'; without a listener Node would crash.
   client.on('error', () => {});
@@ -193,7 +195,7 @@ async function tryConnect(config: pg.ClientConfig): Promise<pg.Client> {
   try {
     await client.connect();
     client.connection.removeListener('parameterStatus', onStatus);
-    await applyAfterLogin(client, serverVersion, String(config.options ?? ''));
+    await applyAfterLogin(client, serverVersion, String(config.options ?? ''), { quietDdl: opts.quietDdl });
     return client;
   } catch (err) {
     await client.end().catch(() => {});
@@ -228,11 +230,11 @@ export async function connect(r: ResolvedConnInfo, opts: ConnectOptions = {}): P
     const ssl = tlsOptions(r);
     if (r.sslmode === 'prefer' && ssl) {
       try {
-        return await tryConnect(clientConfig(r, opts, ssl));
+        return await tryConnect(clientConfig(r, opts, ssl), opts);
       } catch (err) {
         if (!preferFallsBack(err)) throw err;
         try {
-          return await tryConnect(clientConfig(r, opts, false));
+          return await tryConnect(clientConfig(r, opts, false), opts);
         } catch (err2) {
           // Refused both with and without TLS: say so, rather than blame either one.
           if (sqlstate(err) === '28000' && sqlstate(err2) === '28000') {
@@ -247,13 +249,13 @@ export async function connect(r: ResolvedConnInfo, opts: ConnectOptions = {}): P
     }
     if (r.sslmode === 'allow' && ssl) {
       try {
-        return await tryConnect(clientConfig(r, opts, false));
+        return await tryConnect(clientConfig(r, opts, false), opts);
       } catch (err) {
         if ((err as { code?: string }).code !== '28000') throw err;
-        return await tryConnect(clientConfig(r, opts, ssl));
+        return await tryConnect(clientConfig(r, opts, ssl), opts);
       }
     }
-    return await tryConnect(clientConfig(r, opts, ssl));
+    return await tryConnect(clientConfig(r, opts, ssl), opts);
   } catch (err) {
     throw connectError(err, label, describeConn(r), r.passwordSource);
   }
@@ -261,7 +263,7 @@ export async function connect(r: ResolvedConnInfo, opts: ConnectOptions = {}): P
 
 /** What a kept session must match to serve a request (session-keeper.ts): the server, database, user and startup settings. */
 function sessionKey(r: ResolvedConnInfo, opts: ConnectOptions): string {
-  return JSON.stringify([r.host, r.port, r.user, r.dbname, r.params, opts.applicationName ?? '', opts.settings ?? {}, opts.statementTimeoutMs ?? 0]);
+  return JSON.stringify([r.host, r.port, r.user, r.dbname, r.params, opts.applicationName ?? '', opts.settings ?? {}, opts.statementTimeoutMs ?? 0, !!opts.quietDdl]);
 }
 
 /** A session in use: `release(ok)` gives it back to the keeper (ok) or closes it. */

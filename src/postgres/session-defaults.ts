@@ -16,20 +16,41 @@ export const SESSION_DEFAULTS: Readonly<Record<string, string>> = {
 };
 
 /** transaction_timeout (PostgreSQL 17) cannot be sent at login (older servers refuse the name): set after it. */
-const AFTER_LOGIN = 'SET transaction_timeout = 0';
+const NO_TRANSACTION_TIMEOUT = 'SET transaction_timeout = 0';
 
-/** Sessions that had AFTER_LOGIN, which DISCARD ALL undoes (the settings of the startup packet survive it). */
-const setAfterLogin = new WeakSet<pg.Client>();
+/**
+ * For sessions that make pgferry's own DDL on the source (its publication, the fence, cleanup): the database's
+ * event triggers enabled as usual (ORIGIN) do not fire in a session with session_replication_role = replica, nor
+ * do the fence's own triggers — so an audit trigger that logs every DDL command into a table neither records
+ * pgferry's plumbing nor runs into the fence when it writes. Only where the role may set it (a superuser, or
+ * GRANT SET ON PARAMETER from 15): elsewhere the session goes on as it is.
+ */
+const QUIET_DDL = 'SET session_replication_role = replica';
 
-/** Set what cannot be sent at login, on a server that has it, unless the startup options set it themselves. */
-export async function applyAfterLogin(client: pg.Client, serverVersion: string, options: string): Promise<void> {
-  if (parseInt(serverVersion, 10) < 17 || /(^|[^a-z_])transaction[_-]timeout\s*=/i.test(options)) return;
-  await client.query(AFTER_LOGIN);
-  setAfterLogin.add(client);
+/** Statements set after login, which DISCARD ALL undoes (the settings of the startup packet survive it). */
+const setAfterLogin = new WeakMap<pg.Client, string[]>();
+
+/** Set what cannot be sent at login: on a server that has it, unless the startup options set it themselves. */
+export async function applyAfterLogin(client: pg.Client, serverVersion: string, options: string, o: { quietDdl?: boolean } = {}): Promise<void> {
+  const done: string[] = [];
+  if (parseInt(serverVersion, 10) >= 17 && !/(^|[^a-z_])transaction[_-]timeout\s*=/i.test(options)) {
+    await client.query(NO_TRANSACTION_TIMEOUT);
+    done.push(NO_TRANSACTION_TIMEOUT);
+  }
+  if (o.quietDdl) {
+    try {
+      await client.query(QUIET_DDL);
+      done.push(QUIET_DDL);
+    } catch (err) {
+      // 42501: not allowed to; the database's event triggers then fire on pgferry's DDL as on anyone's.
+      if ((err as { code?: string }).code !== '42501') throw err;
+    }
+  }
+  if (done.length) setAfterLogin.set(client, done);
 }
 
 /** Reset a session for its next user (session-keeper.ts): DISCARD ALL, and again what applyAfterLogin set. */
 export async function resetSession(client: pg.Client): Promise<void> {
   await client.query('DISCARD ALL');
-  if (setAfterLogin.has(client)) await client.query(AFTER_LOGIN);
+  for (const sql of setAfterLogin.get(client) ?? []) await client.query(sql);
 }

@@ -155,6 +155,42 @@ describe('cutover', () => {
     expect(await fenceSchemaExists(s.db)).toBe(true);
   });
 
+  it("event triggers: init creates them disabled (none fires on pgferry's DDL, the log table replicates without a collision), the hand-over gives each the source's state", async () => {
+    // An audit trigger logging every DDL command into a table with a serial key, and a disabled one; foreign keys for init to create.
+    const s = await prepare('cutevt', `CREATE TABLE ddl_log (id bigserial PRIMARY KEY, tag text NOT NULL);
+      CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO ddl_log (tag) VALUES (tg_tag); END $$;
+      CREATE TABLE parent_t (id int PRIMARY KEY); CREATE TABLE child_t (id int PRIMARY KEY, parent_id int REFERENCES parent_t);
+      CREATE INDEX child_parent ON child_t (parent_id);
+      INSERT INTO parent_t SELECT generate_series(1, 50); INSERT INTO child_t SELECT g, g FROM generate_series(1, 50) g;
+      CREATE EVENT TRIGGER audit_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl();
+      CREATE EVENT TRIGGER noisy ON ddl_command_start EXECUTE FUNCTION log_ddl(); ALTER EVENT TRIGGER noisy DISABLE;`);
+    const states = 'SELECT evtname, evtenabled FROM pg_event_trigger ORDER BY 1';
+    expect(await tgt.query(states, [], s.db)).toEqual([{ evtname: 'audit_ddl', evtenabled: 'D' }, { evtname: 'noisy', evtenabled: 'D' }]);
+    // DDL on the source logs a row there, which replication carries into the target's log under the source's key.
+    await src.query('CREATE TABLE later_t (id int)', [], s.db);
+    const log = 'SELECT id::int, tag FROM ddl_log ORDER BY id';
+    const expected = await src.query(log, [], s.db);
+    expect(expected.at(-1)).toMatchObject({ tag: 'CREATE TABLE' });
+    await waitFor('the log row on the target', async () => JSON.stringify(await tgt.query(log, [], s.db)) === JSON.stringify(expected), 60_000);
+    const writer = appWriter(s);
+    await waitFor('some commits', async () => writer.commits() > 20);
+    const r = await s.cli('cutover', '--yes');
+    await stopWriter(writer);
+    expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    expect(await tgt.query(states, [], s.db)).toEqual([{ evtname: 'audit_ddl', evtenabled: 'O' }, { evtname: 'noisy', evtenabled: 'D' }]);
+    // The new primary logs its DDL again, under keys past the source's (the sequence moved at cutover).
+    await tgt.query('CREATE TABLE after_t (id int)', [], s.db);
+    const after = await tgt.query<{ id: number; tag: string }>(log, [], s.db);
+    expect(after.slice(0, expected.length)).toEqual(expected);
+    expect(after.at(-1)).toMatchObject({ tag: 'CREATE TABLE' });
+    // pgferry's own DDL on the source (publication, fence, cleanup) fired none of its triggers: only the set-up's grants and the
+    // application's table are logged (before, the fence's CREATE TRIGGER made the audit trigger write into a table the fence had
+    // just closed).
+    const cleanup = await s.cli('cleanup', '--yes');
+    expect(cleanup.exitCode, cleanup.stderr).toBe(0);
+    expect((await src.query<{ tag: string }>(log, [], s.db)).map((r) => r.tag)).toEqual(['GRANT', 'GRANT', 'CREATE TABLE']);
+  });
+
   it('--reverse is refused before anything is fenced when the target has no room for the reverse slot', async () => {
     const s = await prepare('revroom');
     const [room] = await tgt.query<{ free: number }>("SELECT current_setting('max_replication_slots')::int - (SELECT count(*)::int FROM pg_replication_slots) AS free");

@@ -108,7 +108,11 @@ describe('sessions kept for one command', () => {
     const c2 = resolveConnInfo(parseConnInfo(pg.url(db)), { HOME: '/nonexistent' });
     const setting = (c: Client) => c.query<{ v: string }>("SELECT current_setting('idle_in_transaction_session_timeout') AS v").then((r) => r.rows[0]!.v);
     await keepingSessions(async () => {
-      const kept = await withClient(c2, pid);
+      // A setting made by one user of a kept session is gone for the next (DISCARD ALL).
+      const kept = await withClient(c2, async (c) => {
+        await c.query("SET work_mem = '7MB'");
+        return pid(c);
+      });
       const h = await exportSnapshot(c2);
       await new Promise((r) => setTimeout(r, 1000));
       const imported = await withClient(c2, async (c) => {
@@ -119,8 +123,10 @@ describe('sessions kept for one command', () => {
       });
       expect(imported).not.toBe(kept); // the holder has the kept session
       await h.release();
-      const again = await withClient(c2, async (c) => ({ pid: await pid(c), v: await setting(c) }));
-      expect(again.v).toBe('300ms');
+      const again = await withClient(c2, async (c) => ({ pid: await pid(c), v: await setting(c), wm: await c.query<{ w: string }>('SHOW work_mem').then((r) => r.rows[0]!.w) }));
+      // Back to what the session started with: pgferry's sessions carry none of the database's limits (session-defaults.ts).
+      expect(again.v).toBe('0');
+      expect(again.wm).toBe(await pg.query<{ w: string }>('SHOW work_mem').then((r) => r[0]!.w));
       expect([kept, imported]).toContain(again.pid);
     });
   });

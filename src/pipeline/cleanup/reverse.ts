@@ -45,7 +45,7 @@ export async function dropReverse(source: ResolvedConnInfo, target: ResolvedConn
       await c.query(`ALTER SUBSCRIPTION ${quoteIdent(r.subscription)} SET (slot_name = NONE)`);
       await c.query(`DROP SUBSCRIPTION ${quoteIdent(r.subscription)}`);
     },
-    { label: 'the source', settings: { default_transaction_read_only: 'off' } },
+    { label: 'the source', settings: { default_transaction_read_only: 'off' }, quietDdl: true },
   );
   await withClient(
     forDatabase(target, r.targetDatabase),
@@ -63,6 +63,6 @@ export async function dropReverse(source: ResolvedConnInfo, target: ResolvedConn
       }
       throw new Error(`replication slot ${r.slot} on the target is still in use 30 s after the reverse subscription was dropped`);
     },
-    { label: 'the target' },
+    { label: 'the target', quietDdl: true },
   );
 }

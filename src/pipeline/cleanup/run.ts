@@ -194,17 +194,17 @@ async function dropPair(p: PairPlan, items: CleanupItem[], progress: ProgressSin
         if (!sub) return;
         if (sub.slotName === null) await c.query(`DROP SUBSCRIPTION ${quoteIdent(sub.name)}`);
         else await dropSubscriptionKeepSlot(c, sub.name);
-      }, { label: 'the target' });
+      }, { label: 'the target', quietDdl: true });
     }
-    if (p.origin) await withClient(p.pair.targetConn, (c) => dropOrigin(c, p.origin!), { label: 'the target' });
-    if (p.maskTriggers.length) await withClient(p.pair.targetConn, (c) => dropMaskTriggers(c), { label: 'the target' });
-    if (p.timestampState) await withClient(p.pair.targetConn, (c) => dropStateSchema(c), { label: 'the target' });
+    if (p.origin) await withClient(p.pair.targetConn, (c) => dropOrigin(c, p.origin!), { label: 'the target', quietDdl: true });
+    if (p.maskTriggers.length) await withClient(p.pair.targetConn, (c) => dropMaskTriggers(c), { label: 'the target', quietDdl: true });
+    if (p.timestampState) await withClient(p.pair.targetConn, (c) => dropStateSchema(c), { label: 'the target', quietDdl: true });
     await withClient(p.pair.sourceConn, async (c) => {
       if (p.publication) await c.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(p.pair.names.publication)}`);
       // The walsender of the subscription just dropped lets go of its slot within moments: dropSlot waits for that.
       for (const s of [...p.slots, ...p.tablesyncSlots]) await dropSlot(c, s, 30_000);
       // A source whose database or roles default to read-only must still let us drop our objects (every session is read-write by default; said again here).
-    }, { label: 'the source', settings: { default_transaction_read_only: 'off' } });
+    }, { label: 'the source', settings: { default_transaction_read_only: 'off' }, quietDdl: true });
     progress({ kind: 'end', id, status: 'ok', detail: `${items.filter((i) => i.database === p.pair.sourceDatabase || i.database === p.pair.targetDatabase).length} objects dropped` });
   } catch (err) {
     progress({ kind: 'end', id, status: 'fail', detail: (err as Error).message.split('\n')[0] });

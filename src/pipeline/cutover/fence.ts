@@ -304,7 +304,7 @@ export async function fenceInPlace(c: pg.Client, schema = FENCE_SCHEMA): Promise
 }
 
 export function withSource<T>(conn: ResolvedConnInfo, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  return withClient(conn, fn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS } });
+  return withClient(conn, fn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS }, quietDdl: true });
 }
 
 export function refuseUnfenceable(plans: FencePlan[]): void {

@@ -9,6 +9,8 @@ import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OperationError } from '../../errors.js';
 import { quoteIdent } from '../../postgres/identifiers.js';
+import { isStatementRefusal } from '../../postgres/errors.js';
+import { eventTriggerStates, eventTriggerStatements } from '../shared/event-triggers.js';
 import { readSubscription } from '../shared/replication-catalog.js';
 import { stopSubscription } from '../shared/subscription.js';
 
@@ -43,4 +45,23 @@ export async function dropSourceSlot(source: pg.Client, slot: string, timeoutMs 
     }
     await sleep(50);
   }
+}
+
+/**
+ * The target's event triggers (init created them disabled, shared/event-triggers.ts) as the source has them now.
+ * Idempotent; a statement the target refuses (ALTER EVENT TRIGGER needs the trigger's owner, a superuser) is
+ * returned as a warning naming it.
+ */
+export async function enableEventTriggers(source: ReadonlyMap<string, string>, target: pg.Client, targetDatabase: string): Promise<string[]> {
+  const warnings: string[] = [];
+  if (!source.size) return warnings;
+  for (const sql of eventTriggerStatements(source, await eventTriggerStates(target))) {
+    try {
+      await target.query(sql);
+    } catch (err) {
+      if (!isStatementRefusal(err)) throw err;
+      warnings.push(`database "${targetDatabase}": event trigger left disabled: ${(err as Error).message}; run as its owner: ${sql}`);
+    }
+  }
+  return warnings;
 }

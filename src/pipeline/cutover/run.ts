@@ -33,7 +33,8 @@ import { mirrorLargeObjects, type MirrorResult } from '../shared/large-objects.j
 import { flushWal, waitForApplied } from './catch-up.js';
 import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, unfence, withSource, type FencePlan } from './fence.js';
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
-import { dropForwardSubscription, dropSourceSlot } from './hand-over.js';
+import { dropForwardSubscription, dropSourceSlot, enableEventTriggers } from './hand-over.js';
+import { eventTriggerStates } from '../shared/event-triggers.js';
 import { afterUnfence, refuseReverse, runningApplier, stopApplier, timestampReady } from './methods.js';
 import { assertReverseRoom, canCreateSubscription, ensureReversePublication, ensureReverseSubscription, reverseNames, reverseRightsProblem } from './reverse.js';
 import { moveSequences } from './sequences.js';
@@ -156,6 +157,8 @@ interface Ctx {
   started: number;
   phases: PhaseTiming[];
   warnings: string[];
+  /** Per source database, its event triggers' states (read before the fence) for the hand-over. */
+  eventTriggers: Map<string, Map<string, string>>;
   /** Per pair, what the large-objects phase did. */
   largeObjects: MirrorResult[];
   method: SyncMethod;
@@ -231,7 +234,7 @@ function requireHook<T>(hook: T | undefined, what: string): T {
 
 export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
   const started = performance.now();
-  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [], method: 'native', finalRound: new Map() };
+  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [], method: 'native', finalRound: new Map(), eventTriggers: new Map() };
   // A background client applier holds the lock: it is stopped (after the confirmation) and the lock taken then.
   const applierPid = await runningApplier(o.stateDir);
   let release = o.dryRun || applierPid !== null ? undefined : await acquireLock(o.stateDir);
@@ -345,7 +348,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
       const sessions: Sessions = [];
       try {
         for (const p of pairs) {
-          const src = () => connect(p.sourceConn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS } });
+          const src = () => connect(p.sourceConn, { label: 'the source', applicationName: 'pgferry cutover', settings: { ...SOURCE_SETTINGS }, quietDdl: true });
           const tgt = () => connect(p.targetConn, { label: 'the target', applicationName: 'pgferry cutover' });
           const [s, t, ws, wt] = await connectAll([src(), tgt(), ...(method === 'native' ? [src(), tgt()] : [])]);
           // Recorded before the next query, so that a failure still closes all four.
@@ -358,6 +361,9 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         await Promise.all(sessions.map((x2) => moveSequences(x2.src, x2.tgt, true)));
         // Which databases have extensions' configuration tables to copy again in the window (most have none).
         const configs = await Promise.all(sessions.map((x2) => extensionConfigRelations(x2.src)));
+        // And the source's event triggers, which the hand-over gives the target (init created them disabled).
+        const triggerStates = await Promise.all(sessions.map((x2) => eventTriggerStates(x2.src)));
+        for (const [i, p] of pairs.entries()) x.eventTriggers.set(p.sourceDatabase, triggerStates[i]!);
         // Fence every database first, then wait for all of them.
         await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {
           store.state.phase = 'fence';
@@ -564,6 +570,13 @@ async function handOver(
         if (d.handOver === 'slot-dropped' && x.method === 'client') {
           await withClient(p.targetConn, (c) => dropOrigin(c, p.names.origin), { label: 'the target', applicationName: 'pgferry cutover' });
         }
+        // Nothing of pgferry's replication is left on the target: its event triggers may fire from now on, as on the source
+        // (read before the fence; again here when a rerun finishes a hand-over). No session at all where the source has none.
+        const states = x.eventTriggers.get(p.sourceDatabase) ?? (await withSource(p.sourceConn, eventTriggerStates));
+        if (states.size) {
+          const triggers = await withClient(p.targetConn, (c) => enableEventTriggers(states, c, p.targetDatabase), { label: 'the target', applicationName: 'pgferry cutover' });
+          for (const w of triggers) warn(x, w);
+        }
       }
       await store.save();
     });
@@ -576,7 +589,7 @@ async function handOver(
           d.reverse = { ...names, created: false };
           await store.save();
           const pub = await withSource(p.sourceConn, (c) => readPublication(c, p.names.publication, ids.source.major));
-          await withClient(p.targetConn, (c) => ensureReversePublication(c, names.publication, pub?.tables ?? [], pub?.viaRoot ?? false, ids.target.major), { label: 'the target' });
+          await withClient(p.targetConn, (c) => ensureReversePublication(c, names.publication, pub?.tables ?? [], pub?.viaRoot ?? false, ids.target.major), { label: 'the target', quietDdl: true });
           const w = await withSource(p.sourceConn, (c) => ensureReverseSubscription(c, names, o.target, p.targetDatabase, ids.source.major));
           if (w) warn(x, w);
           d.reverse.created = true;

@@ -47,7 +47,7 @@ import { copyExtensionData, describeExtensionData } from '../shared/extension-da
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';
 import {
-  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restorePreData, restoreScripted, stopStrayRestores, type SchemaToolOptions, type TocEntry,
+  archiveExists, dumpSchema, entriesPresentOnTarget, excludedRelations, listPostData, restoreEntries, restoreEventTriggers, restorePreData, restoreScripted, stopStrayRestores, type SchemaToolOptions, type TocEntry,
 } from './schema.js';
 import { createBudget, type Budget } from './budget.js';
 import { DEFAULT_SPLIT_THRESHOLD_BYTES, type TablePart } from './parts.js';
@@ -503,7 +503,7 @@ async function createSlotAndSnapshot(x: DatabaseRunContext): Promise<SnapshotHol
       if (r.fullIdentity.length) x.warn(`set REPLICA IDENTITY FULL on the source for ${r.fullIdentity.join(', ')} (--set-replica-identity-full)`);
       if (r.change !== 'unchanged') x.progress({ kind: 'log', level: 'info', message: `publication ${x.names.publication} ${r.change} on the source` });
     },
-    { label: 'the source' },
+    { label: 'the source', quietDdl: true },
   );
   const h = await createSlotWithSnapshot(x.source.conn, x.names.slot, x.source.identity.major);
   try {
@@ -837,9 +837,11 @@ async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts:
   const todo = entries.filter((e) => !present.has(e.dumpId) && !own(e));
   const isFk = (desc: string) => desc === 'FK CONSTRAINT';
   const isLate = (desc: string) => desc === 'COMMENT' || desc === 'SECURITY LABEL';
+  // Event triggers come after everything that is DDL, disabled (shared/event-triggers.ts); comments on them after that.
+  const isEventTrigger = (desc: string) => desc === 'EVENT TRIGGER';
   const work = statePaths(o.stateDir).work;
   const base = encodeURIComponent(d.sourceDatabase);
-  const pass1 = todo.filter((e) => !isFk(e.desc) && !isLate(e.desc));
+  const pass1 = todo.filter((e) => !isFk(e.desc) && !isLate(e.desc) && !isEventTrigger(e.desc));
   const scripted = await buildAsScripts(x, archive, toolOpts, pass1, path.join(work, `${base}.post-data.script`));
   await restoreEntries(x.target.conn, archive, pass1.filter((e) => !scripted.has(e.dumpId)), path.join(work, `${base}.post-data.list`), o.jobs, toolOpts, 'indexes and constraints');
   faultPoint('init.post-data');
@@ -861,6 +863,7 @@ async function restorePostData(x: DatabaseRunContext, archive: string, toolOpts:
       for (const m of resumed) if (!d.notValidForeignKeys.some((k) => fkKey(k) === fkKey(m))) d.notValidForeignKeys.push(m);
     });
   }
+  await restoreEventTriggers(x.target.conn, archive, todo.filter((e) => isEventTrigger(e.desc)), path.join(work, `${base}.event-triggers.list`), { ...toolOpts, targetMajor: x.target.identity.major });
   await restoreEntries(x.target.conn, archive, todo.filter((e) => isLate(e.desc)), path.join(work, `${base}.comments.list`), 1, toolOpts, 'comments');
   const skipped = entries.length - todo.length;
   const notValid = d.notValidForeignKeys.length;

@@ -31,6 +31,7 @@ import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isLockTableFull, lockTableError } from '../../postgres/errors.js';
 import { qualifiedName } from '../../postgres/identifiers.js';
 import { runTool } from '../../postgres/tools.js';
+import { DISABLE_EVENT_TRIGGERS_SQL } from '../shared/event-triggers.js';
 
 export interface SchemaToolOptions {
   pgBinDir?: string | undefined;
@@ -496,6 +497,20 @@ export async function restoreEntries(
   if (workers > 1) args.push(`--jobs=${workers}`);
   args.push(file);
   await runTool('pg_restore', args, { conn, pgBinDir: o.pgBinDir, signal: o.signal, ...restoreTool(o), label: `pg_restore of ${what} into target database "${conn.dbname}"` });
+}
+
+/**
+ * The archive's event triggers, last and disabled (shared/event-triggers.ts): created and disabled in one
+ * transaction, so that none fires on anything pgferry does to the target before cutover enables them.
+ */
+export async function restoreEventTriggers(conn: ResolvedConnInfo, file: string, entries: TocEntry[], listFile: string, o: SchemaToolOptions & { targetMajor: number }): Promise<void> {
+  if (!entries.length) return;
+  await writeFile(listFile, entries.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
+  const sql = await archiveScript(file, [`--use-list=${listFile}`], o, 'pg_restore of the event triggers as SQL');
+  if (sql !== null) return runScript(conn, `${sql}\n;\n${DISABLE_EVENT_TRIGGERS_SQL};\n`, o);
+  // Not plain SQL: restored, then disabled at once (nothing else runs on the target meanwhile).
+  await restoreEntries(conn, file, entries, listFile, 1, o, 'event triggers');
+  await withScriptSession(conn, o, (run) => run(DISABLE_EVENT_TRIGGERS_SQL));
 }
 
 export function archiveExists(file: string): boolean {

@@ -225,7 +225,7 @@ async function syncDatabase(x: Ctx, pair: ReplicationPair): Promise<SyncDatabase
       hint: 'run pgferry init again with the same flags and state directory: it resumes; then run sync',
     });
   }
-  const src = await connect(pair.sourceConn, { label: 'the source', settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync' });
+  const src = await connect(pair.sourceConn, { label: 'the source', settings: { ...CANONICAL_SETTINGS }, applicationName: 'pgferry sync', quietDdl: true });
   const tgt = await connect(pair.targetConn, { label: 'the target', applicationName: 'pgferry sync' });
   // A connection lost midway (a server restart, the network) is named by its side in the error.
   let lost: string | undefined;
