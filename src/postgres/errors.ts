@@ -163,11 +163,21 @@ export function lockTableError(err: unknown, context: string | null, side: 'sour
   });
 }
 
+/**
+ * A row-level security policy would have hidden rows from pgferry's role (its sessions run with row_security
+ * off, as pg_dump's: an error rather than a silently smaller copy or comparison): what to do about it. The
+ * server's own hint for a table's owner (NO FORCE ROW LEVEL SECURITY) would change the application's security.
+ */
+export function rowSecurityHint(err: unknown): string | undefined {
+  if (sqlstate(err) !== '42501' || !/row-level security/.test((err as Error).message ?? '')) return undefined;
+  return 'pgferry reads every row, as pg_dump does: connect as a superuser or a role with BYPASSRLS (ALTER ROLE … BYPASSRLS, as a superuser)';
+}
+
 /** Wrap an error raised during an operation into an OperationError with context. */
 export function operationError(err: unknown, context: string): PgferryError {
   if (err instanceof PgferryError) return err;
   const e = err as PgLikeError;
   const parts = [`${context}: ${e?.message ?? String(err)}`];
   if (e?.detail) parts.push(`DETAIL: ${e.detail}`);
-  return new OperationError(parts.join('\n'), { hint: e?.hint, cause: err });
+  return new OperationError(parts.join('\n'), { hint: rowSecurityHint(err) ?? e?.hint, cause: err });
 }

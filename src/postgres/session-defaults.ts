@@ -9,6 +9,9 @@
 import type pg from 'pg';
 
 export const SESSION_DEFAULTS: Readonly<Record<string, string>> = {
+  // And, as pg_dump: a row-level security policy that would hide rows from pgferry's role is an error, never a silently
+  // smaller copy or a verify that compares only what the policy shows.
+  row_security: 'off',
   default_transaction_read_only: 'off',
   statement_timeout: '0',
   lock_timeout: '0',

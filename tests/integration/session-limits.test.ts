@@ -1,7 +1,8 @@
 /**
  * The limits a database or role sets for its applications (a statement_timeout, a lock_timeout, an idle-in-
  * transaction timeout, a read-only default) must not stop pgferry's own sessions, nor the tools it runs: pg_dump
- * ignores them too. Here the role pgferry connects as carries all four, with limits no statement meets.
+ * ignores them too. Here the role pgferry connects as carries all four, with limits no statement meets. And a
+ * row-level security policy must not make verify compare fewer rows than there are.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -93,5 +94,25 @@ describe('limits a role sets for applications', () => {
     // The connection string's options come after the defaults, the caller's settings after them (in PGOPTIONS, libpq dropped them).
     const own = await runTool('psql', ['-XAtc', show], { conn: { ...conn, params: { ...conn.params, options: '-c statement_timeout=5s' } }, settings: { synchronous_commit: 'local' } });
     expect(own.stdout.trim()).toBe('pgferry|5s|off|local');
+  });
+
+  it('row-level security hides no row from verify: a policy that would is an error naming the fix, never a smaller comparison', async () => {
+    const db = uniqueDbName('rlsverify');
+    const owner = `own_${db}`.slice(0, 60);
+    for (const c of [src, tgt]) {
+      await c.query(`CREATE ROLE ${owner} LOGIN PASSWORD 'rls-owner-1'`);
+      await createDatabase(c, db, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g;
+        ALTER TABLE t OWNER TO ${owner}; ALTER TABLE t ENABLE ROW LEVEL SECURITY; ALTER TABLE t FORCE ROW LEVEL SECURITY;
+        CREATE POLICY few ON t USING (id <= 5);`);
+    }
+    // A difference the policy hides from the owner.
+    await tgt.query("UPDATE t SET v = 'changed' WHERE id = 10", [], db);
+    const v = await verify({
+      source: src.conn(db, owner, 'rls-owner-1'), target: tgt.conn(db, owner, 'rls-owner-1'), scope: emptyScope(), jobs: 1, chunkRows: 2000,
+      maxDiffs: VERIFY_DEFAULTS.maxDiffs, recheck: VERIFY_DEFAULTS.recheck, lagTimeoutMs: 20_000, sequences: true,
+    });
+    const t = v.databases[0]!.tables[0]!;
+    expect(t.status).toBe('error');
+    expect(t.error).toMatch(/row-level security policy for table "t".*BYPASSRLS/);
   });
 });

@@ -316,6 +316,27 @@ describe('validate: tables', () => {
     expect(failures(ok)).toEqual([]);
   });
 
+  it('fails when row-level security would hide rows from the role (init and verify read every row); passes with BYPASSRLS', async () => {
+    const role = uniqueDbName('rls');
+    await src.query(`CREATE ROLE ${role} LOGIN REPLICATION PASSWORD 'rls-secret-1'`);
+    const db = await createDatabase(src, uniqueDbName('rowsec'), `CREATE TABLE secret (id int PRIMARY KEY, v text); CREATE TABLE plain (id int PRIMARY KEY);
+      CREATE TABLE shared_t (id int PRIMARY KEY); ALTER TABLE shared_t ENABLE ROW LEVEL SECURITY; GRANT SELECT ON shared_t TO ${role};
+      ALTER TABLE secret OWNER TO ${role}; ALTER TABLE plain OWNER TO ${role};
+      ALTER TABLE secret ENABLE ROW LEVEL SECURITY; ALTER TABLE secret FORCE ROW LEVEL SECURITY; CREATE POLICY mine ON secret USING (id < 10);`);
+    await src.query(`GRANT CREATE ON DATABASE ${db} TO ${role}`);
+    const as = src.conn(db, role, 'rls-secret-1');
+    const r = await validate(as, tgt.conn(db));
+    // The owner's own table with FORCE, and another's table with RLS on (no policy: no row at all for others).
+    expect(checks(r, 'tables.row_security', db)[0]).toMatchObject({
+      status: 'fail',
+      details: ['public.secret (FORCE ROW LEVEL SECURITY)', 'public.shared_t'],
+      fix: `ALTER ROLE "${role}" BYPASSRLS;  -- run as a superuser (or connect as a superuser)`,
+    });
+    await src.query(`ALTER ROLE ${role} BYPASSRLS`);
+    const ok = await validate(as, tgt.conn(db));
+    expect(status(ok, 'tables.row_security', db)).toBe('absent');
+  });
+
   it('warns about unlogged tables, large objects and sequences, saying how each is handled', async () => {
     const db = await createDatabase(
       src,

@@ -30,7 +30,7 @@ import { checkDistinct, checkPreloadLibraries, checkVersions, type DatabasePair 
 import { openSession, reachSide, type Session } from './reach.js';
 import { checkSourceServer, gatherSourceServer } from './source-server.js';
 import {
-  checkPublicationRights, checkReplicationPrivilege, checkSelect, gatherReplicationPrivilege, gatherSchemasWithoutUsage,
+  checkPublicationRights, checkReplicationPrivilege, checkRowSecurity, checkSelect, gatherReplicationPrivilege, gatherRowSecurity, gatherSchemasWithoutUsage,
   publishedTables,
 } from './source-privileges.js';
 import { checkReplicaIdentity, checkScopeNotEmpty, checkUnlogged, gatherLeafIdentities } from './tables.js';
@@ -329,6 +329,8 @@ async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: C
       ...(await checkFilterForeignKeys(client, scope.tables, undefined, refused)),
       ...checkMasking(scope.tables, source.identity.major),
     );
+    const hidden = source.identity.superuser ? null : checkRowSecurity(await gatherRowSecurity(client, scope.tables), user);
+    if (hidden) found.push(hidden);
     const unlogged = checkUnlogged(scope.tables);
     if (unlogged) found.push(unlogged);
     const lo = checkLargeObjects(facts);

@@ -89,6 +89,40 @@ export function checkSelect(tables: ScopeTable[], user: string, schemasWithoutUs
   );
 }
 
+/** Tables in scope (and their partitions) whose row-level security would hide rows from the current user. */
+export async function gatherRowSecurity(client: pg.Client, tables: ScopeTable[]): Promise<{ schema: string; name: string; forced: boolean }[]> {
+  const oids = tables.flatMap((t) => [t.oid, ...t.partitions.map((p) => p.oid)]);
+  if (!oids.length) return [];
+  // As the server decides (check_enable_rls): not for a superuser or BYPASSRLS, nor for the owner unless FORCE is set.
+  const { rows } = await client.query<{ schema: string; name: string; forced: boolean }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relforcerowsecurity AS forced
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = ANY($1::oid[]) AND c.relrowsecurity
+        AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user)
+        AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+      ORDER BY 1, 2`,
+    [oids],
+  );
+  return rows;
+}
+
+/**
+ * Row-level security must hide no row from pgferry's role: its sessions read with row_security off, as pg_dump's, so
+ * init's copy and verify would stop at such a table (rather than copy or compare only what a policy shows).
+ */
+export function checkRowSecurity(hidden: { schema: string; name: string; forced: boolean }[], user: string): CheckResult | null {
+  if (!hidden.length) return null;
+  const id = 'tables.row_security';
+  return fail(
+    id,
+    'source',
+    `row-level security would hide rows of ${plural(hidden.length, 'table')} from ${user} (${hidden.slice(0, 5).map((t) => displayName(t.schema, t.name)).join(', ')}${hidden.length > 5 ? ', …' : ''}): ` +
+      'init copies and verify compares every row, as pg_dump reads them, and would stop there',
+    `ALTER ROLE ${quoteIdent(user)} BYPASSRLS;  -- run as a superuser (or connect as a superuser)`,
+    { details: hidden.map((t) => `${displayName(t.schema, t.name)}${t.forced ? ' (FORCE ROW LEVEL SECURITY)' : ''}`) },
+  );
+}
+
 export interface PublicationRights {
   user: string;
   superuser: boolean;

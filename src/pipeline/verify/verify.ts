@@ -9,7 +9,7 @@ import { matches, parseTablePattern } from '../../config/names.js';
 import { InterruptedError, PgferryError, UsageError } from '../../errors.js';
 import { parseJobs } from '../../config/jobs.js';
 import { silentProgress, type ProgressSink } from '../shared/progress.js';
-import { isConnectFailure, operationError } from '../../postgres/errors.js';
+import { isConnectFailure, operationError, rowSecurityHint } from '../../postgres/errors.js';
 import { displayName } from '../../postgres/identifiers.js';
 import { assertPredicatePlans, timeFilterPredicate } from '../shared/filters.js';
 import { verifyPlan } from '../../config/data-rules.js';
@@ -519,7 +519,8 @@ async function runChunks(opts: VerifyOptions, pairs: SessionPair[], jobs: TableJ
       } catch (err) {
         throwIfAborted(signal);
         if (fatal(err)) throw err;
-        job.report.error = `comparison failed: ${(err as Error).message}`;
+        const hint = rowSecurityHint(err);
+        job.report.error = `comparison failed: ${(err as Error).message}${hint ? ` (${hint})` : ''}`;
       }
     }
     if (!replanned) job.done += task.buckets ? task.buckets.last - task.buckets.first + 1 : 1;
