@@ -25,6 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { quoteIdent, quoteIdentList } from '../../../postgres/identifiers.js';
+import { OperationError } from '../../../errors.js';
 import { columnsKey, entries, tupleOf, UNCHANGED, values as tupleValues, type Tuple, type Value } from './pgoutput.js';
 import type { ApplyTable } from './tables.js';
 
@@ -194,6 +195,11 @@ function keyMatch(t: ApplyTable): string {
   return t.key.map((i) => `t.${quoteIdent(t.relation.columns[i]!.name)} = ${cast(t, i)}`).join(' AND ');
 }
 
+/** `OVERRIDING SYSTEM VALUE` where the table has a GENERATED ALWAYS identity column (tables.ts, TargetColumn.always). */
+function overriding(t: ApplyTable): string {
+  return t.types.some((c) => c.always) ? ' OVERRIDING SYSTEM VALUE' : '';
+}
+
 async function writeState(client: pg.Client, t: ApplyTable, state: Map<string, Entry>, counts: ApplyCounts): Promise<void> {
   const deletes: Tuple[] = [];
   const upserts: Tuple[] = [];
@@ -215,7 +221,8 @@ async function writeState(client: pg.Client, t: ApplyTable, state: Map<string, E
   }
   for (const rows of patches.values()) {
     const present = entries(rows[0]!).flatMap(([b, s], i) => (b[s] === 0x75 ? [] : [i]));
-    const set = present.filter((i) => !t.key.includes(i)).map((i) => `${quoteIdent(names[i]!)} = ${cast(t, i)}`);
+    // An identity column GENERATED ALWAYS may only be set to DEFAULT; the source cannot give it another value either.
+    const set = present.filter((i) => !t.key.includes(i) && !t.types[i]!.always).map((i) => `${quoteIdent(names[i]!)} = ${cast(t, i)}`);
     if (!set.length) continue;
     const r = await client.query(`UPDATE ${t.sql} t SET ${set.join(', ')} FROM ${unnestFrom(present)} WHERE ${keyMatch(t)}`, columnArrays(rows, present));
     counts.statements++;
@@ -224,10 +231,10 @@ async function writeState(client: pg.Client, t: ApplyTable, state: Map<string, E
   if (upserts.length) {
     const all = names.map((_, i) => i);
     const keyCols = t.key.map((i) => names[i]!);
-    const others = all.filter((i) => !t.key.includes(i)).map((i) => `${quoteIdent(names[i]!)} = EXCLUDED.${quoteIdent(names[i]!)}`);
+    const others = all.filter((i) => !t.key.includes(i) && !t.types[i]!.always).map((i) => `${quoteIdent(names[i]!)} = EXCLUDED.${quoteIdent(names[i]!)}`);
     const onConflict = others.length ? `DO UPDATE SET ${others.join(', ')}` : 'DO NOTHING';
     await client.query(
-      `INSERT INTO ${t.sql} (${quoteIdentList(names)}) SELECT ${all.map((i) => cast(t, i)).join(', ')} FROM ${unnestFrom(all)} ON CONFLICT (${quoteIdentList(keyCols)}) ${onConflict}`,
+      `INSERT INTO ${t.sql} (${quoteIdentList(names)})${overriding(t)} SELECT ${all.map((i) => cast(t, i)).join(', ')} FROM ${unnestFrom(all)} ON CONFLICT (${quoteIdentList(keyCols)}) ${onConflict}`,
       columnArrays(upserts, all),
     );
     counts.statements++;
@@ -307,7 +314,7 @@ async function applyOrdered(client: pg.Client, t: ApplyTable, list: Row[], count
       return;
     }
     await client.query(
-      `INSERT INTO ${t.sql} (${quoteIdentList(t.relation.columns.map((c) => c.name))}) SELECT ${all.map((i) => cast(t, i)).join(', ')} FROM ${unnestFrom(all)}`,
+      `INSERT INTO ${t.sql} (${quoteIdentList(t.relation.columns.map((c) => c.name))})${overriding(t)} SELECT ${all.map((i) => cast(t, i)).join(', ')} FROM ${unnestFrom(all)}`,
       columnArrays(inserts, all),
     );
     counts.statements++;
@@ -348,11 +355,24 @@ function locate(t: ApplyTable, oldTuple: Tuple, values: unknown[]): string {
 async function updateOne(client: pg.Client, t: ApplyTable, old: Tuple, row: Tuple, counts: ApplyCounts): Promise<void> {
   const values: unknown[] = [];
   const set: string[] = [];
+  const before = tupleValues(old);
   tupleValues(row).forEach((v, i) => {
     if (v === UNCHANGED) return;
+    if (t.types[i]!.always) {
+      // May only be set to DEFAULT: left out. A key of such a column that changed (UPDATE … SET id = DEFAULT on the source) cannot be
+      // written so; say so rather than leave the row under its old key.
+      const was = before[i];
+      if ((t.key.includes(i) || !t.key.length) && was !== undefined && was !== UNCHANGED && was !== v) {
+        throw new OperationError(`${t.display}: the source gave identity column "${t.relation.columns[i]!.name}" (GENERATED ALWAYS) a new value, which an UPDATE cannot write on the target`, {
+          hint: 'apply it by hand on the target (DELETE the row, INSERT it with OVERRIDING SYSTEM VALUE) or run pgferry verify --repair, then sync again; or use the native subscription, which applies it',
+        });
+      }
+      return;
+    }
     values.push(v);
     set.push(`${quoteIdent(t.relation.columns[i]!.name)} = $${values.length}::${t.types[i]!.type}`);
   });
+  if (!set.length) return; // only GENERATED ALWAYS identity columns, unchanged
   const where = locate(t, old, values);
   const r = await client.query(`UPDATE ${t.sql} SET ${set.join(', ')} WHERE ${where}`, values);
   counts.statements++;

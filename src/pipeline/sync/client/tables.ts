@@ -20,6 +20,11 @@ export interface TargetColumn {
   type: string;
   /** Compare as text when matching whole rows (no equality operator). */
   textCompare: boolean;
+  /**
+   * GENERATED ALWAYS AS IDENTITY: an INSERT must say OVERRIDING SYSTEM VALUE, and an UPDATE may not set it (only to
+   * DEFAULT). The native subscription's apply bypasses both; the client applier writes SQL.
+   */
+  always: boolean;
 }
 
 export interface ApplyTable {
@@ -41,7 +46,7 @@ export interface ApplyTable {
 }
 
 interface CatalogRow {
-  cols: { name: string; type: string; base: string; generated: boolean }[] | null;
+  cols: { name: string; type: string; base: string; generated: boolean; always: boolean }[] | null;
   uniques: string[][] | null;
   /** pgferry's masking trigger is on the table (ENABLE ALWAYS): the columns the source does not send are masked ones. */
   masked: boolean;
@@ -50,7 +55,7 @@ interface CatalogRow {
 async function readCatalog(client: pg.Client, schema: string, name: string): Promise<CatalogRow | undefined> {
   const { rows } = await client.query<CatalogRow>(
     `SELECT (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
-                    'base', coalesce(et.typname, t.typname), 'generated', a.attgenerated <> '') ORDER BY a.attnum)
+                    'base', coalesce(et.typname, t.typname), 'generated', a.attgenerated <> '', 'always', a.attidentity = 'a') ORDER BY a.attnum)
                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typlen = -1 AND t.typelem <> 0
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS cols,
             (SELECT json_agg((SELECT json_agg(a.attname ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey)))
@@ -82,7 +87,7 @@ export async function describeTarget(client: pg.Client, rel: Relation, warn: (m:
         hint: `add the column on the target (ALTER TABLE ${display} ADD COLUMN …) with the source's type, then run sync again; nothing past the last committed batch was applied`,
       });
     }
-    types.push({ type: t.type, textCompare: NO_EQUALITY.has(t.base) });
+    types.push({ type: t.type, textCompare: NO_EQUALITY.has(t.base), always: t.always });
   }
   const extra = cols.filter((c) => !rel.columns.some((r) => r.name === c.name));
   // A masked table's left-out columns are computed by its trigger (masking-target.ts): nothing to warn about.
