@@ -33,10 +33,15 @@ const QUIET_DDL = 'SET session_replication_role = replica';
 /** Statements set after login, which DISCARD ALL undoes (the settings of the startup packet survive it). */
 const setAfterLogin = new WeakMap<pg.Client, string[]>();
 
+/** Startup options (`-c name=value`, `--name=value`) that set transaction_timeout themselves. */
+export function setsTransactionTimeout(options: string): boolean {
+  return /(^|[\s-]|-c)transaction[_-]timeout\s*=/i.test(options);
+}
+
 /** Set what cannot be sent at login: on a server that has it, unless the startup options set it themselves. */
 export async function applyAfterLogin(client: pg.Client, serverVersion: string, options: string, o: { quietDdl?: boolean } = {}): Promise<void> {
   const done: string[] = [];
-  if (parseInt(serverVersion, 10) >= 17 && !/(^|[^a-z_])transaction[_-]timeout\s*=/i.test(options)) {
+  if (parseInt(serverVersion, 10) >= 17 && !setsTransactionTimeout(options)) {
     await client.query(NO_TRANSACTION_TIMEOUT);
     done.push(NO_TRANSACTION_TIMEOUT);
   }
