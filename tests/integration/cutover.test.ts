@@ -155,7 +155,7 @@ describe('cutover', () => {
     expect(await fenceSchemaExists(s.db)).toBe(true);
   });
 
-  it("event triggers: init creates them disabled (none fires on pgferry's DDL, the log table replicates without a collision), the hand-over gives each the source's state", async () => {
+  it("event triggers: init creates them disabled (none fires on pgferry's DDL, the log table replicates without a collision), the hand-over gives each the source's state, and the database's properties changed since init", async () => {
     // An audit trigger logging every DDL command into a table with a serial key, and a disabled one; foreign keys for init to create.
     const s = await prepare('cutevt', `CREATE TABLE ddl_log (id bigserial PRIMARY KEY, tag text NOT NULL);
       CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO ddl_log (tag) VALUES (tg_tag); END $$;
@@ -172,12 +172,23 @@ describe('cutover', () => {
     const expected = await src.query(log, [], s.db);
     expect(expected.at(-1)).toMatchObject({ tag: 'CREATE TABLE' });
     await waitFor('the log row on the target', async () => JSON.stringify(await tgt.query(log, [], s.db)) === JSON.stringify(expected), 60_000);
+    // The database's own properties, changed on the source since init (replication carries none), and a setting of the target's own.
+    await src.query(`ALTER DATABASE ${s.db} SET work_mem = '8MB'; COMMENT ON DATABASE ${s.db} IS 'changed since init';
+      REVOKE CONNECT ON DATABASE ${s.db} FROM PUBLIC; GRANT CONNECT ON DATABASE ${s.db} TO ${s.app}`);
+    await tgt.query(`ALTER DATABASE ${s.db} SET maintenance_work_mem = '99MB'`);
     const writer = appWriter(s);
     await waitFor('some commits', async () => writer.commits() > 20);
     const r = await s.cli('cutover', '--yes');
     await stopWriter(writer);
     expect(r.exitCode, r.stderr + r.stdout).toBe(0);
     expect(await tgt.query(states, [], s.db)).toEqual([{ evtname: 'audit_ddl', evtenabled: 'O' }, { evtname: 'noisy', evtenabled: 'D' }]);
+    const props = `SELECT shobj_description(d.oid, 'pg_database') AS comment, has_database_privilege('public', d.oid, 'CONNECT') AS public_connect,
+                          has_database_privilege($2, d.oid, 'CONNECT') AS app_connect,
+                          (SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = 0) AS settings
+                     FROM pg_database d WHERE d.datname = $1`;
+    // As the source had them before its fence revoked CONNECT; the target's own setting kept.
+    expect(await tgt.query(props, [s.db, s.app])).toEqual([{ comment: 'changed since init', public_connect: false, app_connect: true, settings: ['maintenance_work_mem=99MB', 'work_mem=8MB'] }]);
+    expect(await appCan(tgt, s)).toMatch(/^inserted \d+$/);
     // The new primary logs its DDL again, under keys past the source's (the sequence moved at cutover).
     await tgt.query('CREATE TABLE after_t (id int)', [], s.db);
     const after = await tgt.query<{ id: number; tag: string }>(log, [], s.db);

@@ -1,6 +1,6 @@
 /** The statements that carry a database's settings, privileges and comment (pure); tests/integration/init.test.ts applies them. */
 import { describe, expect, it } from 'vitest';
-import { propertyStatements, settingStatement } from '../../src/pipeline/init/database-properties.js';
+import { propertyChanges, propertyStatements, settingStatement } from '../../src/pipeline/shared/database-properties.js';
 import { splitSettingList } from '../../src/postgres/setting-lists.js';
 
 describe('database properties', () => {
@@ -39,5 +39,32 @@ describe('database properties', () => {
     expect(propertyStatements('shop', extras, { noPrivileges: true }).map((s) => s.sql)).toHaveLength(3);
     // Default privileges (datacl NULL), no limit, comment or setting: nothing to do.
     expect(propertyStatements('shop', { owner: 'postgres', connectionLimit: -1, comment: null, privileges: null, settings: [] }, { noPrivileges: false })).toEqual([]);
+  });
+
+  it("brings a target to what changed on the source since: settings set again, the target's own left alone, privileges matched", () => {
+    const source = {
+      owner: 'postgres', connectionLimit: -1, comment: null,
+      privileges: [{ grantee: 'app', privilege: 'CONNECT', grantable: false }, { grantee: 'postgres', privilege: 'CONNECT', grantable: false }],
+      settings: [{ role: null, setting: 'work_mem=8MB' }, { role: 'app', setting: 'search_path=app' }, { role: null, setting: 'TimeZone=UTC' }],
+    };
+    const target = {
+      owner: 'migrator', connectionLimit: 40, comment: 'old',
+      privileges: null, // PUBLIC's defaults
+      settings: [{ role: null, setting: 'work_mem=4MB' }, { role: null, setting: 'TimeZone=UTC' }, { role: null, setting: 'maintenance_work_mem=1GB' }],
+    };
+    const c = propertyChanges('shop', source, target, { privileges: true });
+    expect(c.statements.map((x) => x.sql)).toEqual([
+      'ALTER DATABASE "shop" CONNECTION LIMIT -1',
+      'COMMENT ON DATABASE "shop" IS NULL',
+      'REVOKE CONNECT ON DATABASE "shop" FROM PUBLIC',
+      'REVOKE TEMPORARY ON DATABASE "shop" FROM PUBLIC',
+      'GRANT CONNECT ON DATABASE "shop" TO "app"',
+      `ALTER DATABASE "shop" SET "work_mem" TO '8MB'`,
+      `ALTER ROLE "app" IN DATABASE "shop" SET "search_path" TO 'app'`,
+    ]);
+    expect(c.leftAlone).toEqual(['maintenance_work_mem']);
+    // Privileges only as read before the fence: without them, the rest.
+    expect(propertyChanges('shop', source, target, { privileges: false }).statements).toHaveLength(4);
+    expect(propertyChanges('shop', source, source, { privileges: true })).toEqual({ statements: [], leftAlone: [] });
   });
 });

@@ -35,6 +35,9 @@ import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, u
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
 import { dropForwardSubscription, dropSourceSlot, enableEventTriggers } from './hand-over.js';
 import { eventTriggerStates } from '../shared/event-triggers.js';
+import { applyDatabaseProperties, describeProperties, propertyChanges } from '../shared/database-properties.js';
+import { databaseExtras, type DatabaseExtras } from '../../postgres/catalog/databases.js';
+import { withMaintenanceClient } from '../../postgres/maintenance.js';
 import { afterUnfence, refuseReverse, runningApplier, stopApplier, timestampReady } from './methods.js';
 import { assertReverseRoom, canCreateSubscription, ensureReversePublication, ensureReverseSubscription, reverseNames, reverseRightsProblem } from './reverse.js';
 import { moveSequences } from './sequences.js';
@@ -159,6 +162,10 @@ interface Ctx {
   warnings: string[];
   /** Per source database, its event triggers' states (read before the fence) for the hand-over. */
   eventTriggers: Map<string, Map<string, string>>;
+  /** Per source database, its own properties (settings, privileges, comment, limit) read before the fence revoked CONNECT. */
+  sourceExtras: Map<string, DatabaseExtras>;
+  /** init ran with --no-privileges: the database's privileges are not carried either. */
+  noPrivileges: boolean;
   /** Per pair, what the large-objects phase did. */
   largeObjects: MirrorResult[];
   method: SyncMethod;
@@ -234,12 +241,13 @@ function requireHook<T>(hook: T | undefined, what: string): T {
 
 export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
   const started = performance.now();
-  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [], method: 'native', finalRound: new Map(), eventTriggers: new Map() };
+  const x: Ctx = { o, pairs: [], progress: o.progress ?? (() => {}), started, phases: [], warnings: [], largeObjects: [], method: 'native', finalRound: new Map(), eventTriggers: new Map(), sourceExtras: new Map(), noPrivileges: false };
   // A background client applier holds the lock: it is stopped (after the confirmation) and the lock taken then.
   const applierPid = await runningApplier(o.stateDir);
   let release = o.dryRun || applierPid !== null ? undefined : await acquireLock(o.stateDir);
   try {
     const initState = await loadState(o.stateDir);
+    x.noPrivileges = !!initState?.options.noPrivileges;
     const previous = await loadCutoverState(o.stateDir);
     const method = (x.method = previous?.options.method ?? syncMethod(initState, await loadSyncRecord(o.stateDir)));
     const scope = o.scope ?? initState?.scope ?? emptyScope();
@@ -364,6 +372,9 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         // And the source's event triggers, which the hand-over gives the target (init created them disabled).
         const triggerStates = await Promise.all(sessions.map((x2) => eventTriggerStates(x2.src)));
         for (const [i, p] of pairs.entries()) x.eventTriggers.set(p.sourceDatabase, triggerStates[i]!);
+        // And the database's own properties, whose privileges the fence is about to change.
+        const extras = await Promise.all(sessions.map((x2, i) => databaseExtras(x2.src, pairs[i]!.sourceDatabase)));
+        for (const [i, p] of pairs.entries()) if (extras[i]) x.sourceExtras.set(p.sourceDatabase, extras[i]!);
         // Fence every database first, then wait for all of them.
         await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {
           store.state.phase = 'fence';
@@ -577,6 +588,7 @@ async function handOver(
           const triggers = await withClient(p.targetConn, (c) => enableEventTriggers(states, c, p.targetDatabase), { label: 'the target', applicationName: 'pgferry cutover' });
           for (const w of triggers) warn(x, w);
         }
+        await carryDatabaseProperties(x, p);
       }
       await store.save();
     });
@@ -609,6 +621,27 @@ async function handOver(
       hint: 'the source stays fenced and the target is not yet complete: run pgferry cutover again to finish the hand-over (--abort can no longer undo it)',
       cause: err,
     });
+  }
+}
+
+/**
+ * The database's own properties as the source has them now (init carried them once; shared/database-properties.ts):
+ * settings changed since, the comment, the connection limit and the privileges — these only as read before the fence
+ * (a rerun that finishes a hand-over reads a fenced source, and leaves them). Settings only the target has stay.
+ */
+async function carryDatabaseProperties(x: Ctx, p: ReplicationPair): Promise<void> {
+  const before = x.sourceExtras.get(p.sourceDatabase);
+  const source = before ?? (await withSource(p.sourceConn, (c) => databaseExtras(c, p.sourceDatabase)));
+  if (!source) return;
+  const target = await withMaintenanceClient(p.targetConn, p.targetDatabase, (c) => databaseExtras(c, p.targetDatabase));
+  if (!target) return;
+  const changes = propertyChanges(p.targetDatabase, source, target, { privileges: !!before && !x.noPrivileges });
+  if (changes.statements.length) {
+    const r = await applyDatabaseProperties({ target: p.targetConn, targetDatabase: p.targetDatabase, warn: (m) => warn(x, m) }, changes.statements);
+    x.progress({ kind: 'log', level: 'info', message: `database "${p.targetDatabase}": settings, privileges and comment as on the source now (${describeProperties(r)})` });
+  }
+  if (changes.leftAlone.length) {
+    x.progress({ kind: 'log', level: 'info', message: `database "${p.targetDatabase}": left as they are, set on the target only: ${changes.leftAlone.join(', ')}` });
   }
 }
 

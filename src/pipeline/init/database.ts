@@ -42,7 +42,7 @@ import { copyTables, type CopyTablesOptions } from './copy.js';
 import { planCopy, type CopyPlanOptions, type CopyTableInput, type TableCopyPlan } from './copy-plan.js';
 import { startReadAhead, type ReadAhead } from './read-ahead.js';
 import { createForeignKeys, fkKey } from './constraints.js';
-import { applyDatabaseProperties, describeProperties, propertyStatements, readDatabaseExtras } from './database-properties.js';
+import { applyDatabaseProperties, describeProperties, propertyStatements, readDatabaseExtras } from '../shared/database-properties.js';
 import { copyExtensionData, describeExtensionData } from '../shared/extension-data.js';
 import { copyLargeObjects, countLargeObjects } from '../shared/large-objects.js';
 import type { InitOptions } from './run.js';

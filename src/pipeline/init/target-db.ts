@@ -5,10 +5,10 @@
  * which (after confirmation) terminates its sessions and drops it first.
  * Nothing is ever dropped without that flag.
  */
-import type pg from 'pg';
-import { OperationError, UsageError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { databaseProperties, describeObjectCounts, userObjectCounts, type DatabaseProperties } from '../../postgres/catalog/databases.js';
-import { acquireClient, withAcquired, withClient, type AcquiredClient } from '../../postgres/connect.js';
+import { withClient } from '../../postgres/connect.js';
+import { withMaintenanceClient } from '../../postgres/maintenance.js';
 import { sessionKeeper } from '../../postgres/session-keeper.js';
 import { forDatabase, type ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isConnectFailure, operationError, sqlstate } from '../../postgres/errors.js';
@@ -20,23 +20,6 @@ export interface TargetDatabaseStatus {
   objects: Record<string, number>;
   empty: boolean;
   properties?: DatabaseProperties;
-}
-
-/** A maintenance connection on the target server (not to the database we may drop). */
-export async function withMaintenanceClient<T>(target: ResolvedConnInfo, avoid: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const candidates = [target.dbname, 'postgres', 'template1'].filter((d, i, a) => d !== avoid && a.indexOf(d) === i);
-  let lastErr: unknown;
-  for (const db of candidates) {
-    let session: AcquiredClient;
-    try {
-      session = await acquireClient(forDatabase(target, db), { label: 'the target' });
-    } catch (err) {
-      lastErr = err;
-      continue;
-    }
-    return withAcquired(session, fn);
-  }
-  throw lastErr ?? new OperationError('no maintenance database to connect to on the target');
 }
 
 export async function inspectTargetDatabase(target: ResolvedConnInfo, name: string, targetMajor: number): Promise<TargetDatabaseStatus> {

@@ -19,7 +19,7 @@ import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { checkLibraries, type PreloadSetting, preloadSetting } from '../../postgres/libraries.js';
 import { LIST_SETTINGS, splitSettingList } from '../../postgres/setting-lists.js';
 import { plural } from '../../units.js';
-import { withMaintenanceClient } from './target-db.js';
+import { withMaintenanceClient } from '../../postgres/maintenance.js';
 
 /** PUBLIC's privileges on a database that has none recorded (acldefault('d', owner)). */
 const PUBLIC_DEFAULTS = ['CONNECT', 'TEMPORARY'];
@@ -42,29 +42,63 @@ export interface PropertyStatement {
   preload?: PreloadSetting;
 }
 
-/** Everything to run on the target for the source database's extras. */
+/** Everything to run on a new target database (no settings, comment or limit; PUBLIC's default privileges) for the source's extras. */
 export function propertyStatements(database: string, e: DatabaseExtras, o: { noPrivileges: boolean }): PropertyStatement[] {
+  const fresh: DatabaseExtras = { owner: e.owner, connectionLimit: -1, comment: null, privileges: null, settings: [] };
+  return propertyChanges(database, e, fresh, { privileges: !o.noPrivileges }).statements;
+}
+
+/** A database's privileges as `grantee privilege grantable` lines, the owner's left out; null (no ACL) is PUBLIC's defaults. */
+function aclLines(e: DatabaseExtras): Map<string, { grantee: string; privilege: string; grantable: boolean }> {
+  const list = e.privileges ?? PUBLIC_DEFAULTS.map((privilege) => ({ grantee: 'PUBLIC', privilege, grantable: false }));
+  return new Map(list.filter((p) => p.grantee !== e.owner).map((p) => [`${p.grantee}\u0000${p.privilege}\u0000${p.grantable}`, p]));
+}
+
+export interface PropertyChanges {
+  statements: PropertyStatement[];
+  /** Settings only the target has: the target's own (a DBA's tuning of the new server), left as they are. */
+  leftAlone: string[];
+}
+
+/**
+ * What brings the target database's properties to the source's again (cutover: what changed on the source since init):
+ * settings the source has and the target lacks or holds otherwise, the connection limit, the comment, and — with
+ * `privileges` — grants and revokes until the ACLs match (owners aside). Settings only the target has are left alone.
+ */
+export function propertyChanges(database: string, source: DatabaseExtras, target: DatabaseExtras, o: { privileges: boolean }): PropertyChanges {
   const db = quoteIdent(database);
-  const out: PropertyStatement[] = [];
-  if (e.connectionLimit !== -1) out.push({ sql: `ALTER DATABASE ${db} CONNECTION LIMIT ${Math.trunc(e.connectionLimit)}`, what: 'the connection limit' });
-  if (e.comment !== null) out.push({ sql: `COMMENT ON DATABASE ${db} IS ${quoteLiteral(e.comment)}`, what: 'the comment' });
-  if (!o.noPrivileges && e.privileges) {
-    const publicHas = new Set(e.privileges.filter((p) => p.grantee === 'PUBLIC').map((p) => p.privilege));
-    for (const p of PUBLIC_DEFAULTS) {
-      if (!publicHas.has(p)) out.push({ sql: `REVOKE ${p} ON DATABASE ${db} FROM PUBLIC`, what: `${p} revoked from PUBLIC` });
+  const statements: PropertyStatement[] = [];
+  if (source.connectionLimit !== target.connectionLimit) {
+    statements.push({ sql: `ALTER DATABASE ${db} CONNECTION LIMIT ${Math.trunc(source.connectionLimit)}`, what: 'the connection limit' });
+  }
+  if (source.comment !== target.comment) {
+    statements.push({ sql: `COMMENT ON DATABASE ${db} IS ${source.comment === null ? 'NULL' : quoteLiteral(source.comment)}`, what: 'the comment' });
+  }
+  if (o.privileges) {
+    const [want, have] = [aclLines(source), aclLines(target)];
+    for (const [k, p] of have) {
+      if (want.has(k)) continue;
+      const from = p.grantee === 'PUBLIC' ? 'PUBLIC' : quoteIdent(p.grantee);
+      statements.push({ sql: `REVOKE ${p.privilege} ON DATABASE ${db} FROM ${from}`, what: `${p.privilege} revoked from ${p.grantee}` });
     }
-    for (const p of e.privileges) {
-      // The owner's privileges are the target owner's to have; PUBLIC's defaults are there already.
-      if (p.grantee === e.owner || (p.grantee === 'PUBLIC' && PUBLIC_DEFAULTS.includes(p.privilege) && !p.grantable)) continue;
+    for (const [k, p] of want) {
+      if (have.has(k)) continue;
       const to = p.grantee === 'PUBLIC' ? 'PUBLIC' : quoteIdent(p.grantee);
-      out.push({ sql: `GRANT ${p.privilege} ON DATABASE ${db} TO ${to}${p.grantable ? ' WITH GRANT OPTION' : ''}`, what: `${p.privilege} for ${p.grantee}` });
+      statements.push({ sql: `GRANT ${p.privilege} ON DATABASE ${db} TO ${to}${p.grantable ? ' WITH GRANT OPTION' : ''}`, what: `${p.privilege} for ${p.grantee}` });
     }
   }
-  for (const s of e.settings) {
-    const preload = preloadSetting(s.setting) ?? undefined;
-    out.push({ sql: settingStatement(database, s.role, s.setting), what: `${s.setting.split('=')[0]}${s.role === null ? '' : ` for role ${s.role}`}`, ...(preload && { preload }) });
+  const key = (x: { role: string | null; setting: string }) => `${x.role ?? ''}\u0000${x.setting.slice(0, x.setting.indexOf('=')).toLowerCase()}`;
+  const theirs = new Map(target.settings.map((x) => [key(x), x.setting]));
+  const ours = new Set(source.settings.map(key));
+  for (const x of source.settings) {
+    if (theirs.get(key(x)) === x.setting) continue;
+    const preload = preloadSetting(x.setting) ?? undefined;
+    statements.push({ sql: settingStatement(database, x.role, x.setting), what: `${x.setting.split('=')[0]}${x.role === null ? '' : ` for role ${x.role}`}`, ...(preload && { preload }) });
   }
-  return out;
+  const leftAlone = target.settings
+    .filter((x) => !ours.has(key(x)))
+    .map((x) => `${x.setting.split('=')[0]}${x.role === null ? '' : ` for role ${x.role}`}`);
+  return { statements, leftAlone };
 }
 
 export interface DatabasePropertiesOptions {
