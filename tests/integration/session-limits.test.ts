@@ -10,10 +10,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyScope } from '../../src/config/scope.js';
 import type { LocalCluster } from '../../src/local/cluster.js';
+import { runCleanup } from '../../src/pipeline/cleanup/run.js';
 import { runInit } from '../../src/pipeline/init/run.js';
+import { runSync } from '../../src/pipeline/sync/run.js';
 import { verify, VERIFY_DEFAULTS } from '../../src/pipeline/verify/index.js';
 import { runTool } from '../../src/postgres/tools.js';
 import { createDatabase, uniqueDbName, useClusters } from '../support/clusters.js';
+import { waitFor } from '../support/wait.js';
 
 const clusters = useClusters();
 let src: LocalCluster;
@@ -40,7 +43,7 @@ async function limit(c: LocalCluster): Promise<void> {
 }
 
 /** init (with its slot) and verify of a new database, connecting as the limited role on both sides. */
-async function initAndVerify(tgt: LocalCluster): Promise<void> {
+async function initAndVerify(tgt: LocalCluster, o: { sync: boolean }): Promise<void> {
   const db = await createDatabase(src, uniqueDbName('limits'), `CREATE TABLE t (id int PRIMARY KEY, v text);
     INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g; CREATE INDEX t_v ON t (v);`);
   const [source, target] = [src.conn(db, ROLE, PASSWORD), tgt.conn(db, ROLE, PASSWORD)];
@@ -56,24 +59,34 @@ async function initAndVerify(tgt: LocalCluster): Promise<void> {
   const d = report.databases[0]!;
   expect(d.phase).toBe('done');
   expect(await tgt.query('SELECT count(*)::int AS n FROM t', [], db)).toEqual([{ n: 20000 }]);
+  if (o.sync) {
+    // The subscription's walsender is a session of the role too (before, CREATE SUBSCRIPTION's look at the publication was cancelled).
+    const sync = await runSync({ source, target, stateDir, waitTimeoutSeconds: 120, pollMs: 250, signal: new AbortController().signal });
+    expect(sync.final?.inSync).toBe(true);
+    await src.query("INSERT INTO t SELECT g, 'later' FROM generate_series(20001, 20500) g", [], db);
+    await waitFor('the rows on the target', async () => (await tgt.query<{ n: number }>('SELECT count(*)::int AS n FROM t', [], db))[0]!.n === 20500, 60_000);
+  }
   const v = await verify({
     source, target, scope: emptyScope(), jobs: 2, chunkRows: 2000, maxDiffs: VERIFY_DEFAULTS.maxDiffs, recheck: VERIFY_DEFAULTS.recheck,
     lagTimeoutMs: 20_000, sequences: true,
   });
   expect(v.databases[0]!.tables.map((t) => [t.name, t.status])).toEqual([['t', 'equal']]);
-  await src.query('SELECT pg_drop_replication_slot($1)', [d.slot!.name]);
+  const cleanup = await runCleanup({ source, target, stateDir, confirm: async () => true });
+  expect(cleanup.items.length).toBeGreaterThan(0);
+  expect(await src.query('SELECT slot_name FROM pg_replication_slots WHERE database = $1', [db])).toEqual([]);
 }
 
 describe('limits a role sets for applications', () => {
-  it('stop neither init (its publication, slot, copy and restore) nor verify', async () => {
-    await initAndVerify(tgt);
+  it('stop neither init (its publication, slot, copy and restore), sync (its subscription), verify nor cleanup', async () => {
+    await initAndVerify(tgt, { sync: true });
   });
 
   it('nor, on PostgreSQL 17, a transaction_timeout (which older servers refuse at login)', async () => {
     const tgt17 = await clusters.startMajor(17, { name: 'limits-tgt17' });
     await limit(tgt17);
     await tgt17.query(`ALTER ROLE ${ROLE} SET transaction_timeout = '1ms'`);
-    await initAndVerify(tgt17);
+    // No sync here: the subscription's apply worker on the target runs with its owner's settings, which no client can override.
+    await initAndVerify(tgt17, { sync: false });
   });
 
   it("reach the tools pgferry runs too, with the connection string's own options and a caller's settings and name", async () => {

@@ -138,6 +138,10 @@ describe('subscription options', () => {
     expect(def.conninfo).toMatch(/password=s3cret/);
     const custom = subscriptionConninfo(src, 'crm', 'host=10.0.0.5 user=replicator');
     expect(custom).toMatchObject({ hasPassword: false, custom: true });
-    expect(custom.conninfo).toBe('host=10.0.0.5 dbname=crm user=replicator');
+    expect(custom.conninfo).toBe(
+      "host=10.0.0.5 dbname=crm user=replicator options='-c row_security=off -c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0'",
+    );
+    // The walsender gets pgferry's session defaults too, before options of the connection string.
+    expect(subscriptionConninfo(src, 'crm', "host=h options='-c work_mem=1MB'").conninfo).toMatch(/options='-c row_security=off .* -c work_mem=1MB'$/);
   });
 });
