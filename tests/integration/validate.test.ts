@@ -316,6 +316,20 @@ describe('validate: tables', () => {
     expect(failures(ok)).toEqual([]);
   });
 
+  it("warns when the target role's transaction_timeout (17+) would reach the subscription's apply worker", async () => {
+    const db = await createDatabase(src, uniqueDbName('txtimeout'), 'CREATE TABLE t (id int PRIMARY KEY)');
+    const role = uniqueDbName('ttrole');
+    await tgt.query(`CREATE ROLE ${role} SUPERUSER LOGIN PASSWORD 'tt-secret-1'; ALTER ROLE ${role} SET transaction_timeout = '5min'`);
+    const r = await validate(src.conn(db), tgt.conn(db, role, 'tt-secret-1'));
+    expect(checks(r, 'target.transaction_timeout')[0]).toMatchObject({
+      status: 'warn',
+      message: expect.stringMatching(/^transaction_timeout is 300000 ms for \S+ on the target \(a setting of the role, database or server\): the subscription's apply worker/),
+      fix: `ALTER ROLE "${role}" SET transaction_timeout = 0;  -- the role that owns the subscriptions; keep the limit for the application's roles`,
+    });
+    await tgt.query(`ALTER ROLE ${role} RESET transaction_timeout`);
+    expect(status(await validate(src.conn(db), tgt.conn(db, role, 'tt-secret-1')), 'target.transaction_timeout')).toBe('absent');
+  });
+
   it('fails when row-level security would hide rows from the role (init and verify read every row); passes with BYPASSRLS', async () => {
     const role = uniqueDbName('rls');
     await src.query(`CREATE ROLE ${role} LOGIN REPLICATION PASSWORD 'rls-secret-1'`);

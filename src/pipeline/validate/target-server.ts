@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import { quoteIdent } from '../../postgres/identifiers.js';
 import { databaseLocaleSql, toLocale, type DatabaseLocale } from './database-facts.js';
-import { fail, ok, type CheckResult } from './types.js';
+import { fail, ok, warn, type CheckResult } from './types.js';
 
 export interface TargetDatabase extends DatabaseLocale {
   name: string;
@@ -33,6 +33,8 @@ export interface TargetServerFacts {
   icu: boolean;
   /** libc locales known to the server (pg_collation, provider libc), normalised. */
   libcLocales: Set<string>;
+  /** transaction_timeout (17+) of this role outside pgferry's own SET (its role's, database's or server's), in ms; null before 17. */
+  transactionTimeoutMs: number | null;
 }
 
 /** "en_US.UTF-8" and "en_US.utf8" name the same locale. */
@@ -93,7 +95,10 @@ export async function gatherTargetServer(client: pg.Client, major: number, inRec
     libcLocales.add(normaliseLocale(c.name));
     if (c.collate) libcLocales.add(normaliseLocale(c.collate));
   }
+  // reset_val: the value before the session's own SET (session-defaults.ts sets 0 after login): the role's, database's or server's.
+  const tt = major >= 17 ? (await client.query<{ ms: string }>("SELECT reset_val AS ms FROM pg_settings WHERE name = 'transaction_timeout'")).rows[0] : undefined;
   return {
+    transactionTimeoutMs: tt ? Number(tt.ms) : null,
     major,
     user: r.user,
     inRecovery,
@@ -193,5 +198,17 @@ export function checkTargetServer(f: TargetServerFacts, targetDatabases: string[
           `ALTER SYSTEM SET max_worker_processes = ${wpNeeded + 4};  -- a few more for parallel query; ${restart}`,
         ),
   );
+  const tt = f.transactionTimeoutMs;
+  if (tt !== null && tt > 0) {
+    out.push(
+      warn(
+        'target.transaction_timeout',
+        'target',
+        `transaction_timeout is ${tt} ms for ${f.user} on the target (a setting of the role, database or server): the subscription's apply worker runs with its owner's settings, ` +
+          'so a source transaction that takes longer to apply would be cut off and retried without end (pgferry\'s own sessions set it to 0)',
+        `ALTER ROLE ${role} SET transaction_timeout = 0;  -- the role that owns the subscriptions; keep the limit for the application's roles`,
+      ),
+    );
+  }
   return out;
 }
