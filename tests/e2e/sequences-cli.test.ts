@@ -8,6 +8,7 @@ const DDL = `
   CREATE SEQUENCE "Billing"."Invoice No" START 1000;
   CREATE SEQUENCE public.ahead;
   CREATE SEQUENCE public.never_called;
+  CREATE SEQUENCE public.countdown INCREMENT -1;
   CREATE TABLE public.t (id serial PRIMARY KEY);
 `;
 
@@ -23,7 +24,10 @@ describe('pgferry sequences', () => {
       await c.query('CREATE DATABASE app');
       await c.query(DDL, undefined, 'app');
     }
-    await s.query(`SELECT setval('"Billing"."Invoice No"', 1500); SELECT setval('public.ahead', 10); INSERT INTO public.t SELECT FROM generate_series(1, 42);`, undefined, 'app');
+    await s.query(`SELECT setval('"Billing"."Invoice No"', 1500); SELECT setval('public.ahead', 10); INSERT INTO public.t SELECT FROM generate_series(1, 42);
+      SELECT nextval('public.countdown') FROM generate_series(1, 30);`, undefined, 'app');
+    // A descending sequence the target used a little already: its value there (-5) is behind the source's (-30).
+    await t.query("SELECT nextval('public.countdown') FROM generate_series(1, 5)", undefined, 'app');
     await t.query("SELECT setval('public.ahead', 99)", undefined, 'app');
   });
 
@@ -41,10 +45,10 @@ describe('pgferry sequences', () => {
       undefined,
       'app',
     );
-    expect(Object.fromEntries(rows.map((r) => [r.seq, r.v]))).toEqual({ 'Invoice No': '1500', ahead: '99', never_called: null, t_id_seq: '42' });
-    // The next value on the target continues after the source's.
-    const [next] = await t.query<{ n: string }>(`SELECT nextval('public.t_id_seq')::text AS n`, undefined, 'app');
-    expect(next!.n).toBe('43');
+    expect(Object.fromEntries(rows.map((r) => [r.seq, r.v]))).toEqual({ 'Invoice No': '1500', ahead: '99', countdown: '-30', never_called: null, t_id_seq: '42' });
+    // The next value on the target continues after the source's (downwards for a descending one: before, it stayed at -5).
+    const [next] = await t.query<{ n: string; d: string }>(`SELECT nextval('public.t_id_seq')::text AS n, nextval('public.countdown')::text AS d`, undefined, 'app');
+    expect(next).toEqual({ n: '43', d: '-31' });
 
     const again = await runCliProcess(['sequences', '--json', ...args()]);
     expect(again.exitCode).toBe(0);

@@ -1,8 +1,9 @@
 /**
  * Sequence values, the one way init, `pgferry sequences` and cutover move
  * them. Logical replication carries no sequences, so every sequence on the
- * target is set to the source's value — never lowered: a target value already
- * ahead is kept, so that a rerun after the application moved is harmless.
+ * target is set to the source's value — never moved back: a target value
+ * already ahead is kept (for a descending sequence, ahead is lower), so that a
+ * rerun after the application moved is harmless.
  * Sequences are not transactional, so no snapshot shows their past values:
  * the current value read now is never behind any value used by copied rows.
  */
@@ -26,12 +27,14 @@ interface SeqRow {
   schema: string;
   name: string;
   value: string | null;
+  /** increment_by: below zero, the sequence counts down. */
+  inc: string;
 }
 
 /** Sequences and their values in one query (pg_sequences gives NULL for never-called sequences). */
 async function sequenceValues(c: pg.Client): Promise<SeqRow[]> {
   const { rows } = await c.query<SeqRow>(
-    `SELECT s.schemaname AS schema, s.sequencename AS name, s.last_value::text AS value
+    `SELECT s.schemaname AS schema, s.sequencename AS name, s.last_value::text AS value, s.increment_by::text AS inc
        FROM pg_sequences s
       WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')
       ORDER BY 1, 2`,
@@ -62,7 +65,9 @@ export async function syncSequences(o: SyncSequencesOptions): Promise<SequenceSy
       continue;
     }
     const before = onTarget.get(key) ?? null;
-    const behind = s.value !== null && (before === null || BigInt(before) < BigInt(s.value));
+    // The source's increment decides the direction (the target's is the same after init; verify compares them).
+    const descending = BigInt(s.inc) < 0n;
+    const behind = s.value !== null && (before === null || (descending ? BigInt(before) > BigInt(s.value) : BigInt(before) < BigInt(s.value)));
     const r: SequenceSync = { schema: s.schema, name: s.name, source: s.value, targetBefore: before, action: behind ? 'set' : 'unchanged' };
     result.push(r);
     if (behind) toSet.push(r);
