@@ -202,6 +202,23 @@ describe('cutover', () => {
     expect((await src.query<{ tag: string }>(log, [], s.db)).map((r) => r.tag)).toEqual(['GRANT', 'GRANT', 'CREATE TABLE']);
   });
 
+  it('--refresh-materialized-views refreshes the populated ones before the fence, each after the views it reads', async () => {
+    const s = await prepare('cutmv', `CREATE MATERIALIZED VIEW mv_total AS SELECT count(*) AS n FROM quiet;
+      CREATE VIEW v_total AS SELECT n FROM mv_total;
+      CREATE MATERIALIZED VIEW a_double AS SELECT n * 2 AS n2 FROM v_total;
+      CREATE MATERIALIZED VIEW mv_later AS SELECT 1 AS x WITH NO DATA;`);
+    // Rows that replication carries, and a REFRESH it does not.
+    await src.query("INSERT INTO quiet SELECT g, 'later' FROM generate_series(201, 260) g; REFRESH MATERIALIZED VIEW mv_total; REFRESH MATERIALIZED VIEW a_double", [], s.db);
+    const views = 'SELECT (SELECT n::int FROM mv_total) AS total, (SELECT n2::int FROM a_double) AS doubled, (SELECT relispopulated FROM pg_class WHERE relname = $1) AS later';
+    expect(await tgt.query(views, ['mv_later'], s.db)).toEqual([{ total: 200, doubled: 400, later: false }]);
+    const r = await s.cli('cutover', '--yes', '--json', '--refresh-materialized-views');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { phases: { name: string }[]; warnings: string[] };
+    expect(doc.phases.map((p) => p.name).slice(0, 2)).toEqual(['preconditions', 'refresh-views']);
+    // a_double reads mv_total through a plain view: refreshed after it, whatever the names' order.
+    expect(await tgt.query(views, ['mv_later'], s.db)).toEqual([{ total: 260, doubled: 520, later: false }]);
+  });
+
   it('--reverse is refused before anything is fenced when the target has no room for the reverse slot', async () => {
     const s = await prepare('revroom');
     const [room] = await tgt.query<{ free: number }>("SELECT current_setting('max_replication_slots')::int - (SELECT count(*)::int FROM pg_replication_slots) AS free");

@@ -426,6 +426,21 @@ describe('init', () => {
     expect(await tgt.query(props, [db, role])).toEqual([{ datconnlimit: 40, comment: 'carried over', public_connect: false, role_connect: true }]);
   });
 
+  it('populates the materialized views the source has populated, each after those it reads (a schema-only archive carries no view data)', async () => {
+    const db = await createDatabase(src, uniqueDbName('matviews'), `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 30);
+      CREATE MATERIALIZED VIEW z_total AS SELECT count(*)::int AS n FROM t;
+      CREATE VIEW v_total AS SELECT n FROM z_total;
+      CREATE MATERIALIZED VIEW a_double AS SELECT n * 2 AS n2 FROM v_total;
+      CREATE UNIQUE INDEX a_double_n2 ON a_double (n2);
+      CREATE MATERIALIZED VIEW later AS SELECT 1 AS x WITH NO DATA;`);
+    const report = await runInit(await options(db, {}, { noSync: true, noRoles: true }));
+    expect(report.databases[0]!.phase).toBe('done');
+    const views = `SELECT relname AS name, relispopulated AS populated FROM pg_class WHERE relkind = 'm' ORDER BY 1`;
+    expect(await tgt.query(views, [], db)).toEqual([{ name: 'a_double', populated: true }, { name: 'later', populated: false }, { name: 'z_total', populated: true }]);
+    // a_double reads z_total through a plain view: populated after it, whatever the names' order.
+    expect(await tgt.query('SELECT (SELECT n FROM z_total) AS n, (SELECT n2 FROM a_double) AS n2', [], db)).toEqual([{ n: 30, n2: 60 }]);
+  });
+
   it('--keep-tablespaces puts each table and index where the source has it, and is refused while the target lacks one', async () => {
     const db = uniqueDbName('keepts');
     const hotSpace = `tsh_${db}`.slice(0, 60);

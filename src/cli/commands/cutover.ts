@@ -19,6 +19,7 @@ interface CutoverArgs extends ScopeArgs {
   verify: string;
   maxWait: number;
   reverse: boolean;
+  refreshMaterializedViews: boolean;
   abort: boolean;
   dryRun: boolean;
   jobs: number;
@@ -107,6 +108,10 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
       })
       .option('max-wait', { type: 'number', group: GROUP, default: 60, describe: 'Seconds to wait for the target to apply the fence LSN; then unfence and exit 1' })
       .option('reverse', { type: 'boolean', group: GROUP, default: false, describe: 'After the hand-over, replicate writes on the target back to the old source (a ready fallback until cleanup)' })
+      .option('refresh-materialized-views', {
+        type: 'boolean', group: GROUP, default: false,
+        describe: 'Refresh the target\'s materialized views before the fence (replication carries no REFRESH; they hold what init computed)',
+      })
       .option('abort', { type: 'boolean', group: GROUP, default: false, describe: 'Undo an interrupted cutover: lift the fence (only before the hand-over began)' })
       .option('dry-run', { type: 'boolean', group: GROUP, default: false, describe: 'Show what would be fenced (tables, roles, sessions); change nothing' })
       .option('jobs', { alias: 'j', type: 'number', group: GROUP, default: 2, describe: 'Sessions per side for the gate comparison' })
@@ -165,6 +170,7 @@ export const cutoverCommand = defineCommand<CutoverArgs>({
         finalRound: finalTimestampRound({ fallback: argv.timestampColumn ?? TIMESTAMP_DEFAULTS.column, perTable: ctx.config?.timestampColumns ?? {} }),
         timestampOnlyOptions: argv.timestampColumn === undefined ? [] : ['--timestamp-column'],
         reverse: argv.reverse,
+        refreshMaterializedViews: argv.refreshMaterializedViews,
         dryRun: argv.dryRun,
         jobs: Number(argv.jobs),
         signal: ctx.signal,

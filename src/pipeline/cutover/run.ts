@@ -19,6 +19,7 @@ import { InterruptedError, OperationError, PgferryError, UsageError, errorMessag
 import { faultPoint } from '../../fault.js';
 import type { ProgressSink } from '../shared/progress.js';
 import type pg from 'pg';
+import { displayName } from '../../postgres/identifiers.js';
 import { connect, connectAll, withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { acquireLock, loadState, type RunState } from '../../state/checkpoint.js';
@@ -35,6 +36,7 @@ import { fence, newFenceRecord, planFence, refuseUnfenceable, SOURCE_SETTINGS, u
 import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../shared/gate.js';
 import { dropForwardSubscription, dropSourceSlot, enableEventTriggers } from './hand-over.js';
 import { eventTriggerStates } from '../shared/event-triggers.js';
+import { populatedMaterializedViews, refreshMaterializedViews } from '../shared/materialized-views.js';
 import { applyDatabaseProperties, describeProperties, propertyChanges } from '../shared/database-properties.js';
 import { databaseExtras, type DatabaseExtras } from '../../postgres/catalog/databases.js';
 import { withMaintenanceClient } from '../../postgres/maintenance.js';
@@ -69,6 +71,8 @@ export interface CutoverOptions {
   /** Options given that only the final timestamp round reads (e.g. "--timestamp-column"): a warning names them for the other methods. */
   timestampOnlyOptions?: string[];
   reverse: boolean;
+  /** Refresh the target's materialized views before the fence (replication carries no REFRESH). */
+  refreshMaterializedViews?: boolean;
   dryRun: boolean;
   /** verify's sessions per side for the gate. */
   jobs: number;
@@ -375,6 +379,7 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         // And the database's own properties, whose privileges the fence is about to change.
         const extras = await Promise.all(sessions.map((x2, i) => databaseExtras(x2.src, pairs[i]!.sourceDatabase)));
         for (const [i, p] of pairs.entries()) if (extras[i]) x.sourceExtras.set(p.sourceDatabase, extras[i]!);
+        await materializedViews(x, sessions.map((x2) => x2.tgt));
         // Fence every database first, then wait for all of them.
         await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {
           store.state.phase = 'fence';
@@ -622,6 +627,32 @@ async function handOver(
       cause: err,
     });
   }
+}
+
+/**
+ * The target's materialized views hold what init computed (shared/materialized-views.ts): refreshed here, before the
+ * fence, with --refresh-materialized-views (the target serves no one yet); else named, with what to do.
+ */
+async function materializedViews(x: Ctx, targets: pg.Client[]): Promise<void> {
+  const views = await Promise.all(targets.map((c) => populatedMaterializedViews(c)));
+  if (!views.some((v) => v.length)) return;
+  if (!x.o.refreshMaterializedViews) {
+    for (const [i, p] of x.pairs.entries()) {
+      if (!views[i]!.length) continue;
+      warn(x, `database "${p.targetDatabase}": materialized views hold what init computed, and replication refreshes none: ` +
+        `${views[i]!.map((v) => displayName(v.schema, v.name)).join(', ')}; pass --refresh-materialized-views to refresh them before the fence, or REFRESH them after the hand-over`);
+    }
+    return;
+  }
+  await phase(x, 'refresh-views', 'materialized views refreshed on the target, before the fence', async () => {
+    let refreshed = 0;
+    for (const [i, p] of x.pairs.entries()) {
+      const r = await refreshMaterializedViews(targets[i]!, views[i]!);
+      refreshed += r.refreshed;
+      for (const f of r.failed) warn(x, `database "${p.targetDatabase}": materialized view not refreshed: ${f}`);
+    }
+    return refreshed;
+  }, (n) => `${n} refreshed`);
 }
 
 /**

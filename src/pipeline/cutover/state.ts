@@ -56,7 +56,7 @@ export interface CutoverDatabaseRecord {
 }
 
 export type CutoverPhase =
-  | 'preconditions' | 'stop-applier' | 'fence' | 'catch-up' | 'final-round' | 'sequences' | 'large-objects' | 'extension-data' | 'gate' | 'hand-over' | 'reverse' | 'done' | 'aborted';
+  | 'preconditions' | 'stop-applier' | 'refresh-views' | 'fence' | 'catch-up' | 'final-round' | 'sequences' | 'large-objects' | 'extension-data' | 'gate' | 'hand-over' | 'reverse' | 'done' | 'aborted';
 
 export interface CutoverState {
   version: typeof CUTOVER_STATE_VERSION;
