@@ -316,6 +316,22 @@ describe('validate: tables', () => {
     expect(failures(ok)).toEqual([]);
   });
 
+  it("warns that the source database's own subscriptions are left out and must move at the hand-over", async () => {
+    const db = await createDatabase(src, uniqueDbName('subscriber'), 'CREATE TABLE t (id int PRIMARY KEY)');
+    // A subscription made without connecting (disabled, no slot anywhere): the source receives rows from elsewhere.
+    await src.query("CREATE SUBSCRIPTION feed_in CONNECTION 'host=127.0.0.1 port=1 dbname=elsewhere' PUBLICATION upstream_pub WITH (connect = false)", [], db);
+    try {
+      const r = await validate(src.conn(db), tgt.conn(db));
+      const c = checks(r, 'database.subscriptions', db)[0]!;
+      expect(c).toMatchObject({ status: 'warn', side: 'source', details: ['feed_in (upstream_pub; disabled)'] });
+      expect(c.message).toContain('after the hand-over they would go on applying to the fenced source only');
+      expect(c.fix).toContain('DROP SUBSCRIPTION "feed_in";');
+    } finally {
+      await src.query('ALTER SUBSCRIPTION feed_in SET (slot_name = NONE); DROP SUBSCRIPTION feed_in', [], db);
+    }
+    expect(status(await validate(src.conn(db), tgt.conn(db)), 'database.subscriptions', db)).toBe('absent');
+  });
+
   it("warns when the target role's transaction_timeout (17+) would reach the subscription's apply worker", async () => {
     const db = await createDatabase(src, uniqueDbName('txtimeout'), 'CREATE TABLE t (id int PRIMARY KEY)');
     const role = uniqueDbName('ttrole');

@@ -18,6 +18,7 @@ import { sourceConnFor, targetDatabaseName } from '../shared/pairs.js';
 import { gatherDatabaseFacts, type DatabaseFacts } from './database-facts.js';
 import { checkExtensionData, gatherExtensionData } from './extension-data.js';
 import { checkDatabasePreloadLibraries } from './database-preload.js';
+import { checkSubscriptions, gatherSubscriptions } from './subscriptions.js';
 import { checkExtensions } from './extensions.js';
 import { checkFilterForeignKeys } from './filter-foreign-keys.js';
 import { checkFilters } from '../shared/row-filter-checks.js';
@@ -335,6 +336,8 @@ async function checkSourceDatabase(ctx: SourceContext, p: DatabasePair, found: C
     if (unlogged) found.push(unlogged);
     const lo = checkLargeObjects(facts);
     if (lo) found.push(lo);
+    const subs = checkSubscriptions(await gatherSubscriptions(client));
+    if (subs) found.push(subs);
     const extData = checkExtensionData(await gatherExtensionData(client));
     if (extData) found.push(extData);
     const spaces = checkTablespaces(await gatherTablespaces(client, scope.tables));
