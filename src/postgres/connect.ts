@@ -41,7 +41,7 @@ export interface ConnectOptions {
   settings?: Record<string, string>;
   /** Abort statements after this many milliseconds (0 = no limit). */
   statementTimeoutMs?: number;
-  /** pgferry's own DDL on the source: the database's event triggers do not fire, where the role may say so (session-defaults.ts). */
+  /** For pgferry's own DDL: the database's event triggers do not fire, where the role may say so (session-defaults.ts). */
   quietDdl?: boolean;
 }
 

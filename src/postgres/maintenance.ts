@@ -20,4 +20,3 @@ export async function withMaintenanceClient<T>(target: ResolvedConnInfo, avoid: 
   }
   throw lastErr ?? new OperationError('no maintenance database to connect to on the target');
 }
-

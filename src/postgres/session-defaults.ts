@@ -9,8 +9,8 @@
 import type pg from 'pg';
 
 export const SESSION_DEFAULTS: Readonly<Record<string, string>> = {
-  // And, as pg_dump: a row-level security policy that would hide rows from pgferry's role is an error, never a silently
-  // smaller copy or a verify that compares only what the policy shows.
+  // As pg_dump's: a row-level security policy that would hide rows from pgferry's role is an error, never a silently
+  // smaller copy or a verify that compares only the rows the policy shows.
   row_security: 'off',
   default_transaction_read_only: 'off',
   statement_timeout: '0',
@@ -22,7 +22,7 @@ export const SESSION_DEFAULTS: Readonly<Record<string, string>> = {
 const NO_TRANSACTION_TIMEOUT = 'SET transaction_timeout = 0';
 
 /**
- * For sessions that make pgferry's own DDL on the source (its publication, the fence, cleanup): the database's
+ * For sessions that make pgferry's own DDL (its publication, the fence, the reverse replication, cleanup): the database's
  * event triggers enabled as usual (ORIGIN) do not fire in a session with session_replication_role = replica, nor
  * do the fence's own triggers — so an audit trigger that logs every DDL command into a table neither records
  * pgferry's plumbing nor runs into the fence when it writes. Only where the role may set it (a superuser, or

@@ -9,8 +9,9 @@
  * error, left no transaction open, nothing queued and no listener behind;
  * it is then reset with DISCARD ALL (temporary tables, settings made with
  * SET, prepared statements, advisory locks, LISTEN) before anyone else gets
- * it, and what session-defaults.ts sets after login is set again. Settings sent at connection start survive DISCARD ALL, so they are
- * part of the key a session is kept under. A session idle for MAX_IDLE_MS
+ * it, and what session-defaults.ts sets after login is set again. Settings
+ * sent at connection start survive DISCARD ALL, so they are part of the key
+ * a session is kept under. A session idle for MAX_IDLE_MS
  * is closed: nothing holds a server session through a long phase, and a
  * firewall or idle_session_timeout cannot have cut one that is handed out.
  */
