@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { eventTriggerStatements } from '../../src/pipeline/shared/event-triggers.js';
+import { disableEventTriggersSql, eventTriggerStatements } from '../../src/pipeline/shared/event-triggers.js';
 
 describe('event triggers at the hand-over', () => {
   it("gives each trigger on both sides the source's state, and touches nothing else", () => {
@@ -11,5 +11,12 @@ describe('event triggers at the hand-over', () => {
       'ALTER EVENT TRIGGER "replica" ENABLE REPLICA',
     ]);
     expect(eventTriggerStatements(new Map([['Odd "name"', 'O']]), new Map([['Odd "name"', 'D']]))).toEqual(['ALTER EVENT TRIGGER "Odd ""name""" ENABLE']);
+  });
+
+  it("disables what the restore made and leaves the target database's own event triggers alone", () => {
+    expect(disableEventTriggersSql([])).toContain("FROM pg_event_trigger WHERE evtenabled <> 'D' LOOP");
+    expect(disableEventTriggersSql(['platform_guard', "it's"])).toContain(
+      "WHERE evtenabled <> 'D' AND NOT (evtname = ANY (ARRAY['platform_guard', 'it''s']::name[])) LOOP",
+    );
   });
 });

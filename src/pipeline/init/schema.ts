@@ -31,7 +31,7 @@ import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isLockTableFull, lockTableError } from '../../postgres/errors.js';
 import { qualifiedName } from '../../postgres/identifiers.js';
 import { runTool } from '../../postgres/tools.js';
-import { DISABLE_EVENT_TRIGGERS_SQL } from '../shared/event-triggers.js';
+import { disableEventTriggersSql } from '../shared/event-triggers.js';
 
 export interface SchemaToolOptions {
   pgBinDir?: string | undefined;
@@ -505,12 +505,15 @@ export async function restoreEntries(
  */
 export async function restoreEventTriggers(conn: ResolvedConnInfo, file: string, entries: TocEntry[], listFile: string, o: SchemaToolOptions & { targetMajor: number }): Promise<void> {
   if (!entries.length) return;
+  // The target database's own event triggers (one that existed before init) are left as they are.
+  const own = await withClient(conn, (c) => c.query<{ name: string }>('SELECT evtname AS name FROM pg_event_trigger'), { label: 'the target' });
+  const disable = disableEventTriggersSql(own.rows.map((r) => r.name));
   await writeFile(listFile, entries.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
   const sql = await archiveScript(file, [`--use-list=${listFile}`], o, 'pg_restore of the event triggers as SQL');
-  if (sql !== null) return runScript(conn, `${sql}\n;\n${DISABLE_EVENT_TRIGGERS_SQL};\n`, o);
+  if (sql !== null) return runScript(conn, `${sql}\n;\n${disable};\n`, o);
   // Not plain SQL: restored, then disabled at once (nothing else runs on the target meanwhile).
   await restoreEntries(conn, file, entries, listFile, 1, o, 'event triggers');
-  await withScriptSession(conn, o, (run) => run(DISABLE_EVENT_TRIGGERS_SQL));
+  await withScriptSession(conn, o, (run) => run(disable));
 }
 
 export function archiveExists(file: string): boolean {

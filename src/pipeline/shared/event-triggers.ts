@@ -7,17 +7,23 @@
  * the source once the target takes over (after the subscription is gone).
  */
 import type pg from 'pg';
-import { quoteIdent } from '../../postgres/identifiers.js';
+import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 
-/** Disable every enabled event trigger of the database (one statement, for the end of a restore script). */
-export const DISABLE_EVENT_TRIGGERS_SQL = `DO $pgferry$
+/**
+ * One statement (for the end of a restore script) that disables every enabled event trigger of the database but
+ * those named in `keep`: the ones the target database had before the restore are its own, and stay as they are.
+ */
+export function disableEventTriggersSql(keep: readonly string[]): string {
+  const others = keep.length ? ` AND NOT (evtname = ANY (ARRAY[${keep.map(quoteLiteral).join(', ')}]::name[]))` : '';
+  return `DO $pgferry$
 DECLARE e record;
 BEGIN
-  FOR e IN SELECT evtname FROM pg_event_trigger WHERE evtenabled <> 'D' LOOP
+  FOR e IN SELECT evtname FROM pg_event_trigger WHERE evtenabled <> 'D'${others} LOOP
     EXECUTE format('ALTER EVENT TRIGGER %I DISABLE', e.evtname);
   END LOOP;
 END
 $pgferry$`;
+}
 
 /** pg_event_trigger.evtenabled → ALTER EVENT TRIGGER's words. */
 const STATE_WORDS: Readonly<Record<string, string>> = { O: 'ENABLE', R: 'ENABLE REPLICA', A: 'ENABLE ALWAYS', D: 'DISABLE' };
