@@ -491,7 +491,10 @@ describe('init', () => {
     await tgt.query(`DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'migrator') THEN CREATE ROLE migrator LOGIN CREATEDB CREATEROLE PASSWORD 'migrator-secret'; END IF;
     END $$`);
-    const db = await createDatabase(src, uniqueDbName('roles'), 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1); GRANT SELECT ON t TO pgf_all_reader;');
+    // And an event trigger with a comment, which only a superuser may create: named, the copy not held up.
+    const db = await createDatabase(src, uniqueDbName('roles'), `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1); GRANT SELECT ON t TO pgf_all_reader;
+      CREATE FUNCTION noop_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+      CREATE EVENT TRIGGER audit_x ON ddl_command_end EXECUTE FUNCTION noop_evt(); COMMENT ON EVENT TRIGGER audit_x IS 'audit';`);
     const o = await options(db, {}, { noSync: true, noOwner: true, target: tgt.conn(db, 'migrator', 'migrator-secret') });
     const report = await runInit(o);
     const skipped = report.roles!.skipped.map((x) => x.reason).join('\n');
@@ -499,6 +502,9 @@ describe('init', () => {
     expect(skipped).toMatch(/attributes REPLICATION of role pgf_repl/);
     expect(skipped).toMatch(/predefined role pg_read_all_data needs a superuser/);
     expect(report.warnings.some((w) => w.startsWith('role statement skipped'))).toBe(true);
+    expect(report.databases[0]!.phase).toBe('done');
+    expect(report.warnings.join('\n')).toContain('event triggers not created on the target (only a superuser may): audit_x;');
+    expect(await tgt.query('SELECT evtname FROM pg_event_trigger', [], db)).toEqual([]);
     const roles = await tgt.query<{ rolname: string; rolsuper: boolean; rolreplication: boolean; rolcanlogin: boolean }>(
       "SELECT rolname, rolsuper, rolreplication, rolcanlogin FROM pg_roles WHERE rolname IN ('pgf_power', 'pgf_repl', 'pgf_all_reader', 'rds_superuser') ORDER BY 1",
     );

@@ -503,17 +503,26 @@ export async function restoreEntries(
  * The archive's event triggers, last and disabled (shared/event-triggers.ts): created and disabled in one
  * transaction, so that none fires on anything pgferry does to the target before cutover enables them.
  */
-export async function restoreEventTriggers(conn: ResolvedConnInfo, file: string, entries: TocEntry[], listFile: string, o: SchemaToolOptions & { targetMajor: number }): Promise<void> {
-  if (!entries.length) return;
+export async function restoreEventTriggers(conn: ResolvedConnInfo, file: string, entries: TocEntry[], listFile: string, o: SchemaToolOptions & { targetMajor: number }): Promise<'restored' | 'not-superuser'> {
+  if (!entries.length) return 'restored';
   // The target database's own event triggers (one that existed before init) are left as they are.
-  const own = await withClient(conn, (c) => c.query<{ name: string }>('SELECT evtname AS name FROM pg_event_trigger'), { label: 'the target' });
-  const disable = disableEventTriggersSql(own.rows.map((r) => r.name));
+  const { own, superuser } = await withClient(conn, async (c) => ({
+    own: (await c.query<{ name: string }>('SELECT evtname AS name FROM pg_event_trigger')).rows.map((r) => r.name),
+    superuser: (await c.query<{ su: boolean }>('SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user')).rows[0]?.su ?? false,
+  }), { label: 'the target' });
+  // Only a superuser may create one; the copy is not held up for it (the caller names them).
+  if (!superuser) return 'not-superuser';
+  const disable = disableEventTriggersSql(own);
   await writeFile(listFile, entries.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
   const sql = await archiveScript(file, [`--use-list=${listFile}`], o, 'pg_restore of the event triggers as SQL');
-  if (sql !== null) return runScript(conn, `${sql}\n;\n${disable};\n`, o);
+  if (sql !== null) {
+    await runScript(conn, `${sql}\n;\n${disable};\n`, o);
+    return 'restored';
+  }
   // Not plain SQL: restored, then disabled at once (nothing else runs on the target meanwhile).
   await restoreEntries(conn, file, entries, listFile, 1, o, 'event triggers');
   await withScriptSession(conn, o, (run) => run(disable));
+  return 'restored';
 }
 
 export function archiveExists(file: string): boolean {
