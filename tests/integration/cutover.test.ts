@@ -202,7 +202,7 @@ describe('cutover', () => {
     expect((await src.query<{ tag: string }>(log, [], s.db)).map((r) => r.tag)).toEqual(['GRANT', 'GRANT', 'CREATE TABLE']);
   });
 
-  it('--refresh-materialized-views refreshes the populated ones before the fence, each after the views it reads', async () => {
+  it("--refresh-materialized-views refreshes the populated ones before the fence, each after the views it reads; the source's own subscriptions are named", async () => {
     const s = await prepare('cutmv', `CREATE MATERIALIZED VIEW mv_total AS SELECT count(*) AS n FROM quiet;
       CREATE VIEW v_total AS SELECT n FROM mv_total;
       CREATE MATERIALIZED VIEW a_double AS SELECT n * 2 AS n2 FROM v_total;
@@ -211,10 +211,14 @@ describe('cutover', () => {
     await src.query("INSERT INTO quiet SELECT g, 'later' FROM generate_series(201, 260) g; REFRESH MATERIALIZED VIEW mv_total; REFRESH MATERIALIZED VIEW a_double", [], s.db);
     const views = 'SELECT (SELECT n::int FROM mv_total) AS total, (SELECT n2::int FROM a_double) AS doubled, (SELECT relispopulated FROM pg_class WHERE relname = $1) AS later';
     expect(await tgt.query(views, ['mv_later'], s.db)).toEqual([{ total: 200, doubled: 400, later: false }]);
+    // A subscription of the source's own (made without connecting): named, since it would go on feeding the old source alone.
+    await src.query("CREATE SUBSCRIPTION feed_in CONNECTION 'host=127.0.0.1 port=1 dbname=elsewhere' PUBLICATION upstream_pub WITH (connect = false)", [], s.db);
     const r = await s.cli('cutover', '--yes', '--json', '--refresh-materialized-views');
+    await src.query('ALTER SUBSCRIPTION feed_in SET (slot_name = NONE); DROP SUBSCRIPTION feed_in', [], s.db);
     expect(r.exitCode, r.stderr).toBe(0);
     const doc = JSON.parse(r.stdout) as { phases: { name: string }[]; warnings: string[] };
     expect(doc.phases.map((p) => p.name).slice(0, 2)).toEqual(['preconditions', 'refresh-views']);
+    expect(doc.warnings.join('\n')).toContain(`database "${s.db}": the source subscribes to publications elsewhere (feed_in): after the hand-over they go on applying to the fenced source only`);
     // a_double reads mv_total through a plain view: refreshed after it, whatever the names' order.
     expect(await tgt.query(views, ['mv_later'], s.db)).toEqual([{ total: 260, doubled: 520, later: false }]);
   });

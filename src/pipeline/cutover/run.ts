@@ -37,6 +37,7 @@ import type { Gate, GateMode, GatePair, GateOutcome as GateResult } from '../sha
 import { dropForwardSubscription, dropSourceSlot, enableEventTriggers } from './hand-over.js';
 import { eventTriggerStates } from '../shared/event-triggers.js';
 import { populatedMaterializedViews, refreshMaterializedViews } from '../shared/materialized-views.js';
+import { gatherSubscriptions } from '../shared/source-subscriptions.js';
 import { applyDatabaseProperties, describeProperties, propertyChanges } from '../shared/database-properties.js';
 import { databaseExtras, type DatabaseExtras } from '../../postgres/catalog/databases.js';
 import { withMaintenanceClient } from '../../postgres/maintenance.js';
@@ -379,6 +380,15 @@ export async function runCutover(o: CutoverOptions): Promise<CutoverReport> {
         // And the database's own properties, whose privileges the fence is about to change.
         const extras = await Promise.all(sessions.map((x2, i) => databaseExtras(x2.src, pairs[i]!.sourceDatabase)));
         for (const [i, p] of pairs.entries()) if (extras[i]) x.sourceExtras.set(p.sourceDatabase, extras[i]!);
+        // The source's own subscriptions would go on applying to it alone after the hand-over (validate says so too).
+        const subscriptions = await Promise.all(sessions.map((x2) => gatherSubscriptions(x2.src)));
+        for (const [i, p] of pairs.entries()) {
+          const subs = subscriptions[i] ?? [];
+          if (subs.length) {
+            warn(x, `database "${p.sourceDatabase}": the source subscribes to publications elsewhere (${subs.map((sub) => sub.name).join(', ')}): ` +
+              'after the hand-over they go on applying to the fenced source only; create them on the target (copy_data = false) and drop them on the old source');
+          }
+        }
         await materializedViews(x, sessions.map((x2) => x2.tgt));
         // Fence every database first, then wait for all of them.
         await phase(x, 'fence', 'fence the source: CONNECT revoked, sessions ended, write triggers', async () => {

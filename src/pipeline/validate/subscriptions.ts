@@ -4,29 +4,9 @@
  * carries what they apply; after the hand-over they would go on applying to the fenced source only (apply workers
  * run as replicas, where the fence's triggers do not fire). Say so, before anything is written.
  */
-import type pg from 'pg';
 import { quoteIdent } from '../../postgres/identifiers.js';
-import { isPgferryName } from '../../state/object-names.js';
+import type { SourceSubscription } from '../shared/source-subscriptions.js';
 import { warn, type CheckResult } from './types.js';
-
-export interface SourceSubscription {
-  name: string;
-  enabled: boolean;
-  publications: string[];
-}
-
-/** Subscriptions of the connected database but pgferry's own; null when pg_subscription cannot be read. */
-export async function gatherSubscriptions(client: pg.Client): Promise<SourceSubscription[] | null> {
-  try {
-    const { rows } = await client.query<SourceSubscription>(
-      `SELECT subname AS name, subenabled AS enabled, subpublications AS publications FROM pg_subscription
-        WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1`,
-    );
-    return rows.filter((r) => !isPgferryName(r.name));
-  } catch {
-    return null;
-  }
-}
 
 export function checkSubscriptions(subs: SourceSubscription[] | null): CheckResult | null {
   if (!subs?.length) return null;
