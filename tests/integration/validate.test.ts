@@ -316,6 +316,18 @@ describe('validate: tables', () => {
     expect(failures(ok)).toEqual([]);
   });
 
+  it('says what init and cutover do with event triggers, and warns when the target role may create none', async () => {
+    const db = await createDatabase(src, uniqueDbName('evtrig'), `CREATE TABLE t (id int PRIMARY KEY);
+      CREATE FUNCTION noop_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+      CREATE EVENT TRIGGER audit_ddl ON ddl_command_end EXECUTE FUNCTION noop_evt();`);
+    const r = await validate(src.conn(db), tgt.conn(db));
+    expect(checks(r, 'database.event_triggers', db)[0]).toMatchObject({ status: 'ok', message: expect.stringContaining('event triggers audit_ddl: init creates them on the target last and disabled') });
+    const role = uniqueDbName('evtloader');
+    await tgt.query(`CREATE ROLE ${role} LOGIN CREATEDB PASSWORD 'evt-secret-1'`);
+    const r2 = await validate(src.conn(db), tgt.conn(db, role, 'evt-secret-1'));
+    expect(checks(r2, 'database.event_triggers', db)[0]).toMatchObject({ status: 'warn', side: 'target', details: ['audit_ddl'] });
+  });
+
   it("warns that the source database's own subscriptions are left out and must move at the hand-over", async () => {
     const db = await createDatabase(src, uniqueDbName('subscriber'), 'CREATE TABLE t (id int PRIMARY KEY)');
     // A subscription made without connecting (disabled, no slot anywhere): the source receives rows from elsewhere.

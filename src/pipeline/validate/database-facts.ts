@@ -39,6 +39,8 @@ export interface DatabaseFacts extends DatabaseLocale {
   sequences: SequenceInfo[];
   /** The database's session_ and local_preload_libraries settings (its own and per role), `name=value`. */
   preloadSettings: { role: string | null; setting: string }[];
+  /** Its event triggers (names). */
+  eventTriggers: string[];
 }
 
 const PROVIDERS: Record<string, DatabaseLocale['provider']> = { c: 'libc', i: 'icu', b: 'builtin' };
@@ -96,6 +98,7 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
         AND lower(split_part(c.setting, '=', 1)) IN ('session_preload_libraries', 'local_preload_libraries')
       ORDER BY s.setrole, c.n`,
   );
+  const { rows: triggers } = await client.query<{ name: string }>('SELECT evtname AS name FROM pg_event_trigger ORDER BY 1');
   return {
     name: r.name,
     ...toLocale(r),
@@ -105,5 +108,6 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
     largeObjects: r.large_objects,
     sequences,
     preloadSettings,
+    eventTriggers: triggers.map((t) => t.name),
   };
 }

@@ -18,6 +18,7 @@ import { sourceConnFor, targetDatabaseName } from '../shared/pairs.js';
 import { gatherDatabaseFacts, type DatabaseFacts } from './database-facts.js';
 import { checkExtensionData, gatherExtensionData } from './extension-data.js';
 import { checkDatabasePreloadLibraries } from './database-preload.js';
+import { checkEventTriggers } from './event-triggers.js';
 import { checkSubscriptions } from './subscriptions.js';
 import { gatherSubscriptions } from '../shared/source-subscriptions.js';
 import { checkExtensions } from './extensions.js';
@@ -356,6 +357,8 @@ async function checkTargetForDatabase(target: Session, tf: TargetServerFacts, p:
   found.push(...checkLocale(p.source, facts, p.target, tf));
   const preload = await checkDatabasePreloadLibraries(target.conn, p.source, facts.preloadSettings);
   if (preload) found.push(preload);
+  const triggers = checkEventTriggers(facts.eventTriggers, tf);
+  if (triggers) found.push(triggers);
   if (report.targetExists) {
     try {
       const td = await withDatabaseClient(target, forDatabase(target.conn, p.target), 'target', gatherTargetDatabase);
