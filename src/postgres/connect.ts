@@ -13,7 +13,7 @@ import { ConnectError, UsageError } from '../errors.js';
 import { describeConn, type ResolvedConnInfo } from './conninfo.js';
 import { connectError, sqlstate } from './errors.js';
 import { installScram } from './scram.js';
-import { applyAfterLogin, SESSION_DEFAULTS } from './session-defaults.js';
+import { applyAfterLogin, withSessionDefaults } from './session-defaults.js';
 import { sessionKeeper } from './session-keeper.js';
 
 installScram();
@@ -155,10 +155,9 @@ function clientConfig(r: ResolvedConnInfo, opts: ConnectOptions, ssl: Connection
   // catalog queries cost more than the planner's JIT threshold on large schemas and then spent most of their time
   // compiling: the table list of a database with 3 000 tables took 1.2 s with JIT and 0.19 s without; its COPY and
   // hash statements gain nothing measurable from it (docs/benchmarks.md, "Every command's start: JIT, SCRAM and sizes read twice").
-  // And SESSION_DEFAULTS (session-defaults.ts): none of the limits a database or role sets for applications.
-  const optionParts: string[] = ['-c jit=off', ...Object.entries(SESSION_DEFAULTS).map(([k, v]) => `-c ${k}=${v}`)];
-  if (p.options) optionParts.push(p.options);
-  for (const [k, v] of Object.entries(settings)) optionParts.push(`-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);
+  // Then SESSION_DEFAULTS (session-defaults.ts: none of the limits a database or role sets for applications), the
+  // connection string's options and the caller's settings.
+  const optionParts: string[] = ['-c jit=off', withSessionDefaults(p.options, settings)];
   // PGCONNECT_TIMEOUT was merged into params by resolveConnInfo (with the caller's environment).
   const timeout = Number(p.connect_timeout ?? 0);
   const config: pg.ClientConfig & { replication?: string } = {

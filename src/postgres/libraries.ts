@@ -43,8 +43,15 @@ export interface LibraryCheck {
   detail?: string;
 }
 
+/** For each preload setting, the LOAD of each of its libraries on the server of `conn` (one session for all). */
+export async function checkPreloadSettings(conn: ResolvedConnInfo, settings: readonly PreloadSetting[], label: string): Promise<LibraryCheck[][]> {
+  const checks = await checkLibraries(conn, settings.flatMap((p) => p.libraries.map((library) => ({ library, restricted: p.restricted }))), label);
+  let i = 0;
+  return settings.map((p) => checks.slice(i, (i += p.libraries.length)));
+}
+
 /** Try to LOAD each library on the server of `conn` (one session, closed afterwards). */
-export async function checkLibraries(conn: ResolvedConnInfo, libraries: readonly { library: string; restricted: boolean }[], label: string): Promise<LibraryCheck[]> {
+async function checkLibraries(conn: ResolvedConnInfo, libraries: readonly { library: string; restricted: boolean }[], label: string): Promise<LibraryCheck[]> {
   if (!libraries.length) return [];
   const client = await connect(conn, { label });
   try {

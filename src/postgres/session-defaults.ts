@@ -18,6 +18,16 @@ export const SESSION_DEFAULTS: Readonly<Record<string, string>> = {
   idle_in_transaction_session_timeout: '0',
 };
 
+/** `-c name=value` switches for a startup packet's options; a blank or backslash in a value escaped (the server splits options at blanks). */
+export function optionSwitches(settings: Readonly<Record<string, string>>): string[] {
+  return Object.entries(settings).map(([k, v]) => `-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);
+}
+
+/** A session's options: SESSION_DEFAULTS, then a connection string's own `options`, then a caller's settings (the last -c wins). */
+export function withSessionDefaults(options: string | undefined, settings: Readonly<Record<string, string>> = {}): string {
+  return [...optionSwitches(SESSION_DEFAULTS), ...(options ? [options] : []), ...optionSwitches(settings)].join(' ');
+}
+
 /** transaction_timeout (PostgreSQL 17) cannot be sent at login (older servers refuse the name): set after it. */
 const NO_TRANSACTION_TIMEOUT = 'SET transaction_timeout = 0';
 

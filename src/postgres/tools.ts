@@ -16,7 +16,7 @@ import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import { processAlive, registerCleanup, shutdownSignal } from '../lifecycle.js';
 import { resolvedParams, toKeywordString, type ConnInfo, type ResolvedConnInfo } from './conninfo.js';
 import { APPLICATION_NAME } from './connect.js';
-import { SESSION_DEFAULTS } from './session-defaults.js';
+import { withSessionDefaults } from './session-defaults.js';
 import { passfileLine } from './pgpass.js';
 import { redact } from './redact.js';
 
@@ -275,8 +275,7 @@ function connArgs(r: ResolvedConnInfo, settings: Readonly<Record<string, string>
   // As our own sessions (connect.ts): SESSION_DEFAULTS, then the connection string's options (which hold PGOPTIONS when it
   // has none: libpq would not read PGOPTIONS beside them), then the caller's settings. pg_restore into a database whose
   // role or database defaults to read-only, pg_dumpall's queries under a statement_timeout.
-  const own = (o: Readonly<Record<string, string>>) => Object.entries(o).map(([k, v]) => `-c ${k}=${v.replace(/([\\ ])/g, '\\$1')}`);
-  params.options = [...own(SESSION_DEFAULTS), ...(params.options ? [params.options] : []), ...own(settings)].join(' ');
+  params.options = withSessionDefaults(params.options, settings);
   delete params.passfile;
   delete params.password;
   delete params.sslpassword;

@@ -16,7 +16,7 @@ import { withClient } from '../../postgres/connect.js';
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { isStatementRefusal } from '../../postgres/errors.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
-import { checkLibraries, type PreloadSetting, preloadSetting } from '../../postgres/libraries.js';
+import { checkPreloadSettings, type PreloadSetting, preloadSetting } from '../../postgres/libraries.js';
 import { LIST_SETTINGS, splitSettingList } from '../../postgres/setting-lists.js';
 import { plural } from '../../units.js';
 import { withMaintenanceClient } from '../../postgres/maintenance.js';
@@ -149,12 +149,10 @@ async function missingLibraries(target: ResolvedConnInfo, statements: readonly P
   const out = new Map<PropertyStatement, string>();
   const preloads = statements.filter((s) => s.preload);
   if (!preloads.length) return out;
-  const wanted = preloads.flatMap((s) => s.preload!.libraries.map((library) => ({ library, restricted: s.preload!.restricted })));
-  const checks = await checkLibraries(target, wanted, 'the target');
-  let i = 0;
-  for (const s of preloads) {
+  const checks = await checkPreloadSettings(target, preloads.map((s) => s.preload!), 'the target');
+  for (const [i, s] of preloads.entries()) {
     // A LOAD refused for want of privilege proves nothing either way: the statement is tried, as pg_restore would.
-    const missing = checks.slice(i, (i += s.preload!.libraries.length)).filter((x) => x.status === 'missing').map((x) => `"${x.library}"`);
+    const missing = checks[i]!.filter((x) => x.status === 'missing').map((x) => `"${x.library}"`);
     if (missing.length) out.set(s, `${missing.length > 1 ? 'libraries' : 'library'} ${missing.join(', ')}`);
   }
   return out;

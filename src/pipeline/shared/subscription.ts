@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { OperationError, UsageError } from '../../errors.js';
 import { lockTableError } from '../../postgres/errors.js';
 import { parseConnInfo, resolvedParams, toKeywordString, type ResolvedConnInfo } from '../../postgres/conninfo.js';
-import { SESSION_DEFAULTS } from '../../postgres/session-defaults.js';
+import { withSessionDefaults } from '../../postgres/session-defaults.js';
 import { quoteIdent, quoteLiteral } from '../../postgres/identifiers.js';
 import { registerSecret } from '../../postgres/redact.js';
 
@@ -50,6 +50,7 @@ export function subscriptionConninfo(source: ResolvedConnInfo, sourceDatabase: s
     const ci = parseConnInfo(custom, '--subscription-conninfo');
     if (ci.password) registerSecret(ci.password);
     ci.dbname = sourceDatabase;
+    // Its walsender is a session of that role too: a statement_timeout of it cancelled CREATE SUBSCRIPTION's look at the publication.
     ci.options = withSessionDefaults(ci.options);
     return { conninfo: toKeywordString(ci, { includePassword: true }), hasPassword: !!ci.password, custom: true };
   }
@@ -59,15 +60,6 @@ export function subscriptionConninfo(source: ResolvedConnInfo, sourceDatabase: s
   // The target server's own files are not ours: leave out client-side file paths that only exist here.
   delete params.passfile;
   return { conninfo: toKeywordString(params, { includePassword: true }), hasPassword: !!params.password, custom: false };
-}
-
-/**
- * The walsender of a subscription is a session of the role it connects as, too: without these, a statement_timeout
- * that role or the database carries cancels CREATE SUBSCRIPTION's look at the publication ("could not receive list of
- * replicated tables") and a table synchronisation's COPY. The connection string's own options come after and win.
- */
-function withSessionDefaults(options: string | undefined): string {
-  return [...Object.entries(SESSION_DEFAULTS).map(([k, v]) => `-c ${k}=${v}`), ...(options ? [options] : [])].join(' ');
 }
 
 export interface CreateSubscriptionSpec {

@@ -67,11 +67,18 @@ export function toLocale(row: { encoding: string; collate: string; ctype: string
 export async function gatherDatabaseFacts(client: pg.Client, major: number): Promise<DatabaseFacts> {
   const { rows } = await client.query<{
     name: string; encoding: string; collate: string; ctype: string; provider: string; locale: string | null;
-    size: string; can_create: boolean; large_objects: number;
+    size: string; can_create: boolean; large_objects: number; preload_settings: { role: string | null; setting: string }[]; event_triggers: string[];
   }>(
     `SELECT l.*, pg_database_size(current_database())::text AS size,
             has_database_privilege(current_database(), 'CREATE') AS can_create,
-            (SELECT count(*)::int FROM pg_largeobject_metadata) AS large_objects
+            (SELECT count(*)::int FROM pg_largeobject_metadata) AS large_objects,
+            (SELECT coalesce(json_agg(json_build_object('role', CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, 'setting', c.setting)
+                                      ORDER BY s.setrole, c.n), '[]')
+               FROM pg_db_role_setting s
+              CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS c(setting, n)
+              WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND lower(split_part(c.setting, '=', 1)) IN ('session_preload_libraries', 'local_preload_libraries')) AS preload_settings,
+            (SELECT coalesce(array_agg(evtname::text ORDER BY evtname), '{}') FROM pg_event_trigger) AS event_triggers
        FROM (${databaseLocaleSql(major)}) l WHERE l.name = current_database()`,
   );
   const r = rows[0]!;
@@ -90,15 +97,6 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
         AND ${notExtensionMemberSql('c')}
       ORDER BY 1, 2`,
   );
-  const { rows: preloadSettings } = await client.query<{ role: string | null; setting: string }>(
-    `SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END AS role, c.setting
-       FROM pg_db_role_setting s
-      CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS c(setting, n)
-      WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND lower(split_part(c.setting, '=', 1)) IN ('session_preload_libraries', 'local_preload_libraries')
-      ORDER BY s.setrole, c.n`,
-  );
-  const { rows: triggers } = await client.query<{ name: string }>('SELECT evtname AS name FROM pg_event_trigger ORDER BY 1');
   return {
     name: r.name,
     ...toLocale(r),
@@ -107,7 +105,7 @@ export async function gatherDatabaseFacts(client: pg.Client, major: number): Pro
     extensions,
     largeObjects: r.large_objects,
     sequences,
-    preloadSettings,
-    eventTriggers: triggers.map((t) => t.name),
+    preloadSettings: r.preload_settings,
+    eventTriggers: r.event_triggers,
   };
 }

@@ -6,7 +6,7 @@
  */
 import type { ResolvedConnInfo } from '../../postgres/conninfo.js';
 import { quoteIdent } from '../../postgres/identifiers.js';
-import { checkLibraries, preloadSetting } from '../../postgres/libraries.js';
+import { checkPreloadSettings, preloadSetting } from '../../postgres/libraries.js';
 import { ok, warn, type CheckResult } from './types.js';
 
 export async function checkDatabasePreloadLibraries(target: ResolvedConnInfo, sourceDb: string, settings: readonly { role: string | null; setting: string }[]): Promise<CheckResult | null> {
@@ -16,13 +16,12 @@ export async function checkDatabasePreloadLibraries(target: ResolvedConnInfo, so
     return p && p.libraries.length ? [{ ...s, ...p }] : [];
   });
   if (!parsed.length) return null;
-  const checks = await checkLibraries(target, parsed.flatMap((p) => p.libraries.map((library) => ({ library, restricted: p.restricted }))), 'the target');
-  let i = 0;
+  const checks = await checkPreloadSettings(target, parsed, 'the target');
   const missing: string[] = [];
   const unknown: string[] = [];
   const fixes: string[] = [];
-  for (const p of parsed) {
-    const mine = checks.slice(i, (i += p.libraries.length));
+  for (const [i, p] of parsed.entries()) {
+    const mine = checks[i]!;
     const who = `${p.name}${p.role === null ? '' : ` for role ${p.role}`}`;
     const lacking = mine.filter((c) => c.status === 'missing');
     if (lacking.length) {
